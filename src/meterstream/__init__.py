@@ -1,0 +1,38 @@
+"""meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
+
+from ._api import flush, meter, metering, record, shutdown, stats
+from ._client import MeterClient
+from ._context import bind_context, current_customer, customer
+from ._decorators import Call, Usage
+from ._default import configure, get_client
+from ._version import __version__
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidEventError,
+    MeterError,
+    MissingCustomerError,
+)
+
+__all__ = [
+    "Call",
+    "ConfigurationError",
+    "DeliveryError",
+    "InvalidEventError",
+    "MeterClient",
+    "MeterError",
+    "MissingCustomerError",
+    "Usage",
+    "__version__",
+    "bind_context",
+    "configure",
+    "current_customer",
+    "customer",
+    "flush",
+    "get_client",
+    "meter",
+    "metering",
+    "record",
+    "shutdown",
+    "stats",
+]

@@ -1,0 +1,157 @@
+"""The bounded in-process buffer between ``record()`` and the flusher."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Optional, Union
+
+__all__ = ["Buffer", "FlushMarker"]
+
+
+class FlushMarker:
+    """Put in the buffer by ``flush()``: set once every event before it is settled.
+
+    The buffer is FIFO and one sender settles batches in order, so when the
+    sender reaches the marker, everything recorded before ``flush()`` was
+    called has been delivered, refused or dropped.
+    """
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+Item = Union[tuple[Any, ...], FlushMarker]
+
+
+class Buffer:
+    """A bounded FIFO of recorded events with an overflow policy.
+
+    The record path appends without taking a lock: ``deque.append`` is atomic,
+    and the bound is checked just before, so concurrent producers can overshoot
+    ``max_size`` by at most one event each (never unboundedly). Only overflow
+    takes the lock. One consumer at a time takes batches from the other end.
+
+    Overflow policies, when ``max_size`` events wait:
+      * ``drop_newest``: the new event is dropped;
+      * ``drop_oldest``: the oldest waiting event is dropped to make room;
+      * ``block``: the caller waits up to ``block_timeout`` seconds for room,
+        then the new event is dropped.
+    """
+
+    def __init__(
+        self,
+        max_size: int,
+        overflow: str = "drop_newest",
+        block_timeout: float = 1.0,
+        batch_size: int = 100,
+    ) -> None:
+        self.items: deque[Item] = deque()
+        self.max_size = max_size
+        self.batch_size = batch_size
+        self._overflow = overflow
+        self._block_timeout = block_timeout
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        #: Set when a full batch waits, or a flush was asked for.
+        self.wake = threading.Event()
+        #: Events dropped by the overflow policy (either end) ...
+        self.dropped_full = 0
+        #: ... of which already accepted ones, dropped by ``drop_oldest``.
+        self.dropped_oldest = 0
+        self._markers = 0
+
+    def put(self, item: tuple[Any, ...]) -> bool:
+        """Append *item*; False when the overflow policy dropped it instead.
+
+        The client inlines this on its hot path; keep the two in step.
+        """
+        items = self.items
+        if len(items) >= self.max_size and not self.overflow():
+            return False
+        items.append(item)
+        if len(items) >= self.batch_size and not self.wake.is_set():
+            self.wake.set()
+        return True
+
+    def overflow(self) -> bool:
+        """The buffer is full: apply the policy. True when there is now room."""
+        with self._lock:
+            items = self.items
+            if len(items) - self._markers < self.max_size:
+                return True
+            if self._overflow == "drop_oldest":
+                markers = []
+                while isinstance(items[0], FlushMarker):  # flush() promises stay in place
+                    markers.append(items.popleft())
+                items.popleft()
+                items.extendleft(reversed(markers))
+                self.dropped_full += 1
+                self.dropped_oldest += 1
+                return True
+            if self._overflow == "block" and self._block_timeout > 0:
+                self.wake.set()
+                deadline = time.monotonic() + self._block_timeout
+                while len(items) - self._markers >= self.max_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._room.wait(remaining)
+                if len(items) - self._markers < self.max_size:
+                    return True
+            self.dropped_full += 1
+            return False
+
+    def add_marker(self) -> FlushMarker:
+        """Append a flush marker (never dropped, never counted as an event)."""
+        marker = FlushMarker()
+        with self._lock:
+            self._markers += 1
+        self.items.append(marker)
+        self.wake.set()
+        return marker
+
+    def take(self, limit: int) -> tuple[list[tuple[Any, ...]], Optional[FlushMarker]]:
+        """Remove up to *limit* events from the old end.
+
+        Stops early at a flush marker, which is returned too: the caller sets
+        it once the events taken with it are settled.
+        """
+        items = self.items
+        batch: list[tuple[Any, ...]] = []
+        marker: Optional[FlushMarker] = None
+        while len(batch) < limit:
+            try:
+                item = items.popleft()
+            except IndexError:
+                break
+            if type(item) is FlushMarker:
+                marker = item
+                with self._lock:
+                    self._markers -= 1
+                break
+            batch.append(item)  # type: ignore[arg-type]
+        if self._overflow == "block" and batch:
+            with self._lock:
+                self._room.notify_all()
+        return batch, marker
+
+    @property
+    def has_markers(self) -> bool:
+        return self._markers > 0
+
+    def __len__(self) -> int:
+        """Events waiting (flush markers excluded)."""
+        return max(0, len(self.items) - self._markers)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh locks, and nothing of the parent's events."""
+        self.items = deque()
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self.wake = threading.Event()
+        self.dropped_full = self.dropped_oldest = 0
+        self._markers = 0

@@ -1,0 +1,486 @@
+"""``MeterClient``: the recording surface wired to a buffer, a flusher and an exporter."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, TypeVar
+
+from . import _events
+from ._buffer import Buffer
+from ._config import Settings
+from ._context import CUSTOMER
+from ._decorators import make_meter, metering
+from ._delivery import Delivery
+from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
+from ._internal import RateLimitedLog, report_internal_error
+from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCustomerError
+
+__all__ = ["MeterClient"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_time = time.time
+MAX_FAST_INT = _events.MAX_FAST_INT
+_getpid = os.getpid
+_get_customer = CUSTOMER.get
+_next_sequence = _events.next_sequence
+
+DROP_REASONS = ("queue_full", "shutdown", "invalid", "missing_customer")
+FAIL_REASONS = ("rejected", "retries_exhausted")
+
+
+class MeterClient:
+    """A configured metering pipeline: record uses, buffer them, deliver them.
+
+    Most applications use the module functions (``meterstream.meter`` ...),
+    which share one default client; make a ``MeterClient`` when you need two
+    configurations in one process. The current customer (``customer()``) is
+    shared by every client.
+
+    Args:
+        **settings: any setting of the configuration reference
+            (``docs/configuration.md``); each also reads ``METERSTREAM_<NAME>``
+            from the environment, and keywords win.
+
+    Raises:
+        ConfigurationError: an unknown setting or a bad value.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = Settings.resolve(settings)
+        s = self._settings
+        #: False when ``enabled=False``: decorators call straight through.
+        self._active = s.enabled
+        self._disabled = s.disabled_events
+        self._raise = s.raise_errors
+        self._on_missing = s.on_missing_customer
+        self._log = RateLimitedLog()
+        self._lock = threading.Lock()
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._closed = False
+        self._pid = _getpid()
+        self._buffer = Buffer(s.max_queue_size, s.overflow, s.block_timeout, s.batch_size)
+        self.exporter: Exporter = _make_exporter(s)
+        self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
+        self._sync = s.sync_mode
+        # Read by the record path; kept as attributes of the client to save lookups.
+        self._items = self._buffer.items
+        self._max_size = s.max_queue_size
+        self._batch_size = s.batch_size
+        #: Anything that takes _record_simple off its fast path.
+        self._slow = bool(self._disabled) or self._sync
+        if self._active:
+            _register_client(self)
+
+    # -- configuration ---------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings (read-only)."""
+        return self._settings
+
+    @property
+    def enabled(self) -> bool:
+        return self._active
+
+    def __repr__(self) -> str:
+        s = self._settings
+        exporter = s.exporter if isinstance(s.exporter, str) else type(s.exporter).__name__
+        return f"<MeterClient enabled={s.enabled} exporter={exporter!r} queued={len(self._buffer)}>"
+
+    # -- recording ---------------------------------------------------------------
+
+    def meter(
+        self,
+        event_name: str,
+        *,
+        value: Any = 1,
+        customer: Any = None,
+        identifier: Any = None,
+        dimensions: Optional[Mapping[str, str]] = None,
+        on_error: str = "skip",
+    ) -> Callable[[_F], _F]:
+        """Decorate a function so that each successful call records one use.
+
+        Works on functions, methods, classmethods, staticmethods, ``async def``
+        functions, generators and async generators (recorded when exhausted or
+        closed); keeps the signature, name, docstring and coroutine-ness.
+
+        Args:
+            event_name: the Stripe meter's event name (1..100 characters).
+            value: a number (int, float, Decimal, numeric string), or a callable
+                taking a :class:`Call` and returning one. Default 1.
+            customer: a customer id, or a callable of the :class:`Call`; default
+                the current customer (:func:`meterstream.customer`).
+            identifier: a unique id for the event, or a callable of the
+                :class:`Call` (for deterministic ids such as a request id);
+                generated when not given.
+            dimensions: constant meter dimensions, str to str.
+            on_error: ``"skip"`` (a call that raises records nothing) or
+                ``"record"`` (it is recorded, with ``call.exception`` set).
+
+        Raises:
+            InvalidEventError: at decoration time, for a constant that Stripe would refuse.
+        """
+        return make_meter(
+            self._self,
+            event_name,
+            value=value,
+            customer=customer,
+            identifier=identifier,
+            dimensions=dimensions,
+            on_error=on_error,
+        )
+
+    def metering(
+        self,
+        event_name: str,
+        *,
+        customer: Optional[str] = None,
+        identifier: Optional[str] = None,
+        dimensions: Optional[Mapping[str, str]] = None,
+        on_error: str = "skip",
+    ) -> metering:
+        """Meter a block: ``with client.metering("gpu_seconds") as usage: usage.value = 12.5``."""
+        return metering(
+            self._self,
+            event_name,
+            customer=customer,
+            identifier=identifier,
+            dimensions=dimensions,
+            on_error=on_error,
+        )
+
+    def record(
+        self,
+        event_name: str,
+        value: Any = 1,
+        *,
+        customer: Optional[str] = None,
+        identifier: Optional[str] = None,
+        dimensions: Optional[Mapping[str, str]] = None,
+        timestamp: Any = None,
+    ) -> None:
+        """Record one use now.
+
+        Args:
+            event_name: the meter's event name.
+            value: int, float, Decimal or numeric string; default 1.
+            customer: default the current customer.
+            identifier: default a generated unique id.
+            dimensions: meter dimensions, str to str.
+            timestamp: when the use happened: an aware ``datetime`` or Unix
+                seconds, within the past 35 days and 5 minutes ahead; default now.
+
+        Raises:
+            InvalidEventError: bad input, when ``raise_errors=True``.
+            MissingCustomerError: no customer and ``on_missing_customer="raise"``.
+        """
+        if not self._active:
+            return
+        try:
+            dims = _events.check_dimensions(dimensions)
+        except InvalidEventError as exc:
+            self._reject(exc, event_name)
+            return
+        self._record(event_name, value, customer or _get_customer(), identifier, dims, timestamp)
+
+    def _self(self) -> MeterClient:
+        return self
+
+    # The hot path of @meter with a constant value: the value and dimensions
+    # were checked at decoration time.
+    def _record_simple(
+        self,
+        event_name: str,
+        value: Any,
+        customer: Optional[str],
+        dimensions: Optional[dict[str, str]],
+    ) -> None:
+        if self._pid != _getpid():
+            self._after_fork_in_child()
+        if not customer or dimensions is not None or self._slow:
+            self._record(event_name, value, customer, None, dimensions, None)
+            return
+        items = self._items
+        if len(items) >= self._max_size and not self._buffer.overflow():
+            self._log_queue_full()
+            return
+        items.append((event_name, customer, value, _time(), _next_sequence(), None))
+        if len(items) >= self._batch_size and not self._buffer.wake.is_set():
+            self._buffer.wake.set()
+        if not self._delivery.started:
+            self._delivery.ensure_started()
+
+    def _log_queue_full(self) -> None:
+        self._log.log(
+            logging.WARNING,
+            "drop:queue_full",
+            "meterstream buffer is full (max_queue_size=%d): events are being dropped",
+            self._buffer.max_size,
+        )
+
+    # The general hot path: everything a decorated call does after the function returned.
+    # Keep it to checks, a clock read and one append: no I/O, no locks, no
+    # formatting (the flusher encodes), no logging per event.
+    def _record(
+        self,
+        event_name: str,
+        value: Any,
+        customer: Optional[str],
+        identifier: Optional[str],
+        dimensions: Optional[dict[str, str]],
+        timestamp: Any,
+    ) -> None:
+        if self._disabled and event_name in self._disabled:
+            return
+        if self._pid != _getpid():
+            self._after_fork_in_child()
+        try:
+            if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
+                value = _events.check_value(value)
+            if type(customer) is not str or not customer:
+                if customer is None or customer == "":
+                    self._missing_customer(event_name)
+                    return
+                _events.check_customer(customer)
+            if identifier is None:
+                ident: Any = _next_sequence()
+            else:
+                ident = _events.check_identifier(identifier)
+            ts = _time() if timestamp is None else _events.check_timestamp(timestamp)
+            if dimensions is not None:
+                keys = self._settings.payload_keys_for(event_name)
+                if keys[0] in dimensions or keys[1] in dimensions:
+                    _events.check_dimensions(dimensions, keys)
+        except InvalidEventError as exc:
+            self._reject(exc, event_name)
+            return
+        if self._closed:
+            self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
+            return
+        # Buffer.put, inlined: this is the one append.
+        buffer = self._buffer
+        items = buffer.items
+        if len(items) >= buffer.max_size and not buffer.overflow():
+            self._log_queue_full()
+            return
+        items.append((event_name, customer, value, ts, ident, dimensions))
+        if self._sync:
+            self._delivery.flush_on_caller()
+            return
+        if len(items) >= buffer.batch_size and not buffer.wake.is_set():
+            buffer.wake.set()
+        if not self._delivery.started:
+            self._delivery.ensure_started()
+
+    # -- bad input and missing customers -----------------------------------------
+
+    def _reject(self, exc: InvalidEventError, event_name: Any) -> None:
+        """An event failed validation: raise it, or count and log it (rate-limited)."""
+        if self._raise:
+            raise exc
+        self._drop("invalid", 1, "invalid meter event %r dropped: %s", event_name, exc)
+
+    def _missing_customer_before_call(self, event_name: str) -> None:
+        """Checked before a metered call runs, so 'raise' fails before any work is done.
+
+        Other policies are applied when the use is recorded.
+        """
+        if self._on_missing == "raise" and self._active and event_name not in self._disabled:
+            raise MissingCustomerError(event_name)
+
+    def _missing_customer(self, event_name: str) -> None:
+        if self._on_missing == "raise":
+            raise MissingCustomerError(event_name)
+        self._drop(
+            "missing_customer",
+            1,
+            "no customer for meter event %r: dropped (set one with meterstream.customer(...) "
+            "or customer=...)",
+            event_name,
+            level=logging.WARNING if self._on_missing == "warn" else None,
+        )
+
+    def _drop(
+        self,
+        reason: str,
+        count: int,
+        msg: str,
+        *args: Any,
+        level: Optional[int] = logging.WARNING,
+    ) -> None:
+        with self._lock:
+            self._dropped[reason] += count
+        if level is not None:
+            self._log.log(level, "drop:" + reason, msg, *args)
+
+    # -- fork ---------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Make this client usable in a forked child: fresh locks, no inherited events."""
+        self._pid = _getpid()
+        self._lock = threading.Lock()
+        self._log = RateLimitedLog()
+        self._buffer.reset_after_fork()
+        self._items = self._buffer.items
+        self._delivery.after_fork_in_child()
+        self.exporter.after_fork_in_child()
+        _events.ensure_fresh_prefix_after_fork()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def flush(self, timeout: Optional[float] = 5.0) -> bool:
+        """Deliver everything recorded so far.
+
+        Returns:
+            True when every event recorded before the call is settled:
+            delivered, or refused by Stripe and handed to ``on_delivery_error``
+            (or dropped and counted). False when *timeout* ran out first, for
+            example while Stripe is unreachable.
+        """
+        if not self._active:
+            return True
+        if self._pid != _getpid():
+            self._after_fork_in_child()
+        try:
+            return self._delivery.flush(timeout)
+        except MeterError:
+            raise
+        except Exception as exc:  # never let a bug in delivery break the caller
+            report_internal_error(exc)
+            self._log.log(logging.ERROR, "flush", "meterstream flush failed: %r", exc)
+            return False
+
+    def shutdown(self, timeout: Optional[float] = None) -> bool:
+        """Stop accepting events, deliver what waits, and release resources.
+
+        Idempotent. Events recorded afterwards are dropped and counted.
+
+        Args:
+            timeout: seconds to wait for delivery; default ``shutdown_timeout``.
+
+        Returns:
+            True when everything was delivered (or settled) in time.
+        """
+        if timeout is None:
+            timeout = self._settings.shutdown_timeout
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = self._slow = True
+        if not self._active:
+            return True
+        try:
+            done = self._delivery.shutdown(timeout)
+        except Exception as exc:
+            report_internal_error(exc)
+            self._log.log(logging.ERROR, "shutdown", "meterstream shutdown failed: %r", exc)
+            done = False
+        _unregister_client(self)
+        return done
+
+    def stats(self) -> dict[str, int]:
+        """Counters about this client.
+
+        Returns:
+            ``recorded`` (accepted into the buffer), ``queued`` (accepted, not yet
+            settled), ``sent``, ``retried`` (batch attempts repeated),
+            ``failed`` (refused by Stripe or out of retries) with
+            ``failed_rejected`` / ``failed_retries_exhausted``, ``dropped``
+            (never queued, or discarded) with ``dropped_queue_full``,
+            ``dropped_shutdown``, ``dropped_invalid``, ``dropped_missing_customer``,
+            ``sessions_opened`` and ``requests``.
+        """
+        buffer = self._buffer
+        with self._lock:
+            dropped = dict(self._dropped)
+        delivery = self._delivery.counters()
+        dropped["queue_full"] += buffer.dropped_full
+        dropped["shutdown"] += delivery["dropped_shutdown"]
+        failed = delivery["failed_rejected"] + delivery["failed_retries_exhausted"]
+        queued = len(buffer) + delivery["inflight"]
+        # "recorded" is derived rather than counted on the hot path: every
+        # accepted event is queued or has exactly one final outcome.
+        settled = delivery["sent"] + failed + delivery["dropped_shutdown"] + buffer.dropped_oldest
+        out = {
+            "recorded": settled + queued,
+            "queued": queued,
+            "sent": delivery["sent"],
+            "retried": delivery["retried"],
+            "failed": failed,
+            "dropped": sum(dropped.values()),
+        }
+        for reason in FAIL_REASONS:
+            out["failed_" + reason] = delivery["failed_" + reason]
+        for reason in DROP_REASONS:
+            out["dropped_" + reason] = dropped[reason]
+        out["sessions_opened"] = delivery["sessions_opened"]
+        out["requests"] = delivery["requests"]
+        return out
+
+
+def _make_exporter(settings: Settings) -> Exporter:
+    exporter = settings.exporter
+    if isinstance(exporter, Exporter):
+        return exporter
+    if not isinstance(exporter, str):
+        raise ConfigurationError(f"exporter: expected a name or an Exporter, got {exporter!r}")
+    if exporter == "memory":
+        return MemoryExporter()
+    if exporter == "log":
+        return LogExporter()
+    if exporter == "none":
+        return NoneExporter()
+    if exporter == "stripe":
+        from ._exporters.stripe import StripeExporter
+
+        return StripeExporter(settings)
+    raise ConfigurationError(f"exporter: unknown exporter {exporter!r}")  # pragma: no cover
+
+
+# -- every live client: for atexit and the fork hooks -----------------------------
+
+_clients: weakref.WeakSet[MeterClient] = weakref.WeakSet()
+_clients_lock = threading.Lock()
+
+
+def _register_client(client: MeterClient) -> None:
+    with _clients_lock:
+        _clients.add(client)
+
+
+def _unregister_client(client: MeterClient) -> None:
+    with _clients_lock:
+        _clients.discard(client)
+
+
+def live_clients() -> list[MeterClient]:
+    with _clients_lock:
+        return list(_clients)
+
+
+def _shutdown_all_at_exit() -> None:
+    for client in live_clients():
+        try:
+            client.shutdown(client.settings.shutdown_timeout)
+        except Exception as exc:  # at exit, nothing is worth a traceback
+            report_internal_error(exc)
+
+
+def _after_fork_in_child() -> None:
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    for client in list(_clients):
+        client._after_fork_in_child()
+
+
+atexit.register(_shutdown_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

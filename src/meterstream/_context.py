@@ -1,0 +1,105 @@
+"""The current customer, carried by the stdlib :mod:`contextvars`.
+
+Threads and asyncio tasks each see their own value; a task created inside a
+``customer()`` block inherits it (asyncio copies the context at task creation),
+and so does ``asyncio.to_thread``. Plain thread pools do not copy contexts:
+wrap the callable with :func:`bind_context`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from types import TracebackType
+from typing import Any, Callable, Optional, TypeVar
+
+__all__ = ["bind_context", "current_customer", "customer"]
+
+_T = TypeVar("_T")
+
+CUSTOMER: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "meterstream_customer", default=None
+)
+
+
+def current_customer() -> Optional[str]:
+    """Return the customer set by the innermost enclosing :func:`customer` block, or None."""
+    return CUSTOMER.get()
+
+
+class customer:
+    """Set the current customer for the duration of a ``with`` (or ``async with``) block.
+
+    Every use recorded inside the block, by any client, is billed to this
+    customer unless the use names its own. Blocks nest: leaving an inner block
+    restores the outer customer. ``customer(None)`` clears it for the block.
+
+    Args:
+        customer_id: the Stripe customer id (``"cus_..."``), or None.
+
+    Raises:
+        TypeError: *customer_id* is neither a string nor None.
+
+    Example::
+
+        with meterstream.customer("cus_123"):
+            search("shoes")
+    """
+
+    __slots__ = ("_customer_id", "_tokens")
+
+    def __init__(self, customer_id: Optional[str]) -> None:
+        if customer_id is not None and not isinstance(customer_id, str):
+            raise TypeError(
+                f"customer: expected a Stripe customer id string or None, "
+                f"got {type(customer_id).__name__} {customer_id!r}"
+            )
+        # An empty id is no id: treated as "no customer" at record time.
+        self._customer_id = customer_id or None
+        self._tokens: list[contextvars.Token[Optional[str]]] = []
+
+    def __enter__(self) -> Optional[str]:
+        self._tokens.append(CUSTOMER.set(self._customer_id))
+        return self._customer_id
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        CUSTOMER.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> Optional[str]:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"customer({self._customer_id!r})"
+
+
+def bind_context(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Return *fn* bound to a copy of the current context, customer included.
+
+    Thread pools run work in the context of their worker thread, not of the
+    code that submitted it; bind first to carry the customer across::
+
+        with meterstream.customer("cus_123"):
+            pool.submit(meterstream.bind_context(search), "shoes")
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> _T:
+        # A context can be entered by one thread at a time: copy per call so
+        # the bound callable can run in several workers at once.
+        return ctx.copy().run(fn, *args, **kwargs)
+
+    return run

@@ -1,0 +1,535 @@
+"""``meter()``, ``metering()`` and the ``Call`` passed to value/customer callables."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncGenerator, Generator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
+
+import wrapt
+
+from ._context import CUSTOMER
+from ._events import check_dimensions, check_event_name, check_identifier, check_value
+from .errors import InvalidEventError
+
+if TYPE_CHECKING:
+    from ._client import MeterClient
+
+__all__ = ["Call", "Usage", "make_meter", "metering"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+Number = Union[int, float, "Decimal"]
+ON_ERROR = ("skip", "record")
+
+perf_counter = time.perf_counter
+
+
+class Call:
+    """What a ``value=``, ``customer=`` or ``identifier=`` callable is given.
+
+    Attributes:
+        args: positional arguments of the call (without ``self``/``cls``).
+        kwargs: keyword arguments of the call.
+        instance: the bound ``self`` or ``cls``, or None for plain functions.
+        result: the return value (for generators, their return value; for
+            ``metering()`` blocks, None).
+        elapsed: seconds the call took (for generators: until exhausted or closed).
+        exception: the exception the call raised, or None.
+        items: for generators, how many items were yielded; otherwise 0.
+    """
+
+    __slots__ = ("args", "elapsed", "exception", "instance", "items", "kwargs", "result")
+
+    def __init__(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        instance: Any = None,
+        result: Any = None,
+        elapsed: float = 0.0,
+        exception: Optional[BaseException] = None,
+        items: int = 0,
+    ) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.instance = instance
+        self.result = result
+        self.elapsed = elapsed
+        self.exception = exception
+        self.items = items
+
+    def __repr__(self) -> str:
+        return (
+            f"Call(args={self.args!r}, kwargs={self.kwargs!r}, result={self.result!r}, "
+            f"elapsed={self.elapsed:.6f}, exception={self.exception!r})"
+        )
+
+
+class MeterSpec:
+    """One ``meter()`` decoration, validated once at decoration time."""
+
+    __slots__ = (
+        "customer",
+        "customer_fn",
+        "dimensions",
+        "event_name",
+        "identifier",
+        "identifier_fn",
+        "on_error",
+        "simple",
+        "value",
+        "value_fn",
+    )
+
+    def __init__(
+        self,
+        event_name: str,
+        value: Any,
+        customer: Any,
+        identifier: Any,
+        dimensions: Optional[Mapping[str, str]],
+        on_error: str,
+    ) -> None:
+        self.event_name = check_event_name(event_name)
+        self.value_fn = value if callable(value) else None
+        self.value = None if self.value_fn else check_value(value)
+        self.customer_fn = customer if callable(customer) else None
+        self.customer: Optional[str] = None
+        if customer is not None and not self.customer_fn:
+            if not isinstance(customer, str) or not customer:
+                raise InvalidEventError("customer", customer, "must be a non-empty string")
+            self.customer = customer
+        self.identifier_fn = identifier if callable(identifier) else None
+        self.identifier = (
+            None if identifier is None or self.identifier_fn else check_identifier(identifier)
+        )
+        self.dimensions = check_dimensions(dimensions)
+        if on_error not in ON_ERROR:
+            raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
+        self.on_error = on_error
+        # Nothing to compute from the call: the wrapper skips timing and Call.
+        self.simple = not (self.value_fn or self.customer_fn or self.identifier_fn)
+
+    def finish(
+        self,
+        client: MeterClient,
+        context_customer: Optional[str],
+        call: Optional[Call],
+    ) -> None:
+        """Record one use of the decorated function. Never raises unless asked to."""
+        if call is None:
+            client._record(
+                self.event_name,
+                self.value,
+                self.customer or context_customer,
+                self.identifier,
+                self.dimensions,
+                None,
+            )
+            return
+        try:
+            value = self.value_fn(call) if self.value_fn else self.value
+            customer = self.customer_fn(call) if self.customer_fn else self.customer
+            identifier = self.identifier_fn(call) if self.identifier_fn else self.identifier
+        except Exception as exc:
+            field = "value" if self.value_fn else "customer" if self.customer_fn else "identifier"
+            error = InvalidEventError(field, None, f"the {field} callable raised {exc!r}")
+            error.__cause__ = exc
+            client._reject(error, self.event_name)
+            return
+        client._record(
+            self.event_name,
+            value,
+            customer or context_customer,
+            identifier,
+            self.dimensions,
+            None,
+        )
+
+
+def make_meter(
+    get_client: Callable[[], MeterClient],
+    event_name: str,
+    *,
+    value: Any = 1,
+    customer: Any = None,
+    identifier: Any = None,
+    dimensions: Optional[Mapping[str, str]] = None,
+    on_error: str = "skip",
+) -> Callable[[_F], _F]:
+    spec = MeterSpec(event_name, value, customer, identifier, dimensions, on_error)
+
+    def decorate(fn: _F) -> _F:
+        target = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
+        if inspect.isasyncgenfunction(target):
+            wrapper = _async_gen_wrapper(get_client, spec)
+        elif inspect.iscoroutinefunction(target):
+            wrapper = _async_wrapper(get_client, spec)
+        elif inspect.isgeneratorfunction(target):
+            wrapper = _gen_wrapper(get_client, spec)
+        else:
+            wrapper = _sync_wrapper(get_client, spec)
+            if _is_plain_function(fn):
+                return cast(_F, _PlainFunctionWrapper(fn, wrapper))
+        return cast(_F, wrapt.decorator(wrapper)(fn))
+
+    return decorate
+
+
+class _PlainFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """wrapt's ``FunctionWrapper`` with a direct ``__call__`` for plain functions.
+
+    On each call of a wrapped plain function, wrapt looks for a ``__self__``
+    that functions do not have, and the AttributeError it swallows costs more
+    than everything else metering does. A plain function has no instance to
+    find, so this skips the search; binding (``__get__``) is wrapt's own.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        wrapper: Callable[..., Any] = self._self_wrapper
+        return wrapper(self.__wrapped__, None, args, kwargs)
+
+
+def _is_plain_function(fn: Any) -> bool:
+    """A module-level or nested function, not one defined in a class body."""
+    if not inspect.isfunction(fn):
+        return False
+    parts = fn.__qualname__.split(".")
+    return len(parts) == 1 or parts[-2] == "<locals>"
+
+
+def _start(client: MeterClient, spec: MeterSpec) -> Optional[str]:
+    """The context customer at call start; raises only for on_missing_customer='raise'."""
+    customer = CUSTOMER.get()
+    if customer is None and spec.customer is None and spec.customer_fn is None:
+        client._missing_customer_before_call(spec.event_name)
+    return customer
+
+
+def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+    record_errors = spec.on_error == "record"
+    get_customer = CUSTOMER.get
+    if spec.simple and not record_errors:
+        # The common case, kept to the fewest calls: constant value, no Call.
+        name, value, fixed_customer = spec.event_name, spec.value, spec.customer
+        identifier, dimensions = spec.identifier, spec.dimensions
+
+        def simple_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            client = get_client()
+            if not client._active:
+                return wrapped(*args, **kwargs)
+            customer = fixed_customer or get_customer()
+            if customer is None:
+                client._missing_customer_before_call(name)
+            result = wrapped(*args, **kwargs)
+            if identifier is None:
+                client._record_simple(name, value, customer, dimensions)
+            else:
+                client._record(name, value, customer, identifier, dimensions, None)
+            return result
+
+        return simple_wrapper
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        client = get_client()
+        if not client._active:
+            return wrapped(*args, **kwargs)
+        customer = _start(client, spec)
+        started = perf_counter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if record_errors:
+                call = Call(args, kwargs, instance, None, perf_counter() - started, exc)
+                spec.finish(client, customer, call)
+            raise
+        spec.finish(
+            client,
+            customer,
+            None if spec.simple else Call(args, kwargs, instance, result, perf_counter() - started),
+        )
+        return result
+
+    return wrapper
+
+
+def _async_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+    simple = spec.simple
+    record_errors = spec.on_error == "record"
+
+    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        client = get_client()
+        if not client._active:
+            return await wrapped(*args, **kwargs)
+        customer = _start(client, spec)
+        started = perf_counter()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if record_errors:
+                call = Call(args, kwargs, instance, None, perf_counter() - started, exc)
+                spec.finish(client, customer, call)
+            raise
+        spec.finish(
+            client,
+            customer,
+            None if simple else Call(args, kwargs, instance, result, perf_counter() - started),
+        )
+        return result
+
+    return wrapper
+
+
+def _gen_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+    record_errors = spec.on_error == "record"
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        client = get_client()
+        if not client._active:
+            return wrapped(*args, **kwargs)
+        customer = _start(client, spec)
+        return _metered_generator(
+            client, spec, customer, record_errors, wrapped(*args, **kwargs), instance, args, kwargs
+        )
+
+    return wrapper
+
+
+def _metered_generator(
+    client: MeterClient,
+    spec: MeterSpec,
+    customer: Optional[str],
+    record_errors: bool,
+    gen: Generator[Any, Any, Any],
+    instance: Any,
+    args: Any,
+    kwargs: Any,
+) -> Generator[Any, Any, Any]:
+    # A hand-written delegation loop rather than ``yield from`` so the items
+    # can be counted; send() and throw() are forwarded as yield from would.
+    started = perf_counter()
+    items = 0
+    to_send: Any = None
+    to_throw: Optional[BaseException] = None
+    try:
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = gen.throw(exc)
+                else:
+                    item = gen.send(to_send)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            items += 1
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                gen.close()
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:
+        # Closed early by the consumer: the use happened, record it.
+        spec.finish(
+            client,
+            customer,
+            Call(args, kwargs, instance, None, perf_counter() - started, None, items),
+        )
+        raise
+    except BaseException as exc:
+        if record_errors:
+            spec.finish(
+                client,
+                customer,
+                Call(args, kwargs, instance, None, perf_counter() - started, exc, items),
+            )
+        raise
+    spec.finish(
+        client,
+        customer,
+        Call(args, kwargs, instance, result, perf_counter() - started, None, items),
+    )
+    return result
+
+
+def _async_gen_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+    record_errors = spec.on_error == "record"
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        client = get_client()
+        if not client._active:
+            return wrapped(*args, **kwargs)
+        customer = _start(client, spec)
+        return _metered_async_generator(
+            client, spec, customer, record_errors, wrapped(*args, **kwargs), instance, args, kwargs
+        )
+
+    return wrapper
+
+
+async def _metered_async_generator(
+    client: MeterClient,
+    spec: MeterSpec,
+    customer: Optional[str],
+    record_errors: bool,
+    agen: AsyncGenerator[Any, Any],
+    instance: Any,
+    args: Any,
+    kwargs: Any,
+) -> AsyncGenerator[Any, Any]:
+    started = perf_counter()
+    items = 0
+    to_send: Any = None
+    to_throw: Optional[BaseException] = None
+    try:
+        while True:
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = await agen.athrow(exc)
+                else:
+                    item = await agen.asend(to_send)
+            except StopAsyncIteration:
+                break
+            items += 1
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                await agen.aclose()
+                raise
+            except BaseException as exc:
+                to_throw = exc
+    except GeneratorExit:
+        spec.finish(
+            client,
+            customer,
+            Call(args, kwargs, instance, None, perf_counter() - started, None, items),
+        )
+        raise
+    except BaseException as exc:
+        if record_errors:
+            spec.finish(
+                client,
+                customer,
+                Call(args, kwargs, instance, None, perf_counter() - started, exc, items),
+            )
+        raise
+    spec.finish(
+        client, customer, Call(args, kwargs, instance, None, perf_counter() - started, None, items)
+    )
+
+
+class Usage:
+    """The handle a ``metering()`` block yields: set or add to its value.
+
+    If the block never sets it, the value is 1.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value: Any = None
+
+    @property
+    def value(self) -> Any:
+        return 1 if self._value is None else self._value
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self._value = value
+
+    def add(self, amount: Any = 1) -> None:
+        """Add *amount* to the value (starting from 0, not from the default 1)."""
+        self._value = amount if self._value is None else self._value + amount
+
+    def __repr__(self) -> str:
+        return f"Usage(value={self.value!r})"
+
+
+class metering:
+    """Meter a block of code: ``with client.metering("gpu_seconds") as usage: ...``.
+
+    Works with ``with`` and ``async with``. The use is recorded when the block
+    exits; a block that raises records nothing unless ``on_error="record"``.
+    """
+
+    __slots__ = (
+        "_client",
+        "_customer",
+        "_dimensions",
+        "_event_name",
+        "_get_client",
+        "_identifier",
+        "_on_error",
+        "_started",
+        "_usage",
+    )
+
+    def __init__(
+        self,
+        get_client: Callable[[], MeterClient],
+        event_name: str,
+        *,
+        customer: Optional[str] = None,
+        identifier: Optional[str] = None,
+        dimensions: Optional[Mapping[str, str]] = None,
+        on_error: str = "skip",
+    ) -> None:
+        self._get_client = get_client
+        self._event_name = check_event_name(event_name)
+        self._customer = customer
+        self._identifier = identifier
+        self._dimensions = check_dimensions(dimensions)
+        if on_error not in ON_ERROR:
+            raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
+        self._on_error = on_error
+        self._usage = Usage()
+        self._client: Optional[MeterClient] = None
+        self._started = 0.0
+
+    def __enter__(self) -> Usage:
+        self._client = self._get_client()
+        self._customer = self._customer or CUSTOMER.get()
+        if self._customer is None and self._client._active:
+            self._client._missing_customer_before_call(self._event_name)
+        self._started = perf_counter()
+        return self._usage
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        client = self._client
+        if client is None or not client._active:
+            return
+        if exc is not None and self._on_error != "record":
+            return
+        client._record(
+            self._event_name,
+            self._usage.value,
+            self._customer,
+            self._identifier,
+            self._dimensions,
+            None,
+        )
+
+    async def __aenter__(self) -> Usage:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+if TYPE_CHECKING:
+    from decimal import Decimal

@@ -1,0 +1,268 @@
+"""Events: validation the way Stripe validates, and the wire encoding.
+
+A recorded use is kept as a plain tuple until the flusher encodes it, so the
+record path pays for no object construction, string formatting or JSON:
+
+    (event_name, customer, value, timestamp, identifier, dimensions)
+
+``value`` is an int, float or Decimal already checked; ``timestamp`` is Unix
+seconds; ``identifier`` is a string, or an int sequence number that becomes
+``<process prefix><number>`` when encoded; ``dimensions`` is a dict or None.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+import os
+import time
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Optional, Union
+
+from .errors import InvalidEventError
+
+__all__ = [
+    "MAX_DIGITS",
+    "RawEvent",
+    "check_customer",
+    "check_dimensions",
+    "check_event_name",
+    "check_identifier",
+    "check_timestamp",
+    "check_value",
+    "format_timestamp",
+    "format_value",
+    "identifier_prefix",
+    "next_sequence",
+    "to_wire",
+]
+
+RawEvent = tuple[str, str, Any, float, Union[int, str], Optional[Mapping[str, str]]]
+
+#: Stripe rejects values with more significant digits than this
+#: (``meter_event_value_too_many_digits``, API version 2026-04-22).
+MAX_DIGITS = 15
+#: Integers in this range have at most 15 digits: the record path's fast check.
+MAX_FAST_INT = 10**MAX_DIGITS - 1
+MAX_NAME = 100
+PAST_WINDOW = 35 * 24 * 3600.0
+FUTURE_WINDOW = 5 * 60.0
+
+
+# -- identifiers ------------------------------------------------------------
+
+
+def _new_prefix() -> str:
+    # 80 random bits: unique across processes and restarts without a uuid4
+    # per event; the per-event part is a counter.
+    return "ms_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
+
+
+_prefix = _new_prefix()
+_prefix_pid = os.getpid()
+_sequence = itertools.count(1)
+#: Returns the next sequence number; ``itertools.count`` is atomic under the GIL.
+next_sequence = _sequence.__next__
+
+
+def identifier_prefix() -> str:
+    return _prefix
+
+
+def _reset_after_fork() -> None:
+    # A forked child must never mint the identifiers its parent mints: a new
+    # prefix is enough (the counter goes on, which is harmless).
+    global _prefix, _prefix_pid
+    _prefix = _new_prefix()
+    _prefix_pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def ensure_fresh_prefix_after_fork() -> None:
+    """Called by clients that notice a fork the hooks missed (pid check)."""
+    if _prefix_pid != os.getpid():
+        _reset_after_fork()
+
+
+# -- validation ---------------------------------------------------------------
+
+
+def check_event_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidEventError("event_name", name, "must be a string")
+    if not 1 <= len(name) <= MAX_NAME:
+        raise InvalidEventError("event_name", name, f"must be 1..{MAX_NAME} characters")
+    return name
+
+
+def check_identifier(identifier: Any) -> str:
+    if not isinstance(identifier, str):
+        raise InvalidEventError("identifier", identifier, "must be a string")
+    if not 1 <= len(identifier) <= MAX_NAME:
+        raise InvalidEventError("identifier", identifier, f"must be 1..{MAX_NAME} characters")
+    return identifier
+
+
+def check_customer(customer: Any) -> str:
+    if not isinstance(customer, str):
+        raise InvalidEventError("customer", customer, "must be a Stripe customer id string")
+    if not customer or len(customer) > 5000 or customer != customer.strip():
+        raise InvalidEventError(
+            "customer", customer, "must be a non-empty id without surrounding whitespace"
+        )
+    return customer
+
+
+def _significant_digits(d: Decimal) -> int:
+    digits = d.as_tuple().digits
+    # Trailing zeros of the coefficient are not significant (1E+20, 1.50).
+    n = len(digits)
+    while n > 1 and digits[n - 1] == 0:
+        n -= 1
+    return n
+
+
+def check_value(value: Any) -> Union[int, float, Decimal]:
+    """Return *value* as it will be kept (int, float or Decimal), or raise.
+
+    Accepts ints, floats, Decimals and numeric strings; refuses bools,
+    non-finite numbers and more than 15 significant digits (ints and Decimals;
+    floats are written with 15 significant digits, so they always fit).
+    """
+    kind = type(value)
+    if kind is int:
+        if -MAX_FAST_INT <= value <= MAX_FAST_INT:
+            return value  # type: ignore[no-any-return]
+        if _significant_digits(Decimal(value)) > MAX_DIGITS:
+            raise InvalidEventError(
+                "value", value, f"has more than {MAX_DIGITS} significant digits"
+            )
+        return value  # type: ignore[no-any-return]
+    if kind is float:
+        if not math.isfinite(value):
+            raise InvalidEventError("value", value, "must be finite")
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, bool):
+        raise InvalidEventError("value", value, "must be a number, not a bool")
+    if isinstance(value, int):  # int subclasses (IntEnum, numpy ints register elsewhere)
+        return check_value(int(value))
+    if isinstance(value, float):
+        return check_value(float(value))
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidEventError("value", value, "is not a number") from None
+        return _check_decimal(parsed, value)
+    if isinstance(value, Decimal):
+        return _check_decimal(value, value)
+    raise InvalidEventError(
+        "value", value, f"must be an int, float, Decimal or numeric string, not {kind.__name__}"
+    )
+
+
+def _check_decimal(d: Decimal, shown: Any) -> Decimal:
+    if not d.is_finite():
+        raise InvalidEventError("value", shown, "must be finite")
+    if _significant_digits(d) > MAX_DIGITS:
+        raise InvalidEventError("value", shown, f"has more than {MAX_DIGITS} significant digits")
+    return d
+
+
+def check_dimensions(dimensions: Any, reserved: tuple[str, ...] = ()) -> Optional[dict[str, str]]:
+    """Validate meter dimensions: a dict of string keys to string values.
+
+    *reserved* are the payload keys already used for the customer and value.
+    """
+    if dimensions is None:
+        return None
+    if not isinstance(dimensions, Mapping):
+        raise InvalidEventError("dimensions", dimensions, "must be a dict of str to str")
+    result: dict[str, str] = {}
+    for key, val in dimensions.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_NAME:
+            raise InvalidEventError(
+                "dimensions", key, f"keys must be strings of 1..{MAX_NAME} characters"
+            )
+        if key in reserved:
+            raise InvalidEventError(
+                f"dimensions[{key!r}]", val, "clashes with the customer or value payload key"
+            )
+        if not isinstance(val, str):
+            raise InvalidEventError(f"dimensions[{key!r}]", val, "must be a string")
+        result[key] = val
+    return result or None
+
+
+def check_timestamp(timestamp: Any, now: Optional[float] = None) -> float:
+    """Return *timestamp* (an aware datetime or Unix seconds) as Unix seconds."""
+    if isinstance(timestamp, bool):
+        raise InvalidEventError("timestamp", timestamp, "must be a datetime or Unix seconds")
+    if isinstance(timestamp, (int, float)):
+        seconds = float(timestamp)
+        if not math.isfinite(seconds):
+            raise InvalidEventError("timestamp", timestamp, "must be finite")
+    elif hasattr(timestamp, "utcoffset") and hasattr(timestamp, "timestamp"):
+        if timestamp.utcoffset() is None:
+            raise InvalidEventError(
+                "timestamp", timestamp, "must be timezone-aware (use datetime.timezone.utc)"
+            )
+        seconds = timestamp.timestamp()
+    else:
+        raise InvalidEventError("timestamp", timestamp, "must be a datetime or Unix seconds")
+    now = time.time() if now is None else now
+    if seconds < now - PAST_WINDOW:
+        raise InvalidEventError("timestamp", timestamp, "is more than 35 days in the past")
+    if seconds > now + FUTURE_WINDOW:
+        raise InvalidEventError("timestamp", timestamp, "is more than 5 minutes in the future")
+    return seconds
+
+
+# -- wire encoding (flusher thread) ------------------------------------------------
+
+
+def format_value(value: Union[int, float, Decimal]) -> str:
+    """Write a checked value the way Stripe reads it: a plain decimal string."""
+    if type(value) is int:
+        return value.__str__()
+    if isinstance(value, float):
+        text = format(value, ".15g")
+        if "e" not in text:
+            return "0" if text == "-0" else text
+        value = Decimal(text)
+    text = format(value.normalize(), "f")  # type: ignore[union-attr]
+    return "0" if text in ("-0", "0") else text
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def format_timestamp(seconds: float) -> str:
+    """RFC 3339, UTC, millisecond precision: ``2024-06-01T12:00:00.000Z``."""
+    global _second_cache
+    whole, millis = divmod(int(seconds * 1000.0 + 0.5), 1000)
+    cached_second, prefix = _second_cache  # one tuple: read and replaced atomically
+    if cached_second != whole:
+        # Events come in bursts within one second: format each second once.
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second_cache = (whole, prefix)
+    return f"{prefix}.{millis:03d}Z"
+
+
+def to_wire(event: RawEvent, customer_key: str, value_key: str) -> dict[str, Any]:
+    """Encode one recorded use as a Stripe meter event (the stream's wire shape)."""
+    name, customer_id, value, timestamp, identifier, dimensions = event
+    payload = {customer_key: customer_id, value_key: format_value(value)}
+    if dimensions:
+        payload.update(dimensions)
+    return {
+        "identifier": identifier if type(identifier) is str else _prefix + format(identifier, "x"),
+        "event_name": name,
+        "timestamp": format_timestamp(timestamp),
+        "payload": payload,
+    }

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import json
+import logging
+
+from .base import Exporter, WireEvent
+
+__all__ = ["LogExporter"]
+
+events_logger = logging.getLogger("meterstream")
+
+
+class LogExporter(Exporter):
+    """Writes one JSON line per event to the ``meterstream`` logger at INFO.
+
+    The default when no Stripe key is configured: a dry run you can read.
+    """
+
+    def export(self, events: list[WireEvent], batch_id: str = "") -> None:
+        if not events_logger.isEnabledFor(logging.INFO):
+            return
+        for event in events:
+            events_logger.info("meter event %s", json.dumps(event, separators=(",", ":")))

@@ -1,0 +1,89 @@
+"""Exceptions raised by meterstream.
+
+Every exception the library raises on purpose derives from :class:`MeterError`,
+so ``except meterstream.MeterError`` catches them all and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "DeliveryError",
+    "InvalidEventError",
+    "MeterError",
+    "MissingCustomerError",
+]
+
+
+class MeterError(Exception):
+    """Base class of every error meterstream raises."""
+
+
+class ConfigurationError(MeterError, ValueError):
+    """A setting has a wrong name or value.
+
+    The message names the setting (or environment variable) and what it accepts.
+    """
+
+
+class InvalidEventError(MeterError, ValueError):
+    """An event would be refused by Stripe, so it was not queued.
+
+    Attributes:
+        field: the event field at fault (``"value"``, ``"event_name"`` ...).
+        value: the offending value, or None when there is none to show.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}: {reason} (got {_short_repr(value)})")
+
+
+class MissingCustomerError(InvalidEventError):
+    """No customer was given and none is set in the current context."""
+
+    def __init__(self, event_name: str) -> None:
+        super().__init__(
+            "customer",
+            None,
+            f"no customer for event {event_name!r}: pass customer=..., or wrap the call "
+            "in `with meterstream.customer(...)`",
+        )
+        self.event_name = event_name
+
+
+class DeliveryError(MeterError):
+    """Events could not be delivered to Stripe.
+
+    Handed to ``on_delivery_error`` with the events it concerns.
+
+    Attributes:
+        reason: ``"rejected"`` (Stripe refused the batch), ``"retries_exhausted"``,
+            ``"authentication"`` (the secret key was refused) or ``"shutdown"``.
+        status: the HTTP status of the last answer, when there was one.
+        code: Stripe's error ``code``, when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.code = code
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
