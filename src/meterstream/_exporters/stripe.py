@@ -1,0 +1,144 @@
+"""The Stripe exporter: Meter Event Streams v2 over one keep-alive httpx client."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Callable, Optional
+
+import httpx
+
+from .._internal import RateLimitedLog
+from .._session import (
+    RETRYABLE_STATUS,
+    SessionManager,
+    error_fields,
+    retry_after,
+    should_retry,
+)
+from .._version import __version__
+from ..errors import DeliveryError
+from .base import Exporter, RetryableExportError, WireEvent
+
+if TYPE_CHECKING:
+    from .._config import Settings
+
+__all__ = ["StripeExporter"]
+
+SESSION_PATH = "/v2/billing/meter_event_session"
+STREAM_PATH = "/v2/billing/meter_event_stream"
+
+logger = logging.getLogger("meterstream")
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class StripeExporter(Exporter):
+    """Sends batches to ``POST {stream_base}/v2/billing/meter_event_stream``.
+
+    Opens and rotates meter event sessions with the secret key, sends each
+    batch with a stable ``Idempotency-Key`` (the batch id, the same on every
+    retry), and sorts Stripe's answers into accepted, worth retrying
+    (:class:`RetryableExportError`) and refused (:class:`DeliveryError`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Optional[httpx.BaseTransport] = None,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> None:
+        assert settings.api_key, "the stripe exporter needs an api_key"
+        self._settings = settings
+        self._transport = transport
+        self._headers = {
+            "Stripe-Version": settings.stripe_version,
+            "User-Agent": f"meterstream/{__version__}",
+            "Content-Type": "application/json",
+        }
+        self._http = self._new_http()
+        self._stream_url = settings.stream_base + STREAM_PATH
+        extra = {} if clock is None else {"clock": clock}
+        self.sessions = SessionManager(
+            self._http,
+            settings.api_base + SESSION_PATH,
+            settings.api_key,
+            self._headers,
+            **extra,  # type: ignore[arg-type]
+        )
+        self._requests = 0
+        self._auth_warned = False
+        self._log = RateLimitedLog()
+        self._lock = threading.Lock()
+
+    def _new_http(self) -> httpx.Client:
+        timeout = self._settings.request_timeout
+        return httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            http2=self._settings.http2,
+            transport=self._transport,
+            trust_env=False,
+        )
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "sessions_opened": self.sessions.opened,
+            "requests": self._requests + self.sessions.requests,
+        }
+
+    def export(self, events: list[WireEvent], batch_id: str = "") -> None:
+        try:
+            token = self.sessions.token()
+        except DeliveryError as exc:
+            if exc.reason == "authentication" and not self._auth_warned:
+                self._auth_warned = True
+                logger.error("meterstream: %s", exc)
+            raise
+        headers = {"Authorization": f"Bearer {token}"}
+        if batch_id:
+            headers["Idempotency-Key"] = f"meterstream-{batch_id}"
+        body = _dumps({"events": events}).encode("utf-8")
+        self._requests += 1
+        try:
+            response = self._http.post(self._stream_url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise RetryableExportError(f"sending meter events failed: {exc!r}") from None
+        status = response.status_code
+        if status == 200:
+            return
+        kind, code, message = error_fields(response)
+        verdict = should_retry(response)
+        if status == 401 and verdict is not False:
+            # The session expired early, or was revoked: a new one, then the
+            # same batch again (retry_after=0: at once, the first time).
+            self.sessions.invalidate(token)
+            raise RetryableExportError(
+                f"meter event session refused ({kind or code or status}); rotating",
+                retry_after=0.0,
+                status=status,
+            )
+        if verdict is True or (verdict is None and (status in RETRYABLE_STATUS or status >= 500)):
+            raise RetryableExportError(
+                f"HTTP {status} {code or kind or ''} {message}".strip(),
+                retry_after=retry_after(response.headers),
+                status=status,
+            )
+        raise DeliveryError(
+            f"Stripe refused {len(events)} meter events: HTTP {status} "
+            f"{code or kind or ''}: {message}".strip(),
+            reason="rejected",
+            status=status,
+            code=code,
+        )
+
+    def shutdown(self) -> None:
+        self._http.close()
+
+    def after_fork_in_child(self) -> None:
+        # The parent's sockets are shared with us: drop (never close) them.
+        self._http = self._new_http()
+        self.sessions.reset(self._http)
+        self._requests = 0
+        self._lock = threading.Lock()

@@ -1,0 +1,188 @@
+"""Meter event sessions: the short-lived token the stream endpoint takes.
+
+``POST /v2/billing/meter_event_session`` with the secret key returns an
+``authentication_token`` valid for ``expires_at - created`` (15 minutes at
+Stripe). The token is refreshed after ``refresh_fraction`` of that lifetime,
+timed on the monotonic clock from when the answer arrived, so a skewed local
+wall clock does not matter; and again whenever the stream answers 401.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from typing import Any, Callable, Optional
+
+import httpx
+
+from ._exporters.base import RetryableExportError
+from .errors import DeliveryError
+
+__all__ = ["SessionManager", "parse_rfc3339"]
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+DEFAULT_LIFETIME = 15 * 60.0
+
+
+def parse_rfc3339(text: str) -> float:
+    """Unix seconds of an RFC 3339 timestamp such as ``2024-06-01T12:15:00.000Z``."""
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(_trim_fraction(text)).timestamp()
+
+
+def _trim_fraction(text: str) -> str:
+    # Python 3.9/3.10 fromisoformat takes at most 6 fractional digits.
+    if "." not in text:
+        return text
+    head, _, rest = text.partition(".")
+    digits = ""
+    while rest and rest[0].isdigit():
+        digits, rest = digits + rest[0], rest[1:]
+    return f"{head}.{(digits + '000000')[:6]}{rest}"
+
+
+def retry_after(headers: httpx.Headers) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), if present."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def should_retry(response: httpx.Response) -> Optional[bool]:
+    """Stripe's ``Stripe-Should-Retry`` verdict, when it gave one."""
+    value = response.headers.get("stripe-should-retry")
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def error_fields(response: httpx.Response) -> tuple[Optional[str], Optional[str], str]:
+    """(type, code, message) of a Stripe error body, as far as it can be read."""
+    try:
+        body: Any = json.loads(response.content)
+        error = body.get("error") or {}
+        return error.get("type"), error.get("code"), str(error.get("message") or "")
+    except (ValueError, AttributeError):
+        return None, None, response.text[:200]
+
+
+class SessionManager:
+    """Hands out a valid stream token; one refresh at a time, shared by all senders."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        url: str,
+        api_key: str,
+        headers: dict[str, str],
+        *,
+        refresh_fraction: float = 0.8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._url = url
+        self._api_key = api_key
+        self._headers = headers
+        self._refresh_fraction = refresh_fraction
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: Optional[str] = None
+        self._refresh_at = 0.0
+        self.opened = 0
+        self.requests = 0
+
+    def token(self) -> str:
+        """A token good for now, opening a new session when due."""
+        token = self._token
+        if token is not None and self._clock() < self._refresh_at:
+            return token
+        with self._lock:
+            if self._token is None or self._clock() >= self._refresh_at:
+                self._open()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self, token: str) -> None:
+        """The stream refused *token*: the next ``token()`` opens a new session.
+
+        Only if it is still the current one, so that senders that saw the same
+        401 cause one refresh, not one each.
+        """
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+    def reset(self, http: httpx.Client) -> None:
+        """After a fork: a new connection pool, and no token of the parent's."""
+        self._http = http
+        self._lock = threading.Lock()
+        self._token = None
+        self.opened = self.requests = 0
+
+    def _open(self) -> None:
+        headers = dict(self._headers)
+        headers["Authorization"] = f"Bearer {self._api_key}"
+        self.requests += 1
+        try:
+            response = self._http.post(self._url, content=b"{}", headers=headers)
+        except httpx.TransportError as exc:  # timeouts, refused connections, resets
+            raise RetryableExportError(f"opening a meter event session failed: {exc!r}") from None
+        received = self._clock()
+        status = response.status_code
+        if status == 200:
+            try:
+                body = response.json()
+                token = body["authentication_token"]
+                lifetime = parse_rfc3339(body["expires_at"]) - parse_rfc3339(body["created"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RetryableExportError(
+                    f"unexpected meter event session response: {exc!r}", status=status
+                ) from None
+            if not isinstance(token, str) or not token:
+                raise RetryableExportError("meter event session without a token", status=status)
+            if not 0 < lifetime <= 24 * 3600:
+                lifetime = DEFAULT_LIFETIME
+            self._token = token
+            self._refresh_at = received + lifetime * self._refresh_fraction
+            self.opened += 1
+            return
+        _, code, message = error_fields(response)
+        verdict = should_retry(response)
+        if status in (401, 403) and verdict is not True:
+            raise DeliveryError(
+                f"Stripe refused the secret key when opening a meter event session "
+                f"({status}{', ' + code if code else ''}: {message or 'no message'}). Check "
+                "api_key / STRIPE_API_KEY: it must be a secret key (sk_...) or a restricted "
+                "key allowed to write billing meter events.",
+                reason="authentication",
+                status=status,
+                code=code,
+            )
+        if verdict is True or (verdict is None and (status in RETRYABLE_STATUS or status >= 500)):
+            raise RetryableExportError(
+                f"opening a meter event session: HTTP {status} {code or ''} {message}".strip(),
+                retry_after=retry_after(response.headers),
+                status=status,
+            )
+        raise DeliveryError(
+            f"opening a meter event session failed: HTTP {status} {code or ''} {message}".strip(),
+            reason="rejected",
+            status=status,
+            code=code,
+        )
