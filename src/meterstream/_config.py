@@ -221,6 +221,8 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "spool_path": (_unsupported("spool_path (durable spool)"), None),
     "disabled_events": (_names, frozenset()),
     "max_retry_time": (_pos(False, 0), 300.0),
+    "retry_initial_delay": (_pos(False, 0), 0.5),
+    "retry_max_delay": (_pos(False, 0), 20.0),
     "shutdown_timeout": (_pos(False, 0), 5.0),
     "request_timeout": (_pos(False, 0.001), 10.0),
     "http2": (_bool, False),
@@ -259,6 +261,8 @@ class Settings:
     spool_path: None
     disabled_events: frozenset[str]
     max_retry_time: float
+    retry_initial_delay: float
+    retry_max_delay: float
     shutdown_timeout: float
     request_timeout: float
     http2: bool

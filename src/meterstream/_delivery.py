@@ -59,7 +59,7 @@ class Delivery:
         self._settings = settings
         self._log = log
         self._clock = clock
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or Backoff(settings.retry_initial_delay, settings.retry_max_delay)
         self._batch_size = settings.batch_size
         self._interval = settings.flush_interval
         self._thread: Optional[threading.Thread] = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -29,7 +28,6 @@ __all__ = ["StripeExporter"]
 SESSION_PATH = "/v2/billing/meter_event_session"
 STREAM_PATH = "/v2/billing/meter_event_stream"
 
-logger = logging.getLogger("meterstream")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -68,7 +66,6 @@ class StripeExporter(Exporter):
             **extra,  # type: ignore[arg-type]
         )
         self._requests = 0
-        self._auth_warned = False
         self._log = RateLimitedLog()
         self._lock = threading.Lock()
 
@@ -89,13 +86,7 @@ class StripeExporter(Exporter):
         }
 
     def export(self, events: list[WireEvent], batch_id: str = "") -> None:
-        try:
-            token = self.sessions.token()
-        except DeliveryError as exc:
-            if exc.reason == "authentication" and not self._auth_warned:
-                self._auth_warned = True
-                logger.error("meterstream: %s", exc)
-            raise
+        token = self.sessions.token()
         headers = {"Authorization": f"Bearer {token}"}
         if batch_id:
             headers["Idempotency-Key"] = f"meterstream-{batch_id}"
