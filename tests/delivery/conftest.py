@@ -1,0 +1,55 @@
+"""Fixtures for delivery tests: a real emulator on 127.0.0.1 and clients aimed at it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+import meterstream
+from meterstream.emulator import Emulator
+
+API_KEY = "sk_test_delivery"
+
+#: Fast retries, so fault tests take milliseconds, not the production backoff.
+FAST_RETRIES: dict[str, Any] = {"retry_initial_delay": 0.005, "retry_max_delay": 0.05}
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(auto_create_meters=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def make_client(emulator: Emulator) -> Iterator[Callable[..., meterstream.MeterClient]]:
+    """Build clients delivering to the emulator; all are shut down after the test."""
+    clients: list[meterstream.MeterClient] = []
+
+    def make(**settings: Any) -> meterstream.MeterClient:
+        options: dict[str, Any] = {
+            "api_key": API_KEY,
+            "api_base": emulator.api_base,
+            "stream_base": emulator.stream_base,
+            **FAST_RETRIES,
+        }
+        options.update(settings)
+        client = meterstream.MeterClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.shutdown(1)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll *predicate* until it is true or *timeout* passes (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
