@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 from ._buffer import Buffer, FlushMarker
 from ._config import Settings
-from ._events import to_wire
-from ._exporters.base import Exporter, RetryableExportError, WireEvent
+from ._events import EventBatch
+from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
 from .errors import DeliveryError
 
@@ -61,6 +61,7 @@ class Delivery:
         self._clock = clock
         self._backoff = backoff or Backoff(settings.retry_initial_delay, settings.retry_max_delay)
         self._batch_size = settings.batch_size
+        self._keys_for = settings.payload_keys_for
         self._interval = settings.flush_interval
         self._thread: Optional[threading.Thread] = None
         #: True once a thread was started (or cannot be): the record path's check.
@@ -71,10 +72,10 @@ class Delivery:
         self._stop = threading.Event()
         self._closing = False
         self._hard_deadline = float("inf")
-        self._inflight: Optional[list[WireEvent]] = None
+        self._inflight: Optional[EventBatch] = None
         #: Batches shutdown() gave up on while their request was in flight; if
         #: that request ever finishes, its outcome is not counted twice.
-        self._abandoned: list[list[WireEvent]] = []
+        self._abandoned: list[EventBatch] = []
         self._settle_lock = threading.Lock()
         self.sent = 0
         self.retried = 0
@@ -142,26 +143,14 @@ class Delivery:
 
     def _send_batch(self, raw: list[tuple[Any, ...]], marker: Optional[FlushMarker]) -> None:
         if raw:
-            wire = self._encode(raw)
+            wire = EventBatch(raw, self._keys_for)
             with self._send_lock:
                 self._inflight = wire
                 self._deliver(wire, uuid.uuid4().hex)
         if marker is not None:
             marker.done.set()
 
-    def _encode(self, raw: list[tuple[Any, ...]]) -> list[WireEvent]:
-        keys_for = self._settings.payload_keys_for
-        cache: dict[str, tuple[str, str]] = {}
-        wire: list[WireEvent] = []
-        for event in raw:
-            name = event[0]
-            keys = cache.get(name)
-            if keys is None:
-                keys = cache[name] = keys_for(name)
-            wire.append(to_wire(event, keys[0], keys[1]))
-        return wire
-
-    def _deliver(self, wire: list[WireEvent], batch_id: str) -> None:
+    def _deliver(self, wire: EventBatch, batch_id: str) -> None:
         """Send one batch until it is accepted, refused, or out of retry time."""
         started = self._clock()
         deadline = min(started + self._settings.max_retry_time, self._hard_deadline)
@@ -193,7 +182,7 @@ class Delivery:
 
     def _wait_to_retry(
         self,
-        wire: list[WireEvent],
+        wire: EventBatch,
         attempt: int,
         started: float,
         deadline: float,
@@ -241,7 +230,7 @@ class Delivery:
         return True
 
     def _settle(
-        self, wire: list[WireEvent], error: Optional[DeliveryError], abandon: bool = False
+        self, wire: EventBatch, error: Optional[DeliveryError], abandon: bool = False
     ) -> None:
         """Count a batch's final outcome exactly once."""
         count = len(wire)
@@ -274,7 +263,7 @@ class Delivery:
         callback = self._settings.on_delivery_error
         if callback is not None:
             try:
-                callback(wire, error)
+                callback(list(wire), error)
             except Exception as exc:
                 self._log.log(
                     logging.ERROR, "callback", "meterstream: on_delivery_error raised %r", exc
@@ -345,7 +334,7 @@ class Delivery:
         if left:
             done = False
             self._settle(
-                self._encode(left),
+                EventBatch(left, self._keys_for),
                 DeliveryError(
                     f"{len(left)} events could not be delivered before shutdown", reason="shutdown"
                 ),

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union, overload
 
 from .errors import InvalidEventError
 
 __all__ = [
     "MAX_DIGITS",
+    "EventBatch",
     "RawEvent",
     "check_customer",
     "check_dimensions",
@@ -254,15 +256,128 @@ def format_timestamp(seconds: float) -> str:
     return f"{prefix}.{millis:03d}Z"
 
 
-def to_wire(event: RawEvent, customer_key: str, value_key: str) -> dict[str, Any]:
+def to_wire(
+    event: RawEvent, customer_key: str, value_key: str, prefix: Optional[str] = None
+) -> dict[str, Any]:
     """Encode one recorded use as a Stripe meter event (the stream's wire shape)."""
     name, customer_id, value, timestamp, identifier, dimensions = event
+    if prefix is None:
+        prefix = _prefix
     payload = {customer_key: customer_id, value_key: format_value(value)}
     if dimensions:
         payload.update(dimensions)
     return {
-        "identifier": identifier if type(identifier) is str else _prefix + format(identifier, "x"),
+        "identifier": identifier if type(identifier) is str else prefix + format(identifier, "x"),
         "event_name": name,
         "timestamp": format_timestamp(timestamp),
         "payload": payload,
     }
+
+
+_json_str = json.JSONEncoder(ensure_ascii=True).encode
+
+
+class EventBatch(Sequence[dict[str, Any]]):
+    """A batch of recorded uses on their way out, encoded at most once.
+
+    Reads as a sequence of wire-shape dicts (built on first access, for the
+    memory exporter and ``on_delivery_error``), and :meth:`to_json` writes the
+    request body straight from the recorded tuples, without those dicts: the
+    Stripe exporter's path. The identifier prefix is fixed when the batch is
+    made, so a batch keeps its identifiers through every retry.
+    """
+
+    __slots__ = ("_keys_for", "_prefix", "_raw", "_wire")
+
+    def __init__(
+        self,
+        raw: list[RawEvent],
+        keys_for: Callable[[str], tuple[str, str]],
+        prefix: Optional[str] = None,
+    ) -> None:
+        self._raw = raw
+        self._keys_for = keys_for
+        self._prefix = _prefix if prefix is None else prefix
+        self._wire: Optional[list[dict[str, Any]]] = None
+
+    @classmethod
+    def of(cls, events: list[dict[str, Any]]) -> EventBatch:
+        """A batch of events already in wire shape."""
+        batch = cls([], _no_keys)
+        batch._wire = list(events)
+        return batch
+
+    def _events(self) -> list[dict[str, Any]]:
+        wire = self._wire
+        if wire is None:
+            keys: dict[str, tuple[str, str]] = {}
+            prefix = self._prefix
+            wire = []
+            for event in self._raw:
+                pair = keys.get(event[0])
+                if pair is None:
+                    pair = keys[event[0]] = self._keys_for(event[0])
+                wire.append(to_wire(event, pair[0], pair[1], prefix))
+            self._wire = wire
+        return wire
+
+    def __len__(self) -> int:
+        return len(self._wire) if self._wire is not None else len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._events()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._events())
+
+    def __repr__(self) -> str:
+        return f"<EventBatch of {len(self)} events>"
+
+    def to_json(self) -> bytes:
+        """The stream request body, ``{"events": [...]}``, as UTF-8 JSON bytes."""
+        if self._wire is not None:
+            return _json_str({"events": self._wire}).encode()
+        prefix = self._prefix
+        names: dict[str, tuple[str, str, str]] = {}
+        customers: dict[str, str] = {}
+        parts = []
+        for name, customer_id, value, timestamp, identifier, dimensions in self._raw:
+            head = names.get(name)
+            if head is None:
+                customer_key, value_key = self._keys_for(name)
+                head = names[name] = (
+                    ',"event_name":' + _json_str(name) + ',"timestamp":"',
+                    '","payload":{' + _json_str(customer_key) + ":",
+                    "," + _json_str(value_key) + ':"',
+                )
+            customer = customers.get(customer_id)
+            if customer is None:
+                customer = customers[customer_id] = _json_str(customer_id)
+            ident = (
+                '"' + prefix + format(identifier, "x") + '"'
+                if type(identifier) is not str
+                else _json_str(identifier)
+            )
+            tail = '"}}' if not dimensions else '",' + _json_str(dimensions)[1:] + "}"
+            parts.append(
+                '{"identifier":'
+                + ident
+                + head[0]
+                + format_timestamp(timestamp)
+                + head[1]
+                + customer
+                + head[2]
+                + format_value(value)
+                + tail
+            )
+        return ('{"events":[' + ",".join(parts) + "]}").encode()
+
+
+def _no_keys(name: str) -> tuple[str, str]:  # pragma: no cover - of() batches have dicts
+    raise AssertionError("a batch made from wire events has no raw events to encode")

@@ -3,7 +3,9 @@ from __future__ import annotations
 import abc
 from typing import Any, Optional
 
-__all__ = ["Exporter", "RetryableExportError", "WireEvent"]
+from .._events import EventBatch
+
+__all__ = ["EventBatch", "Exporter", "RetryableExportError", "WireEvent"]
 
 WireEvent = dict[str, Any]
 
@@ -36,7 +38,9 @@ class Exporter(abc.ABC):
     """
 
     @abc.abstractmethod
-    def export(self, events: list[WireEvent], batch_id: str = "") -> None: ...
+    def export(self, events: EventBatch, batch_id: str = "") -> None:
+        """Deliver *events*: a sequence of wire-shape dicts (``events.to_json()``
+        gives the stream's request body); *batch_id* is the same on every retry."""
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once when the client shuts down."""

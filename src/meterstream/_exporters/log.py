@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .base import Exporter, WireEvent
+from .base import EventBatch, Exporter
 
 __all__ = ["LogExporter"]
 
@@ -16,7 +16,7 @@ class LogExporter(Exporter):
     The default when no Stripe key is configured: a dry run you can read.
     """
 
-    def export(self, events: list[WireEvent], batch_id: str = "") -> None:
+    def export(self, events: EventBatch, batch_id: str = "") -> None:
         if not events_logger.isEnabledFor(logging.INFO):
             return
         for event in events:

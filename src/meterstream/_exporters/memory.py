@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import Exporter, WireEvent
+from .base import EventBatch, Exporter, WireEvent
 
 __all__ = ["MemoryExporter"]
 
@@ -15,7 +15,7 @@ class MemoryExporter(Exporter):
         self.batches = 0
         self._lock = threading.Lock()
 
-    def export(self, events: list[WireEvent], batch_id: str = "") -> None:
+    def export(self, events: EventBatch, batch_id: str = "") -> None:
         with self._lock:
             self.events.extend(events)
             self.batches += 1

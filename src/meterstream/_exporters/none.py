@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .base import Exporter, WireEvent
+from .base import EventBatch, Exporter
 
 __all__ = ["NoneExporter"]
 
@@ -8,5 +8,5 @@ __all__ = ["NoneExporter"]
 class NoneExporter(Exporter):
     """Discards every event (metering wired up, delivery off)."""
 
-    def export(self, events: list[WireEvent], batch_id: str = "") -> None:
+    def export(self, events: EventBatch, batch_id: str = "") -> None:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -18,7 +17,7 @@ from .._session import (
 )
 from .._version import __version__
 from ..errors import DeliveryError
-from .base import Exporter, RetryableExportError, WireEvent
+from .base import EventBatch, Exporter, RetryableExportError
 
 if TYPE_CHECKING:
     from .._config import Settings
@@ -27,8 +26,6 @@ __all__ = ["StripeExporter"]
 
 SESSION_PATH = "/v2/billing/meter_event_session"
 STREAM_PATH = "/v2/billing/meter_event_stream"
-
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class StripeExporter(Exporter):
@@ -85,12 +82,12 @@ class StripeExporter(Exporter):
             "requests": self._requests + self.sessions.requests,
         }
 
-    def export(self, events: list[WireEvent], batch_id: str = "") -> None:
+    def export(self, events: EventBatch, batch_id: str = "") -> None:
         token = self.sessions.token()
         headers = {"Authorization": f"Bearer {token}"}
         if batch_id:
             headers["Idempotency-Key"] = f"meterstream-{batch_id}"
-        body = _dumps({"events": events}).encode("utf-8")
+        body = events.to_json()
         self._requests += 1
         try:
             response = self._http.post(self._stream_url, content=body, headers=headers)
