@@ -62,6 +62,9 @@ class Buffer:
         self.dropped_full = 0
         #: ... of which already accepted ones, dropped by ``drop_oldest``.
         self.dropped_oldest = 0
+        #: Events ``drop_oldest`` evicted, kept (up to a bound) for the flusher
+        #: to hand to ``on_delivery_error``; None when nobody listens.
+        self.evicted: Optional[deque[tuple[Any, ...]]] = None
         self._markers = 0
 
     def put(self, item: tuple[Any, ...]) -> bool:
@@ -87,8 +90,10 @@ class Buffer:
                 markers = []
                 while isinstance(items[0], FlushMarker):  # flush() promises stay in place
                     markers.append(items.popleft())
-                items.popleft()
+                oldest = items.popleft()
                 items.extendleft(reversed(markers))
+                if self.evicted is not None:
+                    self.evicted.append(oldest)  # type: ignore[arg-type]
                 self.dropped_full += 1
                 self.dropped_oldest += 1
                 return True

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any, Callable, Optional
 
 from ._buffer import Buffer, FlushMarker
@@ -25,6 +26,10 @@ from ._internal import RateLimitedLog, report_internal_error
 from .errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
+
+#: Evicted events kept for on_delivery_error between two flusher runs; past
+#: this they are only counted (the buffer's memory bound comes first).
+EVICTED_KEPT = 10_000
 
 
 class Backoff:
@@ -62,6 +67,8 @@ class Delivery:
         self._backoff = backoff or Backoff(settings.retry_initial_delay, settings.retry_max_delay)
         self._batch_size = settings.batch_size
         self._keys_for = settings.payload_keys_for
+        if settings.on_delivery_error is not None and settings.overflow == "drop_oldest":
+            buffer.evicted = deque(maxlen=EVICTED_KEPT)
         self._interval = settings.flush_interval
         self._thread: Optional[threading.Thread] = None
         #: True once a thread was started (or cannot be): the record path's check.
@@ -126,6 +133,7 @@ class Delivery:
                 return
             try:
                 self._send_ready(everything=timed_out)
+                self._report_evicted()
             except Exception as exc:  # the thread must outlive any bug
                 report_internal_error(exc)
                 self._log.log(logging.ERROR, "flusher", "meterstream flusher error: %r", exc)
@@ -269,16 +277,39 @@ class Delivery:
                     logging.ERROR, "callback", "meterstream: on_delivery_error raised %r", exc
                 )
 
+    def _report_evicted(self) -> None:
+        """Hand events ``drop_oldest`` evicted to ``on_delivery_error`` (counted already)."""
+        evicted = self._buffer.evicted
+        callback = self._settings.on_delivery_error
+        if not evicted or callback is None:
+            return
+        raw = []
+        while evicted:
+            raw.append(evicted.popleft())
+        error = DeliveryError(
+            f"{len(raw)} events were evicted from the full buffer (overflow=drop_oldest)",
+            reason="queue_full",
+        )
+        try:
+            callback(list(EventBatch(raw, self._keys_for)), error)
+        except Exception as exc:
+            self._log.log(
+                logging.ERROR, "callback", "meterstream: on_delivery_error raised %r", exc
+            )
+
     # -- caller-side entry points ---------------------------------------------------------
 
     def flush_on_caller(self, deadline: float = float("inf")) -> bool:
         """Send everything waiting on this thread (``sync_mode``, or no thread possible)."""
         buffer = self._buffer
-        while buffer.items:
-            if self._clock() >= deadline:
-                return False
-            self._send_batch(*buffer.take(self._batch_size))
-        return True
+        try:
+            while buffer.items:
+                if self._clock() >= deadline:
+                    return False
+                self._send_batch(*buffer.take(self._batch_size))
+            return True
+        finally:
+            self._report_evicted()
 
     def flush(self, timeout: Optional[float]) -> bool:
         """True once every event recorded before the call is settled."""
@@ -341,6 +372,7 @@ class Delivery:
             )
         for marker in markers:
             marker.done.set()
+        self._report_evicted()
         self._stop.set()
         try:
             self._exporter.shutdown()

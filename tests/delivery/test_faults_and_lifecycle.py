@@ -186,3 +186,30 @@ def test_exit_drains_the_buffer_through_atexit(emulator: Emulator) -> None:
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert emulator.state.total("api_calls", "cus_exit").count == 250
+
+
+def test_drop_oldest_hands_evicted_events_to_on_delivery_error(
+    emulator: Emulator, make_client: Callable[..., meterstream.MeterClient]
+) -> None:
+    evicted: list[dict[str, object]] = []
+    client = make_client(
+        max_queue_size=10,
+        overflow="drop_oldest",
+        flush_interval=3600,
+        batch_size=100,
+        on_delivery_error=lambda events, error: (
+            evicted.extend(events)
+            if error.reason == "queue_full"  # type: ignore[attr-defined]
+            else None
+        ),
+    )
+    for n in range(25):
+        client.record("api_calls", n, customer="cus_1", identifier=f"id-{n}")
+    assert client.flush(10)
+    assert [e["identifier"] for e in evicted] == [f"id-{n}" for n in range(15)]
+    stats = client.stats()
+    assert stats["dropped_queue_full"] == 15 and stats["sent"] == 10
+    assert stats["recorded"] == 25
+    assert [e["identifier"] for e in emulator.state.events("api_calls")] == [
+        f"id-{n}" for n in range(15, 25)
+    ]
