@@ -1,0 +1,191 @@
+"""Delivery throughput: meterstream against three ways of calling Stripe by hand.
+
+All four run in one go against the same local emulator, spawned in its own
+process (so the client under test has this process to itself):
+
+  meterstream   @meter-decorated calls from first record to flush() returning
+  (a)           stripe-python, one meter event per request
+  (b)           stripe-python, 100-event batches, as its official example does
+                (a session, then meter_event_stream.create per batch)
+  (c)           a hand-written httpx loop of 100-event batches
+
+It also measures what a decorated call costs while the flusher is busy
+sending (the emulator answers after 20 ms, so a request is always in flight).
+
+    python benchmarks/bench_delivery.py [--events 200000] [--single 2000]
+
+A script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+import httpx  # noqa: E402
+
+import meterstream  # noqa: E402
+from meterstream.emulator import Emulator  # noqa: E402
+
+KEY = "sk_test_bench"
+
+
+def wire(n: int, tag: str) -> dict[str, Any]:
+    return {
+        "identifier": f"{tag}-{n}",
+        "event_name": "bench_api",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "payload": {"stripe_customer_id": f"cus_{n % 10}", "value": "1"},
+    }
+
+
+def bench_meterstream(url: str, events: int) -> float:
+    client = meterstream.MeterClient(api_key=KEY, api_base=url, stream_base=url)
+
+    @client.meter("bench_api")
+    def handler() -> None:
+        return None
+
+    started = time.perf_counter()
+    with meterstream.customer("cus_bench"):
+        for _ in range(events):
+            handler()
+    assert client.flush(120), "meterstream did not flush"
+    elapsed = time.perf_counter() - started
+    stats = client.stats()
+    assert stats["sent"] == events, stats
+    client.shutdown(5)
+    return events / elapsed
+
+
+def stripe_client(url: str) -> Any:
+    import stripe
+
+    return stripe.StripeClient(KEY, base_addresses={"api": url, "meter_events": url})
+
+
+def bench_stripe_single(url: str, events: int) -> float:
+    client = stripe_client(url)
+    started = time.perf_counter()
+    session = client.v2.billing.meter_event_session.create()
+    for n in range(events):
+        client.v2.billing.meter_event_stream.create(
+            {"events": [wire(n, "single")]}, {"api_key": session.authentication_token}
+        )
+    return events / (time.perf_counter() - started)
+
+
+def bench_stripe_batches(url: str, events: int) -> float:
+    client = stripe_client(url)
+    started = time.perf_counter()
+    session = client.v2.billing.meter_event_session.create()
+    for start in range(0, events, 100):
+        batch = [wire(n, "batch") for n in range(start, min(start + 100, events))]
+        client.v2.billing.meter_event_stream.create(
+            {"events": batch}, {"api_key": session.authentication_token}
+        )
+    return events / (time.perf_counter() - started)
+
+
+def bench_httpx_loop(url: str, events: int) -> float:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url) as http:
+        token = http.post(
+            "/v2/billing/meter_event_session", headers={"Authorization": f"Bearer {KEY}"}
+        ).json()["authentication_token"]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        for start in range(0, events, 100):
+            batch = [wire(n, "httpx") for n in range(start, min(start + 100, events))]
+            response = http.post(
+                "/v2/billing/meter_event_stream",
+                content=json.dumps({"events": batch}),
+                headers=headers,
+            )
+            response.raise_for_status()
+    return events / (time.perf_counter() - started)
+
+
+def bench_call_cost_while_sending(url: str, calls: int) -> tuple[float, float]:
+    """Median ns added per decorated call: idle flusher vs a request in flight."""
+    client = meterstream.MeterClient(
+        api_key=KEY, api_base=url, stream_base=url, max_queue_size=10**7, flush_interval=3600
+    )
+
+    def empty() -> None:
+        return None
+
+    decorated = client.meter("bench_api")(empty)
+    chunk = 50  # fewer than a batch: the flusher is not woken by the chunk itself
+
+    def median_added() -> float:
+        samples = []
+        for _ in range(calls // chunk):
+            t0 = time.perf_counter_ns()
+            for _ in range(chunk):
+                empty()
+            t1 = time.perf_counter_ns()
+            for _ in range(chunk):
+                decorated()
+            t2 = time.perf_counter_ns()
+            samples.append(((t2 - t1) - (t1 - t0)) / chunk)
+        return statistics.median(samples)
+
+    with meterstream.customer("cus_bench"):
+        idle = median_added()
+        client.flush(60)
+        # Keep the flusher busy: a long queue and a slow server (set by caller).
+        for _ in range(20_000):
+            decorated()
+        client._buffer.wake.set()
+        busy = median_added()
+    client.shutdown(0)
+    return idle, busy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--single", type=int, default=2_000, help="events for (a)")
+    parser.add_argument("--calls", type=int, default=200_000, help="calls for the cost probe")
+    args = parser.parse_args(argv)
+    gc.collect()
+    emulator = Emulator.spawn(auto_create_meters=True)
+    try:
+        url = emulator.url
+        results: dict[str, float] = {}
+        runs: list[tuple[str, Callable[[str, int], float], int]] = [
+            ("meterstream (@meter -> flush)", bench_meterstream, args.events),
+            ("(a) stripe-python, 1 event/request", bench_stripe_single, args.single),
+            ("(b) stripe-python, 100-event batches", bench_stripe_batches, args.events),
+            ("(c) httpx loop, 100-event batches", bench_httpx_loop, args.events),
+        ]
+        for name, run, n in runs:
+            results[name] = run(url, n)
+            print(f"{name:<40} {results[name]:>12,.0f} events/s  ({n:,} events)")
+        ms = results[runs[0][0]]
+        print(f"meterstream vs (a): {ms / results[runs[1][0]]:,.0f}x")
+        print(f"meterstream vs (b): {ms / results[runs[2][0]]:,.2f}x")
+        print(f"meterstream vs (c): {ms / results[runs[3][0]]:,.2f}x")
+    finally:
+        emulator.stop()
+    emulator = Emulator.spawn(auto_create_meters=True)
+    try:
+        emulator.set_faults(latency_ms=20)
+        idle, busy = bench_call_cost_while_sending(emulator.url, args.calls)
+        print(f"decorated call, added cost (median): flusher idle {idle:.0f} ns, "
+              f"flusher sending {busy:.0f} ns")
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
