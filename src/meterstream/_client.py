@@ -18,6 +18,7 @@ from ._context import CUSTOMER
 from ._decorators import make_meter, metering
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
+from ._fork import new_canary
 from ._internal import RateLimitedLog, report_internal_error
 from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCustomerError
 
@@ -65,6 +66,7 @@ class MeterClient:
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._closed = False
         self._pid = _getpid()
+        self._canary = new_canary()
         self._buffer = Buffer(s.max_queue_size, s.overflow, s.block_timeout, s.batch_size)
         self.exporter: Exporter = _make_exporter(s)
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
@@ -203,8 +205,8 @@ class MeterClient:
         customer: Optional[str],
         dimensions: Optional[dict[str, str]],
     ) -> None:
-        if self._pid != _getpid():
-            self._after_fork_in_child()
+        if not self._canary[0]:
+            self._check_fork()
         if not customer or dimensions is not None or self._slow:
             self._record(event_name, value, customer, None, dimensions, None)
             return
@@ -240,8 +242,8 @@ class MeterClient:
     ) -> None:
         if self._disabled and event_name in self._disabled:
             return
-        if self._pid != _getpid():
-            self._after_fork_in_child()
+        if not self._canary[0]:
+            self._check_fork()
         try:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
                 value = _events.check_value(value)
@@ -323,9 +325,16 @@ class MeterClient:
 
     # -- fork ---------------------------------------------------------------------
 
+    def _check_fork(self) -> None:
+        """The canary says this process forked: reset, unless the fork hooks already did."""
+        if self._pid != _getpid():
+            self._after_fork_in_child()
+        self._canary[0] = 1
+
     def _after_fork_in_child(self) -> None:
         """Make this client usable in a forked child: fresh locks, no inherited events."""
         self._pid = _getpid()
+        self._canary[0] = 1
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
         self._buffer.reset_after_fork()
@@ -347,8 +356,8 @@ class MeterClient:
         """
         if not self._active:
             return True
-        if self._pid != _getpid():
-            self._after_fork_in_child()
+        if not self._canary[0]:
+            self._check_fork()
         try:
             return self._delivery.flush(timeout)
         except MeterError:
