@@ -48,7 +48,9 @@ def wire(n: int, tag: str) -> dict[str, Any]:
 
 
 def bench_meterstream(url: str, events: int) -> float:
-    client = meterstream.MeterClient(api_key=KEY, api_base=url, stream_base=url)
+    client = meterstream.MeterClient(
+        api_key=KEY, api_base=url, stream_base=url, max_queue_size=max(events, 100_000)
+    )
 
     @client.meter("bench_api")
     def handler() -> None:

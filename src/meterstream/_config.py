@@ -225,6 +225,7 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "retry_max_delay": (_pos(False, 0), 20.0),
     "shutdown_timeout": (_pos(False, 0), 5.0),
     "request_timeout": (_pos(False, 0.001), 10.0),
+    "max_concurrent_requests": (_pos(True, 1, 64), 4),
     "http2": (_bool, False),
     "on_delivery_error": (_callback, None),
     "aggregate": (_unsupported("aggregate (folding uses into one event)"), None),
@@ -265,6 +266,7 @@ class Settings:
     retry_max_delay: float
     shutdown_timeout: float
     request_timeout: float
+    max_concurrent_requests: int
     http2: bool
     on_delivery_error: Optional[DeliveryErrorCallback]
     aggregate: None

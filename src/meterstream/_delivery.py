@@ -1,11 +1,17 @@
-"""Delivery: the background flusher thread, batching, retries and settlement.
+"""Delivery: the background flusher, batching, concurrent sends, retries, settlement.
 
 Modelled on OpenTelemetry's ``BatchProcessor``: a bounded buffer, one named
 daemon thread per client that waits on an ``Event`` (never a sleep loop), an
 early wake when a batch fills, ``flush``/``shutdown`` with timeouts, and fork
-hooks. A batch is encoded once, so it keeps its identifiers and its
-idempotency key through every retry. The durable spool (a later issue) will
-sit between ``Buffer.take`` and ``_deliver``.
+hooks. The flusher takes batches in order and numbers them; with an exporter
+that allows it (the Stripe exporter: ``max_concurrent_requests``), up to that
+many batches are in flight at once on sender threads, because one request at a
+time to a server 50 ms away caps delivery at two thousand events a second.
+A flush waits until every batch numbered before it has settled.
+
+A batch is encoded once, so it keeps its identifiers and its idempotency key
+through every retry. The durable spool (a later issue) will sit between
+``Buffer.take`` and ``_deliver``.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ class Backoff:
 
 
 class Delivery:
-    """Moves events from the buffer to the exporter, on its thread or the caller's."""
+    """Moves events from the buffer to the exporter, on its threads or the caller's."""
 
     def __init__(
         self,
@@ -66,62 +72,82 @@ class Delivery:
         self._clock = clock
         self._backoff = backoff or Backoff(settings.retry_initial_delay, settings.retry_max_delay)
         self._batch_size = settings.batch_size
+        self._interval = settings.flush_interval
         self._keys_for = settings.payload_keys_for
+        self._senders = max(1, int(getattr(exporter, "max_concurrency", 1)))
         if settings.on_delivery_error is not None and settings.overflow == "drop_oldest":
             buffer.evicted = deque(maxlen=EVICTED_KEPT)
-        self._interval = settings.flush_interval
-        self._thread: Optional[threading.Thread] = None
-        #: True once a thread was started (or cannot be): the record path's check.
-        self.started = False
-        self._start_lock = threading.Lock()
-        self._send_lock = threading.Lock()  # one sender at a time keeps batches in order
-        #: Set by shutdown(): interrupts backoff waits and ends the thread.
-        self._stop = threading.Event()
-        self._closing = False
-        self._hard_deadline = float("inf")
-        self._inflight: Optional[EventBatch] = None
-        #: Batches shutdown() gave up on while their request was in flight; if
-        #: that request ever finishes, its outcome is not counted twice.
-        self._abandoned: list[EventBatch] = []
-        self._settle_lock = threading.Lock()
         self.sent = 0
         self.retried = 0
         self.failed_rejected = 0
         self.failed_retries_exhausted = 0
         self.dropped_shutdown = 0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """Threads, locks and batch bookkeeping: fresh at start and in a forked child."""
+        self._thread: Optional[threading.Thread] = None
+        #: True once a thread was started: the record path's cheap check.
+        self.started = False
+        self._closing = False
+        self._start_lock = threading.Lock()
+        #: Set by shutdown(): interrupts backoff waits and ends the threads.
+        self._stop = threading.Event()
+        self._hard_deadline = float("inf")
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # senders free, work waiting
+        self._work: deque[tuple[int, EventBatch]] = deque()
+        self._workers: list[threading.Thread] = []
+        self._next_seq = 0
+        self._inflight: dict[int, EventBatch] = {}
+        self._settled_upto = -1  # every batch numbered up to this one has settled
+        self._settled_ahead: set[int] = set()
+        self._markers: deque[tuple[int, FlushMarker]] = deque()
+        self._abandoned: set[int] = set()
 
     # -- counters ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
         stats = getattr(self._exporter, "stats", None)
         extra: dict[str, int] = stats() if callable(stats) else {}
-        inflight = self._inflight
+        with self._lock:
+            inflight = sum(len(batch) for batch in self._inflight.values())
         return {
             "sent": self.sent,
             "retried": self.retried,
             "failed_rejected": self.failed_rejected,
             "failed_retries_exhausted": self.failed_retries_exhausted,
             "dropped_shutdown": self.dropped_shutdown,
-            "inflight": len(inflight) if inflight else 0,
+            "inflight": inflight,
             "sessions_opened": extra.get("sessions_opened", 0),
             "requests": extra.get("requests", 0),
         }
 
-    # -- the thread -------------------------------------------------------------------
+    # -- threads ------------------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Start the flusher thread if it is not running."""
+        """Start the flusher (and sender) threads if they are not running."""
         with self._start_lock:
             if self.started or self._closing:
                 return
-            thread = threading.Thread(target=self._run, name="meterstream-flusher", daemon=True)
+            threads = [threading.Thread(target=self._run, name="meterstream-flusher", daemon=True)]
+            if self._senders > 1:
+                threads += [
+                    threading.Thread(
+                        target=self._send_loop, name=f"meterstream-sender-{n}", daemon=True
+                    )
+                    for n in range(self._senders)
+                ]
             try:
-                thread.start()
+                for thread in reversed(threads):
+                    thread.start()
             except RuntimeError:
                 # Interpreter shutting down: no new threads. flush() and
                 # shutdown() send on the caller's thread instead.
+                self._stop.set()
                 return
-            self._thread = thread
+            self._thread = threads[0]
+            self._workers = threads[1:]
             self.started = True
 
     def _run(self) -> None:
@@ -132,65 +158,99 @@ class Delivery:
             if self._stop.is_set():
                 return
             try:
-                self._send_ready(everything=timed_out)
+                self._dispatch_ready(everything=timed_out)
                 self._report_evicted()
             except Exception as exc:  # the thread must outlive any bug
                 report_internal_error(exc)
                 self._log.log(logging.ERROR, "flusher", "meterstream flusher error: %r", exc)
 
-    def _send_ready(self, everything: bool) -> None:
-        """Send full batches; with *everything* (or a flush pending) the tail too."""
+    def _dispatch_ready(self, everything: bool) -> None:
+        """Dispatch full batches; with *everything* (or a flush pending) the tail too."""
         buffer = self._buffer
         size = self._batch_size
         while not self._stop.is_set() and buffer.items:
             if len(buffer) < size and not (everything or buffer.has_markers):
                 return
-            self._send_batch(*buffer.take(size))
+            self._dispatch(*buffer.take(size), on_caller=self._senders == 1)
 
-    # -- one batch ---------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        """A sender thread: deliver batches the flusher hands over, one at a time."""
+        while True:
+            with self._room:
+                while not self._work and not self._stop.is_set():
+                    self._room.wait()
+                if not self._work:
+                    return
+                seq, batch = self._work.popleft()
+            try:
+                self._deliver(seq, batch)
+            except Exception as exc:  # pragma: no cover - _deliver settles everything
+                report_internal_error(exc)
 
-    def _send_batch(self, raw: list[tuple[Any, ...]], marker: Optional[FlushMarker]) -> None:
+    # -- batches ------------------------------------------------------------------------
+
+    def _dispatch(
+        self, raw: list[tuple[Any, ...]], marker: Optional[FlushMarker], on_caller: bool
+    ) -> None:
+        """Number a batch and send it here (*on_caller*) or hand it to a sender."""
         if raw:
-            wire = EventBatch(raw, self._keys_for)
-            with self._send_lock:
-                self._inflight = wire
-                self._deliver(wire, uuid.uuid4().hex)
+            batch = EventBatch(raw, self._keys_for)
+            with self._room:
+                if not on_caller:
+                    # At most one batch waits per sender: the rest stay in the
+                    # buffer, under its bound and overflow policy.
+                    while len(self._inflight) >= 2 * self._senders and not self._stop.is_set():
+                        self._room.wait(0.1)
+                seq = self._next_seq
+                self._next_seq += 1
+                self._inflight[seq] = batch
+                if not on_caller:
+                    self._work.append((seq, batch))
+                    self._room.notify()
+            if on_caller:
+                self._deliver(seq, batch)
         if marker is not None:
-            marker.done.set()
+            with self._lock:
+                if self._settled_upto >= self._next_seq - 1:
+                    marker.done.set()
+                else:
+                    self._markers.append((self._next_seq - 1, marker))
 
-    def _deliver(self, wire: EventBatch, batch_id: str) -> None:
+    def _deliver(self, seq: int, batch: EventBatch) -> None:
         """Send one batch until it is accepted, refused, or out of retry time."""
+        batch_id = uuid.uuid4().hex
         started = self._clock()
         deadline = min(started + self._settings.max_retry_time, self._hard_deadline)
         attempt = 0
         while True:
             attempt += 1
             try:
-                self._exporter.export(wire, batch_id=batch_id)
+                self._exporter.export(batch, batch_id=batch_id)
             except RetryableExportError as exc:
                 delay = exc.retry_after
                 if delay is None or (delay == 0 and attempt > 2):
                     delay = self._backoff.delay(attempt)
-                if not self._wait_to_retry(wire, attempt, started, deadline, delay, exc):
+                if not self._wait_to_retry(seq, batch, attempt, started, deadline, delay, exc):
                     return
                 continue
             except DeliveryError as exc:
-                self._settle(wire, exc)
+                self._settle(seq, batch, exc)
                 return
             except Exception as exc:
                 # A bug or an unexpected failure in the exporter: the events
                 # keep their identifiers, so trying again is safe.
                 report_internal_error(exc)
                 delay = self._backoff.delay(attempt)
-                if not self._wait_to_retry(wire, attempt, started, deadline, delay, exc):
+                if not self._wait_to_retry(seq, batch, attempt, started, deadline, delay, exc):
                     return
                 continue
-            self._settle(wire, None)
+            self._settle(seq, batch, None)
             return
 
     def _wait_to_retry(
         self,
-        wire: EventBatch,
+        seq: int,
+        batch: EventBatch,
         attempt: int,
         started: float,
         deadline: float,
@@ -201,7 +261,8 @@ class Delivery:
         status = getattr(exc, "status", None)
         if self._stop.is_set():
             self._settle(
-                wire,
+                seq,
+                batch,
                 DeliveryError(
                     f"shut down before delivery: {exc}", reason="shutdown", status=status
                 ),
@@ -211,7 +272,8 @@ class Delivery:
         if now + delay > deadline:
             reason = "shutdown" if deadline == self._hard_deadline else "retries_exhausted"
             self._settle(
-                wire,
+                seq,
+                batch,
                 DeliveryError(
                     f"gave up after {attempt} attempts in {now - started:.1f}s: {exc}",
                     reason=reason,
@@ -224,12 +286,13 @@ class Delivery:
             logging.WARNING,
             "retry",
             "meterstream: sending %d events failed (%s); retrying",
-            len(wire),
+            len(batch),
             exc,
         )
         if delay > 0 and self._stop.wait(delay):
             self._settle(
-                wire,
+                seq,
+                batch,
                 DeliveryError(
                     f"shut down while waiting to retry: {exc}", reason="shutdown", status=status
                 ),
@@ -237,20 +300,12 @@ class Delivery:
             return False
         return True
 
-    def _settle(
-        self, wire: EventBatch, error: Optional[DeliveryError], abandon: bool = False
-    ) -> None:
-        """Count a batch's final outcome exactly once."""
-        count = len(wire)
-        with self._settle_lock:
-            if any(w is wire for w in self._abandoned):
-                return  # shutdown() already gave these up and counted them
-            if abandon:
-                if self._inflight is not wire:
-                    return  # it finished while shutdown() was deciding
-                self._abandoned.append(wire)
-            if self._inflight is wire:
-                self._inflight = None
+    def _settle(self, seq: int, batch: EventBatch, error: Optional[DeliveryError]) -> None:
+        """Count a batch's final outcome exactly once, and release flushes waiting on it."""
+        count = len(batch)
+        with self._room:
+            if seq in self._abandoned or self._inflight.pop(seq, None) is None:
+                return  # shutdown() already gave it up and counted it
             if error is None:
                 self.sent += count
             elif error.reason == "shutdown":
@@ -259,19 +314,33 @@ class Delivery:
                 self.failed_retries_exhausted += count
             else:
                 self.failed_rejected += count
-        if error is None:
-            return
+            self._advance(seq)
+            self._room.notify_all()
+        if error is not None:
+            self._report(list(batch), error)
+
+    def _advance(self, seq: int) -> None:
+        # Called with the lock held: move the settled watermark, fire markers.
+        self._settled_ahead.add(seq)
+        while self._settled_upto + 1 in self._settled_ahead:
+            self._settled_upto += 1
+            self._settled_ahead.discard(self._settled_upto)
+        markers = self._markers
+        while markers and markers[0][0] <= self._settled_upto:
+            markers.popleft()[1].done.set()
+
+    def _report(self, events: list[dict[str, Any]], error: DeliveryError) -> None:
         self._log.log(
             logging.ERROR,
             "failed:" + error.reason,
             "meterstream: %d events were not delivered: %s",
-            count,
+            len(events),
             error,
         )
         callback = self._settings.on_delivery_error
         if callback is not None:
             try:
-                callback(list(wire), error)
+                callback(events, error)
             except Exception as exc:
                 self._log.log(
                     logging.ERROR, "callback", "meterstream: on_delivery_error raised %r", exc
@@ -280,22 +349,18 @@ class Delivery:
     def _report_evicted(self) -> None:
         """Hand events ``drop_oldest`` evicted to ``on_delivery_error`` (counted already)."""
         evicted = self._buffer.evicted
-        callback = self._settings.on_delivery_error
-        if not evicted or callback is None:
+        if not evicted or self._settings.on_delivery_error is None:
             return
         raw = []
         while evicted:
             raw.append(evicted.popleft())
-        error = DeliveryError(
-            f"{len(raw)} events were evicted from the full buffer (overflow=drop_oldest)",
-            reason="queue_full",
+        self._report(
+            list(EventBatch(raw, self._keys_for)),
+            DeliveryError(
+                f"{len(raw)} events were evicted from the full buffer (overflow=drop_oldest)",
+                reason="queue_full",
+            ),
         )
-        try:
-            callback(list(EventBatch(raw, self._keys_for)), error)
-        except Exception as exc:
-            self._log.log(
-                logging.ERROR, "callback", "meterstream: on_delivery_error raised %r", exc
-            )
 
     # -- caller-side entry points ---------------------------------------------------------
 
@@ -306,7 +371,7 @@ class Delivery:
             while buffer.items:
                 if self._clock() >= deadline:
                     return False
-                self._send_batch(*buffer.take(self._batch_size))
+                self._dispatch(*buffer.take(self._batch_size), on_caller=True)
             return True
         finally:
             self._report_evicted()
@@ -323,7 +388,7 @@ class Delivery:
         return marker.done.wait(timeout)
 
     def shutdown(self, timeout: float) -> bool:
-        """Drain within *timeout*, then stop the thread and the exporter.
+        """Drain within *timeout*, then stop the threads and the exporter.
 
         Whatever could not be delivered in time is counted as dropped at
         shutdown and handed to ``on_delivery_error``.
@@ -335,37 +400,55 @@ class Delivery:
         thread = self._thread
         if thread is not None and thread.is_alive():
             done = self.flush(timeout)
-            self._stop.set()
-            self._buffer.wake.set()
-            thread.join(max(0.0, deadline - self._clock()))
-            if thread.is_alive():
-                done = False
-                # A request still in flight past the deadline (a hanging
-                # server): give its events up now, and ignore its outcome.
-                inflight = self._inflight
-                if inflight:
-                    self._settle(
-                        inflight,
-                        DeliveryError(
-                            f"{len(inflight)} events were in flight at shutdown and may not "
-                            "have been delivered",
-                            reason="shutdown",
-                        ),
-                        abandon=True,
-                    )
         else:
             done = self.flush_on_caller(deadline)
+        self._stop.set()
+        self._buffer.wake.set()
+        with self._room:
+            self._room.notify_all()
+        for worker in [thread, *self._workers]:
+            if worker is not None:
+                worker.join(max(0.0, deadline - self._clock()))
+        self._abandon_inflight()
+        self._drop_leftovers()
+        try:
+            self._exporter.shutdown()
+        except Exception as exc:
+            report_internal_error(exc)
+        return done and not self._buffer.items
+
+    def _abandon_inflight(self) -> None:
+        """Requests still in flight past the deadline (a hanging server): give them up."""
+        with self._room:
+            abandoned = list(self._inflight.items())
+            for seq, batch in abandoned:
+                self._abandoned.add(seq)
+                del self._inflight[seq]
+                self.dropped_shutdown += len(batch)
+                self._advance(seq)
+            self._work.clear()
+        for _, batch in abandoned:
+            self._report(
+                list(batch),
+                DeliveryError(
+                    f"{len(batch)} events were in flight at shutdown and may not have been "
+                    "delivered",
+                    reason="shutdown",
+                ),
+            )
+
+    def _drop_leftovers(self) -> None:
         left: list[tuple[Any, ...]] = []
         markers: list[FlushMarker] = []
         while self._buffer.items:
-            batch, marker = self._buffer.take(len(self._buffer.items))
-            left.extend(batch)
+            raw, marker = self._buffer.take(len(self._buffer.items))
+            left.extend(raw)
             if marker is not None:
                 markers.append(marker)
         if left:
-            done = False
-            self._settle(
-                EventBatch(left, self._keys_for),
+            self.dropped_shutdown += len(left)
+            self._report(
+                list(EventBatch(left, self._keys_for)),
                 DeliveryError(
                     f"{len(left)} events could not be delivered before shutdown", reason="shutdown"
                 ),
@@ -373,21 +456,8 @@ class Delivery:
         for marker in markers:
             marker.done.set()
         self._report_evicted()
-        self._stop.set()
-        try:
-            self._exporter.shutdown()
-        except Exception as exc:
-            report_internal_error(exc)
-        return done
 
     def after_fork_in_child(self) -> None:
-        self._thread = None
-        self.started = False
-        self._start_lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._settle_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._inflight = None
-        self._abandoned = []
+        self._reset_state()
         self.sent = self.retried = 0
         self.failed_rejected = self.failed_retries_exhausted = self.dropped_shutdown = 0

@@ -343,40 +343,72 @@ class EventBatch(Sequence[dict[str, Any]]):
         """The stream request body, ``{"events": [...]}``, as UTF-8 JSON bytes."""
         if self._wire is not None:
             return _json_str({"events": self._wire}).encode()
-        prefix = self._prefix
-        names: dict[str, tuple[str, str, str]] = {}
+        # One %-template per event name for the common event (generated
+        # identifier, no dimensions), so each event costs one format; names,
+        # keys and customers are escaped once per batch.
+        prefix = self._prefix.replace("%", "%%")
+        templates: dict[str, tuple[str, str, str]] = {}
         customers: dict[str, str] = {}
+        seconds: dict[int, str] = {}
         parts = []
+        append = parts.append
         for name, customer_id, value, timestamp, identifier, dimensions in self._raw:
-            head = names.get(name)
-            if head is None:
+            parts_of = templates.get(name)
+            if parts_of is None:
                 customer_key, value_key = self._keys_for(name)
-                head = names[name] = (
-                    ',"event_name":' + _json_str(name) + ',"timestamp":"',
-                    '","payload":{' + _json_str(customer_key) + ":",
-                    "," + _json_str(value_key) + ':"',
+                middle = (
+                    ',"event_name":'
+                    + _literal(name)
+                    + ',"timestamp":"%s.%03dZ","payload":{'
+                    + _literal(customer_key)
+                    + ":%s,"
+                    + _literal(value_key)
+                    + ':"%s"'
+                )
+                parts_of = templates[name] = (
+                    '{"identifier":"' + prefix + '%x"' + middle + "}}",
+                    '{"identifier":%s' + middle + "}}",
+                    '{"identifier":%s' + middle + ",%s}}",
                 )
             customer = customers.get(customer_id)
             if customer is None:
                 customer = customers[customer_id] = _json_str(customer_id)
-            ident = (
-                '"' + prefix + format(identifier, "x") + '"'
-                if type(identifier) is not str
-                else _json_str(identifier)
-            )
-            tail = '"}}' if not dimensions else '",' + _json_str(dimensions)[1:] + "}"
-            parts.append(
-                '{"identifier":'
-                + ident
-                + head[0]
-                + format_timestamp(timestamp)
-                + head[1]
-                + customer
-                + head[2]
-                + format_value(value)
-                + tail
-            )
+            millis = int(timestamp * 1000.0 + 0.5)
+            whole = millis // 1000
+            second = seconds.get(whole)
+            if second is None:
+                second = seconds[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            text = value.__str__() if type(value) is int else format_value(value)
+            if dimensions:
+                ident = (
+                    '"' + self._prefix + format(identifier, "x") + '"'
+                    if type(identifier) is not str
+                    else _json_str(identifier)
+                )
+                append(
+                    parts_of[2]
+                    % (
+                        ident,
+                        second,
+                        millis - whole * 1000,
+                        customer,
+                        text,
+                        _json_str(dimensions)[1:-1],
+                    )
+                )
+            elif type(identifier) is str:
+                append(
+                    parts_of[1]
+                    % (_json_str(identifier), second, millis - whole * 1000, customer, text)
+                )
+            else:
+                append(parts_of[0] % (identifier, second, millis - whole * 1000, customer, text))
         return ('{"events":[' + ",".join(parts) + "]}").encode()
+
+
+def _literal(text: str) -> str:
+    """*text* as a JSON string, safe inside a %-format template."""
+    return _json_str(text).replace("%", "%%")
 
 
 def _no_keys(name: str) -> tuple[str, str]:  # pragma: no cover - of() batches have dicts

@@ -47,6 +47,8 @@ class StripeExporter(Exporter):
         assert settings.api_key, "the stripe exporter needs an api_key"
         self._settings = settings
         self._transport = transport
+        #: How many batches the delivery may have in flight at once.
+        self.max_concurrency = settings.max_concurrent_requests
         self._headers = {
             "Stripe-Version": settings.stripe_version,
             "User-Agent": f"meterstream/{__version__}",
@@ -70,7 +72,10 @@ class StripeExporter(Exporter):
         timeout = self._settings.request_timeout
         return httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            limits=httpx.Limits(
+                max_connections=self._settings.max_concurrent_requests + 1,
+                max_keepalive_connections=self._settings.max_concurrent_requests + 1,
+            ),
             http2=self._settings.http2,
             transport=self._transport,
             trust_env=False,
@@ -88,7 +93,8 @@ class StripeExporter(Exporter):
         if batch_id:
             headers["Idempotency-Key"] = f"meterstream-{batch_id}"
         body = events.to_json()
-        self._requests += 1
+        with self._lock:
+            self._requests += 1
         try:
             response = self._http.post(self._stream_url, content=body, headers=headers)
         except httpx.TransportError as exc:
