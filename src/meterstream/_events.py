@@ -350,7 +350,7 @@ class EventBatch(Sequence[dict[str, Any]]):
         templates: dict[str, tuple[str, str, str]] = {}
         customers: dict[str, str] = {}
         seconds: dict[int, str] = {}
-        parts = []
+        parts: list[str] = []
         append = parts.append
         for name, customer_id, value, timestamp, identifier, dimensions in self._raw:
             parts_of = templates.get(name)
