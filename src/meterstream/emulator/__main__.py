@@ -1,0 +1,242 @@
+"""``python -m meterstream.emulator`` / ``meterstream emulator``: run the emulator."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import signal
+import sys
+import threading
+from typing import NoReturn, Optional
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no traceback: the user mistyped something.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0..65535)")
+    return value
+
+
+def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="A local stand-in for Stripe's meter event stream, sessions, meters "
+        "and event summaries. Prints its base URL, then serves until SIGINT/SIGTERM.",
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    add("--port", type=_port, default=12111, help="TCP port, 0 for any free one (default 12111)")
+    add(
+        "--session-ttl",
+        type=_positive,
+        default=900.0,
+        metavar="SECONDS",
+        help="lifetime of session tokens (default 900)",
+    )
+    add(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="accept only this secret key (repeatable; default: any sk_test_/rk_test_ key)",
+    )
+    add(
+        "--auto-create-meters",
+        action="store_true",
+        help="events for unknown event names create a sum meter",
+    )
+    add(
+        "--async-timestamp-errors",
+        action="store_true",
+        help="report out-of-window timestamps as asynchronous errors instead of 400s",
+    )
+    add(
+        "--max-body-bytes",
+        type=_count,
+        default=1 << 20,
+        metavar="N",
+        help="larger request bodies get 413 (default 1048576)",
+    )
+    faults = parser.add_argument_group("faults (stream requests; see --fault-sessions)")
+    fadd = faults.add_argument
+    fadd(
+        "--fail-500",
+        type=_fraction,
+        default=0.0,
+        metavar="FRACTION",
+        help="answer this fraction of requests 500 api_error",
+    )
+    fadd(
+        "--fail-429",
+        type=_fraction,
+        default=0.0,
+        metavar="FRACTION",
+        help="answer this fraction of requests 429 rate_limit",
+    )
+    fadd(
+        "--latency-ms",
+        type=_non_negative,
+        default=0.0,
+        metavar="MS",
+        help="delay every answer by this much",
+    )
+    fadd(
+        "--rps-limit",
+        type=_non_negative,
+        default=0.0,
+        metavar="N",
+        help="answer 429 past N requests per second (0: no limit)",
+    )
+    fadd(
+        "--expire-next",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="answer the next N stream requests 401 temporary_session_expired",
+    )
+    fadd(
+        "--hang",
+        action="store_true",
+        help="never answer until un-hung through POST /_emulator/faults",
+    )
+    fadd(
+        "--should-retry",
+        choices=("true", "false"),
+        help="send Stripe-Should-Retry with this value on injected errors",
+    )
+    fadd(
+        "--retry-after",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="send Retry-After on injected 429 and 500 answers",
+    )
+    fadd("--fault-sessions", action="store_true", help="apply the faults to session creation too")
+    fadd("--seed", type=int, help="seed for the random choice of failing requests")
+    add(
+        "--log-level",
+        default="warning",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level",
+    )
+    return parser
+
+
+def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int:
+    """Run the emulator until SIGINT or SIGTERM; return the exit code."""
+    parser = build_parser(prog or "meterstream emulator")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        from ._faults import FaultConfig
+        from ._server import Emulator
+    except ImportError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    faults = FaultConfig(
+        fail_500=args.fail_500,
+        fail_429=args.fail_429,
+        latency_ms=args.latency_ms,
+        rps_limit=args.rps_limit,
+        expire_next=args.expire_next,
+        hang=args.hang,
+        should_retry=None if args.should_retry is None else args.should_retry == "true",
+        retry_after=args.retry_after,
+        apply_to_sessions=args.fault_sessions,
+    )
+    emulator = Emulator(
+        args.host,
+        args.port,
+        session_ttl=args.session_ttl,
+        api_keys=args.api_keys,
+        auto_create_meters=args.auto_create_meters,
+        faults=faults,
+        seed=args.seed,
+        check_timestamp_range=not args.async_timestamp_errors,
+        max_body_bytes=args.max_body_bytes,
+        log_level=args.log_level,
+    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _signals()}
+    try:
+        try:
+            emulator.start()
+        except OSError as exc:
+            print(
+                f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+        # This process is the emulator's alone, and what it stores (millions
+        # of events after a benchmark) holds no reference cycles: keep what
+        # exists now out of every future collection, and make the full
+        # collections (which walk every stored batch) ten times rarer.
+        gc.freeze()
+        gc.set_threshold(5000, 20, 100)
+        print(emulator.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+        emulator.stop()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signals() -> list[signal.Signals]:
+    sigs = [signal.SIGINT]
+    if hasattr(signal, "SIGTERM"):
+        sigs.append(signal.SIGTERM)
+    return sigs
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m meterstream.emulator"))

@@ -1,0 +1,172 @@
+"""Stored events as records: what Stripe later decides about each one.
+
+The stream's request path only appends a batch's columns. Reading anything
+(totals, summaries, events, errors, a cancel) first turns pending batches
+into one record per event here: the meter's customer and value keys are
+applied, the value parsed, and the asynchronous validation error, if any,
+decided, as Stripe does after it has answered 200.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Optional
+
+from ._meters import DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY, parse_value
+from ._validate import FUTURE_WINDOW, PAST_WINDOW
+
+__all__ = [
+    "CUSTOMER",
+    "ERROR",
+    "ID",
+    "NAME",
+    "RECEIVED",
+    "TS",
+    "VALUE",
+    "Batch",
+    "MeterKeys",
+    "Record",
+    "Store",
+]
+
+# A stored event: (identifier, event_name, timestamp, received, customer,
+# value, error code). Tuples are the cheapest record Python has, and one
+# holding only strings and numbers drops out of the garbage collector's
+# sight after its first collection: the payload dicts (which json decodes
+# untracked) live in a parallel list so the records stay that way. With
+# millions of events stored, this halves the time a batch takes.
+Record = tuple[str, str, float, float, Optional[str], Optional[float], Optional[str]]
+ID: Final = 0
+NAME: Final = 1
+TS: Final = 2
+RECEIVED: Final = 3
+CUSTOMER: Final = 4
+VALUE: Final = 5
+ERROR: Final = 6
+
+MeterKeys = tuple[str, str, str]  # customer key, value key, formula
+# (received, identifiers, event names, payloads, timestamps, meter keys by name)
+Batch = tuple[
+    float,
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[dict[str, str], ...],
+    tuple[float, ...],
+    dict[str, Optional[MeterKeys]],
+]
+
+_ERROR_MESSAGES = {
+    "no_meter": "No active meter was found for event_name '{name}'.",
+    "meter_event_no_customer_defined": "The payload has no customer under '{ckey}'.",
+    "meter_event_invalid_value": "The value under '{vkey}' is missing or not a number.",
+    "meter_event_value_too_many_digits": "The value under '{vkey}' has more than 15 digits.",
+    "timestamp_too_far_in_past": "The timestamp is more than 35 days in the past.",
+    "timestamp_in_future": "The timestamp is more than 5 minutes in the future.",
+}
+
+
+def _error_entry(rec: Record, keys: Optional[tuple[str, str, str]]) -> dict[str, Any]:
+    ckey, vkey = keys[:2] if keys else (DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY)
+    code = rec[ERROR] or ""
+    return {
+        "code": code,
+        "message": _ERROR_MESSAGES[code].format(name=rec[NAME], ckey=ckey, vkey=vkey),
+        "identifier": rec[ID],
+        "event_name": rec[NAME],
+    }
+
+
+# Numeric payload values seen before, so the common ones cost one dict lookup.
+_NUMBERS: dict[str, float] = {}
+
+
+def _parse_number(raw: str) -> Optional[float]:
+    value = parse_value(raw)[0]
+    if value is not None and len(_NUMBERS) < 65536:
+        _NUMBERS[raw] = value
+    return value
+
+
+def async_error(
+    keys: Optional[MeterKeys], customer: Optional[str], raw: Optional[str], ts: float, now: float
+) -> str:
+    """The code Stripe would report later for an event it accepted."""
+    if keys is None:
+        return "no_meter"
+    if not customer:
+        return "meter_event_no_customer_defined"
+    if keys[2] != "count":
+        value, code = parse_value(raw) if raw is not None else (None, None)
+        if value is None:
+            return code or "meter_event_invalid_value"
+    if ts < now - PAST_WINDOW:
+        return "timestamp_too_far_in_past"
+    return "timestamp_in_future"
+
+
+class Store:
+    """Records, payloads, per-(event name, customer) series and totals."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.events: list[Record] = []
+        self.payloads: list[dict[str, str]] = []
+        self.position: dict[str, int] = {}
+        self.series: dict[tuple[str, str], list[Record]] = {}
+        self.totals: dict[tuple[str, str], list[float]] = {}
+        self.errors: list[dict[str, Any]] = []
+
+    def clear(self) -> None:
+        # Emptied, not replaced: a process that froze these containers out of
+        # the garbage collector's scans (the CLI does) keeps that benefit.
+        for container in (
+            self.batches,
+            self.events,
+            self.payloads,
+            self.position,
+            self.series,
+            self.totals,
+            self.errors,
+        ):
+            container.clear()
+
+    def index(self) -> None:
+        """Turn pending batches into records, totals and series (caller holds the lock)."""
+        if not self.batches:
+            return
+        events, payload_list, position = self.events, self.payloads, self.position
+        series, totals, numbers = self.series, self.totals, _NUMBERS
+        for received, idents, names, payloads, stamps, keys_by_name in self.batches:
+            for i, ident in enumerate(idents):
+                name, payload, ts = names[i], payloads[i], stamps[i]
+                keys = keys_by_name[name]
+                ckey, vkey, formula = keys or (DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY, "sum")
+                customer = payload.get(ckey)
+                raw = payload.get(vkey)
+                value = numbers.get(raw) if raw is not None else None
+                if value is None and raw is not None:
+                    value = _parse_number(raw)
+                error: Optional[str] = None
+                if (
+                    keys is None
+                    or not customer
+                    or (value is None and formula != "count")
+                    or not received - PAST_WINDOW <= ts <= received + FUTURE_WINDOW
+                ):
+                    error = async_error(keys, customer, raw, ts, received)
+                rec: Record = (ident, name, ts, received, customer, value, error)
+                position[ident] = len(events)
+                events.append(rec)
+                payload_list.append(payload)
+                if error is not None:
+                    self.errors.append(_error_entry(rec, keys))
+                    continue
+                key = (name, customer or "")
+                found = series.get(key)
+                if found is None:
+                    found = series[key] = []
+                    totals[key] = [0.0, 0]
+                found.append(rec)
+                total = totals[key]
+                total[0] += value or 0.0
+                total[1] += 1
+        self.batches.clear()

@@ -1,0 +1,435 @@
+"""The emulator's in-memory Stripe: sessions, events, meters, faults.
+
+Pure Python, no I/O: every method can be called from a test without a
+server, and time comes from an injectable clock. One lock guards the data
+because the server's event loop writes while a test thread reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from itertools import repeat
+from typing import (
+    Any,
+    Callable,
+    Optional,
+)
+
+from ._errors import StripeError, bad_request
+from ._faults import FaultConfig, FaultInjector
+from ._ingest import DEDUPE_WINDOW, parse_batch
+from ._meters import (
+    list_object,
+    new_meter,
+    not_found,
+    parse_summary_query,
+    summarize,
+)
+from ._records import (
+    CUSTOMER,
+    ERROR,
+    ID,
+    NAME,
+    RECEIVED,
+    TS,
+    VALUE,
+    MeterKeys,
+    Store,
+)
+from ._validate import (
+    format_rfc3339,
+    validate_adjustment_body,
+)
+
+__all__ = ["DEDUPE_WINDOW", "EmulatorState", "Total"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Total:
+    """What one customer used of one event name: sum of values, number of events."""
+
+    sum: float
+    count: int
+
+
+class EmulatorState:
+    """Everything the emulator knows, readable directly from tests.
+
+    Args:
+        clock: wall-clock function returning Unix seconds (``time.time``);
+            inject one to test expiry and dedupe windows without waiting.
+        session_ttl: lifetime of meter event session tokens, in seconds.
+        api_keys: the secret keys accepted; None accepts any key starting
+            ``sk_test_`` or ``rk_test_``.
+        auto_create_meters: an event for an unknown event name creates a sum
+            meter for it (else it is reported as a ``no_meter`` error).
+        faults: the initial fault settings (``reset()`` returns to them).
+        seed: seed of the random choices of fractional faults.
+        check_timestamp_range: answer 400 for timestamps outside 35 days past
+            / 5 minutes future; False reports them as asynchronous errors.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Optional[Callable[[], float]] = None,
+        session_ttl: float = 900.0,
+        api_keys: Optional[Iterable[str]] = None,
+        auto_create_meters: bool = False,
+        faults: Optional[FaultConfig] = None,
+        seed: Optional[int] = None,
+        check_timestamp_range: bool = True,
+    ) -> None:
+        if session_ttl <= 0:
+            raise ValueError(f"session_ttl must be > 0, got {session_ttl!r}")
+        self.clock: Callable[[], float] = clock or time.time
+        self.session_ttl = float(session_ttl)
+        self.api_keys: Optional[set[str]] = set(api_keys) if api_keys is not None else None
+        self.auto_create_meters = auto_create_meters
+        self.check_timestamp_range = check_timestamp_range
+        self.injector = FaultInjector(faults, clock=self.clock, seed=seed)
+        self._lock = threading.RLock()
+        self._prefix = secrets.token_hex(4)
+        self._serial = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        # Emptied, not replaced: a process that froze these containers out of
+        # the garbage collector's scans (the CLI does) keeps that benefit.
+        self._seen: dict[str, float] = getattr(self, "_seen", {})
+        self._seen.clear()
+        self._store: Store = getattr(self, "_store", None) or Store()
+        self._store.clear()
+        self._sessions: dict[str, float] = {}
+        self._cancelled: set[str] = set()
+        self._meters: dict[str, dict[str, Any]] = {}
+        self._meter_keys: dict[str, MeterKeys] = {}
+        self._requests: dict[str, dict[str, int]] = {}
+        self._stored = 0
+        self._duplicates = 0
+        self._sessions_created = 0
+
+    def _next_id(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}_emu{self._prefix}{self._serial:08d}"
+
+    # -- auth and sessions -------------------------------------------------
+
+    def check_api_key(self, key: str) -> bool:
+        """True when ``key`` is an accepted secret key."""
+        if self.api_keys is not None:
+            return key in self.api_keys
+        return key.startswith(("sk_test_", "rk_test_"))
+
+    def create_session(self) -> dict[str, Any]:
+        """A new ``v2.billing.meter_event_session``."""
+        now = self.clock()
+        token = "mets_" + secrets.token_urlsafe(24)
+        with self._lock:
+            if len(self._sessions) > 1000:
+                self._sessions = {t: e for t, e in self._sessions.items() if e > now}
+            expires = now + self.session_ttl
+            self._sessions[token] = expires
+            self._sessions_created += 1
+            session_id = self._next_id("mes")
+        return {
+            "id": session_id,
+            "object": "v2.billing.meter_event_session",
+            "authentication_token": token,
+            "created": format_rfc3339(now),
+            "expires_at": format_rfc3339(expires),
+            "livemode": False,
+        }
+
+    def session_valid(self, token: str) -> bool:
+        """True when ``token`` is a session token that has not expired."""
+        expires = self._sessions.get(token)
+        return expires is not None and self.clock() < expires
+
+    # -- the stream --------------------------------------------------------
+
+    def ingest(self, body: object) -> tuple[int, int]:
+        """Validate and store a decoded stream body, all or nothing.
+
+        The request path only checks, dedupes and appends the batch's columns;
+        records, totals, series and asynchronous errors are built when
+        something reads them (``Store.index``).
+
+        Returns:
+            ``(stored, duplicates)``.
+
+        Raises:
+            StripeError: a 400 naming the first bad field; nothing is stored.
+        """
+        now = self.clock()
+        with self._lock:
+            idents, names, payloads, stamps, dups = parse_batch(
+                body,
+                now,
+                self._seen,
+                check_range=self.check_timestamp_range,
+                new_id=self._event_id,
+            )
+            # Meters are matched on arrival, as Stripe does.
+            keys: dict[str, Optional[MeterKeys]] = {}
+            for name in set(names):
+                found = self._meter_keys.get(name)
+                if found is None and self.auto_create_meters:
+                    found = self._auto_meter(name, now)
+                keys[name] = found
+            if idents:
+                self._seen.update(zip(idents, repeat(now)))
+                # Tuples of strings and floats drop out of the garbage
+                # collector's scans once it has seen them; lists never do.
+                self._store.batches.append(
+                    (now, tuple(idents), tuple(names), tuple(payloads), tuple(stamps), keys)
+                )
+                self._stored += len(idents)
+            self._duplicates += dups
+        return len(idents), dups
+
+    def _event_id(self) -> str:
+        return self._next_id("emu")
+
+    # -- meters ------------------------------------------------------------
+
+    def _add_meter(self, meter: dict[str, Any]) -> None:
+        self._meters[meter["id"]] = meter
+        self._meter_keys[meter["event_name"]] = (
+            meter["customer_mapping"]["event_payload_key"],
+            meter["value_settings"]["event_payload_key"],
+            meter["default_aggregation"]["formula"],
+        )
+
+    def _auto_meter(self, event_name: str, now: float) -> tuple[str, str, str]:
+        params = {
+            "display_name": event_name,
+            "event_name": event_name,
+            "default_aggregation[formula]": "sum",
+        }
+        self._add_meter(new_meter(params, self._next_id("mtr"), int(now)))
+        return self._meter_keys[event_name]
+
+    def create_meter(self, params: dict[str, str]) -> dict[str, Any]:
+        """Create a ``billing.meter`` from v1 form parameters."""
+        with self._lock:
+            meter = new_meter(params, self._next_id("mtr"), int(self.clock()))
+            if meter["event_name"] in self._meter_keys:
+                raise bad_request(
+                    f"An active meter with event_name '{meter['event_name']}' already exists.",
+                    code="resource_already_exists",
+                    param="event_name",
+                )
+            self._add_meter(meter)
+            return dict(meter)
+
+    def meters(self) -> list[dict[str, Any]]:
+        """Every meter, newest first (as Stripe lists them)."""
+        with self._lock:
+            return [dict(m) for m in reversed(self._meters.values())]
+
+    def get_meter(self, meter_id: str) -> dict[str, Any]:
+        with self._lock:
+            meter = self._meters.get(meter_id)
+            if meter is None:
+                raise not_found("billing meter", meter_id)
+            return dict(meter)
+
+    def list_meters(self, params: dict[str, str]) -> dict[str, Any]:
+        raw = params.get("limit") or "10"
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
+            raise bad_request("limit must be between 1 and 100", param="limit")
+        limit = int(raw)
+        items = self.meters()
+        if params.get("status"):
+            items = [m for m in items if m["status"] == params["status"]]
+        return list_object(items, "/v1/billing/meters", limit, params.get("starting_after"))
+
+    def event_summaries(self, meter_id: str, params: dict[str, str]) -> dict[str, Any]:
+        """``GET /v1/billing/meters/{id}/event_summaries`` as a list object."""
+        meter = self.get_meter(meter_id)
+        query = parse_summary_query(params)
+        with self._lock:
+            self._store.index()
+            records = self._store.series.get((meter["event_name"], query.customer), [])
+            cancelled = self._cancelled
+            points = [(r[TS], r[RECEIVED], r[VALUE]) for r in records if r[ID] not in cancelled]
+        items = summarize(meter, points, query)
+        url = f"/v1/billing/meters/{meter_id}/event_summaries"
+        return list_object(items, url, query.limit, query.starting_after)
+
+    # -- adjustments ---------------------------------------------------------
+
+    def cancel_event(self, body: object) -> dict[str, Any]:
+        """``POST /v2/billing/meter_event_adjustments`` (type ``cancel``)."""
+        name, ident = validate_adjustment_body(body)
+        now = self.clock()
+        with self._lock:
+            self._store.index()
+            pos = self._store.position.get(ident)
+            rec = self._store.events[pos] if pos is not None else None
+            if rec is None or rec[NAME] != name:
+                raise StripeError(
+                    404,
+                    "invalid_request_error",
+                    f"cancel.identifier: no meter event '{ident}' for event_name '{name}'",
+                    code="resource_missing",
+                    param="cancel.identifier",
+                )
+            if now - rec[RECEIVED] >= DEDUPE_WINDOW:
+                raise bad_request(
+                    "cancel.identifier: events can only be cancelled within 24 hours of receipt",
+                    param="cancel.identifier",
+                )
+            if ident not in self._cancelled:
+                self._cancelled.add(ident)
+                if rec[ERROR] is None:
+                    total = self._store.totals[(rec[NAME], rec[CUSTOMER] or "")]
+                    total[0] -= rec[VALUE] or 0.0
+                    total[1] -= 1
+            adj_id = self._next_id("mtradj")
+        return {
+            "id": adj_id,
+            "object": "v2.billing.meter_event_adjustment",
+            "cancel": {"identifier": ident},
+            "created": format_rfc3339(now),
+            "event_name": name,
+            "livemode": False,
+            "status": "pending",
+            "type": "cancel",
+        }
+
+    # -- faults --------------------------------------------------------------
+
+    @property
+    def faults(self) -> FaultConfig:
+        """A copy of the current fault settings."""
+        return self.injector.config
+
+    def update_faults(self, changes: dict[str, object]) -> FaultConfig:
+        """Change some faults; raise a 400 ``StripeError`` for bad values."""
+        return self.injector.update(changes)
+
+    def set_faults(self, **changes: Any) -> FaultConfig:
+        """Change some faults (``fail_500=0.5, hang=True``...).
+
+        Raises:
+            ValueError: an unknown fault or a bad value.
+        """
+        try:
+            return self.injector.update(changes)
+        except StripeError as exc:
+            raise ValueError(exc.message) from None
+
+    def add_fault_listener(self, listener: Callable[[FaultConfig], None]) -> None:
+        """Call ``listener(faults)`` after every change (from any thread)."""
+        self.injector.listeners.append(listener)
+
+    # -- reading -------------------------------------------------------------
+
+    def count_request(self, endpoint: str, status: int) -> None:
+        with self._lock:
+            by_status = self._requests.setdefault(endpoint, {})
+            key = str(status)
+            by_status[key] = by_status.get(key, 0) + 1
+
+    @property
+    def requests(self) -> dict[str, dict[str, int]]:
+        """Requests answered, by endpoint then HTTP status (as a string)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._requests.items()}
+
+    @property
+    def duplicates(self) -> int:
+        """Events accepted but not stored because their identifier was seen."""
+        return self._duplicates
+
+    @property
+    def sessions_created(self) -> int:
+        return self._sessions_created
+
+    @property
+    def validation_errors(self) -> list[dict[str, Any]]:
+        """Asynchronous errors (``code``, ``message``, ``identifier``, ``event_name``)."""
+        with self._lock:
+            self._store.index()
+            return [dict(e) for e in self._store.errors]
+
+    @property
+    def event_count(self) -> int:
+        """Events stored (duplicates excluded, errored and cancelled included)."""
+        return self._stored
+
+    def totals(self) -> dict[tuple[str, str], Total]:
+        """``{(event_name, customer): Total(sum, count)}`` of valid, uncancelled events."""
+        with self._lock:
+            self._store.index()
+            return {k: Total(v[0], int(v[1])) for k, v in self._store.totals.items() if v[1]}
+
+    def total(self, event_name: str, customer: str) -> Total:
+        with self._lock:
+            self._store.index()
+            v = self._store.totals.get((event_name, customer))
+            return Total(v[0], int(v[1])) if v else Total(0.0, 0)
+
+    def events(
+        self, event_name: Optional[str] = None, customer: Optional[str] = None
+    ) -> list[dict[str, Any]]:
+        """Stored events in arrival order, optionally filtered."""
+        with self._lock:
+            self._store.index()
+            records = list(self._store.events)
+            payloads = list(self._store.payloads)
+            cancelled = set(self._cancelled)
+        return [
+            {
+                "identifier": r[ID],
+                "event_name": r[NAME],
+                "payload": dict(payload),
+                "timestamp": format_rfc3339(r[TS]),
+                "received_at": format_rfc3339(r[RECEIVED]),
+                "customer": r[CUSTOMER],
+                "value": r[VALUE],
+                "error": r[ERROR],
+                "cancelled": r[ID] in cancelled,
+            }
+            for r, payload in zip(records, payloads)
+            if (event_name is None or r[NAME] == event_name)
+            and (customer is None or r[CUSTOMER] == customer)
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything ``GET /_emulator/state`` answers."""
+        totals = self.totals()
+        with self._lock:
+            now = self.clock()
+            return {
+                "events_stored": self._stored,
+                "duplicates": self._duplicates,
+                "cancelled": len(self._cancelled),
+                "sessions_created": self._sessions_created,
+                "sessions_active": sum(1 for e in self._sessions.values() if e > now),
+                "meters": len(self._meters),
+                "totals": [
+                    {"event_name": k[0], "customer": k[1], "sum": t.sum, "count": t.count}
+                    for k, t in totals.items()
+                ],
+                "requests": {k: dict(v) for k, v in self._requests.items()},
+                "validation_errors": [dict(e) for e in self._store.errors],
+                "faults": self.injector.config.to_dict(),
+            }
+
+    def reset(self) -> None:
+        """Forget events, meters, counters and errors; faults back to their start values.
+
+        Session tokens stay valid so a running client keeps working.
+        """
+        with self._lock:
+            sessions = self._sessions
+            self._clear()
+            self._sessions = sessions
+        self.injector.reset()
