@@ -9,6 +9,8 @@ import pytest
 import meterstream
 from meterstream import _default, _internal
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _isolate_meterstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseException]]:

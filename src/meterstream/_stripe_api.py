@@ -1,0 +1,101 @@
+"""The few Stripe v1 billing endpoints the CLI and reconciliation read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import httpx
+
+from ._config import DEFAULT_STRIPE_VERSION
+from ._session import error_fields
+from ._version import __version__
+from .errors import DeliveryError
+
+__all__ = ["StripeAPI"]
+
+
+class StripeAPI:
+    """A small synchronous client for meters and meter event summaries."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str = "https://api.stripe.com",
+        *,
+        stripe_version: str = DEFAULT_STRIPE_VERSION,
+        timeout: float = 10.0,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=api_base.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Stripe-Version": stripe_version,
+                "User-Agent": f"meterstream/{__version__}",
+            },
+            timeout=timeout,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> StripeAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise DeliveryError(f"GET {path} failed: {exc!r}", reason="unreachable") from None
+        if response.status_code != 200:
+            _, code, message = error_fields(response)
+            raise DeliveryError(
+                f"GET {path}: HTTP {response.status_code} {code or ''} {message}".strip(),
+                reason="rejected",
+                status=response.status_code,
+                code=code,
+            )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _list(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        params = {**params, "limit": 100}
+        while True:
+            page = self._get(path, params)
+            data = page.get("data") or []
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            params["starting_after"] = data[-1]["id"]
+
+    def meters(self) -> list[dict[str, Any]]:
+        return list(self._list("/v1/billing/meters", {}))
+
+    def meter_for_event(self, event_name: str) -> Optional[dict[str, Any]]:
+        """The active meter whose ``event_name`` is *event_name*, if any."""
+        for meter in self.meters():
+            if meter.get("event_name") == event_name and meter.get("status", "active") == "active":
+                return meter
+        return None
+
+    def event_summaries(
+        self,
+        meter_id: str,
+        customer: str,
+        start_time: int,
+        end_time: int,
+        window: Optional[str] = None,
+    ) -> list[dict[str, Any]]:
+        """``billing.meter_event_summary`` objects, oldest first, across all pages."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "start_time": start_time,
+            "end_time": end_time,
+        }
+        if window:
+            params["value_grouping_window"] = window
+        return list(self._list(f"/v1/billing/meters/{meter_id}/event_summaries", params))

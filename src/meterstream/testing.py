@@ -1,0 +1,109 @@
+"""Helpers for testing code that meters usage (used by the pytest plugin).
+
+Example::
+
+    def test_search_is_metered(meter_events):
+        with meterstream.customer("cus_1"):
+            search("shoes")
+        meter_events.assert_recorded("ai_search_api", customer="cus_1", value=1)
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Optional
+
+from ._client import MeterClient
+from ._exporters.memory import MemoryExporter
+
+__all__ = ["MeterEvents"]
+
+
+class MeterEvents:
+    """What a memory-exporter client has recorded, with assertions about it."""
+
+    def __init__(self, client: MeterClient) -> None:
+        if not isinstance(client.exporter, MemoryExporter):
+            raise TypeError("MeterEvents needs a client with exporter='memory'")
+        self.client = client
+        self._exporter = client.exporter
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event recorded so far, in wire shape (flushes first)."""
+        self.client.flush()
+        return list(self._exporter.events)
+
+    def clear(self) -> None:
+        self.client.flush()
+        self._exporter.clear()
+
+    def _matching(self, event_name: str, customer: Optional[str]) -> list[dict[str, Any]]:
+        customer_key, _ = self.client.settings.payload_keys_for(event_name)
+        return [
+            event
+            for event in self.events
+            if event["event_name"] == event_name
+            and (customer is None or event["payload"].get(customer_key) == customer)
+        ]
+
+    def total(self, event_name: str, customer: Optional[str] = None) -> Decimal:
+        """The sum of the values of *event_name* (for *customer*, if given)."""
+        _, value_key = self.client.settings.payload_keys_for(event_name)
+        return sum(
+            (
+                Decimal(event["payload"][value_key])
+                for event in self._matching(event_name, customer)
+            ),
+            Decimal(0),
+        )
+
+    def count(self, event_name: str, customer: Optional[str] = None) -> int:
+        return len(self._matching(event_name, customer))
+
+    def assert_recorded(
+        self,
+        event_name: str,
+        customer: Optional[str] = None,
+        value: Any = None,
+        *,
+        count: Optional[int] = None,
+    ) -> None:
+        """Assert that *event_name* was recorded (for *customer*, with *value*).
+
+        With *value*, at least one matching event has that value; with
+        *count*, exactly that many matching events were recorded.
+        """
+        _, value_key = self.client.settings.payload_keys_for(event_name)
+        matching = self._matching(event_name, customer)
+        if value is not None:
+            wanted = Decimal(str(value))
+            matching = [e for e in matching if Decimal(e["payload"][value_key]) == wanted]
+        where = f" for customer {customer!r}" if customer is not None else ""
+        with_value = f" with value {value!r}" if value is not None else ""
+        if count is not None and len(matching) != count:
+            raise AssertionError(
+                f"expected {count} {event_name!r} events{where}{with_value}, "
+                f"got {len(matching)}; recorded: {self._summary()}"
+            )
+        if count is None and not matching:
+            raise AssertionError(
+                f"no {event_name!r} event{where}{with_value} was recorded; "
+                f"recorded: {self._summary()}"
+            )
+
+    def assert_nothing_recorded(self) -> None:
+        events = self.events
+        if events:
+            raise AssertionError(f"expected no meter events, got {len(events)}: {self._summary()}")
+
+    def _summary(self) -> str:
+        events = self._exporter.events
+        if not events:
+            return "nothing"
+        shown = [f"{e['event_name']} {e['payload']}" for e in events[:10]]
+        more = f" (+{len(events) - 10} more)" if len(events) > 10 else ""
+        return "; ".join(shown) + more
+
+    def __len__(self) -> int:
+        return len(self.events)
