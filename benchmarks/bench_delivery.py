@@ -30,10 +30,10 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-import httpx  # noqa: E402
+import httpx
 
-import meterstream  # noqa: E402
-from meterstream.emulator import Emulator  # noqa: E402
+import meterstream
+from meterstream.emulator import Emulator
 
 KEY = "sk_test_bench"
 
@@ -182,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         emulator.set_faults(latency_ms=20)
         idle, busy = bench_call_cost_while_sending(emulator.url, args.calls)
-        print(f"decorated call, added cost (median): flusher idle {idle:.0f} ns, "
-              f"flusher sending {busy:.0f} ns")
+        print(
+            f"decorated call, added cost (median): flusher idle {idle:.0f} ns, "
+            f"flusher sending {busy:.0f} ns"
+        )
     finally:
         emulator.stop()
     return 0

@@ -23,13 +23,17 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-import meterstream  # noqa: E402
+import meterstream
 
 CHUNK = 50
 
 
-def median_added_ns(baseline: Callable[[], object], measured: Callable[[], object],
-                    client: meterstream.MeterClient, chunks: int) -> float:
+def median_added_ns(
+    baseline: Callable[[], object],
+    measured: Callable[[], object],
+    client: meterstream.MeterClient,
+    chunks: int,
+) -> float:
     samples = []
     perf = time.perf_counter_ns
     for _ in range(chunks):
@@ -66,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         "@meter (value callable)": valued,
         "record()": record,
     }
-    print(f"Python {platform.python_version()} on {platform.machine()}, "
-          f"{os.cpu_count()} CPUs; median ns added per call over {args.chunks} chunks "
-          f"of {CHUNK}, best of {args.repeat}")
+    print(
+        f"Python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs; median ns added per call over {args.chunks} chunks "
+        f"of {CHUNK}, best of {args.repeat}"
+    )
     gc.collect()
     with meterstream.customer("cus_bench"):
         for name, fn in cases.items():
-            best = min(
-                median_added_ns(empty, fn, client, args.chunks) for _ in range(args.repeat)
-            )
+            best = min(median_added_ns(empty, fn, client, args.chunks) for _ in range(args.repeat))
             client.exporter.clear()  # type: ignore[attr-defined]
             print(f"  {name:<26} {best:8.0f} ns")
     client.shutdown(1)
