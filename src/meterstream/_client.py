@@ -187,11 +187,14 @@ class MeterClient:
         if not self._active:
             return
         try:
+            _events.check_event_name(event_name)
             dims = _events.check_dimensions(dimensions)
         except InvalidEventError as exc:
             self._reject(exc, event_name)
             return
-        self._record(event_name, value, customer or _get_customer(), identifier, dims, timestamp)
+        if customer is None or customer == "":
+            customer = _get_customer()
+        self._record(event_name, value, customer, identifier, dims, timestamp)
 
     def _self(self) -> MeterClient:
         return self
@@ -207,7 +210,7 @@ class MeterClient:
     ) -> None:
         if not self._canary[0]:
             self._check_fork()
-        if not customer or dimensions is not None or self._slow:
+        if type(customer) is not str or dimensions is not None or self._slow:
             self._record(event_name, value, customer, None, dimensions, None)
             return
         items = self._items
@@ -247,11 +250,10 @@ class MeterClient:
         try:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
                 value = _events.check_value(value)
-            if type(customer) is not str or not customer:
-                if customer is None or customer == "":
-                    self._missing_customer(event_name)
-                    return
-                _events.check_customer(customer)
+            if customer is None or customer == "":
+                self._missing_customer(event_name)
+                return
+            _events.check_customer(customer)
             if identifier is None:
                 ident: Any = _next_sequence()
             else:
@@ -262,6 +264,8 @@ class MeterClient:
                 if keys[0] in dimensions or keys[1] in dimensions:
                     _events.check_dimensions(dimensions, keys)
         except InvalidEventError as exc:
+            if type(exc) is MissingCustomerError:
+                raise  # on_missing_customer="raise": whatever raise_errors says
             self._reject(exc, event_name)
             return
         if self._closed:

@@ -182,7 +182,7 @@ def _exporter(raw: Any, where: str) -> Any:
 
 def _unsupported(issue: str) -> Callable[[Any, str], Any]:
     def parse(raw: Any, where: str) -> Any:
-        if raw in (None, "", {}, False):
+        if raw is None or (isinstance(raw, (str, dict)) and not raw):
             return None
         raise ConfigurationError(
             f"{where}: {issue} is not supported yet by this version of meterstream; "
@@ -308,6 +308,14 @@ class Settings:
             self.api_key = _opt_str(env.get("STRIPE_API_KEY"), "STRIPE_API_KEY")
         if self.exporter is None:
             self.exporter = "stripe" if self.api_key else "log"
+        for event_name in ("", *self.payload_keys):
+            customer_key, value_key = self.payload_keys_for(event_name)
+            if customer_key == value_key:
+                where = f"payload_keys[{event_name!r}]" if event_name else "customer_payload_key"
+                raise ConfigurationError(
+                    f"{where}: the customer and the value cannot share the payload key "
+                    f"{customer_key!r}"
+                )
         if self.exporter == "stripe" and not self.api_key:
             raise ConfigurationError(
                 "exporter: 'stripe' needs an api_key (or METERSTREAM_API_KEY / STRIPE_API_KEY)"

@@ -13,18 +13,22 @@ import functools
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
+from ._events import InvalidCustomer, customer_problem
+
 __all__ = ["bind_context", "current_customer", "customer"]
 
 _T = TypeVar("_T")
 
-CUSTOMER: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "meterstream_customer", default=None
-)
+#: The current customer: a string, None, or an InvalidCustomer wrapper.
+CUSTOMER: contextvars.ContextVar[Any] = contextvars.ContextVar("meterstream_customer", default=None)
 
 
 def current_customer() -> Optional[str]:
     """Return the customer set by the innermost enclosing :func:`customer` block, or None."""
-    return CUSTOMER.get()
+    value = CUSTOMER.get()
+    if isinstance(value, InvalidCustomer):
+        return value.value
+    return value  # type: ignore[no-any-return]
 
 
 class customer:
@@ -46,7 +50,7 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_customer_id", "_tokens")
+    __slots__ = ("_customer_id", "_tokens", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
         if customer_id is not None and not isinstance(customer_id, str):
@@ -54,12 +58,18 @@ class customer:
                 f"customer: expected a Stripe customer id string or None, "
                 f"got {type(customer_id).__name__} {customer_id!r}"
             )
-        # An empty id is no id: treated as "no customer" at record time.
+        # An empty id is no id: treated as "no customer" at record time. An
+        # id Stripe cannot bill is kept wrapped, so records in the block are
+        # refused (raise_errors decides how loudly) without a per-record check.
+        self._value: Any = customer_id or None
+        problem = customer_problem(customer_id) if customer_id else None
+        if problem is not None:
+            self._value = InvalidCustomer(customer_id, problem)  # type: ignore[arg-type]
         self._customer_id = customer_id or None
-        self._tokens: list[contextvars.Token[Optional[str]]] = []
+        self._tokens: list[contextvars.Token[Any]] = []
 
     def __enter__(self) -> Optional[str]:
-        self._tokens.append(CUSTOMER.set(self._customer_id))
+        self._tokens.append(CUSTOMER.set(self._value))
         return self._customer_id
 
     def __exit__(

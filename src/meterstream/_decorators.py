@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
 import wrapt
 
 from ._context import CUSTOMER
-from ._events import check_dimensions, check_event_name, check_identifier, check_value
+from ._events import (
+    check_customer,
+    check_dimensions,
+    check_event_name,
+    check_identifier,
+    check_value,
+)
 from .errors import InvalidEventError
 
 if TYPE_CHECKING:
@@ -98,9 +104,7 @@ class MeterSpec:
         self.customer_fn = customer if callable(customer) else None
         self.customer: Optional[str] = None
         if customer is not None and not self.customer_fn:
-            if not isinstance(customer, str) or not customer:
-                raise InvalidEventError("customer", customer, "must be a non-empty string")
-            self.customer = customer
+            self.customer = check_customer(customer)
         self.identifier_fn = identifier if callable(identifier) else None
         self.identifier = (
             None if identifier is None or self.identifier_fn else check_identifier(identifier)
@@ -130,23 +134,34 @@ class MeterSpec:
             )
             return
         try:
-            value = self.value_fn(call) if self.value_fn else self.value
-            customer = self.customer_fn(call) if self.customer_fn else self.customer
-            identifier = self.identifier_fn(call) if self.identifier_fn else self.identifier
-        except Exception as exc:
-            field = "value" if self.value_fn else "customer" if self.customer_fn else "identifier"
-            error = InvalidEventError(field, None, f"the {field} callable raised {exc!r}")
-            error.__cause__ = exc
+            value = _evaluate("value", self.value_fn, self.value, call)
+            customer = _evaluate("customer", self.customer_fn, self.customer, call)
+            identifier = _evaluate("identifier", self.identifier_fn, self.identifier, call)
+        except InvalidEventError as error:
             client._reject(error, self.event_name)
             return
+        if customer is None or customer == "":
+            customer = context_customer
         client._record(
             self.event_name,
             value,
-            customer or context_customer,
+            customer,
             identifier,
             self.dimensions,
             None,
         )
+
+
+def _evaluate(field: str, fn: Optional[Callable[[Call], Any]], constant: Any, call: Call) -> Any:
+    """The value of *field* for this call; a callable that raises is an invalid event."""
+    if fn is None:
+        return constant
+    try:
+        return fn(call)
+    except Exception as exc:
+        error = InvalidEventError(field, None, f"the {field} callable raised {exc!r}")
+        error.__cause__ = exc
+        raise error from exc
 
 
 def make_meter(
@@ -200,7 +215,7 @@ def _is_plain_function(fn: Any) -> bool:
     return len(parts) == 1 or parts[-2] == "<locals>"
 
 
-def _start(client: MeterClient, spec: MeterSpec) -> Optional[str]:
+def _start(client: MeterClient, spec: MeterSpec) -> Any:
     """The context customer at call start; raises only for on_missing_customer='raise'."""
     customer = CUSTOMER.get()
     if customer is None and spec.customer is None and spec.customer_fn is None:

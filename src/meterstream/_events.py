@@ -111,13 +111,40 @@ def check_identifier(identifier: Any) -> str:
 
 
 def check_customer(customer: Any) -> str:
-    if not isinstance(customer, str):
-        raise InvalidEventError("customer", customer, "must be a Stripe customer id string")
-    if not customer or len(customer) > 5000 or customer != customer.strip():
-        raise InvalidEventError(
-            "customer", customer, "must be a non-empty id without surrounding whitespace"
-        )
+    if type(customer) is not str:
+        if isinstance(customer, InvalidCustomer):
+            raise InvalidEventError("customer", customer.value, customer.reason)
+        if not isinstance(customer, str):
+            raise InvalidEventError("customer", customer, "must be a Stripe customer id string")
+    reason = customer_problem(customer)
+    if reason:
+        raise InvalidEventError("customer", customer, reason)
     return customer
+
+
+def customer_problem(customer: str) -> Optional[str]:
+    """Why *customer* (a string) is not a usable customer id, or None."""
+    if not customer:
+        return "must not be empty"
+    if len(customer) > 5000:
+        return "must be at most 5000 characters"
+    if customer != customer.strip():
+        return "must not have surrounding whitespace"
+    return None
+
+
+class InvalidCustomer:
+    """What ``customer()`` keeps for an id that cannot be billed: records
+    inside the block are refused (naming it) instead of being sent."""
+
+    __slots__ = ("reason", "value")
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"InvalidCustomer({self.value!r})"
 
 
 def _significant_digits(d: Decimal) -> int:
