@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import threading
@@ -11,7 +12,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar
 
-from . import _events
+from . import _events, _otel
 from ._buffer import Buffer
 from ._config import Settings
 from ._context import CUSTOMER
@@ -75,12 +76,28 @@ class MeterClient:
         self._items = self._buffer.items
         self._max_size = s.max_queue_size
         self._batch_size = s.batch_size
+        self.name = f"client-{next(_client_numbers)}"
+        # OpenTelemetry: span events on records (auto: while an SDK is active),
+        # the baggage key customer() writes, and the library's metrics.
+        self._otel_auto = s.otel_span_events is None
+        self._span_events = bool(s.otel_span_events) if not self._otel_auto else False
+        self._span_customer = s.otel_record_customer
         #: Anything that takes _record_simple off its fast path.
         self._slow = bool(self._disabled) or self._sync
         if self._active:
+            _otel.baggage_key = s.otel_baggage_key
+            _otel.install_metrics(live_clients)
+            self.refresh_otel()
+            self._delivery.on_tick = self.refresh_otel
             _register_client(self)
 
     # -- configuration ---------------------------------------------------------
+
+    def refresh_otel(self) -> None:
+        """Re-decide span events in auto mode (an SDK may be installed after us)."""
+        if self._otel_auto:
+            self._span_events = _otel.sdk_active()
+        self._slow = bool(self._disabled) or self._sync or self._span_events or self._closed
 
     @property
     def settings(self) -> Settings:
@@ -251,8 +268,10 @@ class MeterClient:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
                 value = _events.check_value(value)
             if customer is None or customer == "":
-                self._missing_customer(event_name)
-                return
+                customer = _otel.baggage_customer()
+                if customer is None:
+                    self._missing_customer(event_name)
+                    return
             _events.check_customer(customer)
             if identifier is None:
                 ident: Any = _next_sequence()
@@ -278,6 +297,13 @@ class MeterClient:
             self._log_queue_full()
             return
         items.append((event_name, customer, value, ts, ident, dimensions))
+        if self._span_events:
+            _otel.record_event(
+                event_name,
+                value,
+                ident if type(ident) is str else _events.identifier_prefix() + format(ident, "x"),
+                customer if self._span_customer else None,
+            )
         if self._sync:
             self._delivery.flush_on_caller()
             return
@@ -294,13 +320,16 @@ class MeterClient:
             raise exc
         self._drop("invalid", 1, "invalid meter event %r dropped: %s", event_name, exc)
 
-    def _missing_customer_before_call(self, event_name: str) -> None:
-        """Checked before a metered call runs, so 'raise' fails before any work is done.
-
-        Other policies are applied when the use is recorded.
-        """
+    def _fallback_customer(self, event_name: str) -> Optional[str]:
+        """No customer in the context when a metered call starts: look in the
+        OpenTelemetry baggage; failing that, 'raise' fails before any work is
+        done (other policies apply when the use is recorded)."""
+        customer = _otel.baggage_customer()
+        if customer is not None:
+            return customer
         if self._on_missing == "raise" and self._active and event_name not in self._disabled:
             raise MissingCustomerError(event_name)
+        return None
 
     def _missing_customer(self, event_name: str) -> None:
         if self._on_missing == "raise":
@@ -436,6 +465,7 @@ class MeterClient:
             out["dropped_" + reason] = dropped[reason]
         out["sessions_opened"] = delivery["sessions_opened"]
         out["requests"] = delivery["requests"]
+        out["otel_errors"] = _otel.errors
         return out
 
 
@@ -461,6 +491,7 @@ def _make_exporter(settings: Settings) -> Exporter:
 # -- every live client: for atexit and the fork hooks -----------------------------
 
 _clients: weakref.WeakSet[MeterClient] = weakref.WeakSet()
+_client_numbers = itertools.count()
 _clients_lock = threading.Lock()
 
 

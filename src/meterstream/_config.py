@@ -70,6 +70,18 @@ def _number(raw: Any, where: str, *, integer: bool, low: float, high: float = ma
     return value
 
 
+def _auto_bool(raw: Any, where: str) -> Optional[bool]:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() == "auto"):
+        return None
+    return _bool(raw, where)
+
+
+def _key_or_empty(raw: Any, where: str) -> str:
+    if raw == "":
+        return ""
+    return _payload_key(raw, where)
+
+
 def _choice(raw: Any, where: str, choices: tuple[str, ...]) -> str:
     if isinstance(raw, str) and raw.strip().lower() in choices:
         return raw.strip().lower()
@@ -234,6 +246,9 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "customer_payload_key": (_payload_key, "stripe_customer_id"),
     "value_payload_key": (_payload_key, "value"),
     "payload_keys": (_payload_keys, {}),
+    "otel_span_events": (_auto_bool, None),
+    "otel_record_customer": (_bool, False),
+    "otel_baggage_key": (_key_or_empty, "meterstream.customer_id"),
 }
 
 SETTING_NAMES = tuple(_FIELDS)
@@ -275,6 +290,9 @@ class Settings:
     customer_payload_key: str
     value_payload_key: str
     payload_keys: dict[str, tuple[Optional[str], Optional[str]]]
+    otel_span_events: Optional[bool]
+    otel_record_customer: bool
+    otel_baggage_key: str
 
     @classmethod
     def resolve(

@@ -13,6 +13,7 @@ import functools
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
+from . import _otel
 from ._events import InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
@@ -24,8 +25,14 @@ CUSTOMER: contextvars.ContextVar[Any] = contextvars.ContextVar("meterstream_cust
 
 
 def current_customer() -> Optional[str]:
-    """Return the customer set by the innermost enclosing :func:`customer` block, or None."""
+    """The customer of the innermost enclosing :func:`customer` block.
+
+    Outside any block, the customer a calling service put in OpenTelemetry
+    baggage (``otel_baggage_key``), or None.
+    """
     value = CUSTOMER.get()
+    if value is None:
+        return _otel.baggage_customer()
     if isinstance(value, InvalidCustomer):
         return value.value
     return value  # type: ignore[no-any-return]
@@ -50,7 +57,7 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_customer_id", "_tokens", "_value")
+    __slots__ = ("_baggage_tokens", "_customer_id", "_tokens", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
         if customer_id is not None and not isinstance(customer_id, str):
@@ -67,9 +74,14 @@ class customer:
             self._value = InvalidCustomer(customer_id, problem)  # type: ignore[arg-type]
         self._customer_id = customer_id or None
         self._tokens: list[contextvars.Token[Any]] = []
+        self._baggage_tokens: list[Optional[object]] = []
 
     def __enter__(self) -> Optional[str]:
         self._tokens.append(CUSTOMER.set(self._value))
+        # Also in OpenTelemetry baggage, for services downstream.
+        self._baggage_tokens.append(
+            _otel.attach_customer(self._customer_id if type(self._value) is str else None)
+        )
         return self._customer_id
 
     def __exit__(
@@ -78,6 +90,7 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
+        _otel.detach(self._baggage_tokens.pop())
         CUSTOMER.reset(self._tokens.pop())
 
     async def __aenter__(self) -> Optional[str]:

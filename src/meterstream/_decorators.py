@@ -219,7 +219,7 @@ def _start(client: MeterClient, spec: MeterSpec) -> Any:
     """The context customer at call start; raises only for on_missing_customer='raise'."""
     customer = CUSTOMER.get()
     if customer is None and spec.customer is None and spec.customer_fn is None:
-        client._missing_customer_before_call(spec.event_name)
+        customer = client._fallback_customer(spec.event_name)
     return customer
 
 
@@ -237,7 +237,7 @@ def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any
                 return wrapped(*args, **kwargs)
             customer = fixed_customer or get_customer()
             if customer is None:
-                client._missing_customer_before_call(name)
+                customer = client._fallback_customer(name)
             result = wrapped(*args, **kwargs)
             if identifier is None:
                 client._record_simple(name, value, customer, dimensions)
@@ -510,7 +510,7 @@ class metering:
         self._client = self._get_client()
         self._customer = self._customer or CUSTOMER.get()
         if self._customer is None and self._client._active:
-            self._client._missing_customer_before_call(self._event_name)
+            self._customer = self._client._fallback_customer(self._event_name)
         self._started = perf_counter()
         return self._usage
 

@@ -29,6 +29,7 @@ from ._config import Settings
 from ._events import EventBatch
 from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
+from ._otel import export_span
 from .errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
@@ -82,6 +83,8 @@ class Delivery:
         self.failed_rejected = 0
         self.failed_retries_exhausted = 0
         self.dropped_shutdown = 0
+        #: Called by the flusher on each wake (the client re-checks OpenTelemetry).
+        self.on_tick: Optional[Callable[[], None]] = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -158,6 +161,8 @@ class Delivery:
             if self._stop.is_set():
                 return
             try:
+                if self.on_tick is not None:
+                    self.on_tick()
                 self._dispatch_ready(everything=timed_out)
                 self._report_evicted()
             except Exception as exc:  # the thread must outlive any bug
@@ -225,7 +230,8 @@ class Delivery:
         while True:
             attempt += 1
             try:
-                self._exporter.export(batch, batch_id=batch_id)
+                with export_span(batch, attempt):
+                    self._exporter.export(batch, batch_id=batch_id)
             except RetryableExportError as exc:
                 delay = exc.retry_after
                 if delay is None or (delay == 0 and attempt > 2):

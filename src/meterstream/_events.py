@@ -351,6 +351,12 @@ class EventBatch(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self._wire) if self._wire is not None else len(self._raw)
 
+    def event_names(self) -> list[str]:
+        """The event name of each event, in order."""
+        if self._wire is not None:
+            return [event["event_name"] for event in self._wire]
+        return [event[0] for event in self._raw]
+
     @overload
     def __getitem__(self, index: int) -> dict[str, Any]: ...
 

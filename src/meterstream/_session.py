@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import httpx
 
 from ._exporters.base import RetryableExportError
+from ._otel import session_span
 from .errors import DeliveryError
 
 __all__ = ["SessionManager", "parse_rfc3339"]
@@ -136,6 +137,10 @@ class SessionManager:
         self.opened = self.requests = 0
 
     def _open(self) -> None:
+        with session_span() as span:
+            self._open_traced(span)
+
+    def _open_traced(self, span: Any) -> None:
         headers = dict(self._headers)
         headers["Authorization"] = f"Bearer {self._api_key}"
         self.requests += 1
@@ -145,6 +150,7 @@ class SessionManager:
             raise RetryableExportError(f"opening a meter event session failed: {exc!r}") from None
         received = self._clock()
         status = response.status_code
+        span.set("http.response.status_code", status)
         if status == 200:
             try:
                 body = response.json()

@@ -1,0 +1,334 @@
+"""OpenTelemetry, through the API only: a no-op until the application installs an SDK.
+
+- spans: ``meterstream.session.create`` and one ``meterstream.export`` per
+  request, with the library's own HTTP requests hidden from httpx
+  auto-instrumentation (as OpenTelemetry's exporters do);
+- a ``meterstream.record`` event on the current span for each record, when
+  ``otel_span_events`` is on (by default, when an SDK is active);
+- metrics about the library, observed from ``stats()`` so they always agree;
+- the customer carried in baggage.
+
+Nothing here may break recording or delivery: every call into OpenTelemetry
+is guarded, failures are logged once a minute and counted (``otel_errors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional
+
+from opentelemetry import baggage, metrics, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ._internal import RateLimitedLog, report_internal_error
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._events import EventBatch
+
+__all__ = [
+    "DEFAULT_BAGGAGE_KEY",
+    "baggage_customer",
+    "export_span",
+    "record_event",
+    "sdk_active",
+    "session_span",
+]
+
+DEFAULT_BAGGAGE_KEY = "meterstream.customer_id"
+
+tracer = trace.get_tracer("meterstream", __version__)
+_log = RateLimitedLog()
+_errors_lock = threading.Lock()
+errors = 0
+
+#: The baggage key customer() writes and lookups read; set by the clients
+#: (process-wide, like the customer itself). Empty: baggage is not used.
+baggage_key = DEFAULT_BAGGAGE_KEY
+
+
+def _failed(exc: BaseException) -> None:
+    global errors
+    with _errors_lock:
+        errors += 1
+    report_internal_error(exc)
+    _log.log(logging.WARNING, "otel", "meterstream: OpenTelemetry call failed: %r", exc)
+
+
+def sdk_active() -> bool:
+    """True when the application installed a tracer provider (an SDK)."""
+    try:
+        provider = trace.get_tracer_provider()
+        return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    except Exception as exc:
+        _failed(exc)
+        return False
+
+
+# -- spans ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _suppressed() -> Iterator[None]:
+    """Our own HTTP requests are not traced again by httpx instrumentation."""
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+class _SpanHandle:
+    """What an instrumented block may add to its span (does nothing without one)."""
+
+    __slots__ = ("span", "status")
+
+    def __init__(self, span: Optional[trace.Span]) -> None:
+        self.span = span
+        self.status: Optional[int] = None
+
+    def set(self, key: str, value: Any) -> None:
+        if self.span is not None:
+            try:
+                self.span.set_attribute(key, value)
+            except Exception as exc:
+                _failed(exc)
+
+
+@contextlib.contextmanager
+def _span(name: str, attributes: dict[str, Any]) -> Iterator[_SpanHandle]:
+    try:
+        span: Optional[trace.Span] = tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes
+        )
+    except Exception as exc:
+        _failed(exc)
+        span = None
+    handle = _SpanHandle(span)
+    try:
+        with _suppressed():
+            yield handle
+    except BaseException as exc:
+        if span is not None:
+            try:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            except Exception as otel_exc:
+                _failed(otel_exc)
+        raise
+    finally:
+        if span is not None:
+            try:
+                span.end()
+            except Exception as exc:
+                _failed(exc)
+
+
+@contextlib.contextmanager
+def session_span() -> Iterator[_SpanHandle]:
+    """The span of ``POST /v2/billing/meter_event_session``."""
+    with _span("meterstream.session.create", {}) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def export_span(batch: EventBatch, attempt: int) -> Iterator[_SpanHandle]:
+    """The span of one request sending *batch*; records the export's latency too."""
+    attributes: dict[str, Any] = {
+        "meterstream.batch.size": len(batch),
+        "meterstream.attempt": attempt,
+    }
+    if sdk_active():
+        counts: dict[str, int] = {}
+        for name in batch.event_names():
+            counts[name] = counts.get(name, 0) + 1
+        attributes["meterstream.batch.event_names"] = list(counts)
+        attributes["meterstream.batch.event_counts"] = list(counts.values())
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        with _span("meterstream.export", attributes) as handle:
+            try:
+                yield handle
+            except BaseException as exc:
+                outcome = "retry" if type(exc).__name__ == "RetryableExportError" else "failed"
+                status = getattr(exc, "status", None)
+                if status is not None:
+                    handle.set("http.response.status_code", status)
+                handle.set("meterstream.outcome", outcome)
+                raise
+            outcome = "sent"
+            handle.set("http.response.status_code", 200)
+            handle.set("meterstream.outcome", outcome)
+    finally:
+        _record_latency(time.perf_counter() - started, outcome)
+
+
+def record_event(event_name: str, value: Any, identifier: str, customer: Optional[str]) -> None:
+    """Add a ``meterstream.record`` event to the current span, if it records."""
+    try:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        attributes: dict[str, Any] = {
+            "meterstream.event_name": event_name,
+            "meterstream.value": value if isinstance(value, (int, float)) else str(value),
+            "meterstream.identifier": identifier,
+        }
+        if customer is not None:
+            attributes["meterstream.customer_id"] = customer
+        span.add_event("meterstream.record", attributes)
+    except Exception as exc:
+        _failed(exc)
+
+
+# -- baggage ----------------------------------------------------------------------------
+
+
+def baggage_customer() -> Optional[str]:
+    """The customer a calling service put in W3C baggage, if any.
+
+    Baggage arrives in request headers: trust it only from your own services.
+    """
+    key = baggage_key
+    if not key:
+        return None
+    try:
+        value = baggage.get_baggage(key)
+    except Exception as exc:
+        _failed(exc)
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def attach_customer(customer_id: Optional[str]) -> Optional[object]:
+    """Put *customer_id* in the current baggage (None removes it); a token to detach."""
+    key = baggage_key
+    if not key:
+        return None
+    try:
+        ctx = (
+            baggage.remove_baggage(key)
+            if customer_id is None
+            else baggage.set_baggage(key, customer_id)
+        )
+        return otel_context.attach(ctx)
+    except Exception as exc:
+        _failed(exc)
+        return None
+
+
+def detach(token: Optional[object]) -> None:
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            _failed(exc)
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+_metrics_lock = threading.Lock()
+_latency: Optional[metrics.Histogram] = None
+
+
+def _record_latency(seconds: float, outcome: str) -> None:
+    histogram = _latency
+    if histogram is not None:
+        try:
+            histogram.record(seconds, {"meterstream.outcome": outcome})
+        except Exception as exc:
+            _failed(exc)
+
+
+def install_metrics(clients: Any) -> None:
+    """Create the library's instruments once; *clients* lists the live clients."""
+    global _latency
+    with _metrics_lock:
+        if _latency is not None:
+            return
+        try:
+            meter = metrics.get_meter("meterstream", __version__)
+
+            def observe(*keys: str, reason: Optional[str] = None) -> Any:
+                def callback(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+                    observations = []
+                    for client in clients():
+                        try:
+                            stats = client.stats()
+                        except Exception as exc:  # pragma: no cover - stats() is plain reads
+                            _failed(exc)
+                            continue
+                        attributes = {"meterstream.client": client.name}
+                        for key in keys:
+                            attrs = dict(attributes)
+                            if reason is not None:
+                                attrs["reason"] = key.split("_", 1)[1]
+                            observations.append(metrics.Observation(stats[key], attrs))
+                    return observations
+
+                return callback
+
+            meter.create_observable_counter(
+                "meterstream.events.recorded",
+                [observe("recorded")],
+                unit="{event}",
+                description="Events accepted into the buffer",
+            )
+            meter.create_observable_counter(
+                "meterstream.events.sent",
+                [observe("sent")],
+                unit="{event}",
+                description="Events Stripe accepted",
+            )
+            meter.create_observable_counter(
+                "meterstream.events.failed",
+                [observe("failed_rejected", "failed_retries_exhausted", reason="reason")],
+                unit="{event}",
+                description="Events Stripe refused or that ran out of retries",
+            )
+            meter.create_observable_counter(
+                "meterstream.events.dropped",
+                [
+                    observe(
+                        "dropped_queue_full",
+                        "dropped_shutdown",
+                        "dropped_invalid",
+                        "dropped_missing_customer",
+                        reason="reason",
+                    )
+                ],
+                unit="{event}",
+                description="Events never queued, or discarded",
+            )
+            meter.create_observable_counter(
+                "meterstream.batches.retried",
+                [observe("retried")],
+                unit="{attempt}",
+                description="Send attempts repeated after a transient failure",
+            )
+            meter.create_observable_counter(
+                "meterstream.sessions.opened",
+                [observe("sessions_opened")],
+                unit="{session}",
+                description="Meter event sessions opened (token rotations)",
+            )
+            meter.create_observable_gauge(
+                "meterstream.queue.depth",
+                [observe("queued")],
+                unit="{event}",
+                description="Events accepted and not yet settled",
+            )
+            _latency = meter.create_histogram(
+                "meterstream.export.duration",
+                unit="s",
+                description="Time of one request sending a batch to Stripe",
+            )
+        except Exception as exc:
+            _failed(exc)
