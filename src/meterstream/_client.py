@@ -97,7 +97,7 @@ class MeterClient:
         """Re-decide span events in auto mode (an SDK may be installed after us)."""
         if self._otel_auto:
             self._span_events = _otel.sdk_active()
-        self._slow = bool(self._disabled) or self._sync or self._span_events or self._closed
+        self._slow = bool(self._disabled) or self._sync or self._closed
 
     @property
     def settings(self) -> Settings:
@@ -234,11 +234,22 @@ class MeterClient:
         if len(items) >= self._max_size and not self._buffer.overflow():
             self._log_queue_full()
             return
-        items.append((event_name, customer, value, _time(), _next_sequence(), None))
+        ident = _next_sequence()
+        items.append((event_name, customer, value, _time(), ident, None))
+        if self._span_events:
+            self._span_event(event_name, value, ident, customer)
         if len(items) >= self._batch_size and not self._buffer.wake.is_set():
             self._buffer.wake.set()
         if not self._delivery.started:
             self._delivery.ensure_started()
+
+    def _span_event(self, event_name: str, value: Any, ident: Any, customer: str) -> None:
+        _otel.record_event(
+            event_name,
+            value,
+            ident if type(ident) is str else _events.identifier_prefix() + format(ident, "x"),
+            customer if self._span_customer else None,
+        )
 
     def _log_queue_full(self) -> None:
         self._log.log(
@@ -298,12 +309,7 @@ class MeterClient:
             return
         items.append((event_name, customer, value, ts, ident, dimensions))
         if self._span_events:
-            _otel.record_event(
-                event_name,
-                value,
-                ident if type(ident) is str else _events.identifier_prefix() + format(ident, "x"),
-                customer if self._span_customer else None,
-            )
+            self._span_event(event_name, value, ident, customer)
         if self._sync:
             self._delivery.flush_on_caller()
             return
