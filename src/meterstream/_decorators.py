@@ -179,11 +179,11 @@ def make_meter(
     def decorate(fn: _F) -> _F:
         target = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
         if inspect.isasyncgenfunction(target):
-            wrapper = _async_gen_wrapper(get_client, spec)
+            wrapper = _stream_wrapper(get_client, spec, _metered_async_generator)
         elif inspect.iscoroutinefunction(target):
             wrapper = _async_wrapper(get_client, spec)
         elif inspect.isgeneratorfunction(target):
-            wrapper = _gen_wrapper(get_client, spec)
+            wrapper = _stream_wrapper(get_client, spec, _metered_generator)
         else:
             wrapper = _sync_wrapper(get_client, spec)
             if _is_plain_function(fn):
@@ -297,7 +297,10 @@ def _async_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> An
     return wrapper
 
 
-def _gen_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+def _stream_wrapper(
+    get_client: Callable[[], MeterClient], spec: MeterSpec, metered: Callable[..., Any]
+) -> Any:
+    """For generators and async generators: meter the stream the call returns."""
     record_errors = spec.on_error == "record"
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -305,11 +308,29 @@ def _gen_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
         if not client._active:
             return wrapped(*args, **kwargs)
         customer = _start(client, spec)
-        return _metered_generator(
+        return metered(
             client, spec, customer, record_errors, wrapped(*args, **kwargs), instance, args, kwargs
         )
 
     return wrapper
+
+
+def _finish_stream(
+    spec: MeterSpec,
+    client: MeterClient,
+    customer: Optional[str],
+    call: tuple[Any, Any, Any],
+    started: float,
+    result: Any,
+    exception: Optional[BaseException],
+    items: int,
+) -> None:
+    args, kwargs, instance = call
+    spec.finish(
+        client,
+        customer,
+        Call(args, kwargs, instance, result, perf_counter() - started, exception, items),
+    )
 
 
 def _metered_generator(
@@ -349,41 +370,16 @@ def _metered_generator(
                 to_throw = exc
     except GeneratorExit:
         # Closed early by the consumer: the use happened, record it.
-        spec.finish(
-            client,
-            customer,
-            Call(args, kwargs, instance, None, perf_counter() - started, None, items),
-        )
+        _finish_stream(spec, client, customer, (args, kwargs, instance), started, None, None, items)
         raise
     except BaseException as exc:
         if record_errors:
-            spec.finish(
-                client,
-                customer,
-                Call(args, kwargs, instance, None, perf_counter() - started, exc, items),
+            _finish_stream(
+                spec, client, customer, (args, kwargs, instance), started, None, exc, items
             )
         raise
-    spec.finish(
-        client,
-        customer,
-        Call(args, kwargs, instance, result, perf_counter() - started, None, items),
-    )
+    _finish_stream(spec, client, customer, (args, kwargs, instance), started, result, None, items)
     return result
-
-
-def _async_gen_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
-    record_errors = spec.on_error == "record"
-
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        client = get_client()
-        if not client._active:
-            return wrapped(*args, **kwargs)
-        customer = _start(client, spec)
-        return _metered_async_generator(
-            client, spec, customer, record_errors, wrapped(*args, **kwargs), instance, args, kwargs
-        )
-
-    return wrapper
 
 
 async def _metered_async_generator(
@@ -419,23 +415,15 @@ async def _metered_async_generator(
             except BaseException as exc:
                 to_throw = exc
     except GeneratorExit:
-        spec.finish(
-            client,
-            customer,
-            Call(args, kwargs, instance, None, perf_counter() - started, None, items),
-        )
+        _finish_stream(spec, client, customer, (args, kwargs, instance), started, None, None, items)
         raise
     except BaseException as exc:
         if record_errors:
-            spec.finish(
-                client,
-                customer,
-                Call(args, kwargs, instance, None, perf_counter() - started, exc, items),
+            _finish_stream(
+                spec, client, customer, (args, kwargs, instance), started, None, exc, items
             )
         raise
-    spec.finish(
-        client, customer, Call(args, kwargs, instance, None, perf_counter() - started, None, items)
-    )
+    _finish_stream(spec, client, customer, (args, kwargs, instance), started, None, None, items)
 
 
 class Usage:
