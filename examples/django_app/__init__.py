@@ -1,0 +1,1 @@
+"""A metered AI search API on Django (see README.md)."""

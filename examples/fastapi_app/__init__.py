@@ -1,0 +1,1 @@
+"""A metered AI search API on FastAPI (see README.md)."""

@@ -1,0 +1,1 @@
+"""A metered AI search API on Flask (see README.md)."""

@@ -1,0 +1,41 @@
+"""Django: configuration from ``settings.METERSTREAM``, a customer per request.
+
+Install with ``pip install 'meterstream[django]'``, then::
+
+    INSTALLED_APPS = [..., "meterstream.integrations.django"]
+    MIDDLEWARE = [
+        ...,
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "meterstream.integrations.django.MeterstreamMiddleware",
+    ]
+    METERSTREAM = {
+        "api_key": env("STRIPE_API_KEY"),
+        "customer_resolver": user_attribute("profile.stripe_customer_id"),
+        "request_event": "api_requests",     # optional: one use per 2xx response
+    }
+
+See ``docs/integrations/django.md``.
+"""
+
+# mypy: disable-error-code="import-untyped"
+
+from __future__ import annotations
+
+try:
+    import django  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "meterstream.integrations.django needs Django: pip install 'meterstream[django]'"
+    ) from exc
+
+from ._middleware import MeterstreamMiddleware, header, user_attribute
+from ._settings import check_settings, configure_from_settings, options_from_settings
+
+__all__ = [
+    "MeterstreamMiddleware",
+    "check_settings",
+    "configure_from_settings",
+    "header",
+    "options_from_settings",
+    "user_attribute",
+]
