@@ -82,6 +82,9 @@ class MeterClient:
         self._otel_auto = s.otel_span_events is None
         self._span_events = bool(s.otel_span_events) if not self._otel_auto else False
         self._span_customer = s.otel_record_customer
+        self._baggage_explicit = "otel_baggage_key" in settings or (
+            "METERSTREAM_OTEL_BAGGAGE_KEY" in os.environ
+        )
         #: Anything that takes _record_simple off its fast path.
         self._slow = bool(self._disabled) or self._sync
         if self._active:
@@ -94,9 +97,12 @@ class MeterClient:
     # -- configuration ---------------------------------------------------------
 
     def refresh_otel(self) -> None:
-        """Re-decide span events in auto mode (an SDK may be installed after us)."""
+        """Re-decide what auto mode means now (an SDK may be installed after us)."""
+        active = _otel.sdk_active()
         if self._otel_auto:
-            self._span_events = _otel.sdk_active()
+            self._span_events = active
+        if self._active and not self._closed:
+            _otel.write_baggage = bool(_otel.baggage_key) and (active or self._baggage_explicit)
         self._slow = bool(self._disabled) or self._sync or self._closed
 
     @property

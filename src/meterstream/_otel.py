@@ -51,6 +51,10 @@ errors = 0
 #: The baggage key customer() writes and lookups read; set by the clients
 #: (process-wide, like the customer itself). Empty: baggage is not used.
 baggage_key = DEFAULT_BAGGAGE_KEY
+#: Whether customer() writes the baggage: attaching an OpenTelemetry context
+#: costs about 2 us per block, worth it only while something can propagate it
+#: (an SDK is installed, or the key was set on purpose). Reading is always on.
+write_baggage = False
 
 
 def _failed(exc: BaseException) -> None:
@@ -210,7 +214,7 @@ def baggage_customer() -> Optional[str]:
 def attach_customer(customer_id: Optional[str]) -> Optional[object]:
     """Put *customer_id* in the current baggage (None removes it); a token to detach."""
     key = baggage_key
-    if not key:
+    if not key or not write_baggage:
         return None
     try:
         ctx = (
