@@ -186,8 +186,8 @@ def make_meter(
             wrapper = _stream_wrapper(get_client, spec, _metered_generator)
         else:
             wrapper = _sync_wrapper(get_client, spec)
-            if _is_plain_function(fn):
-                return cast(_F, _PlainFunctionWrapper(fn, wrapper))
+        if _is_plain_function(fn):
+            return cast(_F, _PlainFunctionWrapper(fn, wrapper))
         return cast(_F, wrapt.decorator(wrapper)(fn))
 
     return decorate
@@ -273,6 +273,24 @@ def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any
 def _async_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
     simple = spec.simple
     record_errors = spec.on_error == "record"
+    if simple and not record_errors and spec.identifier is None:
+        # As in _sync_wrapper: constant value, no Call to build.
+        name, value, fixed_customer = spec.event_name, spec.value, spec.customer
+        dimensions = spec.dimensions
+        get_customer = CUSTOMER.get
+
+        async def simple_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            client = get_client()
+            if not client._active:
+                return await wrapped(*args, **kwargs)
+            customer = fixed_customer or get_customer()
+            if customer is None:
+                customer = client._fallback_customer(name)
+            result = await wrapped(*args, **kwargs)
+            client._record_simple(name, value, customer, dimensions)
+            return result
+
+        return simple_wrapper
 
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         client = get_client()
