@@ -37,6 +37,8 @@ __all__ = ["Backoff", "Delivery"]
 #: Evicted events kept for on_delivery_error between two flusher runs; past
 #: this they are only counted (the buffer's memory bound comes first).
 EVICTED_KEPT = 10_000
+#: The longest Retry-After honoured before retrying anyway.
+MAX_RETRY_AFTER = 60.0
 
 
 class Backoff:
@@ -229,6 +231,11 @@ class Delivery:
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1 and self._stop.is_set():
+                self._settle(
+                    seq, batch, DeliveryError("shut down before delivery", reason="shutdown")
+                )
+                return
             try:
                 with export_span(batch, attempt):
                     self._exporter.export(batch, batch_id=batch_id)
@@ -236,6 +243,9 @@ class Delivery:
                 delay = exc.retry_after
                 if delay is None or (delay == 0 and attempt > 2):
                     delay = self._backoff.delay(attempt)
+                # Honour Retry-After, up to a minute: a server asking for an
+                # hour (or forever) must not fail the batch on the spot.
+                delay = min(delay, MAX_RETRY_AFTER)
                 if not self._wait_to_retry(seq, batch, attempt, started, deadline, delay, exc):
                     return
                 continue
@@ -287,7 +297,8 @@ class Delivery:
                 ),
             )
             return False
-        self.retried += 1
+        with self._lock:
+            self.retried += 1
         self._log.log(
             logging.WARNING,
             "retry",

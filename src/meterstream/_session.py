@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import httpx
 
+from ._config import redact_key
 from ._exporters.base import RetryableExportError
 from ._otel import session_span
 from .errors import DeliveryError
@@ -29,6 +30,8 @@ DEFAULT_LIFETIME = 15 * 60.0
 
 def parse_rfc3339(text: str) -> float:
     """Unix seconds of an RFC 3339 timestamp such as ``2024-06-01T12:15:00.000Z``."""
+    if not isinstance(text, str):
+        raise ValueError(f"not an RFC 3339 string: {text!r}")
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     return datetime.fromisoformat(_trim_fraction(text)).timestamp()
@@ -65,7 +68,7 @@ def retry_after(headers: httpx.Headers) -> Optional[float]:
 
 def should_retry(response: httpx.Response) -> Optional[bool]:
     """Stripe's ``Stripe-Should-Retry`` verdict, when it gave one."""
-    value = response.headers.get("stripe-should-retry")
+    value = (response.headers.get("stripe-should-retry") or "").strip().lower()
     if value == "true":
         return True
     if value == "false":
@@ -73,14 +76,38 @@ def should_retry(response: httpx.Response) -> Optional[bool]:
     return None
 
 
-def error_fields(response: httpx.Response) -> tuple[Optional[str], Optional[str], str]:
-    """(type, code, message) of a Stripe error body, as far as it can be read."""
+def error_fields(
+    response: httpx.Response, secret: Optional[str] = None
+) -> tuple[Optional[str], Optional[str], str]:
+    """(type, code, message) of a Stripe error body, as far as it can be read.
+
+    A server that echoes *secret* (Stripe masks keys; a proxy may not) does not
+    get it into our logs and exceptions.
+    """
     try:
         body: Any = json.loads(response.content)
         error = body.get("error") or {}
-        return error.get("type"), error.get("code"), str(error.get("message") or "")
+        kind, code, message = error.get("type"), error.get("code"), str(error.get("message") or "")
     except (ValueError, AttributeError):
-        return None, None, response.text[:200]
+        kind, code, message = None, None, response.text[:200]
+    if secret and secret in message:
+        message = message.replace(secret, redact_key(secret))
+    return (
+        kind if isinstance(kind, str) else None,
+        code if isinstance(code, str) else None,
+        message,
+    )
+
+
+def usable_token(token: Any) -> bool:
+    """A token that can go in an Authorization header as it is."""
+    return (
+        isinstance(token, str)
+        and 0 < len(token) <= 4096
+        and token.isascii()
+        and token.isprintable()
+        and " " not in token
+    )
 
 
 class SessionManager:
@@ -95,7 +122,9 @@ class SessionManager:
         *,
         refresh_fraction: float = 0.8,
         clock: Callable[[], float] = time.monotonic,
+        trace: Optional[Callable[[str, dict[str, Any]], None]] = None,
     ) -> None:
+        self._extensions = {} if trace is None else {"trace": trace}
         self._http = http
         self._url = url
         self._api_key = api_key
@@ -145,7 +174,9 @@ class SessionManager:
         headers["Authorization"] = f"Bearer {self._api_key}"
         self.requests += 1
         try:
-            response = self._http.post(self._url, content=b"{}", headers=headers)
+            response = self._http.post(
+                self._url, content=b"{}", headers=headers, extensions=self._extensions
+            )
         except httpx.TransportError as exc:  # timeouts, refused connections, resets
             raise RetryableExportError(f"opening a meter event session failed: {exc!r}") from None
         received = self._clock()
@@ -160,15 +191,17 @@ class SessionManager:
                 raise RetryableExportError(
                     f"unexpected meter event session response: {exc!r}", status=status
                 ) from None
-            if not isinstance(token, str) or not token:
-                raise RetryableExportError("meter event session without a token", status=status)
+            if not usable_token(token):
+                raise RetryableExportError(
+                    "meter event session without a usable token", status=status
+                )
             if not 0 < lifetime <= 24 * 3600:
                 lifetime = DEFAULT_LIFETIME
             self._token = token
             self._refresh_at = received + lifetime * self._refresh_fraction
             self.opened += 1
             return
-        _, code, message = error_fields(response)
+        _, code, message = error_fields(response, self._api_key)
         verdict = should_retry(response)
         if status in (401, 403) and verdict is not True:
             raise DeliveryError(

@@ -17,6 +17,7 @@ from .._session import (
 )
 from .._version import __version__
 from ..errors import DeliveryError
+from ._watchdog import RequestWatchdog
 from .base import EventBatch, Exporter, RetryableExportError
 
 if TYPE_CHECKING:
@@ -62,14 +63,17 @@ class StripeExporter(Exporter):
             settings.api_base + SESSION_PATH,
             settings.api_key,
             self._headers,
+            trace=lambda name, info: self.watchdog.trace(name, info),
             **extra,  # type: ignore[arg-type]
         )
         self._requests = 0
         self._log = RateLimitedLog()
         self._lock = threading.Lock()
+        self._closed = False
 
     def _new_http(self) -> httpx.Client:
         timeout = self._settings.request_timeout
+        self.watchdog = RequestWatchdog(timeout)
         return httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(
@@ -88,6 +92,18 @@ class StripeExporter(Exporter):
         }
 
     def export(self, events: EventBatch, batch_id: str = "") -> None:
+        if self._closed:
+            raise DeliveryError("the exporter was shut down", reason="shutdown")
+        try:
+            with self.watchdog.guard():
+                self._send(events, batch_id)
+        except RuntimeError:
+            # httpx refuses to send on a client closed by shutdown() meanwhile.
+            if self._closed:
+                raise DeliveryError("the exporter was shut down", reason="shutdown") from None
+            raise
+
+    def _send(self, events: EventBatch, batch_id: str) -> None:
         token = self.sessions.token()
         headers = {"Authorization": f"Bearer {token}"}
         if batch_id:
@@ -96,13 +112,18 @@ class StripeExporter(Exporter):
         with self._lock:
             self._requests += 1
         try:
-            response = self._http.post(self._stream_url, content=body, headers=headers)
+            response = self._http.post(
+                self._stream_url,
+                content=body,
+                headers=headers,
+                extensions={"trace": self.watchdog.trace},
+            )
         except httpx.TransportError as exc:
             raise RetryableExportError(f"sending meter events failed: {exc!r}") from None
         status = response.status_code
         if status == 200:
             return
-        kind, code, message = error_fields(response)
+        kind, code, message = error_fields(response, self._settings.api_key)
         verdict = should_retry(response)
         if status == 401 and verdict is not False:
             # The session expired early, or was revoked: a new one, then the
@@ -128,6 +149,8 @@ class StripeExporter(Exporter):
         )
 
     def shutdown(self) -> None:
+        self._closed = True
+        self.watchdog.close()
         self._http.close()
 
     def after_fork_in_child(self) -> None:
