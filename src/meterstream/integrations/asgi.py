@@ -292,3 +292,9 @@ class set_customer:
         if isinstance(state, RequestState):
             state.customer = customer
         return customer
+
+    # FastAPI reads a dependency's annotations to find the Request parameter.
+    # Under ``from __future__ import annotations`` they are strings, and older
+    # FastAPI versions (those installed on Python 3.9) resolve them only for
+    # functions, not for the __call__ of an instance: give it the class.
+    __call__.__annotations__["request"] = Request
