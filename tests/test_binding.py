@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable
 
 import pytest
 
 import meterstream
+
+# Python 3.13 no longer lets classmethod chain to the descriptor it wraps, so
+# a metered function *below* @classmethod is called as a plain function with
+# the class as its first argument. Documented: put @meter above @classmethod.
+CLASSMETHOD_BELOW = pytest.mark.skipif(
+    sys.version_info >= (3, 13),
+    reason="Python 3.13+: classmethod does not bind a wrapped descriptor; meter goes above",
+)
 
 CUSTOMER = "cus_binding"
 
@@ -233,6 +242,7 @@ def test_classmethod_decorated_above_called_on_an_instance(
     assert recorder.calls[0].instance is service_class
 
 
+@CLASSMETHOD_BELOW
 def test_classmethod_decorated_below_called_on_the_class(
     memory_client: meterstream.MeterClient, recorder: Recorder, service_class: type
 ) -> None:
@@ -243,6 +253,7 @@ def test_classmethod_decorated_below_called_on_the_class(
     assert recorder.calls[0].args == (4,)
 
 
+@CLASSMETHOD_BELOW
 def test_classmethod_decorated_below_called_on_an_instance(
     memory_client: meterstream.MeterClient, recorder: Recorder, service_class: type
 ) -> None:

@@ -37,6 +37,9 @@ __all__ = ["Backoff", "Delivery"]
 #: Evicted events kept for on_delivery_error between two flusher runs; past
 #: this they are only counted (the buffer's memory bound comes first).
 EVICTED_KEPT = 10_000
+#: How long shutdown() waits, past its deadline, for threads whose requests
+#: it has just aborted to settle their batches.
+SHUTDOWN_GRACE = 0.25
 #: The longest Retry-After honoured before retrying anyway.
 MAX_RETRY_AFTER = 60.0
 
@@ -173,12 +176,9 @@ class Delivery:
 
     def _dispatch_ready(self, everything: bool) -> None:
         """Dispatch full batches; with *everything* (or a flush pending) the tail too."""
-        buffer = self._buffer
-        size = self._batch_size
-        while not self._stop.is_set() and buffer.items:
-            if len(buffer) < size and not (everything or buffer.has_markers):
-                return
-            self._dispatch(*buffer.take(size), on_caller=self._senders == 1)
+        on_caller = self._senders == 1
+        while self._dispatch_next(everything, on_caller, stoppable=True):
+            pass
 
     def _send_loop(self) -> None:
         """A sender thread: deliver batches the flusher hands over, one at a time."""
@@ -196,32 +196,43 @@ class Delivery:
 
     # -- batches ------------------------------------------------------------------------
 
-    def _dispatch(
-        self, raw: list[tuple[Any, ...]], marker: Optional[FlushMarker], on_caller: bool
-    ) -> None:
-        """Number a batch and send it here (*on_caller*) or hand it to a sender."""
-        if raw:
-            batch = EventBatch(raw, self._keys_for)
-            with self._room:
-                if not on_caller:
-                    # At most one batch waits per sender: the rest stay in the
-                    # buffer, under its bound and overflow policy.
-                    while len(self._inflight) >= 2 * self._senders and not self._stop.is_set():
-                        self._room.wait(0.1)
+    def _dispatch_next(self, everything: bool, on_caller: bool, stoppable: bool) -> bool:
+        """Take one batch from the buffer, number it, and send it here (*on_caller*)
+        or hand it to a sender. False when there was nothing (or no longer leave) to take.
+
+        Taking and numbering happen under the lock shutdown() takes to abandon
+        what is in flight, so no batch is ever out of the buffer and yet
+        unknown to the bookkeeping.
+        """
+        buffer = self._buffer
+        batch: Optional[EventBatch] = None
+        with self._room:
+            if not on_caller:
+                # At most one batch waits per sender: the rest stay in the
+                # buffer, under its bound and overflow policy.
+                while len(self._inflight) >= 2 * self._senders and not self._stop.is_set():
+                    self._room.wait(0.1)
+            if (stoppable and self._stop.is_set()) or not buffer.items:
+                return False
+            if len(buffer) < self._batch_size and not (everything or buffer.has_markers):
+                return False
+            raw, marker = buffer.take(self._batch_size)
+            if raw:
+                batch = EventBatch(raw, self._keys_for)
                 seq = self._next_seq
                 self._next_seq += 1
                 self._inflight[seq] = batch
                 if not on_caller:
                     self._work.append((seq, batch))
                     self._room.notify()
-            if on_caller:
-                self._deliver(seq, batch)
-        if marker is not None:
-            with self._lock:
+            if marker is not None:
                 if self._settled_upto >= self._next_seq - 1:
                     marker.done.set()
                 else:
                     self._markers.append((self._next_seq - 1, marker))
+        if batch is not None and on_caller:
+            self._deliver(seq, batch)
+        return True
 
     def _deliver(self, seq: int, batch: EventBatch) -> None:
         """Send one batch until it is accepted, refused, or out of retry time."""
@@ -231,6 +242,8 @@ class Delivery:
         attempt = 0
         while True:
             attempt += 1
+            if seq in self._abandoned:
+                return  # shutdown() gave it up (and reported it) before it went out
             if attempt > 1 and self._stop.is_set():
                 self._settle(
                     seq, batch, DeliveryError("shut down before delivery", reason="shutdown")
@@ -388,7 +401,7 @@ class Delivery:
             while buffer.items:
                 if self._clock() >= deadline:
                     return False
-                self._dispatch(*buffer.take(self._batch_size), on_caller=True)
+                self._dispatch_next(everything=True, on_caller=True, stoppable=False)
             return True
         finally:
             self._report_evicted()
@@ -423,16 +436,25 @@ class Delivery:
         self._buffer.wake.set()
         with self._room:
             self._room.notify_all()
-        for worker in [thread, *self._workers]:
-            if worker is not None:
-                worker.join(max(0.0, deadline - self._clock()))
+        threads = [t for t in (thread, *self._workers) if t is not None]
+        for worker in threads:
+            worker.join(max(0.0, deadline - self._clock()))
+        # Closing the exporter aborts requests still in flight (a hanging or
+        # trickling server); the threads then settle their batches within a
+        # short grace, so that what they report is reported before we return.
+        self._close_exporter()
+        grace = self._clock() + SHUTDOWN_GRACE
+        for worker in threads:
+            worker.join(max(0.0, grace - self._clock()))
         self._abandon_inflight()
         self._drop_leftovers()
+        return done and not self._buffer.items
+
+    def _close_exporter(self) -> None:
         try:
             self._exporter.shutdown()
         except Exception as exc:
             report_internal_error(exc)
-        return done and not self._buffer.items
 
     def _abandon_inflight(self) -> None:
         """Requests still in flight past the deadline (a hanging server): give them up."""
