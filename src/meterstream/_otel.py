@@ -239,6 +239,60 @@ def detach(token: Optional[object]) -> None:
 # -- metrics -------------------------------------------------------------------------------
 
 _metrics_lock = threading.Lock()
+
+#: (kind, name, stats() keys, unit, description): instruments observed from
+#: stats(). Several keys make one instrument with a ``reason`` attribute.
+_INSTRUMENTS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
+    (
+        "create_observable_counter",
+        "meterstream.events.recorded",
+        ("recorded",),
+        "{event}",
+        "Events accepted into the buffer",
+    ),
+    (
+        "create_observable_counter",
+        "meterstream.events.sent",
+        ("sent",),
+        "{event}",
+        "Events Stripe accepted",
+    ),
+    (
+        "create_observable_counter",
+        "meterstream.events.failed",
+        ("failed_rejected", "failed_retries_exhausted"),
+        "{event}",
+        "Events Stripe refused or that ran out of retries",
+    ),
+    (
+        "create_observable_counter",
+        "meterstream.events.dropped",
+        ("dropped_queue_full", "dropped_shutdown", "dropped_invalid", "dropped_missing_customer"),
+        "{event}",
+        "Events never queued, or discarded",
+    ),
+    (
+        "create_observable_counter",
+        "meterstream.batches.retried",
+        ("retried",),
+        "{attempt}",
+        "Send attempts repeated after a transient failure",
+    ),
+    (
+        "create_observable_counter",
+        "meterstream.sessions.opened",
+        ("sessions_opened",),
+        "{session}",
+        "Meter event sessions opened (token rotations)",
+    ),
+    (
+        "create_observable_gauge",
+        "meterstream.queue.depth",
+        ("queued",),
+        "{event}",
+        "Events accepted and not yet settled",
+    ),
+)
 _latency: Optional[metrics.Histogram] = None
 
 
@@ -260,7 +314,7 @@ def install_metrics(clients: Any) -> None:
         try:
             meter = metrics.get_meter("meterstream", __version__)
 
-            def observe(*keys: str, reason: Optional[str] = None) -> Any:
+            def observe(keys: tuple[str, ...], by_reason: bool) -> Any:
                 def callback(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
                     observations = []
                     for client in clients():
@@ -269,66 +323,22 @@ def install_metrics(clients: Any) -> None:
                         except Exception as exc:  # pragma: no cover - stats() is plain reads
                             _failed(exc)
                             continue
-                        attributes = {"meterstream.client": client.name}
                         for key in keys:
-                            attrs = dict(attributes)
-                            if reason is not None:
+                            attrs = {"meterstream.client": client.name}
+                            if by_reason:  # "dropped_queue_full" -> reason "queue_full"
                                 attrs["reason"] = key.split("_", 1)[1]
                             observations.append(metrics.Observation(stats[key], attrs))
                     return observations
 
                 return callback
 
-            meter.create_observable_counter(
-                "meterstream.events.recorded",
-                [observe("recorded")],
-                unit="{event}",
-                description="Events accepted into the buffer",
-            )
-            meter.create_observable_counter(
-                "meterstream.events.sent",
-                [observe("sent")],
-                unit="{event}",
-                description="Events Stripe accepted",
-            )
-            meter.create_observable_counter(
-                "meterstream.events.failed",
-                [observe("failed_rejected", "failed_retries_exhausted", reason="reason")],
-                unit="{event}",
-                description="Events Stripe refused or that ran out of retries",
-            )
-            meter.create_observable_counter(
-                "meterstream.events.dropped",
-                [
-                    observe(
-                        "dropped_queue_full",
-                        "dropped_shutdown",
-                        "dropped_invalid",
-                        "dropped_missing_customer",
-                        reason="reason",
-                    )
-                ],
-                unit="{event}",
-                description="Events never queued, or discarded",
-            )
-            meter.create_observable_counter(
-                "meterstream.batches.retried",
-                [observe("retried")],
-                unit="{attempt}",
-                description="Send attempts repeated after a transient failure",
-            )
-            meter.create_observable_counter(
-                "meterstream.sessions.opened",
-                [observe("sessions_opened")],
-                unit="{session}",
-                description="Meter event sessions opened (token rotations)",
-            )
-            meter.create_observable_gauge(
-                "meterstream.queue.depth",
-                [observe("queued")],
-                unit="{event}",
-                description="Events accepted and not yet settled",
-            )
+            for create, name, keys, unit, description in _INSTRUMENTS:
+                getattr(meter, create)(
+                    name,
+                    [observe(keys, by_reason=len(keys) > 1)],
+                    unit=unit,
+                    description=description,
+                )
             _latency = meter.create_histogram(
                 "meterstream.export.duration",
                 unit="s",
