@@ -91,6 +91,9 @@ def check_wire(server: hs.HostileServer) -> None:
         assert SECRET not in request.authorization
         assert SECRET.encode() not in request.body
         assert request.authorization.startswith("Bearer tok_hostile_")
+        # Stripe wants these on every request, the stream's too.
+        assert request.headers.get("stripe-version")
+        assert request.headers.get("content-type") == "application/json"
         key = request.idempotency_key
         assert key, "every stream request carries an Idempotency-Key"
         assert request.events is not None
