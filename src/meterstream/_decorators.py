@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import AsyncGenerator, Generator, Mapping
@@ -177,6 +178,9 @@ def make_meter(
     spec = MeterSpec(event_name, value, customer, identifier, dimensions, on_error)
 
     def decorate(fn: _F) -> _F:
+        fast = _simple_function(get_client, spec, fn)
+        if fast is not None:
+            return cast(_F, fast)
         target = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
         if inspect.isasyncgenfunction(target):
             wrapper = _stream_wrapper(get_client, spec, _metered_async_generator)
@@ -191,6 +195,60 @@ def make_meter(
         return cast(_F, wrapt.decorator(wrapper)(fn))
 
     return decorate
+
+
+def _simple_function(
+    get_client: Callable[[], MeterClient], spec: MeterSpec, fn: Any
+) -> Optional[Callable[..., Any]]:
+    """The common case, a function metered with constants, as a plain function.
+
+    No ``Call`` is built, so nothing needs the instance a method is bound to:
+    a real function (bound like any other when it is a method) does, without
+    the cost of a proxy's call (about 0.5 us a call). Everything else
+    (callables given for value, customer or identifier, ``on_error="record"``,
+    generators, classmethod and staticmethod objects) goes through wrapt.
+    """
+    if not spec.simple or spec.on_error == "record" or not inspect.isfunction(fn):
+        return None
+    name, value, fixed_customer = spec.event_name, spec.value, spec.customer
+    identifier, dimensions = spec.identifier, spec.dimensions
+    get_customer = CUSTOMER.get
+    metered: Callable[..., Any]
+    if inspect.iscoroutinefunction(fn):
+
+        async def metered(*args: Any, **kwargs: Any) -> Any:
+            client = get_client()
+            if not client._active:
+                return await fn(*args, **kwargs)
+            customer = fixed_customer or get_customer()
+            if customer is None:
+                customer = client._fallback_customer(name)
+            result = await fn(*args, **kwargs)
+            if identifier is None:
+                client._record_simple(name, value, customer, dimensions)
+            else:
+                client._record(name, value, customer, identifier, dimensions, None)
+            return result
+
+    elif not (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+
+        def metered(*args: Any, **kwargs: Any) -> Any:
+            client = get_client()
+            if not client._active:
+                return fn(*args, **kwargs)
+            customer = fixed_customer or get_customer()
+            if customer is None:
+                customer = client._fallback_customer(name)
+            result = fn(*args, **kwargs)
+            if identifier is None:
+                client._record_simple(name, value, customer, dimensions)
+            else:
+                client._record(name, value, customer, identifier, dimensions, None)
+            return result
+
+    else:
+        return None
+    return functools.update_wrapper(metered, fn)
 
 
 class _PlainFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
@@ -225,27 +283,6 @@ def _start(client: MeterClient, spec: MeterSpec) -> Any:
 
 def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
     record_errors = spec.on_error == "record"
-    get_customer = CUSTOMER.get
-    if spec.simple and not record_errors:
-        # The common case, kept to the fewest calls: constant value, no Call.
-        name, value, fixed_customer = spec.event_name, spec.value, spec.customer
-        identifier, dimensions = spec.identifier, spec.dimensions
-
-        def simple_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            client = get_client()
-            if not client._active:
-                return wrapped(*args, **kwargs)
-            customer = fixed_customer or get_customer()
-            if customer is None:
-                customer = client._fallback_customer(name)
-            result = wrapped(*args, **kwargs)
-            if identifier is None:
-                client._record_simple(name, value, customer, dimensions)
-            else:
-                client._record(name, value, customer, identifier, dimensions, None)
-            return result
-
-        return simple_wrapper
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         client = get_client()
@@ -273,24 +310,6 @@ def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any
 def _async_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
     simple = spec.simple
     record_errors = spec.on_error == "record"
-    if simple and not record_errors and spec.identifier is None:
-        # As in _sync_wrapper: constant value, no Call to build.
-        name, value, fixed_customer = spec.event_name, spec.value, spec.customer
-        dimensions = spec.dimensions
-        get_customer = CUSTOMER.get
-
-        async def simple_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            client = get_client()
-            if not client._active:
-                return await wrapped(*args, **kwargs)
-            customer = fixed_customer or get_customer()
-            if customer is None:
-                customer = client._fallback_customer(name)
-            result = await wrapped(*args, **kwargs)
-            client._record_simple(name, value, customer, dimensions)
-            return result
-
-        return simple_wrapper
 
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         client = get_client()
