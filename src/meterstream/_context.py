@@ -38,6 +38,54 @@ def current_customer() -> Optional[str]:
     return value  # type: ignore[no-any-return]
 
 
+#: What entering a block changed: the context variable's token, and the
+#: OpenTelemetry context token when the customer went into baggage too.
+_Entered = tuple["contextvars.Token[Any]", Optional[object]]
+
+
+def _context_value(customer_id: Optional[str]) -> Any:
+    """What the context variable holds for *customer_id*.
+
+    An empty id is no id: "no customer" at record time. An id Stripe cannot
+    bill is kept wrapped, so records in the block are refused (raise_errors
+    decides how loudly) without a per-record check.
+    """
+    if not customer_id:
+        return None
+    problem = customer_problem(customer_id)
+    return customer_id if problem is None else InvalidCustomer(customer_id, problem)
+
+
+def _enter(value: Any, customer_id: Optional[str]) -> _Entered:
+    token = CUSTOMER.set(value)
+    if not _otel.write_baggage:
+        return token, None
+    # Also in OpenTelemetry baggage, for services downstream.
+    return token, _otel.attach_customer(customer_id if type(value) is str else None)
+
+
+def enter_customer(customer_id: Optional[str]) -> _Entered:
+    """Enter ``customer(customer_id)`` without making the object; for middleware.
+
+    A request's hot path: about half the cost of a ``with`` block. Leave with
+    :func:`exit_customer`, in the same context, in reverse order.
+    """
+    if not customer_id:
+        return CUSTOMER.set(None), _otel.attach_customer(None) if _otel.write_baggage else None
+    if len(customer_id) > 5000 or customer_id.strip() != customer_id:  # customer_problem()
+        return _enter(_context_value(customer_id), customer_id)
+    token = CUSTOMER.set(customer_id)
+    return token, _otel.attach_customer(customer_id) if _otel.write_baggage else None
+
+
+def exit_customer(entered: _Entered) -> None:
+    """Leave what :func:`enter_customer` (or a ``customer`` block) entered."""
+    token, baggage_token = entered
+    if baggage_token is not None:
+        _otel.detach(baggage_token)
+    CUSTOMER.reset(token)
+
+
 class customer:
     """Set the current customer for the duration of a ``with`` (or ``async with``) block.
 
@@ -57,7 +105,7 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_baggage_tokens", "_customer_id", "_tokens", "_value")
+    __slots__ = ("_customer_id", "_entered", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
         if customer_id is not None and not isinstance(customer_id, str):
@@ -65,23 +113,12 @@ class customer:
                 f"customer: expected a Stripe customer id string or None, "
                 f"got {type(customer_id).__name__} {customer_id!r}"
             )
-        # An empty id is no id: treated as "no customer" at record time. An
-        # id Stripe cannot bill is kept wrapped, so records in the block are
-        # refused (raise_errors decides how loudly) without a per-record check.
-        self._value: Any = customer_id or None
-        problem = customer_problem(customer_id) if customer_id else None
-        if problem is not None:
-            self._value = InvalidCustomer(customer_id, problem)  # type: ignore[arg-type]
+        self._value: Any = _context_value(customer_id)
         self._customer_id = customer_id or None
-        self._tokens: list[contextvars.Token[Any]] = []
-        self._baggage_tokens: list[Optional[object]] = []
+        self._entered: list[_Entered] = []
 
     def __enter__(self) -> Optional[str]:
-        self._tokens.append(CUSTOMER.set(self._value))
-        # Also in OpenTelemetry baggage, for services downstream.
-        self._baggage_tokens.append(
-            _otel.attach_customer(self._customer_id if type(self._value) is str else None)
-        )
+        self._entered.append(_enter(self._value, self._customer_id))
         return self._customer_id
 
     def __exit__(
@@ -90,8 +127,7 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        _otel.detach(self._baggage_tokens.pop())
-        CUSTOMER.reset(self._tokens.pop())
+        exit_customer(self._entered.pop())
 
     async def __aenter__(self) -> Optional[str]:
         return self.__enter__()
