@@ -47,6 +47,7 @@ READ_SIZE = 65536
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 class TransportError(Exception):
@@ -148,6 +149,8 @@ class Http11Pool:
         return reply
 
     def _head(self, method: str, path: str, headers: Mapping[str, str], length: int) -> bytes:
+        if not path.startswith("/") or not path.isprintable() or " " in path:
+            raise ValueError(f"not a request path: {path!r}")
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
@@ -192,6 +195,8 @@ class Http11Pool:
                     raise TransportError("the connection closed before a complete answer")
                 data += chunk
                 match = _HEAD_END.search(data, max(0, len(data) - len(chunk) - 3))
+            if match.start() > MAX_HEAD:
+                raise TransportError("the answer's head is too large")
             head, data = data[: match.start()], data[match.end() :]
             status, version, headers = _parse_head(head)
             if 100 <= status < 200:
@@ -229,7 +234,7 @@ class Http11Pool:
         lengths = {v.strip() for k, v in headers if k == "content-length"}
         if not lengths:
             return self._read_to_close(connection, data, deadline), b"", False
-        if len(lengths) > 1 or not all(ch.isdigit() for ch in next(iter(lengths))):
+        if len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths))):
             raise TransportError(f"a bad Content-Length: {sorted(lengths)!r}")
         length = int(next(iter(lengths)))
         if length > MAX_BODY:
@@ -308,17 +313,30 @@ class Http11Pool:
                     self._busy.add(connection)
                     return connection
                 _close(connection.sock)
-        connection = _Connection(self._connect(deadline))
+        limit = min(deadline, time.monotonic() + self.connect_timeout)
+        connection = _Connection(self._connect(limit))
         with self._lock:
             self.opened += 1
             if self.closed:
                 _close(connection.sock)
                 raise TransportError("the client was closed")
+            # Busy from here, so that close() can cut a handshake short too.
             self._busy.add(connection)
+        sock = connection.sock
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.settimeout(_remaining(limit))
+                sock.do_handshake()
+            except (OSError, ValueError, TransportError) as exc:
+                self._discard(connection)
+                if self.closed:
+                    raise TransportError("the client was closed") from None
+                where = self._host_header
+                raise TransportError(f"the TLS handshake with {where} failed: {exc!r}") from None
         return connection
 
-    def _connect(self, deadline: float) -> socket.socket:
-        limit = min(deadline, time.monotonic() + self.connect_timeout)
+    def _connect(self, limit: float) -> socket.socket:
+        """A TCP connection (TLS-wrapped, not yet shaken hands) within *limit*."""
         try:
             sock = socket.create_connection((self.host, self.port), timeout=_remaining(limit))
         except socket.timeout:
@@ -328,12 +346,12 @@ class Http11Pool:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
-                sock.settimeout(_remaining(limit))
-                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+                return self._tls.wrap_socket(
+                    sock, server_hostname=self.host, do_handshake_on_connect=False
+                )
         except (OSError, ValueError) as exc:
             _close(sock)
-            where = self._host_header
-            raise TransportError(f"the TLS handshake with {where} failed: {exc!r}") from None
+            raise TransportError(f"connecting to {self._host_header} failed: {exc!r}") from None
         return sock
 
     def _checkin(self, connection: _Connection) -> None:
@@ -359,8 +377,11 @@ class Http11Pool:
             _close(connection.sock)
         for connection in busy:
             # shutdown, not close: the thread blocked in recv() wakes at once.
+            # The plain socket's shutdown even for TLS: SSLSocket.shutdown()
+            # drops the TLS state first, and a sendall() racing it would then
+            # go out unencrypted.
             try:
-                connection.sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
             except OSError:
                 pass
 
