@@ -315,11 +315,14 @@ class RequestMeter:
         """Record the request event for a completed response, if its status is billed."""
         if self.request_event is None or status not in self.statuses:
             return
+        client = self.client
+        if not client._active:
+            return
         try:
-            # Inside a block of the request's own customer, so that a request
-            # with none follows on_missing_customer like any other record.
-            with customer_block(customer):
-                self.client.record(self.request_event)
+            # The name was checked with the options; the request's own
+            # customer (None follows on_missing_customer like any record) is
+            # checked here. No customer() block: every response pays this.
+            client._record(self.request_event, 1, customer, None, None, None)
         except MeterError as exc:
             # raise_errors / on_missing_customer="raise": the response is
             # already made; failing it now would bill nobody and break the app.

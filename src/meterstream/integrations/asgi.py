@@ -31,10 +31,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
+from .. import _otel
 from .._client import MeterClient
+from .._context import CUSTOMER, enter_customer, exit_customer
 from .._context import current_customer as _current_customer
 from .._context import customer as customer_block
-from .._context import enter_customer, exit_customer
 from ..errors import ConfigurationError
 from ._common import RequestMeter, Resolver, parse_options
 from ._common import header as header
@@ -53,14 +54,28 @@ __all__ = [
 #: The scope key holding the :class:`RequestState` of a request.
 SCOPE_KEY = "meterstream"
 
+_set_customer = CUSTOMER.set
+_reset_customer = CUSTOMER.reset
+
 _COMPLETES = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
+
+
+def _header_value(raw: bytes) -> Optional[str]:
+    """A header's value as a customer id: stripped, None when empty."""
+    try:
+        value = raw.decode()  # UTF-8's fast path: ids are ASCII
+    except UnicodeDecodeError:
+        value = raw.decode("latin-1")  # what Starlette's Headers would give
+    return value.strip() or None
 
 
 class RequestState:
     """What the middleware knows about one request, in ``scope["meterstream"]``.
 
+    Set when the middleware records request events or flushes each request.
     ``customer`` is the customer the request event is billed to: the
-    resolver's answer, or what a :class:`set_customer` dependency set.
+    resolver's answer, or what a :class:`set_customer` dependency set. For
+    the current customer, use :func:`current_customer`.
     """
 
     __slots__ = ("customer",)
@@ -159,7 +174,8 @@ class MeterstreamMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and self._plain:
-            # The common request, kept to the fewest steps: every request pays it.
+            # The common request, kept to the fewest steps: every request pays
+            # it. No RequestState: nothing happens after the response.
             raw = self._raw_header
             customer = None
             if raw is None:
@@ -167,14 +183,22 @@ class MeterstreamMiddleware:
             else:
                 for key, value in scope["headers"]:
                     if key == raw:
-                        customer = value.decode("latin-1").strip() or None
+                        customer = _header_value(value)
                         break
-            scope[SCOPE_KEY] = RequestState(customer)
-            entered = enter_customer(customer)
+            if _otel.write_baggage or (customer is not None and len(customer) > 5000):
+                entered = enter_customer(customer)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    exit_customer(entered)
+                return
+            # enter_customer() inlined: a stripped id of at most 5,000
+            # characters is a valid one, and no baggage is written.
+            token = _set_customer(customer)
             try:
                 await self.app(scope, receive, send)
             finally:
-                exit_customer(entered)
+                _reset_customer(token)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket" and self.meter.resolver is not None:
@@ -195,7 +219,7 @@ class MeterstreamMiddleware:
         # without building a Request (a measurable share of a small request).
         for key, value in scope["headers"]:
             if key == raw:
-                return value.decode("latin-1").strip() or None
+                return _header_value(value)
         return None
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
