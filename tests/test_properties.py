@@ -18,6 +18,7 @@ the schema file:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -311,6 +312,65 @@ def test_batches_hold_1_to_100_events_whatever_the_batch_size() -> None:
     finally:
         for client in clients.values():
             client.shutdown(0)
+
+
+class JsonRecorder(Exporter):
+    """Keeps each batch as the Stripe exporter would send it, and as dicts."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, list[dict[str, Any]]]] = []
+
+    def export(self, events: Any, batch_id: str = "") -> None:
+        self.sent.append((events.to_json(), list(events)))
+
+
+def test_the_request_body_is_the_batch_events_as_json() -> None:
+    # to_json() writes the body from the recorded tuples, by hand, for speed;
+    # iterating a batch builds the events with to_wire(). They must agree,
+    # event for event, on anything that can be recorded: mixed names (with
+    # per-event payload keys), customers, values, identifiers, dimensions
+    # and timestamps in one batch.
+    exporter = JsonRecorder()
+    client = meterstream.MeterClient(
+        exporter=exporter,
+        raise_errors=True,
+        flush_interval=3600,
+        payload_keys={"special_meter": {"customer": "account", "value": "amount"}},
+    )
+    event = st.fixed_dictionaries(
+        {
+            "name": st.one_of(names, st.just("special_meter")),
+            "customer": customers,
+            "value": numeric_values,
+            "identifier": st.one_of(st.none(), names),
+            "dims": dimensions.filter(lambda d: not {"account", "amount"} & set(d)),
+            "moment": st.one_of(st.none(), moments),
+        }
+    )
+
+    @PROPERTY_SETTINGS
+    @given(events=st.lists(event, min_size=1, max_size=120))
+    def check(events: list[dict[str, Any]]) -> None:
+        exporter.sent.clear()
+        for e in events:
+            ts = None if e["moment"] is None else e["moment"].make()
+            client.record(
+                e["name"],
+                e["value"],
+                customer=e["customer"],
+                identifier=e["identifier"],
+                dimensions=e["dims"],
+                timestamp=ts,
+            )
+        assert client.flush(5.0)
+        assert sum(len(wire) for _, wire in exporter.sent) == len(events)
+        for body, wire in exporter.sent:
+            assert json.loads(body) == {"events": wire}
+
+    try:
+        check()
+    finally:
+        client.shutdown(0)
 
 
 # -- invalid inputs ----------------------------------------------------------------------------
