@@ -83,7 +83,12 @@ def make_app() -> Any:
 
 
 async def _connection(
-    port: int, requests: list[bytes], stop_at: list[float], counts: list[int], index: int
+    port: int,
+    requests: list[bytes],
+    stop_at: list[float],
+    counts: list[int],
+    index: int,
+    limit: int = 0,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     sock = writer.get_extra_info("socket")
@@ -91,6 +96,10 @@ async def _connection(
     n = index
     try:
         while time.monotonic() < stop_at[0]:
+            if limit:
+                if counts[2] >= limit:
+                    break
+                counts[2] += 1
             writer.write(requests[n % len(requests)])
             n += 1
             head = await reader.readuntil(b"\r\n\r\n")
@@ -109,7 +118,7 @@ async def _connection(
         writer.close()
 
 
-async def _load(port: int, seconds: float, connections: int) -> tuple[int, int]:
+async def _load(port: int, seconds: float, connections: int, limit: int = 0) -> tuple[int, int]:
     requests = [
         (
             f"GET /search?q=shoes HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -120,15 +129,15 @@ async def _load(port: int, seconds: float, connections: int) -> tuple[int, int]:
     start = time.monotonic()
     # [end of the run, start of the measured window]; warm-up requests are not counted.
     stop_at = [start + WARMUP + seconds, start + WARMUP]
-    counts = [0, 0]  # [in the measured window, in all]
+    counts = [0, 0, 0]  # [in the measured window, in all, sent]
     await asyncio.gather(
-        *(_connection(port, requests, stop_at, counts, i) for i in range(connections))
+        *(_connection(port, requests, stop_at, counts, i, limit) for i in range(connections))
     )
     return counts[0], counts[1]
 
 
-def load_generator(port: int, seconds: float, connections: int) -> None:
-    count, total = asyncio.run(_load(port, seconds, connections))
+def load_generator(port: int, seconds: float, connections: int, limit: int = 0) -> None:
+    count, total = asyncio.run(_load(port, seconds, connections, limit))
     print(json.dumps({"requests": count, "total": total, "rps": count / seconds}))
 
 
@@ -169,7 +178,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
 
 
 def start_server(
-    case: str, emulator_url: str, exporter: str
+    case: str, emulator_url: str, exporter: str, under: tuple[str, ...] = ()
 ) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     env = {
@@ -180,8 +189,13 @@ def start_server(
         "METERSTREAM_STREAM_BASE": emulator_url,
         "METERSTREAM_EXPORTER": exporter,
     }
+    if under:
+        # Full batches only: a server slowed 50-fold by callgrind would
+        # otherwise send a short batch every flush_interval.
+        env["METERSTREAM_FLUSH_INTERVAL"] = "3600"
     server = subprocess.Popen(
         [
+            *under,
             sys.executable,
             "-m",
             "uvicorn",
@@ -202,9 +216,9 @@ def start_server(
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        preexec_fn=pin(SERVER_CPUS),
+        preexec_fn=None if under else pin(SERVER_CPUS),
     )
-    wait_listening(port, server)
+    wait_listening(port, server, timeout=300 if under else 20)
     return port, server
 
 
@@ -253,6 +267,102 @@ def measure(
     return float(result["rps"]), cpu
 
 
+def drive(port: int, requests: int, connections: int = 8) -> None:
+    """Send exactly *requests* requests to the server on *port*, from another process."""
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--load-generator",
+            str(port),
+            "--seconds",
+            "3600",
+            "--connections",
+            str(connections),
+            "--requests",
+            str(requests),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=3600,
+    )
+
+
+def _wait_stored(emulator: Any, want: int) -> None:
+    deadline = time.monotonic() + 600
+    while emulator.snapshot()["events_stored"] < want:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the emulator has not received {want} events")
+        time.sleep(0.2)  # a script, not a test: polling another process
+
+
+def _count_case(
+    case: str, emulator: Any, exporter: str, tmp: str, warmup: int, requests: int
+) -> float:
+    """Instructions per request of *case*'s server, under callgrind."""
+    per_request = {"plain": 0, "middleware": 0, "middleware+meter": 1}.get(case, 2)
+    out = os.path.join(tmp, f"{case}.%p.out")
+    under = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q")
+    port, server = start_server(case, emulator.url, exporter, under)
+    pid = str(server.pid)
+    try:
+        stored = emulator.snapshot()["events_stored"]
+        delivering = exporter == "stripe" and per_request > 0
+        drive(port, warmup)
+        if delivering:  # every full batch of the warm-up is in, before counting
+            _wait_stored(emulator, stored + warmup * per_request // 100 * 100)
+        subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+        drive(port, requests)
+        if delivering:
+            total_events = (warmup + requests) * per_request
+            _wait_stored(emulator, stored + total_events // 100 * 100)
+        subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
+        with open(out.replace("%p", pid) + ".1") as dump:
+            summary = next(line for line in dump if line.startswith("summary:"))
+        return int(summary.split()[1]) / requests
+    finally:
+        stop_server(server)
+
+
+def count_instructions(requests: int, exporter: str) -> int:
+    """Instructions per request, each case's server under callgrind.
+
+    After a warm-up, counters are zeroed, exactly *requests* requests are
+    served and their events delivered (full batches only), and the counters
+    are dumped: the instructions of the app, the middleware, the decorator and
+    the delivery threads, in user space (the kernel's share of I/O is not
+    counted). Unlike requests per second this does not move with the
+    machine's other work.
+    """
+    import shutil
+    import tempfile
+
+    from meterstream.emulator import Emulator
+
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        print("--instructions needs valgrind (callgrind) on the PATH")
+        return 2
+    warmup = 500
+    counts: dict[str, float] = {}
+    emulator = Emulator.spawn(auto_create_meters=True)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for case in CASES:
+                counts[case] = _count_case(case, emulator, exporter, tmp, warmup, requests)
+    finally:
+        emulator.stop()
+    print(
+        f"Python {platform.python_version()} on {platform.machine()}; uvicorn (1 worker, "
+        f"httptools) under callgrind, {requests} requests counted after {warmup}, "
+        f"exporter={exporter}"
+    )
+    print(f"  {'case':<32} {'instructions/request':>20} {'lost':>6}")
+    base = counts["plain"]
+    for case in CASES:
+        print(f"  {case:<32} {counts[case]:20,.0f} {(1 - base / counts[case]) * 100:5.1f}%")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds per slice")
@@ -264,11 +374,20 @@ def main(argv: list[str] | None = None) -> int:
         default="stripe",
         help="stripe: deliver to an emulator process; none: record only, deliver nothing",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under callgrind instead (slow, but noise-free)",
+    )
+    parser.add_argument("--requests", type=int, default=0, help="--instructions: requests counted")
     parser.add_argument("--load-generator", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_generator:
-        load_generator(args.load_generator, args.seconds, args.connections)
+        load_generator(args.load_generator, args.seconds, args.connections, args.requests)
         return 0
+
+    if args.instructions:
+        return count_instructions(args.requests or 2000, args.exporter)
 
     from meterstream.emulator import Emulator
 
