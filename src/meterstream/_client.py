@@ -74,6 +74,7 @@ class MeterClient:
         self._sync = s.sync_mode
         # Read by the record path; kept as attributes of the client to save lookups.
         self._items = self._buffer.items
+        self._wake = self._buffer.wake
         self._max_size = s.max_queue_size
         self._batch_size = s.batch_size
         self.name = f"client-{next(_client_numbers)}"
@@ -85,13 +86,15 @@ class MeterClient:
         self._baggage_explicit = "otel_baggage_key" in settings or (
             "METERSTREAM_OTEL_BAGGAGE_KEY" in os.environ
         )
-        #: Anything that takes _record_simple off its fast path.
-        self._slow = bool(self._disabled) or self._sync
+        #: Anything that takes _record_simple off its fast path: one check there.
+        self._slow = True
+        self._update_slow()
         if self._active:
             _otel.baggage_key = s.otel_baggage_key
             _otel.install_metrics(live_clients)
             self.refresh_otel()
             self._delivery.on_tick = self.refresh_otel
+            self._delivery.on_start = self._update_slow
             _register_client(self)
 
     # -- configuration ---------------------------------------------------------
@@ -103,7 +106,17 @@ class MeterClient:
             self._span_events = active
         if self._active and not self._closed:
             _otel.write_baggage = bool(_otel.baggage_key) and (active or self._baggage_explicit)
-        self._slow = bool(self._disabled) or self._sync or self._closed
+        self._update_slow()
+
+    def _update_slow(self) -> None:
+        """Decide whether _record_simple may take its fast path (after any change below)."""
+        self._slow = (
+            bool(self._disabled)
+            or self._sync
+            or self._closed
+            or self._span_events
+            or not self._delivery.started
+        )
 
     @property
     def settings(self) -> Settings:
@@ -233,27 +246,24 @@ class MeterClient:
     ) -> None:
         if not self._canary[0]:
             self._check_fork()
-        if type(customer) is not str or dimensions is not None or self._slow:
+        if self._slow or type(customer) is not str or dimensions is not None:
+            # Not started yet, span events, disabled names, sync mode, closed:
+            # the general path does it all.
             self._record(event_name, value, customer, None, dimensions, None)
             return
         items = self._items
         if len(items) >= self._max_size and not self._buffer.overflow():
             self._log_queue_full()
             return
-        ident = _next_sequence()
-        items.append((event_name, customer, value, _time(), ident, None))
-        if self._span_events:
-            self._span_event(event_name, value, ident, customer)
-        if len(items) >= self._batch_size and not self._buffer.wake.is_set():
-            self._buffer.wake.set()
-        if not self._delivery.started:
-            self._delivery.ensure_started()
+        items.append((event_name, customer, value, _time(), _next_sequence(), None))
+        if len(items) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
 
     def _span_event(self, event_name: str, value: Any, ident: Any, customer: str) -> None:
         _otel.record_event(
             event_name,
             value,
-            ident if type(ident) is str else _events.identifier_prefix() + format(ident, "x"),
+            ident if type(ident) is str else _events.identifier_prefix() + str(ident),
             customer if self._span_customer else None,
         )
 
@@ -384,9 +394,11 @@ class MeterClient:
         self._log = RateLimitedLog()
         self._buffer.reset_after_fork()
         self._items = self._buffer.items
+        self._wake = self._buffer.wake
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
+        self._update_slow()  # the delivery threads start again with the next record
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -90,6 +90,8 @@ class Delivery:
         self.dropped_shutdown = 0
         #: Called by the flusher on each wake (the client re-checks OpenTelemetry).
         self.on_tick: Optional[Callable[[], None]] = None
+        #: Called once the threads run (the client's record path may go fast).
+        self.on_start: Optional[Callable[[], None]] = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -157,6 +159,8 @@ class Delivery:
             self._thread = threads[0]
             self._workers = threads[1:]
             self.started = True
+        if self.on_start is not None:
+            self.on_start()
 
     def _run(self) -> None:
         wake = self._buffer.wake

@@ -58,7 +58,8 @@ FUTURE_WINDOW = 5 * 60.0
 
 def _new_prefix() -> str:
     # 80 random bits: unique across processes and restarts without a uuid4
-    # per event; the per-event part is a counter.
+    # per event; the per-event part is a counter, in decimal (str() of an
+    # int is the cheapest formatting there is).
     return "ms_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
 
 
@@ -294,7 +295,7 @@ def to_wire(
     if dimensions:
         payload.update(dimensions)
     return {
-        "identifier": identifier if type(identifier) is str else prefix + format(identifier, "x"),
+        "identifier": identifier if type(identifier) is str else prefix + str(identifier),
         "event_name": name,
         "timestamp": format_timestamp(timestamp),
         "payload": payload,
@@ -382,14 +383,14 @@ class EventBatch(Sequence[dict[str, Any]]):
         # VM, where a %-template cost 1 us. This runs on a delivery thread,
         # under the GIL the app's own threads need.
         head = '{"identifier":"' + self._prefix
-        forms: dict[str, tuple[str, str, str, dict[str, str], dict[int, str]]] = {}
+        forms: dict[str, tuple[str, str, str, dict[str, str], dict[float, str]]] = {}
         millis_text = _MILLIS
         parts: list[str] = []
         append = parts.append
         last_name = None
         middle = payload = value_part = ""
         tails: dict[str, str] = {}
-        seconds: dict[int, str] = {}
+        seconds: dict[float, str] = {}
         for name, customer_id, value, timestamp, identifier, dimensions in self._raw:
             if name is not last_name:
                 form = forms.get(name)
@@ -408,23 +409,28 @@ class EventBatch(Sequence[dict[str, Any]]):
             tail = tails.get(customer_id)
             if tail is None:
                 tail = tails[customer_id] = payload + _json_str(customer_id) + value_part
-            millis = int(timestamp * 1000.0 + 0.5)
-            whole = millis // 1000
+            # format_timestamp()'s rounding, in float arithmetic: Python's
+            # ints past 2**30 take its slow multi-digit paths. fmod is exact,
+            # so *rest* is the milliseconds within the second, and
+            # millis - rest the second's start, exactly.
+            millis = timestamp * 1000.0 + 0.5
+            rest = millis % 1000.0
             # ,"event_name":"x","timestamp":"2026-11-23T22:45:13.
-            stamp = seconds.get(whole)
+            stamp = seconds.get(millis - rest)
             if stamp is None:
-                stamp = seconds[whole] = middle + time.strftime(
+                whole = (millis - rest) / 1000.0
+                stamp = seconds[millis - rest] = middle + time.strftime(
                     "%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)
                 )
-            ms = millis_text[millis - whole * 1000]
+            ms = millis_text[int(rest)]
             text = value if type(value) is int else format_value(value)
             if type(identifier) is str:
                 ident = '{"identifier":' + _json_str(identifier)
             elif not dimensions:
-                append(f'{head}{identifier:x}"{stamp}{ms}{tail}{text}"}}}}')
+                append(f'{head}{identifier}"{stamp}{ms}{tail}{text}"}}}}')
                 continue
             else:
-                ident = f'{head}{identifier:x}"'
+                ident = f'{head}{identifier}"'
             extra = "," + _json_str(dimensions)[1:-1] if dimensions else ""
             append(f'{ident}{stamp}{ms}{tail}{text}"{extra}}}}}')
         return ('{"events":[' + ",".join(parts) + "]}").encode()
