@@ -18,12 +18,16 @@ the whole benchmark and are loaded one at a time, in slices of
 case by default), so that noise from other processes falls on every case
 alike. On Linux with two CPUs or more, the servers are pinned to one CPU and
 the load generator and the emulator to the others. The report gives the
-median and best slice per case and what each lost against ``plain``, and
+median and best slice per case and what each lost against ``plain`` (and
+the median of the per-round losses, "paired", which the machine's slow drifts
+disturb least), and
 the server's CPU time per request (Linux: from ``/proc``), which a noisy
 machine disturbs far less than requests per second; for a single-worker
 server that is CPU-bound, the throughput lost is ``1 - cpu(plain) / cpu(case)``.
 
     python benchmarks/bench_middleware.py [--seconds 1] [--rounds 12] [--connections 32]
+        [--cases middleware+meter] [--exporter none]
+    python benchmarks/bench_middleware.py --instructions [--requests 2000]
 
 A script, not a test: the numbers go to docs/performance.md.
 """
@@ -375,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         help="stripe: deliver to an emulator process; none: record only, deliver nothing",
     )
     parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help="comma-separated cases to load (plain is always one)",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="count instructions per request under callgrind instead (slow, but noise-free)",
@@ -394,18 +403,22 @@ def main(argv: list[str] | None = None) -> int:
     emulator = Emulator.spawn(auto_create_meters=True)
     if OTHER_CPUS:
         os.sched_setaffinity(emulator.process.pid, OTHER_CPUS)
-    results: dict[str, list[float]] = {case: [] for case in CASES}
-    cpu: dict[str, list[float]] = {case: [] for case in CASES}
+    cases = ["plain", *(c for c in args.cases.split(",") if c != "plain")]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
+    results: dict[str, list[float]] = {case: [] for case in cases}
+    cpu: dict[str, list[float]] = {case: [] for case in cases}
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
         # Every server is up for the whole run and loaded one at a time, in
         # short slices taken in turn: a noisy neighbour then hurts every case
         # alike instead of whichever case happened to be running.
-        for case in CASES:
+        for case in cases:
             servers[case] = start_server(case, emulator.url, args.exporter)
-        for case in CASES:
+        for case in cases:
             measure(servers[case], 1.0, args.connections)  # warm-up, not counted
-        order = list(CASES)
+        order = list(cases)
         for round_ in range(args.rounds):
             for case in order[round_ % len(order) :] + order[: round_ % len(order)]:
                 rps, us = measure(servers[case], args.seconds, args.connections)
@@ -424,21 +437,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  {'case':<32} {'req/s':>7} {'lost':>6}  {'best':>7} {'lost':>6}  "
-        f"{'CPU/req':>8} {'lost':>6}"
+        f"{'paired':>6}  {'CPU/req':>8} {'lost':>6}"
     )
     base = statistics.median(results["plain"])
     base_best = max(results["plain"])
     base_cpu = statistics.median(cpu["plain"])
-    for case in CASES:
+    for case in cases:
         median, best = statistics.median(results[case]), max(results[case])
         us = statistics.median(cpu[case])
+        # Each round loads every case once, back to back: the median of the
+        # per-round losses cancels the machine's slow drifts.
+        paired = statistics.median(
+            1 - rps / plain for rps, plain in zip(results[case], results["plain"])
+        )
         print(
             f"  {case:<32} {median:7.0f} {(1 - median / base) * 100:5.1f}%  "
             f"{best:7.0f} {(1 - best / base_best) * 100:5.1f}%  "
+            f"{paired * 100:5.1f}%  "
             f"{us:6.1f}us {(1 - base_cpu / us) * 100 if us else 0:5.1f}%"
         )
     print("  slices (req/s):")
-    for case in CASES:
+    for case in cases:
         print(f"    {case:<32} " + ", ".join(f"{r:.0f}" for r in results[case]))
     return 0
 

@@ -105,7 +105,12 @@ class Delivery:
         self._stop = threading.Event()
         self._hard_deadline = float("inf")
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)  # senders free, work waiting
+        # Two conditions on one lock, so that each wake-up reaches only who
+        # can act on it: a settled batch wakes the flusher (waiting for room),
+        # a dispatched one wakes one sender. Waking every idle sender on each
+        # settle cost each of them a trip through the GIL the app needs.
+        self._room = threading.Condition(self._lock)  # fewer batches in flight
+        self._work_ready = threading.Condition(self._lock)  # a batch for a sender
         self._work: deque[tuple[int, EventBatch]] = deque()
         self._workers: list[threading.Thread] = []
         self._next_seq = 0
@@ -187,9 +192,9 @@ class Delivery:
     def _send_loop(self) -> None:
         """A sender thread: deliver batches the flusher hands over, one at a time."""
         while True:
-            with self._room:
+            with self._work_ready:
                 while not self._work and not self._stop.is_set():
-                    self._room.wait()
+                    self._work_ready.wait()
                 if not self._work:
                     return
                 seq, batch = self._work.popleft()
@@ -228,7 +233,7 @@ class Delivery:
                 self._inflight[seq] = batch
                 if not on_caller:
                     self._work.append((seq, batch))
-                    self._room.notify()
+                    self._work_ready.notify()
             if marker is not None:
                 if self._settled_upto >= self._next_seq - 1:
                     marker.done.set()
@@ -349,7 +354,7 @@ class Delivery:
             else:
                 self.failed_rejected += count
             self._advance(seq)
-            self._room.notify_all()
+            self._room.notify()  # only the flusher waits for room
         if error is not None:
             self._report(list(batch), error)
 
@@ -440,6 +445,7 @@ class Delivery:
         self._buffer.wake.set()
         with self._room:
             self._room.notify_all()
+            self._work_ready.notify_all()
         threads = [t for t in (thread, *self._workers) if t is not None]
         for worker in threads:
             worker.join(max(0.0, deadline - self._clock()))
