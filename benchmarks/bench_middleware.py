@@ -379,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         help="stripe: deliver to an emulator process; none: record only, deliver nothing",
     )
     parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the OS place the server, the load generator and the emulator",
+    )
+    parser.add_argument(
         "--cases",
         default=",".join(CASES),
         help="comma-separated cases to load (plain is always one)",
@@ -397,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.instructions:
         return count_instructions(args.requests or 2000, args.exporter)
+    if args.no_pin:
+        SERVER_CPUS.clear()
+        OTHER_CPUS.clear()
 
     from meterstream.emulator import Emulator
 

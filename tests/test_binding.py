@@ -242,6 +242,25 @@ def test_classmethod_decorated_above_called_on_an_instance(
     assert recorder.calls[0].instance is service_class
 
 
+def test_constant_meter_below_classmethod_binds_on_every_python(
+    memory_client: meterstream.MeterClient,
+) -> None:
+    # With constants, meter returns a plain function, which classmethod
+    # binds on 3.13 as well (only wrapt's proxy cannot be bound there).
+    class Service:
+        @classmethod
+        @meterstream.meter("bound", value=6)
+        def build(cls, x: int) -> tuple[type, int]:
+            return cls, x
+
+    with meterstream.customer(CUSTOMER):
+        assert Service.build(1) == (Service, 1)
+        assert Service().build(2) == (Service, 2)
+    assert memory_client.flush(5)
+    events = memory_client.exporter.events  # type: ignore[attr-defined]
+    assert [e["payload"]["value"] for e in events] == ["6", "6"]
+
+
 @CLASSMETHOD_BELOW
 def test_classmethod_decorated_below_called_on_the_class(
     memory_client: meterstream.MeterClient, recorder: Recorder, service_class: type
