@@ -1227,37 +1227,43 @@ def test_server_that_never_answers_times_out(server: ScriptedServer, make_pool: 
 # -- close() -----------------------------------------------------------------------------
 
 
+class PostInThread:
+    """A post running on another thread, for tests that close the pool under it."""
+
+    def __init__(self, pool: Http11Pool) -> None:
+        self.outcome: list[BaseException] = []
+        self.finished = threading.Event()
+        self.finished_at = 0.0
+        self.thread = threading.Thread(target=self._post, args=(pool,))
+        self.thread.start()
+
+    def _post(self, pool: Http11Pool) -> None:
+        try:
+            post_ok(pool)
+        except BaseException as exc:
+            self.outcome.append(exc)
+        finally:
+            self.finished_at = time.monotonic()
+            self.finished.set()
+
+
 def test_close_from_another_thread_aborts_a_post_waiting_for_its_answer(
     server: ScriptedServer, make_pool: MakePool
 ) -> None:
     server.script(hang())
     pool = make_pool(server.url, timeout=5.0)
-    outcome: list[BaseException] = []
-    finished = threading.Event()
-    finished_at: list[float] = []
-
-    def post() -> None:
-        try:
-            post_ok(pool)
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            finished_at.append(time.monotonic())
-            finished.set()
-
-    thread = threading.Thread(target=post)
-    thread.start()
+    running = PostInThread(pool)
     try:
         server.wait_for_requests(1)  # the post is now waiting for its answer
         closed_at = time.monotonic()
         pool.close()
-        assert finished.wait(2.0), "close() did not abort the post"
+        assert running.finished.wait(2.0), "close() did not abort the post"
     finally:
-        thread.join(5)
+        running.thread.join(5)
 
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], TransportError)
-    assert finished_at[0] - closed_at < 1.0
+    assert len(running.outcome) == 1
+    assert isinstance(running.outcome[0], TransportError)
+    assert running.finished_at - closed_at < 1.0
 
 
 def test_post_after_close_raises_at_once_and_opens_nothing(
@@ -1530,28 +1536,14 @@ def test_close_aborts_a_post_stuck_in_the_tls_handshake(
         connect_timeout=1.0,
         ssl_context=client_tls,
     )
-    outcome: list[BaseException] = []
-    finished = threading.Event()
-    finished_at: list[float] = []
-
-    def post() -> None:
-        try:
-            post_ok(pool)
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            finished_at.append(time.monotonic())
-            finished.set()
-
-    thread = threading.Thread(target=post)
-    thread.start()
+    running = PostInThread(pool)
     try:
         assert silent_listener.hello.wait(5)  # the client is waiting for the ServerHello
         closed_at = time.monotonic()
         pool.close()
-        assert finished.wait(5)
+        assert running.finished.wait(5)
     finally:
-        thread.join(5)
+        running.thread.join(5)
 
-    assert isinstance(outcome[0], TransportError)
-    assert finished_at[0] - closed_at < 0.3
+    assert isinstance(running.outcome[0], TransportError)
+    assert running.finished_at - closed_at < 0.3
