@@ -16,14 +16,15 @@ through every retry. The durable spool (a later issue) will sit between
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
 import time
-import uuid
 from collections import deque
 from typing import Any, Callable, Optional
 
+from . import _events
 from ._buffer import Buffer, FlushMarker
 from ._config import Settings
 from ._events import EventBatch
@@ -33,6 +34,9 @@ from ._otel import export_span
 from .errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
+
+#: Batch numbers for Idempotency-Keys; atomic under the GIL.
+_batch_numbers = itertools.count(1)
 
 #: Evicted events kept for on_delivery_error between two flusher runs; past
 #: this they are only counted (the buffer's memory bound comes first).
@@ -245,7 +249,10 @@ class Delivery:
 
     def _deliver(self, seq: int, batch: EventBatch) -> None:
         """Send one batch until it is accepted, refused, or out of retry time."""
-        batch_id = uuid.uuid4().hex
+        # Unique across processes and restarts (the identifier prefix is 80
+        # random bits, new in a forked child) without a uuid4 per batch,
+        # whose getrandom() call lets go of the GIL.
+        batch_id = f"{_events.identifier_prefix()}b{next(_batch_numbers)}"
         started = self._clock()
         deadline = min(started + self._settings.max_retry_time, self._hard_deadline)
         attempt = 0

@@ -73,11 +73,27 @@ class Reply:
 
 
 class _Connection:
-    __slots__ = ("buffer", "sock")
+    __slots__ = ("buffer", "sock", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        #: The socket's timeout now: each read or write waits at most this.
+        self.timeout = sock.gettimeout() or 0.0
+
+    def arm(self, deadline: float, slack: float) -> None:
+        """Make the socket's timeout end within *slack* after *deadline*, never before it.
+
+        ``settimeout`` is a system call that lets go of the GIL, and on a
+        busy app thread getting it back costs a forced switch: it is called
+        only when the timeout is off by more than *slack*, not per read.
+        """
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TransportError("the request ran past its deadline")
+        if self.timeout < left or self.timeout > left + slack:
+            self.sock.settimeout(left)
+            self.timeout = left
 
 
 class Http11Pool:
@@ -113,6 +129,8 @@ class Http11Pool:
             self._tls = ssl_context or _default_ssl_context()
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
+        #: How far past the deadline a read may end: a twentieth of the timeout.
+        self._slack = timeout / 20
         self.max_idle = max_idle
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
@@ -162,10 +180,9 @@ class Http11Pool:
     def _exchange(
         self, connection: _Connection, request: bytes, deadline: float
     ) -> tuple[Reply, bool]:
-        sock = connection.sock
         try:
-            sock.settimeout(_remaining(deadline))
-            sock.sendall(request)
+            connection.arm(deadline, self._slack)
+            connection.sock.sendall(request)
         except (OSError, ValueError) as exc:
             raise TransportError(f"sending failed: {exc!r}") from None
         return self._read_reply(connection, deadline)
@@ -173,10 +190,9 @@ class Http11Pool:
     # -- answers ------------------------------------------------------------------
 
     def _recv(self, connection: _Connection, deadline: float) -> bytes:
-        sock = connection.sock
         try:
-            sock.settimeout(_remaining(deadline))
-            return sock.recv(READ_SIZE)
+            connection.arm(deadline, self._slack)
+            return connection.sock.recv(READ_SIZE)
         except socket.timeout:
             raise TransportError("timed out waiting for the answer") from None
         except (OSError, ValueError) as exc:  # ValueError: closed under us
@@ -325,7 +341,7 @@ class Http11Pool:
         sock = connection.sock
         if isinstance(sock, ssl.SSLSocket):
             try:
-                sock.settimeout(_remaining(limit))
+                connection.arm(limit, self._slack)
                 sock.do_handshake()
             except (OSError, ValueError, TransportError) as exc:
                 self._discard(connection)
