@@ -494,6 +494,7 @@ def make_pool() -> Iterator[MakePool]:
         connect_timeout: float = 2.0,
         max_idle: int = 5,
         ssl_context: Optional[ssl.SSLContext] = None,
+        idle_check_after: float = 1.0,
     ) -> Http11Pool:
         pool = Http11Pool(
             base_url,
@@ -501,6 +502,7 @@ def make_pool() -> Iterator[MakePool]:
             connect_timeout=connect_timeout,
             max_idle=max_idle,
             ssl_context=ssl_context,
+            idle_check_after=idle_check_after,
         )
         pools.append(pool)
         return pool
@@ -767,7 +769,7 @@ def test_kept_connection_the_server_closed_while_idle_is_not_used(
 ) -> None:
     # Closed after answering, without "Connection: close": the client keeps it.
     server.script(answer_then_close(OK), answer(OK))
-    pool = make_pool(server.url)
+    pool = make_pool(server.url, idle_check_after=0)
     assert post_ok(pool).status == 200
     assert len(idle_sockets(pool)) == 1
     assert server.wait_closed(0)
@@ -777,6 +779,25 @@ def test_kept_connection_the_server_closed_while_idle_is_not_used(
 
     assert (reply.status, reply.body) == (200, b'{"ok": true}')
     assert [seen.connection for seen in server.requests] == [0, 1]
+    assert pool.opened == 2
+
+
+def test_a_connection_back_within_idle_check_after_is_used_without_a_check(
+    server: ScriptedServer, make_pool: MakePool
+) -> None:
+    # The trade: no select() (and no GIL handover) per request on a busy
+    # connection. A server that closed it that fast makes the next post fail
+    # with a TransportError, which the exporter retries; once idle long
+    # enough, the check applies again.
+    server.script(answer_then_close(OK), answer(OK))
+    pool = make_pool(server.url, idle_check_after=60)
+    assert post_ok(pool).status == 200
+    assert server.wait_closed(0)
+    wait_until_idle_connections_are_readable(pool)
+
+    with pytest.raises(TransportError):
+        post_ok(pool)
+    assert pool.post("/", b"{}", {}).status == 200  # a fresh connection
     assert pool.opened == 2
 
 
@@ -797,7 +818,7 @@ def test_bytes_arriving_on_an_idle_connection_make_it_unreusable(
     server: ScriptedServer, make_pool: MakePool
 ) -> None:
     server.script(in_pieces(OK, b"late garbage"), answer(OK))
-    pool = make_pool(server.url)
+    pool = make_pool(server.url, idle_check_after=0)
     assert post_ok(pool).status == 200
     wait_until_idle_connections_are_readable(pool)  # readable: the late bytes are there
 
@@ -848,7 +869,7 @@ def test_the_most_recently_returned_connection_is_reused_first(
 def test_every_stale_kept_connection_is_skipped_before_opening_a_new_one(
     server: ScriptedServer, make_pool: MakePool
 ) -> None:
-    pool = make_pool(server.url)
+    pool = make_pool(server.url, idle_check_after=0)
     keep_two_idle_connections(server, pool, answer_then_close(OK), answer_then_close(OK))
     assert server.wait_closed(0)
     assert server.wait_closed(1)
@@ -1450,7 +1471,7 @@ def test_tls_kept_connection_the_server_closed_while_idle_is_not_used(
 ) -> None:
     server = make_server(tls=server_tls)
     server.script(answer_then_close(OK), answer(OK))
-    pool = make_pool(server.url, ssl_context=client_tls)
+    pool = make_pool(server.url, ssl_context=client_tls, idle_check_after=0)
     assert post_ok(pool).status == 200
     assert len(idle_sockets(pool)) == 1
     assert server.wait_closed(0)

@@ -11,8 +11,8 @@ carries the stream too when ``http2`` is on.
 What it does:
 
 * keep-alive connections, at most ``max_idle`` kept, newest reused first; a
-  kept connection the server has closed (it is readable while idle) is
-  dropped before use, as httpcore does;
+  kept connection idle for a second or more that the server has closed (it
+  is readable while idle) is dropped before use, as httpcore does;
 * a deadline for the whole request (connect, TLS, send, and every read), so a
   server that trickles its answer cannot hold a batch: no watchdog thread;
 * answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the
@@ -73,11 +73,12 @@ class Reply:
 
 
 class _Connection:
-    __slots__ = ("buffer", "sock", "timeout")
+    __slots__ = ("buffer", "idle_since", "sock", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        self.idle_since = 0.0
         #: The socket's timeout now: each read or write waits at most this.
         self.timeout = sock.gettimeout() or 0.0
 
@@ -105,6 +106,8 @@ class Http11Pool:
         connect_timeout: the deadline for opening a connection (within *timeout*).
         max_idle: connections kept open between requests.
         ssl_context: for ``https``; default the verified context httpx uses.
+        idle_check_after: a kept connection idle at least this long (seconds)
+            is checked for a close from the server before it is used.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Http11Pool:
         connect_timeout: float,
         max_idle: int = 5,
         ssl_context: Optional[ssl.SSLContext] = None,
+        idle_check_after: float = 1.0,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -132,6 +136,7 @@ class Http11Pool:
         #: How far past the deadline a read may end: a twentieth of the timeout.
         self._slack = timeout / 20
         self.max_idle = max_idle
+        self.idle_check_after = idle_check_after
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
@@ -325,7 +330,14 @@ class Http11Pool:
                 raise TransportError("the client was closed")
             while self._idle:
                 connection = self._idle.pop()
-                if _usable(connection.sock):
+                # A connection back from its last answer within
+                # idle_check_after is trusted without select() (a system call
+                # that lets go of the GIL): servers close idle connections
+                # after seconds, not milliseconds, and if one did, the request
+                # fails and the batch is retried.
+                if time.monotonic() - connection.idle_since < self.idle_check_after or _usable(
+                    connection.sock
+                ):
                     self._busy.add(connection)
                     return connection
                 _close(connection.sock)
@@ -371,6 +383,7 @@ class Http11Pool:
         return sock
 
     def _checkin(self, connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
         with self._lock:
             self._busy.discard(connection)
             if not self.closed and len(self._idle) < self.max_idle:
