@@ -28,10 +28,13 @@ retries the batch with the same identifiers, which Stripe deduplicates.
 
 from __future__ import annotations
 
+import math
 import re
 import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -79,21 +82,24 @@ class _Connection:
         self.sock = sock
         self.buffer = b""
         self.idle_since = 0.0
-        #: The socket's timeout now: each read or write waits at most this.
-        self.timeout = sock.gettimeout() or 0.0
+        #: The kernel's timeout for each read or write on the socket (none yet).
+        self.timeout = math.inf
 
     def arm(self, deadline: float, slack: float) -> None:
-        """Make the socket's timeout end within *slack* after *deadline*, never before it.
+        """Make each read or write end within *slack* after *deadline*, never before it.
 
-        ``settimeout`` is a system call that lets go of the GIL, and on a
-        busy app thread getting it back costs a forced switch: it is called
-        only when the timeout is off by more than *slack*, not per read.
+        The socket is in blocking mode with the kernel's own timeouts
+        (``SO_RCVTIMEO``, ``SO_SNDTIMEO``), not Python's: with a Python
+        timeout every read is a ``poll()`` and then a ``recv()``, two system
+        calls that each let go of the GIL, and on a busy app thread getting
+        it back costs a forced switch. They are set again only when off by
+        more than *slack*.
         """
         left = deadline - time.monotonic()
         if left <= 0:
             raise TransportError("the request ran past its deadline")
         if self.timeout < left or self.timeout > left + slack:
-            self.sock.settimeout(left)
+            _kernel_timeout(self.sock, left)
             self.timeout = left
 
 
@@ -198,7 +204,8 @@ class Http11Pool:
         try:
             connection.arm(deadline, self._slack)
             return connection.sock.recv(READ_SIZE)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError, ssl.SSLWantReadError):
+            # BlockingIOError (EAGAIN): the kernel's timeout ran out.
             raise TransportError("timed out waiting for the answer") from None
         except (OSError, ValueError) as exc:  # ValueError: closed under us
             raise TransportError(f"reading the answer failed: {exc!r}") from None
@@ -353,8 +360,9 @@ class Http11Pool:
         sock = connection.sock
         if isinstance(sock, ssl.SSLSocket):
             try:
-                connection.arm(limit, self._slack)
+                sock.settimeout(_remaining(limit))
                 sock.do_handshake()
+                sock.settimeout(None)  # blocking, with the kernel's timeouts (arm())
             except (OSError, ValueError, TransportError) as exc:
                 self._discard(connection)
                 if self.closed:
@@ -373,7 +381,9 @@ class Http11Pool:
             raise TransportError(f"connecting to {self._host_header} failed: {exc!r}") from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:
+            if self._tls is None:
+                sock.settimeout(None)  # blocking, with the kernel's timeouts (arm())
+            else:
                 return self._tls.wrap_socket(
                     sock, server_hostname=self.host, do_handshake_on_connect=False
                 )
@@ -419,6 +429,19 @@ class Http11Pool:
         self._lock = threading.Lock()
         self._idle = []
         self._busy = set()
+
+
+def _kernel_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each blocking read and write on *sock* to *seconds* (at least 1 ms)."""
+    if sys.platform == "win32":  # pragma: no cover - a DWORD of milliseconds there
+        value = struct.pack("L", max(1, int(seconds * 1000)))
+    else:
+        # struct timeval; all zeros would mean "no timeout".
+        whole = int(seconds)
+        micros = int((seconds - whole) * 1e6)
+        value = struct.pack("ll", whole, micros if whole or micros >= 1000 else 1000)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _remaining(deadline: float) -> float:
