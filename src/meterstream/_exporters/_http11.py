@@ -424,12 +424,6 @@ class Http11Pool:
             except OSError:
                 pass
 
-    def forget(self) -> None:
-        """In a forked child: drop the parent's connections without touching them."""
-        self._lock = threading.Lock()
-        self._idle = []
-        self._busy = set()
-
 
 def _kernel_timeout(sock: socket.socket, seconds: float) -> None:
     """Bound each blocking read and write on *sock* to *seconds* (at least 1 ms)."""

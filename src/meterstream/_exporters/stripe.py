@@ -208,9 +208,9 @@ class StripeExporter(Exporter):
     def after_fork_in_child(self) -> None:
         # The parent's sockets are shared with us: drop (never close) them.
         self._http = self._new_http()
-        if self._stream is not None:
-            self._stream.forget()
-            self._stream = self._new_stream()
+        # The parent's connections are shared with us: drop the pool (never
+        # close its sockets) for a new one.
+        self._stream = self._new_stream()
         self.sessions.reset(self._http)
         self._requests = 0
         self._lock = threading.Lock()

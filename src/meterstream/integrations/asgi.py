@@ -31,11 +31,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
-from .. import _otel
 from .._client import MeterClient
-from .._context import CUSTOMER, enter_customer, exit_customer
 from .._context import current_customer as _current_customer
 from .._context import customer as customer_block
+from .._context import enter_customer, exit_customer
 from ..errors import ConfigurationError
 from ._common import RequestMeter, Resolver, parse_options
 from ._common import header as header
@@ -53,9 +52,6 @@ __all__ = [
 
 #: The scope key holding the :class:`RequestState` of a request.
 SCOPE_KEY = "meterstream"
-
-_set_customer = CUSTOMER.set
-_reset_customer = CUSTOMER.reset
 
 _COMPLETES = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
 
@@ -185,20 +181,11 @@ class MeterstreamMiddleware:
                     if key == raw:
                         customer = _header_value(value)
                         break
-            if _otel.write_baggage or (customer is not None and len(customer) > 5000):
-                entered = enter_customer(customer)
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    exit_customer(entered)
-                return
-            # enter_customer() inlined: a stripped id of at most 5,000
-            # characters is a valid one, and no baggage is written.
-            token = _set_customer(customer)
+            entered = enter_customer(customer)
             try:
                 await self.app(scope, receive, send)
             finally:
-                _reset_customer(token)
+                exit_customer(entered)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket" and self.meter.resolver is not None:
