@@ -19,6 +19,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from meterstream._buffer import Wake
 from meterstream._exporters.base import Exporter
 
 CUS = "cus_buf"
@@ -67,7 +68,7 @@ def make_client() -> Iterator[Callable[..., meterstream.MeterClient]]:
     yield make
     for client in made:
         exporter = client.exporter
-        if isinstance(exporter, GatedExporter):
+        if isinstance(exporter, (GatedExporter, CountingGate)):
             exporter.gate.set()
         client.shutdown(1.0)
 
@@ -358,3 +359,102 @@ def test_concurrent_records_get_unique_generated_identifiers(
             if e["payload"]["stripe_customer_id"] == f"cus_{t}"
         ]
         assert mine == [str(i) for i in range(PER_THREAD)]
+
+
+# -- the wake-up the delivery threads wait on ---------------------------------------------
+
+
+def _waiters(wake: Wake, n: int, timeout: float) -> tuple[list[threading.Thread], list[bool]]:
+    """*n* threads waiting on *wake*; each appends what its wait returned."""
+    woke: list[bool] = []
+    ready = threading.Barrier(n + 1)
+
+    def wait() -> None:
+        ready.wait()
+        woke.append(wake.wait(timeout))
+
+    threads = [threading.Thread(target=wait, daemon=True) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    return threads, woke
+
+
+def test_wake_set_wakes_one_waiter_and_set_all_wakes_the_rest() -> None:
+    wake = Wake()
+    assert not wake.is_set()
+    threads, woke = _waiters(wake, 3, WAIT)
+    # Each wait() holds the condition's lock until it sleeps: once all three
+    # have been notified in turn, all three were asleep.
+    deadline = time.monotonic() + WAIT
+    while len(wake._cond._waiters) < 3:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the waiters never slept"
+        time.sleep(0.001)  # polling a condition's waiter count, not waiting for a thread
+    wake.set()
+    deadline = time.monotonic() + WAIT
+    while not woke:
+        assert time.monotonic() < deadline, "set() woke nobody"
+        time.sleep(0.001)
+    assert len(wake._cond._waiters) == 2  # type: ignore[attr-defined]
+    assert woke == [True]
+    wake.set_all()
+    for thread in threads:
+        thread.join(WAIT)
+    assert woke == [True, True, True]
+
+
+def test_wake_wait_returns_at_once_when_set_and_false_on_timeout() -> None:
+    wake = Wake()
+    assert wake.wait(0.01) is False
+    wake.set()  # nobody waits: the flag keeps it
+    assert wake.is_set()
+    assert wake.wait(0) is True
+    assert wake.wait(WAIT) is True  # still set: wait() does not clear
+    wake.clear()
+    assert not wake.is_set()
+    assert wake.wait(0.01) is False
+
+
+class CountingGate(Exporter):
+    """Holds every ``export`` until ``gate`` is set, counting how many are inside at once."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.max_concurrency = concurrency
+        self.events: list[dict[str, Any]] = []
+        self.gate = threading.Event()
+        self.inside = 0
+        self.most_inside = 0
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+
+    def export(self, events: list[dict[str, Any]], batch_id: str = "") -> None:
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            self.changed.notify_all()
+        self.gate.wait(WAIT)
+        with self.lock:
+            self.inside -= 1
+            self.events.extend(events)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_each_delivery_thread_has_one_batch_out_and_the_rest_wait_in_the_buffer(
+    make_client: Callable[..., Any], concurrency: int
+) -> None:
+    exporter = CountingGate(concurrency)
+    client = make_client(exporter=exporter, batch_size=10)
+    for i in range(10 * (concurrency + 2)):
+        client.record("calls", i, customer=CUS)
+    with exporter.changed:
+        assert exporter.changed.wait_for(lambda: exporter.inside == concurrency, WAIT)
+    # Full batches beyond one per thread stay in the buffer, under its bound.
+    assert client.stats()["queued"] == 10 * (concurrency + 2)
+    assert len(client._buffer) == 20
+    exporter.gate.set()
+    assert client.flush(WAIT)
+    assert exporter.most_inside == concurrency
+    assert sorted(int(e["payload"]["value"]) for e in exporter.events) == list(
+        range(10 * (concurrency + 2))
+    )
+    assert client.stats()["sent"] == 10 * (concurrency + 2)

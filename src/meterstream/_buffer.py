@@ -8,15 +8,53 @@ from collections import deque
 from itertools import repeat, starmap
 from typing import Any, Optional, Union
 
-__all__ = ["Buffer", "FlushMarker"]
+__all__ = ["Buffer", "FlushMarker", "Wake"]
+
+
+class Wake:
+    """A flag like :class:`threading.Event`, whose :meth:`set` wakes one waiter.
+
+    The delivery threads all wait on it. A full batch needs one of them, so
+    waking every idle one (``Event.set`` does) would cost each a trip through
+    the GIL the app's threads need. :meth:`set_all` is for shutdown.
+    """
+
+    __slots__ = ("_cond", "_flag")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify()
+
+    def set_all(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True once set (at once if it is), False when *timeout* ran out first."""
+        with self._cond:
+            if not self._flag:
+                self._cond.wait(timeout)
+            return self._flag
 
 
 class FlushMarker:
     """Put in the buffer by ``flush()``: set once every event before it is settled.
 
-    The buffer is FIFO and one sender settles batches in order, so when the
-    sender reaches the marker, everything recorded before ``flush()`` was
-    called has been delivered, refused or dropped.
+    The buffer is FIFO and batches are numbered as they are taken, so once
+    every batch numbered up to the marker is settled, everything recorded
+    before ``flush()`` was called has been delivered, refused or dropped.
     """
 
     __slots__ = ("done",)
@@ -34,7 +72,8 @@ class Buffer:
     The record path appends without taking a lock: ``deque.append`` is atomic,
     and the bound is checked just before, so concurrent producers can overshoot
     ``max_size`` by at most one event each (never unboundedly). Only overflow
-    takes the lock. One consumer at a time takes batches from the other end.
+    takes the lock. One consumer at a time (under the delivery's lock) takes
+    batches from the other end.
 
     Overflow policies, when ``max_size`` events wait:
       * ``drop_newest``: the new event is dropped;
@@ -58,7 +97,7 @@ class Buffer:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         #: Set when a full batch waits, or a flush was asked for.
-        self.wake = threading.Event()
+        self.wake = Wake()
         #: Events dropped by the overflow policy (either end) ...
         self.dropped_full = 0
         #: ... of which already accepted ones, dropped by ``drop_oldest``.
@@ -170,6 +209,6 @@ class Buffer:
         self.items = deque()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self.wake = threading.Event()
+        self.wake = Wake()
         self.dropped_full = self.dropped_oldest = 0
         self._markers = 0

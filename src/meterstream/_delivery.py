@@ -1,13 +1,14 @@
 """Delivery: the background flusher, batching, concurrent sends, retries, settlement.
 
-Modelled on OpenTelemetry's ``BatchProcessor``: a bounded buffer, one named
-daemon thread per client that waits on an ``Event`` (never a sleep loop), an
-early wake when a batch fills, ``flush``/``shutdown`` with timeouts, and fork
-hooks. The flusher takes batches in order and numbers them; with an exporter
-that allows it (the Stripe exporter: ``max_concurrent_requests``), up to that
-many batches are in flight at once on sender threads, because one request at a
-time to a server 50 ms away caps delivery at two thousand events a second.
-A flush waits until every batch numbered before it has settled.
+Modelled on OpenTelemetry's ``BatchProcessor``: a bounded buffer, named
+daemon threads that wait on a wake-up (never a sleep loop), an early wake
+when a batch fills, ``flush``/``shutdown`` with timeouts, and fork hooks.
+With an exporter that allows it (the Stripe exporter:
+``max_concurrent_requests``), there are that many threads, each taking a
+batch, numbering it and sending it itself, so that many are in flight at
+once: one request at a time to a server 50 ms away caps delivery at two
+thousand events a second. A flush waits until every batch numbered before
+it has settled.
 
 A batch is encoded once, so it keeps its identifiers and its idempotency key
 through every retry. The durable spool (a later issue) will sit between
@@ -108,14 +109,8 @@ class Delivery:
         #: Set by shutdown(): interrupts backoff waits and ends the threads.
         self._stop = threading.Event()
         self._hard_deadline = float("inf")
+        #: Taking a batch from the buffer, numbering it and settling it.
         self._lock = threading.Lock()
-        # Two conditions on one lock, so that each wake-up reaches only who
-        # can act on it: a settled batch wakes the flusher (waiting for room),
-        # a dispatched one wakes one sender. Waking every idle sender on each
-        # settle cost each of them a trip through the GIL the app needs.
-        self._room = threading.Condition(self._lock)  # fewer batches in flight
-        self._work_ready = threading.Condition(self._lock)  # a batch for a sender
-        self._work: deque[tuple[int, EventBatch]] = deque()
         self._workers: list[threading.Thread] = []
         self._next_seq = 0
         self._inflight: dict[int, EventBatch] = {}
@@ -145,18 +140,17 @@ class Delivery:
     # -- threads ------------------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Start the flusher (and sender) threads if they are not running."""
+        """Start the delivery threads if they are not running."""
         with self._start_lock:
             if self.started or self._closing:
                 return
-            threads = [threading.Thread(target=self._run, name="meterstream-flusher", daemon=True)]
-            if self._senders > 1:
-                threads += [
-                    threading.Thread(
-                        target=self._send_loop, name=f"meterstream-sender-{n}", daemon=True
-                    )
-                    for n in range(self._senders)
-                ]
+            # The first also sends what waits when flush_interval passes; the
+            # others wake only for full batches (and flushes).
+            threads = [
+                threading.Thread(target=self._run, args=(self._interval,), name=name, daemon=True)
+                for name in ["meterstream-flusher"]
+                + [f"meterstream-sender-{n}" for n in range(1, self._senders)]
+            ]
             try:
                 for thread in reversed(threads):
                     thread.start()
@@ -171,47 +165,34 @@ class Delivery:
         if self.on_start is not None:
             self.on_start()
 
-    def _run(self) -> None:
+    def _run(self, interval: Optional[float]) -> None:
+        """A delivery thread: take a batch when one is full (or flushed), send it, repeat.
+
+        Each thread takes batches itself and sends them on its own stack: no
+        hand-over between threads, so a batch costs the app's threads as few
+        trips through the GIL as its I/O needs. At most one batch per thread
+        is out; the rest wait in the buffer, under its bound and policy.
+        """
         wake = self._buffer.wake
         while not self._stop.is_set():
-            timed_out = not wake.wait(self._interval)
-            wake.clear()
+            timed_out = not wake.wait(interval)
             if self._stop.is_set():
                 return
             try:
                 if self.on_tick is not None:
                     self.on_tick()
-                self._dispatch_ready(everything=timed_out)
                 self._report_evicted()
+                while self._dispatch_next(timed_out, stoppable=True):
+                    pass
             except Exception as exc:  # the thread must outlive any bug
                 report_internal_error(exc)
                 self._log.log(logging.ERROR, "flusher", "meterstream flusher error: %r", exc)
 
-    def _dispatch_ready(self, everything: bool) -> None:
-        """Dispatch full batches; with *everything* (or a flush pending) the tail too."""
-        on_caller = self._senders == 1
-        while self._dispatch_next(everything, on_caller, stoppable=True):
-            pass
-
-    def _send_loop(self) -> None:
-        """A sender thread: deliver batches the flusher hands over, one at a time."""
-        while True:
-            with self._work_ready:
-                while not self._work and not self._stop.is_set():
-                    self._work_ready.wait()
-                if not self._work:
-                    return
-                seq, batch = self._work.popleft()
-            try:
-                self._deliver(seq, batch)
-            except Exception as exc:  # pragma: no cover - _deliver settles everything
-                report_internal_error(exc)
-
     # -- batches ------------------------------------------------------------------------
 
-    def _dispatch_next(self, everything: bool, on_caller: bool, stoppable: bool) -> bool:
-        """Take one batch from the buffer, number it, and send it here (*on_caller*)
-        or hand it to a sender. False when there was nothing (or no longer leave) to take.
+    def _dispatch_next(self, everything: bool, stoppable: bool) -> bool:
+        """Take one batch from the buffer, number it, and send it on this thread.
+        False when there was nothing (or no longer leave) to take.
 
         Taking and numbering happen under the lock shutdown() takes to abandon
         what is in flight, so no batch is ever out of the buffer and yet
@@ -219,12 +200,10 @@ class Delivery:
         """
         buffer = self._buffer
         batch: Optional[EventBatch] = None
-        with self._room:
-            if not on_caller:
-                # At most one batch waits per sender: the rest stay in the
-                # buffer, under its bound and overflow policy.
-                while len(self._inflight) >= 2 * self._senders and not self._stop.is_set():
-                    self._room.wait(0.1)
+        with self._lock:
+            # Cleared before looking, so that a record that fills a batch
+            # from now on sets it again.
+            buffer.wake.clear()
             if (stoppable and self._stop.is_set()) or not buffer.items:
                 return False
             if len(buffer) < self._batch_size and not (everything or buffer.has_markers):
@@ -235,15 +214,14 @@ class Delivery:
                 seq = self._next_seq
                 self._next_seq += 1
                 self._inflight[seq] = batch
-                if not on_caller:
-                    self._work.append((seq, batch))
-                    self._work_ready.notify()
             if marker is not None:
                 if self._settled_upto >= self._next_seq - 1:
                     marker.done.set()
                 else:
                     self._markers.append((self._next_seq - 1, marker))
-        if batch is not None and on_caller:
+            if len(buffer) >= self._batch_size or buffer.has_markers:
+                buffer.wake.set()  # another full batch: one more thread may take it
+        if batch is not None:
             self._deliver(seq, batch)
         return True
 
@@ -349,7 +327,7 @@ class Delivery:
     def _settle(self, seq: int, batch: EventBatch, error: Optional[DeliveryError]) -> None:
         """Count a batch's final outcome exactly once, and release flushes waiting on it."""
         count = len(batch)
-        with self._room:
+        with self._lock:
             if seq in self._abandoned or self._inflight.pop(seq, None) is None:
                 return  # shutdown() already gave it up and counted it
             if error is None:
@@ -361,7 +339,6 @@ class Delivery:
             else:
                 self.failed_rejected += count
             self._advance(seq)
-            self._room.notify()  # only the flusher waits for room
         if error is not None:
             self._report(list(batch), error)
 
@@ -398,8 +375,13 @@ class Delivery:
         if not evicted or self._settings.on_delivery_error is None:
             return
         raw = []
-        while evicted:
-            raw.append(evicted.popleft())
+        while True:
+            try:  # another delivery thread may be emptying it too
+                raw.append(evicted.popleft())
+            except IndexError:
+                break
+        if not raw:
+            return
         self._report(
             list(EventBatch(raw, self._keys_for)),
             DeliveryError(
@@ -417,7 +399,7 @@ class Delivery:
             while buffer.items:
                 if self._clock() >= deadline:
                     return False
-                self._dispatch_next(everything=True, on_caller=True, stoppable=False)
+                self._dispatch_next(everything=True, stoppable=False)
             return True
         finally:
             self._report_evicted()
@@ -449,10 +431,7 @@ class Delivery:
         else:
             done = self.flush_on_caller(deadline)
         self._stop.set()
-        self._buffer.wake.set()
-        with self._room:
-            self._room.notify_all()
-            self._work_ready.notify_all()
+        self._buffer.wake.set_all()
         threads = [t for t in (thread, *self._workers) if t is not None]
         for worker in threads:
             worker.join(max(0.0, deadline - self._clock()))
@@ -475,14 +454,13 @@ class Delivery:
 
     def _abandon_inflight(self) -> None:
         """Requests still in flight past the deadline (a hanging server): give them up."""
-        with self._room:
+        with self._lock:
             abandoned = list(self._inflight.items())
             for seq, batch in abandoned:
                 self._abandoned.add(seq)
                 del self._inflight[seq]
                 self.dropped_shutdown += len(batch)
                 self._advance(seq)
-            self._work.clear()
         for _, batch in abandoned:
             self._report(
                 list(batch),
