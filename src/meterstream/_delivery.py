@@ -174,15 +174,26 @@ class Delivery:
         is out; the rest wait in the buffer, under its bound and policy.
         """
         wake = self._buffer.wake
+        clock = self._clock
+        # When the flusher next sends what waits, full batch or not. Timed
+        # from the clock, not from wait() returning False: another thread
+        # may have taken the batch this one was woken for.
+        due = float("inf") if interval is None else clock() + interval
         while not self._stop.is_set():
-            timed_out = not wake.wait(interval)
+            wake.wait(None if interval is None else max(0.0, due - clock()))
             if self._stop.is_set():
                 return
+            everything = False
+            if interval is not None:
+                now = clock()
+                if now >= due:
+                    everything = True
+                    due = now + interval
             try:
                 if self.on_tick is not None:
                     self.on_tick()
                 self._report_evicted()
-                while self._dispatch_next(timed_out, stoppable=True):
+                while self._dispatch_next(everything, stoppable=True):
                     pass
             except Exception as exc:  # the thread must outlive any bug
                 report_internal_error(exc)
