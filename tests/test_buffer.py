@@ -364,48 +364,41 @@ def test_concurrent_records_get_unique_generated_identifiers(
 # -- the wake-up the delivery threads wait on ---------------------------------------------
 
 
-def _waiters(wake: Wake, n: int, timeout: float) -> tuple[list[threading.Thread], list[bool]]:
-    """*n* threads waiting on *wake*; each appends what its wait returned."""
-    woke: list[bool] = []
-    ready = threading.Barrier(n + 1)
-
-    def wait() -> None:
-        ready.wait()
-        woke.append(wake.wait(timeout))
-
-    threads = [threading.Thread(target=wait, daemon=True) for _ in range(n)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    return threads, woke
+def _wait_for_sleepers(wake: Wake, n: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while len(wake._waiters) < n:
+        assert time.monotonic() < deadline, "the waiters never slept"
+        time.sleep(0.001)  # polling a waiter count, not waiting for a thread's work
 
 
-def test_wake_set_wakes_one_waiter_and_set_all_wakes_the_rest() -> None:
+def test_wake_set_wakes_the_newest_waiter_only_and_set_all_the_rest() -> None:
     wake = Wake()
     assert not wake.is_set()
-    threads, woke = _waiters(wake, 3, WAIT)
-    # Each wait() holds the condition's lock until it sleeps: once all three
-    # have been notified in turn, all three were asleep.
-    deadline = time.monotonic() + WAIT
-    while len(wake._cond._waiters) < 3:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the waiters never slept"
-        time.sleep(0.001)  # polling a condition's waiter count, not waiting for a thread
+    woke: list[tuple[str, bool]] = []
+    threads = []
+    for name in "abc":  # in this order, each asleep before the next starts
+
+        def wait(name: str = name) -> None:
+            woke.append((name, wake.wait(WAIT)))
+
+        threads.append(threading.Thread(target=wait, daemon=True))
+        threads[-1].start()
+        _wait_for_sleepers(wake, len(threads))
     wake.set()
-    deadline = time.monotonic() + WAIT
-    while not woke:
-        assert time.monotonic() < deadline, "set() woke nobody"
-        time.sleep(0.001)
-    assert len(wake._cond._waiters) == 2  # type: ignore[attr-defined]
-    assert woke == [True]
+    threads[2].join(WAIT)
+    assert woke == [("c", True)]  # the warmest thread; the others sleep on
+    assert len(wake._waiters) == 2
     wake.set_all()
     for thread in threads:
         thread.join(WAIT)
-    assert woke == [True, True, True]
+    assert sorted(woke) == [("a", True), ("b", True), ("c", True)]
+    assert not wake._waiters
 
 
 def test_wake_wait_returns_at_once_when_set_and_false_on_timeout() -> None:
     wake = Wake()
     assert wake.wait(0.01) is False
+    assert not wake._waiters  # a waiter that timed out is gone
     wake.set()  # nobody waits: the flag keeps it
     assert wake.is_set()
     assert wake.wait(0) is True

@@ -16,37 +16,50 @@ class Wake:
 
     The delivery threads all wait on it. A full batch needs one of them, so
     waking every idle one (``Event.set`` does) would cost each a trip through
-    the GIL the app's threads need. :meth:`set_all` is for shutdown.
+    the GIL the app's threads need. The one woken is the last to have started
+    waiting, the thread whose stack and caches are warmest; the others sleep
+    on until more batches wait than one thread can send. :meth:`set_all` is
+    for shutdown.
     """
 
-    __slots__ = ("_cond", "_flag")
+    __slots__ = ("_flag", "_lock", "_waiters")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._waiters: list[Any] = []  # locks held for their waiters, newest last
         self._flag = False
 
     def is_set(self) -> bool:
         return self._flag
 
     def set(self) -> None:
-        with self._cond:
+        with self._lock:
             self._flag = True
-            self._cond.notify()
+            if self._waiters:
+                self._waiters.pop().release()
 
     def set_all(self) -> None:
-        with self._cond:
+        with self._lock:
             self._flag = True
-            self._cond.notify_all()
+            while self._waiters:
+                self._waiters.pop().release()
 
     def clear(self) -> None:
         self._flag = False
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """True once set (at once if it is), False when *timeout* ran out first."""
-        with self._cond:
-            if not self._flag:
-                self._cond.wait(timeout)
-            return self._flag
+        with self._lock:
+            if self._flag:
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if not waiter.acquire(True, -1 if timeout is None else timeout):
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return self._flag
 
 
 class FlushMarker:
