@@ -117,6 +117,12 @@ class MeterClient:
             or self._span_events
             or not self._delivery.started
         )
+        # A delivery thread (on_tick) may compute the above just before
+        # shutdown() sets _closed and _slow, and write False just after:
+        # records would then take the fast path into a buffer nobody drains.
+        # Read _closed again after the write.
+        if self._closed:
+            self._slow = True
 
     @property
     def settings(self) -> Settings:
