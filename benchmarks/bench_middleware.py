@@ -302,11 +302,17 @@ def _wait_stored(emulator: Any, want: int) -> None:
 
 def _count_case(
     case: str, emulator: Any, exporter: str, tmp: str, warmup: int, requests: int
-) -> float:
-    """Instructions per request of *case*'s server, under callgrind."""
+) -> tuple[float, float]:
+    """Instructions per request of *case*'s server, under callgrind: (main thread, others)."""
     per_request = {"plain": 0, "middleware": 0, "middleware+meter": 1}.get(case, 2)
     out = os.path.join(tmp, f"{case}.%p.out")
-    under = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q")
+    under = (
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        "--separate-threads=yes",
+        "-q",
+    )
     port, server = start_server(case, emulator.url, exporter, under)
     pid = str(server.pid)
     try:
@@ -321,9 +327,18 @@ def _count_case(
             total_events = (warmup + requests) * per_request
             _wait_stored(emulator, stored + total_events // 100 * 100)
         subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
-        with open(out.replace("%p", pid) + ".1") as dump:
-            summary = next(line for line in dump if line.startswith("summary:"))
-        return int(summary.split()[1]) / requests
+        main = others = 0
+        # One dump per thread: "<out>.1-01" is the main thread (the event loop's).
+        for name in sorted(os.listdir(tmp)):
+            if not name.startswith(os.path.basename(out.replace("%p", pid)) + ".1-"):
+                continue
+            with open(os.path.join(tmp, name)) as dump:
+                summary = next(line for line in dump if line.startswith(("summary:", "totals:")))
+            if name.endswith(".1-01"):
+                main += int(summary.split()[1])
+            else:
+                others += int(summary.split()[1])
+        return main / requests, others / requests
     finally:
         stop_server(server)
 
@@ -333,8 +348,9 @@ def count_instructions(requests: int, exporter: str) -> int:
 
     After a warm-up, counters are zeroed, exactly *requests* requests are
     served and their events delivered (full batches only), and the counters
-    are dumped: the instructions of the app, the middleware, the decorator and
-    the delivery threads, in user space (the kernel's share of I/O is not
+    are dumped, one file per thread: the instructions of the app, the
+    middleware and the decorator on the event loop's thread, and those of the
+    delivery threads, in user space (the kernel's share of I/O is not
     counted). Unlike requests per second this does not move with the
     machine's other work.
     """
@@ -347,7 +363,7 @@ def count_instructions(requests: int, exporter: str) -> int:
         print("--instructions needs valgrind (callgrind) on the PATH")
         return 2
     warmup = 500
-    counts: dict[str, float] = {}
+    counts: dict[str, tuple[float, float]] = {}
     emulator = Emulator.spawn(auto_create_meters=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -360,10 +376,18 @@ def count_instructions(requests: int, exporter: str) -> int:
         f"httptools) under callgrind, {requests} requests counted after {warmup}, "
         f"exporter={exporter}"
     )
-    print(f"  {'case':<32} {'instructions/request':>20} {'lost':>6}")
-    base = counts["plain"]
+    print(
+        f"  {'case':<32} {'instructions/request':>20} {'lost':>6}  "
+        f"{'event loop thread':>17} {'other threads':>13}"
+    )
+    base = sum(counts["plain"])
     for case in CASES:
-        print(f"  {case:<32} {counts[case]:20,.0f} {(1 - base / counts[case]) * 100:5.1f}%")
+        main, others = counts[case]
+        total = main + others
+        print(
+            f"  {case:<32} {total:20,.0f} {(1 - base / total) * 100:5.1f}%  "
+            f"{main:17,.0f} {others:13,.0f}"
+        )
     return 0
 
 
