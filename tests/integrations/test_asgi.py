@@ -136,6 +136,58 @@ def test_concurrent_requests_never_see_each_others_customer(
         assert events.count(("ai_search_api", f"cus_{k}", "1")) == len(range(k, 300, 7))
 
 
+def test_header_values_are_checked_on_every_request_and_remembered_within_a_bound(
+    client: meterstream.MeterClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meterstream.integrations import asgi
+
+    monkeypatch.setattr(asgi, "_VALUES_KEPT", 8)
+    app = make_app(customer_resolver=BY_HEADER)
+    too_long = "cus_" + "x" * 5000
+    with TestClient(app) as http:
+        customers = []
+        for value in [" cus_1 ", "cus_1", "", too_long, too_long, "cus_\u00e9"] + [
+            f"cus_{n}" for n in range(20)
+        ]:
+            response = http.get("/async", headers={"X-Customer-Id": value.encode()})
+            assert response.status_code == 200
+            customers.append(response.json()["customer"])
+        kept = len(middleware_of(app)._values)
+    assert customers[:6] == ["cus_1", "cus_1", None, too_long, too_long, "cus_\u00e9"]
+    assert 1 <= kept <= 8
+    events = sent(client)
+    # The blank header is no customer, and the over-long id is refused both
+    # times: remembered values are still checked values.
+    assert [customer for _, customer, _ in events] == (
+        ["cus_1", "cus_1", "cus_\u00e9"] + [f"cus_{n}" for n in range(20)]
+    )
+    stats = client.stats()
+    assert stats["dropped_invalid"] == 2
+    assert stats["dropped_missing_customer"] == 1
+
+
+def test_the_customer_also_goes_into_baggage_when_baggage_is_written(
+    client: meterstream.MeterClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import baggage
+
+    from meterstream import _otel
+
+    monkeypatch.setattr(_otel, "write_baggage", True)
+    app = make_app(customer_resolver=BY_HEADER)
+
+    @app.get("/baggage")
+    async def read_baggage() -> dict[str, Any]:
+        return {"baggage": baggage.get_baggage(_otel.baggage_key)}
+
+    with TestClient(app) as http:
+        answers = [
+            http.get("/baggage", headers={"X-Customer-Id": "cus_7"}).json(),
+            http.get("/baggage").json(),
+        ]
+    assert answers == [{"baggage": "cus_7"}, {"baggage": None}]
+
+
 def test_a_plain_starlette_app_works_too(client: meterstream.MeterClient) -> None:
     async def endpoint(request: Request) -> JSONResponse:
         return JSONResponse(await asearch("q"))

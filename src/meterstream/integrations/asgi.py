@@ -19,6 +19,7 @@ query and path, cookies, ``scope["user"]``; not the body. See
 
 from __future__ import annotations
 
+from asyncio import _get_running_loop as _running_loop
 from typing import Any, Optional
 
 try:
@@ -31,10 +32,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
+from .. import _otel
 from .._client import MeterClient
+from .._context import CUSTOMER, _context_value, enter_customer, exit_customer
 from .._context import current_customer as _current_customer
 from .._context import customer as customer_block
-from .._context import enter_customer, exit_customer
+from .._internal import report_internal_error
+from .._loop_delivery import LoopSender
 from ..errors import ConfigurationError
 from ._common import RequestMeter, Resolver, parse_options
 from ._common import header as header
@@ -52,6 +56,10 @@ __all__ = [
 
 #: The scope key holding the :class:`RequestState` of a request.
 SCOPE_KEY = "meterstream"
+
+#: How many distinct header values the header() fast path remembers.
+_VALUES_KEPT = 4096
+_UNSEEN: Any = object()
 
 _COMPLETES = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
 
@@ -128,6 +136,11 @@ class MeterstreamMiddleware:
         flush_timeout: how long that flush may take, in seconds.
         flush_on_shutdown: flush when lifespan shutdown completes.
         client: the client to record and flush with; default the default client.
+        deliver_on_event_loop: let the client send full batches from the
+            event loop serving requests rather than from its threads, which
+            would share the GIL with it (see ``docs/delivery.md``). Only for
+            the Stripe exporter under asyncio; retries, sessions, partial
+            batches and flushes stay with the threads.
 
     Raises:
         ConfigurationError: a wrong option.
@@ -144,8 +157,12 @@ class MeterstreamMiddleware:
         flush_timeout: float = 2.0,
         flush_on_shutdown: bool = True,
         client: Optional[MeterClient] = None,
+        deliver_on_event_loop: bool = True,
     ) -> None:
         self.app = app
+        self._on_loop = bool(deliver_on_event_loop)
+        #: The event loop last seen, and the client's sender on it (None: declined).
+        self._checked: tuple[Any, Optional[LoopSender]] = (None, None)
         options = parse_options(
             {
                 "customer_resolver": customer_resolver,
@@ -159,6 +176,8 @@ class MeterstreamMiddleware:
         self.meter = RequestMeter(options, client)
         self.flush_on_shutdown = flush_on_shutdown
         self._raw_header = self.meter.raw_header
+        #: header(): raw header value -> what the context variable holds for it.
+        self._values: dict[bytes, Any] = {}
         #: A resolver and nothing to do after the response: the short path.
         self._plain = self.meter.resolver is not None and not self.meter.after_response
 
@@ -172,20 +191,36 @@ class MeterstreamMiddleware:
         if kind == "http" and self._plain:
             # The common request, kept to the fewest steps: every request pays
             # it. No RequestState: nothing happens after the response.
+            if self._on_loop:
+                loop, sender = self._checked
+                if loop is not _running_loop() or (sender is not None and sender.closed):
+                    self._attach()
             raw = self._raw_header
-            customer = None
-            if raw is None:
-                customer = self.meter.resolve(Request(scope))
-            else:
-                for key, value in scope["headers"]:
-                    if key == raw:
-                        customer = _header_value(value)
-                        break
-            entered = enter_customer(customer)
+            if raw is None or _otel.write_baggage:
+                if raw is None:
+                    customer = self.meter.resolve(Request(scope))
+                else:
+                    customer = self._header_customer(scope)
+                entered = enter_customer(customer)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    exit_customer(entered)
+                return
+            # header(), no baggage to write: what enter_customer() does, with
+            # the header's context value looked up rather than worked out.
+            value = None
+            for key, header_value in scope["headers"]:
+                if key == raw:
+                    value = self._values.get(header_value, _UNSEEN)
+                    if value is _UNSEEN:
+                        value = self._learn(header_value)
+                    break
+            token = CUSTOMER.set(value)
             try:
                 await self.app(scope, receive, send)
             finally:
-                exit_customer(entered)
+                CUSTOMER.reset(token)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket" and self.meter.resolver is not None:
@@ -198,19 +233,50 @@ class MeterstreamMiddleware:
         else:
             await self.app(scope, receive, send)
 
-    def _resolve(self, scope: Scope, connection: type[HTTPConnection]) -> Optional[str]:
-        raw = self._raw_header
-        if raw is None:
-            return self.meter.resolve(connection(scope))
+    def _learn(self, raw_value: bytes) -> Any:
+        """The context value for a header value not seen yet, remembered.
+
+        Header values come from clients: the memory is bounded, and starts
+        over when full.
+        """
+        value = _context_value(_header_value(raw_value))
+        values = self._values
+        if len(values) >= _VALUES_KEPT:
+            values.clear()
+        values[raw_value] = value
+        return value
+
+    def _header_customer(self, scope: Scope) -> Optional[str]:
         # header(): read the raw header list, as Starlette's Headers.get does,
         # without building a Request (a measurable share of a small request).
+        raw = self._raw_header
         for key, value in scope["headers"]:
             if key == raw:
                 return _header_value(value)
         return None
 
+    def _resolve(self, scope: Scope, connection: type[HTTPConnection]) -> Optional[str]:
+        if self._raw_header is None:
+            return self.meter.resolve(connection(scope))
+        return self._header_customer(scope)
+
+    def _attach(self) -> None:
+        """Have the client send full batches from this event loop (``deliver_on_event_loop``)."""
+        loop = _running_loop()
+        sender = None
+        if loop is not None:  # None: not asyncio (trio)
+            try:
+                sender = self.meter.client._attach_loop(loop)
+            except Exception as exc:  # never fail the request for it
+                report_internal_error(exc)
+        self._checked = (loop, sender)
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         meter = self.meter
+        if self._on_loop:
+            loop, sender = self._checked
+            if loop is not _running_loop() or (sender is not None and sender.closed):
+                self._attach()
         resolver = meter.resolver
         customer = _current_customer() if resolver is None else self._resolve(scope, Request)
         state = scope[SCOPE_KEY] = RequestState(customer)
