@@ -16,9 +16,11 @@ from typing import Optional
 
 from ._http11 import (
     _DIGITS,
+    _LINE_END,
     MAX_BODY,
     MAX_HEAD,
     MAX_INTERIM,
+    READ_SIZE,
     Http11Pool,
     Reply,
     TransportError,
@@ -53,6 +55,8 @@ class AsyncHttp11:
         Raises:
             TransportError: no complete answer within the pool's timeout.
         """
+        if self.closed:
+            raise TransportError("the client was closed")
         request = self._pool._head("POST", path, headers, len(body)) + body
         try:
             return await asyncio.wait_for(self._exchange(request), self._pool.timeout)
@@ -135,7 +139,7 @@ async def _read_body(
     codings = [v for k, v in headers if k == "transfer-encoding"]
     if codings:
         if ",".join(codings).split(",")[-1].strip().lower() == "chunked":
-            return await _read_chunked(reader), True
+            return await _read_chunked(reader)
         return await _read_to_close(reader), False
     lengths = {v.strip() for k, v in headers if k == "content-length"}
     if not lengths:
@@ -152,7 +156,7 @@ async def _read_to_close(reader: asyncio.StreamReader) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await reader.read(65536)
+        chunk = await reader.read(READ_SIZE)
         if not chunk:
             return b"".join(parts)
         size += len(chunk)
@@ -161,31 +165,51 @@ async def _read_to_close(reader: asyncio.StreamReader) -> bytes:
         parts.append(chunk)
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """A chunked body, and whether nothing came after it (the connection may
+    be reused): as ``Http11Pool._read_chunked``, over our own buffer so that
+    a line too long fails as soon as it is."""
+    data = b""
+    pos = 0
     body: list[bytes] = []
     size = 0
+
+    async def more() -> None:
+        nonlocal data
+        chunk = await reader.read(READ_SIZE)
+        if not chunk:
+            raise TransportError("the connection closed inside a chunked body")
+        data += chunk
+
+    async def line() -> bytes:
+        nonlocal pos
+        while True:
+            match = _LINE_END.search(data, pos)
+            if match is not None:
+                text, pos = data[pos : match.start()], match.end()
+                return text
+            if len(data) - pos > 4096:
+                raise TransportError("a chunk line is too long")
+            await more()
+
     while True:
-        size_text = (await _line(reader)).split(b";", 1)[0].strip()
+        size_text = (await line()).split(b";", 1)[0].strip()
         if not size_text or len(size_text) > 16 or not _is_hex(size_text):
             raise TransportError(f"a bad chunk size: {size_text[:20]!r}")
         chunk_size = int(size_text, 16)
         if chunk_size == 0:
-            while await _line(reader):  # trailers, up to the empty line
+            while await line():  # trailers, up to the empty line
                 pass
-            return b"".join(body)
+            return b"".join(body), pos == len(data)
         size += chunk_size
         if size > MAX_BODY:
             raise TransportError("the answer's body is too large")
-        body.append(await reader.readexactly(chunk_size))
-        if await _line(reader):
+        while len(data) - pos < chunk_size:
+            await more()
+        body.append(data[pos : pos + chunk_size])
+        pos += chunk_size
+        if await line():
             raise TransportError("a chunk is longer than its size says")
-
-
-async def _line(reader: asyncio.StreamReader) -> bytes:
-    line = await reader.readuntil(b"\n")
-    if len(line) > 4096:
-        raise TransportError("a chunk line is too long")
-    return line.rstrip(b"\r\n")
 
 
 def _reusable(stream: _Stream) -> bool:
