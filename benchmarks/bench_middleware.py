@@ -27,7 +27,7 @@ server that is CPU-bound, the throughput lost is ``1 - cpu(plain) / cpu(case)``.
 
     python benchmarks/bench_middleware.py [--seconds 1] [--rounds 12] [--connections 32]
         [--cases middleware+meter] [--exporter none]
-    python benchmarks/bench_middleware.py --instructions [--requests 2000]
+    python benchmarks/bench_middleware.py --instructions [--requests 2000] [--cases middleware+meter]
 
 A script, not a test: the numbers go to docs/performance.md.
 """
@@ -304,7 +304,7 @@ def _count_case(
     case: str, emulator: Any, exporter: str, tmp: str, warmup: int, requests: int
 ) -> tuple[float, float]:
     """Instructions per request of *case*'s server, under callgrind: (main thread, others)."""
-    per_request = {"plain": 0, "middleware": 0, "middleware+meter": 1}.get(case, 2)
+    per_request = {"plain": 0, "middleware": 0, "middleware+meter+request_event": 2}.get(case, 1)
     out = os.path.join(tmp, f"{case}.%p.out")
     under = (
         "valgrind",
@@ -343,7 +343,7 @@ def _count_case(
         stop_server(server)
 
 
-def count_instructions(requests: int, exporter: str) -> int:
+def count_instructions(requests: int, exporter: str, cases: list[str]) -> int:
     """Instructions per request, each case's server under callgrind.
 
     After a warm-up, counters are zeroed, exactly *requests* requests are
@@ -367,7 +367,7 @@ def count_instructions(requests: int, exporter: str) -> int:
     emulator = Emulator.spawn(auto_create_meters=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for case in CASES:
+            for case in cases:
                 counts[case] = _count_case(case, emulator, exporter, tmp, warmup, requests)
     finally:
         emulator.stop()
@@ -381,7 +381,7 @@ def count_instructions(requests: int, exporter: str) -> int:
         f"{'event loop thread':>17} {'other threads':>13}"
     )
     base = sum(counts["plain"])
-    for case in CASES:
+    for case in cases:
         main, others = counts[case]
         total = main + others
         print(
@@ -424,8 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         load_generator(args.load_generator, args.seconds, args.connections, args.requests)
         return 0
 
+    cases = ["plain", *(c for c in args.cases.split(",") if c != "plain")]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
     if args.instructions:
-        return count_instructions(args.requests or 2000, args.exporter)
+        return count_instructions(args.requests or 2000, args.exporter, cases)
     if args.no_pin:
         SERVER_CPUS.clear()
         OTHER_CPUS.clear()
@@ -435,10 +439,6 @@ def main(argv: list[str] | None = None) -> int:
     emulator = Emulator.spawn(auto_create_meters=True)
     if OTHER_CPUS:
         os.sched_setaffinity(emulator.process.pid, OTHER_CPUS)
-    cases = ["plain", *(c for c in args.cases.split(",") if c != "plain")]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
     results: dict[str, list[float]] = {case: [] for case in cases}
     cpu: dict[str, list[float]] = {case: [] for case in cases}
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}

@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from . import _events, _otel
 from ._buffer import Buffer
@@ -22,11 +22,6 @@ from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
 from ._internal import RateLimitedLog, report_internal_error
 from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCustomerError
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from ._loop_delivery import LoopSender
 
 __all__ = ["MeterClient"]
 
@@ -79,9 +74,7 @@ class MeterClient:
         self._sync = s.sync_mode
         # Read by the record path; kept as attributes of the client to save lookups.
         self._items = self._buffer.items
-        #: What the record that fills a batch signals: the delivery threads'
-        #: wake-up, or the event loop attached (_attach_loop).
-        self._wake: Any = self._buffer.wake
+        self._wake = self._buffer.wake
         self._max_size = s.max_queue_size
         self._batch_size = s.batch_size
         self.name = f"client-{next(_client_numbers)}"
@@ -342,8 +335,8 @@ class MeterClient:
         if self._sync:
             self._delivery.flush_on_caller()
             return
-        if len(items) >= self._batch_size and not self._wake.is_set():
-            self._wake.set()
+        if len(items) >= buffer.batch_size and not buffer.wake.is_set():
+            buffer.wake.set()
         if not self._delivery.started:
             self._delivery.ensure_started()
 
@@ -390,51 +383,6 @@ class MeterClient:
             self._dropped[reason] += count
         if level is not None:
             self._log.log(level, "drop:" + reason, msg, *args)
-
-    # -- sending from an event loop (see _loop_delivery) ------------------------
-
-    def _attach_loop(self, loop: asyncio.AbstractEventLoop) -> Optional[LoopSender]:
-        """Send full batches from *loop*, the running loop of the calling thread.
-
-        None when this client cannot (not the Stripe exporter's lean client,
-        disabled, sync mode, shut down) or another running loop already does.
-        """
-        if not self._active or self._sync or self._closed:
-            return None
-        exporter = self.exporter
-        if not getattr(exporter, "loop_capable", False):
-            return None
-        from ._loop_delivery import LoopSender
-
-        current = self._delivery.loop_sender
-        if current is not None and not current.closed:
-            if current.loop is loop:
-                return current
-            if current.loop.is_running():
-                return None  # another loop, still serving: it keeps sending
-            current.detach()
-        sender = LoopSender(
-            loop,
-            self._delivery,
-            exporter,  # type: ignore[arg-type]
-            self._settings.max_concurrent_requests,
-            self._loop_detached,
-        )
-        self._delivery.loop_sender = sender
-        self._wake = sender
-        if self._closed:  # shut down meanwhile
-            sender.detach()
-            return None
-        return sender
-
-    def _loop_detached(self, sender: LoopSender) -> None:
-        """*sender* stopped sending (from any thread): the threads take over."""
-        if self._delivery.loop_sender is sender:
-            self._delivery.loop_sender = None
-        if self._wake is sender:
-            self._wake = self._buffer.wake
-        if len(self._buffer) >= self._batch_size:
-            self._buffer.wake.set()
 
     # -- fork ---------------------------------------------------------------------
 

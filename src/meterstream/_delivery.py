@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import _events
 from ._buffer import Buffer, FlushMarker
@@ -33,9 +33,6 @@ from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
 from ._otel import export_span
 from .errors import DeliveryError
-
-if TYPE_CHECKING:
-    from ._loop_delivery import LoopSender
 
 __all__ = ["Backoff", "Delivery"]
 
@@ -121,10 +118,6 @@ class Delivery:
         self._settled_ahead: set[int] = set()
         self._markers: deque[tuple[int, FlushMarker]] = deque()
         self._abandoned: set[int] = set()
-        #: Batches an event loop took and hands back: (number, batch, batch id, error).
-        self._handoff: deque[tuple[int, EventBatch, str, Optional[Exception]]] = deque()
-        #: The event loop sending full batches, when one is attached.
-        self.loop_sender: Optional[LoopSender] = None
 
     # -- counters ---------------------------------------------------------------------
 
@@ -199,9 +192,6 @@ class Delivery:
             try:
                 if self.on_tick is not None:
                     self.on_tick()
-                sender = self.loop_sender
-                if sender is not None:
-                    sender.check()
                 self._report_evicted()
                 while self._dispatch_next(everything, stoppable=True):
                     pass
@@ -219,100 +209,39 @@ class Delivery:
         what is in flight, so no batch is ever out of the buffer and yet
         unknown to the bookkeeping.
         """
-        if self._handoff:
-            try:
-                seq, batch, batch_id, error = self._handoff.popleft()
-            except IndexError:  # another thread took it
-                pass
-            else:
-                self._deliver(seq, batch, batch_id, error)
-                return True
         buffer = self._buffer
+        batch: Optional[EventBatch] = None
         with self._lock:
             # Cleared before looking, so that a record that fills a batch
             # from now on sets it again.
             buffer.wake.clear()
             if (stoppable and self._stop.is_set()) or not buffer.items:
                 return False
-            if not (everything or buffer.has_markers):
-                if len(buffer) < self._batch_size:
-                    return False
-                sender = self.loop_sender
-                if sender is not None and sender.sending:
-                    return False  # full batches are the event loop's
-            taken = self._take_locked()
+            if len(buffer) < self._batch_size and not (everything or buffer.has_markers):
+                return False
+            raw, marker = buffer.take(self._batch_size)
+            if raw:
+                batch = EventBatch(raw, self._keys_for)
+                seq = self._next_seq
+                self._next_seq += 1
+                self._inflight[seq] = batch
+            if marker is not None:
+                if self._settled_upto >= self._next_seq - 1:
+                    marker.done.set()
+                else:
+                    self._markers.append((self._next_seq - 1, marker))
             if len(buffer) >= self._batch_size or buffer.has_markers:
                 buffer.wake.set()  # another full batch: one more thread may take it
-        if taken is not None:
-            self._deliver(*taken)
+        if batch is not None:
+            self._deliver(seq, batch)
         return True
 
-    def _take_locked(self) -> Optional[tuple[int, EventBatch]]:
-        """Take and number one batch (under ``_lock``); a marker met on the way is filed."""
-        raw, marker = self._buffer.take(self._batch_size)
-        taken = None
-        if raw:
-            batch = EventBatch(raw, self._keys_for)
-            seq = self._next_seq
-            self._next_seq += 1
-            self._inflight[seq] = batch
-            taken = seq, batch
-        if marker is not None:
-            if self._settled_upto >= self._next_seq - 1:
-                marker.done.set()
-            else:
-                self._markers.append((self._next_seq - 1, marker))
-        return taken
-
-    # -- an event loop's side (see _loop_delivery) --------------------------------
-
-    def take_full_batch(self) -> Optional[tuple[int, EventBatch]]:
-        """A full batch for an event loop to send, numbered; None when none waits."""
-        buffer = self._buffer
-        with self._lock:
-            if self._closing or self._stop.is_set() or len(buffer) < self._batch_size:
-                return None
-            return self._take_locked()
-
-    def hand_off(
-        self, seq: int, batch: EventBatch, batch_id: str, error: Optional[Exception]
-    ) -> None:
-        """An event loop gives batch *seq* back: a thread sends it on.
-
-        *error*: how the loop's attempt failed (None: it did not try).
-        """
-        self._handoff.append((seq, batch, batch_id, error))
-        self._buffer.wake.set()
-
-    def wake_threads(self) -> None:
-        self._buffer.wake.set()
-
-    def settle(self, seq: int, batch: EventBatch, error: Optional[DeliveryError]) -> None:
-        self._settle(seq, batch, error)
-
-    def log(self, level: int, key: str, message: str, *args: Any) -> None:
-        self._log.log(level, key, message, *args)
-
-    @staticmethod
-    def new_batch_id() -> str:
-        """Unique across processes and restarts (the identifier prefix is 80
-        random bits, new in a forked child) without a uuid4 per batch, whose
-        getrandom() call lets go of the GIL."""
-        return f"{_events.identifier_prefix()}b{next(_batch_numbers)}"
-
-    def _deliver(
-        self,
-        seq: int,
-        batch: EventBatch,
-        batch_id: Optional[str] = None,
-        failed: Optional[Exception] = None,
-    ) -> None:
-        """Send one batch until it is accepted, refused, or out of retry time.
-
-        *batch_id* and *failed*: an event loop's first attempt, handed on.
-        """
-        if batch_id is None:
-            batch_id = self.new_batch_id()
+    def _deliver(self, seq: int, batch: EventBatch) -> None:
+        """Send one batch until it is accepted, refused, or out of retry time."""
+        # Unique across processes and restarts (the identifier prefix is 80
+        # random bits, new in a forked child) without a uuid4 per batch,
+        # whose getrandom() call lets go of the GIL.
+        batch_id = f"{_events.identifier_prefix()}b{next(_batch_numbers)}"
         started = self._clock()
         deadline = min(started + self._settings.max_retry_time, self._hard_deadline)
         attempt = 0
@@ -326,11 +255,6 @@ class Delivery:
                 )
                 return
             try:
-                if failed is not None:
-                    # Attempt 1 was the loop's: its failure is sorted here
-                    # like one of ours.
-                    error, failed = failed, None
-                    raise error
                 with export_span(batch, attempt):
                     self._exporter.export(batch, batch_id=batch_id)
             except RetryableExportError as exc:
@@ -493,9 +417,6 @@ class Delivery:
 
     def flush(self, timeout: Optional[float]) -> bool:
         """True once every event recorded before the call is settled."""
-        sender = self.loop_sender
-        if sender is not None:
-            sender.before_blocking()
         marker = self._buffer.add_marker()
         if not (self._settings.sync_mode or self._closing):
             self.ensure_started()
@@ -513,10 +434,6 @@ class Delivery:
         """
         with self._start_lock:
             self._closing = True
-        sender = self.loop_sender
-        if sender is not None:
-            sender.detach()
-            sender.before_blocking()
         deadline = self._clock() + timeout
         self._hard_deadline = deadline
         thread = self._thread

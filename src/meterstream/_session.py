@@ -148,13 +148,6 @@ class SessionManager:
             assert self._token is not None
             return self._token
 
-    def fresh(self) -> Optional[str]:
-        """The current token if it is good for now, else None; never opens a session."""
-        token = self._token
-        if token is not None and self._clock() < self._refresh_at:
-            return token
-        return None
-
     def invalidate(self, token: str) -> None:
         """The stream refused *token*: the next ``token()`` opens a new session.
 

@@ -23,8 +23,7 @@ from .._session import (
 )
 from .._version import __version__
 from ..errors import DeliveryError
-from ._aio import AsyncHttp11
-from ._http11 import Http11Pool, Reply, TransportError
+from ._http11 import Http11Pool, TransportError
 from ._watchdog import RequestWatchdog
 from .base import EventBatch, Exporter, RetryableExportError
 
@@ -135,14 +134,6 @@ class StripeExporter(Exporter):
         post: Callable[[bytes, dict[str, str]], Optional[httpx.Response]],
     ) -> None:
         token = self.sessions.token()
-        body, headers = self._request(events, batch_id, token)
-        response = post(body, headers)
-        if response is not None:
-            self._refused(events, token, response)
-
-    def _request(
-        self, events: EventBatch, batch_id: str, token: str
-    ) -> tuple[bytes, dict[str, str]]:
         # Stripe-Version and Content-Type on the stream too, not only on sessions.
         headers = {**self._headers, "Authorization": f"Bearer {token}"}
         if batch_id:
@@ -150,37 +141,9 @@ class StripeExporter(Exporter):
         body = events.to_json()
         with self._lock:
             self._requests += 1
-        return body, headers
-
-    # -- from an event loop (see meterstream._loop_delivery) -------------------------
-
-    def loop_http(self) -> AsyncHttp11:
-        """A client for the stream on the calling thread's event loop."""
-        if self._stream is None:
-            raise RuntimeError("batches go over httpx: no event loop sending")
-        return AsyncHttp11(self._stream)
-
-    @property
-    def loop_capable(self) -> bool:
-        """Whether an event loop may send batches (the lean client carries the stream)."""
-        return self._stream is not None and not self._closed
-
-    def loop_request(
-        self, events: EventBatch, batch_id: str
-    ) -> Optional[tuple[str, str, bytes, dict[str, str]]]:
-        """(token, path, body, headers) of the request for *events*; None when
-        no session is open and fresh (opening one is the threads' work)."""
-        token = self.sessions.fresh()
-        if token is None or self._closed:
-            return None
-        body, headers = self._request(events, batch_id, token)
-        return token, self._stream_path, body, headers
-
-    def refused(self, events: EventBatch, token: str, reply: Reply) -> None:
-        """Sort an answer other than 200 from an event loop's request (raises)."""
-        self._refused(
-            events, token, httpx.Response(reply.status, headers=reply.headers, content=reply.body)
-        )
+        response = post(body, headers)
+        if response is not None:
+            self._refused(events, token, response)
 
     def _post_lean(self, body: bytes, headers: dict[str, str]) -> Optional[httpx.Response]:
         """POST over the lean client: None for a 200, else the answer (as httpx's)."""

@@ -19,7 +19,6 @@ query and path, cookies, ``scope["user"]``; not the body. See
 
 from __future__ import annotations
 
-from asyncio import _get_running_loop as _running_loop
 from typing import Any, Optional
 
 try:
@@ -37,8 +36,6 @@ from .._client import MeterClient
 from .._context import CUSTOMER, _context_value, enter_customer, exit_customer
 from .._context import current_customer as _current_customer
 from .._context import customer as customer_block
-from .._internal import report_internal_error
-from .._loop_delivery import LoopSender
 from ..errors import ConfigurationError
 from ._common import RequestMeter, Resolver, parse_options
 from ._common import header as header
@@ -136,11 +133,6 @@ class MeterstreamMiddleware:
         flush_timeout: how long that flush may take, in seconds.
         flush_on_shutdown: flush when lifespan shutdown completes.
         client: the client to record and flush with; default the default client.
-        deliver_on_event_loop: let the client send full batches from the
-            event loop serving requests rather than from its threads, which
-            would share the GIL with it (see ``docs/delivery.md``). Only for
-            the Stripe exporter under asyncio; retries, sessions, partial
-            batches and flushes stay with the threads.
 
     Raises:
         ConfigurationError: a wrong option.
@@ -157,12 +149,8 @@ class MeterstreamMiddleware:
         flush_timeout: float = 2.0,
         flush_on_shutdown: bool = True,
         client: Optional[MeterClient] = None,
-        deliver_on_event_loop: bool = True,
     ) -> None:
         self.app = app
-        self._on_loop = bool(deliver_on_event_loop)
-        #: The event loop last seen, and the client's sender on it (None: declined).
-        self._checked: tuple[Any, Optional[LoopSender]] = (None, None)
         options = parse_options(
             {
                 "customer_resolver": customer_resolver,
@@ -191,10 +179,6 @@ class MeterstreamMiddleware:
         if kind == "http" and self._plain:
             # The common request, kept to the fewest steps: every request pays
             # it. No RequestState: nothing happens after the response.
-            if self._on_loop:
-                loop, sender = self._checked
-                if loop is not _running_loop() or (sender is not None and sender.closed):
-                    self._attach()
             raw = self._raw_header
             if raw is None or _otel.write_baggage:
                 if raw is None:
@@ -260,23 +244,8 @@ class MeterstreamMiddleware:
             return self.meter.resolve(connection(scope))
         return self._header_customer(scope)
 
-    def _attach(self) -> None:
-        """Have the client send full batches from this event loop (``deliver_on_event_loop``)."""
-        loop = _running_loop()
-        sender = None
-        if loop is not None:  # None: not asyncio (trio)
-            try:
-                sender = self.meter.client._attach_loop(loop)
-            except Exception as exc:  # never fail the request for it
-                report_internal_error(exc)
-        self._checked = (loop, sender)
-
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         meter = self.meter
-        if self._on_loop:
-            loop, sender = self._checked
-            if loop is not _running_loop() or (sender is not None and sender.closed):
-                self._attach()
         resolver = meter.resolver
         customer = _current_customer() if resolver is None else self._resolve(scope, Request)
         state = scope[SCOPE_KEY] = RequestState(customer)
