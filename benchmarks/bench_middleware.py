@@ -27,7 +27,8 @@ server that is CPU-bound, the throughput lost is ``1 - cpu(plain) / cpu(case)``.
 
     python benchmarks/bench_middleware.py [--seconds 1] [--rounds 12] [--connections 32]
         [--cases middleware+meter] [--exporter none]
-    python benchmarks/bench_middleware.py --instructions [--requests 2000] [--cases middleware+meter]
+    python benchmarks/bench_middleware.py --instructions [--requests 2000]
+        [--cases middleware+meter]
 
 A script, not a test: the numbers go to docs/performance.md.
 """
