@@ -23,6 +23,7 @@ DOCUMENTED = {
     "configure",
     "current_customer",
     "customer",
+    "drain_on_sigterm",
     "flush",
     "get_client",
     "meter",
