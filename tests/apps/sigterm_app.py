@@ -48,11 +48,30 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[byt
 
 
 async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":  # as Starlette and FastAPI apps do
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[-1]
+            await send({"type": message["type"] + ".complete"})
+            if kind == "shutdown":
+                return
     if scope["type"] != "http":
         return
     body = record(scope.get("query_string", b"").decode())
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
+
+
+def _asgi_middleware() -> Any:
+    try:
+        from meterstream.integrations.asgi import MeterstreamMiddleware
+    except ImportError:
+        return None
+    return MeterstreamMiddleware(asgi_app)
+
+
+#: The raw app behind meterstream's ASGI middleware (which flushes at lifespan shutdown).
+asgi_middleware_app = _asgi_middleware()
 
 
 def _flask() -> Any:

@@ -86,6 +86,15 @@ HTTP_SERVERS: dict[str, Callable[[int], list[str]]] = {
         "warning",
         "tests.apps.sigterm_app:asgi_app",
     ),  # fmt: skip
+    "uvicorn + MeterstreamMiddleware": lambda port: _python(
+        "-m",
+        "uvicorn",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "tests.apps.sigterm_app:asgi_middleware_app",
+    ),
     "Django runserver": lambda port: _python(
         "-m",
         "django",

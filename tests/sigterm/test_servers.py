@@ -94,11 +94,14 @@ def test_servers_that_lose_the_buffer_deliver_it_with_the_opt_in(
     assert with_drain.returncode == without.returncode
 
 
-def test_gunicorn_already_drains_and_the_opt_in_does_not_make_it_worse(
-    emulator: Emulator,
+@pytest.mark.parametrize("server", ["gunicorn (sync worker)", "uvicorn + MeterstreamMiddleware"])
+def test_servers_that_already_drain_are_not_made_worse_by_the_opt_in(
+    emulator: Emulator, server: str
 ) -> None:
-    pytest.importorskip("gunicorn")
-    without = measure_http(emulator, "gunicorn (sync worker)", drain=False)
-    assert without.delivered == without.recorded and without.returncode == 0
-    with_drain = measure_http(emulator, "gunicorn (sync worker)", drain=True)
-    assert with_drain.delivered == with_drain.recorded and with_drain.returncode == 0
+    if server.startswith("gunicorn"):
+        pytest.importorskip("gunicorn")
+    without = measure_http(emulator, server, drain=False)
+    assert without.delivered == without.recorded
+    with_drain = measure_http(emulator, server, drain=True)
+    assert with_drain.delivered == with_drain.recorded
+    assert with_drain.returncode == without.returncode
