@@ -95,6 +95,12 @@ HTTP_SERVERS: dict[str, Callable[[int], list[str]]] = {
         "warning",
         "tests.apps.sigterm_app:asgi_middleware_app",
     ),
+    "uvicorn.run() in a script": lambda port: _python(
+        "-c",
+        "import uvicorn\n"
+        "from tests.apps import sigterm_app\n"
+        f"uvicorn.run(sigterm_app.asgi_app, port={port}, log_level='warning')\n",
+    ),
     "Django runserver": lambda port: _python(
         "-m",
         "django",
