@@ -19,6 +19,13 @@ def test_a_body_limit_too_small_for_one_event_is_refused(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("key", ["", " ", "sk_test_a b"])
+def test_a_key_no_client_can_send_is_refused(capsys: pytest.CaptureFixture[str], key: str) -> None:
+    assert main(["--api-key", key, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--api-key" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_busy_port_suggests_port_0(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -73,6 +73,14 @@ def _body_limit(text: str) -> int:
     return value
 
 
+def _api_key(text: str) -> str:
+    if not text or text != text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot be sent as a bearer token, so every request would be refused"
+        )
+    return text
+
+
 def _port(text: str) -> int:
     value = _count(text)
     if value > 65535:
@@ -99,6 +107,7 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
     add(
         "--api-key",
         action="append",
+        type=_api_key,
         dest="api_keys",
         metavar="KEY",
         help="accept only this secret key (repeatable; default: any sk_test_/rk_test_ key)",
