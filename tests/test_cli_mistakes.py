@@ -139,6 +139,7 @@ def test_send_a_disabled_event_is_not_reported_as_sent(emulator: Emulator) -> No
     assert len(emulator.state.events("switched_off")) == 1
 
 
+@pytest.mark.slow
 def test_send_to_a_closed_port_fails_once_within_the_timeout() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
@@ -165,6 +166,7 @@ def test_send_to_a_closed_port_fails_once_within_the_timeout() -> None:
     assert elapsed < 2 + 15
 
 
+@pytest.mark.slow
 def test_send_to_a_server_that_never_answers_fails_within_the_timeout() -> None:
     with Emulator(auto_create_meters=True) as hung:
         hung.set_faults(hang=True, apply_to_sessions=True)

@@ -8,7 +8,8 @@ import pytest
 
 import meterstream
 
-#: The names SPEC.md §1 documents, plus ``__version__``.
+#: The names SPEC.md §1 documents, plus ``__version__`` and ``drain_on_sigterm``
+#: (docs/delivery.md, "SIGTERM").
 DOCUMENTED = {
     "Call",
     "ConfigurationError",
