@@ -218,3 +218,12 @@ def test_summary_without_a_key_exits_2() -> None:
         "--base", "http://127.0.0.1:9",
     )  # fmt: skip
     assert_usage_error(result, "--api-key")
+
+
+@pytest.mark.parametrize("flag", ["--calls", "--customers", "--workers"])
+def test_demo_counts_below_1_exit_2_naming_the_flag(flag: str) -> None:
+    result = run("demo", flag, "0")
+    assert_usage_error(result, flag)
+    # the flag at fault, not a list of every flag that could be
+    others = {"--calls", "--customers", "--workers"} - {flag}
+    assert not any(other in result.stderr for other in others)

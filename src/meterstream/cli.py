@@ -96,6 +96,16 @@ def _value(text: str) -> Union[int, Decimal]:
     return number
 
 
+def _at_least_1(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
+
+
 def _connection_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection (default: METERSTREAM_* / STRIPE_API_KEY)")
     group.add_argument("--api-key", help="Stripe secret key")
@@ -170,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="meter a small service end to end against an in-process emulator"
     )
-    demo.add_argument("--calls", type=int, default=3000, help="metered calls (default 3000)")
-    demo.add_argument("--customers", type=int, default=5, help="customers (default 5)")
-    demo.add_argument("--workers", type=int, default=16, help="concurrent callers (default 16)")
+    demo.add_argument(
+        "--calls", type=_at_least_1, default=3000, help="metered calls (default 3000)"
+    )
+    demo.add_argument("--customers", type=_at_least_1, default=5, help="customers (default 5)")
+    demo.add_argument(
+        "--workers", type=_at_least_1, default=16, help="concurrent callers (default 16)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 

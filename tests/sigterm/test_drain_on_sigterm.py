@@ -177,3 +177,18 @@ def test_a_fork_while_draining_does_not_leave_the_child_draining() -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         _signals._draining = False
+
+
+def test_a_second_sigterm_while_draining_does_not_wait_again(
+    buffered: meterstream.MeterClient,
+) -> None:
+    calls: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(sent(buffered)))
+    meterstream.drain_on_sigterm()
+    _signals._draining = True  # as if the first SIGTERM's drain were under way
+    try:
+        signal.raise_signal(signal.SIGTERM)
+    finally:
+        _signals._draining = False
+    # straight on to the previous handler, nothing flushed on the way
+    assert calls == [0]
