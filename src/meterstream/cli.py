@@ -312,7 +312,7 @@ def _nobody_listening(urls: list[str]) -> Optional[str]:
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            with socket.create_connection((host, port), timeout=2.0):
+            with socket.create_connection((host, port), timeout=1.0):
                 pass
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
