@@ -107,10 +107,10 @@ def test_send_reads_the_key_and_bases_from_the_environment(emulator: Emulator) -
     assert emulator.state.total("api_calls", "cus_env").count == 1
 
 
-def test_send_without_a_key_fails_with_the_reason() -> None:
+def test_send_without_a_key_is_a_usage_error_naming_the_flag() -> None:
     result = run("send", "api_calls", "--customer", "cus_1")
-    assert result.returncode == 1
-    assert "api_key" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert "--api-key" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_send_an_invalid_value_fails_naming_the_field(emulator: Emulator) -> None:
@@ -126,8 +126,8 @@ def test_send_an_invalid_value_fails_naming_the_field(emulator: Emulator) -> Non
         "--api-key",
         KEY,
     )
-    assert result.returncode == 1
-    assert "value" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert "--value" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_send_with_a_refused_key_fails(emulator: Emulator) -> None:

@@ -8,7 +8,8 @@ import pytest
 
 import meterstream
 
-#: The names SPEC.md §1 documents, plus ``__version__``.
+#: The names SPEC.md §1 documents, plus ``__version__`` and ``drain_on_sigterm``
+#: (docs/delivery.md, "SIGTERM").
 DOCUMENTED = {
     "Call",
     "ConfigurationError",
@@ -23,6 +24,7 @@ DOCUMENTED = {
     "configure",
     "current_customer",
     "customer",
+    "drain_on_sigterm",
     "flush",
     "get_client",
     "meter",

@@ -5,6 +5,7 @@ from ._client import MeterClient
 from ._context import bind_context, current_customer, customer
 from ._decorators import Call, Usage
 from ._default import configure, get_client
+from ._signals import drain_on_sigterm
 from ._version import __version__
 from .errors import (
     ConfigurationError,
@@ -28,6 +29,7 @@ __all__ = [
     "configure",
     "current_customer",
     "customer",
+    "drain_on_sigterm",
     "flush",
     "get_client",
     "meter",

@@ -47,7 +47,8 @@ def run_demo(
         started_wall = time.time()
         started = time.perf_counter()
         print(
-            f"Metering {calls} API calls from {customers} customers on {workers} threads...",
+            f"Metering {_count(calls, 'API call')} from {_count(customers, 'customer')} "
+            f"on {_count(workers, 'thread')}...",
             file=out,
         )
         done = [0]
@@ -71,9 +72,9 @@ def run_demo(
         if progress:
             out.write("\n")
         print(
-            f"Recorded {stats['recorded']} events, delivered {stats['sent']} in "
-            f"{stats['requests']} requests ({stats['sessions_opened']} session) "
-            f"in {elapsed:.2f}s.",
+            f"Recorded {_count(stats['recorded'], 'event')}, delivered {stats['sent']} in "
+            f"{_count(stats['requests'], 'request')} "
+            f"({_count(stats['sessions_opened'], 'session')}) in {elapsed:.2f}s.",
             file=out,
         )
         if not flushed:
@@ -162,6 +163,11 @@ def _compare(
     else:
         print("\nMISMATCH: some totals differ.", file=out)
     return all_match
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 event``, ``2 events``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _num(value: Decimal) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import math
 import signal
@@ -56,6 +57,30 @@ def _count(text: str) -> int:
     return value
 
 
+#: The smallest body limit accepted: one stream request with one event is
+#: about 100 bytes, a full batch of 100 events about 20 KB. Below this the
+#: emulator would answer 413 to nearly everything.
+MIN_BODY_BYTES = 1024
+
+
+def _body_limit(text: str) -> int:
+    value = _count(text)
+    if value < MIN_BODY_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text} bytes would refuse nearly every stream request; use at least "
+            f"{MIN_BODY_BYTES} (a batch of 100 events is about 20000)"
+        )
+    return value
+
+
+def _api_key(text: str) -> str:
+    if not text or text != text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot be sent as a bearer token, so every request would be refused"
+        )
+    return text
+
+
 def _port(text: str) -> int:
     value = _count(text)
     if value > 65535:
@@ -82,6 +107,7 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
     add(
         "--api-key",
         action="append",
+        type=_api_key,
         dest="api_keys",
         metavar="KEY",
         help="accept only this secret key (repeatable; default: any sk_test_/rk_test_ key)",
@@ -98,7 +124,7 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
     )
     add(
         "--max-body-bytes",
-        type=_count,
+        type=_body_limit,
         default=1 << 20,
         metavar="N",
         help="larger request bodies get 413 (default 1048576)",
@@ -209,9 +235,12 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
         try:
             emulator.start()
         except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EADDRINUSE and args.port:
+                hint = " (another emulator? --port 0 picks a free port)"
             print(
                 f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: "
-                f"{exc.strerror or exc}",
+                f"{exc.strerror or exc}{hint}",
                 file=sys.stderr,
             )
             return 1

@@ -193,7 +193,7 @@ class EmulatorApp:
             body = exc.v1_body() if v1 else exc.v2_body()
             headers = [(b"allow", allow)] if status == 405 else _EMPTY
         except Exception:
-            logger.exception("meterstream emulator: internal error on %s %s", method, path)
+            logger.exception("internal error on %s %s", method, path)
             status, headers = 500, _EMPTY
             message = "An unexpected error occurred in the emulator."
             body = (

@@ -331,7 +331,7 @@ class RequestMeter:
             self._log.log(
                 logging.WARNING,
                 "request_event",
-                "meterstream could not record request event %r: %s",
+                "could not record request event %r: %s",
                 self.request_event,
                 exc,
             )
@@ -343,7 +343,7 @@ class RequestMeter:
             self._log.log(
                 logging.WARNING,
                 "flush",
-                "meterstream: flush at the end of a request did not finish within %ss",
+                "flush at the end of a request did not finish within %ss",
                 timeout,
             )
 

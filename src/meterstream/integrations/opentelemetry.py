@@ -184,12 +184,12 @@ class MeteringSpanProcessor(SpanProcessor):
             )
         except MeterError as exc:
             self.errors += 1
-            self._log.log(logging.WARNING, "span", "meterstream: span not metered: %s", exc)
+            self._log.log(logging.WARNING, "span", "span not metered: %s", exc)
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
         report_internal_error(exc)
-        self._log.log(logging.WARNING, "processor", "meterstream span processor error: %r", exc)
+        self._log.log(logging.WARNING, "processor", "span processor error: %r", exc)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -44,7 +44,7 @@ def configure_from_settings() -> Optional[ConfigurationError]:
         if core:
             configure(**core)
     except ConfigurationError as exc:
-        logger.error("meterstream: %s is not valid, metering is not configured: %s", SETTING, exc)
+        logger.error("%s is not valid, metering is not configured: %s", SETTING, exc)
         return exc
     return None
 
