@@ -199,6 +199,8 @@ class Spool:
             returns) or ``"full"`` (an fsync per commit: safe from power loss).
         max_bytes: past this size, :meth:`append` raises :class:`SpoolFull`.
         lease: seconds a claim holds before another process may take over.
+        repair: move a corrupt file aside and start anew (else: ConfigurationError).
+        create: create the file when absent (else: ConfigurationError).
 
     Raises:
         ConfigurationError: the file cannot be opened or created (a read-only
@@ -214,6 +216,8 @@ class Spool:
         max_bytes: int = 1 << 30,
         lease: float = DEFAULT_LEASE,
         clock: Callable[[], float] = time.time,
+        repair: bool = True,
+        create: bool = True,
     ) -> None:
         if sync not in SYNC_MODES:
             raise ConfigurationError(f"spool_sync: expected normal or full, got {sync!r}")
@@ -222,6 +226,9 @@ class Spool:
         self.max_bytes = max_bytes
         self.lease = lease
         self._clock = clock
+        self._repair = repair
+        if not create and not os.path.exists(self.path):
+            raise ConfigurationError(f"spool_path: there is no spool at {self.path!r}")
         #: Set when the corrupt file found at open was moved aside (its new name).
         self.moved_aside: Optional[str] = None
         self._open()
@@ -243,7 +250,7 @@ class Spool:
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
-            if is_sqlite and _is_corruption(exc):
+            if is_sqlite and _is_corruption(exc) and self._repair:
                 self._move_aside(exc)
                 self._db = self._connect()
             else:
