@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_at_least_1, default=16, help="concurrent callers (default 16)"
     )
     demo.add_argument("--quiet", action="store_true", help="no progress output")
+
+    from ._spool_cli import add_spool_parser
+
+    add_spool_parser(sub)
     return parser
 
 
@@ -208,6 +212,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _send(args)
         if args.command == "summary":
             return _summary(args)
+        if args.command == "spool":
+            from ._spool_cli import UsageError, run_spool
+
+            try:
+                return run_spool(args)
+            except UsageError as exc:
+                where = " ".join(filter(None, ("spool", args.spool_command)))
+                print(f"meterstream {where}: {exc}", file=sys.stderr)
+                return 2
         if args.command == "demo":
             from ._demo import run_demo
 

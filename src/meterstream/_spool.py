@@ -1,0 +1,661 @@
+"""The durable spool: a SQLite database (WAL) between ``record()`` and delivery.
+
+An event is inserted, in its own transaction, before ``record()`` returns; it
+leaves the ``pending`` table only when Stripe accepted it (deleted) or refused
+it (moved to ``dead`` with the reason). Several processes may share one file:
+a process *claims* the events it sends by writing its owner id and a lease
+deadline on them, renews the leases while it still holds them, and the events
+of a process that died are claimed again by another once their lease ran out
+(sooner, when the owner's pid is known to be dead on this host). An event can
+so be sent twice only when a lease ran out under a live sender, and then under
+the same identifier, which Stripe's 24-hour dedupe drops.
+
+Values keep their type: SQLite stores ints and floats natively (the ``value``
+column has no type affinity) and Decimals as text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable, Optional
+
+from ._events import RawEvent, identifier_prefix
+from ._internal import logger
+from .errors import ConfigurationError
+
+__all__ = ["DeadLetter", "Spool", "SpoolFull", "SpoolStatus", "SpooledBatch"]
+
+SCHEMA_VERSION = 1
+SYNC_MODES = ("normal", "full")
+#: How long a claim holds before another process may take the events over.
+DEFAULT_LEASE = 30.0
+#: Record-path inserts between two looks at the spool's size.
+SIZE_CHECK_EVERY = 256
+#: How long a writer waits for another process's write transaction.
+BUSY_TIMEOUT_MS = 10_000
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    value NOT NULL,
+    ts REAL NOT NULL,
+    identifier TEXT NOT NULL,
+    dimensions TEXT
+);
+CREATE TABLE IF NOT EXISTS claims (
+    seq INTEGER PRIMARY KEY,
+    owner INTEGER NOT NULL,
+    lease REAL NOT NULL,
+    not_before REAL NOT NULL,
+    attempts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_owner ON claims(owner);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    value NOT NULL,
+    ts REAL NOT NULL,
+    identifier TEXT NOT NULL,
+    dimensions TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL,
+    code TEXT,
+    message TEXT,
+    dead_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_identifier ON dead(identifier);
+CREATE TABLE IF NOT EXISTS owners (
+    owner INTEGER PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    seen REAL NOT NULL
+);
+"""
+
+_INSERT = (
+    "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_COLUMNS = (
+    "p.seq, p.event_name, p.customer, p.value, p.ts, p.identifier, p.dimensions, "
+    "coalesce(c.attempts, 0)"
+)
+_FROM = " FROM pending p LEFT JOIN claims c ON c.seq = p.seq"
+
+
+class SpoolFull(Exception):
+    """The spool holds ``spool_max_bytes``: the overflow policy decides."""
+
+
+@dataclass
+class SpooledBatch:
+    """Events claimed from the spool: their row numbers and recorded tuples."""
+
+    seqs: list[int]
+    events: list[RawEvent]
+    attempts: list[int]
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+@dataclass
+class DeadLetter:
+    """Why an event was moved to the dead-letter table."""
+
+    seq: int
+    reason: str
+    code: Optional[str] = None
+    message: Optional[str] = None
+
+
+@dataclass
+class SpoolStatus:
+    """What ``meterstream spool status`` shows."""
+
+    pending: int = 0
+    claimed: int = 0
+    dead: int = 0
+    pending_by_event: dict[str, int] = field(default_factory=dict)
+    dead_by_reason: dict[tuple[str, str], int] = field(default_factory=dict)
+    oldest_pending: Optional[float] = None
+    oldest_dead: Optional[float] = None
+    bytes: int = 0
+
+
+def _encode_value(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _decode_value(value: Any) -> Any:
+    return Decimal(value) if isinstance(value, str) else value
+
+
+def _encode_dimensions(dimensions: Any) -> Optional[str]:
+    if not dimensions:
+        return None
+    return json.dumps(dimensions, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode_dimensions(text: Optional[str]) -> Optional[dict[str, str]]:
+    if not text:
+        return None
+    decoded: dict[str, str] = json.loads(text)
+    return decoded
+
+
+def _row_event(row: Sequence[Any]) -> RawEvent:
+    _, name, customer, value, ts, identifier, dimensions = row[:7]
+    return (name, customer, _decode_value(value), ts, identifier, _decode_dimensions(dimensions))
+
+
+def _new_owner() -> int:
+    return random.getrandbits(62) + 1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def _looks_like_sqlite(path: str) -> Optional[bool]:
+    """True/False for an existing file with/without SQLite's header; None when absent or empty."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigurationError(f"spool_path: cannot read {path!r}: {exc.strerror}") from None
+    if not head:
+        return None
+    return head == _SQLITE_HEADER
+
+
+class Spool:
+    """One process's handle on a spool file.
+
+    Args:
+        path: the database file; created (with its directory's permission) if absent.
+        sync: ``"normal"`` (safe from a process crash once :meth:`append`
+            returns) or ``"full"`` (an fsync per commit: safe from power loss).
+        max_bytes: past this size, :meth:`append` raises :class:`SpoolFull`.
+        lease: seconds a claim holds before another process may take over.
+        repair: move a corrupt file aside and start anew (else: ConfigurationError).
+        create: create the file when absent (else: ConfigurationError).
+
+    Raises:
+        ConfigurationError: the file cannot be opened or created (a read-only
+            directory, a file that is not a database, a full disk), naming
+            ``spool_path``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        sync: str = "normal",
+        max_bytes: int = 1 << 30,
+        lease: float = DEFAULT_LEASE,
+        clock: Callable[[], float] = time.time,
+        repair: bool = True,
+        create: bool = True,
+    ) -> None:
+        if sync not in SYNC_MODES:
+            raise ConfigurationError(f"spool_sync: expected normal or full, got {sync!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.sync = sync
+        self.max_bytes = max_bytes
+        self.lease = lease
+        self._clock = clock
+        self._repair = repair
+        if not create and not os.path.exists(self.path):
+            raise ConfigurationError(f"spool_path: there is no spool at {self.path!r}")
+        #: Set when the corrupt file found at open was moved aside (its new name).
+        self.moved_aside: Optional[str] = None
+        self._open()
+
+    # -- opening ----------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = _new_owner()
+        self._pid = os.getpid()
+        self._inserts = 0
+        self.full = False
+        is_sqlite = _looks_like_sqlite(self.path)
+        if is_sqlite is False:
+            raise ConfigurationError(
+                f"spool_path: {self.path!r} exists and is not a SQLite database; "
+                "refusing to touch it (point spool_path at a new file)"
+            )
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if is_sqlite and _is_corruption(exc) and self._repair:
+                self._move_aside(exc)
+                self._db = self._connect()
+            else:
+                raise ConfigurationError(_open_error(self.path, exc)) from None
+        self._register()
+        self._update_full()
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise ConfigurationError(f"spool_path: the directory {directory!r} does not exist")
+        try:
+            db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000.0,
+            )
+        except sqlite3.OperationalError as exc:
+            raise ConfigurationError(_open_error(self.path, exc)) from None
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigurationError(
+                    f"spool_path: {self.path!r} cannot use write-ahead logging (journal mode "
+                    f"{mode!r}); is it on a network file system?"
+                )
+            db.execute(f"PRAGMA synchronous={self.sync.upper()}")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_size_limit=67108864")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"spool_path: {self.path!r} was written by a newer meterstream "
+                    f"(schema {version}; this version reads {SCHEMA_VERSION})"
+                )
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: BaseException) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
+        target = f"{self.path}.corrupt-{stamp}"
+        n = 1
+        while os.path.exists(target):
+            n += 1
+            target = f"{self.path}.corrupt-{stamp}-{n}"
+        try:
+            os.rename(self.path, target)
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.rename(self.path + suffix, target + suffix)
+        except OSError as err:
+            raise ConfigurationError(
+                f"spool_path: {self.path!r} is corrupt ({exc}) and could not be moved "
+                f"aside: {err.strerror}"
+            ) from None
+        self.moved_aside = target
+        logger.error(
+            "the spool %s was corrupt (%s): moved aside to %s, and a new spool started; "
+            "events in the old file were not delivered",
+            self.path,
+            exc,
+            target,
+        )
+
+    def _register(self) -> None:
+        now = self._clock()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO owners (owner, pid, host, seen) VALUES (?, ?, ?, ?)",
+                (self._owner, os.getpid(), socket.gethostname(), now),
+            )
+        self.reap()
+
+    # -- the record path --------------------------------------------------------------
+
+    def append(self, event: RawEvent) -> None:
+        """Insert one recorded use, durably (its own transaction).
+
+        Raises:
+            SpoolFull: the spool holds ``max_bytes``.
+            sqlite3.Error: the insert failed (disk full, I/O error, locked too long).
+        """
+        if self.full:
+            raise SpoolFull(self.path)
+        name, customer, value, ts, identifier, dimensions = event
+        if type(identifier) is not str:
+            identifier = identifier_prefix() + str(identifier)
+        row = (
+            name,
+            customer,
+            _encode_value(value),
+            ts,
+            identifier,
+            _encode_dimensions(dimensions) if dimensions else None,
+        )
+        with self._lock:
+            self._db.execute(_INSERT, row)
+            self._inserts += 1
+            check = self._inserts % SIZE_CHECK_EVERY == 0
+        if check:
+            self._update_full()
+
+    # -- delivery ---------------------------------------------------------------------
+
+    def claim(self, limit: int) -> SpooledBatch:
+        """Claim up to *limit* of the oldest events nobody holds and that are due."""
+        now = self._clock()
+        with self._lock, self._write():
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS}{_FROM} WHERE c.seq IS NULL "
+                "OR ((c.owner = 0 OR c.lease < ?) AND c.not_before <= ?) ORDER BY p.seq LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            if rows:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO claims (seq, owner, lease, not_before, attempts) "
+                    "VALUES (?, ?, ?, 0, ?)",
+                    [(row[0], self._owner, now + self.lease, row[7]) for row in rows],
+                )
+        return SpooledBatch(
+            [row[0] for row in rows], [_row_event(row) for row in rows], [row[7] for row in rows]
+        )
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Stripe accepted these events: they leave the spool."""
+        rows = [(seq,) for seq in seqs]
+        with self._lock, self._write():
+            deleted = self._db.executemany("DELETE FROM pending WHERE seq = ?", rows).rowcount
+            self._db.executemany("DELETE FROM claims WHERE seq = ?", rows)
+        return deleted
+
+    def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
+        """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
+        not_before = self._clock() + delay
+        with self._lock, self._write():
+            self._db.executemany(
+                "UPDATE claims SET owner = 0, lease = 0, not_before = ?, "
+                "attempts = attempts + 1 WHERE seq = ?",
+                [(not_before, seq) for seq in seqs],
+            )
+
+    def bury(self, letters: Iterable[DeadLetter]) -> int:
+        """Move events to the dead-letter table with their reasons."""
+        now = self._clock()
+        moved = 0
+        with self._lock, self._write():
+            for letter in letters:
+                cursor = self._db.execute(
+                    "INSERT INTO dead (seq, event_name, customer, value, ts, identifier, "
+                    "dimensions, attempts, reason, code, message, dead_at) "
+                    f"SELECT {_COLUMNS}, ?, ?, ?, ?{_FROM} WHERE p.seq = ?",
+                    (letter.reason, letter.code, letter.message, now, letter.seq),
+                )
+                if cursor.rowcount:
+                    self._db.execute("DELETE FROM pending WHERE seq = ?", (letter.seq,))
+                    self._db.execute("DELETE FROM claims WHERE seq = ?", (letter.seq,))
+                    moved += 1
+        return moved
+
+    def bury_identifiers(
+        self, identifiers: Iterable[str], reason: str, code: Optional[str], message: Optional[str]
+    ) -> int:
+        """Move the pending events with these identifiers to the dead letters.
+
+        A scan: pending events have no index by identifier, which would cost
+        every ``record()`` a second B-tree insert.
+        """
+        wanted = set(identifiers)
+        with self._lock:
+            seqs = [
+                seq
+                for seq, ident in self._db.execute("SELECT seq, identifier FROM pending")
+                if ident in wanted
+            ]
+        return self.bury(DeadLetter(seq, reason, code, message) for seq in seqs)
+
+    def renew(self) -> None:
+        """Extend the leases of everything this process holds, and say it is alive."""
+        now = self._clock()
+        with self._lock, self._write():
+            self._db.execute(
+                "UPDATE claims SET lease = ? WHERE owner = ?", (now + self.lease, self._owner)
+            )
+            self._db.execute("UPDATE owners SET seen = ? WHERE owner = ?", (now, self._owner))
+
+    def reap(self) -> int:
+        """Free at once the claims of processes known to be dead on this host.
+
+        Returns how many events were freed.
+        """
+        host = socket.gethostname()
+        with self._lock:
+            owners = self._db.execute(
+                "SELECT owner, pid FROM owners WHERE host = ? AND owner != ?", (host, self._owner)
+            ).fetchall()
+        dead = [owner for owner, pid in owners if not _pid_alive(pid)]
+        freed = 0
+        if dead:
+            with self._lock, self._write():
+                for owner in dead:
+                    freed += self._free(owner)
+                    self._db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+        return freed
+
+    def _free(self, owner: int) -> int:
+        # Called in a write transaction: claims of *owner* become free at once.
+        return self._db.execute(
+            "UPDATE claims SET owner = 0, lease = 0 WHERE owner = ?", (owner,)
+        ).rowcount
+
+    def pending_count(self) -> int:
+        with self._lock:
+            count: int = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
+        return count
+
+    def last_seq(self) -> int:
+        """The newest row number waiting (0 for an empty spool).
+
+        Row numbers only grow while rows wait (SQLite gives max + 1), so
+        every event recorded before this call has a number up to the result.
+        """
+        with self._lock:
+            seq: Optional[int] = self._db.execute("SELECT max(seq) FROM pending").fetchone()[0]
+        return seq or 0
+
+    def pending_upto(self, seq: int) -> int:
+        """How many events numbered up to *seq* still wait (anyone's)."""
+        with self._lock:
+            count: int = self._db.execute(
+                "SELECT count(*) FROM pending WHERE seq <= ?", (seq,)
+            ).fetchone()[0]
+        return count
+
+    # -- size -------------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        """Bytes in use: the database's used pages plus its write-ahead log."""
+        with self._lock:
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        try:
+            wal = os.path.getsize(self.path + "-wal")
+        except OSError:
+            wal = 0
+        return int((pages - free) * page_size + wal)
+
+    def _update_full(self) -> None:
+        try:
+            self.full = self.size_bytes() >= self.max_bytes
+        except sqlite3.Error:
+            pass
+
+    # -- inspection and repair (the CLI) ------------------------------------------------
+
+    def status(self) -> SpoolStatus:
+        now = self._clock()
+        out = SpoolStatus()
+        with self._lock:
+            for name, count, claimed in self._db.execute(
+                "SELECT p.event_name, count(*), sum(c.owner != 0 AND c.lease >= ?)"
+                f"{_FROM} GROUP BY p.event_name",
+                (now,),
+            ):
+                out.pending_by_event[name] = count
+                out.pending += count
+                out.claimed += claimed or 0
+            for name, reason, count in self._db.execute(
+                "SELECT event_name, reason, count(*) FROM dead GROUP BY event_name, reason"
+            ):
+                out.dead_by_reason[(name, reason)] = count
+                out.dead += count
+            out.oldest_pending = self._db.execute("SELECT min(ts) FROM pending").fetchone()[0]
+            out.oldest_dead = self._db.execute("SELECT min(ts) FROM dead").fetchone()[0]
+        out.bytes = self.size_bytes()
+        return out
+
+    def export(self, table: str = "pending") -> Iterator[dict[str, Any]]:
+        """The events of *table* (``pending`` or ``dead``), oldest first, as dicts."""
+        if table not in ("pending", "dead"):
+            raise ValueError(f"table must be pending or dead, got {table!r}")
+        if table == "dead":
+            query = (
+                "SELECT seq, event_name, customer, value, ts, identifier, dimensions, attempts, "
+                "reason, code, message, dead_at FROM dead ORDER BY seq"
+            )
+        else:
+            query = f"SELECT {_COLUMNS}{_FROM} ORDER BY p.seq"
+        with self._lock:
+            rows = self._db.execute(query).fetchall()
+        for row in rows:
+            out: dict[str, Any] = {
+                "seq": row[0],
+                "identifier": row[5],
+                "event_name": row[1],
+                "customer": row[2],
+                "value": str(row[3]) if isinstance(row[3], str) else row[3],
+                "timestamp": row[4],
+                "dimensions": _decode_dimensions(row[6]),
+                "attempts": row[7],
+            }
+            if table == "dead":
+                out.update(reason=row[8], code=row[9], message=row[10], dead_at=row[11])
+            yield out
+
+    def replay(self, *, reason: Optional[str] = None, event_name: Optional[str] = None) -> int:
+        """Put dead letters back to be sent (all, or by reason and/or event name)."""
+        where, args = _dead_filter(reason, event_name)
+        with self._lock, self._write():
+            self._db.execute(
+                "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
+                f"SELECT event_name, customer, value, ts, identifier, dimensions FROM dead{where} "
+                "ORDER BY seq",
+                args,
+            )
+            return self._db.execute(f"DELETE FROM dead{where}", args).rowcount
+
+    def purge(
+        self, table: str, *, reason: Optional[str] = None, event_name: Optional[str] = None
+    ) -> int:
+        """Delete events from *table* (``pending`` or ``dead``) for good."""
+        if table == "dead":
+            where, args = _dead_filter(reason, event_name)
+        elif table == "pending" and reason is None:
+            where, args = (
+                ("", ()) if event_name is None else (" WHERE event_name = ?", (event_name,))
+            )
+        else:
+            raise ValueError("purge: table must be pending or dead (reason only for dead)")
+        with self._lock, self._write():
+            deleted: int = self._db.execute(f"DELETE FROM {table}{where}", args).rowcount
+            self._db.execute("DELETE FROM claims WHERE seq NOT IN (SELECT seq FROM pending)")
+        return deleted
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets its own connection and owner id; the parent's claims stay its."""
+        # The parent's connection is not ours to use or close.
+        self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM owners WHERE owner = ?", (self._owner,))
+                self._free(self._owner)
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``): take the write lock up front."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _dead_filter(reason: Optional[str], event_name: Optional[str]) -> tuple[str, tuple[str, ...]]:
+    clauses, args = [], []
+    if reason is not None:
+        clauses.append("reason = ?")
+        args.append(reason)
+    if event_name is not None:
+        clauses.append("event_name = ?")
+        args.append(event_name)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+def _open_error(path: str, exc: BaseException) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        hint = "is its directory writable by this process?"
+    elif "full" in lowered:
+        hint = "the disk is full"
+    elif "locked" in lowered:
+        hint = "another process holds it locked"
+    else:
+        hint = "is it a SQLite database on a local disk?"
+    return f"spool_path: cannot open {path!r} ({text}): {hint}"
