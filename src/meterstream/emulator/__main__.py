@@ -157,6 +157,16 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
         help="send Retry-After on injected 429 and 500 answers",
     )
     fadd("--fault-sessions", action="store_true", help="apply the faults to session creation too")
+    fadd(
+        "--reject-identifier",
+        metavar="ID",
+        help="answer 400 (param events[i]) to requests holding the event with this identifier",
+    )
+    fadd(
+        "--reject-without-param",
+        action="store_true",
+        help="the 400 of --reject-identifier names no event (no param)",
+    )
     fadd("--seed", type=int, help="seed for the random choice of failing requests")
     add(
         "--log-level",
@@ -190,6 +200,8 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
         should_retry=None if args.should_retry is None else args.should_retry == "true",
         retry_after=args.retry_after,
         apply_to_sessions=args.fault_sessions,
+        reject_identifier=args.reject_identifier,
+        reject_names_event=not args.reject_without_param,
     )
     emulator = Emulator(
         args.host,

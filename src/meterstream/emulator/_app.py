@@ -281,7 +281,11 @@ class EmulatorApp:
                 "The meter event session has expired or is unknown. Create a new session.",
                 code="billing_meter_event_session_expired",
             )
-        state.ingest(json_body(body))
+        parsed = json_body(body)
+        refused = state.injector.refused_event(parsed)
+        if refused is not None:
+            raise refused
+        state.ingest(parsed)
         return 200, b"{}", _EMPTY
 
     async def _session(self, scope: Scope, receive: Receive) -> Answer:

@@ -46,6 +46,11 @@ class FaultConfig:
         retry_after: when not None, injected 429 and 500 answers carry
             ``Retry-After`` with this many seconds.
         apply_to_sessions: apply the faults to session creation as well.
+        reject_identifier: a stream request holding an event with this
+            identifier is refused 400 ``parameter_invalid``, as Stripe refuses
+            a request with one bad event: nothing in it is stored.
+        reject_names_event: the 400 above names the event in ``param``
+            (``events[i]``), as Stripe does; False: it names none.
     """
 
     fail_500: float = 0.0
@@ -57,6 +62,8 @@ class FaultConfig:
     should_retry: Optional[bool] = None
     retry_after: Optional[float] = None
     apply_to_sessions: bool = False
+    reject_identifier: Optional[str] = None
+    reject_names_event: bool = True
 
     def __post_init__(self) -> None:
         for name in ("fail_500", "fail_429"):
@@ -100,6 +107,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "should_retry": (bool, type(None)),
     "retry_after": (int, float, type(None)),
     "apply_to_sessions": (bool,),
+    "reject_identifier": (str, type(None)),
+    "reject_names_event": (bool,),
 }
 
 
@@ -252,5 +261,23 @@ class FaultInjector:
                     "rate_limit",
                     "Too many requests hit the API too quickly (injected).",
                     fault_headers(f, 429),
+                )
+        return None
+
+    def refused_event(self, body: Any) -> Optional[StripeError]:
+        """The 400 for a stream request holding the ``reject_identifier`` event, if any."""
+        wanted = self.live.reject_identifier
+        if wanted is None or not isinstance(body, dict):
+            return None
+        events = body.get("events")
+        if not isinstance(events, list):
+            return None
+        for i, event in enumerate(events):
+            if isinstance(event, dict) and event.get("identifier") == wanted:
+                param = f"events[{i}]" if self.live.reject_names_event else None
+                return bad_request(
+                    f"events[{i}]: this event was refused (injected).",
+                    code="parameter_invalid",
+                    param=param,
                 )
         return None

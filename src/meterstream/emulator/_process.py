@@ -50,6 +50,10 @@ def emulator_args(
             args += ["--retry-after", repr(f.retry_after)]
         if f.apply_to_sessions:
             args.append("--fault-sessions")
+        if f.reject_identifier is not None:
+            args += ["--reject-identifier", f.reject_identifier]
+        if not f.reject_names_event:
+            args.append("--reject-without-param")
     return args
 
 
