@@ -51,6 +51,14 @@ class FaultConfig:
             a request with one bad event: nothing in it is stored.
         reject_names_event: the 400 above names the event in ``param``
             (``events[i]``), as Stripe does; False: it names none.
+        redirect_status: when not 0, requests are answered with this 3xx
+            status and ``Location: redirect_location``, as a misconfigured
+            proxy or base URL would.
+        redirect_location: the ``Location`` of those answers.
+        session_trickle_ms: session answers are sent a byte at a time, this
+            many milliseconds apart (the head at once).
+        session_pad_bytes: session answers carry this many bytes more, in an
+            extra ``padding`` field (an oversized answer).
     """
 
     fail_500: float = 0.0
@@ -64,13 +72,21 @@ class FaultConfig:
     apply_to_sessions: bool = False
     reject_identifier: Optional[str] = None
     reject_names_event: bool = True
+    redirect_status: int = 0
+    redirect_location: str = "http://127.0.0.1:9/elsewhere"
+    session_trickle_ms: float = 0.0
+    session_pad_bytes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("fail_500", "fail_429"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a fraction between 0 and 1, got {value!r}")
-        for name in ("latency_ms", "rps_limit"):
+        if self.redirect_status and not 300 <= self.redirect_status <= 399:
+            raise ValueError(f"redirect_status must be 0 or a 3xx, got {self.redirect_status!r}")
+        if self.session_pad_bytes < 0:
+            raise ValueError(f"session_pad_bytes must be >= 0, got {self.session_pad_bytes!r}")
+        for name in ("latency_ms", "rps_limit", "session_trickle_ms"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -91,6 +107,7 @@ class FaultConfig:
             or self.rps_limit
             or self.expire_next
             or self.hang
+            or self.redirect_status
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +126,10 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "apply_to_sessions": (bool,),
     "reject_identifier": (str, type(None)),
     "reject_names_event": (bool,),
+    "redirect_status": (int,),
+    "redirect_location": (str,),
+    "session_trickle_ms": (int, float),
+    "session_pad_bytes": (int,),
 }
 
 
@@ -223,6 +244,14 @@ class FaultInjector:
         f = self.live
         if not f.active or (endpoint == SESSION and not f.apply_to_sessions):
             return None
+        if f.redirect_status:
+            return InjectedFault(
+                f.redirect_status,
+                "invalid_request_error",
+                "redirected",
+                "Moved (injected).",
+                [(b"location", f.redirect_location.encode("latin-1", "replace"))],
+            )
         with self._lock:
             if f.rps_limit:
                 window = int(self._clock())
