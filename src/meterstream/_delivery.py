@@ -339,7 +339,8 @@ class Delivery:
         except Exception as exc:
             self._export_failed(job, exc)
         else:
-            self._pacer.succeeded()
+            if self._pacer.succeeded():
+                self._retry_now()
             self._settle(job, None)
 
     def _reschedule(self, job: _Job, delay: float, exc: Exception) -> None:
@@ -641,12 +642,17 @@ class Delivery:
     def _drain(self) -> None:
         """Shutdown begins: every batch waiting to retry is due now, the pace is lifted."""
         self._draining = True
+        self._pacer.drain()
+        self._retry_now()
+        self._buffer.wake.set_all()
+
+    def _retry_now(self) -> None:
+        """Every batch waiting to retry is due now (in its order); threads go at the pace."""
         with self._lock:
             now = self._clock()
             self._retry = [(now, order, job) for _, order, job in self._retry]
             heapq.heapify(self._retry)
-        self._pacer.drain()
-        self._buffer.wake.set_all()
+        self._buffer.wake.set()
 
     def _close_exporter(self) -> None:
         try:

@@ -3,12 +3,13 @@
 The server's health is one fact shared by every batch, so it is kept in one
 place. A batch that failed waits in the delivery's retry queue, not on a
 thread; how long it waits follows the streak of failed requests across all
-batches (reset by any success), with a floor that grows slowly with the
-batch's own attempts so that a batch the server keeps failing alone backs
-off too. While the server fails broadly (a streak of ``2 x senders`` failed
-requests in a row, or a ``Retry-After``), the gate lets one request through
-at a time, spaced with exponential backoff and full jitter: a probe. The
-first success opens it for everyone.
+batches (reset by any success). While the server answers most requests, a
+failure is retried quickly. While it fails broadly (a streak of
+``2 x senders`` failed requests in a row, or a ``Retry-After``), the gate
+lets one request through at a time, spaced with exponential backoff and full
+jitter: a probe; the first success opens it for everyone, and batches
+waiting to retry go at once. A batch that keeps failing alone on a healthy
+server backs off by its own attempts, after a handful of them.
 
 Random failures (30% of requests failing) rarely make such a streak, so they
 cost only the failed requests; an outage costs one probe per backoff period.
@@ -25,6 +26,10 @@ __all__ = ["MAX_RETRY_AFTER", "Backoff", "Pacer"]
 
 #: The longest Retry-After honoured before retrying anyway.
 MAX_RETRY_AFTER = 60.0
+#: Attempts of one batch before its own history lengthens its waits.
+QUICK_ATTEMPTS = 6
+#: A quick retry waits up to retry_initial_delay * 2**QUICK_LEVEL.
+QUICK_LEVEL = -3
 
 
 class Backoff:
@@ -65,13 +70,20 @@ class Pacer:
         self._open_at = 0.0
         self._draining = False
 
-    def succeeded(self) -> None:
-        """A request was accepted: the server is healthy, open the gate."""
-        if self.streak or self._open_at:  # the common case takes no lock
-            with self._cond:
-                self.streak = 0
-                self._open_at = 0.0
-                self._cond.notify_all()
+    def succeeded(self) -> bool:
+        """A request was accepted: the server is healthy, open the gate.
+
+        True when this ended a broad failure: batches waiting to retry were
+        timed for a failing server and may go now.
+        """
+        if not (self.streak or self._open_at):  # the common case takes no lock
+            return False
+        with self._cond:
+            was_broad = self.streak >= self._broad
+            self.streak = 0
+            self._open_at = 0.0
+            self._cond.notify_all()
+        return was_broad
 
     def failed(self, retry_after: Optional[float] = None) -> None:
         """A request failed in a way worth retrying (5xx, 429, timeout, ...)."""
@@ -84,9 +96,19 @@ class Pacer:
                 self._open_at = max(self._open_at, now + self._probe_delay())
 
     def retry_delay(self, attempt: int) -> float:
-        """How long a batch that failed its *attempt*-th try waits before the next."""
-        level = max(self.streak - 1, (attempt - 1) // 2)
-        return self._backoff.delay(level)
+        """How long a batch that failed its *attempt*-th try waits before the next.
+
+        While the server answers most requests, a failure is retried within
+        a fraction of ``retry_initial_delay`` (an eighth, jittered): the
+        gate, not each batch, holds back once failures are broad, and then
+        the waits grow with the streak up to ``retry_max_delay``. A batch
+        that keeps failing alone on a healthy server backs off too, after a
+        handful of attempts (random failures rarely make one).
+        """
+        level = attempt - QUICK_ATTEMPTS
+        if self.streak >= self._broad:
+            level = max(level, self.streak - self._broad + 1)
+        return self._backoff.delay(max(level, QUICK_LEVEL))
 
     def _probe_delay(self) -> float:
         return self._backoff.delay(self.streak - self._broad + 1)
