@@ -9,7 +9,8 @@ failure is retried quickly. While it fails broadly (a streak of
 lets one request through at a time, spaced with exponential backoff and full
 jitter: a probe; the first success opens it for everyone, and batches
 waiting to retry go at once. A batch that keeps failing alone on a healthy
-server backs off by its own attempts, after a handful of them.
+server backs off by its own attempts too: its ceiling doubles from the
+fourth (``retry_initial_delay`` at the sixth).
 
 Random failures (30% of requests failing) rarely make such a streak, so they
 cost only the failed requests; an outage costs one probe per backoff period.
@@ -26,7 +27,8 @@ __all__ = ["MAX_RETRY_AFTER", "Backoff", "Pacer"]
 
 #: The longest Retry-After honoured before retrying anyway.
 MAX_RETRY_AFTER = 60.0
-#: Attempts of one batch before its own history lengthens its waits.
+#: The attempt of one batch from which its own waits reach retry_initial_delay
+#: (they double from QUICK_ATTEMPTS + QUICK_LEVEL + 1 on).
 QUICK_ATTEMPTS = 6
 #: A quick retry waits up to retry_initial_delay * 2**QUICK_LEVEL.
 QUICK_LEVEL = -3
@@ -102,8 +104,10 @@ class Pacer:
         a fraction of ``retry_initial_delay`` (an eighth, jittered): the
         gate, not each batch, holds back once failures are broad, and then
         the waits grow with the streak up to ``retry_max_delay``. A batch
-        that keeps failing alone on a healthy server backs off too, after a
-        handful of attempts (random failures rarely make one).
+        that keeps failing alone on a healthy server backs off too: its
+        ceiling doubles from its fourth attempt, to ``retry_initial_delay``
+        at the sixth (30% random failures make such a run in 0.8% of
+        batches).
         """
         level = attempt - QUICK_ATTEMPTS
         if self.streak >= self._broad:
