@@ -32,6 +32,7 @@ from . import _events
 from ._buffer import Buffer
 from ._config import Settings
 from ._events import PAST_WINDOW, EventBatch
+from ._evictions import EvictionReporter
 from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
 from ._otel import export_span
@@ -43,10 +44,6 @@ __all__ = ["Backoff", "Delivery"]
 #: Batch numbers for Idempotency-Keys; atomic under the GIL.
 _batch_numbers = itertools.count(1)
 
-#: Evictions handed to on_delivery_error in one call. When this many wait
-#: (the reporter thread is slower than the evictions), the evicting thread
-#: reports them itself: memory stays bounded and none is left out.
-EVICTED_CHUNK = 10_000
 #: How long shutdown() keeps, within its timeout, for aborting requests still
 #: in flight and letting their threads settle them.
 SHUTDOWN_GRACE = 0.05
@@ -105,9 +102,9 @@ class Delivery:
         #: Batches waiting to retry past which no new batch is taken from the
         #: buffer: together they hold at most a quarter of max_queue_size more.
         self._max_waiting = max(4 * self._senders, settings.max_queue_size // self._batch_size // 4)
+        self._evictions: Optional[EvictionReporter] = None
         if settings.on_delivery_error is not None and settings.overflow == "drop_oldest":
-            buffer.evicted = deque()
-            buffer.on_evicted = self._on_evicted
+            self._evictions = EvictionReporter(buffer, self._report, self._keys_for)
         self.sent = 0
         self.retried = 0
         self.failed_rejected = 0
@@ -134,8 +131,6 @@ class Delivery:
         #: Taking a batch, numbering it, queueing retries and settling.
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
-        self._reporter: Optional[threading.Thread] = None
-        self._evicted_wake = threading.Event()
         self._next_seq = 0
         #: The unsettled parts of each numbered batch (a 400 may split one).
         self._inflight: dict[int, list[_Job]] = {}
@@ -179,16 +174,11 @@ class Delivery:
                 for name in ["meterstream-flusher"]
                 + [f"meterstream-sender-{n}" for n in range(1, self._senders)]
             ]
-            reporter = None
-            if self._buffer.evicted is not None:
-                reporter = threading.Thread(
-                    target=self._run_reporter, name="meterstream-reporter", daemon=True
-                )
             try:
                 for thread in reversed(threads):
                     thread.start()
-                if reporter is not None:
-                    reporter.start()
+                if self._evictions is not None:
+                    self._evictions.start()
             except RuntimeError:
                 # Interpreter shutting down: no new threads. flush() and
                 # shutdown() send on the caller's thread instead.
@@ -196,7 +186,6 @@ class Delivery:
                 return
             self._thread = threads[0]
             self._workers = threads[1:]
-            self._reporter = reporter
             self.started = True
         if self.on_start is not None:
             self.on_start()
@@ -530,49 +519,6 @@ class Delivery:
             except Exception as exc:
                 self._log.log(logging.ERROR, "callback", "on_delivery_error raised %r", exc)
 
-    # -- evictions (drop_oldest) ------------------------------------------------------
-
-    def _on_evicted(self, waiting: int) -> None:
-        """Called on the recording thread after each eviction (never per plain record)."""
-        if waiting >= EVICTED_CHUNK:
-            # The reporter is behind: this thread reports, so memory stays bounded.
-            self._report_evicted()
-        elif not self._evicted_wake.is_set():
-            self._evicted_wake.set()
-
-    def _run_reporter(self) -> None:
-        """Hand evictions to ``on_delivery_error`` as they happen, apart from delivery."""
-        wake = self._evicted_wake
-        while not self._stop.is_set():
-            wake.wait()
-            wake.clear()
-            try:
-                self._report_evicted()
-            except Exception as exc:  # the thread must outlive any bug
-                report_internal_error(exc)
-
-    def _report_evicted(self) -> None:
-        """Hand events ``drop_oldest`` evicted to ``on_delivery_error`` (counted already)."""
-        evicted = self._buffer.evicted
-        if not evicted:
-            return
-        while True:
-            raw: list[tuple[Any, ...]] = []
-            try:  # another thread may be emptying it too
-                while len(raw) < EVICTED_CHUNK:
-                    raw.append(evicted.popleft())
-            except IndexError:
-                pass
-            if not raw:
-                return
-            self._report(
-                EventBatch(raw, self._keys_for),
-                DeliveryError(
-                    f"{events_text(len(raw))} evicted from the full buffer (overflow=drop_oldest)",
-                    reason="queue_full",
-                ),
-            )
-
     # -- caller-side entry points ---------------------------------------------------------
 
     def flush_on_caller(self, deadline: float = float("inf")) -> bool:
@@ -591,7 +537,8 @@ class Delivery:
                     pause.wait(max(0.0, until - now))
             return True
         finally:
-            self._report_evicted()
+            if self._evictions is not None:
+                self._evictions.report_all()
 
     def flush(self, timeout: Optional[float]) -> bool:
         """True once every event recorded before the call is settled."""
@@ -626,12 +573,11 @@ class Delivery:
         self._stop.set()
         self._pacer.wake()
         self._buffer.wake.set_all()
-        self._evicted_wake.set()
         # Closing the exporter aborts requests still in flight (a hanging or
         # trickling server); the threads then settle their batches, so that
         # what they report is reported before we return.
         self._close_exporter()
-        threads = [t for t in (thread, *self._workers, self._reporter) if t is not None]
+        threads = [t for t in (thread, *self._workers) if t is not None]
         grace = max(deadline, self._clock() + 0.01)
         for worker in threads:
             worker.join(max(0.0, grace - self._clock()))
@@ -700,9 +646,12 @@ class Delivery:
             )
         for marker in markers:
             marker.done.set()
-        self._report_evicted()
+        if self._evictions is not None:
+            self._evictions.stop(max(0.0, self._hard_deadline - self._clock()))
 
     def after_fork_in_child(self) -> None:
         self._reset_state()
+        if self._evictions is not None:
+            self._evictions.reset()
         self.sent = self.retried = 0
         self.failed_rejected = self.failed_retries_exhausted = self.dropped_shutdown = 0
