@@ -10,7 +10,7 @@ lets one request through at a time, spaced with exponential backoff and full
 jitter: a probe; the first success opens it for everyone, and batches
 waiting to retry go at once. A batch that keeps failing alone on a healthy
 server backs off by its own attempts too: its ceiling doubles from the
-fourth (``retry_initial_delay`` at the sixth).
+sixth (``retry_initial_delay`` at the eighth).
 
 Random failures (30% of requests failing) rarely make such a streak, so they
 cost only the failed requests; an outage costs one probe per backoff period.
@@ -29,7 +29,7 @@ __all__ = ["MAX_RETRY_AFTER", "Backoff", "Pacer"]
 MAX_RETRY_AFTER = 60.0
 #: The attempt of one batch from which its own waits reach retry_initial_delay
 #: (they double from QUICK_ATTEMPTS + QUICK_LEVEL + 1 on).
-QUICK_ATTEMPTS = 6
+QUICK_ATTEMPTS = 8
 #: A quick retry waits up to retry_initial_delay * 2**QUICK_LEVEL.
 QUICK_LEVEL = -3
 
@@ -105,9 +105,9 @@ class Pacer:
         gate, not each batch, holds back once failures are broad, and then
         the waits grow with the streak up to ``retry_max_delay``. A batch
         that keeps failing alone on a healthy server backs off too: its
-        ceiling doubles from its fourth attempt, to ``retry_initial_delay``
-        at the sixth (30% random failures make such a run in 0.8% of
-        batches).
+        ceiling doubles from its sixth attempt, to ``retry_initial_delay``
+        at the eighth (30% random failures make five failures in a row in
+        0.24% of batches), and on to ``retry_max_delay``.
         """
         level = attempt - QUICK_ATTEMPTS
         if self.streak >= self._broad:

@@ -34,12 +34,12 @@ def test_isolated_failures_are_retried_quickly_and_broad_ones_back_off() -> None
     assert p.succeeded() is False
 
 
-def test_a_batch_failing_alone_backs_off_by_its_own_attempts_from_the_fourth() -> None:
+def test_a_batch_failing_alone_backs_off_by_its_own_attempts_from_the_sixth() -> None:
     p = pacer()
-    assert p.retry_delay(1) == p.retry_delay(3) == 0.1
-    assert p.retry_delay(4) == 0.2
-    assert p.retry_delay(6) == 0.8  # retry_initial_delay
-    assert p.retry_delay(9) == 6.4
+    assert p.retry_delay(1) == p.retry_delay(5) == 0.1
+    assert p.retry_delay(6) == 0.2
+    assert p.retry_delay(8) == 0.8  # retry_initial_delay
+    assert p.retry_delay(11) == 6.4
     assert p.retry_delay(30) == 20.0
 
 
