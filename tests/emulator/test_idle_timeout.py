@@ -24,7 +24,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_silent_and_slowloris_connections_are_closed_after_the_idle_timeout() -> None:
-    with Emulator(idle_timeout=0.5) as emu:
+    with Emulator(idle_timeout=1.0) as emu:
         silent = socket.create_connection(("127.0.0.1", emu.port))
         slow = socket.create_connection(("127.0.0.1", emu.port))
         slow.sendall(b"POST /v2/billing/meter_event_session HTTP/1.1\r\nHost: x\r\n")
@@ -47,7 +47,7 @@ def test_silent_and_slowloris_connections_are_closed_after_the_idle_timeout() ->
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_timeout() -> None:
-    with Emulator(idle_timeout=0.5) as emu:
+    with Emulator(idle_timeout=1.0) as emu:
         sock = socket.create_connection(("127.0.0.1", emu.port))
         try:
             sock.sendall(
