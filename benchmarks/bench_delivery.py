@@ -14,6 +14,15 @@ sending (the emulator answers after 20 ms, so a request is always in flight).
 
     python benchmarks/bench_delivery.py [--events 200000] [--single 2000]
 
+Under fire (issue #13), with the default settings:
+
+    python benchmarks/bench_delivery.py --faults [--events 200000]
+        meterstream fault-free, then with 30% of stream requests answered 500
+    python benchmarks/bench_delivery.py --mixed [--mixed-events 300000] [--rate 2000]
+        events recorded at a steady rate through 30% 500s, 429 bursts (half the
+        requests, one second in five) and sessions that expire every second;
+        counts what was dropped as queue full and checks the server's tally
+
 A script, not a test.
 """
 
@@ -66,6 +75,91 @@ def bench_meterstream(url: str, events: int) -> float:
     assert stats["sent"] == events, stats
     client.shutdown(5)
     return events / elapsed
+
+
+def bench_faults(events: int) -> None:
+    """Throughput fault-free vs 30% random 500s, each against a fresh emulator."""
+    rates = {}
+    for name, faults in (("fault-free", {}), ("30% random 500s", {"fail_500": 0.3})):
+        emulator = Emulator.spawn(auto_create_meters=True)
+        try:
+            if faults:
+                emulator.set_faults(**faults)
+            rates[name] = bench_meterstream(emulator.url, events)
+            stored = _stored_count(emulator.snapshot(), "bench_api")
+        finally:
+            emulator.stop()
+        print(
+            f"meterstream, {name:<18} {rates[name]:>10,.0f} events/s  "
+            f"({events:,} events, {stored:,} stored)"
+        )
+    ratio = rates["30% random 500s"] / rates["fault-free"]
+    print(f"30% random 500s / fault-free: {ratio:.2f}")
+
+
+def bench_mixed(events: int, rate: float) -> int:
+    """The mixed-fault run; returns 1 when an event was lost, duplicated or dropped."""
+    import threading
+
+    emulator = Emulator.spawn(auto_create_meters=True, session_ttl=1.0)
+    try:
+        emulator.set_faults(fail_500=0.3)
+        client = meterstream.MeterClient(
+            api_key=KEY, api_base=emulator.url, stream_base=emulator.url
+        )
+        stop = threading.Event()
+
+        def bursts() -> None:
+            # 429 bursts: half the requests refused, one second in five.
+            while not stop.wait(4.0):
+                emulator.set_faults(fail_429=0.5)
+                if stop.wait(1.0):
+                    break
+                emulator.set_faults(fail_429=0.0)
+
+        burster = threading.Thread(target=bursts, daemon=True)
+        burster.start()
+        started = time.perf_counter()
+        tick = 0.01
+        per_tick = rate * tick
+        done = 0
+        with meterstream.customer("cus_mixed"):
+            while done < events:
+                due = started + (done + per_tick) / rate
+                for _ in range(int(min(per_tick, events - done))):
+                    client.record("bench_api", 1)
+                done += int(min(per_tick, events - done))
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+        recorded_in = time.perf_counter() - started
+        stop.set()
+        burster.join()
+        emulator.set_faults(fail_429=0.0)
+        flushed = client.flush(300)
+        stats = client.stats()
+        client.shutdown(5)
+        snapshot = emulator.snapshot()
+    finally:
+        emulator.stop()
+    stored = _stored_count(snapshot, "bench_api")
+    print(
+        f"mixed faults: {events:,} events recorded at {rate:,.0f}/s in {recorded_in:.1f}s; "
+        f"flushed={flushed}"
+    )
+    print(
+        f"  sent {stats['sent']:,}  dropped as queue full {stats['dropped_queue_full']:,}  "
+        f"failed {stats['failed']:,}  retried {stats['retried']:,}  "
+        f"sessions opened {stats['sessions_opened']:,}  requests {stats['requests']:,}"
+    )
+    print(f"  the emulator stored {stored:,} events")
+    bad = stats["dropped_queue_full"] or stats["sent"] != events or stored != events
+    return 1 if bad else 0
+
+
+def _stored_count(snapshot: dict[str, Any], event_name: str) -> int:
+    """Events the emulator stored (each identifier once) under *event_name*."""
+    return sum(int(t["count"]) for t in snapshot["totals"] if t["event_name"] == event_name)
 
 
 def stripe_client(url: str) -> Any:
@@ -157,8 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--single", type=int, default=2_000, help="events for (a)")
     parser.add_argument("--calls", type=int, default=200_000, help="calls for the cost probe")
+    parser.add_argument("--faults", action="store_true", help="fault-free vs 30%% random 500s")
+    parser.add_argument("--mixed", action="store_true", help="the mixed-fault run")
+    parser.add_argument("--mixed-events", type=int, default=300_000)
+    parser.add_argument("--rate", type=float, default=2_000.0, help="events/s in --mixed")
     args = parser.parse_args(argv)
     gc.collect()
+    if args.faults or args.mixed:
+        if args.faults:
+            bench_faults(args.events)
+        return bench_mixed(args.mixed_events, args.rate) if args.mixed else 0
     emulator = Emulator.spawn(auto_create_meters=True)
     try:
         url = emulator.url

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import deque
 from itertools import repeat, starmap
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 __all__ = ["Buffer", "FlushMarker", "Wake"]
 
@@ -115,9 +115,12 @@ class Buffer:
         self.dropped_full = 0
         #: ... of which already accepted ones, dropped by ``drop_oldest``.
         self.dropped_oldest = 0
-        #: Events ``drop_oldest`` evicted, kept (up to a bound) for the flusher
-        #: to hand to ``on_delivery_error``; None when nobody listens.
+        #: Events ``drop_oldest`` evicted, waiting to be handed to
+        #: ``on_delivery_error``; None when nobody listens.
         self.evicted: Optional[deque[tuple[Any, ...]]] = None
+        #: Called after each eviction into ``evicted`` (outside the lock) with
+        #: how many wait there: the delivery reports them, and bounds them.
+        self.on_evicted: Optional[Callable[[int], None]] = None
         self._markers = 0
 
     def put(self, item: tuple[Any, ...]) -> bool:
@@ -145,23 +148,31 @@ class Buffer:
                     markers.append(items.popleft())
                 oldest = items.popleft()
                 items.extendleft(reversed(markers))
-                if self.evicted is not None:
-                    self.evicted.append(oldest)  # type: ignore[arg-type]
                 self.dropped_full += 1
                 self.dropped_oldest += 1
-                return True
-            if self._overflow == "block" and self._block_timeout > 0:
-                self.wake.set()
-                deadline = time.monotonic() + self._block_timeout
-                while len(items) - self._markers >= self.max_size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._room.wait(remaining)
-                if len(items) - self._markers < self.max_size:
+                evicted = self.evicted
+                if evicted is None:
                     return True
-            self.dropped_full += 1
-            return False
+                evicted.append(oldest)  # type: ignore[arg-type]
+                waiting = len(evicted)
+            else:
+                if self._overflow == "block" and self._block_timeout > 0:
+                    self.wake.set()
+                    deadline = time.monotonic() + self._block_timeout
+                    while len(items) - self._markers >= self.max_size:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._room.wait(remaining)
+                    if len(items) - self._markers < self.max_size:
+                        return True
+                self.dropped_full += 1
+                return False
+        # Outside the lock: the listener may hand evictions to on_delivery_error.
+        listener = self.on_evicted
+        if listener is not None:
+            listener(waiting)
+        return True
 
     def add_marker(self) -> FlushMarker:
         """Append a flush marker (never dropped, never counted as an event)."""
@@ -225,3 +236,5 @@ class Buffer:
         self.wake = Wake()
         self.dropped_full = self.dropped_oldest = 0
         self._markers = 0
+        if self.evicted is not None:
+            self.evicted = deque()

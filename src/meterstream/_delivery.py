@@ -1,4 +1,4 @@
-"""Delivery: the background flusher, batching, concurrent sends, retries, settlement.
+"""Delivery: the background senders, batching, retries, settlement.
 
 Modelled on OpenTelemetry's ``BatchProcessor``: a bounded buffer, named
 daemon threads that wait on a wake-up (never a sleep loop), an early wake
@@ -6,32 +6,37 @@ when a batch fills, ``flush``/``shutdown`` with timeouts, and fork hooks.
 With an exporter that allows it (the Stripe exporter:
 ``max_concurrent_requests``), there are that many threads, each taking a
 batch, numbering it and sending it itself, so that many are in flight at
-once: one request at a time to a server 50 ms away caps delivery at two
-thousand events a second. A flush waits until every batch numbered before
-it has settled.
+once. A flush waits until every batch numbered before it has settled.
 
-A batch is encoded once, so it keeps its identifiers and its idempotency key
-through every retry. The durable spool (a later issue) will sit between
-``Buffer.take`` and ``_deliver``.
+A batch that failed does not hold its thread: it goes to a retry queue
+ordered by when it may go again, and whichever thread is free takes the next
+due batch (retries first, then new batches from the buffer). How long a
+batch waits, and whether every thread holds back, is the :class:`Pacer`'s
+call, from the server's recent answers to every batch. A batch keeps its
+identifiers and its Idempotency-Key through every retry; when it must lose
+events (a 400 naming one, one that cannot be encoded, one grown too old),
+the rest go on with the same identifiers under a new key.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
-import random
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, Optional
 
 from . import _events
-from ._buffer import Buffer, FlushMarker
+from ._buffer import Buffer
 from ._config import Settings
-from ._events import EventBatch
+from ._events import PAST_WINDOW, EventBatch
+from ._evictions import EvictionReporter
 from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
 from ._otel import export_span
+from ._pacing import MAX_RETRY_AFTER, Backoff, Pacer
 from .errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
@@ -39,29 +44,37 @@ __all__ = ["Backoff", "Delivery"]
 #: Batch numbers for Idempotency-Keys; atomic under the GIL.
 _batch_numbers = itertools.count(1)
 
-#: Evicted events kept for on_delivery_error between two flusher runs; past
-#: this they are only counted (the buffer's memory bound comes first).
-EVICTED_KEPT = 10_000
-#: How long shutdown() waits, past its deadline, for threads whose requests
-#: it has just aborted to settle their batches.
-SHUTDOWN_GRACE = 0.25
-#: The longest Retry-After honoured before retrying anyway.
-MAX_RETRY_AFTER = 60.0
+#: How long shutdown() keeps, within its timeout, for aborting requests still
+#: in flight and letting their threads settle them.
+SHUTDOWN_GRACE = 0.05
+#: While shutting down, the longest a failed batch waits before trying again.
+DRAIN_RETRY_DELAY = 0.02
+#: 401s in a row for one batch that are resent at once (each rotates the
+#: session); past that, the batch waits like any failure.
+MAX_QUICK_ROTATIONS = 2
 
 
-class Backoff:
-    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
+def events_text(count: int) -> str:
+    return f"{count} event" if count == 1 else f"{count} events"
 
-    def __init__(
-        self, base: float = 0.5, cap: float = 20.0, rng: Callable[[], float] = random.random
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self._rng = rng
 
-    def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 30))
-        return float(ceiling * self._rng())
+class _Job:
+    """One batch on its way: what it holds, its number, its key, its attempts."""
+
+    __slots__ = ("attempt", "batch", "batch_id", "deadline", "done", "oldest", "rotations", "seq")
+
+    def __init__(self, seq: int, batch: EventBatch, deadline: float) -> None:
+        self.seq = seq
+        self.batch = batch
+        # Unique across processes and restarts (the identifier prefix is 80
+        # random bits, new in a forked child) without a uuid4 per batch,
+        # whose getrandom() call lets go of the GIL.
+        self.batch_id = f"{_events.identifier_prefix()}b{next(_batch_numbers)}"
+        self.deadline = deadline
+        self.attempt = 0
+        self.rotations = 0
+        self.done = False
+        self.oldest = min(batch.timestamps(), default=float("inf"))
 
 
 class Delivery:
@@ -86,8 +99,12 @@ class Delivery:
         self._interval = settings.flush_interval
         self._keys_for = settings.payload_keys_for
         self._senders = max(1, int(getattr(exporter, "max_concurrency", 1)))
+        #: Batches waiting to retry past which no new batch is taken from the
+        #: buffer: together they hold at most a quarter of max_queue_size more.
+        self._max_waiting = max(4 * self._senders, settings.max_queue_size // self._batch_size // 4)
+        self._evictions: Optional[EvictionReporter] = None
         if settings.on_delivery_error is not None and settings.overflow == "drop_oldest":
-            buffer.evicted = deque(maxlen=EVICTED_KEPT)
+            self._evictions = EvictionReporter(buffer, self._report, self._keys_for)
         self.sent = 0
         self.retried = 0
         self.failed_rejected = 0
@@ -105,19 +122,25 @@ class Delivery:
         #: True once a thread was started: the record path's cheap check.
         self.started = False
         self._closing = False
+        self._draining = False
         self._start_lock = threading.Lock()
-        #: Set by shutdown(): interrupts backoff waits and ends the threads.
+        #: Set by shutdown(): interrupts waits and ends the threads.
         self._stop = threading.Event()
+        self._never = threading.Event()
         self._hard_deadline = float("inf")
-        #: Taking a batch from the buffer, numbering it and settling it.
+        #: Taking a batch, numbering it, queueing retries and settling.
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._next_seq = 0
-        self._inflight: dict[int, EventBatch] = {}
+        #: The unsettled parts of each numbered batch (a 400 may split one).
+        self._inflight: dict[int, list[_Job]] = {}
+        #: Batches waiting to retry: (when, order, job), soonest first.
+        self._retry: list[tuple[float, int, _Job]] = []
+        self._retry_order = itertools.count()
         self._settled_upto = -1  # every batch numbered up to this one has settled
         self._settled_ahead: set[int] = set()
-        self._markers: deque[tuple[int, FlushMarker]] = deque()
-        self._abandoned: set[int] = set()
+        self._markers: deque[tuple[int, Any]] = deque()
+        self._pacer = Pacer(self._backoff, 2 * self._senders, self._clock)
 
     # -- counters ---------------------------------------------------------------------
 
@@ -125,7 +148,7 @@ class Delivery:
         stats = getattr(self._exporter, "stats", None)
         extra: dict[str, int] = stats() if callable(stats) else {}
         with self._lock:
-            inflight = sum(len(batch) for batch in self._inflight.values())
+            inflight = sum(len(job.batch) for jobs in self._inflight.values() for job in jobs)
         return {
             "sent": self.sent,
             "retried": self.retried,
@@ -145,7 +168,7 @@ class Delivery:
             if self.started or self._closing:
                 return
             # The first also sends what waits when flush_interval passes; the
-            # others wake only for full batches (and flushes).
+            # others wake for full batches, flushes and retries that are due.
             threads = [
                 threading.Thread(target=self._run, args=(self._interval,), name=name, daemon=True)
                 for name in ["meterstream-flusher"]
@@ -154,6 +177,8 @@ class Delivery:
             try:
                 for thread in reversed(threads):
                     thread.start()
+                if self._evictions is not None:
+                    self._evictions.start()
             except RuntimeError:
                 # Interpreter shutting down: no new threads. flush() and
                 # shutdown() send on the caller's thread instead.
@@ -166,12 +191,12 @@ class Delivery:
             self.on_start()
 
     def _run(self, interval: Optional[float]) -> None:
-        """A delivery thread: take a batch when one is full (or flushed), send it, repeat.
+        """A delivery thread: take the next due batch (a retry, or a new one), send it, repeat.
 
         Each thread takes batches itself and sends them on its own stack: no
         hand-over between threads, so a batch costs the app's threads as few
-        trips through the GIL as its I/O needs. At most one batch per thread
-        is out; the rest wait in the buffer, under its bound and policy.
+        trips through the GIL as its I/O needs. A batch that fails goes to
+        the retry queue; the thread moves on.
         """
         wake = self._buffer.wake
         clock = self._clock
@@ -180,7 +205,14 @@ class Delivery:
         # may have taken the batch this one was woken for.
         due = float("inf") if interval is None else clock() + interval
         while not self._stop.is_set():
-            wake.wait(None if interval is None else max(0.0, due - clock()))
+            until = min(due, self._next_retry_at())
+            timeout = None if until == float("inf") else max(0.0, until - clock())
+            if len(self._retry) >= self._max_waiting:
+                # No new batch may be taken: wake for retries only (the wake
+                # flag stays set, for when there is room again).
+                self._stop.wait(timeout)
+            else:
+                wake.wait(timeout)
             if self._stop.is_set():
                 return
             everything = False
@@ -192,39 +224,70 @@ class Delivery:
             try:
                 if self.on_tick is not None:
                     self.on_tick()
-                self._report_evicted()
-                while self._dispatch_next(everything, stoppable=True):
+                while self._send_next(everything, self._stop):
                     pass
             except Exception as exc:  # the thread must outlive any bug
                 report_internal_error(exc)
-                self._log.log(logging.ERROR, "flusher", "meterstream flusher error: %r", exc)
+                self._log.log(logging.ERROR, "flusher", "delivery thread error: %r", exc)
+
+    def _next_retry_at(self) -> float:
+        try:
+            return self._retry[0][0]
+        except IndexError:  # none, or taken meanwhile
+            return float("inf")
 
     # -- batches ------------------------------------------------------------------------
 
-    def _dispatch_next(self, everything: bool, stoppable: bool) -> bool:
-        """Take one batch from the buffer, number it, and send it on this thread.
-        False when there was nothing (or no longer leave) to take.
-
-        Taking and numbering happen under the lock shutdown() takes to abandon
-        what is in flight, so no batch is ever out of the buffer and yet
-        unknown to the bookkeeping.
-        """
+    def _send_next(self, everything: bool, stop: threading.Event) -> bool:
+        """Send the next due batch on this thread; False when there was none."""
         buffer = self._buffer
-        batch: Optional[EventBatch] = None
-        with self._lock:
+        if len(self._retry) < self._max_waiting:
             # Cleared before looking, so that a record that fills a batch
             # from now on sets it again.
             buffer.wake.clear()
-            if (stoppable and self._stop.is_set()) or not buffer.items:
-                return False
-            if len(buffer) < self._batch_size and not (everything or buffer.has_markers):
-                return False
+        if self._next_retry_at() > self._clock() and not self._buffer_ready(everything):
+            return False
+        # Wait for the pace before taking the batch: a batch is never held
+        # by a thread that waits.
+        if not self._pacer.wait_turn(stop):
+            return False
+        took, job = self._take(everything)
+        if job is not None:
+            self._attempt(job)
+        return took
+
+    def _buffer_ready(self, everything: bool) -> bool:
+        buffer = self._buffer
+        if not buffer.items or len(self._retry) >= self._max_waiting:
+            return False
+        return len(buffer) >= self._batch_size or everything or buffer.has_markers
+
+    def _take(self, everything: bool) -> tuple[bool, Optional[_Job]]:
+        """The next due retry, else a new batch from the buffer, numbered.
+
+        Under the lock shutdown() takes to abandon what is in flight, so no
+        batch is ever out of the buffer and yet unknown to the bookkeeping.
+        """
+        buffer = self._buffer
+        job: Optional[_Job] = None
+        with self._lock:
+            now = self._clock()
+            retry = self._retry
+            while retry and retry[0][0] <= now:
+                job = heapq.heappop(retry)[2]
+                if not job.done:
+                    if (retry and retry[0][0] <= now) or self._buffer_ready(everything):
+                        buffer.wake.set()  # more due: one more thread may help
+                    return True, job
+            if not self._buffer_ready(everything):
+                return False, None
             raw, marker = buffer.take(self._batch_size)
             if raw:
-                batch = EventBatch(raw, self._keys_for)
                 seq = self._next_seq
                 self._next_seq += 1
-                self._inflight[seq] = batch
+                deadline = now + self._settings.max_retry_time
+                job = _Job(seq, EventBatch(raw, self._keys_for), deadline)
+                self._inflight[seq] = [job]
             if marker is not None:
                 if self._settled_upto >= self._next_seq - 1:
                     marker.done.set()
@@ -232,115 +295,188 @@ class Delivery:
                     self._markers.append((self._next_seq - 1, marker))
             if len(buffer) >= self._batch_size or buffer.has_markers:
                 buffer.wake.set()  # another full batch: one more thread may take it
-        if batch is not None:
-            self._deliver(seq, batch)
-        return True
+        return True, job
 
-    def _deliver(self, seq: int, batch: EventBatch) -> None:
-        """Send one batch until it is accepted, refused, or out of retry time."""
-        # Unique across processes and restarts (the identifier prefix is 80
-        # random bits, new in a forked child) without a uuid4 per batch,
-        # whose getrandom() call lets go of the GIL.
-        batch_id = f"{_events.identifier_prefix()}b{next(_batch_numbers)}"
-        started = self._clock()
-        deadline = min(started + self._settings.max_retry_time, self._hard_deadline)
-        attempt = 0
-        while True:
-            attempt += 1
-            if seq in self._abandoned:
-                return  # shutdown() gave it up (and reported it) before it went out
-            if attempt > 1 and self._stop.is_set():
-                self._settle(
-                    seq, batch, DeliveryError("shut down before delivery", reason="shutdown")
-                )
-                return
-            try:
-                with export_span(batch, attempt):
-                    self._exporter.export(batch, batch_id=batch_id)
-            except RetryableExportError as exc:
-                delay = exc.retry_after
-                if delay is None or (delay == 0 and attempt > 2):
-                    delay = self._backoff.delay(attempt)
-                # Honour Retry-After, up to a minute: a server asking for an
-                # hour (or forever) must not fail the batch on the spot.
-                delay = min(delay, MAX_RETRY_AFTER)
-                if not self._wait_to_retry(seq, batch, attempt, started, deadline, delay, exc):
-                    return
-                continue
-            except DeliveryError as exc:
-                self._settle(seq, batch, exc)
-                return
-            except Exception as exc:
-                # A bug or an unexpected failure in the exporter: the events
-                # keep their identifiers, so trying again is safe.
-                report_internal_error(exc)
-                delay = self._backoff.delay(attempt)
-                if not self._wait_to_retry(seq, batch, attempt, started, deadline, delay, exc):
-                    return
-                continue
-            self._settle(seq, batch, None)
+    def _attempt(self, job: _Job) -> None:
+        """Send *job* once; settle it, split it, or queue it to retry."""
+        if job.done:
+            return  # shutdown() gave it up (and reported it)
+        if job.oldest < time.time() - PAST_WINDOW:
+            self._set_aside_expired(job)
             return
+        job.attempt += 1
+        try:
+            with export_span(job.batch, job.attempt):
+                self._exporter.export(job.batch, batch_id=job.batch_id)
+        except RetryableExportError as exc:
+            if exc.status == 401 and exc.retry_after == 0 and job.rotations < MAX_QUICK_ROTATIONS:
+                # The session was rotated: the same batch again, at once.
+                job.rotations += 1
+                self._reschedule(job, 0.0, exc)
+                return
+            job.rotations = 0
+            self._pacer.failed(exc.retry_after)
+            delay = exc.retry_after
+            if delay is None or delay <= 0:
+                delay = self._pacer.retry_delay(job.attempt)
+            self._reschedule(job, min(delay, MAX_RETRY_AFTER), exc)
+        except DeliveryError as exc:
+            if exc.reason == "rejected" and exc.status == 400:
+                self._refused(job, exc)
+            else:
+                self._settle(job, exc)
+        except Exception as exc:
+            self._export_failed(job, exc)
+        else:
+            if self._pacer.succeeded():
+                self._retry_now()
+            self._settle(job, None)
 
-    def _wait_to_retry(
-        self,
-        seq: int,
-        batch: EventBatch,
-        attempt: int,
-        started: float,
-        deadline: float,
-        delay: float,
-        exc: Exception,
-    ) -> bool:
-        """Wait *delay* before the next attempt; False (and settled) when giving up."""
+    def _reschedule(self, job: _Job, delay: float, exc: Exception) -> None:
+        """Queue *job* to go again after *delay*; or settle it when out of time."""
         status = getattr(exc, "status", None)
         if self._stop.is_set():
             self._settle(
-                seq,
-                batch,
+                job,
                 DeliveryError(
                     f"shut down before delivery: {exc}", reason="shutdown", status=status
                 ),
             )
-            return False
+            return
+        if self._draining:
+            delay = min(delay, DRAIN_RETRY_DELAY)
         now = self._clock()
+        deadline = min(job.deadline, self._hard_deadline)
         if now + delay > deadline:
             reason = "shutdown" if deadline == self._hard_deadline else "retries_exhausted"
+            attempts = f"{job.attempt} attempt" + ("" if job.attempt == 1 else "s")
+            started = job.deadline - self._settings.max_retry_time
             self._settle(
-                seq,
-                batch,
+                job,
                 DeliveryError(
-                    f"gave up after {attempt} attempts in {now - started:.1f}s: {exc}",
+                    f"gave up after {attempts} in {now - started:.1f}s: {exc}",
                     reason=reason,
                     status=status,
                 ),
             )
-            return False
+            return
         with self._lock:
+            if job.done:
+                return
             self.retried += 1
+            heapq.heappush(self._retry, (now + delay, next(self._retry_order), job))
+            first = self._retry[0][2] is job
         self._log.log(
             logging.WARNING,
             "retry",
-            "meterstream: sending %d events failed (%s); retrying",
-            len(batch),
+            "sending %s failed (%s); retrying",
+            events_text(len(job.batch)),
             exc,
         )
-        if delay > 0 and self._stop.wait(delay):
-            self._settle(
-                seq,
-                batch,
+        if first:
+            self._buffer.wake.set()  # a waiting thread times its wait by the soonest retry
+
+    def _refused(self, job: _Job, exc: DeliveryError) -> None:
+        """A 400: report the event it names and resend the rest, or bisect to find it."""
+        count = len(job.batch)
+        index = exc.index
+        if index is not None and 0 <= index < count:
+            rest = [i for i in range(count) if i != index]
+            self._replace(job, [rest] if rest else [], [([index], exc)])
+        elif count > 1:
+            # Which event? Halves, each sent at once, until the bad ones are alone.
+            half = count // 2
+            self._replace(job, [list(range(half)), list(range(half, count))], [])
+        else:
+            self._settle(job, exc)
+
+    def _export_failed(self, job: _Job, exc: Exception) -> None:
+        """An unexpected failure: an event that cannot be encoded, or a bug."""
+        bad = job.batch.unencodable()
+        if not bad:
+            # A bug or an unexpected failure in the exporter: the events
+            # keep their identifiers, so trying again is safe.
+            report_internal_error(exc)
+            self._reschedule(job, self._pacer.retry_delay(job.attempt), exc)
+            return
+        gone = {i for i, _ in bad}
+        rest = [i for i in range(len(job.batch)) if i not in gone]
+        rejected = [
+            (
+                [i],
                 DeliveryError(
-                    f"shut down while waiting to retry: {exc}", reason="shutdown", status=status
+                    f"event {i} of {len(job.batch)} could not be encoded ({reason}): "
+                    "set aside, the others were sent",
+                    reason="rejected",
+                    code="unencodable_event",
+                    index=i,
                 ),
             )
-            return False
-        return True
+            for i, reason in bad
+        ]
+        self._replace(job, [rest] if rest else [], rejected)
 
-    def _settle(self, seq: int, batch: EventBatch, error: Optional[DeliveryError]) -> None:
-        """Count a batch's final outcome exactly once, and release flushes waiting on it."""
-        count = len(batch)
+    def _set_aside_expired(self, job: _Job) -> None:
+        """Events older than Stripe's 35-day window: report each, send the rest."""
+        cutoff = time.time() - PAST_WINDOW
+        stamps = job.batch.timestamps()
+        old = [i for i, t in enumerate(stamps) if t < cutoff]
+        rest = [i for i, t in enumerate(stamps) if t >= cutoff]
+        rejected = [
+            (
+                [i],
+                DeliveryError(
+                    "the event is more than 35 days old, past what Stripe accepts",
+                    reason="rejected",
+                    code="timestamp_too_far_in_past",
+                ),
+            )
+            for i in old
+        ]
+        self._replace(job, [rest] if rest else [], rejected)
+
+    def _replace(
+        self,
+        job: _Job,
+        parts: list[list[int]],
+        rejected: list[tuple[list[int], DeliveryError]],
+    ) -> None:
+        """Settle *rejected* events of *job*, and put its *parts* in its place, due now.
+
+        Each part keeps its events' identifiers and gets a new Idempotency-Key
+        (its request body differs); it keeps the batch's number (flushes wait
+        for every part) and its retry deadline.
+        """
+        batch = job.batch
+        refused = [(batch.subset(indices), error) for indices, error in rejected]
+        now = self._clock()
         with self._lock:
-            if seq in self._abandoned or self._inflight.pop(seq, None) is None:
+            if job.done:
+                return
+            job.done = True
+            jobs = self._inflight[job.seq]
+            jobs.remove(job)
+            for indices in parts:
+                part = _Job(job.seq, batch.subset(indices), job.deadline)
+                part.attempt = job.attempt
+                jobs.append(part)
+                heapq.heappush(self._retry, (now, next(self._retry_order), part))
+            self.failed_rejected += sum(len(events) for events, _ in refused)
+            if not jobs:
+                del self._inflight[job.seq]
+                self._advance(job.seq)
+        if parts:
+            self._buffer.wake.set()
+        for events, error in refused:
+            self._report(events, error)
+
+    def _settle(self, job: _Job, error: Optional[DeliveryError]) -> None:
+        """Count a batch's final outcome exactly once, and release flushes waiting on it."""
+        count = len(job.batch)
+        with self._lock:
+            if job.done:
                 return  # shutdown() already gave it up and counted it
+            job.done = True
             if error is None:
                 self.sent += count
             elif error.reason == "shutdown":
@@ -349,9 +485,13 @@ class Delivery:
                 self.failed_retries_exhausted += count
             else:
                 self.failed_rejected += count
-            self._advance(seq)
+            jobs = self._inflight[job.seq]
+            jobs.remove(job)
+            if not jobs:
+                del self._inflight[job.seq]
+                self._advance(job.seq)
         if error is not None:
-            self._report(list(batch), error)
+            self._report(job.batch, error)
 
     def _advance(self, seq: int) -> None:
         # Called with the lock held: move the settled watermark, fire markers.
@@ -363,57 +503,42 @@ class Delivery:
         while markers and markers[0][0] <= self._settled_upto:
             markers.popleft()[1].done.set()
 
-    def _report(self, events: list[dict[str, Any]], error: DeliveryError) -> None:
+    def _report(self, batch: EventBatch, error: DeliveryError) -> None:
+        """Log and hand *batch* to ``on_delivery_error``; never fails on the events."""
         self._log.log(
             logging.ERROR,
             "failed:" + error.reason,
-            "meterstream: %d events were not delivered: %s",
-            len(events),
+            "%s not delivered: %s",
+            events_text(len(batch)),
             error,
         )
         callback = self._settings.on_delivery_error
         if callback is not None:
             try:
-                callback(events, error)
+                callback(batch.reportable(), error)
             except Exception as exc:
-                self._log.log(
-                    logging.ERROR, "callback", "meterstream: on_delivery_error raised %r", exc
-                )
-
-    def _report_evicted(self) -> None:
-        """Hand events ``drop_oldest`` evicted to ``on_delivery_error`` (counted already)."""
-        evicted = self._buffer.evicted
-        if not evicted or self._settings.on_delivery_error is None:
-            return
-        raw = []
-        while True:
-            try:  # another delivery thread may be emptying it too
-                raw.append(evicted.popleft())
-            except IndexError:
-                break
-        if not raw:
-            return
-        self._report(
-            list(EventBatch(raw, self._keys_for)),
-            DeliveryError(
-                f"{len(raw)} events were evicted from the full buffer (overflow=drop_oldest)",
-                reason="queue_full",
-            ),
-        )
+                self._log.log(logging.ERROR, "callback", "on_delivery_error raised %r", exc)
 
     # -- caller-side entry points ---------------------------------------------------------
 
     def flush_on_caller(self, deadline: float = float("inf")) -> bool:
         """Send everything waiting on this thread (``sync_mode``, or no thread possible)."""
         buffer = self._buffer
+        pause = threading.Event()
         try:
-            while buffer.items:
-                if self._clock() >= deadline:
+            while buffer.items or self._retry:
+                now = self._clock()
+                if now >= deadline:
                     return False
-                self._dispatch_next(everything=True, stoppable=False)
+                if not self._send_next(True, self._never):
+                    # Only retries wait (or too many do to take more): until
+                    # the soonest is due.
+                    until = min(self._next_retry_at(), deadline, now + 1.0)
+                    pause.wait(max(0.0, until - now))
             return True
         finally:
-            self._report_evicted()
+            if self._evictions is not None:
+                self._evictions.report_all()
 
     def flush(self, timeout: Optional[float]) -> bool:
         """True once every event recorded before the call is settled."""
@@ -429,33 +554,51 @@ class Delivery:
     def shutdown(self, timeout: float) -> bool:
         """Drain within *timeout*, then stop the threads and the exporter.
 
-        Whatever could not be delivered in time is counted as dropped at
-        shutdown and handed to ``on_delivery_error``.
+        Batches waiting to retry go again at once, and keep going until the
+        deadline. Whatever could not be delivered in time is counted as
+        dropped at shutdown and handed to ``on_delivery_error``.
         """
         with self._start_lock:
             self._closing = True
-        deadline = self._clock() + timeout
+        start = self._clock()
+        deadline = start + timeout
         self._hard_deadline = deadline
+        self._drain()
         thread = self._thread
         if thread is not None and thread.is_alive():
-            done = self.flush(timeout)
+            # Keep a moment at the end to abort requests still in flight.
+            done = self.flush(max(0.0, timeout - SHUTDOWN_GRACE if timeout > 0.2 else timeout))
         else:
             done = self.flush_on_caller(deadline)
         self._stop.set()
+        self._pacer.wake()
         self._buffer.wake.set_all()
-        threads = [t for t in (thread, *self._workers) if t is not None]
-        for worker in threads:
-            worker.join(max(0.0, deadline - self._clock()))
         # Closing the exporter aborts requests still in flight (a hanging or
-        # trickling server); the threads then settle their batches within a
-        # short grace, so that what they report is reported before we return.
+        # trickling server); the threads then settle their batches, so that
+        # what they report is reported before we return.
         self._close_exporter()
-        grace = self._clock() + SHUTDOWN_GRACE
+        threads = [t for t in (thread, *self._workers) if t is not None]
+        grace = max(deadline, self._clock() + 0.01)
         for worker in threads:
             worker.join(max(0.0, grace - self._clock()))
         self._abandon_inflight()
         self._drop_leftovers()
         return done and not self._buffer.items
+
+    def _drain(self) -> None:
+        """Shutdown begins: every batch waiting to retry is due now, the pace is lifted."""
+        self._draining = True
+        self._pacer.drain()
+        self._retry_now()
+        self._buffer.wake.set_all()
+
+    def _retry_now(self) -> None:
+        """Every batch waiting to retry is due now (in its order); threads go at the pace."""
+        with self._lock:
+            now = self._clock()
+            self._retry = [(now, order, job) for _, order, job in self._retry]
+            heapq.heapify(self._retry)
+        self._buffer.wake.set()
 
     def _close_exporter(self) -> None:
         try:
@@ -464,45 +607,51 @@ class Delivery:
             report_internal_error(exc)
 
     def _abandon_inflight(self) -> None:
-        """Requests still in flight past the deadline (a hanging server): give them up."""
+        """Batches in flight past the deadline (a hanging server), or waiting: give them up."""
         with self._lock:
-            abandoned = list(self._inflight.items())
-            for seq, batch in abandoned:
-                self._abandoned.add(seq)
+            abandoned = [job for jobs in self._inflight.values() for job in jobs]
+            for job in abandoned:
+                job.done = True
+                self.dropped_shutdown += len(job.batch)
+            for seq in list(self._inflight):
                 del self._inflight[seq]
-                self.dropped_shutdown += len(batch)
                 self._advance(seq)
-        for _, batch in abandoned:
+            self._retry.clear()
+        for job in abandoned:
             self._report(
-                list(batch),
+                job.batch,
                 DeliveryError(
-                    f"{len(batch)} events were in flight at shutdown and may not have been "
-                    "delivered",
+                    f"{events_text(len(job.batch))} in flight at shutdown, maybe not delivered",
                     reason="shutdown",
                 ),
             )
 
     def _drop_leftovers(self) -> None:
         left: list[tuple[Any, ...]] = []
-        markers: list[FlushMarker] = []
+        markers = []
         while self._buffer.items:
             raw, marker = self._buffer.take(len(self._buffer.items))
             left.extend(raw)
             if marker is not None:
                 markers.append(marker)
         if left:
-            self.dropped_shutdown += len(left)
+            with self._lock:
+                self.dropped_shutdown += len(left)
             self._report(
-                list(EventBatch(left, self._keys_for)),
+                EventBatch(left, self._keys_for),
                 DeliveryError(
-                    f"{len(left)} events could not be delivered before shutdown", reason="shutdown"
+                    f"{events_text(len(left))} could not be delivered before shutdown",
+                    reason="shutdown",
                 ),
             )
         for marker in markers:
             marker.done.set()
-        self._report_evicted()
+        if self._evictions is not None:
+            self._evictions.stop(max(0.0, self._hard_deadline - self._clock()))
 
     def after_fork_in_child(self) -> None:
         self._reset_state()
+        if self._evictions is not None:
+            self._evictions.reset()
         self.sent = self.retried = 0
         self.failed_rejected = self.failed_retries_exhausted = self.dropped_shutdown = 0

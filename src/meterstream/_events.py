@@ -373,6 +373,54 @@ class EventBatch(Sequence[dict[str, Any]]):
     def __repr__(self) -> str:
         return f"<EventBatch of {len(self)} events>"
 
+    # -- for delivery: a batch that must lose some of its events ---------------------
+
+    def subset(self, indices: Sequence[int]) -> EventBatch:
+        """The events at *indices*, in a new batch: same identifiers, same encoding."""
+        if self._wire is not None and not self._raw:
+            return EventBatch.of([self._wire[i] for i in indices])
+        raw = self._raw
+        return EventBatch([raw[i] for i in indices], self._keys_for, self._prefix)
+
+    def unencodable(self) -> list[tuple[int, str]]:
+        """(index, reason) of each event that cannot be written on the wire.
+
+        Validation at record time should make this empty; it is asked only
+        after encoding the batch failed, so that one bad event (one that got
+        past validation) is set aside instead of sinking its batch.
+        """
+        bad: list[tuple[int, str]] = []
+        for i, event in enumerate(self._raw):
+            try:
+                EventBatch([event], self._keys_for, self._prefix).to_json()
+                customer_key, value_key = self._keys_for(event[0])
+                _json_str(to_wire(event, customer_key, value_key, self._prefix))
+            except Exception as exc:
+                bad.append((i, f"{type(exc).__name__}: {exc}"[:200]))
+        return bad
+
+    def timestamps(self) -> list[float]:
+        """The time of each event (Unix seconds); empty for a batch of wire events."""
+        return [event[3] for event in self._raw]
+
+    def reportable(self) -> list[dict[str, Any]]:
+        """The events as wire-shape dicts for ``on_delivery_error``, whatever they hold.
+
+        Unlike iterating the batch, never fails: an event that cannot be
+        encoded is shown with its fields as ``str()`` gives them.
+        """
+        if self._wire is not None:
+            return list(self._wire)
+        out: list[dict[str, Any]] = []
+        for event in self._raw:
+            keys = ("stripe_customer_id", "value")
+            try:
+                keys = self._keys_for(event[0])
+                out.append(to_wire(event, keys[0], keys[1], self._prefix))
+            except Exception:
+                out.append(_as_reported(event, self._prefix, keys))
+        return out
+
     def to_json(self) -> bytes:
         """The stream request body, ``{"events": [...]}``, as UTF-8 JSON bytes."""
         if self._wire is not None:
@@ -438,6 +486,24 @@ class EventBatch(Sequence[dict[str, Any]]):
 
 #: "000" to "999": the milliseconds of a timestamp, without a format call each.
 _MILLIS = tuple(f"{n:03d}" for n in range(1000))
+
+
+def _as_reported(event: RawEvent, prefix: str, keys: tuple[str, str]) -> dict[str, Any]:
+    """An event that cannot be encoded, shown as well as it can be."""
+    name, customer_id, value, timestamp, identifier, dimensions = event
+    try:
+        when = format_timestamp(timestamp)
+    except Exception:
+        when = str(timestamp)
+    payload: dict[str, Any] = {keys[0]: str(customer_id), keys[1]: str(value)}
+    if dimensions:
+        payload.update({str(k): str(v) for k, v in dimensions.items()})
+    return {
+        "identifier": identifier if type(identifier) is str else prefix + str(identifier),
+        "event_name": str(name),
+        "timestamp": when,
+        "payload": payload,
+    }
 
 
 def _literal(text: str) -> str:

@@ -66,6 +66,10 @@ class DeliveryError(MeterError):
             ``"authentication"`` (the secret key was refused) or ``"shutdown"``.
         status: the HTTP status of the last answer, when there was one.
         code: Stripe's error ``code``, when there was one.
+        param: Stripe's error ``param`` (e.g. ``"events[3].timestamp"``), when
+            there was one.
+        index: the position in the request of the event Stripe named in
+            ``param`` (``events[3]...`` is 3), when it named one.
     """
 
     def __init__(
@@ -75,11 +79,15 @@ class DeliveryError(MeterError):
         reason: str,
         status: int | None = None,
         code: str | None = None,
+        param: str | None = None,
+        index: int | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.status = status
         self.code = code
+        self.param = param
+        self.index = index
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

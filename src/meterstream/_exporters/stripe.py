@@ -7,6 +7,8 @@ over httpx when ``http2`` is on or a transport is given.
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import urlsplit
@@ -34,6 +36,25 @@ __all__ = ["StripeExporter"]
 
 SESSION_PATH = "/v2/billing/meter_event_session"
 STREAM_PATH = "/v2/billing/meter_event_stream"
+
+
+_EVENT_PARAM = re.compile(r"events\[([0-9]{1,3})\]")
+
+
+def _event_param(response: httpx.Response, count: int) -> tuple[Optional[str], Optional[int]]:
+    """Stripe's ``param`` and, when it names ``events[i]`` of this request, *i*."""
+    try:
+        error = json.loads(response.content).get("error")
+        param = error.get("param") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        return None, None
+    if not isinstance(param, str):
+        return None, None
+    param = param[:200]
+    match = _EVENT_PARAM.match(param)
+    if match is None or int(match.group(1)) >= count:
+        return param, None
+    return param, int(match.group(1))
 
 
 class StripeExporter(Exporter):
@@ -190,12 +211,19 @@ class StripeExporter(Exporter):
                 retry_after=retry_after(response.headers),
                 status=status,
             )
+        param, index = _event_param(response, len(events))
+        what = (
+            f"event {index} of {len(events)} ({param})"
+            if index is not None
+            else f"{len(events)} meter event{'' if len(events) == 1 else 's'}"
+        )
         raise DeliveryError(
-            f"Stripe refused {len(events)} meter events: HTTP {status} "
-            f"{code or kind or ''}: {message}".strip(),
+            f"Stripe refused {what}: HTTP {status} {code or kind or ''}: {message}".strip(),
             reason="rejected",
             status=status,
             code=code,
+            param=param,
+            index=index,
         )
 
     def shutdown(self) -> None:

@@ -47,6 +47,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _redirect(text: str) -> int:
+    value = _count(text)
+    if value and not 300 <= value <= 399:
+        raise argparse.ArgumentTypeError("must be 0 or a 3xx status")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -129,6 +136,13 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
         metavar="N",
         help="larger request bodies get 413 (default 1048576)",
     )
+    add(
+        "--idle-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request in this long (default 30)",
+    )
     faults = parser.add_argument_group("faults (stream requests; see --fault-sessions)")
     fadd = faults.add_argument
     fadd(
@@ -183,6 +197,38 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
         help="send Retry-After on injected 429 and 500 answers",
     )
     fadd("--fault-sessions", action="store_true", help="apply the faults to session creation too")
+    fadd(
+        "--reject-identifier",
+        metavar="ID",
+        help="answer 400 (param events[i]) to requests holding the event with this identifier",
+    )
+    fadd(
+        "--redirect-status",
+        type=_redirect,
+        default=0,
+        metavar="3XX",
+        help="answer requests with this 3xx status and a Location (0: off)",
+    )
+    fadd("--redirect-location", metavar="URL", help="the Location of --redirect-status answers")
+    fadd(
+        "--session-trickle-ms",
+        type=_non_negative,
+        default=0.0,
+        metavar="MS",
+        help="send session answers a byte at a time, this far apart",
+    )
+    fadd(
+        "--session-pad-bytes",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="make session answers N bytes larger (an oversized answer)",
+    )
+    fadd(
+        "--reject-without-param",
+        action="store_true",
+        help="the 400 of --reject-identifier names no event (no param)",
+    )
     fadd("--seed", type=int, help="seed for the random choice of failing requests")
     add(
         "--log-level",
@@ -216,6 +262,12 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
         should_retry=None if args.should_retry is None else args.should_retry == "true",
         retry_after=args.retry_after,
         apply_to_sessions=args.fault_sessions,
+        reject_identifier=args.reject_identifier,
+        reject_names_event=not args.reject_without_param,
+        redirect_status=args.redirect_status,
+        session_trickle_ms=args.session_trickle_ms,
+        session_pad_bytes=args.session_pad_bytes,
+        **({"redirect_location": args.redirect_location} if args.redirect_location else {}),
     )
     emulator = Emulator(
         args.host,
@@ -227,6 +279,7 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
         seed=args.seed,
         check_timestamp_range=not args.async_timestamp_errors,
         max_body_bytes=args.max_body_bytes,
+        idle_timeout=args.idle_timeout,
         log_level=args.log_level,
     )
     stop = threading.Event()

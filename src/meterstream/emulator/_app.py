@@ -212,6 +212,15 @@ class EmulatorApp:
         # after its response sees its own request.
         self.state.count_request(endpoint, status)
         await send({"type": "http.response.start", "status": status, "headers": out})
+        trickle = self.state.injector.live.session_trickle_ms if endpoint == SESSION else 0.0
+        if trickle and body:
+            # A byte at a time: a server (or proxy) answering as slowly as it can.
+            for i in range(len(body)):
+                await asyncio.sleep(trickle / 1000.0)
+                await send(
+                    {"type": "http.response.body", "body": body[i : i + 1], "more_body": True}
+                )
+            body = b""
         await send({"type": "http.response.body", "body": body})
         if after is not None:
             after()
@@ -281,7 +290,11 @@ class EmulatorApp:
                 "The meter event session has expired or is unknown. Create a new session.",
                 code="billing_meter_event_session_expired",
             )
-        state.ingest(json_body(body))
+        parsed = json_body(body)
+        refused = state.injector.refused_event(parsed)
+        if refused is not None:
+            raise refused
+        state.ingest(parsed)
         return 200, b"{}", _EMPTY
 
     async def _session(self, scope: Scope, receive: Receive) -> Answer:
@@ -290,7 +303,11 @@ class EmulatorApp:
         if faulted is not None:
             return faulted
         self._secret_key(scope, v1=False)
-        return 200, json.dumps(self.state.create_session()).encode(), _EMPTY
+        session = self.state.create_session()
+        pad = self.state.injector.live.session_pad_bytes
+        if pad:
+            session["padding"] = "x" * pad  # an oversized answer
+        return 200, json.dumps(session).encode(), _EMPTY
 
     async def _adjustment(self, scope: Scope, receive: Receive) -> Answer:
         body = await self._read(scope, receive)

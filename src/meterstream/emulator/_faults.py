@@ -46,6 +46,19 @@ class FaultConfig:
         retry_after: when not None, injected 429 and 500 answers carry
             ``Retry-After`` with this many seconds.
         apply_to_sessions: apply the faults to session creation as well.
+        reject_identifier: a stream request holding an event with this
+            identifier is refused 400 ``parameter_invalid``, as Stripe refuses
+            a request with one bad event: nothing in it is stored.
+        reject_names_event: the 400 above names the event in ``param``
+            (``events[i]``), as Stripe does; False: it names none.
+        redirect_status: when not 0, requests are answered with this 3xx
+            status and ``Location: redirect_location``, as a misconfigured
+            proxy or base URL would.
+        redirect_location: the ``Location`` of those answers.
+        session_trickle_ms: session answers are sent a byte at a time, this
+            many milliseconds apart (the head at once).
+        session_pad_bytes: session answers carry this many bytes more, in an
+            extra ``padding`` field (an oversized answer).
     """
 
     fail_500: float = 0.0
@@ -57,13 +70,23 @@ class FaultConfig:
     should_retry: Optional[bool] = None
     retry_after: Optional[float] = None
     apply_to_sessions: bool = False
+    reject_identifier: Optional[str] = None
+    reject_names_event: bool = True
+    redirect_status: int = 0
+    redirect_location: str = "http://127.0.0.1:9/elsewhere"
+    session_trickle_ms: float = 0.0
+    session_pad_bytes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("fail_500", "fail_429"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a fraction between 0 and 1, got {value!r}")
-        for name in ("latency_ms", "rps_limit"):
+        if self.redirect_status and not 300 <= self.redirect_status <= 399:
+            raise ValueError(f"redirect_status must be 0 or a 3xx, got {self.redirect_status!r}")
+        if self.session_pad_bytes < 0:
+            raise ValueError(f"session_pad_bytes must be >= 0, got {self.session_pad_bytes!r}")
+        for name in ("latency_ms", "rps_limit", "session_trickle_ms"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -84,6 +107,7 @@ class FaultConfig:
             or self.rps_limit
             or self.expire_next
             or self.hang
+            or self.redirect_status
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +124,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "should_retry": (bool, type(None)),
     "retry_after": (int, float, type(None)),
     "apply_to_sessions": (bool,),
+    "reject_identifier": (str, type(None)),
+    "reject_names_event": (bool,),
+    "redirect_status": (int,),
+    "redirect_location": (str,),
+    "session_trickle_ms": (int, float),
+    "session_pad_bytes": (int,),
 }
 
 
@@ -214,6 +244,14 @@ class FaultInjector:
         f = self.live
         if not f.active or (endpoint == SESSION and not f.apply_to_sessions):
             return None
+        if f.redirect_status:
+            return InjectedFault(
+                f.redirect_status,
+                "invalid_request_error",
+                "redirected",
+                "Moved (injected).",
+                [(b"location", f.redirect_location.encode("latin-1", "replace"))],
+            )
         with self._lock:
             if f.rps_limit:
                 window = int(self._clock())
@@ -252,5 +290,23 @@ class FaultInjector:
                     "rate_limit",
                     "Too many requests hit the API too quickly (injected).",
                     fault_headers(f, 429),
+                )
+        return None
+
+    def refused_event(self, body: Any) -> Optional[StripeError]:
+        """The 400 for a stream request holding the ``reject_identifier`` event, if any."""
+        wanted = self.live.reject_identifier
+        if wanted is None or not isinstance(body, dict):
+            return None
+        events = body.get("events")
+        if not isinstance(events, list):
+            return None
+        for i, event in enumerate(events):
+            if isinstance(event, dict) and event.get("identifier") == wanted:
+                param = f"events[{i}]" if self.live.reject_names_event else None
+                return bad_request(
+                    f"events[{i}]: this event was refused (injected).",
+                    code="parameter_invalid",
+                    param=param,
                 )
         return None

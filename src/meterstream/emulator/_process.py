@@ -50,6 +50,17 @@ def emulator_args(
             args += ["--retry-after", repr(f.retry_after)]
         if f.apply_to_sessions:
             args.append("--fault-sessions")
+        if f.reject_identifier is not None:
+            args += ["--reject-identifier", f.reject_identifier]
+        if not f.reject_names_event:
+            args.append("--reject-without-param")
+        if f.redirect_status:
+            args += ["--redirect-status", str(f.redirect_status)]
+            args += ["--redirect-location", f.redirect_location]
+        if f.session_trickle_ms:
+            args += ["--session-trickle-ms", repr(f.session_trickle_ms)]
+        if f.session_pad_bytes:
+            args += ["--session-pad-bytes", str(f.session_pad_bytes)]
     return args
 
 

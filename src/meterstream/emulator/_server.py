@@ -92,12 +92,55 @@ class _OneWriteTransport:
         return getattr(self._transport, name)
 
 
+#: Seconds a connection has to deliver a whole request (head and body), from
+#: when it opened or its previous answer was sent; then it is closed.
+DEFAULT_IDLE_TIMEOUT = 30.0
+
+
 class _Protocol(HttpToolsProtocol):
+    """uvicorn's protocol, closing connections that do not deliver a request in time.
+
+    uvicorn times idle keep-alive connections only, and any byte received
+    cancels that: a fresh connection that sends nothing, or trickles a head
+    a byte at a time (slowloris), would stay open forever.
+    """
+
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
+    _request_timer: Optional[asyncio.TimerHandle] = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = cast(
             asyncio.Transport, _OneWriteTransport(transport, asyncio.get_running_loop())
         )
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._request_timer = self.loop.call_later(self.idle_timeout, self._idle_too_long)
+
+    def _disarm(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _idle_too_long(self) -> None:
+        self._request_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def on_message_complete(self) -> None:
+        self._disarm()  # a whole request: the app's time now (a hang fault may hold it)
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            self._arm()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
 
 class _Server(uvicorn.Server):
@@ -133,9 +176,12 @@ class _Server(uvicorn.Server):
                 loop.call_soon_threadsafe(wake.set)
 
 
-def _config(app: EmulatorApp, log_level: str) -> uvicorn.Config:
+def _config(
+    app: EmulatorApp, log_level: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+) -> uvicorn.Config:
+    protocol = type("_Protocol", (_Protocol,), {"idle_timeout": idle_timeout})
     options: dict[str, Any] = {
-        "http": _Protocol,
+        "http": protocol,
         "loop": "asyncio",
         "lifespan": "on",
         "interface": "asgi3",
@@ -144,7 +190,7 @@ def _config(app: EmulatorApp, log_level: str) -> uvicorn.Config:
         "server_header": False,
         "date_header": False,
         "backlog": 2048,
-        "timeout_keep_alive": 30,
+        "timeout_keep_alive": max(1, round(idle_timeout)),
         "timeout_graceful_shutdown": 3,
         "proxy_headers": False,
     }
@@ -166,6 +212,8 @@ class Emulator:
         check_timestamp_range: 400 for timestamps outside the accepted window
             (False: report them as asynchronous validation errors).
         max_body_bytes: larger request bodies are answered 413.
+        idle_timeout: seconds a connection has to deliver a whole request,
+            from when it opened or its last answer; then it is closed.
         log_level: uvicorn's log level.
 
     Example::
@@ -190,9 +238,13 @@ class Emulator:
         seed: Optional[int] = None,
         check_timestamp_range: bool = True,
         max_body_bytes: int = DEFAULT_MAX_BODY,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         log_level: str = "warning",
     ) -> None:
+        if not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be a number of seconds > 0, got {idle_timeout!r}")
         self.host = host
+        self._idle_timeout = idle_timeout
         self.state = EmulatorState(
             clock=clock,
             session_ttl=session_ttl,
@@ -257,7 +309,7 @@ class Emulator:
         return self
 
     def _serve(self, sock: socket.socket, timeout: float) -> None:
-        server = _Server(_config(self.app, self._log_level), self.app)
+        server = _Server(_config(self.app, self._log_level, self._idle_timeout), self.app)
         thread = threading.Thread(
             target=server.run,
             kwargs={"sockets": [sock]},

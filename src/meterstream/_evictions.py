@@ -1,0 +1,109 @@
+"""Handing the events ``drop_oldest`` evicts to ``on_delivery_error``, apart from delivery.
+
+Evictions happen when delivery cannot keep up, often because it is stuck
+(an outage, a hanging server): a report that waited for a delivery thread
+would wait as long. A ``meterstream-reporter`` thread of its own hands them
+over as they happen. The evicted events wait in a deque; when the reporter
+falls behind (the callback is slower than the evictions) and
+:data:`EVICTED_CHUNK` wait, the recording thread that evicted reports them
+itself: memory stays bounded, and no eviction is ever left out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Callable, Optional
+
+from ._buffer import Buffer
+from ._events import EventBatch
+from ._internal import report_internal_error
+from .errors import DeliveryError
+
+__all__ = ["EVICTED_CHUNK", "EvictionReporter"]
+
+#: Evictions handed to on_delivery_error in one call, and how many may wait.
+EVICTED_CHUNK = 10_000
+
+
+class EvictionReporter:
+    """Reports what *buffer* evicts through *report*, on its own thread.
+
+    Args:
+        buffer: the buffer whose ``drop_oldest`` evictions to report.
+        report: hands a batch and its error to ``on_delivery_error`` (and logs).
+        keys_for: the payload keys of an event name, to show the events.
+    """
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        report: Callable[[EventBatch, DeliveryError], None],
+        keys_for: Callable[[str], tuple[str, str]],
+    ) -> None:
+        self._buffer = buffer
+        self._report = report
+        self._keys_for = keys_for
+        buffer.evicted = deque()
+        buffer.on_evicted = self._on_evicted
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh thread state: at start and in a forked child."""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        """Start the reporter thread (RuntimeError while the interpreter shuts down)."""
+        thread = threading.Thread(target=self._run, name="meterstream-reporter", daemon=True)
+        thread.start()
+        self._thread = thread
+
+    def stop(self, timeout: float) -> None:
+        """End the thread (within *timeout*), then report what is left here."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout))
+        self.report_all()
+
+    def _on_evicted(self, waiting: int) -> None:
+        """Called on the recording thread after each eviction (never per plain record)."""
+        if waiting >= EVICTED_CHUNK:
+            self.report_all()  # the reporter is behind: this thread reports
+        elif not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while not self._stop.is_set():
+            wake.wait()
+            wake.clear()
+            try:
+                self.report_all()
+            except Exception as exc:  # the thread must outlive any bug
+                report_internal_error(exc)
+
+    def report_all(self) -> None:
+        """Hand every eviction waiting to ``on_delivery_error`` (counted already)."""
+        evicted = self._buffer.evicted
+        if not evicted:
+            return
+        while True:
+            raw: list[tuple[Any, ...]] = []
+            try:  # another thread may be emptying it too
+                while len(raw) < EVICTED_CHUNK:
+                    raw.append(evicted.popleft())
+            except IndexError:
+                pass
+            if not raw:
+                return
+            count = f"{len(raw)} event" + ("" if len(raw) == 1 else "s")
+            self._report(
+                EventBatch(raw, self._keys_for),
+                DeliveryError(
+                    f"{count} evicted from the full buffer (overflow=drop_oldest)",
+                    reason="queue_full",
+                ),
+            )

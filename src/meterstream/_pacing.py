@@ -1,0 +1,150 @@
+"""The pace of delivery: how long failed batches wait, and when every sender holds back.
+
+The server's health is one fact shared by every batch, so it is kept in one
+place. A batch that failed waits in the delivery's retry queue, not on a
+thread; how long it waits follows the streak of failed requests across all
+batches (reset by any success). While the server answers most requests, a
+failure is retried quickly. While it fails broadly (a streak of
+``2 x senders`` failed requests in a row, or a ``Retry-After``), the gate
+lets one request through at a time, spaced with exponential backoff and full
+jitter: a probe; the first success opens it for everyone, and batches
+waiting to retry go at once. A batch that keeps failing alone on a healthy
+server backs off by its own attempts too: its ceiling doubles from the
+sixth (``retry_initial_delay`` at the eighth).
+
+Random failures (30% of requests failing) rarely make such a streak, so they
+cost only the failed requests; an outage costs one probe per backoff period.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Callable, Optional
+
+__all__ = ["MAX_RETRY_AFTER", "Backoff", "Pacer"]
+
+#: The longest Retry-After honoured before retrying anyway.
+MAX_RETRY_AFTER = 60.0
+#: The attempt of one batch from which its own waits reach retry_initial_delay
+#: (they double from QUICK_ATTEMPTS + QUICK_LEVEL + 1 on).
+QUICK_ATTEMPTS = 8
+#: A quick retry waits up to retry_initial_delay * 2**QUICK_LEVEL.
+QUICK_LEVEL = -3
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
+
+    def __init__(
+        self, base: float = 0.5, cap: float = 20.0, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self._rng = rng
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 30))
+        return float(ceiling * self._rng())
+
+
+class Pacer:
+    """The shared pace of requests, set by the server's recent answers.
+
+    Args:
+        backoff: the delays, from ``retry_initial_delay`` to ``retry_max_delay``.
+        broad: failed requests in a row (across all batches) after which the
+            server is taken to be failing broadly, and the gate closes.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self, backoff: Backoff, broad: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._backoff = backoff
+        self._broad = max(1, broad)
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        #: Requests failed in a row, any batch; 0 after any success.
+        self.streak = 0
+        #: No request starts before this (monotonic); 0.0: the gate is open.
+        self._open_at = 0.0
+        self._draining = False
+
+    def succeeded(self) -> bool:
+        """A request was accepted: the server is healthy, open the gate.
+
+        True when this ended a broad failure: batches waiting to retry were
+        timed for a failing server and may go now.
+        """
+        if not (self.streak or self._open_at):  # the common case takes no lock
+            return False
+        with self._cond:
+            was_broad = self.streak >= self._broad
+            self.streak = 0
+            self._open_at = 0.0
+            self._cond.notify_all()
+        return was_broad
+
+    def failed(self, retry_after: Optional[float] = None) -> None:
+        """A request failed in a way worth retrying (5xx, 429, timeout, ...)."""
+        with self._cond:
+            self.streak += 1
+            now = self._clock()
+            if retry_after is not None and retry_after > 0:
+                self._open_at = max(self._open_at, now + min(retry_after, MAX_RETRY_AFTER))
+            elif self.streak >= self._broad:
+                self._open_at = max(self._open_at, now + self._probe_delay())
+
+    def retry_delay(self, attempt: int) -> float:
+        """How long a batch that failed its *attempt*-th try waits before the next.
+
+        While the server answers most requests, a failure is retried within
+        a fraction of ``retry_initial_delay`` (an eighth, jittered): the
+        gate, not each batch, holds back once failures are broad, and then
+        the waits grow with the streak up to ``retry_max_delay``. A batch
+        that keeps failing alone on a healthy server backs off too: its
+        ceiling doubles from its sixth attempt, to ``retry_initial_delay``
+        at the eighth (30% random failures make five failures in a row in
+        0.24% of batches), and on to ``retry_max_delay``.
+        """
+        level = attempt - QUICK_ATTEMPTS
+        if self.streak >= self._broad:
+            level = max(level, self.streak - self._broad + 1)
+        return self._backoff.delay(max(level, QUICK_LEVEL))
+
+    def _probe_delay(self) -> float:
+        return self._backoff.delay(self.streak - self._broad + 1)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._open_at) and not self._draining
+
+    def wait_turn(self, stop: threading.Event) -> bool:
+        """Wait until a request may start; False when *stop* was set first."""
+        if not self._open_at:
+            return not stop.is_set()
+        with self._cond:
+            while True:
+                if stop.is_set():
+                    return False
+                if self._draining:
+                    return True
+                now = self._clock()
+                if now >= self._open_at:
+                    # One probe at a time while the server fails broadly.
+                    self._open_at = now + self._probe_delay() if self.streak >= self._broad else 0.0
+                    return True
+                self._cond.wait(self._open_at - now)
+
+    def drain(self) -> None:
+        """Shutdown: no more holding back, every waiting sender goes at once."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiting sender (to see a stop)."""
+        with self._cond:
+            self._cond.notify_all()
