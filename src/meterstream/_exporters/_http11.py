@@ -18,8 +18,9 @@ What it does:
 * answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the
   end of the connection; ``1xx`` interim answers skipped; heads and bodies
   bounded in size;
-* TLS with the same verified context httpx makes (certifi's roots, no
-  environment), for ``https`` bases;
+* TLS with the verified context it is given (the exporter's: ``ca_bundle``,
+  ``SSL_CERT_FILE`` and the like, else certifi's roots), for ``https``
+  bases; a certificate that does not verify is a :class:`CertificateError`;
 * :meth:`Http11Pool.close` aborts requests in flight: their reads fail at once.
 
 Anything the server gets wrong is a :class:`TransportError`: the caller
@@ -41,7 +42,7 @@ from collections.abc import Mapping
 from typing import Optional
 from urllib.parse import urlsplit
 
-__all__ = ["Http11Pool", "Reply", "TransportError"]
+__all__ = ["CertificateError", "Http11Pool", "Reply", "TransportError"]
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
@@ -55,6 +56,10 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 
 class TransportError(Exception):
     """No usable answer: the request may or may not have reached the server."""
+
+
+class CertificateError(TransportError):
+    """The server's TLS certificate did not verify against the CA certificates given."""
 
 
 class Reply:
@@ -338,7 +343,7 @@ class Http11Pool:
             while self._idle:
                 connection = self._idle.pop()
                 # A connection back from its last answer within
-                # idle_check_after is trusted without select() (a system call
+                # idle_check_after is trusted without poll() (a system call
                 # that lets go of the GIL): servers close idle connections
                 # after seconds, not milliseconds, and if one did, the request
                 # fails and the batch is retried.
@@ -368,6 +373,11 @@ class Http11Pool:
                 if self.closed:
                     raise TransportError("the client was closed") from None
                 where = self._host_header
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise CertificateError(
+                        f"the TLS certificate of {where} did not verify: "
+                        f"{exc.verify_message or exc.reason}"
+                    ) from None
                 raise TransportError(f"the TLS handshake with {where} failed: {exc!r}") from None
         return connection
 
@@ -479,14 +489,26 @@ def _is_hex(text: bytes) -> bool:
 
 
 def _usable(sock: socket.socket) -> bool:
-    """An idle kept connection is usable when nothing (not even EOF) waits on it."""
+    """An idle kept connection is usable when nothing (not even EOF) waits on it.
+
+    ``poll``, not ``select``: ``select`` refuses descriptors past 1024
+    (``FD_SETSIZE``), which a busy process reaches, and every kept connection
+    would then look dead.
+    """
     try:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return False
-        readable, _, _ = select.select([sock], [], [], 0)
+        if _poll is None:  # pragma: no cover - Windows, whose select() has no such limit
+            readable, _, _ = select.select([sock], [], [], 0)
+            return not readable
+        poller = _poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
     except (OSError, ValueError):
         return False
-    return not readable
+
+
+_poll = getattr(select, "poll", None)
 
 
 def _close(sock: socket.socket) -> None:
