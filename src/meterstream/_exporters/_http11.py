@@ -375,8 +375,8 @@ class Http11Pool:
                 where = self._host_header
                 if isinstance(exc, ssl.SSLCertVerificationError):
                     raise CertificateError(
-                        f"the TLS certificate of {where} did not verify: "
-                        f"{exc.verify_message or exc.reason}"
+                        f"the TLS certificate of {where} did not verify "
+                        f"({exc.reason}: {exc.verify_message})"
                     ) from None
                 raise TransportError(f"the TLS handshake with {where} failed: {exc!r}") from None
         return connection
