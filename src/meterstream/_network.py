@@ -123,6 +123,14 @@ class ProxyRoute:
         """The URL for messages: the password masked."""
         return redact_url(self.url)
 
+    def for_httpx(self, tls: ssl.SSLContext) -> Any:
+        """An :class:`httpx.Proxy`; an https:// proxy is verified with *tls* too."""
+        import httpx
+
+        if self.url.lower().startswith("https://"):
+            return httpx.Proxy(self.url, ssl_context=tls)
+        return httpx.Proxy(self.url)
+
 
 def proxy_for(
     target: str, explicit: Optional[str], environ: Optional[Mapping[str, str]] = None

@@ -134,7 +134,7 @@ class Http11Pool:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {base_url!r}")
-        self.scheme = parts.scheme
+        self.base_url = base_url
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         default_port = self.port == (443 if parts.scheme == "https" else 80)

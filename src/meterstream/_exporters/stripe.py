@@ -108,7 +108,8 @@ class StripeExporter(Exporter):
                     parts = urlsplit(base)
                     pattern = f"all://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
                     mounts[pattern] = httpx.HTTPTransport(
-                        proxy=route.url,
+                        # An https:// proxy is verified with the same CA certificates.
+                        proxy=route.for_httpx(self._tls),
                         verify=self._tls,
                         http2=self._settings.http2,
                         limits=limits,
@@ -211,7 +212,7 @@ class StripeExporter(Exporter):
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
             if isinstance(exc, CertificateError):
-                self._certificate_problem(f"{pool.scheme}://{pool.host}:{pool.port}", str(exc))
+                self._certificate_problem("{}://{}:{}".format(*_origin(pool.base_url)), str(exc))
             raise RetryableExportError(f"{what} failed: {exc}") from None
 
     def _post_httpx(
@@ -225,11 +226,25 @@ class StripeExporter(Exporter):
         except httpx.TransportError as exc:
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
-            if _certificate_failure(exc) is not None:
-                self._certificate_problem(url, str(_certificate_failure(exc)))
+            failure = _certificate_failure(exc)
+            if failure is not None:
+                # httpcore keeps a tunnel whose TLS handshake failed in its
+                # pool, busy for ever: a few such and every request is a
+                # PoolTimeout that no longer says why. A new client instead.
+                self._renew_http()
+                self._certificate_problem("{}://{}:{}".format(*_origin(url)), str(failure))
             if isinstance(exc, httpx.ProxyError):
                 self._proxy_problem(url, exc)
             raise RetryableExportError(f"{what} failed: {exc!r}") from None
+
+    def _renew_http(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            old, old_watchdog = self._http, self.watchdog
+            self._http = self._new_http()
+        old_watchdog.close()
+        old.close()
 
     # -- configuration problems: kept, retried, reported once ---------------------------
 
