@@ -35,9 +35,9 @@ class TlsEmulator:
     Attributes:
         url: ``https://localhost:<port>`` (the certificate names localhost).
         versions: the HTTP version of each request, in order, with its path.
-        stall_paths: requests to these paths get their answer's head, then one
-            body byte every ``stall_interval`` seconds, for ever.
-        hang_paths: requests to these paths are never answered.
+        stall: ``{path: n}``: the next *n* requests to *path* get their answer's
+            head, then one body byte every ``stall_interval`` seconds, for ever.
+        hang: ``{path: n}``: the next *n* requests to *path* are never answered.
     """
 
     def __init__(
@@ -48,8 +48,8 @@ class TlsEmulator:
         self.state = EmulatorState(auto_create_meters=True)
         self._app = create_app(self.state)
         self.versions: list[tuple[str, str]] = []
-        self.stall_paths: set[str] = set()
-        self.hang_paths: set[str] = set()
+        self.stall: dict[str, int] = {}
+        self.hang: dict[str, int] = {}
         self.stall_interval = 0.1
         pem = tmp_path / "server.pem"
         ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
@@ -74,11 +74,11 @@ class TlsEmulator:
     async def _asgi(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             self.versions.append((scope["http_version"], scope["path"]))
-            if scope["path"] in self.hang_paths:
+            if _take(self.hang, scope["path"]):
                 assert self._stopping is not None
                 await self._stopping.wait()
                 return
-            if scope["path"] in self.stall_paths:
+            if _take(self.stall, scope["path"]):
                 await send({"type": "http.response.start", "status": 200, "headers": []})
                 assert self._stopping is not None
                 while not self._stopping.is_set():
@@ -121,6 +121,13 @@ class TlsEmulator:
 
     def identifiers(self) -> set[str]:
         return {str(event["identifier"]) for event in self.state.events()}
+
+
+def _take(counts: dict[str, int], path: str) -> bool:
+    if counts.get(path, 0) > 0:
+        counts[path] -= 1
+        return True
+    return False
 
 
 class ForwardProxy:
