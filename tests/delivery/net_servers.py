@@ -138,12 +138,13 @@ class ForwardProxy:
         requests: ``(method, target, Proxy-Authorization or None)`` per request.
     """
 
-    def __init__(self, credentials: Optional[tuple[str, str]] = None) -> None:
+    def __init__(self, credentials: Optional[tuple[str, str]] = None, port: int = 0) -> None:
         self._credentials = credentials
         self.requests: list[tuple[str, str, Optional[str]]] = []
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

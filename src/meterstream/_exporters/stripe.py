@@ -28,7 +28,7 @@ from .._session import (
 )
 from .._version import __version__
 from ..errors import DeliveryError
-from ._http11 import CertificateError, Http11Pool, Reply, TransportError
+from ._http11 import MAX_BODY, CertificateError, Http11Pool, Reply, TransportError
 from ._watchdog import RequestWatchdog
 from .base import EventBatch, Exporter, RetryableExportError
 
@@ -219,10 +219,40 @@ class StripeExporter(Exporter):
         self, url: str, body: bytes, headers: dict[str, str], what: str
     ) -> httpx.Response:
         try:
-            with self.watchdog.guard():
-                return self._http.post(
-                    url, content=body, headers=headers, extensions={"trace": self.watchdog.trace}
-                )
+            with (
+                self.watchdog.guard(),
+                self._http.stream(
+                    "POST",
+                    url,
+                    content=body,
+                    headers=headers,
+                    extensions={"trace": self.watchdog.trace},
+                ) as response,
+            ):
+                # The lean client's bound on an answer, here too: read no
+                # more than MAX_BODY (after decoding), whatever is announced.
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_BODY:
+                    raise RetryableExportError(
+                        f"{what}: the answer's body is too large ({declared} bytes)",
+                        status=response.status_code,
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise RetryableExportError(
+                            f"{what}: the answer's body is too large (over {MAX_BODY} bytes)",
+                            status=response.status_code,
+                        )
+                    chunks.append(chunk)
+                kept = [
+                    (name, value)
+                    for name, value in response.headers.multi_items()
+                    if name not in ("content-encoding", "content-length", "transfer-encoding")
+                ]
+                return httpx.Response(response.status_code, headers=kept, content=b"".join(chunks))
         except httpx.TransportError as exc:
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
