@@ -18,6 +18,7 @@ helpers, :mod:`ipaddress`, :mod:`ssl`'s CA loading) and httpx's
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import ssl
@@ -123,11 +124,27 @@ class ProxyRoute:
         """The URL for messages: the password masked."""
         return redact_url(self.url)
 
+    @property
+    def is_tls(self) -> bool:
+        """An ``https://`` proxy: TLS to the proxy itself."""
+        return self.url.lower().startswith("https://")
+
+    def for_lean(self) -> tuple[str, int, Optional[str]]:
+        """(host, port, ``Proxy-Authorization`` value or None) of an http:// proxy."""
+        import httpx
+
+        proxy = httpx.Proxy(self.url)
+        auth = None
+        if proxy.raw_auth is not None:
+            user, password = proxy.raw_auth
+            auth = "Basic " + base64.b64encode(user + b":" + password).decode("ascii")
+        return proxy.url.host, proxy.url.port or 80, auth
+
     def for_httpx(self, tls: ssl.SSLContext) -> Any:
         """An :class:`httpx.Proxy`; an https:// proxy is verified with *tls* too."""
         import httpx
 
-        if self.url.lower().startswith("https://"):
+        if self.is_tls:
             return httpx.Proxy(self.url, ssl_context=tls)
         return httpx.Proxy(self.url)
 

@@ -121,6 +121,24 @@ def test_https_proxy_from_the_environment_carries_sessions_and_the_stream(
     assert {method for method, _, _ in proxy.requests} == {"CONNECT"}
     paths = {path for _, path in tls_emulator.versions}
     assert paths == {"/v2/billing/meter_event_session", "/v2/billing/meter_event_stream"}
+    exporter: Any = client.exporter
+    assert exporter._stream is not None  # the lean client, tunnelled
+
+
+def test_httpx_carries_the_stream_through_the_proxy_too(
+    tls_emulator: TlsEmulator,
+    proxy: ForwardProxy,
+    make_client: MakeClient,
+    ca_pem: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # http2=true goes over httpx (HTTP/1.1 here: the server offers only that).
+    monkeypatch.setenv("ALL_PROXY", proxy.url)
+    client = make_client(ca_bundle=ca_pem, http2=True)
+    ids = record(client, 30)
+    assert client.flush(20)
+    assert tls_emulator.identifiers() == ids
+    assert set(proxy.targets) == {f"localhost:{tls_emulator.port}"}
 
 
 def test_an_explicit_proxy_with_credentials_wins_over_the_environment(
@@ -205,7 +223,8 @@ def test_http_proxy_forwards_an_http_base_in_absolute_form(
         assert method == "POST" and target.startswith(emulator.url + "/v2/billing/meter_event_")
 
 
-@pytest.mark.parametrize("via_proxy", [False, True], ids=["direct", "through-proxy"])
+@pytest.mark.parametrize("via_proxy", [False, True], ids=["direct", "proxy"])
+@pytest.mark.parametrize("http2", [False, True], ids=["lean", "httpx"])
 def test_a_certificate_from_another_ca_is_refused_naming_ca_bundle(
     tls_emulator: TlsEmulator,
     proxy: ForwardProxy,
@@ -214,11 +233,12 @@ def test_a_certificate_from_another_ca_is_refused_naming_ca_bundle(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     via_proxy: bool,
+    http2: bool,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
-    settings: dict[str, Any] = {"ca_bundle": str(other), "max_retry_time": 1.5}
+    settings: dict[str, Any] = {"ca_bundle": str(other), "max_retry_time": 1.5, "http2": http2}
     if via_proxy:
         settings["proxy"] = proxy.url
     client = make_client(**settings)

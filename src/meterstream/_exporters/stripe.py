@@ -2,10 +2,12 @@
 
 Sessions and batches go over :mod:`._http11`, a small HTTP/1.1 client that
 costs the app's threads a tenth of httpx's CPU per request and bounds a whole
-request (deadline, answer size); over httpx, with :mod:`._watchdog` for the
-deadline, when ``http2`` is on, a transport is given, or a proxy applies to
-the endpoint (:mod:`meterstream._network` says which, as requests and httpx
-would).
+request (deadline, answer size), directly or through an ``http://`` proxy
+(``CONNECT`` tunnels, absolute-form requests); over httpx, with
+:mod:`._watchdog` for the deadline and the same answer bound, when ``http2``
+is on, a transport is given, or the proxy is an ``https://`` one.
+:mod:`meterstream._network` says which proxy and CA certificates apply, as
+requests and httpx would.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .._session import (
 )
 from .._version import __version__
 from ..errors import DeliveryError
-from ._http11 import MAX_BODY, CertificateError, Http11Pool, Reply, TransportError
+from ._http11 import MAX_BODY, CertificateError, Http11Pool, ProxyError, Reply, TransportError
 from ._watchdog import RequestWatchdog
 from .base import EventBatch, Exporter, RetryableExportError
 
@@ -135,8 +137,11 @@ class StripeExporter(Exporter):
         return self._new_pool(self._settings.api_base, 1), stream
 
     def _new_pool(self, base: str, max_idle: int) -> Optional[Http11Pool]:
-        if self._settings.http2 or self._transport is not None or self._proxies[base]:
+        route = self._proxies[base]
+        if self._settings.http2 or self._transport is not None:
             return None
+        if route is not None and route.is_tls:
+            return None  # TLS to the proxy and TLS inside it: httpx does that
         timeout = self._settings.request_timeout
         return Http11Pool(
             base,
@@ -144,6 +149,7 @@ class StripeExporter(Exporter):
             connect_timeout=min(timeout, 5.0),
             max_idle=max_idle,
             ssl_context=self._tls,
+            proxy=None if route is None else route.for_lean(),
         )
 
     def stats(self) -> dict[str, int]:
@@ -213,6 +219,8 @@ class StripeExporter(Exporter):
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
             if isinstance(exc, CertificateError):
                 self._certificate_problem("{}://{}:{}".format(*_origin(pool.base_url)), str(exc))
+            if isinstance(exc, ProxyError):
+                self._proxy_problem(pool.base_url, exc)
             raise RetryableExportError(f"{what} failed: {exc}") from None
 
     def _post_httpx(
@@ -319,7 +327,7 @@ class StripeExporter(Exporter):
         )
         raise RetryableExportError(message)
 
-    def _proxy_problem(self, url: str, exc: httpx.ProxyError) -> None:
+    def _proxy_problem(self, url: str, exc: Exception) -> None:
         route = self._route_of(url)
         shown = f"{route.shown} ({route.source})" if route is not None else "the proxy"
         self._report_once(
