@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import socket
+import ssl
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -138,8 +139,14 @@ class ForwardProxy:
         requests: ``(method, target, Proxy-Authorization or None)`` per request.
     """
 
-    def __init__(self, credentials: Optional[tuple[str, str]] = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        credentials: Optional[tuple[str, str]] = None,
+        port: int = 0,
+        tls: Optional[ssl.SSLContext] = None,
+    ) -> None:
         self._credentials = credentials
+        self._tls = tls
         self.requests: list[tuple[str, str, Optional[str]]] = []
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -147,7 +154,8 @@ class ForwardProxy:
         self._listener.bind(("127.0.0.1", port))
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        # An https:// proxy: TLS to the proxy itself (its certificate names localhost).
+        self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
@@ -193,6 +201,10 @@ class ForwardProxy:
         self._track(client)
         upstream: Optional[socket.socket] = None
         try:
+            if self._tls is not None:
+                client.settimeout(10)
+                client = self._tls.wrap_socket(client, server_side=True)
+                client.settimeout(None)
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = client.recv(65536)

@@ -5,6 +5,7 @@ requests, httpx and stripe-python read."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -182,6 +183,22 @@ def test_a_proxy_that_refuses_the_credentials_is_reported_once_and_the_events_ke
         assert "proxy" in errors[0] and "user:***@127.0.0.1" in errors[0]
         assert "wrong" not in caplog.text
         assert client.stats()["queued"] == 5 and failures == []
+
+
+def test_an_https_proxy_is_verified_with_the_ca_bundle_and_tunnels_tls(
+    tls_emulator: TlsEmulator, ca: trustme.CA, make_client: MakeClient, ca_pem: str
+) -> None:
+    # TLS to the proxy, and TLS to the emulator inside the tunnel: httpx's path.
+    proxy_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(proxy_tls)
+    with ForwardProxy(tls=proxy_tls) as proxy:
+        client = make_client(ca_bundle=ca_pem, proxy=proxy.url)
+        ids = record(client, 5)
+        assert client.flush(20)
+        assert proxy.targets and set(proxy.targets) == {f"localhost:{tls_emulator.port}"}
+    assert tls_emulator.identifiers() == ids
+    exporter: Any = client.exporter
+    assert exporter._stream is None
 
 
 def test_no_proxy_bypasses_the_proxy_and_keeps_the_lean_client(

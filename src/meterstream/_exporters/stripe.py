@@ -165,10 +165,13 @@ class StripeExporter(Exporter):
             raise DeliveryError("the exporter was shut down", reason="shutdown")
         try:
             self._send(events, batch_id)
-        except RuntimeError:
-            # httpx refuses to send on a client closed by shutdown() meanwhile.
+        except RuntimeError as exc:
+            # httpx refuses to send on a client closed by shutdown() meanwhile,
+            # or replaced after a certificate failure (_renew_http).
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
+            if "closed" in str(exc):
+                raise RetryableExportError(f"sending meter events failed: {exc}") from None
             raise
 
     def _send(self, events: EventBatch, batch_id: str) -> None:
