@@ -12,7 +12,10 @@ process (so the client under test has this process to itself):
 It also measures what a decorated call costs while the flusher is busy
 sending (the emulator answers after 20 ms, so a request is always in flight).
 
-    python benchmarks/bench_delivery.py [--events 200000] [--single 2000]
+    python benchmarks/bench_delivery.py [--events 200000] [--single 2000] [--proxy URL]
+
+With ``--proxy``, meterstream's own runs go through that HTTP proxy (start
+one in another process, e.g. ``python benchmarks/forward_proxy.py``).
 
 Under fire (issue #13), with the default settings:
 
@@ -56,9 +59,13 @@ def wire(n: int, tag: str) -> dict[str, Any]:
     }
 
 
+#: Extra settings for meterstream's clients (--proxy).
+EXTRA: dict[str, Any] = {}
+
+
 def bench_meterstream(url: str, events: int) -> float:
     client = meterstream.MeterClient(
-        api_key=KEY, api_base=url, stream_base=url, max_queue_size=max(events, 100_000)
+        api_key=KEY, api_base=url, stream_base=url, max_queue_size=max(events, 100_000), **EXTRA
     )
 
     @client.meter("bench_api")
@@ -212,7 +219,12 @@ def bench_httpx_loop(url: str, events: int) -> float:
 def bench_call_cost_while_sending(url: str, calls: int) -> tuple[float, float]:
     """Median ns added per decorated call: idle flusher vs a request in flight."""
     client = meterstream.MeterClient(
-        api_key=KEY, api_base=url, stream_base=url, max_queue_size=10**7, flush_interval=3600
+        api_key=KEY,
+        api_base=url,
+        stream_base=url,
+        max_queue_size=10**7,
+        flush_interval=3600,
+        **EXTRA,
     )
 
     def empty() -> None:
@@ -255,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed", action="store_true", help="the mixed-fault run")
     parser.add_argument("--mixed-events", type=int, default=300_000)
     parser.add_argument("--rate", type=float, default=2_000.0, help="events/s in --mixed")
+    parser.add_argument("--proxy", help="send meterstream's batches through this HTTP proxy")
+    parser.add_argument(
+        "--only-meterstream", action="store_true", help="skip the by-hand runs (a), (b), (c)"
+    )
     args = parser.parse_args(argv)
+    if args.proxy:
+        EXTRA["proxy"] = args.proxy
     gc.collect()
     if args.faults or args.mixed:
         if args.faults:
@@ -271,13 +289,16 @@ def main(argv: list[str] | None = None) -> int:
             ("(b) stripe-python, 100-event batches", bench_stripe_batches, args.events),
             ("(c) httpx loop, 100-event batches", bench_httpx_loop, args.events),
         ]
-        for name, run, n in runs:
+        for name, run, n in runs[:1] if args.only_meterstream else runs:
             results[name] = run(url, n)
             print(f"{name:<40} {results[name]:>12,.0f} events/s  ({n:,} events)")
-        ms = results[runs[0][0]]
-        print(f"meterstream vs (a): {ms / results[runs[1][0]]:,.0f}x")
-        print(f"meterstream vs (b): {ms / results[runs[2][0]]:,.2f}x")
-        print(f"meterstream vs (c): {ms / results[runs[3][0]]:,.2f}x")
+        if args.only_meterstream:
+            runs = []
+        ms = results[runs[0][0]] if runs else 0.0
+        if runs:
+            print(f"meterstream vs (a): {ms / results[runs[1][0]]:,.0f}x")
+            print(f"meterstream vs (b): {ms / results[runs[2][0]]:,.2f}x")
+            print(f"meterstream vs (c): {ms / results[runs[3][0]]:,.2f}x")
     finally:
         emulator.stop()
     emulator = Emulator.spawn(auto_create_meters=True)

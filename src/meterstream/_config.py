@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
+from ._network import parse_ca_bundle, parse_proxy, redact_url
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_STRIPE_VERSION", "Settings"]
@@ -239,6 +240,8 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "request_timeout": (_pos(False, 0.001), 10.0),
     "max_concurrent_requests": (_pos(True, 1, 64), 4),
     "http2": (_bool, False),
+    "proxy": (parse_proxy, None),
+    "ca_bundle": (parse_ca_bundle, None),
     "on_delivery_error": (_callback, None),
     "aggregate": (_unsupported("aggregate (folding uses into one event)"), None),
     "aggregation_window": (_unsupported("aggregation_window"), None),
@@ -283,6 +286,8 @@ class Settings:
     request_timeout: float
     max_concurrent_requests: int
     http2: bool
+    proxy: Optional[str]
+    ca_bundle: Optional[str]
     on_delivery_error: Optional[DeliveryErrorCallback]
     aggregate: None
     aggregation_window: None
@@ -356,6 +361,8 @@ class Settings:
             value = getattr(self, name)
             if name == "api_key" and value is not None:
                 value = redact_key(value)
+            elif name == "proxy" and value is not None:
+                value = redact_url(value)
             parts.append(f"{name}={value!r}")
         return f"Settings({', '.join(parts)})"
 

@@ -115,18 +115,16 @@ class SessionManager:
 
     def __init__(
         self,
-        http: httpx.Client,
-        url: str,
+        post: Callable[[bytes, dict[str, str]], httpx.Response],
         api_key: str,
         headers: dict[str, str],
         *,
         refresh_fraction: float = 0.8,
         clock: Callable[[], float] = time.monotonic,
-        trace: Optional[Callable[[str, dict[str, Any]], None]] = None,
     ) -> None:
-        self._extensions = {} if trace is None else {"trace": trace}
-        self._http = http
-        self._url = url
+        #: Sends the session request: the answer, whatever its status; a
+        #: failure to get one is a RetryableExportError (DeliveryError at shutdown).
+        self._post = post
         self._api_key = api_key
         self._headers = headers
         self._refresh_fraction = refresh_fraction
@@ -158,9 +156,8 @@ class SessionManager:
             if self._token == token:
                 self._token = None
 
-    def reset(self, http: httpx.Client) -> None:
-        """After a fork: a new connection pool, and no token of the parent's."""
-        self._http = http
+    def reset(self) -> None:
+        """After a fork: no token of the parent's, and a lock nobody holds."""
         self._lock = threading.Lock()
         self._token = None
         self.opened = self.requests = 0
@@ -173,16 +170,12 @@ class SessionManager:
         headers = dict(self._headers)
         headers["Authorization"] = f"Bearer {self._api_key}"
         self.requests += 1
-        try:
-            response = self._http.post(
-                self._url, content=b"{}", headers=headers, extensions=self._extensions
-            )
-        except httpx.TransportError as exc:  # timeouts, refused connections, resets
-            raise RetryableExportError(f"opening a meter event session failed: {exc!r}") from None
+        # The caller's post bounds the whole request (deadline, answer size).
+        response = self._post(b"{}", headers)
         received = self._clock()
         status = response.status_code
         span.set("http.response.status_code", status)
-        if status == 200:
+        if 200 <= status < 300:  # any 2xx with a usable token is a session
             try:
                 body = response.json()
                 token = body["authentication_token"]

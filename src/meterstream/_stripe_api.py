@@ -8,6 +8,7 @@ from typing import Any, Optional
 import httpx
 
 from ._config import DEFAULT_STRIPE_VERSION
+from ._network import ca_source, proxy_for, ssl_context
 from ._session import error_fields
 from ._version import __version__
 from .errors import DeliveryError
@@ -16,7 +17,12 @@ __all__ = ["StripeAPI"]
 
 
 class StripeAPI:
-    """A small synchronous client for meters and meter event summaries."""
+    """A small synchronous client for meters and meter event summaries.
+
+    Proxies and CA certificates as the exporter takes them: *proxy* and
+    *ca_bundle* (the settings of those names), else the environment
+    (``HTTPS_PROXY``/``NO_PROXY``, ``SSL_CERT_FILE``, ...), else certifi.
+    """
 
     def __init__(
         self,
@@ -25,9 +31,16 @@ class StripeAPI:
         *,
         stripe_version: str = DEFAULT_STRIPE_VERSION,
         timeout: float = 10.0,
+        proxy: Optional[str] = None,
+        ca_bundle: Optional[str] = None,
     ) -> None:
+        base = api_base.rstrip("/")
+        tls = ssl_context(ca_source(ca_bundle))
+        route = proxy_for(base, proxy)
         self._http = httpx.Client(
-            base_url=api_base.rstrip("/"),
+            base_url=base,
+            proxy=None if route is None else route.for_httpx(tls),
+            verify=tls,
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "Stripe-Version": stripe_version,

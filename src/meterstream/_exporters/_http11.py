@@ -18,8 +18,9 @@ What it does:
 * answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the
   end of the connection; ``1xx`` interim answers skipped; heads and bodies
   bounded in size;
-* TLS with the same verified context httpx makes (certifi's roots, no
-  environment), for ``https`` bases;
+* TLS with the verified context it is given (the exporter's: ``ca_bundle``,
+  ``SSL_CERT_FILE`` and the like, else certifi's roots), for ``https``
+  bases; a certificate that does not verify is a :class:`CertificateError`;
 * :meth:`Http11Pool.close` aborts requests in flight: their reads fail at once.
 
 Anything the server gets wrong is a :class:`TransportError`: the caller
@@ -41,7 +42,7 @@ from collections.abc import Mapping
 from typing import Optional
 from urllib.parse import urlsplit
 
-__all__ = ["Http11Pool", "Reply", "TransportError"]
+__all__ = ["CertificateError", "Http11Pool", "ProxyError", "Reply", "TransportError"]
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
@@ -55,6 +56,14 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 
 class TransportError(Exception):
     """No usable answer: the request may or may not have reached the server."""
+
+
+class CertificateError(TransportError):
+    """The server's TLS certificate did not verify against the CA certificates given."""
+
+
+class ProxyError(TransportError):
+    """The proxy did not open the way to the server (a refused ``CONNECT``, a 407)."""
 
 
 class Reply:
@@ -114,6 +123,10 @@ class Http11Pool:
         ssl_context: for ``https``; default the verified context httpx uses.
         idle_check_after: a kept connection idle at least this long (seconds)
             is checked for a close from the server before it is used.
+        proxy: ``(host, port, Proxy-Authorization value or None)`` of an
+            ``http://`` proxy: an ``https`` origin is reached through a
+            ``CONNECT`` tunnel (TLS inside it, end to end), an ``http`` one
+            with absolute-form requests.
     """
 
     def __init__(
@@ -125,10 +138,12 @@ class Http11Pool:
         max_idle: int = 5,
         ssl_context: Optional[ssl.SSLContext] = None,
         idle_check_after: float = 1.0,
+        proxy: Optional[tuple[str, int, Optional[str]]] = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {base_url!r}")
+        self.base_url = base_url
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         default_port = self.port == (443 if parts.scheme == "https" else 80)
@@ -137,6 +152,20 @@ class Http11Pool:
         self._tls: Optional[ssl.SSLContext] = None
         if parts.scheme == "https":
             self._tls = ssl_context or _default_ssl_context()
+        self._proxy = proxy
+        #: What goes before the path in a request line: the origin, for
+        #: absolute-form requests to an http proxy.
+        self._target_prefix = ""
+        self._proxy_line = ""
+        if proxy is not None:
+            for value in (proxy[0], proxy[2] or ""):
+                if not value.isprintable() or "\r" in value or "\n" in value:
+                    raise ValueError("a line break or control character in the proxy")
+            self._authority = f"{host}:{self.port}"
+            if self._tls is None:
+                self._target_prefix = f"http://{self._host_header}"
+                if proxy[2]:
+                    self._proxy_line = f"Proxy-Authorization: {proxy[2]}"
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
         #: How far past the deadline a read may end: a twentieth of the timeout.
@@ -180,7 +209,9 @@ class Http11Pool:
     def _head(self, method: str, path: str, headers: Mapping[str, str], length: int) -> bytes:
         if not path.startswith("/") or not path.isprintable() or " " in path:
             raise ValueError(f"not a request path: {path!r}")
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
+        lines = [f"{method} {self._target_prefix}{path} HTTP/1.1", f"Host: {self._host_header}"]
+        if self._proxy_line:
+            lines.append(self._proxy_line)
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"header {name!r} has a line break in its value")
@@ -338,7 +369,7 @@ class Http11Pool:
             while self._idle:
                 connection = self._idle.pop()
                 # A connection back from its last answer within
-                # idle_check_after is trusted without select() (a system call
+                # idle_check_after is trusted without poll() (a system call
                 # that lets go of the GIL): servers close idle connections
                 # after seconds, not milliseconds, and if one did, the request
                 # fails and the batch is retried.
@@ -368,29 +399,74 @@ class Http11Pool:
                 if self.closed:
                     raise TransportError("the client was closed") from None
                 where = self._host_header
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise CertificateError(
+                        f"the TLS certificate of {where} did not verify "
+                        f"({exc.reason}: {exc.verify_message})"
+                    ) from None
                 raise TransportError(f"the TLS handshake with {where} failed: {exc!r}") from None
         return connection
 
     def _connect(self, limit: float) -> socket.socket:
-        """A TCP connection (TLS-wrapped, not yet shaken hands) within *limit*."""
+        """A TCP connection (TLS-wrapped, not yet shaken hands) within *limit*;
+        through the proxy's tunnel when there is one."""
+        address = (self._proxy[0], self._proxy[1]) if self._proxy else (self.host, self.port)
+        where = f"the proxy {address[0]}:{address[1]}" if self._proxy else self._host_header
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=_remaining(limit))
+            sock = socket.create_connection(address, timeout=_remaining(limit))
         except socket.timeout:
-            raise TransportError(f"connecting to {self._host_header} timed out") from None
+            raise TransportError(f"connecting to {where} timed out") from None
         except OSError as exc:
-            raise TransportError(f"connecting to {self._host_header} failed: {exc!r}") from None
+            raise TransportError(f"connecting to {where} failed: {exc!r}") from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._proxy is not None and self._tls is not None:
+                self._tunnel(sock, limit)
             if self._tls is None:
                 sock.settimeout(None)  # blocking, with the kernel's timeouts (arm())
             else:
                 return self._tls.wrap_socket(
                     sock, server_hostname=self.host, do_handshake_on_connect=False
                 )
+        except socket.timeout:
+            _close(sock)
+            raise TransportError(f"connecting through {where} timed out") from None
         except (OSError, ValueError) as exc:
             _close(sock)
-            raise TransportError(f"connecting to {self._host_header} failed: {exc!r}") from None
+            raise TransportError(f"connecting to {where} failed: {exc!r}") from None
+        except TransportError:
+            _close(sock)
+            raise
         return sock
+
+    def _tunnel(self, sock: socket.socket, limit: float) -> None:
+        """Ask the proxy for a tunnel to the origin (``CONNECT``), within *limit*."""
+        assert self._proxy is not None
+        lines = [f"CONNECT {self._authority} HTTP/1.1", f"Host: {self._authority}"]
+        if self._proxy[2]:
+            lines.append(f"Proxy-Authorization: {self._proxy[2]}")
+        sock.settimeout(_remaining(limit))
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        match = None
+        while match is None:
+            if len(data) > MAX_HEAD:
+                raise ProxyError("the proxy's answer to CONNECT is too large")
+            sock.settimeout(_remaining(limit))
+            chunk = sock.recv(READ_SIZE)
+            if not chunk:
+                raise ProxyError("the proxy closed the connection instead of answering CONNECT")
+            data += chunk
+            match = _HEAD_END.search(data)
+        status, _, _ = _parse_head(data[: match.start()])
+        if not 200 <= status < 300:
+            hint = (
+                " (Proxy Authentication Required: check its user:password)" if status == 407 else ""
+            )
+            raise ProxyError(f"the proxy answered CONNECT {self._authority} with {status}{hint}")
+        if data[match.end() :]:
+            # A 2xx to CONNECT has no body: bytes now are the proxy's, not the origin's.
+            raise ProxyError("the proxy sent data after its answer to CONNECT")
 
     def _checkin(self, connection: _Connection) -> None:
         connection.idle_since = time.monotonic()
@@ -479,14 +555,26 @@ def _is_hex(text: bytes) -> bool:
 
 
 def _usable(sock: socket.socket) -> bool:
-    """An idle kept connection is usable when nothing (not even EOF) waits on it."""
+    """An idle kept connection is usable when nothing (not even EOF) waits on it.
+
+    ``poll``, not ``select``: ``select`` refuses descriptors past 1024
+    (``FD_SETSIZE``), which a busy process reaches, and every kept connection
+    would then look dead.
+    """
     try:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return False
-        readable, _, _ = select.select([sock], [], [], 0)
+        if _poll is None:  # pragma: no cover - Windows, whose select() has no such limit
+            readable, _, _ = select.select([sock], [], [], 0)
+            return not readable
+        poller = _poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
     except (OSError, ValueError):
         return False
-    return not readable
+
+
+_poll = getattr(select, "poll", None)
 
 
 def _close(sock: socket.socket) -> None:

@@ -35,8 +35,13 @@ class RequestWatchdog:
         self.tripped = 0
 
     def trace(self, event_name: str, info: dict[str, Any]) -> None:
-        """httpcore's ``trace`` extension: note each new connection's socket."""
-        if event_name == "connection.connect_tcp.complete":
+        """httpcore's ``trace`` extension: note each new connection's socket.
+
+        The socket after TLS too (``start_tls``, direct or inside a proxy's
+        tunnel): wrapping a socket in TLS detaches the plain one, and shutting
+        that down would do nothing.
+        """
+        if event_name.endswith((".connect_tcp.complete", ".start_tls.complete")):
             stream = info.get("return_value")
             sock = stream.get_extra_info("socket") if stream is not None else None
             if isinstance(sock, socket.socket):
@@ -85,8 +90,11 @@ class RequestWatchdog:
         # visible, so all are cut: the others' requests fail and are retried
         # with their identifiers, which Stripe dedupes. Rare by design.
         for sock in list(self._sockets):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown even for TLS: SSLSocket.shutdown()
+            # drops the TLS state first, and a send racing it would go out in
+            # clear (as in _http11.Http11Pool.close).
+            with contextlib.suppress(OSError, ValueError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Stop watching, and abort whatever request is still in flight."""
