@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 from . import _events, _otel
 from ._buffer import Buffer
 from ._config import Settings
-from ._context import CUSTOMER
+from ._context import CUSTOMER, bind_context, current_customer, customer
 from ._decorators import make_meter, metering
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
@@ -26,6 +26,7 @@ from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCu
 __all__ = ["MeterClient"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 _time = time.time
 MAX_FAST_INT = _events.MAX_FAST_INT
@@ -240,6 +241,24 @@ class MeterClient:
 
     def _self(self) -> MeterClient:
         return self
+
+    # -- the current customer (one context, shared by every client) ---------------
+
+    def customer(self, customer_id: Optional[str]) -> customer:
+        """Set the current customer for a ``with`` / ``async with`` block.
+
+        The same context as :func:`meterstream.customer`: every client, the
+        default one included, sees the customer set here.
+        """
+        return customer(customer_id)
+
+    def current_customer(self) -> Optional[str]:
+        """The current customer, as :func:`meterstream.current_customer` sees it."""
+        return current_customer()
+
+    def bind_context(self, fn: Callable[..., _T]) -> Callable[..., _T]:
+        """Bind *fn* to a copy of the current context; see :func:`meterstream.bind_context`."""
+        return bind_context(fn)
 
     # The hot path of @meter with a constant value: the value and dimensions
     # were checked at decoration time.
