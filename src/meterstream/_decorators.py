@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import time
@@ -490,23 +491,47 @@ class Usage:
         return f"Usage(value={self.value!r})"
 
 
+class _Entry:
+    """One entry into a ``metering()`` block: its client, customer, usage and clock."""
+
+    __slots__ = ("client", "customer", "started", "token", "usage")
+
+    def __init__(self, client: Optional[MeterClient], customer: Any, usage: Usage) -> None:
+        self.client = client
+        self.customer = customer
+        self.usage = usage
+        self.started = perf_counter()
+        self.token: Optional[contextvars.Token[Optional[_Node]]] = None
+
+
+#: The ``metering()`` blocks entered in this context, innermost first, as a
+#: linked list ``(block, entry, outer)``. A context variable, so that threads
+#: and asyncio tasks entering the same block object each find their own entry
+#: when they leave it.
+_Node = tuple["metering", _Entry, Any]
+_ENTERED: contextvars.ContextVar[Optional[_Node]] = contextvars.ContextVar(
+    "meterstream_metering", default=None
+)
+
+
 class metering:
     """Meter a block of code: ``with client.metering("gpu_seconds") as usage: ...``.
 
     Works with ``with`` and ``async with``. The use is recorded when the block
     exits; a block that raises records nothing unless ``on_error="record"``.
+
+    The object can be kept and entered again, nested in itself, or entered
+    from several threads and tasks at once: every entry takes the customer
+    current at that moment and yields a fresh :class:`Usage`.
     """
 
     __slots__ = (
-        "_client",
         "_customer",
         "_dimensions",
         "_event_name",
         "_get_client",
         "_identifier",
         "_on_error",
-        "_started",
-        "_usage",
     )
 
     def __init__(
@@ -527,17 +552,33 @@ class metering:
         if on_error not in ON_ERROR:
             raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
         self._on_error = on_error
-        self._usage = Usage()
-        self._client: Optional[MeterClient] = None
-        self._started = 0.0
 
     def __enter__(self) -> Usage:
-        self._client = self._get_client()
-        self._customer = self._customer or CUSTOMER.get()
-        if self._customer is None and self._client._active:
-            self._customer = self._client._fallback_customer(self._event_name)
-        self._started = perf_counter()
-        return self._usage
+        client = self._get_client()
+        customer = self._customer or CUSTOMER.get()
+        if customer is None and client._active:
+            customer = client._fallback_customer(self._event_name)
+        entry = _Entry(client, customer, Usage())
+        entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
+        return entry.usage
+
+    def _leave(self) -> Optional[_Entry]:
+        """Take this block's innermost entry off the context's list."""
+        node = _ENTERED.get()
+        top = node
+        while node is not None and node[0] is not self:
+            node = node[2]
+        if node is None:
+            return None  # left in another context than it was entered in
+        entry = node[1]
+        if node is top and entry.token is not None:
+            try:
+                _ENTERED.reset(entry.token)
+                return entry
+            except ValueError:  # the token belongs to another context
+                pass
+        _ENTERED.set(_without(top, node))
+        return entry
 
     def __exit__(
         self,
@@ -545,15 +586,18 @@ class metering:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        client = self._client
+        entry = self._leave()
+        if entry is None:
+            return
+        client = entry.client
         if client is None or not client._active:
             return
         if exc is not None and self._on_error != "record":
             return
         client._record(
             self._event_name,
-            self._usage.value,
-            self._customer,
+            entry.usage.value,
+            entry.customer,
             self._identifier,
             self._dimensions,
             None,
@@ -569,6 +613,19 @@ class metering:
         tb: Optional[TracebackType],
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def _without(top: Optional[_Node], gone: _Node) -> Optional[_Node]:
+    """The list *top* without the node *gone* (blocks left out of order)."""
+    kept: list[_Node] = []
+    node = top
+    while node is not None and node is not gone:
+        kept.append(node)
+        node = node[2]
+    rest: Optional[_Node] = gone[2]
+    for block, entry, _ in reversed(kept):
+        rest = (block, entry, rest)
+    return rest
 
 
 if TYPE_CHECKING:
