@@ -1,4 +1,4 @@
-"""Settings that cannot work fail at ``configure()``, as ``ConfigurationError`` naming the setting."""
+"""Settings that cannot work fail at ``configure()``, naming the setting."""
 
 from __future__ import annotations
 
