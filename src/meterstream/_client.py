@@ -20,7 +20,7 @@ from ._decorators import make_meter, metering
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
-from ._internal import RateLimitedLog, report_internal_error
+from ._internal import RateLimitedLog, logger, report_internal_error
 from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCustomerError
 
 __all__ = ["MeterClient"]
@@ -71,6 +71,19 @@ class MeterClient:
         self._canary = new_canary()
         self._buffer = Buffer(s.max_queue_size, s.overflow, s.block_timeout, s.batch_size)
         self.exporter: Exporter = _make_exporter(s)
+        #: The stats() key of what the exporter accepted: "sent" is Stripe's
+        #: (or the user's own exporter's) word; the local exporters count
+        #: under their own name, so a missing key never looks like billing.
+        self._accepted_key = _accepted_key(self.exporter)
+        #: No exporter chosen and no key: the log exporter stands in. Said
+        #: once, at WARNING, at the first record.
+        self._warn_no_key = (
+            s.enabled
+            and s.exporter == "log"
+            and not s.api_key
+            and settings.get("exporter") is None
+            and "METERSTREAM_EXPORTER" not in os.environ
+        )
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         # Read by the record path; kept as attributes of the client to save lookups.
@@ -351,6 +364,8 @@ class MeterClient:
         items.append((event_name, customer, value, ts, ident, dimensions))
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
+        if self._warn_no_key:
+            self._say_no_key()
         if self._sync:
             self._delivery.flush_on_caller()
             return
@@ -358,6 +373,18 @@ class MeterClient:
             buffer.wake.set()
         if not self._delivery.started:
             self._delivery.ensure_started()
+
+    def _say_no_key(self) -> None:
+        """The first record without an API key: say that nothing goes to Stripe."""
+        with self._lock:
+            if not self._warn_no_key:
+                return
+            self._warn_no_key = False
+        logger.warning(
+            "events are not sent to Stripe: no API key is set (api_key=, "
+            "METERSTREAM_API_KEY or STRIPE_API_KEY), so the 'log' exporter writes them "
+            "to the meterstream logger at INFO instead; stats() counts them under 'log'"
+        )
 
     # -- bad input and missing customers -----------------------------------------
 
@@ -428,13 +455,16 @@ class MeterClient:
     # -- lifecycle ------------------------------------------------------------------
 
     def flush(self, timeout: Optional[float] = 5.0) -> bool:
-        """Deliver everything recorded so far.
+        """Settle everything recorded so far.
+
+        Settled means delivered, or refused (by Stripe, or out of retries),
+        handed to ``on_delivery_error`` and counted: ``flush()`` returning
+        True does not mean every event was billed; ``stats()`` says which.
 
         Returns:
-            True when every event recorded before the call is settled:
-            delivered, or refused by Stripe and handed to ``on_delivery_error``
-            (or dropped and counted). False when *timeout* ran out first, for
-            example while Stripe is unreachable.
+            True when every event recorded before the call is settled;
+            False when *timeout* ran out first, for example while Stripe is
+            unreachable.
         """
         if not self._active:
             return True
@@ -482,7 +512,9 @@ class MeterClient:
 
         Returns:
             ``recorded`` (accepted into the buffer), ``queued`` (accepted, not yet
-            settled), ``sent``, ``retried`` (batch attempts repeated),
+            settled), ``sent`` (accepted by Stripe, or by your own
+            :class:`Exporter`), ``log`` / ``memory`` / ``none`` (handled by that
+            local exporter instead: never billed), ``retried`` (batch attempts repeated),
             ``failed`` (refused by Stripe or out of retries) with
             ``failed_rejected`` / ``failed_retries_exhausted``, ``dropped``
             (never queued, or discarded) with ``dropped_queue_full``,
@@ -500,14 +532,18 @@ class MeterClient:
         # "recorded" is derived rather than counted on the hot path: every
         # accepted event is queued or has exactly one final outcome.
         settled = delivery["sent"] + failed + delivery["dropped_shutdown"] + buffer.dropped_oldest
-        out = {
+        out: dict[str, int] = {
             "recorded": settled + queued,
             "queued": queued,
-            "sent": delivery["sent"],
+            "sent": 0,
+            "log": 0,
+            "memory": 0,
+            "none": 0,
             "retried": delivery["retried"],
             "failed": failed,
             "dropped": sum(dropped.values()),
         }
+        out[self._accepted_key] = delivery["sent"]
         for reason in FAIL_REASONS:
             out["failed_" + reason] = delivery["failed_" + reason]
         for reason in DROP_REASONS:
@@ -516,6 +552,17 @@ class MeterClient:
         out["requests"] = delivery["requests"]
         out["otel_errors"] = _otel.errors
         return out
+
+
+def _accepted_key(exporter: Exporter) -> str:
+    """Where stats() counts what *exporter* accepted (see MeterClient.stats)."""
+    if isinstance(exporter, LogExporter):
+        return "log"
+    if isinstance(exporter, MemoryExporter):
+        return "memory"
+    if isinstance(exporter, NoneExporter):
+        return "none"
+    return "sent"
 
 
 def _make_exporter(settings: Settings) -> Exporter:
