@@ -21,7 +21,13 @@ from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
-from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCustomerError
+from .errors import (
+    ConfigurationError,
+    InvalidEventError,
+    MeterError,
+    MissingCustomerError,
+    _short_repr,
+)
 
 __all__ = ["MeterClient"]
 
@@ -243,14 +249,14 @@ class MeterClient:
         if not self._active:
             return
         try:
-            _events.check_event_name(event_name)
+            name = _events.check_event_name(event_name)
             dims = _events.check_dimensions(dimensions)
         except InvalidEventError as exc:
             self._reject(exc, event_name)
             return
-        if customer is None or customer == "":
+        if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
-        self._record(event_name, value, customer, identifier, dims, timestamp)
+        self._record(name, value, customer, identifier, dims, timestamp)
 
     def _self(self) -> MeterClient:
         return self
@@ -332,7 +338,15 @@ class MeterClient:
         try:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
                 value = _events.check_value(value)
-            if customer is None or customer == "":
+            if type(customer) is not str:
+                if customer is None:
+                    customer = _otel.baggage_customer()
+                    if customer is None:
+                        self._missing_customer(event_name)
+                        return
+                else:  # an InvalidCustomer, a str subclass, or not a string at all
+                    customer = _events.check_customer(customer)
+            elif not customer:
                 customer = _otel.baggage_customer()
                 if customer is None:
                     self._missing_customer(event_name)
@@ -351,6 +365,13 @@ class MeterClient:
             if type(exc) is MissingCustomerError:
                 raise  # on_missing_customer="raise": whatever raise_errors says
             self._reject(exc, event_name)
+            return
+        except Exception as exc:  # a check that let something through: our bug
+            report_internal_error(exc)
+            self._reject(
+                InvalidEventError("event", None, f"could not be checked ({type(exc).__name__})"),
+                event_name,
+            )
             return
         if self._closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
@@ -392,7 +413,8 @@ class MeterClient:
         """An event failed validation: raise it, or count and log it (rate-limited)."""
         if self._raise:
             raise exc
-        self._drop("invalid", 1, "invalid meter event %r dropped: %s", event_name, exc)
+        # The name may be the bad input itself: shown with a repr that cannot fail.
+        self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
 
     def _fallback_customer(self, event_name: str) -> Optional[str]:
         """No customer in the context when a metered call starts: look in the

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _otel
-from ._events import InvalidCustomer, customer_problem
+from ._events import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
 
@@ -33,8 +33,9 @@ def current_customer() -> Optional[str]:
     value = CUSTOMER.get()
     if value is None:
         return _otel.baggage_customer()
-    if isinstance(value, InvalidCustomer):
-        return value.value
+    if type(value) is InvalidCustomer:
+        # An id Stripe cannot bill is shown as it was given; a non-string, not at all.
+        return value.value if type(value.value) is str else None
     return value  # type: ignore[no-any-return]
 
 
@@ -43,17 +44,33 @@ def current_customer() -> Optional[str]:
 _Entered = tuple["contextvars.Token[Any]", Optional[object]]
 
 
-def _context_value(customer_id: Optional[str]) -> Any:
+def _context_value(customer_id: Any) -> Any:
     """What the context variable holds for *customer_id*.
 
     An empty id is no id: "no customer" at record time. An id Stripe cannot
-    bill is kept wrapped, so records in the block are refused (raise_errors
-    decides how loudly) without a per-record check.
+    bill, or something that is not a string at all, is kept wrapped, so
+    records in the block are refused (raise_errors decides how loudly)
+    without a per-record check, and entering the block never raises.
     """
+    if type(customer_id) is not str:
+        if customer_id is None:
+            return None
+        if not isinstance(customer_id, str):
+            return InvalidCustomer(customer_id, NOT_A_CUSTOMER)
+        customer_id = str.__str__(customer_id)  # a str subclass, as a plain str
     if not customer_id:
         return None
     problem = customer_problem(customer_id)
     return customer_id if problem is None else InvalidCustomer(customer_id, problem)
+
+
+def _usable_id(value: Any) -> Optional[str]:
+    """The id a context value stands for, as a string, or None."""
+    if type(value) is str:
+        return value
+    if type(value) is InvalidCustomer and type(value.value) is str:
+        return value.value
+    return None
 
 
 def _enter(value: Any, customer_id: Optional[str]) -> _Entered:
@@ -70,7 +87,8 @@ def enter_customer(customer_id: Optional[str]) -> _Entered:
     A request's hot path: about half the cost of a ``with`` block. Leave with
     :func:`exit_customer`, in the same context, in reverse order.
     """
-    return _enter(_context_value(customer_id), customer_id or None)
+    value = _context_value(customer_id)
+    return _enter(value, _usable_id(value))
 
 
 def exit_customer(entered: _Entered) -> None:
@@ -91,8 +109,11 @@ class customer:
     Args:
         customer_id: the Stripe customer id (``"cus_..."``), or None.
 
-    Raises:
-        TypeError: *customer_id* is neither a string nor None.
+    Entering the block never raises: an id Stripe cannot bill (blank,
+    unprintable, padded with whitespace) or anything that is not a string
+    makes every record inside the block an invalid event, naming the
+    ``customer`` field (raised with ``raise_errors=True``, else dropped,
+    counted and logged), and the code in the block runs as usual.
 
     Example::
 
@@ -103,13 +124,8 @@ class customer:
     __slots__ = ("_customer_id", "_entered", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
-        if customer_id is not None and not isinstance(customer_id, str):
-            raise TypeError(
-                f"customer: expected a Stripe customer id string or None, "
-                f"got {type(customer_id).__name__} {customer_id!r}"
-            )
         self._value: Any = _context_value(customer_id)
-        self._customer_id = customer_id or None
+        self._customer_id = _usable_id(self._value)
         self._entered: list[_Entered] = []
 
     def __enter__(self) -> Optional[str]:

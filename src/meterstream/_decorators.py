@@ -20,7 +20,7 @@ from ._events import (
     check_identifier,
     check_value,
 )
-from .errors import InvalidEventError
+from .errors import InvalidEventError, _short_repr
 
 if TYPE_CHECKING:
     from ._client import MeterClient
@@ -112,9 +112,7 @@ class MeterSpec:
             None if identifier is None or self.identifier_fn else check_identifier(identifier)
         )
         self.dimensions = check_dimensions(dimensions)
-        if on_error not in ON_ERROR:
-            raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
         # Nothing to compute from the call: the wrapper skips timing and Call.
         self.simple = not (self.value_fn or self.customer_fn or self.identifier_fn)
 
@@ -142,7 +140,7 @@ class MeterSpec:
         except InvalidEventError as error:
             client._reject(error, self.event_name)
             return
-        if customer is None or customer == "":
+        if customer is None or (type(customer) is str and not customer):
             customer = context_customer
         client._record(
             self.event_name,
@@ -161,9 +159,15 @@ def _evaluate(field: str, fn: Optional[Callable[[Call], Any]], constant: Any, ca
     try:
         return fn(call)
     except Exception as exc:
-        error = InvalidEventError(field, None, f"the {field} callable raised {exc!r}")
+        error = InvalidEventError(field, None, f"the {field} callable raised {_short_repr(exc)}")
         error.__cause__ = exc
         raise error from exc
+
+
+def check_on_error(on_error: Any) -> str:
+    if type(on_error) is not str or on_error not in ON_ERROR:
+        raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
+    return on_error
 
 
 def make_meter(
@@ -528,6 +532,7 @@ class metering:
     __slots__ = (
         "_customer",
         "_dimensions",
+        "_error",
         "_event_name",
         "_get_client",
         "_identifier",
@@ -545,16 +550,35 @@ class metering:
         on_error: str = "skip",
     ) -> None:
         self._get_client = get_client
-        self._event_name = check_event_name(event_name)
-        self._customer = customer
-        self._identifier = identifier
-        self._dimensions = check_dimensions(dimensions)
-        if on_error not in ON_ERROR:
-            raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
-        self._on_error = on_error
+        self._event_name: Any = event_name
+        self._customer: Optional[str] = None
+        self._identifier: Optional[str] = None
+        self._dimensions: Optional[dict[str, str]] = None
+        self._on_error = "skip"
+        # Checked now, but refused only when the block is entered, by the
+        # client: with raise_errors=False the block must run all the same.
+        self._error: Optional[InvalidEventError] = None
+        try:
+            self._event_name = check_event_name(event_name)
+            if customer is not None and not (type(customer) is str and not customer):
+                self._customer = check_customer(customer)
+            if identifier is not None:
+                self._identifier = check_identifier(identifier)
+            self._dimensions = check_dimensions(dimensions)
+            self._on_error = check_on_error(on_error)
+        except InvalidEventError as error:
+            self._error = error
 
     def __enter__(self) -> Usage:
         client = self._get_client()
+        customer: Any = None
+        if self._error is not None:
+            if client._active:
+                client._reject(self._error, self._event_name)  # raises if raise_errors
+            # The block runs and records nothing: the error is counted once.
+            entry = _Entry(None, None, Usage())
+            entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
+            return entry.usage
         customer = self._customer or CUSTOMER.get()
         if customer is None and client._active:
             customer = client._fallback_customer(self._event_name)

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Optional, Union, overload
 
-from .errors import InvalidEventError
+from .errors import InvalidEventError, safe_type_name
 
 __all__ = [
     "MAX_DIGITS",
@@ -108,24 +108,33 @@ def ensure_fresh_prefix_after_fork() -> None:
 # -- validation ---------------------------------------------------------------
 
 
+def _exact_str(text: str) -> str:
+    """A str subclass as a plain str: its overridden methods are not ours to call."""
+    return str.__str__(text)
+
+
 def check_event_name(name: Any) -> str:
-    if not isinstance(name, str):
-        raise InvalidEventError("event_name", name, "must be a string")
+    if type(name) is not str:
+        if not isinstance(name, str):
+            raise InvalidEventError("event_name", name, "must be a string")
+        name = _exact_str(name)
     if not 1 <= len(name) <= MAX_NAME:
         raise InvalidEventError("event_name", name, f"must be 1..{MAX_NAME} characters")
     if not name.isprintable() or name.isspace():
         raise InvalidEventError("event_name", name, text_problem(name))
-    return name
+    return name  # type: ignore[no-any-return]
 
 
 def check_identifier(identifier: Any) -> str:
-    if not isinstance(identifier, str):
-        raise InvalidEventError("identifier", identifier, "must be a string")
+    if type(identifier) is not str:
+        if not isinstance(identifier, str):
+            raise InvalidEventError("identifier", identifier, "must be a string")
+        identifier = _exact_str(identifier)
     if not 1 <= len(identifier) <= MAX_NAME:
         raise InvalidEventError("identifier", identifier, f"must be 1..{MAX_NAME} characters")
     if not identifier.isprintable() or identifier.isspace():
         raise InvalidEventError("identifier", identifier, text_problem(identifier))
-    return identifier
+    return identifier  # type: ignore[no-any-return]
 
 
 def text_problem(text: str) -> str:
@@ -143,14 +152,15 @@ def text_problem(text: str) -> str:
 
 def check_customer(customer: Any) -> str:
     if type(customer) is not str:
-        if isinstance(customer, InvalidCustomer):
+        if type(customer) is InvalidCustomer:
             raise InvalidEventError("customer", customer.value, customer.reason)
         if not isinstance(customer, str):
-            raise InvalidEventError("customer", customer, "must be a Stripe customer id string")
+            raise InvalidEventError("customer", customer, NOT_A_CUSTOMER)
+        customer = _exact_str(customer)
     reason = customer_problem(customer)
     if reason:
         raise InvalidEventError("customer", customer, reason)
-    return customer
+    return customer  # type: ignore[no-any-return]
 
 
 def customer_problem(customer: str) -> Optional[str]:
@@ -164,6 +174,9 @@ def customer_problem(customer: str) -> Optional[str]:
     if customer != customer.strip():
         return "must not have surrounding whitespace"
     return None
+
+
+NOT_A_CUSTOMER = "must be a Stripe customer id string"
 
 
 class InvalidCustomer:
@@ -305,9 +318,28 @@ def check_dimensions(dimensions: Any, reserved: tuple[str, ...] = ()) -> Optiona
         return None
     if not isinstance(dimensions, Mapping):
         raise InvalidEventError("dimensions", dimensions, "must be a dict of str to str")
+    try:
+        return _check_dimension_items(dimensions, reserved)
+    except InvalidEventError:
+        raise
+    except Exception as exc:  # a Mapping whose items() or iteration raises
+        raise InvalidEventError(
+            "dimensions", dimensions, f"cannot be read ({safe_type_name(exc)})"
+        ) from None
+
+
+def _check_dimension_items(
+    dimensions: Mapping[Any, Any], reserved: tuple[str, ...]
+) -> Optional[dict[str, str]]:
     result: dict[str, str] = {}
     for key, val in dimensions.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_NAME:
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise InvalidEventError(
+                    "dimensions", key, f"keys must be strings of 1..{MAX_NAME} characters"
+                )
+            key = _exact_str(key)
+        if not 1 <= len(key) <= MAX_NAME:
             raise InvalidEventError(
                 "dimensions", key, f"keys must be strings of 1..{MAX_NAME} characters"
             )
@@ -315,14 +347,34 @@ def check_dimensions(dimensions: Any, reserved: tuple[str, ...] = ()) -> Optiona
             raise InvalidEventError(
                 f"dimensions[{key!r}]", val, "clashes with the customer or value payload key"
             )
-        if not isinstance(val, str):
-            raise InvalidEventError(f"dimensions[{key!r}]", val, "must be a string")
+        if type(val) is not str:
+            if not isinstance(val, str):
+                raise InvalidEventError(f"dimensions[{key!r}]", val, "must be a string")
+            val = _exact_str(val)
         result[key] = val
     return result or None
 
 
 def check_timestamp(timestamp: Any, now: Optional[float] = None) -> float:
-    """Return *timestamp* (an aware datetime or Unix seconds) as Unix seconds."""
+    """Return *timestamp* (an aware datetime or Unix seconds) as Unix seconds.
+
+    Raises:
+        InvalidEventError: naming the field ``timestamp``; nothing else,
+            whatever *timestamp* is.
+    """
+    try:
+        return _check_timestamp(timestamp, now)
+    except InvalidEventError:
+        raise
+    except OverflowError:  # 10**400 seconds, or a datetime past year 9999
+        raise InvalidEventError("timestamp", timestamp, "is too large to be a time") from None
+    except Exception as exc:  # a hostile utcoffset(), __float__ ...
+        raise InvalidEventError(
+            "timestamp", timestamp, f"cannot be read as a time ({safe_type_name(exc)})"
+        ) from None
+
+
+def _check_timestamp(timestamp: Any, now: Optional[float]) -> float:
     if isinstance(timestamp, bool):
         raise InvalidEventError("timestamp", timestamp, "must be a datetime or Unix seconds")
     if isinstance(timestamp, (int, float)):
@@ -334,7 +386,7 @@ def check_timestamp(timestamp: Any, now: Optional[float] = None) -> float:
             raise InvalidEventError(
                 "timestamp", timestamp, "must be timezone-aware (use datetime.timezone.utc)"
             )
-        seconds = timestamp.timestamp()
+        seconds = float(timestamp.timestamp())
     else:
         raise InvalidEventError("timestamp", timestamp, "must be a datetime or Unix seconds")
     now = time.time() if now is None else now
