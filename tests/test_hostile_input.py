@@ -106,15 +106,43 @@ class OrmObject:
 dunder_sets = st.frozensets(st.sampled_from(DUNDERS), min_size=1)
 
 
-def _hostile(base: type) -> st.SearchStrategy[Any]:
-    def make(dunders: frozenset[str]) -> Any:
-        cls = hostile_class(base, dunders)
-        if base is object:
-            return cls()
-        sample = {int: 7, float: 2.5, str: "cus_x", Decimal: Decimal("3")}[base]
-        return cls(sample)
+class Recipe:
+    """How to make a hostile object, made only inside the test body.
 
-    return st.builds(make, dunder_sets)
+    Hypothesis itself calls repr() and == on the values it generates (to
+    report them, and to replay examples): the objects must not exist before
+    the code under test gets them.
+    """
+
+    def __init__(self, make: Callable[[], Any], label: str) -> None:
+        self.make = make
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.label})"
+
+
+def _hostile(base: type) -> st.SearchStrategy[Recipe]:
+    def recipe(dunders: frozenset[str]) -> Recipe:
+        def make() -> Any:
+            cls = hostile_class(base, dunders)
+            if base is object:
+                return cls()
+            sample = {int: 7, float: 2.5, str: "cus_x", Decimal: Decimal("3")}[base]
+            return cls(sample)
+
+        return Recipe(make, f"{base.__name__} raising in {sorted(dunders)}")
+
+    return st.builds(recipe, dunder_sets)
+
+
+def made(value: Any) -> Any:
+    """*value* with every Recipe in it (also as a dict value) made into its object."""
+    if type(value) is Recipe:
+        return value.make()
+    if type(value) is dict:
+        return {key: made(val) for key, val in value.items()}
+    return value
 
 
 hostile = st.one_of(
@@ -123,8 +151,8 @@ hostile = st.one_of(
     _hostile(float),
     _hostile(str),
     _hostile(Decimal),
-    st.builds(ArrayLike),
-    st.builds(OrmObject),
+    st.just(Recipe(ArrayLike, "ArrayLike")),
+    st.just(Recipe(OrmObject, "OrmObject")),
 )
 plain = st.one_of(
     st.none(),
@@ -245,6 +273,10 @@ def test_record_never_raises_anything_but_invalid_event_error(
     dimensions: Any,
     timestamp: Any,
 ) -> None:
+    name, value, customer, identifier, dimensions, timestamp = map(
+        made, (name, value, customer, identifier, dimensions, timestamp)
+    )
+
     def run() -> str:
         client.record(
             name,
@@ -343,6 +375,9 @@ def test_meter_with_constants_fails_only_at_decoration_and_never_breaks_the_call
     dimensions: Any,
     on_error: Any,
 ) -> None:
+    name, value, customer, identifier, dimensions, on_error = map(
+        made, (name, value, customer, identifier, dimensions, on_error)
+    )
     call = decorated(
         client,
         kind,
@@ -385,6 +420,7 @@ def test_meter_with_callables_returning_anything_never_breaks_the_call(
     raises: bool,
     in_context: Optional[str],
 ) -> None:
+    returned = made(returned)
     kwargs: dict[str, Any] = {"event_name": "calls", field: _callable_returning(returned, raises)}
     call = decorated(client, kind, **kwargs)
     assert call is not None  # callables are not checked at decoration time
@@ -456,6 +492,9 @@ def test_metering_always_runs_its_block_when_lenient(
     value: Any,
     is_async: bool,
 ) -> None:
+    name, customer, identifier, dimensions, on_error, value = map(
+        made, (name, customer, identifier, dimensions, on_error, value)
+    )
     ran: list[int] = []
 
     def make() -> Any:
@@ -530,6 +569,7 @@ def test_a_bad_metering_block_runs_counts_and_logs_or_raises_at_entry(
 def test_customer_never_raises_and_its_records_name_the_field(
     client: meterstream.MeterClient, logging_errors: list[Any], customer_id: Any
 ) -> None:
+    customer_id = made(customer_id)
     metered = client.meter("calls")(lambda: "result")
 
     def run() -> str:
@@ -597,3 +637,18 @@ def test_datetime_timestamps_still_work(client: meterstream.MeterClient) -> None
     client.record("calls", customer=CUS, timestamp=datetime.now(timezone.utc))
     assert client.flush(30)
     assert len(client.exporter.events) == 1  # type: ignore[attr-defined]
+
+
+def test_a_callable_constant_whose_truth_raises_is_used_as_a_callable(
+    client: meterstream.MeterClient,
+) -> None:
+    class Doubler:
+        def __call__(self, call: meterstream.Call) -> int:
+            return 2
+
+        def __bool__(self) -> bool:
+            raise HostileError("truth")
+
+    metered = client.meter("calls", value=Doubler(), identifier=Doubler())(lambda: "result")
+    with meterstream.customer(CUS):
+        check_outcome(client, metered)

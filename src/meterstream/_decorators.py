@@ -102,19 +102,24 @@ class MeterSpec:
     ) -> None:
         self.event_name = check_event_name(event_name)
         self.value_fn = value if callable(value) else None
-        self.value = None if self.value_fn else check_value(value)
+        # "is None", never truth: a callable object's __bool__ is not ours to call.
+        self.value = check_value(value) if self.value_fn is None else None
         self.customer_fn = customer if callable(customer) else None
         self.customer: Optional[str] = None
-        if customer is not None and not self.customer_fn:
+        if customer is not None and self.customer_fn is None:
             self.customer = check_customer(customer)
         self.identifier_fn = identifier if callable(identifier) else None
         self.identifier = (
-            None if identifier is None or self.identifier_fn else check_identifier(identifier)
+            check_identifier(identifier)
+            if identifier is not None and self.identifier_fn is None
+            else None
         )
         self.dimensions = check_dimensions(dimensions)
         self.on_error = check_on_error(on_error)
         # Nothing to compute from the call: the wrapper skips timing and Call.
-        self.simple = not (self.value_fn or self.customer_fn or self.identifier_fn)
+        self.simple = (
+            self.value_fn is None and self.customer_fn is None and (self.identifier_fn is None)
+        )
 
     def finish(
         self,

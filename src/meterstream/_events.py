@@ -169,9 +169,12 @@ def customer_problem(customer: str) -> Optional[str]:
         return "must not be empty"
     if len(customer) > 5000:
         return "must be at most 5000 characters"
-    if not customer.isprintable() or customer.isspace():
+    if not customer.isprintable():
         return text_problem(customer)
-    if customer != customer.strip():
+    stripped = customer.strip()  # the same object when there is nothing to strip
+    if stripped is not customer and stripped != customer:
+        if not stripped:
+            return "must not be blank"
         return "must not have surrounding whitespace"
     return None
 
