@@ -113,7 +113,15 @@ def _exact_str(text: str) -> str:
     return str.__str__(text)
 
 
+#: Event names already checked: few per application, asked for on every
+#: record() call. Bounded, so that generated names cannot grow it for ever.
+_known_names: set[str] = set()
+_MAX_KNOWN_NAMES = 1024
+
+
 def check_event_name(name: Any) -> str:
+    if type(name) is str and name in _known_names:
+        return name
     if type(name) is not str:
         if not isinstance(name, str):
             raise InvalidEventError("event_name", name, "must be a string")
@@ -122,6 +130,8 @@ def check_event_name(name: Any) -> str:
         raise InvalidEventError("event_name", name, f"must be 1..{MAX_NAME} characters")
     if not name.isprintable() or name.isspace():
         raise InvalidEventError("event_name", name, text_problem(name))
+    if len(_known_names) < _MAX_KNOWN_NAMES:
+        _known_names.add(name)  # atomic under the GIL; a lost race costs a re-check
     return name  # type: ignore[no-any-return]
 
 
