@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import meterstream
+from meterstream import _decorators
 
 
 @pytest.fixture
@@ -154,3 +155,18 @@ def test_blocks_left_out_of_order_each_record_their_own_use(
             first.__exit__(None, None, None)
             second.__exit__(None, None, None)
     assert sent(client) == [("cus_1", "1"), ("cus_2", "2")]
+
+
+def test_three_blocks_the_middle_one_left_first(client: meterstream.MeterClient) -> None:
+    a, b, c = (meterstream.metering("tokens") for _ in range(3))
+    with meterstream.customer("cus_1"):
+        for block, amount in ((a, 1), (b, 2), (c, 3)):
+            block.__enter__().add(amount)
+        b.__exit__(None, None, None)
+        c.__exit__(None, None, None)
+        a.__exit__(None, None, None)
+        assert _decorators._ENTERED.get() is None  # nothing stale left behind
+        # Entered again afterwards: nothing stale is found.
+        with b as usage:
+            usage.add(4)
+    assert sent(client) == [("cus_1", "2"), ("cus_1", "3"), ("cus_1", "1"), ("cus_1", "4")]

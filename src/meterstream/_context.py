@@ -121,15 +121,15 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_customer_id", "_entered", "_value")
+    __slots__ = ("_customer_id", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
         self._value: Any = _context_value(customer_id)
         self._customer_id = _usable_id(self._value)
-        self._entered: list[_Entered] = []
 
     def __enter__(self) -> Optional[str]:
-        self._entered.append(_enter(self._value, self._customer_id))
+        entry = _Open(self, _enter(self._value, self._customer_id), _OPEN.get())
+        entry.token = _OPEN.set(entry)
         return self._customer_id
 
     def __exit__(
@@ -138,7 +138,20 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        exit_customer(self._entered.pop())
+        top = _OPEN.get()
+        entry = top
+        while entry is not None and entry.block is not self:
+            entry = entry.outer
+        if entry is None:
+            return  # not entered in this context: nothing of ours to undo here
+        if entry is top and entry.token is not None:
+            try:
+                _OPEN.reset(entry.token)
+            except ValueError:  # the token belongs to another context
+                _OPEN.set(entry.outer)
+        else:
+            _OPEN.set(_without(top, entry))
+        exit_customer(entry.entered)
 
     async def __aenter__(self) -> Optional[str]:
         return self.__enter__()
@@ -153,6 +166,42 @@ class customer:
 
     def __repr__(self) -> str:
         return f"customer({self._customer_id!r})"
+
+
+class _Open:
+    """One entry into a ``customer`` block, in the context that entered it.
+
+    The entries open in a context form a list, innermost first, held by a
+    context variable: threads and tasks entering the same block object at
+    once each leave their own entry.
+    """
+
+    __slots__ = ("block", "entered", "outer", "token")
+
+    def __init__(self, block: customer, entered: _Entered, outer: Optional[_Open]) -> None:
+        self.block = block
+        self.entered = entered
+        self.outer = outer
+        self.token: Optional[contextvars.Token[Optional[_Open]]] = None
+
+
+_OPEN: contextvars.ContextVar[Optional[_Open]] = contextvars.ContextVar(
+    "meterstream_customer_blocks", default=None
+)
+
+
+def _without(top: Optional[_Open], gone: _Open) -> Optional[_Open]:
+    """The list *top* without *gone* (blocks left out of order), copied, not changed."""
+    kept: list[_Open] = []
+    entry = top
+    while entry is not None and entry is not gone:
+        kept.append(entry)
+        entry = entry.outer
+    rest = gone.outer
+    for old in reversed(kept):
+        # No token: it would restore a list that still holds *gone*.
+        rest = _Open(old.block, old.entered, rest)
+    return rest
 
 
 def bind_context(fn: Callable[..., _T]) -> Callable[..., _T]:

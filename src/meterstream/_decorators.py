@@ -653,6 +653,7 @@ def _without(top: Optional[_Node], gone: _Node) -> Optional[_Node]:
         node = node[2]
     rest: Optional[_Node] = gone[2]
     for block, entry, _ in reversed(kept):
+        entry.token = None  # it would restore a list that still holds *gone*
         rest = (block, entry, rest)
     return rest
 
