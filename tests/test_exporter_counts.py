@@ -137,6 +137,22 @@ def test_no_key_warns_once_through_the_module_functions(
     assert meterstream.stats()["sent"] == 0
 
 
+def test_no_key_warns_even_when_delivery_started_before_the_first_record(
+    clients: list[meterstream.MeterClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="meterstream")
+    client = meterstream.MeterClient()
+    clients.append(client)
+    assert client.flush(30)  # starts delivery: the record path's fast path is open
+    metered = client.meter("calls")(lambda: "result")
+    with meterstream.customer(CUS):
+        assert metered() == "result"
+        assert metered() == "result"
+    assert client.flush(30)
+    assert len(warnings_from(caplog)) == 1
+    assert client.stats()["log"] == 2
+
+
 def test_no_key_warns_in_sync_mode_too(
     clients: list[meterstream.MeterClient], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -135,6 +135,7 @@ class MeterClient:
             or self._sync
             or self._closed
             or self._span_events
+            or self._warn_no_key
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -401,6 +402,7 @@ class MeterClient:
             if not self._warn_no_key:
                 return
             self._warn_no_key = False
+        self._update_slow()
         logger.warning(
             "events are not sent to Stripe: no API key is set (api_key=, "
             "METERSTREAM_API_KEY or STRIPE_API_KEY), so the 'log' exporter writes them "
