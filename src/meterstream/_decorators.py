@@ -576,7 +576,6 @@ class metering:
 
     def __enter__(self) -> Usage:
         client = self._get_client()
-        customer: Any = None
         if self._error is not None:
             if client._active:
                 client._reject(self._error, self._event_name)  # raises if raise_errors
@@ -584,7 +583,7 @@ class metering:
             entry = _Entry(None, None, Usage())
             entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
             return entry.usage
-        customer = self._customer or CUSTOMER.get()
+        customer: Any = self._customer or CUSTOMER.get()
         if customer is None and client._active:
             customer = client._fallback_customer(self._event_name)
         entry = _Entry(client, customer, Usage())
