@@ -85,7 +85,7 @@ def test_drop_newest_keeps_the_first_events(make_client: Callable[..., Any]) -> 
     assert sent_values(client) == ["0", "1", "2"]
     stats = client.stats()
     assert stats["recorded"] == 3
-    assert stats["sent"] == 3
+    assert stats["memory"] == 3
     assert stats["dropped_queue_full"] == 2
     assert stats["dropped"] == 2
     assert stats["queued"] == 0
@@ -101,7 +101,7 @@ def test_drop_oldest_keeps_the_last_events(make_client: Callable[..., Any]) -> N
     stats = client.stats()
     # drop_oldest discards events that had been accepted: they count as recorded.
     assert stats["recorded"] == 5
-    assert stats["sent"] == 3
+    assert stats["memory"] == 3
     assert stats["dropped_queue_full"] == 2
     assert stats["queued"] == 0
 
@@ -169,7 +169,7 @@ def test_block_releases_a_producer_when_room_appears(make_client: Callable[..., 
     assert sent_values(client) == ["0", "1", "2", "3"]
     stats = client.stats()
     assert stats["dropped_queue_full"] == 0
-    assert stats["recorded"] == stats["sent"] == 4
+    assert stats["recorded"] == stats["memory"] == 4
 
 
 def test_block_gives_up_after_block_timeout(make_client: Callable[..., Any]) -> None:
@@ -272,7 +272,7 @@ def test_stats_are_exact_after_flush(make_client: Callable[..., Any]) -> None:
     assert client.flush(5.0)
     stats = client.stats()
     assert stats["recorded"] == 1000
-    assert stats["sent"] == 1000
+    assert stats["memory"] == 1000
     assert stats["queued"] == 0
     assert stats["dropped"] == 0
     assert stats["failed"] == 0
@@ -285,11 +285,11 @@ def test_recorded_equals_settled_plus_queued(make_client: Callable[..., Any]) ->
         client.record("calls", i, customer=CUS)
     stats = client.stats()
     assert stats["queued"] == 10
-    assert stats["recorded"] == stats["queued"] + stats["dropped_queue_full"] + stats["sent"]
+    assert stats["recorded"] == stats["queued"] + stats["dropped_queue_full"] + stats["memory"]
     assert client.flush(5.0)
     stats = client.stats()
     assert stats["recorded"] == 25
-    assert stats["sent"] == 10
+    assert stats["memory"] == 10
 
 
 THREADS = 8
@@ -330,7 +330,7 @@ def test_concurrent_records_are_delivered_exactly_once(make_client: Callable[...
     assert set(counts) == expected
     assert max(counts.values()) == 1
     stats = client.stats()
-    assert stats["recorded"] == stats["sent"] == THREADS * PER_THREAD
+    assert stats["recorded"] == stats["memory"] == THREADS * PER_THREAD
     assert stats["queued"] == 0
 
 

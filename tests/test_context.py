@@ -76,9 +76,17 @@ def test_the_same_block_object_can_be_entered_twice() -> None:
 
 
 @pytest.mark.parametrize("bad", [123, 1.5, b"cus_1", ["cus_1"], object()])
-def test_customer_refuses_non_strings(bad: Any) -> None:
-    with pytest.raises(TypeError, match="customer"):
-        meterstream.customer(bad)
+def test_customer_of_a_non_string_refuses_the_records_inside(bad: Any) -> None:
+    # Entering never raises (raise_errors=False must not break the host);
+    # the records inside are invalid events naming the customer field.
+    client = meterstream.MeterClient(exporter="memory", raise_errors=True)
+    try:
+        with meterstream.customer(bad):
+            assert meterstream.current_customer() is None
+            with pytest.raises(meterstream.InvalidEventError, match="customer"):
+                client.record("calls")
+    finally:
+        client.shutdown(0)
 
 
 def test_async_with_sets_and_restores() -> None:

@@ -97,7 +97,8 @@ def assert_batch_accepted(batch: list[Any], now: float) -> None:
 
 # -- strategies -----------------------------------------------------------------------------
 
-names = st.text(min_size=1, max_size=100)
+#: What Stripe can take as an event name or identifier: printable, not blank.
+names = st.text(min_size=1, max_size=100).filter(lambda s: s.isprintable() and not s.isspace())
 customers = st.from_regex(r"cus_[A-Za-z0-9]{1,24}", fullmatch=True)
 ints = st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1)
 ints_with_trailing_zeros = st.builds(
@@ -105,7 +106,11 @@ ints_with_trailing_zeros = st.builds(
     st.integers(min_value=1, max_value=10**15 - 1),
     st.integers(min_value=0, max_value=20),
 )
-finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+#: Finite floats whose plain decimal form fits in MAX_VALUE_CHARS: below 1e24
+#: (every float up to there fits) and no smaller than 1e-22 unless zero.
+finite_floats = st.floats(min_value=-1e24, max_value=1e24, exclude_min=True, exclude_max=True).map(
+    lambda x: 0.0 if abs(x) < 1e-22 else x
+)
 decimals = st.builds(
     lambda sign, digits, exponent: Decimal((sign, tuple(int(c) for c in str(digits)), exponent)),
     st.integers(min_value=0, max_value=1),
@@ -396,7 +401,17 @@ def _not_a_number(text: str) -> bool:
     return False
 
 
+too_long_values = st.one_of(
+    st.floats(min_value=1e40, allow_infinity=False),
+    st.floats(max_value=-1e40, allow_infinity=False),
+    st.floats(min_value=1e-320, max_value=1e-39),
+    st.builds(lambda e: Decimal(f"1E{e}"), st.integers(min_value=40, max_value=10**9)),
+    st.builds(lambda e: Decimal(f"-7E-{e}"), st.integers(min_value=39, max_value=10**9)),
+    st.builds(lambda n, k: n * 10**k, st.integers(1, 10**15 - 1), st.integers(40, 200)),
+)
 invalid_values = st.one_of(
+    too_long_values,
+    too_long_values.map(str),
     st.booleans(),
     st.sampled_from([math.nan, math.inf, -math.inf, Decimal("NaN"), Decimal("-Infinity")]),
     too_many_digit_ints,
@@ -407,8 +422,17 @@ invalid_values = st.one_of(
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
+unprintable_text = st.builds(
+    lambda head, bad, tail: head + bad + tail,
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20),
+    st.sampled_from(["\n", "\x00", "\x1b", "\x7f", "\x85", "\u200b", "\u2028", "\ud800"]),
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20),
+)
+blank_text = st.text(st.sampled_from(" \t\n\r\x0b\x0c\u3000"), min_size=1, max_size=10)
 invalid_identifiers = st.one_of(
     st.just(""),
+    unprintable_text,
+    blank_text,
     st.text(min_size=101, max_size=200),
     st.integers(),
     st.floats(),
@@ -462,7 +486,12 @@ def invalid_records(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         kwargs["timestamp"] = draw(st.one_of(bad_moments, other_bad_timestamps))
     else:
         kwargs["customer"] = draw(
-            st.one_of(st.integers(min_value=1), st.lists(customers, min_size=1))
+            st.one_of(
+                st.integers(min_value=1),
+                st.lists(customers, min_size=1),
+                unprintable_text,
+                blank_text,
+            )
         )
     return field, kwargs
 
@@ -504,7 +533,15 @@ def test_every_invalid_event_name_given_to_record_raises() -> None:
     client = make_client()
 
     @settings(max_examples=20, deadline=None, database=None)
-    @given(name=st.one_of(st.just(""), st.text(min_size=101, max_size=150), st.integers()))
+    @given(
+        name=st.one_of(
+            st.just(""),
+            st.text(min_size=101, max_size=150),
+            st.integers(),
+            unprintable_text,
+            blank_text,
+        )
+    )
     def check(name: Any) -> None:
         with pytest.raises(meterstream.InvalidEventError) as info:
             client.record(name, customer="cus_1")
@@ -518,7 +555,15 @@ def test_every_invalid_event_name_given_to_record_raises() -> None:
 
 def test_every_invalid_event_name_given_to_meter_raises() -> None:
     @PROPERTY_SETTINGS
-    @given(name=st.one_of(st.just(""), st.text(min_size=101, max_size=150), st.integers()))
+    @given(
+        name=st.one_of(
+            st.just(""),
+            st.text(min_size=101, max_size=150),
+            st.integers(),
+            unprintable_text,
+            blank_text,
+        )
+    )
     def check(name: Any) -> None:
         with pytest.raises(meterstream.InvalidEventError) as info:
             meterstream.meter(name)

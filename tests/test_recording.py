@@ -838,10 +838,10 @@ def test_stats_before_and_after_flush() -> None:
         for _ in range(3):
             meterstream.record("calls")
     before = meterstream.stats()
-    assert (before["recorded"], before["queued"], before["sent"]) == (3, 3, 0)
+    assert (before["recorded"], before["queued"], before["memory"]) == (3, 3, 0)
     assert client.flush(5.0)
     after = meterstream.stats()
-    assert (after["recorded"], after["queued"], after["sent"]) == (3, 0, 3)
+    assert (after["recorded"], after["queued"], after["memory"]) == (3, 0, 3)
 
 
 def test_stats_count_drops_by_reason(memory_client: meterstream.MeterClient) -> None:
@@ -855,7 +855,8 @@ def test_stats_count_drops_by_reason(memory_client: meterstream.MeterClient) -> 
     expected = {
         "recorded": 2,
         "queued": 0,
-        "sent": 2,
+        "sent": 0,
+        "memory": 2,
         "retried": 0,
         "failed": 0,
         "dropped": 2,
@@ -904,9 +905,10 @@ def test_log_exporter_writes_one_compact_json_line_per_event(
     ]
 
 
-def test_none_exporter_discards_but_counts_as_sent() -> None:
+def test_none_exporter_discards_and_counts_under_none() -> None:
     client = meterstream.configure(exporter="none")
     meterstream.record("calls", customer=CUS)
     assert client.flush(5.0)
-    assert client.stats()["sent"] == 1
+    assert client.stats()["none"] == 1
+    assert client.stats()["sent"] == 0
     assert not hasattr(client.exporter, "events")

@@ -528,12 +528,20 @@ def test_bad_constant_given_to_client_meter_raises_at_decoration_time(
         pytest.param({"on_error": "ignore"}, "on_error", id="on_error"),
     ],
 )
-def test_bad_constant_given_to_metering_raises_at_once(kwargs: dict[str, Any], field: str) -> None:
+def test_bad_constant_given_to_metering_raises_at_entry(
+    strict_client: meterstream.MeterClient, kwargs: dict[str, Any], field: str
+) -> None:
+    # Not at construction: with raise_errors=False the block must still run
+    # (tests/test_hostile_input.py), so the client decides when it is entered.
     args = dict(kwargs)
     name = args.pop("event_name", "calls")
-    with pytest.raises(meterstream.InvalidEventError) as info:
-        meterstream.metering(name, **args)
+    block = meterstream.metering(name, **args)
+    ran = []
+    with pytest.raises(meterstream.InvalidEventError) as info:  # noqa: SIM117
+        with meterstream.customer(CUS), block:
+            ran.append(1)
     assert info.value.field == field
+    assert ran == []
 
 
 def test_decoration_errors_ignore_raise_errors_false(

@@ -90,7 +90,8 @@ def record(
 
 
 def flush(timeout: Optional[float] = 5.0) -> bool:
-    """Deliver everything recorded so far; True when it all settled within *timeout*."""
+    """Settle everything recorded so far: True when, within *timeout*, every event was
+    delivered, or refused and reported (``on_delivery_error``, ``stats()``)."""
     return get_client().flush(timeout)
 
 

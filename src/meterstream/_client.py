@@ -15,17 +15,24 @@ from typing import Any, Callable, Optional, TypeVar
 from . import _events, _otel
 from ._buffer import Buffer
 from ._config import Settings
-from ._context import CUSTOMER
+from ._context import CUSTOMER, bind_context, current_customer, customer
 from ._decorators import make_meter, metering
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
-from ._internal import RateLimitedLog, report_internal_error
-from .errors import ConfigurationError, InvalidEventError, MeterError, MissingCustomerError
+from ._internal import RateLimitedLog, logger, report_internal_error
+from .errors import (
+    ConfigurationError,
+    InvalidEventError,
+    MeterError,
+    MissingCustomerError,
+    _short_repr,
+)
 
 __all__ = ["MeterClient"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 _time = time.time
 MAX_FAST_INT = _events.MAX_FAST_INT
@@ -70,6 +77,19 @@ class MeterClient:
         self._canary = new_canary()
         self._buffer = Buffer(s.max_queue_size, s.overflow, s.block_timeout, s.batch_size)
         self.exporter: Exporter = _make_exporter(s)
+        #: The stats() key of what the exporter accepted: "sent" is Stripe's
+        #: (or the user's own exporter's) word; the local exporters count
+        #: under their own name, so a missing key never looks like billing.
+        self._accepted_key = _accepted_key(self.exporter)
+        #: No exporter chosen and no key: the log exporter stands in. Said
+        #: once, at WARNING, at the first record.
+        self._warn_no_key = (
+            s.enabled
+            and s.exporter == "log"
+            and not s.api_key
+            and settings.get("exporter") is None
+            and "METERSTREAM_EXPORTER" not in os.environ
+        )
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         # Read by the record path; kept as attributes of the client to save lookups.
@@ -115,6 +135,7 @@ class MeterClient:
             or self._sync
             or self._closed
             or self._span_events
+            or self._warn_no_key
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -229,17 +250,35 @@ class MeterClient:
         if not self._active:
             return
         try:
-            _events.check_event_name(event_name)
+            name = _events.check_event_name(event_name)
             dims = _events.check_dimensions(dimensions)
         except InvalidEventError as exc:
             self._reject(exc, event_name)
             return
-        if customer is None or customer == "":
+        if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
-        self._record(event_name, value, customer, identifier, dims, timestamp)
+        self._record(name, value, customer, identifier, dims, timestamp)
 
     def _self(self) -> MeterClient:
         return self
+
+    # -- the current customer (one context, shared by every client) ---------------
+
+    def customer(self, customer_id: Optional[str]) -> customer:
+        """Set the current customer for a ``with`` / ``async with`` block.
+
+        The same context as :func:`meterstream.customer`: every client, the
+        default one included, sees the customer set here.
+        """
+        return customer(customer_id)
+
+    def current_customer(self) -> Optional[str]:
+        """The current customer, as :func:`meterstream.current_customer` sees it."""
+        return current_customer()
+
+    def bind_context(self, fn: Callable[..., _T]) -> Callable[..., _T]:
+        """Bind *fn* to a copy of the current context; see :func:`meterstream.bind_context`."""
+        return bind_context(fn)
 
     # The hot path of @meter with a constant value: the value and dimensions
     # were checked at decoration time.
@@ -300,7 +339,15 @@ class MeterClient:
         try:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
                 value = _events.check_value(value)
-            if customer is None or customer == "":
+            if type(customer) is not str:
+                if customer is None:
+                    customer = _otel.baggage_customer()
+                    if customer is None:
+                        self._missing_customer(event_name)
+                        return
+                else:  # an InvalidCustomer, a str subclass, or not a string at all
+                    customer = _events.check_customer(customer)
+            elif not customer:
                 customer = _otel.baggage_customer()
                 if customer is None:
                     self._missing_customer(event_name)
@@ -320,6 +367,13 @@ class MeterClient:
                 raise  # on_missing_customer="raise": whatever raise_errors says
             self._reject(exc, event_name)
             return
+        except Exception as exc:  # a check that let something through: our bug
+            report_internal_error(exc)
+            self._reject(
+                InvalidEventError("event", None, f"could not be checked ({type(exc).__name__})"),
+                event_name,
+            )
+            return
         if self._closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
@@ -332,6 +386,8 @@ class MeterClient:
         items.append((event_name, customer, value, ts, ident, dimensions))
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
+        if self._warn_no_key:
+            self._say_no_key()
         if self._sync:
             self._delivery.flush_on_caller()
             return
@@ -340,13 +396,27 @@ class MeterClient:
         if not self._delivery.started:
             self._delivery.ensure_started()
 
+    def _say_no_key(self) -> None:
+        """The first record without an API key: say that nothing goes to Stripe."""
+        with self._lock:
+            if not self._warn_no_key:
+                return
+            self._warn_no_key = False
+        self._update_slow()
+        logger.warning(
+            "events are not sent to Stripe: no API key is set (api_key=, "
+            "METERSTREAM_API_KEY or STRIPE_API_KEY), so the 'log' exporter writes them "
+            "to the meterstream logger at INFO instead; stats() counts them under 'log'"
+        )
+
     # -- bad input and missing customers -----------------------------------------
 
     def _reject(self, exc: InvalidEventError, event_name: Any) -> None:
         """An event failed validation: raise it, or count and log it (rate-limited)."""
         if self._raise:
             raise exc
-        self._drop("invalid", 1, "invalid meter event %r dropped: %s", event_name, exc)
+        # The name may be the bad input itself: shown with a repr that cannot fail.
+        self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
 
     def _fallback_customer(self, event_name: str) -> Optional[str]:
         """No customer in the context when a metered call starts: look in the
@@ -409,13 +479,16 @@ class MeterClient:
     # -- lifecycle ------------------------------------------------------------------
 
     def flush(self, timeout: Optional[float] = 5.0) -> bool:
-        """Deliver everything recorded so far.
+        """Settle everything recorded so far.
+
+        Settled means delivered, or refused (by Stripe, or out of retries),
+        handed to ``on_delivery_error`` and counted: ``flush()`` returning
+        True does not mean every event was billed; ``stats()`` says which.
 
         Returns:
-            True when every event recorded before the call is settled:
-            delivered, or refused by Stripe and handed to ``on_delivery_error``
-            (or dropped and counted). False when *timeout* ran out first, for
-            example while Stripe is unreachable.
+            True when every event recorded before the call is settled;
+            False when *timeout* ran out first, for example while Stripe is
+            unreachable.
         """
         if not self._active:
             return True
@@ -463,7 +536,9 @@ class MeterClient:
 
         Returns:
             ``recorded`` (accepted into the buffer), ``queued`` (accepted, not yet
-            settled), ``sent``, ``retried`` (batch attempts repeated),
+            settled), ``sent`` (accepted by Stripe, or by your own
+            :class:`Exporter`), ``log`` / ``memory`` / ``none`` (handled by that
+            local exporter instead: never billed), ``retried`` (batch attempts repeated),
             ``failed`` (refused by Stripe or out of retries) with
             ``failed_rejected`` / ``failed_retries_exhausted``, ``dropped``
             (never queued, or discarded) with ``dropped_queue_full``,
@@ -481,14 +556,18 @@ class MeterClient:
         # "recorded" is derived rather than counted on the hot path: every
         # accepted event is queued or has exactly one final outcome.
         settled = delivery["sent"] + failed + delivery["dropped_shutdown"] + buffer.dropped_oldest
-        out = {
+        out: dict[str, int] = {
             "recorded": settled + queued,
             "queued": queued,
-            "sent": delivery["sent"],
+            "sent": 0,
+            "log": 0,
+            "memory": 0,
+            "none": 0,
             "retried": delivery["retried"],
             "failed": failed,
             "dropped": sum(dropped.values()),
         }
+        out[self._accepted_key] = delivery["sent"]
         for reason in FAIL_REASONS:
             out["failed_" + reason] = delivery["failed_" + reason]
         for reason in DROP_REASONS:
@@ -497,6 +576,17 @@ class MeterClient:
         out["requests"] = delivery["requests"]
         out["otel_errors"] = _otel.errors
         return out
+
+
+def _accepted_key(exporter: Exporter) -> str:
+    """Where stats() counts what *exporter* accepted (see MeterClient.stats)."""
+    if isinstance(exporter, LogExporter):
+        return "log"
+    if isinstance(exporter, MemoryExporter):
+        return "memory"
+    if isinstance(exporter, NoneExporter):
+        return "none"
+    return "sent"
 
 
 def _make_exporter(settings: Settings) -> Exporter:

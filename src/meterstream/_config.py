@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import json
 import math
 import os
+import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
@@ -97,11 +100,55 @@ def _opt_str(raw: Any, where: str) -> Optional[str]:
     raise ConfigurationError(f"{where}: expected a string, got {type(raw).__name__}")
 
 
+def _api_key(raw: Any, where: str) -> Optional[str]:
+    key = _opt_str(raw, where)
+    # The key goes into an Authorization header: anything but printable
+    # ASCII would fail every request later. Never show the key itself.
+    if key is not None and not all("!" <= ch <= "~" for ch in key):
+        raise ConfigurationError(
+            f"{where}: a Stripe secret key is printable ASCII with no spaces; this one has "
+            "other characters (a copy-paste accident?). The key is not shown."
+        )
+    return key
+
+
 def _url(raw: Any, where: str) -> str:
     value = _opt_str(raw, where)
-    if not value or not value.startswith(("http://", "https://")):
+    if not value or not value.lower().startswith(("http://", "https://")):
         raise ConfigurationError(f"{where}: expected an http:// or https:// URL, got {raw!r}")
+    problem = _url_problem(value)
+    if problem:
+        raise ConfigurationError(f"{where}: {problem}, got {raw!r}")
     return value.rstrip("/")
+
+
+_BRACKETED = re.compile(r"\[[^\[\]]+\](:[0-9]*)?\Z")
+
+
+def _url_problem(url: str) -> Optional[str]:
+    """Why *url* (http or https) cannot be requested, or None."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "a URL cannot contain spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # unbalanced brackets
+        return f"not a valid URL ({exc})"
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("[") and not _BRACKETED.match(hostport):
+        return "the host's brackets are not balanced, or something follows them"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port must be a number in 1..65535"
+    if not parts.hostname:
+        return "the URL has no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"the port must be a number in 1..65535, not {port}"
+    if hostport.endswith(":"):
+        return "the URL's port is empty"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "the URL cannot have a query or a fragment (a path prefix is fine)"
+    return None
 
 
 def _names(raw: Any, where: str) -> frozenset[str]:
@@ -174,11 +221,16 @@ def _import_dotted(path: str, where: str) -> Any:
     module_name, sep, attr = path.strip().partition(":")
     if not sep:
         module_name, _, attr = path.strip().rpartition(".")
+    if module_name.startswith(".") or not module_name or not attr:
+        raise ConfigurationError(
+            f"{where}: cannot import {path!r}: give the full path of a module and a name, "
+            "'package.module:function' (a relative path has no package to start from)"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"{where}: cannot import {path!r}: {exc}") from None
     return obj
 
@@ -213,7 +265,7 @@ def _pos(integer: bool, low: float, high: float = math.inf) -> Callable[[Any, st
 _COMPUTED = object()
 _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "enabled": (_bool, True),
-    "api_key": (_opt_str, _COMPUTED),
+    "api_key": (_api_key, _COMPUTED),
     "exporter": (_exporter, _COMPUTED),
     "api_base": (_url, DEFAULT_API_BASE),
     "stream_base": (_url, DEFAULT_STREAM_BASE),
@@ -328,7 +380,7 @@ class Settings:
                 value = default
             object.__setattr__(self, name, value)
         if self.api_key is None:
-            self.api_key = _opt_str(env.get("STRIPE_API_KEY"), "STRIPE_API_KEY")
+            self.api_key = _api_key(env.get("STRIPE_API_KEY"), "STRIPE_API_KEY")
         if self.exporter is None:
             self.exporter = "stripe" if self.api_key else "log"
         for event_name in ("", *self.payload_keys):
@@ -342,6 +394,11 @@ class Settings:
         if self.exporter == "stripe" and not self.api_key:
             raise ConfigurationError(
                 "exporter: 'stripe' needs an api_key (or METERSTREAM_API_KEY / STRIPE_API_KEY)"
+            )
+        if self.exporter == "stripe" and self.http2 and importlib.util.find_spec("h2") is None:
+            where = "http2" if "http2" in kwargs else _env_name("http2")
+            raise ConfigurationError(
+                f"{where}: HTTP/2 needs the h2 package: pip install 'meterstream[http2]'"
             )
         return self
 

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _otel
-from ._events import InvalidCustomer, customer_problem
+from ._events import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
 
@@ -33,8 +33,9 @@ def current_customer() -> Optional[str]:
     value = CUSTOMER.get()
     if value is None:
         return _otel.baggage_customer()
-    if isinstance(value, InvalidCustomer):
-        return value.value
+    if type(value) is InvalidCustomer:
+        # An id Stripe cannot bill is shown as it was given; a non-string, not at all.
+        return value.value if type(value.value) is str else None
     return value  # type: ignore[no-any-return]
 
 
@@ -43,17 +44,33 @@ def current_customer() -> Optional[str]:
 _Entered = tuple["contextvars.Token[Any]", Optional[object]]
 
 
-def _context_value(customer_id: Optional[str]) -> Any:
+def _context_value(customer_id: Any) -> Any:
     """What the context variable holds for *customer_id*.
 
     An empty id is no id: "no customer" at record time. An id Stripe cannot
-    bill is kept wrapped, so records in the block are refused (raise_errors
-    decides how loudly) without a per-record check.
+    bill, or something that is not a string at all, is kept wrapped, so
+    records in the block are refused (raise_errors decides how loudly)
+    without a per-record check, and entering the block never raises.
     """
+    if type(customer_id) is not str:
+        if customer_id is None:
+            return None
+        if not isinstance(customer_id, str):
+            return InvalidCustomer(customer_id, NOT_A_CUSTOMER)
+        customer_id = str.__str__(customer_id)  # a str subclass, as a plain str
     if not customer_id:
         return None
     problem = customer_problem(customer_id)
     return customer_id if problem is None else InvalidCustomer(customer_id, problem)
+
+
+def _usable_id(value: Any) -> Optional[str]:
+    """The id a context value stands for, as a string, or None."""
+    if type(value) is str:
+        return value
+    if type(value) is InvalidCustomer and type(value.value) is str:
+        return value.value
+    return None
 
 
 def _enter(value: Any, customer_id: Optional[str]) -> _Entered:
@@ -70,7 +87,8 @@ def enter_customer(customer_id: Optional[str]) -> _Entered:
     A request's hot path: about half the cost of a ``with`` block. Leave with
     :func:`exit_customer`, in the same context, in reverse order.
     """
-    return _enter(_context_value(customer_id), customer_id or None)
+    value = _context_value(customer_id)
+    return _enter(value, _usable_id(value))
 
 
 def exit_customer(entered: _Entered) -> None:
@@ -91,8 +109,11 @@ class customer:
     Args:
         customer_id: the Stripe customer id (``"cus_..."``), or None.
 
-    Raises:
-        TypeError: *customer_id* is neither a string nor None.
+    Entering the block never raises: an id Stripe cannot bill (blank,
+    unprintable, padded with whitespace) or anything that is not a string
+    makes every record inside the block an invalid event, naming the
+    ``customer`` field (raised with ``raise_errors=True``, else dropped,
+    counted and logged), and the code in the block runs as usual.
 
     Example::
 
@@ -100,20 +121,15 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_customer_id", "_entered", "_value")
+    __slots__ = ("_customer_id", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
-        if customer_id is not None and not isinstance(customer_id, str):
-            raise TypeError(
-                f"customer: expected a Stripe customer id string or None, "
-                f"got {type(customer_id).__name__} {customer_id!r}"
-            )
         self._value: Any = _context_value(customer_id)
-        self._customer_id = customer_id or None
-        self._entered: list[_Entered] = []
+        self._customer_id = _usable_id(self._value)
 
     def __enter__(self) -> Optional[str]:
-        self._entered.append(_enter(self._value, self._customer_id))
+        entry = _Open(self, _enter(self._value, self._customer_id), _OPEN.get())
+        entry.token = _OPEN.set(entry)
         return self._customer_id
 
     def __exit__(
@@ -122,7 +138,20 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        exit_customer(self._entered.pop())
+        top = _OPEN.get()
+        entry = top
+        while entry is not None and entry.block is not self:
+            entry = entry.outer
+        if entry is None:
+            return  # not entered in this context: nothing of ours to undo here
+        if entry is top and entry.token is not None:
+            try:
+                _OPEN.reset(entry.token)
+            except ValueError:  # the token belongs to another context
+                _OPEN.set(entry.outer)
+        else:
+            _OPEN.set(_without(top, entry))
+        exit_customer(entry.entered)
 
     async def __aenter__(self) -> Optional[str]:
         return self.__enter__()
@@ -137,6 +166,42 @@ class customer:
 
     def __repr__(self) -> str:
         return f"customer({self._customer_id!r})"
+
+
+class _Open:
+    """One entry into a ``customer`` block, in the context that entered it.
+
+    The entries open in a context form a list, innermost first, held by a
+    context variable: threads and tasks entering the same block object at
+    once each leave their own entry.
+    """
+
+    __slots__ = ("block", "entered", "outer", "token")
+
+    def __init__(self, block: customer, entered: _Entered, outer: Optional[_Open]) -> None:
+        self.block = block
+        self.entered = entered
+        self.outer = outer
+        self.token: Optional[contextvars.Token[Optional[_Open]]] = None
+
+
+_OPEN: contextvars.ContextVar[Optional[_Open]] = contextvars.ContextVar(
+    "meterstream_customer_blocks", default=None
+)
+
+
+def _without(top: Optional[_Open], gone: _Open) -> Optional[_Open]:
+    """The list *top* without *gone* (blocks left out of order), copied, not changed."""
+    kept: list[_Open] = []
+    entry = top
+    while entry is not None and entry is not gone:
+        kept.append(entry)
+        entry = entry.outer
+    rest = gone.outer
+    for old in reversed(kept):
+        # No token: it would restore a list that still holds *gone*.
+        rest = _Open(old.block, old.entered, rest)
+    return rest
 
 
 def bind_context(fn: Callable[..., _T]) -> Callable[..., _T]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import time
@@ -19,7 +20,7 @@ from ._events import (
     check_identifier,
     check_value,
 )
-from .errors import InvalidEventError
+from .errors import InvalidEventError, _short_repr
 
 if TYPE_CHECKING:
     from ._client import MeterClient
@@ -101,21 +102,24 @@ class MeterSpec:
     ) -> None:
         self.event_name = check_event_name(event_name)
         self.value_fn = value if callable(value) else None
-        self.value = None if self.value_fn else check_value(value)
+        # "is None", never truth: a callable object's __bool__ is not ours to call.
+        self.value = check_value(value) if self.value_fn is None else None
         self.customer_fn = customer if callable(customer) else None
         self.customer: Optional[str] = None
-        if customer is not None and not self.customer_fn:
+        if customer is not None and self.customer_fn is None:
             self.customer = check_customer(customer)
         self.identifier_fn = identifier if callable(identifier) else None
         self.identifier = (
-            None if identifier is None or self.identifier_fn else check_identifier(identifier)
+            check_identifier(identifier)
+            if identifier is not None and self.identifier_fn is None
+            else None
         )
         self.dimensions = check_dimensions(dimensions)
-        if on_error not in ON_ERROR:
-            raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
         # Nothing to compute from the call: the wrapper skips timing and Call.
-        self.simple = not (self.value_fn or self.customer_fn or self.identifier_fn)
+        self.simple = (
+            self.value_fn is None and self.customer_fn is None and (self.identifier_fn is None)
+        )
 
     def finish(
         self,
@@ -141,7 +145,7 @@ class MeterSpec:
         except InvalidEventError as error:
             client._reject(error, self.event_name)
             return
-        if customer is None or customer == "":
+        if customer is None or (type(customer) is str and not customer):
             customer = context_customer
         client._record(
             self.event_name,
@@ -160,9 +164,15 @@ def _evaluate(field: str, fn: Optional[Callable[[Call], Any]], constant: Any, ca
     try:
         return fn(call)
     except Exception as exc:
-        error = InvalidEventError(field, None, f"the {field} callable raised {exc!r}")
+        error = InvalidEventError(field, None, f"the {field} callable raised {_short_repr(exc)}")
         error.__cause__ = exc
         raise error from exc
+
+
+def check_on_error(on_error: Any) -> str:
+    if type(on_error) is not str or on_error not in ON_ERROR:
+        raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
+    return on_error
 
 
 def make_meter(
@@ -490,23 +500,48 @@ class Usage:
         return f"Usage(value={self.value!r})"
 
 
+class _Entry:
+    """One entry into a ``metering()`` block: its client, customer, usage and clock."""
+
+    __slots__ = ("client", "customer", "started", "token", "usage")
+
+    def __init__(self, client: Optional[MeterClient], customer: Any, usage: Usage) -> None:
+        self.client = client
+        self.customer = customer
+        self.usage = usage
+        self.started = perf_counter()
+        self.token: Optional[contextvars.Token[Optional[_Node]]] = None
+
+
+#: The ``metering()`` blocks entered in this context, innermost first, as a
+#: linked list ``(block, entry, outer)``. A context variable, so that threads
+#: and asyncio tasks entering the same block object each find their own entry
+#: when they leave it.
+_Node = tuple["metering", _Entry, Any]
+_ENTERED: contextvars.ContextVar[Optional[_Node]] = contextvars.ContextVar(
+    "meterstream_metering", default=None
+)
+
+
 class metering:
     """Meter a block of code: ``with client.metering("gpu_seconds") as usage: ...``.
 
     Works with ``with`` and ``async with``. The use is recorded when the block
     exits; a block that raises records nothing unless ``on_error="record"``.
+
+    The object can be kept and entered again, nested in itself, or entered
+    from several threads and tasks at once: every entry takes the customer
+    current at that moment and yields a fresh :class:`Usage`.
     """
 
     __slots__ = (
-        "_client",
         "_customer",
         "_dimensions",
+        "_error",
         "_event_name",
         "_get_client",
         "_identifier",
         "_on_error",
-        "_started",
-        "_usage",
     )
 
     def __init__(
@@ -520,24 +555,58 @@ class metering:
         on_error: str = "skip",
     ) -> None:
         self._get_client = get_client
-        self._event_name = check_event_name(event_name)
-        self._customer = customer
-        self._identifier = identifier
-        self._dimensions = check_dimensions(dimensions)
-        if on_error not in ON_ERROR:
-            raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
-        self._on_error = on_error
-        self._usage = Usage()
-        self._client: Optional[MeterClient] = None
-        self._started = 0.0
+        self._event_name: Any = event_name
+        self._customer: Optional[str] = None
+        self._identifier: Optional[str] = None
+        self._dimensions: Optional[dict[str, str]] = None
+        self._on_error = "skip"
+        # Checked now, but refused only when the block is entered, by the
+        # client: with raise_errors=False the block must run all the same.
+        self._error: Optional[InvalidEventError] = None
+        try:
+            self._event_name = check_event_name(event_name)
+            if customer is not None and not (type(customer) is str and not customer):
+                self._customer = check_customer(customer)
+            if identifier is not None:
+                self._identifier = check_identifier(identifier)
+            self._dimensions = check_dimensions(dimensions)
+            self._on_error = check_on_error(on_error)
+        except InvalidEventError as error:
+            self._error = error
 
     def __enter__(self) -> Usage:
-        self._client = self._get_client()
-        self._customer = self._customer or CUSTOMER.get()
-        if self._customer is None and self._client._active:
-            self._customer = self._client._fallback_customer(self._event_name)
-        self._started = perf_counter()
-        return self._usage
+        client = self._get_client()
+        if self._error is not None:
+            if client._active:
+                client._reject(self._error, self._event_name)  # raises if raise_errors
+            # The block runs and records nothing: the error is counted once.
+            entry = _Entry(None, None, Usage())
+            entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
+            return entry.usage
+        customer: Any = self._customer or CUSTOMER.get()
+        if customer is None and client._active:
+            customer = client._fallback_customer(self._event_name)
+        entry = _Entry(client, customer, Usage())
+        entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
+        return entry.usage
+
+    def _leave(self) -> Optional[_Entry]:
+        """Take this block's innermost entry off the context's list."""
+        node = _ENTERED.get()
+        top = node
+        while node is not None and node[0] is not self:
+            node = node[2]
+        if node is None:
+            return None  # left in another context than it was entered in
+        entry = node[1]
+        if node is top and entry.token is not None:
+            try:
+                _ENTERED.reset(entry.token)
+                return entry
+            except ValueError:  # the token belongs to another context
+                pass
+        _ENTERED.set(_without(top, node))
+        return entry
 
     def __exit__(
         self,
@@ -545,15 +614,18 @@ class metering:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        client = self._client
+        entry = self._leave()
+        if entry is None:
+            return
+        client = entry.client
         if client is None or not client._active:
             return
         if exc is not None and self._on_error != "record":
             return
         client._record(
             self._event_name,
-            self._usage.value,
-            self._customer,
+            entry.usage.value,
+            entry.customer,
             self._identifier,
             self._dimensions,
             None,
@@ -569,6 +641,20 @@ class metering:
         tb: Optional[TracebackType],
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def _without(top: Optional[_Node], gone: _Node) -> Optional[_Node]:
+    """The list *top* without the node *gone* (blocks left out of order)."""
+    kept: list[_Node] = []
+    node = top
+    while node is not None and node is not gone:
+        kept.append(node)
+        node = node[2]
+    rest: Optional[_Node] = gone[2]
+    for block, entry, _ in reversed(kept):
+        entry.token = None  # it would restore a list that still holds *gone*
+        rest = (block, entry, rest)
+    return rest
 
 
 if TYPE_CHECKING:

@@ -91,7 +91,34 @@ class DeliveryError(MeterError):
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """A short repr of anything, even of an object whose ``repr()`` raises.
+
+    Error messages about bad input are built from that input: a hostile or
+    broken ``__repr__`` must not turn our error into another one.
+    """
+    kind = type(value)
+    if kind is int and value.bit_length() > 256:
+        # Too many digits to write out (Python refuses past 4,300 anyway).
+        return f"<int of {int(value.bit_length() * 0.30103) + 1} digits>"
+    if kind is str and len(value) > limit:
+        value = value[:limit]
+    try:
+        text = repr(value)
+        if type(text) is not str:  # pragma: no cover - repr() checks this itself
+            raise TypeError("__repr__ returned a non-string")
+    except Exception:
+        return safe_type_name(value, "<unprintable {}>")
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def safe_type_name(value: Any, template: str = "{}") -> str:
+    """The name of *value*'s type, in *template*; never raises."""
+    try:
+        name = type(value).__name__
+        if type(name) is not str:
+            name = "object"
+    except Exception:
+        name = "object"
+    return template.format(name)

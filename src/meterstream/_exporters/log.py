@@ -14,6 +14,9 @@ class LogExporter(Exporter):
     """Writes one JSON line per event to the ``meterstream`` logger at INFO.
 
     The default when no Stripe key is configured: a dry run you can read.
+    Nothing reaches Stripe: ``stats()`` counts these events under ``"log"``,
+    never ``"sent"``, and the client says so once at WARNING when it stands
+    in for a missing key.
     """
 
     def export(self, events: EventBatch, batch_id: str = "") -> None:

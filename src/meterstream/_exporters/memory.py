@@ -8,7 +8,10 @@ __all__ = ["MemoryExporter"]
 
 
 class MemoryExporter(Exporter):
-    """Keeps every event it is sent, in order, in :attr:`events` (for tests)."""
+    """Keeps every event it is sent, in order, in :attr:`events` (for tests).
+
+    ``stats()`` counts these events under ``"memory"``, never ``"sent"``.
+    """
 
     def __init__(self) -> None:
         self.events: list[WireEvent] = []
