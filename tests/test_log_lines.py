@@ -14,14 +14,7 @@ import meterstream
 
 SRC = Path(meterstream.__file__).parent
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
-# The files this round sweeps; the rest of the package follows.
-SWEPT = [
-    SRC / "cli.py",
-    SRC / "_demo.py",
-    SRC / "_signals.py",
-    *sorted((SRC / "integrations").rglob("*.py")),
-    *sorted(p for p in (SRC / "emulator").rglob("*.py") if p.name != "_faults.py"),
-]
+SWEPT = sorted(SRC.rglob("*.py"))
 
 
 def log_messages(path: Path) -> list[tuple[int, str]]:

@@ -316,7 +316,7 @@ class MeterClient:
         self._log.log(
             logging.WARNING,
             "drop:queue_full",
-            "meterstream buffer is full (max_queue_size=%d): events are being dropped",
+            "the buffer is full (max_queue_size=%d): events are being dropped",
             self._buffer.max_size,
         )
 
@@ -500,7 +500,7 @@ class MeterClient:
             raise
         except Exception as exc:  # never let a bug in delivery break the caller
             report_internal_error(exc)
-            self._log.log(logging.ERROR, "flush", "meterstream flush failed: %r", exc)
+            self._log.log(logging.ERROR, "flush", "flush failed: %r", exc)
             return False
 
     def shutdown(self, timeout: Optional[float] = None) -> bool:
@@ -526,7 +526,7 @@ class MeterClient:
             done = self._delivery.shutdown(timeout)
         except Exception as exc:
             report_internal_error(exc)
-            self._log.log(logging.ERROR, "shutdown", "meterstream shutdown failed: %r", exc)
+            self._log.log(logging.ERROR, "shutdown", "shutdown failed: %r", exc)
             done = False
         _unregister_client(self)
         return done

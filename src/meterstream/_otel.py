@@ -62,7 +62,7 @@ def _failed(exc: BaseException) -> None:
     with _errors_lock:
         errors += 1
     report_internal_error(exc)
-    _log.log(logging.WARNING, "otel", "meterstream: OpenTelemetry call failed: %r", exc)
+    _log.log(logging.WARNING, "otel", "OpenTelemetry call failed: %r", exc)
 
 
 def sdk_active() -> bool:

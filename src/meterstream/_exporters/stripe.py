@@ -328,7 +328,7 @@ class StripeExporter(Exporter):
         url = self._session_url if endpoint == "session" else self._stream_url
         self._report_once(
             f"redirect {endpoint} {status} {location}",
-            f"meterstream: the {endpoint} endpoint {url} ({setting}) answered {status} "
+            f"the {endpoint} endpoint {url} ({setting}) answered {status} "
             f"redirect to {location}: check api_base/stream_base or the proxy; "
             "the events are kept and retried",
         )
@@ -346,9 +346,7 @@ class StripeExporter(Exporter):
             f"{self._ca.describe()}: set ca_bundle (METERSTREAM_CA_BUNDLE) to the PEM file "
             "of the CA that signs this server's certificate"
         )
-        self._report_once(
-            f"tls {origin}", f"meterstream: {message}; the events are kept and retried"
-        )
+        self._report_once(f"tls {origin}", f"{message}; the events are kept and retried")
         raise RetryableExportError(message)
 
     def _proxy_problem(self, url: str, exc: Exception) -> None:
@@ -356,7 +354,7 @@ class StripeExporter(Exporter):
         shown = f"{route.shown} ({route.source})" if route is not None else "the proxy"
         self._report_once(
             f"proxy {url} {exc}",
-            f"meterstream: the proxy {shown} failed a request to {url}: {exc}. Check proxy / "
+            f"the proxy {shown} failed a request to {url}: {exc}. Check proxy / "
             "HTTPS_PROXY / NO_PROXY; the events are kept and retried",
         )
 
