@@ -314,3 +314,61 @@ def test_append_is_fast_enough_to_be_on_the_record_path(path: str) -> None:
         spool.append(event(n))
     assert (time.perf_counter() - started) / 2000 < 0.002
     spool.close()
+
+
+def test_accepted_events_are_kept_once_each_for_the_history(path: str) -> None:
+    clock = Clock(now=1_700_000_100.0)
+    spool = Spool(path, clock=clock, history=3600)
+    spool.append(event(1))
+    spool.append(event(2, ident="id-1"))  # the same identifier again: Stripe counts it once
+    spool.append(event(3))
+    spool.ack(spool.claim(10).seqs)
+    kept = spool.accepted_between(0, 2e9)
+    assert [(e[0], e[2], e[3]) for e in kept] == [
+        ("api_calls", 1, 1_700_000_001.0),
+        ("api_calls", 3, 1_700_000_003.0),
+    ]
+    assert spool.status().accepted == 2
+    clock.now += 3600
+    assert spool.prune_history() == 2
+    assert spool.accepted_between(0, 2e9) == []
+    spool.close()
+
+
+def test_no_history_keeps_nothing_accepted(path: str) -> None:
+    spool = Spool(path, history=0)
+    spool.append(event(1))
+    spool.ack(spool.claim(10).seqs)
+    assert spool.accepted_between(0, 2e9) == []
+    spool.close()
+
+
+def test_history_gives_way_to_a_size_bound(path: str) -> None:
+    clock = Clock(now=1_700_000_000.0 + 10_000)
+    spool = Spool(path, clock=clock)
+    for n in range(3000):
+        spool.append(event(n, customer="cus_" + "z" * 200))
+    spool.ack(spool.claim(10_000).seqs)
+    before = spool.size_bytes()
+    spool.prune_history(keep_bytes=before // 2)
+    left = spool.accepted_between(0, 2e9)
+    assert 0 < len(left) < 3000
+    assert left[0][3] > 1_700_000_000.0 + 100  # the oldest went first
+    spool.close()
+
+
+def test_a_late_report_moves_accepted_events_to_the_dead_letters(path: str) -> None:
+    spool = Spool(path)
+    spool.append(event(1))
+    spool.append(event(2))
+    spool.ack(spool.claim(10).seqs)
+    spool.append(event(3))  # still pending
+    found = spool.bury_identifiers(["id-1", "id-3", "unknown"], "no_meter", "no_meter", "m")
+    assert found == 2
+    assert [(d["identifier"], d["code"]) for d in spool.export("dead")] == [
+        ("id-1", "no_meter"),
+        ("id-3", "no_meter"),
+    ]
+    assert [e[1:3] for e in spool.accepted_between(0, 2e9)] == [("cus_1", 2)]
+    assert spool.known_dead(["id-1", "id-2"]) == {"id-1"}
+    spool.close()

@@ -38,6 +38,8 @@ SCHEMA_VERSION = 1
 SYNC_MODES = ("normal", "full")
 #: How long a claim holds before another process may take the events over.
 DEFAULT_LEASE = 30.0
+#: How long accepted events are kept for reconciliation: Stripe's own window.
+DEFAULT_HISTORY = 35 * 86400.0
 #: Record-path inserts between two looks at the spool's size.
 SIZE_CHECK_EVERY = 256
 #: How long a writer waits for another process's write transaction.
@@ -77,6 +79,15 @@ CREATE TABLE IF NOT EXISTS dead (
     dead_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_identifier ON dead(identifier);
+CREATE TABLE IF NOT EXISTS accepted (
+    identifier TEXT PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    value NOT NULL,
+    ts REAL NOT NULL,
+    accepted_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS accepted_ts ON accepted(ts);
 CREATE TABLE IF NOT EXISTS owners (
     owner INTEGER PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -129,6 +140,7 @@ class SpoolStatus:
     pending: int = 0
     claimed: int = 0
     dead: int = 0
+    accepted: int = 0
     pending_by_event: dict[str, int] = field(default_factory=dict)
     dead_by_reason: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_pending: Optional[float] = None
@@ -199,6 +211,10 @@ class Spool:
             returns) or ``"full"`` (an fsync per commit: safe from power loss).
         max_bytes: past this size, :meth:`append` raises :class:`SpoolFull`.
         lease: seconds a claim holds before another process may take over.
+        history: seconds an accepted event is kept (by its timestamp) for
+            ``meterstream reconcile`` and for Stripe's late error reports;
+            0 keeps none. The pending events come first: when the spool is
+            full, the oldest history goes.
         repair: move a corrupt file aside and start anew (else: ConfigurationError).
         create: create the file when absent (else: ConfigurationError).
 
@@ -215,6 +231,7 @@ class Spool:
         sync: str = "normal",
         max_bytes: int = 1 << 30,
         lease: float = DEFAULT_LEASE,
+        history: float = DEFAULT_HISTORY,
         clock: Callable[[], float] = time.time,
         repair: bool = True,
         create: bool = True,
@@ -225,6 +242,7 @@ class Spool:
         self.sync = sync
         self.max_bytes = max_bytes
         self.lease = lease
+        self.history = history
         self._clock = clock
         self._repair = repair
         if not create and not os.path.exists(self.path):
@@ -383,12 +401,59 @@ class Spool:
         )
 
     def ack(self, seqs: Iterable[int]) -> int:
-        """Stripe accepted these events: they leave the spool."""
+        """Stripe accepted these events: they leave the pending table.
+
+        With a history, they are kept in ``accepted`` (once per identifier,
+        as Stripe counts them) for reconciliation and late error reports.
+        """
         rows = [(seq,) for seq in seqs]
+        now = self._clock()
         with self._lock, self._write():
+            if self.history > 0:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO accepted "
+                    "(identifier, event_name, customer, value, ts, accepted_at) "
+                    "SELECT identifier, event_name, customer, value, ts, ? FROM pending "
+                    "WHERE seq = ?",
+                    [(now, seq) for (seq,) in rows],
+                )
             deleted = self._db.executemany("DELETE FROM pending WHERE seq = ?", rows).rowcount
             self._db.executemany("DELETE FROM claims WHERE seq = ?", rows)
         return deleted
+
+    def prune_history(self, keep_bytes: Optional[int] = None) -> int:
+        """Forget accepted events older than the history; with *keep_bytes*,
+        also the oldest ones until the spool is below that size."""
+        cutoff = self._clock() - self.history
+        with self._lock, self._write():
+            pruned: int = self._db.execute("DELETE FROM accepted WHERE ts < ?", (cutoff,)).rowcount
+        while keep_bytes is not None and self.size_bytes() > keep_bytes:
+            with self._lock, self._write():
+                gone = self._db.execute(
+                    "DELETE FROM accepted WHERE identifier IN "
+                    "(SELECT identifier FROM accepted ORDER BY ts LIMIT 500)"
+                ).rowcount
+            if not gone:
+                break
+            pruned += gone
+        return pruned
+
+    def accepted_between(
+        self, start: float, end: float, event_name: Optional[str] = None
+    ) -> list[tuple[str, str, Any, float, float]]:
+        """Accepted events with ``start <= timestamp < end``:
+        ``(event_name, customer, value, timestamp, accepted_at)``, oldest first."""
+        query = (
+            "SELECT event_name, customer, value, ts, accepted_at FROM accepted "
+            "WHERE ts >= ? AND ts < ?"
+        )
+        args: tuple[Any, ...] = (start, end)
+        if event_name is not None:
+            query += " AND event_name = ?"
+            args += (event_name,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
+        return [(n, c, _decode_value(v), ts, at) for n, c, v, ts, at in rows]
 
     def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
@@ -407,9 +472,10 @@ class Spool:
         with self._lock, self._write():
             for letter in letters:
                 cursor = self._db.execute(
-                    "INSERT INTO dead (seq, event_name, customer, value, ts, identifier, "
+                    "INSERT INTO dead (event_name, customer, value, ts, identifier, "
                     "dimensions, attempts, reason, code, message, dead_at) "
-                    f"SELECT {_COLUMNS}, ?, ?, ?, ?{_FROM} WHERE p.seq = ?",
+                    "SELECT p.event_name, p.customer, p.value, p.ts, p.identifier, "
+                    f"p.dimensions, coalesce(c.attempts, 0), ?, ?, ?, ?{_FROM} WHERE p.seq = ?",
                     (letter.reason, letter.code, letter.message, now, letter.seq),
                 )
                 if cursor.rowcount:
@@ -421,19 +487,45 @@ class Spool:
     def bury_identifiers(
         self, identifiers: Iterable[str], reason: str, code: Optional[str], message: Optional[str]
     ) -> int:
-        """Move the pending events with these identifiers to the dead letters.
+        """Move the events with these identifiers to the dead letters: those
+        Stripe accepted and later refused (its asynchronous error reports),
+        and any still pending.
 
-        A scan: pending events have no index by identifier, which would cost
-        every ``record()`` a second B-tree insert.
+        Returns how many were found. Pending events are found by a scan: an
+        index by identifier would cost every ``record()`` a second B-tree insert.
         """
         wanted = set(identifiers)
-        with self._lock:
+        now = self._clock()
+        found = 0
+        with self._lock, self._write():
+            for ident in wanted:
+                moved = self._db.execute(
+                    "INSERT INTO dead (event_name, customer, value, ts, identifier, dimensions, "
+                    "attempts, reason, code, message, dead_at) "
+                    "SELECT event_name, customer, value, ts, identifier, NULL, 0, ?, ?, ?, ? "
+                    "FROM accepted WHERE identifier = ?",
+                    (reason, code, message, now, ident),
+                ).rowcount
+                if moved:
+                    self._db.execute("DELETE FROM accepted WHERE identifier = ?", (ident,))
+                    found += moved
             seqs = [
                 seq
                 for seq, ident in self._db.execute("SELECT seq, identifier FROM pending")
                 if ident in wanted
             ]
-        return self.bury(DeadLetter(seq, reason, code, message) for seq in seqs)
+        return found + self.bury(DeadLetter(seq, reason, code, message) for seq in seqs)
+
+    def known_dead(self, identifiers: Iterable[str]) -> set[str]:
+        """Which of *identifiers* are already dead letters (a report seen twice)."""
+        with self._lock:
+            return {
+                ident
+                for ident in set(identifiers)
+                if self._db.execute(
+                    "SELECT 1 FROM dead WHERE identifier = ? LIMIT 1", (ident,)
+                ).fetchone()
+            }
 
     def renew(self) -> None:
         """Extend the leases of everything this process holds, and say it is alive."""
@@ -495,16 +587,26 @@ class Spool:
     # -- size -------------------------------------------------------------------------
 
     def size_bytes(self) -> int:
-        """Bytes in use: the database's used pages plus its write-ahead log."""
+        """Bytes the spool's data uses: the database's pages in use.
+
+        What ``spool_max_bytes`` bounds. The write-ahead log comes on top,
+        up to 64 MiB (``journal_size_limit``) between checkpoints.
+        """
         with self._lock:
             page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
             free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-        try:
-            wal = os.path.getsize(self.path + "-wal")
-        except OSError:
-            wal = 0
-        return int((pages - free) * page_size + wal)
+        return int((pages - free) * page_size)
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk: the database file and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
 
     def _update_full(self) -> None:
         try:
@@ -533,7 +635,8 @@ class Spool:
                 out.dead += count
             out.oldest_pending = self._db.execute("SELECT min(ts) FROM pending").fetchone()[0]
             out.oldest_dead = self._db.execute("SELECT min(ts) FROM dead").fetchone()[0]
-        out.bytes = self.size_bytes()
+            out.accepted = self._db.execute("SELECT count(*) FROM accepted").fetchone()[0]
+        out.bytes = self.disk_bytes()
         return out
 
     def export(self, table: str = "pending") -> Iterator[dict[str, Any]]:

@@ -124,6 +124,7 @@ def _status_text(path: str, status: SpoolStatus, now: float) -> str:
         f"  pending        {status.pending:,} ({status.claimed:,} being sent), "
         f"oldest {_age(status.oldest_pending, now)}",
         f"  dead letters   {status.dead:,}, oldest {_age(status.oldest_dead, now)}",
+        f"  accepted       {status.accepted:,} kept for reconciliation",
     ]
     if status.pending_by_event:
         lines += ["", _table(["pending: event", "events"], sorted(status.pending_by_event.items()))]
@@ -154,6 +155,7 @@ def _status_json(status: SpoolStatus, now: float) -> dict[str, Any]:
         "pending": status.pending,
         "claimed": status.claimed,
         "dead": status.dead,
+        "accepted": status.accepted,
         "pending_by_event": status.pending_by_event,
         "dead_by_reason": [
             {"event_name": name, "reason": reason, "count": n}

@@ -13,6 +13,7 @@ behind it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -73,14 +74,19 @@ def _url(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL{hint}")
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, *, zero: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    if not ((value >= 0 if zero else value > 0) and math.isfinite(value)):
+        bound = ">= 0" if zero else "> 0"
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds {bound}")
     return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    return _seconds(text, zero=True)
 
 
 def _value(text: str) -> Union[int, Decimal]:
@@ -192,6 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
     from ._spool_cli import add_spool_parser
 
     add_spool_parser(sub)
+
+    recon = sub.add_parser(
+        "reconcile",
+        help="compare what the spool says Stripe accepted with Stripe's summaries",
+        description="Compare, per customer, meter and window, what the spool says Stripe "
+        "accepted with Stripe's meter event summaries. Exit 0: everything agrees; 1: "
+        "something differs.",
+    )
+    recon.add_argument("--spool", required=True, metavar="PATH", help="the spool file")
+    recon.add_argument("--since", required=True, type=_parse_time, help="Unix seconds or ISO")
+    recon.add_argument("--until", required=True, type=_parse_time, help="Unix seconds or ISO")
+    recon.add_argument("--window", choices=("hour", "day"), default="day", help="default day")
+    recon.add_argument("--event", metavar="NAME", help="only this event name")
+    recon.add_argument(
+        "--grace",
+        type=_seconds_or_zero,
+        default=600.0,
+        help="seconds Stripe may take to count an event (default 600)",
+    )
+    recon.add_argument("--json", action="store_true", help="every row as JSON, for a cron job")
+    _connection_args(recon)
+    recon.set_defaults(parser=recon)
     return parser
 
 
@@ -212,6 +240,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _send(args)
         if args.command == "summary":
             return _summary(args)
+        if args.command == "reconcile":
+            return _reconcile(args)
         if args.command == "spool":
             from ._spool_cli import UsageError, run_spool
 
@@ -376,6 +406,48 @@ def _summary(args: argparse.Namespace) -> int:
         )
     print(f"{'total':<42}  {total:>14g}")
     return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from ._config import Settings
+    from ._reconcile import check_range, reconcile, render_table, to_json
+    from ._spool import Spool
+    from ._stripe_api import StripeAPI
+
+    parser: argparse.ArgumentParser = args.parser
+    connection = _connection(args, parser)
+    problem = check_range(args.since, args.until, args.window)
+    if problem:
+        parser.error(problem)
+    try:
+        spool = Spool(args.spool, repair=False, create=False)
+    except ConfigurationError as exc:
+        message = str(exc).split(": ", 1)[-1]
+        parser.error(f"argument --spool: {message}")
+    settings = Settings.resolve({**connection, "exporter": "none"})
+    assert settings.api_key
+    try:
+        with StripeAPI(settings.api_key, settings.api_base) as api:
+            result = reconcile(
+                spool,
+                api,
+                args.since,
+                args.until,
+                window=args.window,
+                event_name=args.event,
+                grace=args.grace,
+                now=time.time(),
+            )
+    except DeliveryError as exc:
+        hint = _nobody_listening([settings.api_base]) if exc.reason == "unreachable" else None
+        raise CommandError(hint or str(exc)) from None
+    finally:
+        spool.close()
+    if args.json:
+        print(json.dumps(to_json(result)))
+    else:
+        print(render_table(result, utc=_utc), end="")
+    return 0 if result.agrees else 1
 
 
 def _utc(seconds: int) -> str:
