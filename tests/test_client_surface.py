@@ -10,8 +10,9 @@ import pytest
 
 import meterstream
 
-#: Module functions that manage the default client itself: no method makes sense.
-ABOUT_THE_DEFAULT_CLIENT = {"configure", "get_client"}
+#: Module functions that manage the default client itself, or act on every
+#: client of the process (a signal handler): no method makes sense.
+ABOUT_THE_DEFAULT_CLIENT = {"configure", "get_client", "drain_on_sigterm"}
 
 
 @pytest.fixture

@@ -267,7 +267,7 @@ def test_a_certificate_from_another_ca_is_refused_naming_ca_bundle(
     assert len(events) == 5
     assert "ca_bundle" in str(error) and "certificate" in str(error).lower()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    reported = [message for message in errors if message.startswith("meterstream: TLS to")]
+    reported = [message for message in errors if message.startswith("TLS to")]
     assert len(reported) == 1, errors  # once, however many attempts
     assert str(other) in reported[0] and "ca_bundle" in reported[0]
     assert client.stats()["retried"] >= 2
