@@ -372,3 +372,15 @@ def test_a_late_report_moves_accepted_events_to_the_dead_letters(path: str) -> N
     assert [e[1:3] for e in spool.accepted_between(0, 2e9)] == [("cus_1", 2)]
     assert spool.known_dead(["id-1", "id-2"]) == {"id-1"}
     spool.close()
+
+
+def test_the_oldest_free_events_can_be_evicted(path: str) -> None:
+    spool = Spool(path)
+    for n in range(5):
+        spool.append(event(n))
+    held = spool.claim(1)  # id-0 is being sent: not evicted
+    evicted = spool.evict_oldest(2)
+    assert [e[4] for e in evicted] == ["id-1", "id-2"]
+    assert {e["identifier"] for e in spool.export("pending")} == {"id-0", "id-3", "id-4"}
+    assert len(held) == 1
+    spool.close()

@@ -561,6 +561,21 @@ class Spool:
             "UPDATE claims SET owner = 0, lease = 0 WHERE owner = ?", (owner,)
         ).rowcount
 
+    def evict_oldest(self, count: int = 1) -> list[RawEvent]:
+        """Delete the *count* oldest events nobody holds (``overflow="drop_oldest"``);
+        returns them, for ``on_delivery_error``."""
+        now = self._clock()
+        with self._lock, self._write():
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS}{_FROM} WHERE c.seq IS NULL OR c.owner = 0 OR c.lease < ? "
+                "ORDER BY p.seq LIMIT ?",
+                (now, count),
+            ).fetchall()
+            for row in rows:
+                self._db.execute("DELETE FROM pending WHERE seq = ?", (row[0],))
+                self._db.execute("DELETE FROM claims WHERE seq = ?", (row[0],))
+        return [_row_event(row) for row in rows]
+
     def pending_count(self) -> int:
         with self._lock:
             count: int = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
