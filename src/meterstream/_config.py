@@ -240,6 +240,8 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "max_concurrent_requests": (_pos(True, 1, 64), 4),
     "http2": (_bool, False),
     "on_delivery_error": (_callback, None),
+    "on_validation_error": (_callback, None),
+    "webhook_secret": (_opt_str, None),  # else STRIPE_WEBHOOK_SECRET, read by handle_webhook
     "aggregate": (_unsupported("aggregate (folding uses into one event)"), None),
     "aggregation_window": (_unsupported("aggregation_window"), None),
     "sync_mode": (_bool, False),
@@ -284,6 +286,8 @@ class Settings:
     max_concurrent_requests: int
     http2: bool
     on_delivery_error: Optional[DeliveryErrorCallback]
+    on_validation_error: Optional[Callable[[Any], None]]
+    webhook_secret: Optional[str]
     aggregate: None
     aggregation_window: None
     sync_mode: bool
@@ -354,7 +358,7 @@ class Settings:
         parts = []
         for name in _FIELDS:
             value = getattr(self, name)
-            if name == "api_key" and value is not None:
+            if name in ("api_key", "webhook_secret") and value is not None:
                 value = redact_key(value)
             parts.append(f"{name}={value!r}")
         return f"Settings({', '.join(parts)})"
