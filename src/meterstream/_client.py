@@ -474,7 +474,9 @@ class MeterClient:
             ``failed_rejected`` / ``failed_retries_exhausted``, ``dropped``
             (never queued, or discarded) with ``dropped_queue_full``,
             ``dropped_shutdown``, ``dropped_invalid``, ``dropped_missing_customer``,
-            ``sessions_opened`` and ``requests``.
+            ``sessions_opened``, ``requests``, and ``rejected_by_stripe`` (with
+            ``rejected_by_stripe_<code>``): events Stripe accepted, then
+            reported invalid (see ``handle_webhook``).
         """
         buffer = self._buffer
         with self._lock:
