@@ -137,14 +137,16 @@ class Store:
         ):
             container.clear()
 
-    def index(self) -> None:
-        """Turn pending batches into records, totals and series (caller holds the lock)."""
+    def index(self, limit: Optional[int] = None) -> None:
+        """Turn pending batches (at most *limit* of them) into records, totals
+        and series (caller holds the lock)."""
         if not self.batches:
             return
+        batches = self.batches if limit is None else self.batches[:limit]
         events, payload_list, position = self.events, self.payloads, self.position
         series, totals, numbers = self.series, self.totals, _NUMBERS
         customers = self.customers
-        for received, idents, names, payloads, stamps, keys_by_name in self.batches:
+        for received, idents, names, payloads, stamps, keys_by_name in batches:
             for i, ident in enumerate(idents):
                 name, payload, ts = names[i], payloads[i], stamps[i]
                 keys = keys_by_name[name]
@@ -179,4 +181,7 @@ class Store:
                 total = totals[key]
                 total[0] += value or 0.0
                 total[1] += 1
-        self.batches.clear()
+        if limit is None:
+            self.batches.clear()
+        else:
+            del self.batches[: len(batches)]
