@@ -13,12 +13,15 @@ import logging
 from typing import Optional
 
 from .._client import MeterClient
+from .._internal import RateLimitedLog, report_internal_error
 from .._webhooks import MAX_BODY_BYTES, handle_webhook
 from ..errors import ConfigurationError, DeliveryError, WebhookError
 
 __all__ = ["MAX_BODY_BYTES", "answer_webhook"]
 
 logger = logging.getLogger("meterstream.integrations")
+# Anyone can POST to a webhook URL: refusals are logged at most once a minute.
+_refusals = RateLimitedLog()
 
 
 def answer_webhook(
@@ -32,7 +35,7 @@ def answer_webhook(
     try:
         report = handle_webhook(body, signature, secret=secret, client=client)
     except WebhookError as exc:
-        logger.warning("webhook refused: %s", exc)
+        _refusals.log(logging.WARNING, "webhook_refused", "webhook refused: %s", exc)
         return 400, _json({"error": str(exc)})
     except ConfigurationError as exc:
         logger.error("webhook not handled: %s", exc)
@@ -40,7 +43,8 @@ def answer_webhook(
     except DeliveryError as exc:
         logger.warning("webhook not handled yet (Stripe will retry): %s", exc)
         return 503, _json({"error": "could not fetch the event; retry later"})
-    except Exception:
+    except Exception as exc:
+        report_internal_error(exc)
         logger.exception("webhook handling failed")
         return 500, _json({"error": "internal error"})
     return 200, _json({"received": True, "handled": report is not None})
