@@ -181,6 +181,10 @@ class WebhookSender:
         return wait
 
     def _pass(self, http: httpx.Client) -> None:
+        with self._lock:
+            idle = not self._endpoints and all(d["status"] != "pending" for d in self._deliveries)
+        if idle:  # no endpoint left: validating would cost the stream for nothing
+            return
         self._state.validate()
         now = time.monotonic()
         with self._lock:
