@@ -300,4 +300,5 @@ def configure_from_args(
     for url in args.webhooks:
         if not url.startswith(("http://", "https://")):
             parser.error(f"argument --webhook: {url!r} is not an http(s) URL")
+    for url in args.webhooks:
         state.webhooks.add(url, secret, initial=True)
