@@ -230,6 +230,19 @@ _handled: weakref.WeakKeyDictionary[MeterClient, _Handled] = weakref.WeakKeyDict
 _handled_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork() would stay held in the child.
+    global _handled_lock
+    _handled_lock = threading.Lock()
+    for handled in list(_handled.values()):
+        handled.lock = threading.Lock()
+        handled.busy.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _handled_for(client: MeterClient) -> _Handled:
     with _handled_lock:
         found = _handled.get(client)
