@@ -146,10 +146,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="client processes")
     parser.add_argument("--connections", type=int, default=16, help="connections per client")
     parser.add_argument("--batch", type=int, default=100, help="events per request (1..100)")
+    parser.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="also run the asynchronous validation (every second) and report to URL",
+    )
     args = parser.parse_args()
     duration = min(args.duration, 20.0)
+    extra = ["--webhook", args.webhook, "--webhook-secret", "whsec_bench"] if args.webhook else []
 
-    with Emulator.spawn(auto_create_meters=True) as emu:
+    with Emulator.spawn(auto_create_meters=True, extra_args=extra) as emu:
         host, port = "127.0.0.1", emu.port
         token = _session_token(host, port)
         ctx = multiprocessing.get_context("spawn")

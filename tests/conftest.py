@@ -22,7 +22,7 @@ def _isolate_meterstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseE
     import os
 
     for name in list(os.environ):
-        if name.startswith("METERSTREAM_") or name == "STRIPE_API_KEY":
+        if name.startswith("METERSTREAM_") or name in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"):
             monkeypatch.delenv(name)
     _default.reset_default_client()
     errors: list[BaseException] = []

@@ -8,8 +8,9 @@ import pytest
 
 import meterstream
 
-#: The names SPEC.md §1 documents, plus ``__version__`` and ``drain_on_sigterm``
-#: (docs/delivery.md, "SIGTERM").
+#: The names SPEC.md §1 and §7 document, plus ``__version__`` and
+#: ``drain_on_sigterm`` (docs/delivery.md, "SIGTERM"), and the webhook report
+#: types and errors (docs/reconciliation.md).
 DOCUMENTED = {
     "Call",
     "ConfigurationError",
@@ -18,7 +19,11 @@ DOCUMENTED = {
     "MeterClient",
     "MeterError",
     "MissingCustomerError",
+    "ReportedError",
     "Usage",
+    "ValidationReport",
+    "WebhookError",
+    "WebhookSignatureError",
     "__version__",
     "bind_context",
     "configure",
@@ -27,6 +32,7 @@ DOCUMENTED = {
     "drain_on_sigterm",
     "flush",
     "get_client",
+    "handle_webhook",
     "meter",
     "metering",
     "record",

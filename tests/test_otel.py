@@ -371,3 +371,25 @@ def test_without_an_sdk_nothing_is_emitted_and_nothing_breaks() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_events_stripe_rejected_later_are_counted_in_a_metric() -> None:
+    from meterstream._webhooks import ReportedError, ValidationReport
+
+    client = meterstream.MeterClient(exporter="none")
+    client.report_validation_errors(
+        ValidationReport(
+            event_id="evt_1",
+            type="v1.billing.meter.no_meter_found",
+            meter=None,
+            validation_start=None,
+            validation_end=None,
+            summary="",
+            error_count=3,
+            errors=(ReportedError("no_meter", "No meter.", 3, ("a", "b")),),
+        )
+    )
+    stats = client.stats()
+    assert stats["rejected_by_stripe"] == stats["rejected_by_stripe_no_meter"] == 3
+    assert value_for("meterstream.events.rejected_by_stripe", client) == 3
+    client.shutdown(0)

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 import meterstream
-from meterstream.integrations.asgi import MeterstreamMiddleware, current_customer
+from meterstream.integrations.asgi import MeterstreamMiddleware, StripeWebhook, current_customer
 
 #: API key -> Stripe customer. A real app keeps this in its database.
 API_KEYS = {"key_alice": "cus_alice", "key_bob": "cus_bob"}
@@ -43,6 +43,9 @@ app.add_middleware(
     customer_resolver=customer_from_request,
     request_event="api_requests",
 )
+# Stripe's asynchronous error reports (secret: METERSTREAM_WEBHOOK_SECRET or
+# STRIPE_WEBHOOK_SECRET); see docs/reconciliation.md.
+app.add_route("/stripe/webhook", StripeWebhook(), methods=["POST"])
 
 
 @meterstream.meter("ai_search_api")

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from flask import Flask, Request, abort, jsonify, request
 
 import meterstream
-from meterstream.integrations.flask import Meterstream
+from meterstream.integrations.flask import Meterstream, stripe_webhook
 
 #: API key -> Stripe customer. A real app keeps this in its database.
 API_KEYS = {"key_alice": "cus_alice", "key_bob": "cus_bob"}
@@ -66,6 +66,9 @@ def create_app() -> Flask:
         "request_event": "api_requests",  # one use per 2xx response
     }
     Meterstream(app)
+    # Stripe's asynchronous error reports (secret: METERSTREAM_WEBHOOK_SECRET
+    # or STRIPE_WEBHOOK_SECRET); see docs/reconciliation.md.
+    app.add_url_rule("/stripe/webhook", view_func=stripe_webhook, methods=["POST"])
 
     @app.get("/search")
     def search() -> Any:

@@ -7,12 +7,15 @@ from ._decorators import Call, Usage
 from ._default import configure, get_client
 from ._signals import drain_on_sigterm
 from ._version import __version__
+from ._webhooks import ReportedError, ValidationReport, handle_webhook
 from .errors import (
     ConfigurationError,
     DeliveryError,
     InvalidEventError,
     MeterError,
     MissingCustomerError,
+    WebhookError,
+    WebhookSignatureError,
 )
 
 __all__ = [
@@ -23,7 +26,11 @@ __all__ = [
     "MeterClient",
     "MeterError",
     "MissingCustomerError",
+    "ReportedError",
     "Usage",
+    "ValidationReport",
+    "WebhookError",
+    "WebhookSignatureError",
     "__version__",
     "bind_context",
     "configure",
@@ -32,6 +39,7 @@ __all__ = [
     "drain_on_sigterm",
     "flush",
     "get_client",
+    "handle_webhook",
     "meter",
     "metering",
     "record",

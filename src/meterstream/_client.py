@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _events, _otel
 from ._buffer import Buffer
@@ -28,6 +28,10 @@ from .errors import (
     MissingCustomerError,
     _short_repr,
 )
+
+if TYPE_CHECKING:
+    from ._spool import Spool
+    from ._webhooks import ValidationReport
 
 __all__ = ["MeterClient"]
 
@@ -64,6 +68,8 @@ class MeterClient:
     def __init__(self, **settings: Any) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
+        self.spool: Optional[Spool] = None  # the durable spool, once it is wired in
+        self._rejected_by_stripe: dict[str, int] = {}  # Stripe's error reports, by code
         #: False when ``enabled=False``: decorators call straight through.
         self._active = s.enabled
         self._disabled = s.disabled_events
@@ -543,7 +549,9 @@ class MeterClient:
             ``failed_rejected`` / ``failed_retries_exhausted``, ``dropped``
             (never queued, or discarded) with ``dropped_queue_full``,
             ``dropped_shutdown``, ``dropped_invalid``, ``dropped_missing_customer``,
-            ``sessions_opened`` and ``requests``.
+            ``sessions_opened``, ``requests``, and ``rejected_by_stripe`` (with
+            ``rejected_by_stripe_<code>``): events Stripe accepted, then
+            reported invalid (see ``handle_webhook``).
         """
         buffer = self._buffer
         with self._lock:
@@ -575,7 +583,76 @@ class MeterClient:
         out["sessions_opened"] = delivery["sessions_opened"]
         out["requests"] = delivery["requests"]
         out["otel_errors"] = _otel.errors
+        out.update(self._rejected_counts())
         return out
+
+    # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------
+
+    def _rejected_counts(self) -> dict[str, int]:
+        with self._lock:
+            by_code = dict(self._rejected_by_stripe)
+        out = {"rejected_by_stripe": sum(by_code.values())}
+        out.update({f"rejected_by_stripe_{code}": n for code, n in sorted(by_code.items())})
+        return out
+
+    def report_validation_errors(self, report: ValidationReport) -> None:
+        """Take in a Stripe error report (``meterstream.handle_webhook`` calls this).
+
+        Counts the rejected events in ``stats()`` (``rejected_by_stripe`` and
+        ``rejected_by_stripe_<code>``), moves the named events to the spool's
+        dead letters with Stripe's code and message, and calls
+        ``on_validation_error(report)``. Never raises: a failing callback or
+        spool is logged.
+        """
+        with self._lock:
+            for error in report.errors:
+                count = self._rejected_by_stripe.get(error.code, 0) + error.error_count
+                self._rejected_by_stripe[error.code] = count
+        self._log.log(
+            logging.WARNING,
+            "rejected_by_stripe",
+            "Stripe rejected %d metered event(s) after accepting them (%s, event %s)",
+            report.error_count,
+            ", ".join(e.code for e in report.errors) or "no code",
+            report.event_id,
+        )
+        spool = self.spool
+        if spool is not None:
+            for error in report.errors:
+                if not error.identifiers:
+                    continue
+                try:
+                    moved = spool.bury_identifiers(
+                        error.identifiers, "rejected_by_stripe", error.code, error.message
+                    )
+                except Exception as exc:
+                    report_internal_error(exc)
+                    self._log.log(
+                        logging.ERROR,
+                        "bury",
+                        "moving rejected events to dead letters failed: %r",
+                        exc,
+                    )
+                    continue
+                if moved < len(error.identifiers):
+                    self._log.log(
+                        logging.WARNING,
+                        "unknown_identifiers",
+                        "%d identifier(s) Stripe reported (%s) are not in the spool",
+                        len(error.identifiers) - moved,
+                        error.code,
+                    )
+        callback = self._settings.on_validation_error
+        if callback is not None:
+            try:
+                callback(report)
+            except Exception as exc:
+                self._log.log(
+                    logging.ERROR,
+                    "on_validation_error",
+                    "on_validation_error raised %r; the report is counted all the same",
+                    exc,
+                )
 
 
 def _accepted_key(exporter: Exporter) -> str:

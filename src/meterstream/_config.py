@@ -295,6 +295,8 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "proxy": (parse_proxy, None),
     "ca_bundle": (parse_ca_bundle, None),
     "on_delivery_error": (_callback, None),
+    "on_validation_error": (_callback, None),
+    "webhook_secret": (_opt_str, None),  # else STRIPE_WEBHOOK_SECRET, read by handle_webhook
     "aggregate": (_unsupported("aggregate (folding uses into one event)"), None),
     "aggregation_window": (_unsupported("aggregation_window"), None),
     "sync_mode": (_bool, False),
@@ -341,6 +343,8 @@ class Settings:
     proxy: Optional[str]
     ca_bundle: Optional[str]
     on_delivery_error: Optional[DeliveryErrorCallback]
+    on_validation_error: Optional[Callable[[Any], None]]
+    webhook_secret: Optional[str]
     aggregate: None
     aggregation_window: None
     sync_mode: bool
@@ -416,7 +420,7 @@ class Settings:
         parts = []
         for name in _FIELDS:
             value = getattr(self, name)
-            if name == "api_key" and value is not None:
+            if name in ("api_key", "webhook_secret") and value is not None:
                 value = redact_key(value)
             elif name == "proxy" and value is not None:
                 value = redact_url(value)

@@ -273,6 +273,13 @@ _INSTRUMENTS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
     ),
     (
         "create_observable_counter",
+        "meterstream.events.rejected_by_stripe",
+        ("rejected_by_stripe",),
+        "{event}",
+        "Events Stripe accepted, then reported as invalid (its asynchronous validation)",
+    ),
+    (
+        "create_observable_counter",
         "meterstream.batches.retried",
         ("retried",),
         "{attempt}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any, Optional
+from urllib.parse import quote
 
 import httpx
 
@@ -84,6 +85,10 @@ class StripeAPI:
             if not page.get("has_more") or not data:
                 return
             params["starting_after"] = data[-1]["id"]
+
+    def core_event(self, event_id: str) -> dict[str, Any]:
+        """The full ``v2.core.event`` for a thin event's id (``GET /v2/core/events/{id}``)."""
+        return self._get(f"/v2/core/events/{quote(event_id, safe='')}", {})
 
     def meters(self) -> list[dict[str, Any]]:
         return list(self._list("/v1/billing/meters", {}))

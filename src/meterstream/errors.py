@@ -14,6 +14,8 @@ __all__ = [
     "InvalidEventError",
     "MeterError",
     "MissingCustomerError",
+    "WebhookError",
+    "WebhookSignatureError",
 ]
 
 
@@ -88,6 +90,16 @@ class DeliveryError(MeterError):
         self.code = code
         self.param = param
         self.index = index
+
+
+class WebhookError(MeterError, ValueError):
+    """A webhook request that is not a Stripe event meterstream can read
+    (oversized, not JSON, not shaped as Stripe documents); answer it 400."""
+
+
+class WebhookSignatureError(WebhookError):
+    """A webhook's ``Stripe-Signature`` is missing, forged, or older than the
+    tolerance; answer it 400."""
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

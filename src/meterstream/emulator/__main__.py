@@ -11,6 +11,9 @@ import sys
 import threading
 from typing import NoReturn, Optional
 
+from ._webhooks import add_arguments as webhook_arguments
+from ._webhooks import configure_from_args as configure_webhooks
+
 __all__ = ["main"]
 
 
@@ -230,6 +233,7 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
         help="the 400 of --reject-identifier names no event (no param)",
     )
     fadd("--seed", type=int, help="seed for the random choice of failing requests")
+    webhook_arguments(parser)
     add(
         "--log-level",
         default="warning",
@@ -282,6 +286,10 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
         idle_timeout=args.idle_timeout,
         log_level=args.log_level,
     )
+    try:
+        configure_webhooks(parser, args, emulator.state)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _signals()}
     try:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Callable, Optional
 
 from ._errors import StripeError, bad_request, v1_error_body, v2_error_body
+from ._events_api import route as events_route
 from ._faults import SESSION, STREAM, FaultConfig
 from ._http import (
     NO_KEY,
@@ -244,6 +245,9 @@ class EmulatorApp:
                 return "meters.retrieve", ("GET",), self._meter
             if len(rest) == 2 and rest[0] and rest[1] == "event_summaries":
                 return "meters.event_summaries", ("GET",), self._summaries
+        found = events_route(self, path)
+        if found is not None:
+            return found
         admin = _ADMIN.get(path)
         if admin is not None:
             name, methods = admin

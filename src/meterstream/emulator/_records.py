@@ -61,6 +61,7 @@ _ERROR_MESSAGES = {
     "meter_event_value_too_many_digits": "The value under '{vkey}' has more than 15 digits.",
     "timestamp_too_far_in_past": "The timestamp is more than 35 days in the past.",
     "timestamp_in_future": "The timestamp is more than 5 minutes in the future.",
+    "meter_event_customer_not_found": "No customer '{customer}' was found.",
 }
 
 
@@ -69,9 +70,12 @@ def _error_entry(rec: Record, keys: Optional[tuple[str, str, str]]) -> dict[str,
     code = rec[ERROR] or ""
     return {
         "code": code,
-        "message": _ERROR_MESSAGES[code].format(name=rec[NAME], ckey=ckey, vkey=vkey),
+        "message": _ERROR_MESSAGES[code].format(
+            name=rec[NAME], ckey=ckey, vkey=vkey, customer=rec[CUSTOMER]
+        ),
         "identifier": rec[ID],
         "event_name": rec[NAME],
+        "received": rec[RECEIVED],
     }
 
 
@@ -100,7 +104,9 @@ def async_error(
             return code or "meter_event_invalid_value"
     if ts < now - PAST_WINDOW:
         return "timestamp_too_far_in_past"
-    return "timestamp_in_future"
+    if ts > now + FUTURE_WINDOW:
+        return "timestamp_in_future"
+    return "meter_event_customer_not_found"
 
 
 class Store:
@@ -114,6 +120,8 @@ class Store:
         self.series: dict[tuple[str, str], list[Record]] = {}
         self.totals: dict[tuple[str, str], list[float]] = {}
         self.errors: list[dict[str, Any]] = []
+        # None: every customer exists; a set: the only customers that do.
+        self.customers: Optional[set[str]] = None
 
     def clear(self) -> None:
         # Emptied, not replaced: a process that froze these containers out of
@@ -129,13 +137,16 @@ class Store:
         ):
             container.clear()
 
-    def index(self) -> None:
-        """Turn pending batches into records, totals and series (caller holds the lock)."""
+    def index(self, limit: Optional[int] = None) -> None:
+        """Turn pending batches (at most *limit* of them) into records, totals
+        and series (caller holds the lock)."""
         if not self.batches:
             return
+        batches = self.batches if limit is None else self.batches[:limit]
         events, payload_list, position = self.events, self.payloads, self.position
         series, totals, numbers = self.series, self.totals, _NUMBERS
-        for received, idents, names, payloads, stamps, keys_by_name in self.batches:
+        customers = self.customers
+        for received, idents, names, payloads, stamps, keys_by_name in batches:
             for i, ident in enumerate(idents):
                 name, payload, ts = names[i], payloads[i], stamps[i]
                 keys = keys_by_name[name]
@@ -151,6 +162,7 @@ class Store:
                     or not customer
                     or (value is None and formula != "count")
                     or not received - PAST_WINDOW <= ts <= received + FUTURE_WINDOW
+                    or (customers is not None and customer not in customers)
                 ):
                     error = async_error(keys, customer, raw, ts, received)
                 rec: Record = (ident, name, ts, received, customer, value, error)
@@ -169,4 +181,7 @@ class Store:
                 total = totals[key]
                 total[0] += value or 0.0
                 total[1] += 1
-        self.batches.clear()
+        if limit is None:
+            self.batches.clear()
+        else:
+            del self.batches[: len(batches)]

@@ -339,8 +339,14 @@ class Emulator:
             server.force_exit = True
             thread.join(timeout=5.0)
 
+    def add_webhook(self, url: str, secret: str) -> str:
+        """POST the asynchronous validation's reports to *url*, signed with the
+        ``whsec_...`` *secret*, as Stripe does; return the endpoint's id."""
+        return self.state.webhooks.add(url, secret)["id"]
+
     def stop(self) -> None:
         """Stop serving (hung requests are answered first). Safe to call twice."""
+        self.state.webhooks.stop()
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()

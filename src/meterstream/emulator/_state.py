@@ -40,12 +40,17 @@ from ._records import (
     MeterKeys,
     Store,
 )
+from ._reports import Reports
 from ._validate import (
     format_rfc3339,
     validate_adjustment_body,
 )
+from ._webhooks import WebhookSender
 
 __all__ = ["DEDUPE_WINDOW", "EmulatorState", "Total"]
+
+#: Stream batches indexed per hold of the lock by a validation pass.
+_VALIDATE_CHUNK = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,7 @@ class EmulatorState:
         self._prefix = secrets.token_hex(4)
         self._serial = 0
         self._clear()
+        self.webhooks = WebhookSender(self)
 
     def _clear(self) -> None:
         # Emptied, not replaced: a process that froze these containers out of
@@ -112,6 +118,7 @@ class EmulatorState:
         self._stored = 0
         self._duplicates = 0
         self._sessions_created = 0
+        self._reports = Reports(lambda: self._next_id("evt"))
 
     def _next_id(self, prefix: str) -> str:
         self._serial += 1
@@ -405,6 +412,7 @@ class EmulatorState:
     def snapshot(self) -> dict[str, Any]:
         """Everything ``GET /_emulator/state`` answers."""
         totals = self.totals()
+        webhooks = self.webhooks.snapshot()  # its own lock, never taken inside ours
         with self._lock:
             now = self.clock()
             return {
@@ -420,11 +428,13 @@ class EmulatorState:
                 ],
                 "requests": {k: dict(v) for k, v in self._requests.items()},
                 "validation_errors": [dict(e) for e in self._store.errors],
+                "webhooks": webhooks,
                 "faults": self.injector.config.to_dict(),
             }
 
     def reset(self) -> None:
-        """Forget events, meters, counters and errors; faults back to their start values.
+        """Forget events, meters, counters, errors and reports; faults and webhook
+        endpoints back to their start values.
 
         Session tokens stay valid so a running client keeps working.
         """
@@ -433,3 +443,71 @@ class EmulatorState:
             self._clear()
             self._sessions = sessions
         self.injector.reset()
+        self.webhooks.reset()
+
+    # -- asynchronous validation and its events ------------------------------
+
+    @property
+    def known_customers(self) -> Optional[set[str]]:
+        """None: every customer exists; a set: events for others are reported
+        ``meter_event_customer_not_found``."""
+        return self._store.customers
+
+    @known_customers.setter
+    def known_customers(self, customers: Optional[Iterable[str]]) -> None:
+        with self._lock:
+            self._store.customers = set(customers) if customers is not None else None
+
+    def validate(self) -> list[dict[str, Any]]:
+        """Run Stripe's asynchronous validation over what arrived since the last run.
+
+        Returns the new ``v2.core.event`` objects (full, with ``data``): one
+        ``v1.billing.meter.no_meter_found`` for events with no meter, one
+        ``v1.billing.meter.error_report_triggered`` per meter with errors.
+        """
+        # The batches waiting now are indexed a few at a time, letting the
+        # stream's requests take the lock in between: one pass over a
+        # second of full load holds it for milliseconds, not a third of a second.
+        with self._lock:
+            waiting = len(self._store.batches)
+        while waiting > 0:
+            with self._lock:
+                self._store.index(_VALIDATE_CHUNK)
+            waiting -= _VALIDATE_CHUNK
+        with self._lock:
+            self._store.index()
+            meter_ids = {m["event_name"]: m["id"] for m in self._meters.values()}
+            return self._reports.collect(self._store.errors, meter_ids, self.clock())
+
+    def reported_since(self, start: int) -> list[dict[str, Any]]:
+        """The generated events from position *start* on, oldest first."""
+        with self._lock:
+            return self._reports.events[start:]
+
+    @property
+    def reported_count(self) -> int:
+        """How many events the validation has generated since the last reset."""
+        return len(self._reports.events)
+
+    def core_event(self, event_id: str) -> dict[str, Any]:
+        """``GET /v2/core/events/{id}``: the full event."""
+        self.validate()
+        with self._lock:
+            event = self._reports.by_id.get(event_id)
+        if event is None:
+            raise StripeError(
+                404,
+                "invalid_request_error",
+                f"No such event: '{event_id}'",
+                code="resource_missing",
+            )
+        return event
+
+    def core_events(self, params: dict[str, str]) -> dict[str, Any]:
+        """``GET /v2/core/events``: newest first (``limit`` 1..100, ``page``)."""
+        raw = params.get("limit") or "20"
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
+            raise bad_request("limit: must be between 1 and 100", param="limit")
+        self.validate()
+        with self._lock:
+            return self._reports.page(int(raw), params.get("page"))

@@ -37,6 +37,7 @@ from .._context import CUSTOMER, _context_value, enter_customer, exit_customer
 from .._context import current_customer as _current_customer
 from .._context import customer as customer_block
 from ..errors import ConfigurationError
+from ._asgi_webhook import StripeWebhook
 from ._common import RequestMeter, Resolver, parse_options
 from ._common import header as header
 from ._common import user_attribute as _user_attribute
@@ -44,6 +45,7 @@ from ._common import user_attribute as _user_attribute
 __all__ = [
     "MeterstreamMiddleware",
     "RequestState",
+    "StripeWebhook",
     "current_customer",
     "header",
     "path_param",

@@ -34,8 +34,9 @@ from ..errors import ConfigurationError
 from ._common import OPTION_NAMES, RequestMeter, Resolver, iterate_as, parse_options, split_settings
 from ._common import header as header
 from ._common import user_attribute as _user_attribute
+from ._flask_webhook import stripe_webhook, stripe_webhook_view
 
-__all__ = ["Meterstream", "header", "user_attribute"]
+__all__ = ["Meterstream", "header", "stripe_webhook", "stripe_webhook_view", "user_attribute"]
 
 CONFIG_KEY = "METERSTREAM"
 EXTENSION = "meterstream"

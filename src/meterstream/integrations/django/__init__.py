@@ -13,6 +13,8 @@ Install with ``pip install 'meterstream[django]'``, then::
         "customer_resolver": user_attribute("profile.stripe_customer_id"),
         "request_event": "api_requests",     # optional: one use per 2xx response
     }
+    # urls.py: Stripe's error reports (set webhook_secret / STRIPE_WEBHOOK_SECRET)
+    urlpatterns = [..., path("stripe/webhook", stripe_webhook)]
 
 See ``docs/integrations/django.md``.
 """
@@ -30,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ._middleware import MeterstreamMiddleware, header, user_attribute
 from ._settings import check_settings, configure_from_settings, options_from_settings
+from ._webhook import stripe_webhook, stripe_webhook_view
 
 __all__ = [
     "MeterstreamMiddleware",
@@ -37,5 +40,7 @@ __all__ = [
     "configure_from_settings",
     "header",
     "options_from_settings",
+    "stripe_webhook",
+    "stripe_webhook_view",
     "user_attribute",
 ]
