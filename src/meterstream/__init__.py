@@ -1,13 +1,13 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
-from ._api import flush, meter, metering, record, shutdown, stats
+from ._api import flush, handle_webhook, meter, metering, record, shutdown, stats
 from ._client import MeterClient
 from ._context import bind_context, current_customer, customer
 from ._decorators import Call, Usage
 from ._default import configure, get_client
 from ._signals import drain_on_sigterm
 from ._version import __version__
-from ._webhooks import ReportedError, ValidationReport, handle_webhook
+from ._webhooks import ReportedError, ValidationReport
 from .errors import (
     ConfigurationError,
     DeliveryError,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._decorators import make_meter
 from ._decorators import metering as _metering
 from ._default import get_client
+from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 
-__all__ = ["flush", "meter", "metering", "record", "shutdown", "stats"]
+if TYPE_CHECKING:
+    from ._client import MeterClient
+
+__all__ = ["flush", "handle_webhook", "meter", "metering", "record", "shutdown", "stats"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -103,3 +107,41 @@ def shutdown(timeout: Optional[float] = None) -> bool:
 def stats() -> dict[str, int]:
     """The default client's counters; see :meth:`MeterClient.stats`."""
     return get_client().stats()
+
+
+def handle_webhook(
+    body: Union[bytes, str],
+    signature_header: Optional[str],
+    *,
+    secret: Optional[str] = None,
+    client: Optional[MeterClient] = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Optional[ValidationReport]:
+    """Handle one webhook request from Stripe (the body exactly as received).
+
+    Verifies the signature, fetches the full event when the body is a thin
+    one, and hands a meter error report to the client: counted in
+    ``stats()``, moved to the spool's dead letters, passed to
+    ``on_validation_error``. An event handled before (Stripe delivers at
+    least once) and any other event type are acknowledged and ignored.
+
+    Args:
+        body: the raw request body, unparsed (the signature covers its bytes).
+        signature_header: the ``Stripe-Signature`` header.
+        secret: the endpoint's ``whsec_...`` secret; default the client's
+            ``webhook_secret`` setting, else ``STRIPE_WEBHOOK_SECRET``.
+        client: default the default client.
+        tolerance: oldest signature timestamp accepted, in seconds.
+
+    Returns:
+        The report handled, or None when there was nothing to do.
+
+    Raises:
+        WebhookSignatureError: a missing, forged or stale signature (answer 400).
+        WebhookError: an oversized or malformed body (answer 400).
+        ConfigurationError: no webhook secret is configured.
+        DeliveryError: the full event could not be fetched (answer 5xx so
+            Stripe retries).
+    """
+    target = get_client() if client is None else client
+    return target.handle_webhook(body, signature_header, secret=secret, tolerance=tolerance)

@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _events, _otel
 from ._buffer import Buffer
@@ -21,6 +21,8 @@ from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
+from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
+from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
     ConfigurationError,
     InvalidEventError,
@@ -31,7 +33,6 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._spool import Spool
-    from ._webhooks import ValidationReport
 
 __all__ = ["MeterClient"]
 
@@ -594,6 +595,22 @@ class MeterClient:
         out = {"rejected_by_stripe": sum(by_code.values())}
         out.update({f"rejected_by_stripe_{code}": n for code, n in sorted(by_code.items())})
         return out
+
+    def handle_webhook(
+        self,
+        body: Union[bytes, str],
+        signature_header: Optional[str],
+        *,
+        secret: Optional[str] = None,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> Optional[ValidationReport]:
+        """Handle one webhook request from Stripe for this client.
+
+        See :func:`meterstream.handle_webhook`.
+        """
+        return _handle_webhook(
+            body, signature_header, secret=secret, client=self, tolerance=tolerance
+        )
 
     def report_validation_errors(self, report: ValidationReport) -> None:
         """Take in a Stripe error report (``meterstream.handle_webhook`` calls this).

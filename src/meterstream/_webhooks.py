@@ -28,12 +28,20 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Protocol, Union
 
+from ._config import Settings
 from .errors import ConfigurationError, WebhookError, WebhookSignatureError
 
-if TYPE_CHECKING:
-    from ._client import MeterClient
+
+class ReportTarget(Protocol):
+    """What a webhook's report is handed to (``MeterClient`` implements it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def report_validation_errors(self, report: ValidationReport) -> None: ...
+
 
 __all__ = [
     "ERROR_REPORT_TRIGGERED",
@@ -226,7 +234,7 @@ class _Handled:
                     self.done.popitem(last=False)
 
 
-_handled: weakref.WeakKeyDictionary[MeterClient, _Handled] = weakref.WeakKeyDictionary()
+_handled: weakref.WeakKeyDictionary[ReportTarget, _Handled] = weakref.WeakKeyDictionary()
 _handled_lock = threading.Lock()
 
 
@@ -243,7 +251,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _handled_for(client: MeterClient) -> _Handled:
+def _handled_for(client: ReportTarget) -> _Handled:
     with _handled_lock:
         found = _handled.get(client)
         if found is None:
@@ -256,7 +264,7 @@ def handle_webhook(
     signature_header: Optional[str],
     *,
     secret: Optional[str] = None,
-    client: Optional[MeterClient] = None,
+    client: ReportTarget,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Optional[ValidationReport]:
     """Handle one webhook request from Stripe (the body exactly as received).
@@ -272,7 +280,8 @@ def handle_webhook(
         signature_header: the ``Stripe-Signature`` header.
         secret: the endpoint's ``whsec_...`` secret; default the client's
             ``webhook_secret`` setting, else ``STRIPE_WEBHOOK_SECRET``.
-        client: default the default client.
+        client: the client the report goes to (``meterstream.handle_webhook``
+            defaults to the default client).
         tolerance: oldest signature timestamp accepted, in seconds.
 
     Returns:
@@ -285,10 +294,6 @@ def handle_webhook(
         DeliveryError: the full event could not be fetched (answer 5xx so
             Stripe retries).
     """
-    if client is None:
-        from ._default import get_client
-
-        client = get_client()
     raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     if len(raw) > MAX_BODY_BYTES:
         raise WebhookError(f"body: {len(raw)} bytes, larger than {MAX_BODY_BYTES}")
@@ -324,7 +329,7 @@ def handle_webhook(
         handled.finish(event_id, done)
 
 
-def _fetch_event(client: MeterClient, event_id: str) -> dict[str, Any]:
+def _fetch_event(client: ReportTarget, event_id: str) -> dict[str, Any]:
     """``GET {api_base}/v2/core/events/{id}`` with the client's secret key."""
     from ._stripe_api import StripeAPI
 

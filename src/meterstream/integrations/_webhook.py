@@ -12,9 +12,10 @@ import json
 import logging
 from typing import Optional
 
+from .._api import handle_webhook
 from .._client import MeterClient
 from .._internal import RateLimitedLog, report_internal_error
-from .._webhooks import MAX_BODY_BYTES, handle_webhook
+from .._webhooks import MAX_BODY_BYTES
 from ..errors import ConfigurationError, DeliveryError, WebhookError
 
 __all__ = ["MAX_BODY_BYTES", "answer_webhook"]
