@@ -335,7 +335,7 @@ def _nobody_listening(urls: list[str]) -> Optional[str]:
 
 def _summary(args: argparse.Namespace) -> int:
     from ._config import Settings
-    from ._stripe_api import StripeAPI
+    from ._exporters.stripe._api import StripeAPI
 
     parser: argparse.ArgumentParser = args.parser
     connection = _connection(args, parser)

@@ -7,11 +7,11 @@ from typing import Any, Optional
 
 import httpx
 
-from ._config import DEFAULT_STRIPE_VERSION
-from ._network import ca_source, proxy_for, ssl_context
-from ._session import error_fields
-from ._version import __version__
-from .errors import DeliveryError
+from ..._config import DEFAULT_STRIPE_VERSION
+from ..._network import ca_source, proxy_for, ssl_context
+from ..._version import __version__
+from ...errors import DeliveryError
+from ._errors import error_fields
 
 __all__ = ["StripeAPI"]
 
