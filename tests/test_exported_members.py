@@ -8,16 +8,20 @@ import pytest
 
 import meterstream
 
-#: The names SPEC.md §1 documents, plus ``__version__`` and ``drain_on_sigterm``
-#: (docs/delivery.md, "SIGTERM").
+#: The names SPEC.md §1 documents, plus ``__version__``, ``drain_on_sigterm``
+#: (docs/delivery.md, "SIGTERM") and the exporter protocol: ``Exporter``,
+#: ``EventBatch``, ``RetryableExportError`` (docs/exporters.md).
 DOCUMENTED = {
     "Call",
     "ConfigurationError",
     "DeliveryError",
+    "EventBatch",
+    "Exporter",
     "InvalidEventError",
     "MeterClient",
     "MeterError",
     "MissingCustomerError",
+    "RetryableExportError",
     "Usage",
     "__version__",
     "bind_context",

@@ -65,7 +65,7 @@ class StripeExporter(Exporter):
         self._settings = settings
         self._transport = transport
         #: How many batches the delivery may have in flight at once.
-        self.max_concurrency = settings.max_concurrent_requests
+        self.max_concurrency: int = settings.max_concurrent_requests
         self._headers = {
             "Stripe-Version": settings.stripe_version,
             "User-Agent": f"meterstream/{__version__}",
@@ -168,7 +168,7 @@ class StripeExporter(Exporter):
         try:
             self._send(events, batch_id)
         except RuntimeError as exc:
-            # httpx refuses to send on a client closed by shutdown() meanwhile,
+            # httpx refuses to send on a client closed by close() meanwhile,
             # or replaced after a certificate failure (_renew_http).
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
@@ -382,7 +382,7 @@ class StripeExporter(Exporter):
             index=index,
         )
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         self._closed = True
         self.watchdog.close()
         self._http.close()
