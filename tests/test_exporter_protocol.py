@@ -189,6 +189,21 @@ def test_close_and_shutdown_are_one_method_under_two_names(kind: type[Closing]) 
     assert exporter.closed == 2
 
 
+def test_an_exporter_overriding_both_names_calling_super_closes_once() -> None:
+    class Both(Closing):
+        def close(self) -> None:
+            super().close()
+            Exporter.close(self)
+
+        def shutdown(self) -> None:
+            self.close()
+            Exporter.shutdown(self)
+
+    exporter = Both()
+    exporter.shutdown()
+    assert exporter.closed == 1
+
+
 def test_the_stripe_exporter_keeps_shutdown_as_an_alias_of_close() -> None:
     from meterstream._exporters.stripe import StripeExporter
 

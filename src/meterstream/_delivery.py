@@ -98,7 +98,7 @@ class Delivery:
         self._batch_size = settings.batch_size
         self._interval = settings.flush_interval
         self._keys_for = settings.payload_keys_for
-        self._senders = max(1, exporter.max_concurrency)
+        self._senders = max(1, int(exporter.max_concurrency))
         #: Batches waiting to retry past which no new batch is taken from the
         #: buffer: together they hold at most a quarter of max_queue_size more.
         self._max_waiting = max(4 * self._senders, settings.max_queue_size // self._batch_size // 4)

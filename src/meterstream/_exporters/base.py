@@ -91,13 +91,15 @@ class Exporter(abc.ABC):
         Exporters written before ``close`` existed overrode :meth:`shutdown`:
         by default this calls it, so they keep working.
         """
-        if type(self).shutdown is not Exporter.shutdown:
+        # Only when called as itself, not through super() from an override:
+        # a class that overrides both, each calling super(), must not loop.
+        if type(self).close is Exporter.close and type(self).shutdown is not Exporter.shutdown:
             self.shutdown()
 
     def shutdown(self) -> None:
         """The former name of :meth:`close`, kept as an alias: override
         :meth:`close` in new code. Calling either runs the one overridden."""
-        if type(self).close is not Exporter.close:
+        if type(self).shutdown is Exporter.shutdown and type(self).close is not Exporter.close:
             self.close()
 
     def after_fork_in_child(self) -> None:  # noqa: B027 - optional hook
