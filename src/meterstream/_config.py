@@ -159,7 +159,7 @@ class Settings:
         "secret key used to open meter event sessions; never logged, never in a `repr`. A key "
         "with anything but printable ASCII (a space, an accented letter, a zero-width "
         "character from a copy-paste) is refused at `configure()`, without showing it",
-        shown="`STRIPE_API_KEY`",
+        shown="none",
         fallback_env=("STRIPE_API_KEY",),
         redact=redact_key,
     )
