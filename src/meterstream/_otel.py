@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._config import DEFAULT_BAGGAGE_KEY
 from ._internal import RateLimitedLog, report_internal_error
 from ._version import __version__
 
@@ -34,27 +35,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BAGGAGE_KEY",
-    "baggage_customer",
+    "Baggage",
+    "default_baggage",
     "export_span",
     "record_event",
     "sdk_active",
     "session_span",
+    "set_default_baggage",
 ]
-
-DEFAULT_BAGGAGE_KEY = "meterstream.customer_id"
 
 tracer = trace.get_tracer("meterstream", __version__)
 _log = RateLimitedLog()
 _errors_lock = threading.Lock()
 errors = 0
-
-#: The baggage key customer() writes and lookups read; set by the clients
-#: (process-wide, like the customer itself). Empty: baggage is not used.
-baggage_key = DEFAULT_BAGGAGE_KEY
-#: Whether customer() writes the baggage: attaching an OpenTelemetry context
-#: costs about 2 us per block, worth it only while something can propagate it
-#: (an SDK is installed, or the key was set on purpose). Reading is always on.
-write_baggage = False
 
 
 def _failed(exc: BaseException) -> None:
@@ -195,37 +188,96 @@ def record_event(event_name: str, value: Any, identifier: str, customer: Optiona
 # -- baggage ----------------------------------------------------------------------------
 
 
-def baggage_customer() -> Optional[str]:
-    """The customer a calling service put in W3C baggage, if any.
+class Baggage:
+    """One client's baggage settings: the key its ``customer()`` writes and its lookups read.
 
-    Baggage arrives in request headers: trust it only from your own services.
+    Each client owns one, so two clients with different ``otel_baggage_key``
+    each use their own. The module-level ``customer()`` and
+    ``current_customer()`` use the default client's (:func:`default_baggage`).
     """
-    key = baggage_key
-    if not key:
-        return None
-    try:
-        value = baggage.get_baggage(key)
-    except Exception as exc:
-        _failed(exc)
-        return None
-    return value if isinstance(value, str) and value else None
+
+    __slots__ = ("explicit", "key", "write")
+
+    def __init__(self, key: str, *, explicit: bool) -> None:
+        #: The baggage key; empty: baggage is not used.
+        self.key = key
+        #: The key was set on purpose (a keyword or the environment).
+        self.explicit = explicit
+        #: Whether customer() writes the baggage: attaching an OpenTelemetry
+        #: context costs about 2 us per block, worth it only while something
+        #: can propagate it (an SDK is installed, or the key was set on
+        #: purpose). Reading is always on. Kept by :meth:`refresh`.
+        self.write = False
+
+    def refresh(self, sdk_is_active: bool) -> None:
+        """Decide again whether to write (an SDK may be installed after the client)."""
+        self.write = bool(self.key) and (sdk_is_active or self.explicit)
+
+    def customer(self) -> Optional[str]:
+        """The customer a calling service put in W3C baggage under this key, if any.
+
+        Baggage arrives in request headers: trust it only from your own services.
+        """
+        key = self.key
+        if not key:
+            return None
+        try:
+            value = baggage.get_baggage(key)
+        except Exception as exc:
+            _failed(exc)
+            return None
+        return value if isinstance(value, str) and value else None
+
+    def attach(self, customer_id: Optional[str]) -> Optional[object]:
+        """Put *customer_id* in the current baggage (None removes it); a token to detach."""
+        key = self.key
+        if not key or not self.write:
+            return None
+        try:
+            ctx = (
+                baggage.remove_baggage(key)
+                if customer_id is None
+                else baggage.set_baggage(key, customer_id)
+            )
+            return otel_context.attach(ctx)
+        except Exception as exc:
+            _failed(exc)
+            return None
+
+    def __repr__(self) -> str:
+        return f"Baggage(key={self.key!r}, write={self.write})"
 
 
-def attach_customer(customer_id: Optional[str]) -> Optional[object]:
-    """Put *customer_id* in the current baggage (None removes it); a token to detach."""
-    key = baggage_key
-    if not key or not write_baggage:
-        return None
-    try:
-        ctx = (
-            baggage.remove_baggage(key)
-            if customer_id is None
-            else baggage.set_baggage(key, customer_id)
-        )
-        return otel_context.attach(ctx)
-    except Exception as exc:
-        _failed(exc)
-        return None
+class _BeforeDefaultClient(Baggage):
+    """The default client's baggage before there is a default client: the
+    default key, written while an SDK is active (as a default client would)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_BAGGAGE_KEY, explicit=False)
+
+    @property
+    def write(self) -> bool:
+        return sdk_active()
+
+    @write.setter
+    def write(self, value: bool) -> None:
+        pass  # decided at each use
+
+
+_BEFORE_DEFAULT_CLIENT = _BeforeDefaultClient()
+
+#: The default client's baggage settings: what the module-level ``customer()``
+#: writes and ``current_customer()`` reads. A variable, not a function: a
+#: customer block reads it on every entry. Set by :func:`set_default_baggage`.
+default_baggage: Baggage = _BEFORE_DEFAULT_CLIENT
+
+
+def set_default_baggage(settings: Optional[Baggage]) -> None:
+    """Called by whoever installs the default client (None: there is none)."""
+    global default_baggage
+    default_baggage = _BEFORE_DEFAULT_CLIENT if settings is None else settings
 
 
 def detach(token: Optional[object]) -> None:

@@ -180,7 +180,7 @@ class MeterstreamMiddleware:
             # The common request, kept to the fewest steps: every request pays
             # it. No RequestState: nothing happens after the response.
             raw = self._raw_header
-            if raw is None or _otel.write_baggage:
+            if raw is None or _otel.default_baggage.write:
                 if raw is None:
                     customer = self.meter.resolve(Request(scope))
                 else:
