@@ -119,7 +119,26 @@ def setting(
     fallback_env: tuple[str, ...] = (),
     redact: Optional[Callable[[str], str]] = None,
 ) -> Any:
-    """Declare a field of :class:`Settings` as a setting (see :class:`Setting`)."""
+    """Declare a field of :class:`Settings` as a setting (see :class:`Setting`).
+
+    Args:
+        parse: ``parse(raw, where)`` -> the typed value (see ``_parsing``).
+        default: the value when nothing is given; UNSET: worked out in
+            :meth:`Settings.resolve` from the other settings.
+        doc: the one line of the configuration reference (Markdown, no ``|``).
+        shown: the default as the reference shows it, when the value itself
+            does not say it (``"auto"``, ``"from HTTPS_PROXY ..."``).
+        fallback_env: variables read after ``METERSTREAM_<NAME>`` while the
+            value is still None (``STRIPE_API_KEY``).
+        redact: how a repr shows the value (secrets).
+
+    Example, one declaration and nothing else to keep in step::
+
+        webhook_secret: Optional[str] = setting(
+            _opt_str, None, "`whsec_...` secret that verifies Stripe's webhook signatures",
+            shown="none", fallback_env=("STRIPE_WEBHOOK_SECRET",), redact=redact_key,
+        )
+    """
     declared = Setting("", parse, default, doc, shown or _show(default), fallback_env, redact)
     return dataclasses.field(metadata={_DECLARED: declared})
 
