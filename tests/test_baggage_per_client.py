@@ -95,3 +95,22 @@ def test_a_reconfigured_default_client_brings_its_own_key() -> None:
     with meterstream.customer("cus_1"):
         assert baggage.get_baggage("new.customer") == "cus_1"
         assert baggage.get_baggage("old.customer") is None
+
+
+def test_before_there_is_a_default_client_the_module_customer_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the default client will use once built from the environment.
+    monkeypatch.setenv("METERSTREAM_OTEL_BAGGAGE_KEY", "env.customer")
+    with meterstream.customer("cus_1"):
+        assert baggage.get_baggage("env.customer") == "cus_1"
+        assert baggage.get_baggage("meterstream.customer_id") is None
+    token = otel_context.attach(baggage.set_baggage("env.customer", "cus_up"))
+    try:
+        assert meterstream.current_customer() == "cus_up"
+    finally:
+        otel_context.detach(token)
+    monkeypatch.setenv("METERSTREAM_OTEL_BAGGAGE_KEY", "")
+    with meterstream.customer("cus_2"):
+        assert baggage.get_baggage("env.customer") is None
+        assert baggage.get_baggage("meterstream.customer_id") is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._config import DEFAULT_BAGGAGE_KEY
 from ._internal import RateLimitedLog, report_internal_error
+from ._parsing import _key_or_empty
 from ._version import __version__
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ._events import EventBatch
@@ -249,8 +252,10 @@ class Baggage:
 
 
 class _BeforeDefaultClient(Baggage):
-    """The default client's baggage before there is a default client: the
-    default key, written while an SDK is active (as a default client would)."""
+    """The default client's baggage before there is a default client, as the
+    default client will have it once built from the environment: the key from
+    ``METERSTREAM_OTEL_BAGGAGE_KEY`` or the default one, written while an SDK
+    is active or when that variable is set. Worked out at each use."""
 
     __slots__ = ()
 
@@ -258,14 +263,29 @@ class _BeforeDefaultClient(Baggage):
         super().__init__(DEFAULT_BAGGAGE_KEY, explicit=False)
 
     @property
+    def key(self) -> str:
+        raw = os.environ.get(_BAGGAGE_KEY_ENV)
+        if raw is None:
+            return DEFAULT_BAGGAGE_KEY
+        try:
+            return _key_or_empty(raw, _BAGGAGE_KEY_ENV)
+        except ConfigurationError:  # configure() will say so; customer() never raises
+            return DEFAULT_BAGGAGE_KEY
+
+    @key.setter
+    def key(self, value: str) -> None:
+        pass  # read from the environment at each use
+
+    @property
     def write(self) -> bool:
-        return sdk_active()
+        return bool(self.key) and (_BAGGAGE_KEY_ENV in os.environ or sdk_active())
 
     @write.setter
     def write(self, value: bool) -> None:
         pass  # decided at each use
 
 
+_BAGGAGE_KEY_ENV = "METERSTREAM_OTEL_BAGGAGE_KEY"
 _BEFORE_DEFAULT_CLIENT = _BeforeDefaultClient()
 
 #: The default client's baggage settings: what the module-level ``customer()``
