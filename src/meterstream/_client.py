@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _events, _otel
+from ._baggage import Baggage
 from ._buffer import Buffer
 from ._config import Settings
 from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
@@ -104,7 +105,7 @@ class MeterClient:
         self._span_events = bool(s.otel_span_events) if not self._otel_auto else False
         self._span_customer = s.otel_record_customer
         #: This client's baggage key: what its customer() writes and its lookups read.
-        self._baggage = _otel.Baggage(s.otel_baggage_key, explicit=s.is_set("otel_baggage_key"))
+        self._baggage = Baggage(s.otel_baggage_key, explicit=s.is_set("otel_baggage_key"))
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
         self._update_slow()

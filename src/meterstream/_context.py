@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextvars
 import functools
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
-from . import _otel
+from . import _baggage
+from ._baggage import Baggage
 from ._events import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
-
-if TYPE_CHECKING:
-    from ._otel import Baggage
 
 __all__ = ["bind_context", "current_customer", "customer"]
 
@@ -33,7 +31,7 @@ def current_customer() -> Optional[str]:
     Outside any block, the customer a calling service put in OpenTelemetry
     baggage (the default client's ``otel_baggage_key``), or None.
     """
-    return customer_seen_by(_otel.default_baggage)
+    return customer_seen_by(_baggage.default_baggage)
 
 
 def customer_seen_by(baggage: Baggage) -> Optional[str]:
@@ -84,7 +82,7 @@ def _usable_id(value: Any) -> Optional[str]:
 def _enter(value: Any, customer_id: Optional[str], baggage: Optional[Baggage]) -> _Entered:
     token = CUSTOMER.set(value)
     if baggage is None:
-        baggage = _otel.default_baggage
+        baggage = _baggage.default_baggage
     if not baggage.write:
         return token, None
     # Also in OpenTelemetry baggage, for services downstream.
@@ -106,7 +104,7 @@ def exit_customer(entered: _Entered) -> None:
     """Leave what :func:`enter_customer` (or a ``customer`` block) entered."""
     token, baggage_token = entered
     if baggage_token is not None:
-        _otel.detach(baggage_token)
+        _baggage.detach(baggage_token)
     CUSTOMER.reset(token)
 
 
