@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import meterstream
+from meterstream import _otel
 from meterstream._exporters.base import Exporter
 
 SECRET = "4eC39HqLyjWDarjtT1zdp7dc"
@@ -687,6 +688,7 @@ def test_disabled_client_runs_functions_untouched_with_no_thread_and_no_socket(
     attempts = forbid_network(monkeypatch)
     flushers_before = {t for t in threading.enumerate() if t.name == "meterstream-flusher"}
 
+    otel_errors_before = _otel.errors
     client = meterstream.configure(enabled=False, api_key=API_KEY, on_missing_customer="raise")
     assert client.enabled is False
 
@@ -712,6 +714,8 @@ def test_disabled_client_runs_functions_untouched_with_no_thread_and_no_socket(
     meterstream.record("calls", "garbage")
     assert meterstream.flush(1.0) is True
     stats = meterstream.stats()
+    # otel_errors is process-wide (OpenTelemetry is): other tests may have counted some.
+    assert stats.pop("otel_errors") == otel_errors_before
     assert all(count == 0 for count in stats.values()), stats
     assert meterstream.shutdown(1.0) is True
 

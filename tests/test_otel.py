@@ -276,10 +276,9 @@ def test_a_downstream_service_meters_under_the_callers_customer() -> None:
 def test_baggage_can_be_turned_off() -> None:
     client = meterstream.MeterClient(exporter="memory", otel_baggage_key="")
     try:
-        with meterstream.customer("cus_1"):
+        with client.customer("cus_1"):
             assert baggage.get_baggage("meterstream.customer_id") is None
     finally:
-        _otel.baggage_key = _otel.DEFAULT_BAGGAGE_KEY
         client.shutdown(0)
 
 
@@ -358,8 +357,10 @@ def test_without_an_sdk_nothing_is_emitted_and_nothing_breaks() -> None:
             assert baggage.get_baggage("meterstream.customer_id") is None
         explicit = meterstream.MeterClient(exporter="memory",
                                            otel_baggage_key="meterstream.customer_id")
-        with meterstream.customer("cus_2"):
+        with explicit.customer("cus_2"):
             assert baggage.get_baggage("meterstream.customer_id") == "cus_2"
+        with meterstream.customer("cus_3"):  # the default client's: still not written
+            assert baggage.get_baggage("meterstream.customer_id") is None
         assert meterstream.flush(5)
         assert len(client.exporter.events) == 1
         assert meterstream.stats()["otel_errors"] == 0

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _events, _otel
+from ._baggage import Baggage
 from ._buffer import Buffer
 from ._config import Settings
-from ._context import CUSTOMER, bind_context, current_customer, customer
+from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
 from ._decorators import make_meter, metering
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
@@ -110,14 +111,12 @@ class MeterClient:
         self._otel_auto = s.otel_span_events is None
         self._span_events = bool(s.otel_span_events) if not self._otel_auto else False
         self._span_customer = s.otel_record_customer
-        self._baggage_explicit = "otel_baggage_key" in settings or (
-            "METERSTREAM_OTEL_BAGGAGE_KEY" in os.environ
-        )
+        #: This client's baggage key: what its customer() writes and its lookups read.
+        self._baggage = Baggage(s.otel_baggage_key, explicit=s.is_set("otel_baggage_key"))
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
         self._update_slow()
         if self._active:
-            _otel.baggage_key = s.otel_baggage_key
             _otel.install_metrics(live_clients)
             self.refresh_otel()
             self._delivery.on_tick = self.refresh_otel
@@ -132,7 +131,7 @@ class MeterClient:
         if self._otel_auto:
             self._span_events = active
         if self._active and not self._closed:
-            _otel.write_baggage = bool(_otel.baggage_key) and (active or self._baggage_explicit)
+            self._baggage.refresh(active)
         self._update_slow()
 
     def _update_slow(self) -> None:
@@ -277,11 +276,12 @@ class MeterClient:
         The same context as :func:`meterstream.customer`: every client, the
         default one included, sees the customer set here.
         """
-        return customer(customer_id)
+        return customer_for(customer_id, self._baggage)
 
     def current_customer(self) -> Optional[str]:
-        """The current customer, as :func:`meterstream.current_customer` sees it."""
-        return current_customer()
+        """The current customer, as :func:`meterstream.current_customer` sees it
+        (outside any block, from the baggage under this client's key)."""
+        return customer_seen_by(self._baggage)
 
     def bind_context(self, fn: Callable[..., _T]) -> Callable[..., _T]:
         """Bind *fn* to a copy of the current context; see :func:`meterstream.bind_context`."""
@@ -348,14 +348,14 @@ class MeterClient:
                 value = _events.check_value(value)
             if type(customer) is not str:
                 if customer is None:
-                    customer = _otel.baggage_customer()
+                    customer = self._baggage.customer()
                     if customer is None:
                         self._missing_customer(event_name)
                         return
                 else:  # an InvalidCustomer, a str subclass, or not a string at all
                     customer = _events.check_customer(customer)
             elif not customer:
-                customer = _otel.baggage_customer()
+                customer = self._baggage.customer()
                 if customer is None:
                     self._missing_customer(event_name)
                     return
@@ -429,7 +429,7 @@ class MeterClient:
         """No customer in the context when a metered call starts: look in the
         OpenTelemetry baggage; failing that, 'raise' fails before any work is
         done (other policies apply when the use is recorded)."""
-        customer = _otel.baggage_customer()
+        customer = self._baggage.customer()
         if customer is not None:
             return customer
         if self._on_missing == "raise" and self._active and event_name not in self._disabled:

@@ -1,359 +1,376 @@
-"""Settings: keyword arguments > ``METERSTREAM_*`` environment variables > defaults."""
+"""Settings: keyword arguments > ``METERSTREAM_*`` environment variables > defaults.
+
+Each setting is declared once, as a field of :class:`Settings`: its type is
+the annotation, and :func:`setting` gives its parser, default, environment
+variables and the line of the configuration reference that explains it.
+Everything else is derived from those declarations: :data:`SETTINGS`, the
+resolution order, the repr, and the table in ``docs/configuration.md``
+(``python -m meterstream._settings_table``).
+
+To add a setting, add one field here (and its parser to ``_parsing`` if it
+needs a new one); a value this version cannot honour yet uses
+``_unsupported``, so it is refused rather than silently ignored.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import importlib
 import importlib.util
-import json
-import math
 import os
-import re
-import urllib.parse
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Mapping
+from typing import Any, Callable, Final, Optional
 
 from ._network import parse_ca_bundle, parse_proxy, redact_url
+from ._parsing import (
+    MISSING_CUSTOMER_POLICIES,
+    OVERFLOW_POLICIES,
+    DeliveryErrorCallback,
+    _api_key,
+    _auto_bool,
+    _bool,
+    _callback,
+    _exporter,
+    _key_or_empty,
+    _names,
+    _one_of,
+    _opt_str,
+    _or_default,
+    _payload_key,
+    _payload_keys,
+    _pos,
+    _unsupported,
+    _url,
+)
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_STRIPE_VERSION", "Settings"]
+__all__ = [
+    "DEFAULT_STRIPE_VERSION",
+    "SETTINGS",
+    "SETTING_NAMES",
+    "UNSET",
+    "Setting",
+    "Settings",
+    "redact_key",
+]
 
 #: The ``Stripe-Version`` header we send unless told otherwise: the version
 #: stripe-python 16.1 pins, so our requests look like the official client's.
 DEFAULT_STRIPE_VERSION = "2026-10-28.endive"
 DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_STREAM_BASE = "https://meter-events.stripe.com"
-
-EXPORTERS = ("stripe", "log", "memory", "none")
-OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
-MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-DeliveryErrorCallback = Callable[[list[dict[str, Any]], BaseException], None]
+DEFAULT_BAGGAGE_KEY = "meterstream.customer_id"
 
 
-def _env_name(name: str) -> str:
-    return "METERSTREAM_" + name.upper()
+class _Unset:
+    """The type of :data:`UNSET`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNSET"  # copies and pickles stay the one sentinel
 
 
-# -- parsers: each takes the raw value (from kwargs or the environment) and
-# -- the name to blame, and returns the typed value or raises ConfigurationError.
+#: "Not given", where that differs from None. As a keyword value it means the
+#: same as leaving the keyword out (None does too, so that a settings dict
+#: may hold None for "use the environment or the default"). As a declared
+#: default it means "worked out by :meth:`Settings.resolve` from the others".
+UNSET: Final[Any] = _Unset()
 
 
-def _bool(raw: Any, where: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise ConfigurationError(
-        f"{where}: expected a boolean (true/false/1/0/yes/no/on/off), got {raw!r}"
-    )
+def redact_key(key: str) -> str:
+    """Show what kind of key this is (``sk_test_``...) and nothing of its secret part."""
+    prefix, sep, _ = key.rpartition("_")
+    return f"{prefix}{sep}***" if sep and len(prefix) <= 12 else "***"
 
 
-def _number(raw: Any, where: str, *, integer: bool, low: float, high: float = math.inf) -> Any:
-    value: Any
-    if isinstance(raw, bool):
-        value = None
-    elif isinstance(raw, str):
-        try:
-            value = int(raw.strip()) if integer else float(raw.strip())
-        except ValueError:
-            value = None
-    elif isinstance(raw, int) or (not integer and isinstance(raw, float)):
-        value = raw
-    else:
-        value = None
-    kind = "an integer" if integer else "a number"
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigurationError(f"{where}: expected {kind}, got {raw!r}")
-    if not (low <= value <= high):
-        bounds = f"between {low:g} and {high:g}" if high != math.inf else f"at least {low:g}"
-        raise ConfigurationError(f"{where}: must be {bounds}, got {raw!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """The declaration of one setting; see :data:`SETTINGS`."""
+
+    #: The keyword of ``configure()`` / ``MeterClient()``.
+    name: str
+    #: ``parse(raw, where)``: the typed value, or ConfigurationError naming *where*.
+    parse: Callable[[Any, str], Any]
+    #: The value when nothing is given; UNSET: worked out from the other settings.
+    default: Any
+    #: One line for the configuration reference (Markdown).
+    doc: str
+    #: The default as the reference shows it (Markdown).
+    shown_default: str
+    #: The environment variables read, in order: ``METERSTREAM_<NAME>`` first;
+    #: the others are read while the value is still None.
+    env: tuple[str, ...]
+    #: How a repr shows a value that must not leak (a key, a password).
+    redact: Optional[Callable[[str], str]] = None
 
 
-def _auto_bool(raw: Any, where: str) -> Optional[bool]:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() == "auto"):
-        return None
-    return _bool(raw, where)
+def setting(
+    parse: Callable[[Any, str], Any],
+    default: Any,
+    doc: str,
+    *,
+    shown: Optional[str] = None,
+    fallback_env: tuple[str, ...] = (),
+    redact: Optional[Callable[[str], str]] = None,
+) -> Any:
+    """Declare a field of :class:`Settings` as a setting (see :class:`Setting`).
 
+    Args:
+        parse: ``parse(raw, where)`` -> the typed value (see ``_parsing``).
+        default: the value when nothing is given; UNSET: worked out in
+            :meth:`Settings.resolve` from the other settings.
+        doc: the one line of the configuration reference (Markdown, no ``|``).
+        shown: the default as the reference shows it, when the value itself
+            does not say it (``"auto"``, ``"from HTTPS_PROXY ..."``).
+        fallback_env: variables read after ``METERSTREAM_<NAME>`` while the
+            value is still None (``STRIPE_API_KEY``).
+        redact: how a repr shows the value (secrets).
 
-def _key_or_empty(raw: Any, where: str) -> str:
-    if raw == "":
-        return ""
-    return _payload_key(raw, where)
+    Example, one declaration and nothing else to keep in step::
 
-
-def _choice(raw: Any, where: str, choices: tuple[str, ...]) -> str:
-    if isinstance(raw, str) and raw.strip().lower() in choices:
-        return raw.strip().lower()
-    raise ConfigurationError(f"{where}: expected one of {', '.join(choices)}; got {raw!r}")
-
-
-def _opt_str(raw: Any, where: str) -> Optional[str]:
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        return raw.strip() or None
-    raise ConfigurationError(f"{where}: expected a string, got {type(raw).__name__}")
-
-
-def _api_key(raw: Any, where: str) -> Optional[str]:
-    key = _opt_str(raw, where)
-    # The key goes into an Authorization header: anything but printable
-    # ASCII would fail every request later. Never show the key itself.
-    if key is not None and not all("!" <= ch <= "~" for ch in key):
-        raise ConfigurationError(
-            f"{where}: a Stripe secret key is printable ASCII with no spaces; this one has "
-            "other characters (a copy-paste accident?). The key is not shown."
+        webhook_secret: Optional[str] = setting(
+            _opt_str, None, "`whsec_...` secret that verifies Stripe's webhook signatures",
+            shown="none", fallback_env=("STRIPE_WEBHOOK_SECRET",), redact=redact_key,
         )
-    return key
+    """
+    declared = Setting("", parse, default, doc, shown or _show(default), fallback_env, redact)
+    return dataclasses.field(metadata={_DECLARED: declared})
 
 
-def _url(raw: Any, where: str) -> str:
-    value = _opt_str(raw, where)
-    if not value or not value.lower().startswith(("http://", "https://")):
-        raise ConfigurationError(f"{where}: expected an http:// or https:// URL, got {raw!r}")
-    problem = _url_problem(value)
-    if problem:
-        raise ConfigurationError(f"{where}: {problem}, got {raw!r}")
-    return value.rstrip("/")
+_DECLARED = "meterstream.setting"
 
 
-_BRACKETED = re.compile(r"\[[^\[\]]+\](:[0-9]*)?\Z")
+def _show(default: Any) -> str:
+    if isinstance(default, bool):
+        return "`true`" if default else "`false`"
+    if default is None:
+        return "none"
+    if isinstance(default, (frozenset, dict)) and not default:
+        return "empty"
+    if isinstance(default, float):
+        return f"`{default:g}`"
+    return f"`{default}`"
 
 
-def _url_problem(url: str) -> Optional[str]:
-    """Why *url* (http or https) cannot be requested, or None."""
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        return "a URL cannot contain spaces or control characters"
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError as exc:  # unbalanced brackets
-        return f"not a valid URL ({exc})"
-    hostport = parts.netloc.rpartition("@")[2]
-    if hostport.startswith("[") and not _BRACKETED.match(hostport):
-        return "the host's brackets are not balanced, or something follows them"
-    try:
-        port = parts.port
-    except ValueError:
-        return "the port must be a number in 1..65535"
-    if not parts.hostname:
-        return "the URL has no host"
-    if port is not None and not 1 <= port <= 65535:
-        return f"the port must be a number in 1..65535, not {port}"
-    if hostport.endswith(":"):
-        return "the URL's port is empty"
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        return "the URL cannot have a query or a fragment (a path prefix is fine)"
-    return None
-
-
-def _names(raw: Any, where: str) -> frozenset[str]:
-    if isinstance(raw, str):
-        items: Iterable[Any] = (part.strip() for part in raw.split(","))
-    elif isinstance(raw, Iterable):
-        items = raw
-    else:
-        raise ConfigurationError(
-            f"{where}: expected a list of event names (or a comma-separated string), got {raw!r}"
-        )
-    names = set()
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigurationError(f"{where}: event names must be strings, got {item!r}")
-        if item:
-            names.add(item)
-    return frozenset(names)
-
-
-def _payload_key(raw: Any, where: str) -> str:
-    if not isinstance(raw, str) or not raw or len(raw) > 100:
-        raise ConfigurationError(
-            f"{where}: expected a payload key of 1..100 characters, got {raw!r}"
-        )
-    return raw
-
-
-def _payload_keys(raw: Any, where: str) -> dict[str, tuple[Optional[str], Optional[str]]]:
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise ConfigurationError(f"{where}: expected JSON, {exc}") from None
-    if not isinstance(raw, Mapping):
-        raise ConfigurationError(
-            f'{where}: expected {{event_name: {{"customer": key, "value": key}}}}, got {raw!r}'
-        )
-    result: dict[str, tuple[Optional[str], Optional[str]]] = {}
-    for event_name, keys in raw.items():
-        if not isinstance(keys, Mapping) or not set(keys) <= {"customer", "value"} or not keys:
-            raise ConfigurationError(
-                f'{where}[{event_name!r}]: expected a dict with "customer" and/or "value", '
-                f"got {keys!r}"
-            )
-        customer_key = keys.get("customer")
-        value_key = keys.get("value")
-        result[str(event_name)] = (
-            None
-            if customer_key is None
-            else _payload_key(customer_key, f"{where}[{event_name!r}].customer"),
-            None
-            if value_key is None
-            else _payload_key(value_key, f"{where}[{event_name!r}].value"),
-        )
-    return result
-
-
-def _callback(raw: Any, where: str) -> Optional[DeliveryErrorCallback]:
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        raw = _import_dotted(raw, where)
-    if not callable(raw):
-        raise ConfigurationError(f"{where}: expected a callable (events, error), got {raw!r}")
-    return raw  # type: ignore[no-any-return]
-
-
-def _import_dotted(path: str, where: str) -> Any:
-    module_name, sep, attr = path.strip().partition(":")
-    if not sep:
-        module_name, _, attr = path.strip().rpartition(".")
-    if module_name.startswith(".") or not module_name or not attr:
-        raise ConfigurationError(
-            f"{where}: cannot import {path!r}: give the full path of a module and a name, "
-            "'package.module:function' (a relative path has no package to start from)"
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError, TypeError) as exc:
-        raise ConfigurationError(f"{where}: cannot import {path!r}: {exc}") from None
-    return obj
-
-
-def _exporter(raw: Any, where: str) -> Any:
-    if isinstance(raw, str):
-        return _choice(raw, where, EXPORTERS)
-    if hasattr(raw, "export") and hasattr(raw, "shutdown"):
-        return raw  # an Exporter instance
-    raise ConfigurationError(
-        f"{where}: expected one of {', '.join(EXPORTERS)} or an Exporter instance, got {raw!r}"
-    )
-
-
-def _unsupported(issue: str) -> Callable[[Any, str], Any]:
-    def parse(raw: Any, where: str) -> Any:
-        if raw is None or (isinstance(raw, (str, dict)) and not raw):
-            return None
-        raise ConfigurationError(
-            f"{where}: {issue} is not supported yet by this version of meterstream; "
-            "it is refused rather than silently ignored"
-        )
-
-    return parse
-
-
-def _pos(integer: bool, low: float, high: float = math.inf) -> Callable[[Any, str], Any]:
-    return lambda raw, where: _number(raw, where, integer=integer, low=low, high=high)
-
-
-# name -> (parser, default). A default of _COMPUTED is filled in by Settings.
-_COMPUTED = object()
-_FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
-    "enabled": (_bool, True),
-    "api_key": (_api_key, _COMPUTED),
-    "exporter": (_exporter, _COMPUTED),
-    "api_base": (_url, DEFAULT_API_BASE),
-    "stream_base": (_url, DEFAULT_STREAM_BASE),
-    "stripe_version": (
-        lambda raw, where: _opt_str(raw, where) or DEFAULT_STRIPE_VERSION,
-        DEFAULT_STRIPE_VERSION,
-    ),
-    "batch_size": (_pos(True, 1, 100), 100),
-    "flush_interval": (_pos(False, 0.001), 1.0),
-    "max_queue_size": (_pos(True, 1), 100_000),
-    "overflow": (lambda raw, where: _choice(raw, where, OVERFLOW_POLICIES), "drop_newest"),
-    "block_timeout": (_pos(False, 0), 1.0),
-    "on_missing_customer": (
-        lambda raw, where: _choice(raw, where, MISSING_CUSTOMER_POLICIES),
-        "warn",
-    ),
-    "raise_errors": (_bool, False),
-    "spool_path": (_unsupported("spool_path (durable spool)"), None),
-    "disabled_events": (_names, frozenset()),
-    "max_retry_time": (_pos(False, 0), 300.0),
-    "retry_initial_delay": (_pos(False, 0), 0.5),
-    "retry_max_delay": (_pos(False, 0), 20.0),
-    "shutdown_timeout": (_pos(False, 0), 5.0),
-    "request_timeout": (_pos(False, 0.001), 10.0),
-    "max_concurrent_requests": (_pos(True, 1, 64), 4),
-    "http2": (_bool, False),
-    "proxy": (parse_proxy, None),
-    "ca_bundle": (parse_ca_bundle, None),
-    "on_delivery_error": (_callback, None),
-    "on_validation_error": (_callback, None),
-    "webhook_secret": (_opt_str, None),  # else STRIPE_WEBHOOK_SECRET, read by handle_webhook
-    "aggregate": (_unsupported("aggregate (folding uses into one event)"), None),
-    "aggregation_window": (_unsupported("aggregation_window"), None),
-    "sync_mode": (_bool, False),
-    "customer_payload_key": (_payload_key, "stripe_customer_id"),
-    "value_payload_key": (_payload_key, "value"),
-    "payload_keys": (_payload_keys, {}),
-    "otel_span_events": (_auto_bool, None),
-    "otel_record_customer": (_bool, False),
-    "otel_baggage_key": (_key_or_empty, "meterstream.customer_id"),
-}
-
-SETTING_NAMES = tuple(_FIELDS)
-
-
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class Settings:
-    """The resolved configuration of one client. Read-only by convention.
+    """The resolved configuration of one client (read-only).
 
     Build with :meth:`Settings.resolve`; every setting is also an environment
     variable ``METERSTREAM_<NAME>``, and keyword arguments win over it.
     """
 
-    enabled: bool
-    api_key: Optional[str]
-    exporter: Any
-    api_base: str
-    stream_base: str
-    stripe_version: str
-    batch_size: int
-    flush_interval: float
-    max_queue_size: int
-    overflow: str
-    block_timeout: float
-    on_missing_customer: str
-    raise_errors: bool
-    spool_path: None
-    disabled_events: frozenset[str]
-    max_retry_time: float
-    retry_initial_delay: float
-    retry_max_delay: float
-    shutdown_timeout: float
-    request_timeout: float
-    max_concurrent_requests: int
-    http2: bool
-    proxy: Optional[str]
-    ca_bundle: Optional[str]
-    on_delivery_error: Optional[DeliveryErrorCallback]
-    on_validation_error: Optional[Callable[[Any], None]]
-    webhook_secret: Optional[str]
-    aggregate: None
-    aggregation_window: None
-    sync_mode: bool
-    customer_payload_key: str
-    value_payload_key: str
-    payload_keys: dict[str, tuple[Optional[str], Optional[str]]]
-    otel_span_events: Optional[bool]
-    otel_record_customer: bool
-    otel_baggage_key: str
+    enabled: bool = setting(
+        _bool,
+        True,
+        "`false`: decorators call straight through; nothing is recorded, no thread starts, "
+        "no connection is opened",
+    )
+    api_key: Optional[str] = setting(
+        _api_key,
+        None,
+        "secret key used to open meter event sessions; never logged, never in a `repr`. A key "
+        "with anything but printable ASCII (a space, an accented letter, a zero-width "
+        "character from a copy-paste) is refused at `configure()`, without showing it",
+        shown="none",
+        fallback_env=("STRIPE_API_KEY",),
+        redact=redact_key,
+    )
+    exporter: Any = setting(
+        _exporter,
+        UNSET,
+        "`stripe`, `log` (one JSON line per event on the `meterstream` logger at INFO), "
+        "`memory` (tests: `client.exporter.events`), `none`, or an `Exporter` instance; see "
+        "[what `stats()` counts](#what-stats-counts)",
+        shown="`stripe` with a key, else `log`",
+    )
+    api_base: str = setting(
+        _url,
+        DEFAULT_API_BASE,
+        "where sessions are opened. An `http://` or `https://` URL with a host, an optional "
+        "port 1..65535 and an optional path prefix; no query or fragment",
+    )
+    stream_base: str = setting(
+        _url,
+        DEFAULT_STREAM_BASE,
+        "where events are sent; same rules as `api_base`",
+    )
+    stripe_version: str = setting(
+        _or_default(DEFAULT_STRIPE_VERSION),
+        DEFAULT_STRIPE_VERSION,
+        "the `Stripe-Version` header (stripe-python 16.1's pinned version)",
+    )
+    batch_size: int = setting(_pos(True, 1, 100), 100, "events per request, 1..100")
+    flush_interval: float = setting(
+        _pos(False, 0.001), 1.0, "seconds; the longest an event waits in the buffer"
+    )
+    max_queue_size: int = setting(
+        _pos(True, 1), 100_000, "events the buffer holds; past it, `overflow` applies"
+    )
+    overflow: str = setting(
+        _one_of(OVERFLOW_POLICIES),
+        "drop_newest",
+        "`drop_newest`, `drop_oldest`, or `block` (the caller waits up to `block_timeout`, "
+        "then the event is dropped)",
+    )
+    block_timeout: float = setting(
+        _pos(False, 0), 1.0, "seconds `overflow=block` may hold a caller"
+    )
+    on_missing_customer: str = setting(
+        _one_of(MISSING_CUSTOMER_POLICIES),
+        "warn",
+        "`warn` (drop, count, log), `drop` (drop, count), `raise` (`MissingCustomerError`, "
+        "whatever `raise_errors` says)",
+    )
+    raise_errors: bool = setting(
+        _bool,
+        False,
+        "`true`: invalid input raises `InvalidEventError` in the caller, naming the field; "
+        "`false`: it is dropped, counted and logged, and the metered call is unaffected, "
+        "whatever the input (hostile objects included). Constants given to `@meter` fail at "
+        "decoration time either way",
+    )
+    spool_path: None = setting(
+        _unsupported("spool_path (durable spool)"),
+        None,
+        "*not supported yet*: setting it raises `ConfigurationError` rather than silently "
+        "losing durability",
+        shown="unset",
+    )
+    disabled_events: frozenset[str] = setting(
+        _names,
+        frozenset(),
+        "event names recorded as no-ops (a list, or comma-separated in the environment)",
+    )
+    max_retry_time: float = setting(
+        _pos(False, 0),
+        300.0,
+        "seconds a batch may spend retrying before it is a delivery failure",
+    )
+    retry_initial_delay: float = setting(
+        _pos(False, 0),
+        0.5,
+        "seconds; the base of the backoff: an isolated failure is retried within an eighth of "
+        "it; while the server fails broadly, waits start from it and double per failed "
+        "request, with full jitter ([delivery](delivery.md#retries-and-pace))",
+    )
+    retry_max_delay: float = setting(
+        _pos(False, 0),
+        20.0,
+        "seconds; the largest backoff ceiling (of a batch, and of the spacing of probes during "
+        "an outage)",
+    )
+    shutdown_timeout: float = setting(
+        _pos(False, 0), 5.0, "seconds `shutdown()` and exit wait for the buffer to drain"
+    )
+    request_timeout: float = setting(
+        _pos(False, 0.001), 10.0, "seconds for one HTTP request (connecting: at most 5)"
+    )
+    max_concurrent_requests: int = setting(
+        _pos(True, 1, 64),
+        4,
+        "batches the Stripe exporter may have in flight at once (1..64): one delivery thread each",
+    )
+    http2: bool = setting(
+        _bool,
+        False,
+        "HTTP/2 to Stripe; needs `pip install 'meterstream[http2]'`, and `configure()` says so "
+        "when it is missing (with the `stripe` exporter)",
+    )
+    proxy: Optional[str] = setting(
+        parse_proxy,
+        None,
+        "an `http://` or `https://` proxy URL, optionally `http://user:password@host:port`, "
+        "for every request to Stripe; when set it wins over the environment (`NO_PROXY` "
+        "included). The password never appears in a `repr` or a log "
+        "([delivery](delivery.md#proxies-and-ca-certificates))",
+        shown="from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`, minus `NO_PROXY`",
+        redact=redact_url,
+    )
+    ca_bundle: Optional[str] = setting(
+        parse_ca_bundle,
+        None,
+        "a PEM file or a directory of CA certificates to verify Stripe (and an `https://` "
+        "proxy) with; a path that does not exist, or a file that holds no certificate, is a "
+        "`ConfigurationError` naming `ca_bundle`",
+        shown="from `SSL_CERT_FILE` / `SSL_CERT_DIR` / `REQUESTS_CA_BUNDLE`, else certifi",
+    )
+    on_delivery_error: Optional[DeliveryErrorCallback] = setting(
+        _callback,
+        None,
+        "callable `(events, error)` for events Stripe refused or that ran out of retries or "
+        "time; in the environment, a dotted path `package.module:function` (or "
+        "`package.module.function`); a relative path (`.handlers:cb`) is refused: there is no "
+        "package to start from",
+    )
+    on_validation_error: Optional[Callable[[Any], None]] = setting(
+        _callback,
+        None,
+        "callable `(report)` for Stripe's asynchronous error reports, a "
+        "`meterstream.ValidationReport`; an exception in it is logged, never raised; in the "
+        "environment, a dotted path (see [reconciliation](reconciliation.md))",
+    )
+    webhook_secret: Optional[str] = setting(
+        _opt_str,
+        None,
+        "the `whsec_...` secret that verifies Stripe's webhook signatures (`handle_webhook` and "
+        "the framework endpoints); never in a `repr`",
+        shown="none",
+        fallback_env=("STRIPE_WEBHOOK_SECRET",),
+        redact=redact_key,
+    )
+    aggregate: None = setting(
+        _unsupported("aggregate (folding uses into one event)"),
+        None,
+        "*not supported yet*: setting it raises `ConfigurationError`",
+        shown="unset",
+    )
+    aggregation_window: None = setting(
+        _unsupported("aggregation_window"),
+        None,
+        "*not supported yet*: setting it raises `ConfigurationError`",
+        shown="unset",
+    )
+    sync_mode: bool = setting(
+        _bool,
+        False,
+        "send before `record()` returns, on the caller's thread (serverless, sandboxes without "
+        "threads)",
+    )
+    customer_payload_key: str = setting(
+        _payload_key, "stripe_customer_id", "payload key of the customer"
+    )
+    value_payload_key: str = setting(_payload_key, "value", "payload key of the value")
+    payload_keys: dict[str, tuple[Optional[str], Optional[str]]] = setting(
+        _payload_keys,
+        {},
+        'per event name: `{"api_calls": {"customer": "account", "value": "count"}}`, as Stripe '
+        "meters' `customer_mapping` / `value_settings` allow (JSON in the environment)",
+    )
+    otel_span_events: Optional[bool] = setting(
+        _auto_bool,
+        None,
+        "a `meterstream.record` event on the current span per record (auto: while an "
+        "OpenTelemetry SDK is installed)",
+        shown="auto",
+    )
+    otel_record_customer: bool = setting(_bool, False, "the customer id on those span events")
+    otel_baggage_key: str = setting(
+        _key_or_empty,
+        DEFAULT_BAGGAGE_KEY,
+        "OpenTelemetry baggage key under which this client's `customer()` writes the customer "
+        "and its lookups read it; empty: off. Written while an SDK is installed, or always "
+        "when this setting is given ([observability](observability.md))",
+    )
+    #: The settings given as a keyword or in the environment, not defaulted.
+    _given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
     @classmethod
     def resolve(
@@ -361,32 +378,31 @@ class Settings:
     ) -> Settings:
         """Resolve settings from keyword arguments, then the environment, then defaults.
 
+        A keyword whose value is None or :data:`UNSET` counts as not given.
+
         Raises:
             ConfigurationError: an unknown setting, or a value that does not parse;
                 the message names the keyword or environment variable at fault.
         """
         env = os.environ if environ is None else environ
-        unknown = [name for name in kwargs if name not in _FIELDS]
+        unknown = [name for name in kwargs if name not in _BY_NAME]
         if unknown:
             name = unknown[0]
             close = difflib.get_close_matches(name, SETTING_NAMES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(f"unknown setting {name!r}{hint}")
-        self = cls.__new__(cls)
-        for name, (parse, default) in _FIELDS.items():
-            if name in kwargs and kwargs[name] is not None:
-                value = parse(kwargs[name], name)
-            elif _env_name(name) in env:
-                value = parse(env[_env_name(name)], _env_name(name))
-            elif default is _COMPUTED:
-                value = None
-            else:
-                value = default
-            object.__setattr__(self, name, value)
-        if self.api_key is None:
-            self.api_key = _api_key(env.get("STRIPE_API_KEY"), "STRIPE_API_KEY")
-        if self.exporter is None:
-            self.exporter = "stripe" if self.api_key else "log"
+        values: dict[str, Any] = {}
+        given: set[str] = set()
+        for declared in SETTINGS:
+            values[declared.name] = _read(declared, kwargs, env, given)
+        if values["exporter"] is UNSET:
+            values["exporter"] = "stripe" if values["api_key"] else "log"
+        self = cls(**values, _given=frozenset(given))
+        self._check(kwargs)
+        return self
+
+    def _check(self, kwargs: Mapping[str, Any]) -> None:
+        """What no single setting can say alone."""
         for event_name in ("", *self.payload_keys):
             customer_key, value_key = self.payload_keys_for(event_name)
             if customer_key == value_key:
@@ -400,11 +416,15 @@ class Settings:
                 "exporter: 'stripe' needs an api_key (or METERSTREAM_API_KEY / STRIPE_API_KEY)"
             )
         if self.exporter == "stripe" and self.http2 and importlib.util.find_spec("h2") is None:
-            where = "http2" if "http2" in kwargs else _env_name("http2")
+            where = "http2" if "http2" in kwargs else _BY_NAME["http2"].env[0]
             raise ConfigurationError(
                 f"{where}: HTTP/2 needs the h2 package: pip install 'meterstream[http2]'"
             )
-        return self
+
+    def is_set(self, name: str) -> bool:
+        """True when setting *name* was given (a keyword or its environment variable),
+        False when it has its default."""
+        return name in self._given
 
     def payload_keys_for(self, event_name: str) -> tuple[str, str]:
         """The (customer key, value key) of *event_name*'s payload."""
@@ -418,17 +438,53 @@ class Settings:
 
     def __repr__(self) -> str:
         parts = []
-        for name in _FIELDS:
-            value = getattr(self, name)
-            if name in ("api_key", "webhook_secret") and value is not None:
-                value = redact_key(value)
-            elif name == "proxy" and value is not None:
-                value = redact_url(value)
-            parts.append(f"{name}={value!r}")
+        for declared in SETTINGS:
+            value = getattr(self, declared.name)
+            if declared.redact is not None and value is not None:
+                value = declared.redact(value)
+            parts.append(f"{declared.name}={value!r}")
         return f"Settings({', '.join(parts)})"
 
 
-def redact_key(key: str) -> str:
-    """Show what kind of key this is (``sk_test_``...) and nothing of its secret part."""
-    prefix, sep, _ = key.rpartition("_")
-    return f"{prefix}{sep}***" if sep and len(prefix) <= 12 else "***"
+def _read(
+    declared: Setting, kwargs: Mapping[str, Any], env: Mapping[str, str], given: set[str]
+) -> Any:
+    """One setting's value: the keyword, else ``METERSTREAM_<NAME>``, else the default.
+
+    The fallback variables (``STRIPE_API_KEY``) are read while the value is None.
+    """
+    raw = kwargs.get(declared.name)
+    value: Any = None
+    if raw is not None and raw is not UNSET:
+        value = declared.parse(raw, declared.name)
+        given.add(declared.name)
+    elif declared.env[0] in env:
+        value = declared.parse(env[declared.env[0]], declared.env[0])
+        given.add(declared.name)
+    else:
+        value = declared.default
+        if isinstance(value, dict):
+            value = dict(value)  # each client its own
+    for name in declared.env[1:]:
+        if value is not None:
+            break
+        value = declared.parse(env.get(name), name)
+        if value is not None:
+            given.add(declared.name)
+    return value
+
+
+def _declarations() -> tuple[Setting, ...]:
+    found = []
+    for field in dataclasses.fields(Settings):
+        declared = field.metadata.get(_DECLARED)
+        if declared is not None:
+            env = ("METERSTREAM_" + field.name.upper(), *declared.env)
+            found.append(dataclasses.replace(declared, name=field.name, env=env))
+    return tuple(found)
+
+
+#: Every setting, in the order of the configuration reference.
+SETTINGS: tuple[Setting, ...] = _declarations()
+SETTING_NAMES: tuple[str, ...] = tuple(declared.name for declared in SETTINGS)
+_BY_NAME: dict[str, Setting] = {declared.name: declared for declared in SETTINGS}

@@ -13,7 +13,8 @@ import functools
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
-from . import _otel
+from . import _baggage
+from ._baggage import Baggage
 from ._events import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
@@ -28,11 +29,16 @@ def current_customer() -> Optional[str]:
     """The customer of the innermost enclosing :func:`customer` block.
 
     Outside any block, the customer a calling service put in OpenTelemetry
-    baggage (``otel_baggage_key``), or None.
+    baggage (the default client's ``otel_baggage_key``), or None.
     """
+    return customer_seen_by(_baggage.default_baggage)
+
+
+def customer_seen_by(baggage: Baggage) -> Optional[str]:
+    """:func:`current_customer`, falling back to the baggage under *baggage*'s key."""
     value = CUSTOMER.get()
     if value is None:
-        return _otel.baggage_customer()
+        return baggage.customer()
     if type(value) is InvalidCustomer:
         # An id Stripe cannot bill is shown as it was given; a non-string, not at all.
         return value.value if type(value.value) is str else None
@@ -73,29 +79,32 @@ def _usable_id(value: Any) -> Optional[str]:
     return None
 
 
-def _enter(value: Any, customer_id: Optional[str]) -> _Entered:
+def _enter(value: Any, customer_id: Optional[str], baggage: Optional[Baggage]) -> _Entered:
     token = CUSTOMER.set(value)
-    if not _otel.write_baggage:
+    if baggage is None:
+        baggage = _baggage.default_baggage
+    if not baggage.write:
         return token, None
     # Also in OpenTelemetry baggage, for services downstream.
-    return token, _otel.attach_customer(customer_id if type(value) is str else None)
+    return token, baggage.attach(customer_id if type(value) is str else None)
 
 
-def enter_customer(customer_id: Optional[str]) -> _Entered:
+def enter_customer(customer_id: Optional[str], baggage: Optional[Baggage] = None) -> _Entered:
     """Enter ``customer(customer_id)`` without making the object; for middleware.
 
     A request's hot path: about half the cost of a ``with`` block. Leave with
-    :func:`exit_customer`, in the same context, in reverse order.
+    :func:`exit_customer`, in the same context, in reverse order. *baggage*:
+    the client whose baggage key to write; default the default client's.
     """
     value = _context_value(customer_id)
-    return _enter(value, _usable_id(value))
+    return _enter(value, _usable_id(value), baggage)
 
 
 def exit_customer(entered: _Entered) -> None:
     """Leave what :func:`enter_customer` (or a ``customer`` block) entered."""
     token, baggage_token = entered
     if baggage_token is not None:
-        _otel.detach(baggage_token)
+        _baggage.detach(baggage_token)
     CUSTOMER.reset(token)
 
 
@@ -121,14 +130,18 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_customer_id", "_value")
+    __slots__ = ("_baggage", "_customer_id", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
         self._value: Any = _context_value(customer_id)
         self._customer_id = _usable_id(self._value)
+        #: Whose baggage key the block writes; None: the default client's,
+        #: as it is when the block is entered.
+        self._baggage: Optional[Baggage] = None
 
     def __enter__(self) -> Optional[str]:
-        entry = _Open(self, _enter(self._value, self._customer_id), _OPEN.get())
+        entered = _enter(self._value, self._customer_id, self._baggage)
+        entry = _Open(self, entered, _OPEN.get())
         entry.token = _OPEN.set(entry)
         return self._customer_id
 
@@ -166,6 +179,13 @@ class customer:
 
     def __repr__(self) -> str:
         return f"customer({self._customer_id!r})"
+
+
+def customer_for(customer_id: Optional[str], baggage: Baggage) -> customer:
+    """A :class:`customer` block that writes *baggage*'s key: ``client.customer()``."""
+    block = customer(customer_id)
+    block._baggage = baggage
+    return block
 
 
 class _Open:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
+from . import _baggage
 from ._client import MeterClient
 
 __all__ = ["configure", "get_client", "reset_default_client"]
@@ -26,6 +27,7 @@ def _create_default() -> MeterClient:
     with _lock:
         if _client is None:
             _client = MeterClient()
+            _baggage.set_default_baggage(_client._baggage)
         return _client
 
 
@@ -51,6 +53,8 @@ def configure(**settings: Any) -> MeterClient:
     new = MeterClient(**settings)
     with _lock:
         old, _client = _client, new
+        # The module-level customer() writes the default client's baggage key.
+        _baggage.set_default_baggage(new._baggage)
     if old is not None:
         old.shutdown()
     return new
@@ -61,5 +65,6 @@ def reset_default_client() -> None:
     global _client
     with _lock:
         old, _client = _client, None
+        _baggage.set_default_baggage(None)
     if old is not None:
         old.shutdown(0)

@@ -6,7 +6,7 @@
 - a ``meterstream.record`` event on the current span for each record, when
   ``otel_span_events`` is on (by default, when an SDK is active);
 - metrics about the library, observed from ``stats()`` so they always agree;
-- the customer carried in baggage.
+- the customer carried in baggage: see ``_baggage``.
 
 Nothing here may break recording or delivery: every call into OpenTelemetry
 is guarded, failures are logged once a minute and counted (``otel_errors``).
@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
-from opentelemetry import baggage, metrics, trace
 from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -33,28 +33,16 @@ if TYPE_CHECKING:
     from ._events import EventBatch
 
 __all__ = [
-    "DEFAULT_BAGGAGE_KEY",
-    "baggage_customer",
     "export_span",
     "record_event",
     "sdk_active",
     "session_span",
 ]
 
-DEFAULT_BAGGAGE_KEY = "meterstream.customer_id"
-
 tracer = trace.get_tracer("meterstream", __version__)
 _log = RateLimitedLog()
 _errors_lock = threading.Lock()
 errors = 0
-
-#: The baggage key customer() writes and lookups read; set by the clients
-#: (process-wide, like the customer itself). Empty: baggage is not used.
-baggage_key = DEFAULT_BAGGAGE_KEY
-#: Whether customer() writes the baggage: attaching an OpenTelemetry context
-#: costs about 2 us per block, worth it only while something can propagate it
-#: (an SDK is installed, or the key was set on purpose). Reading is always on.
-write_baggage = False
 
 
 def _failed(exc: BaseException) -> None:
@@ -190,50 +178,6 @@ def record_event(event_name: str, value: Any, identifier: str, customer: Optiona
         span.add_event("meterstream.record", attributes)
     except Exception as exc:
         _failed(exc)
-
-
-# -- baggage ----------------------------------------------------------------------------
-
-
-def baggage_customer() -> Optional[str]:
-    """The customer a calling service put in W3C baggage, if any.
-
-    Baggage arrives in request headers: trust it only from your own services.
-    """
-    key = baggage_key
-    if not key:
-        return None
-    try:
-        value = baggage.get_baggage(key)
-    except Exception as exc:
-        _failed(exc)
-        return None
-    return value if isinstance(value, str) and value else None
-
-
-def attach_customer(customer_id: Optional[str]) -> Optional[object]:
-    """Put *customer_id* in the current baggage (None removes it); a token to detach."""
-    key = baggage_key
-    if not key or not write_baggage:
-        return None
-    try:
-        ctx = (
-            baggage.remove_baggage(key)
-            if customer_id is None
-            else baggage.set_baggage(key, customer_id)
-        )
-        return otel_context.attach(ctx)
-    except Exception as exc:
-        _failed(exc)
-        return None
-
-
-def detach(token: Optional[object]) -> None:
-    if token is not None:
-        try:
-            otel_context.detach(token)  # type: ignore[arg-type]
-        except Exception as exc:
-            _failed(exc)
 
 
 # -- metrics -------------------------------------------------------------------------------

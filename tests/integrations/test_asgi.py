@@ -142,6 +142,9 @@ def test_header_values_are_checked_on_every_request_and_remembered_within_a_boun
     from meterstream.integrations import asgi
 
     monkeypatch.setattr(asgi, "_VALUES_KEPT", 8)
+    # No baggage to write (an SDK may be installed by other tests): the
+    # remembered-header path is the one under test.
+    client = meterstream.configure(exporter="memory", flush_interval=3600, otel_baggage_key="")
     app = make_app(customer_resolver=BY_HEADER)
     too_long = "cus_" + "x" * 5000
     with TestClient(app) as http:
@@ -166,19 +169,16 @@ def test_header_values_are_checked_on_every_request_and_remembered_within_a_boun
     assert stats["dropped_missing_customer"] == 1
 
 
-def test_the_customer_also_goes_into_baggage_when_baggage_is_written(
-    client: meterstream.MeterClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_customer_also_goes_into_baggage_when_baggage_is_written() -> None:
     from opentelemetry import baggage
 
-    from meterstream import _otel
-
-    monkeypatch.setattr(_otel, "write_baggage", True)
+    # A baggage key given on purpose is written, SDK or not.
+    meterstream.configure(exporter="memory", otel_baggage_key="app.customer")
     app = make_app(customer_resolver=BY_HEADER)
 
     @app.get("/baggage")
     async def read_baggage() -> dict[str, Any]:
-        return {"baggage": baggage.get_baggage(_otel.baggage_key)}
+        return {"baggage": baggage.get_baggage("app.customer")}
 
     with TestClient(app) as http:
         answers = [

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .._client import MeterClient
-from .._config import SETTING_NAMES, _bool, _import_dotted, _number
+from .._config import SETTING_NAMES
 from .._context import customer as customer_block
 from .._default import get_client
 from .._events import check_event_name
 from .._internal import RateLimitedLog
+from .._parsing import _bool, _import_dotted, _number
 from ..errors import ConfigurationError, InvalidEventError, MeterError
 
 __all__ = [

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
-from .. import _otel
+from .. import _baggage
 from .._client import MeterClient
 from .._context import CUSTOMER, _context_value, enter_customer, exit_customer
 from .._context import current_customer as _current_customer
@@ -182,7 +182,7 @@ class MeterstreamMiddleware:
             # The common request, kept to the fewest steps: every request pays
             # it. No RequestState: nothing happens after the response.
             raw = self._raw_header
-            if raw is None or _otel.write_baggage:
+            if raw is None or _baggage.default_baggage.write:
                 if raw is None:
                     customer = self.meter.resolve(Request(scope))
                 else:

@@ -37,7 +37,6 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
         "pip install 'meterstream[otel]'"
     ) from exc
 
-from .. import _otel
 from .._client import MeterClient
 from .._context import current_customer
 from .._default import get_client
@@ -124,6 +123,7 @@ class MeteringSpanProcessor(SpanProcessor):
         client: Optional[MeterClient] = None,
     ) -> None:
         self.rules = [SpanRule.of(rule) for rule in rules]
+        self._client = client
         self._get_client: Callable[[], MeterClient] = (
             get_client if client is None else (lambda: client)
         )
@@ -135,7 +135,10 @@ class MeteringSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
-            customer = current_customer() or _otel.baggage_customer()
+            # The customer's block, else the baggage under the client's key.
+            customer = (
+                current_customer() if self._client is None else self._client.current_customer()
+            )
             context = span.get_span_context()
             if customer is not None and context is not None:
                 with self._lock:

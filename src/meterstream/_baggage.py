@@ -1,0 +1,140 @@
+"""The customer in OpenTelemetry baggage: each client's key, and the default client's.
+
+``customer()`` blocks write the customer under a client's ``otel_baggage_key``
+for services downstream; lookups without a customer block read it. Each
+client owns a :class:`Baggage`; the module-level ``customer()`` and
+``current_customer()`` use the default client's (:data:`default_baggage`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+
+from ._config import DEFAULT_BAGGAGE_KEY
+from ._otel import _failed, sdk_active
+from ._parsing import _key_or_empty
+from .errors import ConfigurationError
+
+__all__ = ["Baggage", "default_baggage", "detach", "set_default_baggage"]
+
+
+class Baggage:
+    """One client's baggage settings: the key its ``customer()`` writes and its lookups read.
+
+    Each client owns one, so two clients with different ``otel_baggage_key``
+    each use their own. The module-level ``customer()`` and
+    ``current_customer()`` use the default client's (:data:`default_baggage`).
+    """
+
+    __slots__ = ("explicit", "key", "write")
+
+    def __init__(self, key: str, *, explicit: bool) -> None:
+        #: The baggage key; empty: baggage is not used.
+        self.key = key
+        #: The key was set on purpose (a keyword or the environment).
+        self.explicit = explicit
+        #: Whether customer() writes the baggage: attaching an OpenTelemetry
+        #: context costs about 2 us per block, worth it only while something
+        #: can propagate it (an SDK is installed, or the key was set on
+        #: purpose). Reading is always on. Kept by :meth:`refresh`.
+        self.write = False
+
+    def refresh(self, sdk_is_active: bool) -> None:
+        """Decide again whether to write (an SDK may be installed after the client)."""
+        self.write = bool(self.key) and (sdk_is_active or self.explicit)
+
+    def customer(self) -> Optional[str]:
+        """The customer a calling service put in W3C baggage under this key, if any.
+
+        Baggage arrives in request headers: trust it only from your own services.
+        """
+        key = self.key
+        if not key:
+            return None
+        try:
+            value = baggage.get_baggage(key)
+        except Exception as exc:
+            _failed(exc)
+            return None
+        return value if isinstance(value, str) and value else None
+
+    def attach(self, customer_id: Optional[str]) -> Optional[object]:
+        """Put *customer_id* in the current baggage (None removes it); a token to detach."""
+        key = self.key
+        if not key or not self.write:
+            return None
+        try:
+            ctx = (
+                baggage.remove_baggage(key)
+                if customer_id is None
+                else baggage.set_baggage(key, customer_id)
+            )
+            return otel_context.attach(ctx)
+        except Exception as exc:
+            _failed(exc)
+            return None
+
+    def __repr__(self) -> str:
+        return f"Baggage(key={self.key!r}, write={self.write})"
+
+
+class _BeforeDefaultClient(Baggage):
+    """The default client's baggage before there is a default client, as the
+    default client will have it once built from the environment: the key from
+    ``METERSTREAM_OTEL_BAGGAGE_KEY`` or the default one, written while an SDK
+    is active or when that variable is set. Worked out at each use."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_BAGGAGE_KEY, explicit=False)
+
+    @property
+    def key(self) -> str:
+        raw = os.environ.get(_BAGGAGE_KEY_ENV)
+        if raw is None:
+            return DEFAULT_BAGGAGE_KEY
+        try:
+            return _key_or_empty(raw, _BAGGAGE_KEY_ENV)
+        except ConfigurationError:  # configure() will say so; customer() never raises
+            return DEFAULT_BAGGAGE_KEY
+
+    @key.setter
+    def key(self, value: str) -> None:
+        pass  # read from the environment at each use
+
+    @property
+    def write(self) -> bool:
+        return bool(self.key) and (_BAGGAGE_KEY_ENV in os.environ or sdk_active())
+
+    @write.setter
+    def write(self, value: bool) -> None:
+        pass  # decided at each use
+
+
+_BAGGAGE_KEY_ENV = "METERSTREAM_OTEL_BAGGAGE_KEY"
+_BEFORE_DEFAULT_CLIENT = _BeforeDefaultClient()
+
+#: The default client's baggage settings: what the module-level ``customer()``
+#: writes and ``current_customer()`` reads. A variable, not a function: a
+#: customer block reads it on every entry. Set by :func:`set_default_baggage`.
+default_baggage: Baggage = _BEFORE_DEFAULT_CLIENT
+
+
+def set_default_baggage(settings: Optional[Baggage]) -> None:
+    """Called by whoever installs the default client (None: there is none)."""
+    global default_baggage
+    default_baggage = _BEFORE_DEFAULT_CLIENT if settings is None else settings
+
+
+def detach(token: Optional[object]) -> None:
+    """Undo what :meth:`Baggage.attach` did (a None token: nothing)."""
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            _failed(exc)
