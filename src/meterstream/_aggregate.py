@@ -1,0 +1,515 @@
+"""Pre-aggregation of sum meters: many uses, one event per window.
+
+A :class:`Folder` adds up the uses of one event name, customer and set of
+dimensions within a window of ``aggregation_window`` seconds aligned to the
+wall clock, and :meth:`Folder.close` turns each ended window into one event
+per key whose value is the exact sum of the uses (split in several events
+when the sum has more than Stripe's 15 significant digits).
+
+The record path stays cheap and lock-free: each thread adds into its own
+dicts (``threading.local``), so two threads never race on one counter. The
+thread that closes windows takes a thread's dicts by swapping in empty ones
+under that thread's lock (taken by its owner only when its window rolls
+over, once a window), then waits until the owner is not inside an ``add``
+that may still hold the old dicts: each ``add`` makes the thread's ``gen``
+counter odd on entry and even on exit, so an even value, or any change,
+says the old dicts are no longer written to. That relies on the GIL making
+each thread's stores visible in order, as the rest of the record path does.
+
+Sums are exact: ints add as ints; Decimals and floats add as Decimals in a
+context that traps any rounding, floats taken as the non-aggregated path
+writes them (``format(value, ".15g")``), so a folded total is exactly what
+Stripe would have summed from the unfolded events.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
+from typing import Any, Callable, Optional, Union
+
+from ._events import MAX_DIGITS, RawEvent
+
+__all__ = [
+    "DimsKey",
+    "Folder",
+    "dimensions_key",
+    "fold",
+    "fold_identifier",
+    "new_fold_id",
+    "split_value",
+]
+
+#: A hashable, order-independent form of a use's dimensions (sorted pairs).
+DimsKey = Optional[tuple[tuple[str, str], ...]]
+Key = tuple[str, str, DimsKey]
+Number = Union[int, Decimal]
+
+#: Decimal sums are done here: far more digits than any sum of 15-digit
+#: values within the exponent bounds below can need, and any rounding is an
+#: error instead of a silent change of the bill.
+_EXACT = Context(
+    prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow]
+)
+#: Values whose digits reach past 10**±_MAX_EXP are not folded (the caller
+#: records them unfolded): they keep every exact sum well within _EXACT.
+_MAX_EXP = 60
+#: Distinct keys one thread may hold in one window; past it, uses of new
+#: keys are not folded (the caller records them as usual, under the
+#: buffer's own bound), so a key per request cannot grow memory unbounded.
+DEFAULT_MAX_KEYS = 100_000
+_ZERO = Decimal(0)
+
+
+def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
+    """The key :meth:`Folder.add` folds *dimensions* under.
+
+    Callers with constant dimensions (``@meter(..., dimensions=...)``) can
+    compute it once and pass it to ``add`` in place of the dict.
+    """
+    if not dimensions:
+        return None
+    return tuple(sorted(dimensions.items()))
+
+
+def new_fold_id() -> str:
+    """A random identifier prefix for one process's folded events."""
+    return "msa_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
+
+
+def _exact_decimal(value: Any) -> Optional[Decimal]:
+    """*value* (a checked float or Decimal) as the Decimal the wire would carry,
+    or None when it must not be folded."""
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            return None
+        number = Decimal(format(value, ".15g"))
+    elif kind is Decimal:
+        number = value
+        if not number.is_finite():
+            return None
+    else:
+        return None  # bools, strings, other types: the caller's validation decides
+    if number:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
+            return None
+    return number
+
+
+# -- the 15-digit split and identifiers -------------------------------------------
+
+
+def split_value(total: Number) -> list[Number]:
+    """*total* as values of at most 15 significant digits whose exact sum is *total*.
+
+    One value when it fits; otherwise its digits cut in groups of 15 from the
+    most significant, each group a value of its own (groups of zeros are
+    left out). Integral parts are ints. Deterministic, never rounds.
+    """
+    if type(total) is int and -(10**MAX_DIGITS) < total < 10**MAX_DIGITS:
+        return [total]
+    number = Decimal(total)  # exact, whatever the context
+    if not number:
+        return [0]
+    sign, digits, exponent = _EXACT.normalize(number).as_tuple()
+    assert isinstance(exponent, int)
+    count = len(digits)
+    parts: list[Number] = []
+    for begin in range(0, count, MAX_DIGITS):
+        group = digits[begin : begin + MAX_DIGITS]
+        if not any(group):
+            continue
+        part = Decimal((sign, group, exponent + count - begin - len(group)))
+        parts.append(_as_number(part))
+    return parts
+
+
+def _as_number(value: Decimal) -> Number:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if exponent >= 0:
+        return int(value)
+    reduced = _EXACT.normalize(value)
+    exponent = reduced.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return int(reduced) if exponent >= 0 else reduced
+
+
+def fold_identifier(fold_id: str, key: Key, window_start: float, part: int, split: int) -> str:
+    """The identifier of a folded event: a function of what it folds and nothing else.
+
+    *fold_id* names the fold (a per-process random prefix, or one a spool
+    stores with the fold); *part* tells apart events of one key and window
+    closed at different times (``flush()`` mid-window); *split* is the
+    index in the 15-digit split. At most 100 characters for any *fold_id*
+    of at most 40.
+    """
+    name, customer, dims = key
+    material = json.dumps(
+        [fold_id, name, customer, dims, repr(float(window_start)), part, split],
+        ensure_ascii=True,
+        separators=(",", ":"),
+    ).encode("ascii")
+    digest = hashlib.blake2b(material, digest_size=12).hexdigest()
+    return f"{fold_id}{int(window_start)}_{part}_{split}_{digest}"
+
+
+def _emit(sums: dict[tuple[float, Key], Number], fold_id: str, part: int) -> list[RawEvent]:
+    """One event per (window, key), or several when its sum needs the split."""
+    out: list[RawEvent] = []
+    for window_start, key in sorted(sums, key=_order):
+        total = sums[(window_start, key)]
+        name, customer, dims = key
+        dimensions = dict(dims) if dims else None
+        for split, value in enumerate(split_value(total)):
+            ident = fold_identifier(fold_id, key, window_start, part, split)
+            out.append((name, customer, value, window_start, ident, dimensions))
+    return out
+
+
+def _order(item: tuple[float, Key]) -> tuple[float, str, str, DimsKey]:
+    start, (name, customer, dims) = item
+    return (start, name, customer, dims or ())
+
+
+def _add_into(
+    sums: dict[tuple[float, Key], Number], start: float, part: Mapping[Key, Number]
+) -> None:
+    for key, value in part.items():
+        slot = (start, key)
+        prev = sums.get(slot)
+        if prev is None:
+            sums[slot] = value
+        elif type(prev) is int and type(value) is int:
+            sums[slot] = prev + value
+        else:
+            sums[slot] = _EXACT.add(Decimal(prev), Decimal(value))
+
+
+def window_start(now: float, window: int) -> float:
+    """The start of the *window*-second window (aligned to the wall clock) holding *now*."""
+    return float(math.floor(now / window) * window)
+
+
+def fold(
+    uses: Iterable[tuple[str, str, Any, float, DimsKey]],
+    *,
+    window: int,
+    fold_id: str,
+    part: int = 0,
+) -> list[RawEvent]:
+    """Fold recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
+
+    The pure form of what a :class:`Folder` does, for uses already stored
+    (a spool's pending rows): the same uses and *fold_id* always give the
+    same events and identifiers, so a fold repeated after a crash is
+    deduplicated by Stripe. Values must be ints, floats or Decimals that
+    passed :func:`meterstream._events.check_value`.
+    """
+    sums: dict[tuple[float, Key], Number] = {}
+    for name, customer, value, timestamp, dims in uses:
+        number: Number
+        if type(value) is int:
+            number = value
+        else:
+            exact = _exact_decimal(value)
+            if exact is None:
+                raise ValueError(f"value {value!r} cannot be folded exactly")
+            number = exact
+        _add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
+    return _emit(sums, fold_id, part)
+
+
+# -- the folder -----------------------------------------------------------------
+
+
+class _ThreadSums:
+    """One thread's sums for its current window; written by that thread only."""
+
+    __slots__ = ("acc", "dec", "end", "gen", "lock", "skipped", "start", "thread")
+
+    def __init__(self) -> None:
+        self.acc: dict[Key, int] = {}
+        self.dec: dict[Key, Decimal] = {}
+        self.start = math.inf  # no window yet: the first add rolls
+        self.end = -math.inf
+        # Odd while the owner is inside add(); +2 per add (see the module doc).
+        self.gen = 0
+        self.skipped = 0  # adds that entered but did not fold
+        self.lock = threading.Lock()
+        self.thread = weakref.ref(threading.current_thread())
+
+
+#: Windows (and dicts) a closer took from a thread, waiting for that
+#: thread to leave the add() that may still write to them.
+_Taken = tuple[_ThreadSums, int, float, dict[Key, int], dict[Key, Decimal]]
+
+
+class Folder:
+    """Folds uses of sum-meter event names into one event per key and window.
+
+    Args:
+        names: the event names to fold (``aggregate`` setting, sum modes).
+        window: the window in seconds; divides 60 (see
+            :func:`meterstream._aggregate_settings.parse_aggregation_window`).
+        fold_id: the identifier prefix of folded events; default a random
+            one, renewed in a forked child.
+        clock: wall-clock seconds, ``time.time`` unless testing.
+        max_keys: distinct keys a thread folds in one window before it
+            declines new ones.
+    """
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        window: int,
+        *,
+        fold_id: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+        max_keys: int = DEFAULT_MAX_KEYS,
+    ) -> None:
+        self._names = frozenset(names)
+        self._window = int(window)
+        self._clock = clock
+        self._max_keys = max_keys
+        self._given_fold_id = fold_id
+        self._refused: dict[str, str] = {}
+        self._reset()
+        _FOLDERS.add(self)
+
+    def _reset(self) -> None:
+        self.fold_id = self._given_fold_id or new_fold_id()
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._states: list[_ThreadSums] = []
+        self._states_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        # Windows their owners rolled over from: (start, acc, dec); list.append is atomic.
+        self._ready: list[tuple[float, dict[Key, int], dict[Key, Decimal]]] = []
+        self._taken: list[_Taken] = []
+        self._closes = 0
+        self._retired_uses = 0
+        self._events = 0
+
+    # -- the hot path -------------------------------------------------------
+
+    def add(
+        self,
+        event_name: str,
+        customer: str,
+        value: Any,
+        dimensions: Union[Mapping[str, str], DimsKey] = None,
+    ) -> bool:
+        """Fold one use made now; False when it is not folded (record it as usual).
+
+        *value* is a checked int, float or Decimal; *dimensions* a dict, or
+        its :func:`dimensions_key`. Uses with an identifier or timestamp of
+        their own must not come here: see docs/aggregation.md.
+        """
+        if event_name not in self._names:
+            return False
+        try:
+            st: _ThreadSums = self._local.sums
+        except AttributeError:
+            st = self._new_thread()
+        if dimensions is not None and type(dimensions) is not tuple:
+            dimensions = dimensions_key(dimensions)  # type: ignore[arg-type]
+        key = (event_name, customer, dimensions)
+        if type(value) is not int:
+            return self._add_decimal(st, key, value)
+        st.gen += 1
+        try:
+            now = self._clock()
+            if not st.start <= now < st.end:
+                self._roll(st, now)
+            acc = st.acc
+            prev = acc.get(key)
+            if prev is None:
+                if len(acc) >= self._max_keys:
+                    st.skipped += 1
+                    return False
+                prev = 0
+            acc[key] = prev + value
+            return True
+        finally:
+            st.gen += 1
+
+    def _add_decimal(self, st: _ThreadSums, key: Key, value: Any) -> bool:
+        number = _exact_decimal(value)
+        if number is None:
+            return False
+        st.gen += 1
+        try:
+            now = self._clock()
+            if not st.start <= now < st.end:
+                self._roll(st, now)
+            dec = st.dec
+            prev = dec.get(key)
+            if prev is None:
+                if len(dec) >= self._max_keys:
+                    st.skipped += 1
+                    return False
+                prev = _ZERO
+            dec[key] = _EXACT.add(prev, number)
+            return True
+        finally:
+            st.gen += 1
+
+    def _new_thread(self) -> _ThreadSums:
+        st = _ThreadSums()
+        with self._states_lock:
+            self._states.append(st)
+        self._local.sums = st
+        return st
+
+    def _roll(self, st: _ThreadSums, now: float) -> None:
+        """The owner's clock left its window: hand the old one over, start the new."""
+        start = window_start(now, self._window)
+        with st.lock:
+            if st.acc or st.dec:
+                self._ready.append((st.start, st.acc, st.dec))
+                st.acc = {}
+                st.dec = {}
+            st.start = start
+            st.end = start + self._window
+
+    # -- closing windows ------------------------------------------------------
+
+    def close(
+        self, now: Optional[float] = None, *, force: bool = False, wait: float = 2.0
+    ) -> list[RawEvent]:
+        """The events of every window that ended by *now*; of every window, when *force*.
+
+        ``flush()`` and ``shutdown()`` force. Safe from any thread, and
+        concurrently with ``add``; each use is in exactly one returned event.
+        *wait* bounds how long to wait for a thread preempted inside ``add``;
+        its sums are returned by a later call if that runs out (see
+        :meth:`pending`).
+        """
+        if self._pid != os.getpid():
+            self.after_fork()
+        with self._close_lock:
+            if now is None:
+                now = self._clock()
+            sums: dict[tuple[float, Key], Number] = {}
+            ready, self._ready = self._ready, []
+            for start, acc, dec in ready:
+                _add_into(sums, start, acc)
+                _add_into(sums, start, dec)
+            with self._states_lock:
+                states = list(self._states)
+            for st in states:
+                with st.lock:
+                    if not (st.acc or st.dec) or (not force and now < st.end):
+                        continue
+                    self._taken.append((st, st.gen, st.start, st.acc, st.dec))
+                    st.acc = {}
+                    st.dec = {}
+            deadline = time.monotonic() + wait
+            still: list[_Taken] = []
+            for item in self._taken:
+                st, gen = item[0], item[1]
+                while gen & 1 and st.gen == gen and time.monotonic() < deadline:
+                    time.sleep(0.0002)  # lets the owner finish its add()
+                if gen & 1 and st.gen == gen:
+                    still.append(item)
+                    continue
+                _add_into(sums, item[2], item[3])
+                _add_into(sums, item[2], item[4])
+            self._taken = still
+            self._forget_dead_threads(states)
+            if not sums:
+                return []
+            events = _emit(sums, self.fold_id, self._closes)
+            self._closes += 1
+            self._events += len(events)
+            return events
+
+    def _forget_dead_threads(self, states: list[_ThreadSums]) -> None:
+        held = {id(item[0]) for item in self._taken}
+        for st in states:
+            thread = st.thread()
+            if thread is not None and thread.is_alive():
+                continue
+            if st.acc or st.dec or st.gen & 1 or id(st) in held:
+                continue
+            with self._states_lock:
+                self._states.remove(st)
+            self._retired_uses += st.gen // 2 - st.skipped
+
+    def pending(self) -> bool:
+        """True while some folded use is not yet in an event :meth:`close` returned."""
+        if self._ready or self._taken:
+            return True
+        with self._states_lock:
+            return any(st.acc or st.dec for st in self._states)
+
+    # -- meters that do not sum, stats, forks ---------------------------------
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The event names folded now."""
+        return self._names
+
+    def refuse(self, event_name: str, reason: str) -> bool:
+        """Stop folding *event_name* (its meter does not sum); False if already refused.
+
+        Uses already folded stay folded: they were added while the name was
+        believed to be a sum, and are closed with the rest.
+        """
+        if event_name not in self._names:
+            return False
+        self._refused[event_name] = reason
+        self._names = self._names - {event_name}
+        return True
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Event names refused, with the reason."""
+        return dict(self._refused)
+
+    def stats(self) -> dict[str, int]:
+        """``aggregated_uses`` (uses folded), ``aggregated_events`` (events made from
+        them) and ``aggregate_refused`` (event names sent unfolded: their meter
+        does not sum)."""
+        with self._states_lock:
+            uses = self._retired_uses + sum(st.gen // 2 - st.skipped for st in self._states)
+        return {
+            "aggregated_uses": uses,
+            "aggregated_events": self._events,
+            "aggregate_refused": len(self._refused),
+        }
+
+    def after_fork(self) -> None:
+        """In a forked child: start with no windows and a new fold id.
+
+        Called by an ``os.register_at_fork`` hook, and by anything that notices
+        a fork the hooks missed; does nothing in the process that made it.
+        The parent's open windows stay the parent's: the child never sends
+        them, and its own events never share their identifiers.
+        """
+        if self._pid != os.getpid():
+            self._reset()
+
+
+_FOLDERS: weakref.WeakSet[Folder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for folder in list(_FOLDERS):
+        folder.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
