@@ -468,11 +468,13 @@ print("fine")
     [
         ("os.fork()", "pass"),
         # libc's fork() skips os.register_at_fork: the client's own fork
-        # check calls after_fork(), as it does for its buffer.
-        ("ctypes.CDLL(None).fork()", "folder.after_fork()"),
+        # check calls after_fork(), as it does for its buffer. (PyDLL keeps
+        # the GIL through the call: with CDLL the busy thread could hold it
+        # at the fork, and the child would wait for it forever.)
+        ("ctypes.PyDLL(None).fork()", "folder.after_fork()"),
         # Nobody noticed the fork: close() itself does, and never sends
         # the parent's windows from the child.
-        ("ctypes.CDLL(None).fork()", "pass"),
+        ("ctypes.PyDLL(None).fork()", "pass"),
     ],
     ids=["os.fork", "libc-fork-with-check", "libc-fork-unnoticed"],
 )

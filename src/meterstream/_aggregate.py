@@ -62,11 +62,13 @@ _EXACT = Context(
 #: Values whose digits reach past 10**±_MAX_EXP are not folded (the caller
 #: records them unfolded): they keep every exact sum well within _EXACT.
 _MAX_EXP = 60
+_ZERO = Decimal(0)
+_FLOAT_LOW = 1e-45
+_FLOAT_HIGH = 1e45
 #: Distinct keys one thread may hold in one window; past it, uses of new
 #: keys are not folded (the caller records them as usual, under the
 #: buffer's own bound), so a key per request cannot grow memory unbounded.
 DEFAULT_MAX_KEYS = 100_000
-_ZERO = Decimal(0)
 
 
 def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
@@ -90,15 +92,16 @@ def _exact_decimal(value: Any) -> Optional[Decimal]:
     or None when it must not be folded."""
     kind = type(value)
     if kind is float:
-        if not math.isfinite(value):
-            return None
-        number = Decimal(format(value, ".15g"))
-    elif kind is Decimal:
-        number = value
-        if not number.is_finite():
-            return None
-    else:
+        # Within these bounds (NaN and infinities are not) the 15 digits
+        # written stay between 10**-59 and 10**45: no need to look at them.
+        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+            return Decimal(format(value, ".15g"))
+        return _ZERO if value == 0 else None
+    if kind is not Decimal:
         return None  # bools, strings, other types: the caller's validation decides
+    number: Decimal = value
+    if not number.is_finite():
+        return None
     if number:
         exponent = number.as_tuple().exponent
         assert isinstance(exponent, int)  # finite
