@@ -411,6 +411,17 @@ def test_two_folders_with_one_fold_id_and_the_same_uses_make_the_same_events() -
     assert run() == run()
 
 
+@pytest.mark.parametrize("window", [0, 7, 120, 2.5, True])
+def test_a_folder_refuses_a_window_that_does_not_divide_a_minute(window: Any) -> None:
+    with pytest.raises(ValueError, match="window must be whole seconds dividing a minute"):
+        Folder(["t"], window)
+
+
+def test_a_folder_refuses_a_fold_id_that_leaves_no_room_in_100_characters() -> None:
+    with pytest.raises(ValueError, match="fold_id must be 1..40 characters"):
+        Folder(["t"], 5, fold_id="x" * 41)
+
+
 def test_each_folder_has_its_own_random_fold_id() -> None:
     assert Folder(["t"], 5).fold_id != Folder(["t"], 5).fold_id
 

@@ -69,6 +69,8 @@ _FLOAT_HIGH = 1e45
 #: keys are not folded (the caller records them as usual, under the
 #: buffer's own bound), so a key per request cannot grow memory unbounded.
 DEFAULT_MAX_KEYS = 100_000
+#: Longest fold id: leaves room in Stripe's 100 characters for the rest.
+MAX_FOLD_ID = 40
 
 
 def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
@@ -282,8 +284,12 @@ class Folder:
         clock: Callable[[], float] = time.time,
         max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1 or 60 % window:
+            raise ValueError(f"window must be whole seconds dividing a minute, got {window!r}")
+        if fold_id is not None and not 1 <= len(fold_id) <= MAX_FOLD_ID:
+            raise ValueError(f"fold_id must be 1..{MAX_FOLD_ID} characters, got {fold_id!r}")
         self._names = frozenset(names)
-        self._window = int(window)
+        self._window = window
         self._clock = clock
         self._max_keys = max_keys
         self._given_fold_id = fold_id
