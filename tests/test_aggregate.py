@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import subprocess
@@ -16,6 +17,8 @@ from decimal import Context, Decimal, Inexact
 from typing import Any, Optional
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meterstream import _events
 from meterstream._aggregate import (
@@ -307,6 +310,21 @@ def test_windows_are_aligned_to_the_clock_and_never_straddle_a_minute(window: in
         assert start <= t < start + window
         assert start % window == 0
         assert start // 60 == (start + window - 0.001) // 60
+
+
+@given(
+    st.sampled_from(WINDOWS),
+    st.integers(min_value=0, max_value=10**10),
+    st.sampled_from([-2, -1, 0, 1, 2]),
+)
+def test_times_next_to_a_boundary_fall_in_the_right_window(
+    window: int, boundary: int, steps: int
+) -> None:
+    t = float(boundary * window)
+    for _ in range(abs(steps)):
+        t = math.nextafter(t, math.inf if steps > 0 else -math.inf)
+    start = window_start(t, window)
+    assert start <= t < start + window and start % window == 0
 
 
 def test_a_window_closes_once_it_has_ended_with_its_start_as_timestamp() -> None:

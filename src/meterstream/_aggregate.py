@@ -204,7 +204,13 @@ def _add_into(
 
 def window_start(now: float, window: int) -> float:
     """The start of the *window*-second window (aligned to the wall clock) holding *now*."""
-    return float(math.floor(now / window) * window)
+    start = float(math.floor(now / window) * window)
+    # The division is rounded: never let that put *now* outside its window.
+    if start > now:
+        start -= window
+    elif start + window <= now:
+        start += window
+    return start
 
 
 def fold(
