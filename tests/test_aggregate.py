@@ -198,6 +198,65 @@ def test_a_close_never_takes_sums_a_thread_is_still_writing_to() -> None:
     assert not folder.pending()
 
 
+class PausingAppend:
+    """Stands in for the folder's list of rolled-over windows: the first
+    append pauses, as a thread preempted between looking the list up and
+    appending to it would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def append(self, item: Any) -> None:
+        if not self.inside.is_set():
+            self.inside.set()
+            assert self.release.wait(60)
+        self.inner.append(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.inner)
+
+
+def test_a_window_handed_over_while_a_close_runs_is_not_lost() -> None:
+    clock = FakeClock(NOW + 1)
+    folder = Folder(["t"], 5, clock=clock)
+    pausing = PausingAppend(folder._ready)
+    folder._ready = pausing  # type: ignore[assignment]
+
+    def writer() -> None:
+        folder.add("t", "cus_1", 3)
+        clock.now = NOW + 6
+        folder.add("t", "cus_1", 4)  # rolls over: hands its first window over
+
+    events: list[RawEvent] = []
+    closed = threading.Event()
+
+    def closer() -> None:
+        events.extend(folder.close(NOW + 6))
+        closed.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert pausing.inside.wait(60)
+    closing = threading.Thread(target=closer)
+    closing.start()
+    # The close cannot end while the writer holds its lock; this only gives
+    # it time to get that far (the test holds whether or not it did).
+    assert not closed.wait(0.2)
+    pausing.release.set()
+    thread.join(60)
+    closing.join(60)
+    events.extend(folder.close(NOW + 100, force=True))
+    assert sorted((e[3], e[2]) for e in events) == [(NOW, 3), (NOW + 5, 4)]
+
+
 def test_asyncio_tasks_on_one_thread_fold_exactly() -> None:
     folder = Folder(["search"], 5)
     rng = random.Random(7)

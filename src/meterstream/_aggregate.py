@@ -32,6 +32,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any, Callable, Optional, Union
@@ -310,8 +311,10 @@ class Folder:
         self._states: list[_ThreadSums] = []
         self._states_lock = threading.Lock()
         self._close_lock = threading.Lock()
-        # Windows their owners rolled over from: (start, acc, dec); list.append is atomic.
-        self._ready: list[tuple[float, dict[Key, int], dict[Key, Decimal]]] = []
+        # Windows their owners rolled over from: (start, acc, dec). Never
+        # replaced, only popped from: a thread may have looked it up and be
+        # about to append (deque.append and popleft are atomic).
+        self._ready: deque[tuple[float, dict[Key, int], dict[Key, Decimal]]] = deque()
         self._taken: list[_Taken] = []
         self._closes = 0
         self._retired_uses = 0
@@ -418,8 +421,9 @@ class Folder:
             if now is None:
                 now = self._clock()
             sums: dict[tuple[float, Key], Number] = {}
-            ready, self._ready = self._ready, []
-            for start, acc, dec in ready:
+            ready = self._ready
+            while ready:
+                start, acc, dec = ready.popleft()
                 _add_into(sums, start, acc)
                 _add_into(sums, start, dec)
             with self._states_lock:
@@ -459,9 +463,9 @@ class Folder:
                 continue
             if st.acc or st.dec or st.gen & 1 or id(st) in held:
                 continue
-            with self._states_lock:
+            with self._states_lock:  # stats() reads both under it
                 self._states.remove(st)
-            self._retired_uses += st.gen // 2 - st.skipped
+                self._retired_uses += st.gen // 2 - st.skipped
 
     def pending(self) -> bool:
         """True while some folded use is not yet in an event :meth:`close` returned."""
