@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterstream import _events
+from meterstream import _aggregate, _events
 from meterstream._aggregate import (
     Folder,
     dimensions_key,
@@ -162,40 +162,56 @@ class PausingCustomer(str):
     """A customer id whose first hash pauses the adding thread inside add(),
     after it has taken its dicts and before it writes to them."""
 
-    inside = threading.Event()
-    release = threading.Event()
-    paused = False
+    def arm(self) -> PausingCustomer:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        return self
 
     def __hash__(self) -> int:
-        if not PausingCustomer.paused:
-            PausingCustomer.paused = True
-            PausingCustomer.inside.set()
-            assert PausingCustomer.release.wait(60)
+        if not self.inside.is_set():
+            self.inside.set()
+            assert self.release.wait(60)
         return str.__hash__(self)
 
 
-def test_a_close_never_takes_sums_a_thread_is_still_writing_to() -> None:
+@pytest.mark.parametrize("value", [5, 5.5, Decimal("5.5")], ids=["int", "float", "Decimal"])
+def test_a_close_never_takes_sums_a_thread_is_still_writing_to(value: Any) -> None:
     folder = Folder(["t"], 5)
-    pausing = PausingCustomer("cus_1")
+    pausing = PausingCustomer("cus_1").arm()
 
     def writer() -> None:
-        folder.add("t", "cus_0", 1)
-        folder.add("t", pausing, 5)
+        folder.add("t", "cus_0", value)
+        folder.add("t", pausing, value)
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        assert PausingCustomer.inside.wait(60)
+        assert pausing.inside.wait(60)
         # The writer holds its dicts: this close must not return them yet.
         first = folder.close(force=True, wait=0.05)
         assert first == []
         assert folder.pending()
     finally:
-        PausingCustomer.release.set()
+        pausing.release.set()
         thread.join(60)
     second = folder.close(force=True)
-    assert sorted((e[1], e[2]) for e in first + second) == [("cus_0", 1), ("cus_1", 5)]
+    assert sorted((e[1], e[2]) for e in first + second) == [("cus_0", value), ("cus_1", value)]
     assert not folder.pending()
+
+
+def test_floats_past_the_held_bound_are_converted_as_they_come_and_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_aggregate, "_MAX_HELD_FLOATS", 10)
+    folder = Folder(["t"], 5)
+    rng = random.Random(11)
+    values = [rng.uniform(0, 1000) for _ in range(100)]
+    for value in values:
+        assert folder.add("t", "cus_1", value)
+    expected = Decimal(0)
+    for value in values:
+        expected = add_exact(expected, written(value))
+    assert totals(folder.close(force=True)) == {("t", "cus_1", None): expected}
 
 
 class PausingAppend:

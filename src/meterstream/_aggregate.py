@@ -66,6 +66,9 @@ _MAX_EXP = 60
 _ZERO = Decimal(0)
 _FLOAT_LOW = 1e-45
 _FLOAT_HIGH = 1e45
+#: Floats one thread keeps as they came in one window, at 32 bytes each;
+#: past it they are converted as they come (on the caller's thread).
+_MAX_HELD_FLOATS = 65_536
 #: Distinct keys one thread may hold in one window; past it, uses of new
 #: keys are not folded (the caller records them as usual, under the
 #: buffer's own bound), so a key per request cannot grow memory unbounded.
@@ -203,6 +206,18 @@ def _add_into(
             sums[slot] = _EXACT.add(Decimal(prev), Decimal(value))
 
 
+def _float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:
+    """The exact sum of each key's floats, each as the wire would carry it."""
+    out: dict[Key, Number] = {}
+    add = _EXACT.add
+    for key, values in floats.items():
+        total = _ZERO
+        for value in values:
+            total = add(total, Decimal(format(value, ".15g")))
+        out[key] = total
+    return out
+
+
 def window_start(now: float, window: int) -> float:
     """The start of the *window*-second window (aligned to the wall clock) holding *now*."""
     start = float(math.floor(now / window) * window)
@@ -249,11 +264,13 @@ def fold(
 class _ThreadSums:
     """One thread's sums for its current window; written by that thread only."""
 
-    __slots__ = ("acc", "dec", "end", "gen", "lock", "skipped", "start", "thread")
+    __slots__ = ("acc", "dec", "end", "flt", "gen", "held", "lock", "skipped", "start", "thread")
 
     def __init__(self) -> None:
-        self.acc: dict[Key, int] = {}
-        self.dec: dict[Key, Decimal] = {}
+        self.acc: dict[Key, int] = {}  # int uses: their sum
+        self.dec: dict[Key, Decimal] = {}  # Decimal uses (and floats past the bound)
+        self.flt: dict[Key, list[float]] = {}  # float uses, converted at close
+        self.held = 0  # floats in flt: a soft bound, reset with it
         self.start = math.inf  # no window yet: the first add rolls
         self.end = -math.inf
         # Odd while the owner is inside add(); +2 per add (see the module doc).
@@ -265,7 +282,8 @@ class _ThreadSums:
 
 #: Windows (and dicts) a closer took from a thread, waiting for that
 #: thread to leave the add() that may still write to them.
-_Taken = tuple[_ThreadSums, int, float, dict[Key, int], dict[Key, Decimal]]
+_Taken = tuple[_ThreadSums, int, float, dict[Key, int], dict[Key, Decimal], dict[Key, list[float]]]
+_Ready = tuple[float, dict[Key, int], dict[Key, Decimal], dict[Key, list[float]]]
 
 
 class Folder:
@@ -314,7 +332,7 @@ class Folder:
         # Windows their owners rolled over from: (start, acc, dec). Never
         # replaced, only popped from: a thread may have looked it up and be
         # about to append (deque.append and popleft are atomic).
-        self._ready: deque[tuple[float, dict[Key, int], dict[Key, Decimal]]] = deque()
+        self._ready: deque[_Ready] = deque()
         self._taken: list[_Taken] = []
         self._closes = 0
         self._retired_uses = 0
@@ -345,6 +363,12 @@ class Folder:
             dimensions = dimensions_key(dimensions)  # type: ignore[arg-type]
         key = (event_name, customer, dimensions)
         if type(value) is not int:
+            if (
+                type(value) is float
+                and st.held < _MAX_HELD_FLOATS
+                and _FLOAT_LOW <= abs(value) < _FLOAT_HIGH
+            ):
+                return self._add_float(st, key, value)
             return self._add_decimal(st, key, value)
         st.gen += 1
         try:
@@ -359,6 +383,27 @@ class Folder:
                     return False
                 prev = 0
             acc[key] = prev + value
+            return True
+        finally:
+            st.gen += 1
+
+    def _add_float(self, st: _ThreadSums, key: Key, value: float) -> bool:
+        # Kept as is: its exact decimal form is made when the window closes,
+        # off the caller's thread, as the unfolded path makes it when encoding.
+        st.gen += 1
+        try:
+            now = self._clock()
+            if not st.start <= now < st.end:
+                self._roll(st, now)
+            flt = st.flt
+            values = flt.get(key)
+            if values is None:
+                if len(flt) >= self._max_keys:
+                    st.skipped += 1
+                    return False
+                values = flt[key] = []
+            values.append(value)
+            st.held += 1
             return True
         finally:
             st.gen += 1
@@ -395,10 +440,12 @@ class Folder:
         """The owner's clock left its window: hand the old one over, start the new."""
         start = window_start(now, self._window)
         with st.lock:
-            if st.acc or st.dec:
-                self._ready.append((st.start, st.acc, st.dec))
+            if st.acc or st.dec or st.flt:
+                self._ready.append((st.start, st.acc, st.dec, st.flt))
                 st.acc = {}
                 st.dec = {}
+                st.flt = {}
+            st.held = 0
             st.start = start
             st.end = start + self._window
 
@@ -423,18 +470,21 @@ class Folder:
             sums: dict[tuple[float, Key], Number] = {}
             ready = self._ready
             while ready:
-                start, acc, dec = ready.popleft()
+                start, acc, dec, flt = ready.popleft()
                 _add_into(sums, start, acc)
                 _add_into(sums, start, dec)
+                _add_into(sums, start, _float_sums(flt))
             with self._states_lock:
                 states = list(self._states)
             for st in states:
                 with st.lock:
-                    if not (st.acc or st.dec) or (not force and now < st.end):
+                    if not (st.acc or st.dec or st.flt) or (not force and now < st.end):
                         continue
-                    self._taken.append((st, st.gen, st.start, st.acc, st.dec))
+                    self._taken.append((st, st.gen, st.start, st.acc, st.dec, st.flt))
                     st.acc = {}
                     st.dec = {}
+                    st.flt = {}
+                    st.held = 0  # the owner may lose this store: a soft bound
             deadline = time.monotonic() + wait
             still: list[_Taken] = []
             for item in self._taken:
@@ -446,6 +496,7 @@ class Folder:
                     continue
                 _add_into(sums, item[2], item[3])
                 _add_into(sums, item[2], item[4])
+                _add_into(sums, item[2], _float_sums(item[5]))
             self._taken = still
             self._forget_dead_threads(states)
             if not sums:
@@ -461,7 +512,7 @@ class Folder:
             thread = st.thread()
             if thread is not None and thread.is_alive():
                 continue
-            if st.acc or st.dec or st.gen & 1 or id(st) in held:
+            if st.acc or st.dec or st.flt or st.gen & 1 or id(st) in held:
                 continue
             with self._states_lock:  # stats() reads both under it
                 self._states.remove(st)
@@ -472,7 +523,7 @@ class Folder:
         if self._ready or self._taken:
             return True
         with self._states_lock:
-            return any(st.acc or st.dec for st in self._states)
+            return any(st.acc or st.dec or st.flt for st in self._states)
 
     # -- meters that do not sum, stats, forks ---------------------------------
 
