@@ -19,7 +19,9 @@ each thread's stores visible in order, as the rest of the record path does.
 Sums are exact: ints add as ints; Decimals and floats add as Decimals in a
 context that traps any rounding, floats taken as the non-aggregated path
 writes them (``format(value, ".15g")``), so a folded total is exactly what
-Stripe would have summed from the unfolded events.
+Stripe would have summed from the unfolded events. Floats are kept as they
+come and converted when their window closes, on the closing thread (up to a
+bound per thread, past which they are converted as they come).
 """
 
 from __future__ import annotations
