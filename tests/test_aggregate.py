@@ -17,7 +17,7 @@ from decimal import Context, Decimal, Inexact
 from typing import Any, Optional
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterstream import _aggregate, _events
@@ -31,6 +31,10 @@ from meterstream._aggregate import (
 from meterstream._aggregate_settings import WINDOWS
 from meterstream._events import RawEvent
 
+# Slow machines and shared CPUs: no per-example deadline, nothing written to disk.
+PROPERTY_SETTINGS = settings(
+    deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 NOW = 1_750_000_000.0  # 2025-06-15T15:06:40Z: a multiple of 60
 DIMS = [None, {"model": "gpt-4o"}, {"model": "small", "region": "eu"}]
 
@@ -387,6 +391,7 @@ def test_windows_are_aligned_to_the_clock_and_never_straddle_a_minute(window: in
         assert start // 60 == (start + window - 0.001) // 60
 
 
+@PROPERTY_SETTINGS
 @given(
     st.sampled_from(WINDOWS),
     st.integers(min_value=0, max_value=10**10),

@@ -5,12 +5,16 @@ from __future__ import annotations
 from decimal import Context, Decimal, Inexact
 from typing import Union
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterstream import _events
 from meterstream._aggregate import split_value
 
+# Slow machines and shared CPUs: no per-example deadline, nothing written to disk.
+PROPERTY_SETTINGS = settings(
+    deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 EXACT = Context(prec=1000, traps=[Inexact])
 
 totals = st.one_of(
@@ -33,6 +37,7 @@ def exact_sum(parts: list[Union[int, Decimal]]) -> Decimal:
     return total
 
 
+@PROPERTY_SETTINGS
 @given(totals)
 def test_parts_fit_15_digits_and_add_up_to_the_total_exactly(
     total: Union[int, Decimal],
@@ -49,6 +54,7 @@ def test_parts_fit_15_digits_and_add_up_to_the_total_exactly(
     assert split_value(total) == parts  # deterministic
 
 
+@PROPERTY_SETTINGS
 @given(totals)
 def test_as_few_parts_as_the_digits_need(total: Union[int, Decimal]) -> None:
     digits = Decimal(total).normalize(EXACT).as_tuple().digits

@@ -351,9 +351,11 @@ class Folder:
     ) -> bool:
         """Fold one use made now; False when it is not folded (record it as usual).
 
-        *value* is a checked int, float or Decimal; *dimensions* a dict, or
-        its :func:`dimensions_key`. Uses with an identifier or timestamp of
-        their own must not come here: see docs/aggregation.md.
+        Its arguments have passed the record path's checks: *customer* a
+        customer id string, *value* an int, float or Decimal, *dimensions*
+        a dict of strings, or its :func:`dimensions_key` (sorted pairs).
+        Uses with an identifier or timestamp of their own must not come
+        here: see docs/aggregation.md.
         """
         if event_name not in self._names:
             return False
