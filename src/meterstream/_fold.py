@@ -1,0 +1,230 @@
+"""The arithmetic of folding: exact sums, the 15-digit split, windows, identifiers.
+
+Pure functions, shared by the in-memory :class:`meterstream._aggregate.Folder`
+and by anything that folds uses already stored (a spool's fold step):
+the same uses and fold id always give the same events.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
+from typing import Any, Optional, Union
+
+from ._events import MAX_DIGITS, RawEvent
+
+__all__ = [
+    "DimsKey",
+    "Key",
+    "Number",
+    "dimensions_key",
+    "fold",
+    "fold_identifier",
+    "new_fold_id",
+    "split_value",
+    "window_start",
+]
+
+#: A hashable, order-independent form of a use's dimensions (sorted pairs).
+DimsKey = Optional[tuple[tuple[str, str], ...]]
+Key = tuple[str, str, DimsKey]
+Number = Union[int, Decimal]
+
+#: Decimal sums are done here: far more digits than any sum of 15-digit
+#: values within the exponent bounds below can need, and any rounding is an
+#: error instead of a silent change of the bill.
+_EXACT = Context(
+    prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow]
+)
+#: Values whose digits reach past 10**±_MAX_EXP are not folded (the caller
+#: records them unfolded): they keep every exact sum well within _EXACT.
+_MAX_EXP = 60
+_ZERO = Decimal(0)
+_FLOAT_LOW = 1e-45
+_FLOAT_HIGH = 1e45
+
+
+def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
+    """The key :meth:`Folder.add` folds *dimensions* under.
+
+    Callers with constant dimensions (``@meter(..., dimensions=...)``) can
+    compute it once and pass it to ``add`` in place of the dict.
+    """
+    if not dimensions:
+        return None
+    return tuple(sorted(dimensions.items()))
+
+
+def new_fold_id() -> str:
+    """A random identifier prefix for one process's folded events."""
+    return "msa_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
+
+
+def _exact_decimal(value: Any) -> Optional[Decimal]:
+    """*value* (a checked float or Decimal) as the Decimal the wire would carry,
+    or None when it must not be folded."""
+    kind = type(value)
+    if kind is float:
+        # Within these bounds (NaN and infinities are not) the 15 digits
+        # written stay between 10**-59 and 10**45: no need to look at them.
+        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+            return Decimal(format(value, ".15g"))
+        return _ZERO if value == 0 else None
+    if kind is not Decimal:
+        return None  # bools, strings, other types: the caller's validation decides
+    number: Decimal = value
+    if not number.is_finite():
+        return None
+    if number:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
+            return None
+    return number
+
+
+# -- the 15-digit split and identifiers -------------------------------------------
+
+
+def split_value(total: Number) -> list[Number]:
+    """*total* as values of at most 15 significant digits whose exact sum is *total*.
+
+    One value when it fits; otherwise its digits cut in groups of 15 from the
+    most significant, each group a value of its own (groups of zeros are
+    left out). Integral parts are ints. Deterministic, never rounds.
+    """
+    if type(total) is int and -(10**MAX_DIGITS) < total < 10**MAX_DIGITS:
+        return [total]
+    number = Decimal(total)  # exact, whatever the context
+    if not number:
+        return [0]
+    sign, digits, exponent = _EXACT.normalize(number).as_tuple()
+    assert isinstance(exponent, int)
+    count = len(digits)
+    parts: list[Number] = []
+    for begin in range(0, count, MAX_DIGITS):
+        group = digits[begin : begin + MAX_DIGITS]
+        if not any(group):
+            continue
+        part = Decimal((sign, group, exponent + count - begin - len(group)))
+        parts.append(_as_number(part))
+    return parts
+
+
+def _as_number(value: Decimal) -> Number:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if exponent >= 0:
+        return int(value)
+    reduced = _EXACT.normalize(value)
+    exponent = reduced.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return int(reduced) if exponent >= 0 else reduced
+
+
+def fold_identifier(fold_id: str, key: Key, window_start: float, part: int, split: int) -> str:
+    """The identifier of a folded event: a function of what it folds and nothing else.
+
+    *fold_id* names the fold (a per-process random prefix, or one a spool
+    stores with the fold); *part* tells apart events of one key and window
+    closed at different times (``flush()`` mid-window); *split* is the
+    index in the 15-digit split. At most 100 characters for any *fold_id*
+    of at most 40.
+    """
+    name, customer, dims = key
+    material = json.dumps(
+        [fold_id, name, customer, dims, repr(float(window_start)), part, split],
+        ensure_ascii=True,
+        separators=(",", ":"),
+    ).encode("ascii")
+    digest = hashlib.blake2b(material, digest_size=12).hexdigest()
+    return f"{fold_id}{int(window_start)}_{part}_{split}_{digest}"
+
+
+def _emit(sums: dict[tuple[float, Key], Number], fold_id: str, part: int) -> list[RawEvent]:
+    """One event per (window, key), or several when its sum needs the split."""
+    out: list[RawEvent] = []
+    for window_start, key in sorted(sums, key=_order):
+        total = sums[(window_start, key)]
+        name, customer, dims = key
+        dimensions = dict(dims) if dims else None
+        for split, value in enumerate(split_value(total)):
+            ident = fold_identifier(fold_id, key, window_start, part, split)
+            out.append((name, customer, value, window_start, ident, dimensions))
+    return out
+
+
+def _order(item: tuple[float, Key]) -> tuple[float, str, str, DimsKey]:
+    start, (name, customer, dims) = item
+    return (start, name, customer, dims or ())
+
+
+def _add_into(
+    sums: dict[tuple[float, Key], Number], start: float, part: Mapping[Key, Number]
+) -> None:
+    for key, value in part.items():
+        slot = (start, key)
+        prev = sums.get(slot)
+        if prev is None:
+            sums[slot] = value
+        elif type(prev) is int and type(value) is int:
+            sums[slot] = prev + value
+        else:
+            sums[slot] = _EXACT.add(Decimal(prev), Decimal(value))
+
+
+def _float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:
+    """The exact sum of each key's floats, each as the wire would carry it."""
+    out: dict[Key, Number] = {}
+    add = _EXACT.add
+    for key, values in floats.items():
+        total = _ZERO
+        for value in values:
+            total = add(total, Decimal(format(value, ".15g")))
+        out[key] = total
+    return out
+
+
+def window_start(now: float, window: int) -> float:
+    """The start of the *window*-second window (aligned to the wall clock) holding *now*."""
+    start = float(math.floor(now / window) * window)
+    # The division is rounded: never let that put *now* outside its window.
+    if start > now:
+        start -= window
+    elif start + window <= now:
+        start += window
+    return start
+
+
+def fold(
+    uses: Iterable[tuple[str, str, Any, float, DimsKey]],
+    *,
+    window: int,
+    fold_id: str,
+    part: int = 0,
+) -> list[RawEvent]:
+    """Fold recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
+
+    The pure form of what a :class:`Folder` does, for uses already stored
+    (a spool's pending rows): the same uses and *fold_id* always give the
+    same events and identifiers, so a fold repeated after a crash is
+    deduplicated by Stripe. Values must be ints, floats or Decimals that
+    passed :func:`meterstream._events.check_value`.
+    """
+    sums: dict[tuple[float, Key], Number] = {}
+    for name, customer, value, timestamp, dims in uses:
+        number: Number
+        if type(value) is int:
+            number = value
+        else:
+            exact = _exact_decimal(value)
+            if exact is None:
+                raise ValueError(f"value {value!r} cannot be folded exactly")
+            number = exact
+        _add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
+    return _emit(sums, fold_id, part)
