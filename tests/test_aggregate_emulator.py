@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from meterstream._stripe_api import StripeAPI
 
 import meterstream
 from meterstream import _events
 from meterstream._aggregate import Folder, dimensions_key
 from meterstream._events import RawEvent
+from meterstream._exporters.stripe._api import StripeAPI
 from meterstream.emulator import Emulator
 
 SECRET = "sk_test_aggregate_e2e"

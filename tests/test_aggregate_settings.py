@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from meterstream._stripe_api import StripeAPI
 
 from meterstream._aggregate import Folder
 from meterstream._aggregate_settings import (
@@ -18,6 +17,7 @@ from meterstream._aggregate_settings import (
     parse_aggregation_window,
     unfoldable_names,
 )
+from meterstream._exporters.stripe._api import StripeAPI
 from meterstream.emulator import Emulator
 from meterstream.errors import ConfigurationError
 

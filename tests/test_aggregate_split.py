@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Context, Decimal, Inexact
 from typing import Union
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from meterstream import _events
@@ -17,15 +17,17 @@ PROPERTY_SETTINGS = settings(
 )
 EXACT = Context(prec=1000, traps=[Inexact])
 
+# Sums of values that can be written (at most 40 characters: below 10**40,
+# no digit past 10**-38), up to a thousand times the largest.
 totals = st.one_of(
-    st.integers(min_value=-(10**60), max_value=10**60),
+    st.integers(min_value=-(10**42), max_value=10**42),
     st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
-        lambda d: d.as_tuple().exponent >= -60 and d.adjusted() <= 60  # type: ignore[operator]
+        lambda d: d.as_tuple().exponent >= -38 and d.adjusted() <= 42  # type: ignore[operator]
     ),
     st.builds(
         lambda digits, exponent: Decimal(digits).scaleb(exponent),
-        st.integers(min_value=-(10**45), max_value=10**45),
-        st.integers(min_value=-20, max_value=20),
+        st.integers(min_value=-(10**27), max_value=10**27),
+        st.integers(min_value=-20, max_value=15),
     ),
 )
 
@@ -57,8 +59,17 @@ def test_parts_fit_15_digits_and_add_up_to_the_total_exactly(
 @PROPERTY_SETTINGS
 @given(totals)
 def test_as_few_parts_as_the_digits_need(total: Union[int, Decimal]) -> None:
+    # Past 10**39 a sum first goes out in parts of the largest writable value.
+    assume(abs(Decimal(total)) < Decimal("1E+39"))
     digits = Decimal(total).normalize(EXACT).as_tuple().digits
     assert len(split_value(total)) <= max(1, -(-len(digits) // 15))
+
+
+def test_a_sum_past_what_one_value_can_be_written_as_is_cut_by_magnitude() -> None:
+    largest = 999_999_999_999_999 * 10**24
+    assert split_value(10**40) == [largest, largest, largest, largest, largest, largest,
+                                   largest, largest, largest, largest, 10**25]  # fmt: skip
+    assert split_value(-(2 * largest + 7)) == [-largest, -largest, -7]
 
 
 def test_a_total_that_fits_is_one_part_kept_as_is() -> None:

@@ -45,6 +45,8 @@ _EXACT = Context(
 #: records them unfolded): they keep every exact sum well within _EXACT.
 _MAX_EXP = 60
 _ZERO = Decimal(0)
+#: The largest value of 15 significant digits written in under 40 characters.
+_LARGEST_PART = Decimal("999999999999999E+24")
 _FLOAT_LOW = 1e-45
 _FLOAT_HIGH = 1e45
 
@@ -96,17 +98,27 @@ def split_value(total: Number) -> list[Number]:
 
     One value when it fits; otherwise its digits cut in groups of 15 from the
     most significant, each group a value of its own (groups of zeros are
-    left out). Integral parts are ints. Deterministic, never rounds.
+    left out), after as many parts of the largest writable value as a sum
+    past 10**39 needs. Integral parts are ints. Deterministic, never rounds.
     """
     if type(total) is int and -(10**MAX_DIGITS) < total < 10**MAX_DIGITS:
         return [total]
     number = Decimal(total)  # exact, whatever the context
     if not number:
         return [0]
+    parts: list[Number] = []
+    # A sum past what a value may be written as (40 characters) goes out as
+    # whole parts of the largest writable 15-digit value first: each use is
+    # below 10**40, so that is at most ten parts a use.
+    while abs(number) > _LARGEST_PART:
+        part = _LARGEST_PART.copy_sign(number)
+        parts.append(int(part))
+        number = _EXACT.subtract(number, part)
+    if not number:
+        return parts
     sign, digits, exponent = _EXACT.normalize(number).as_tuple()
     assert isinstance(exponent, int)
     count = len(digits)
-    parts: list[Number] = []
     for begin in range(0, count, MAX_DIGITS):
         group = digits[begin : begin + MAX_DIGITS]
         if not any(group):
