@@ -8,18 +8,22 @@ import pytest
 
 import meterstream
 
-#: The names SPEC.md §1 and §7 document, plus ``__version__`` and
-#: ``drain_on_sigterm`` (docs/delivery.md, "SIGTERM"), and the webhook report
-#: types and errors (docs/reconciliation.md).
+#: The names SPEC.md §1 and §7 document, plus ``__version__``,
+#: ``drain_on_sigterm`` (docs/delivery.md, "SIGTERM"), the webhook report
+#: types and errors (docs/reconciliation.md), and the exporter protocol:
+#: ``Exporter``, ``EventBatch``, ``RetryableExportError`` (docs/exporters.md).
 DOCUMENTED = {
     "Call",
     "ConfigurationError",
     "DeliveryError",
+    "EventBatch",
+    "Exporter",
     "InvalidEventError",
     "MeterClient",
     "MeterError",
     "MissingCustomerError",
     "ReportedError",
+    "RetryableExportError",
     "Usage",
     "ValidationReport",
     "WebhookError",

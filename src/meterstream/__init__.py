@@ -5,6 +5,8 @@ from ._client import MeterClient
 from ._context import bind_context, current_customer, customer
 from ._decorators import Call, Usage
 from ._default import configure, get_client
+from ._events import EventBatch
+from ._exporters.base import Exporter, RetryableExportError
 from ._signals import drain_on_sigterm
 from ._version import __version__
 from ._webhooks import ReportedError, ValidationReport
@@ -22,11 +24,14 @@ __all__ = [
     "Call",
     "ConfigurationError",
     "DeliveryError",
+    "EventBatch",
+    "Exporter",
     "InvalidEventError",
     "MeterClient",
     "MeterError",
     "MissingCustomerError",
     "ReportedError",
+    "RetryableExportError",
     "Usage",
     "ValidationReport",
     "WebhookError",

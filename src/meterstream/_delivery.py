@@ -98,7 +98,7 @@ class Delivery:
         self._batch_size = settings.batch_size
         self._interval = settings.flush_interval
         self._keys_for = settings.payload_keys_for
-        self._senders = max(1, int(getattr(exporter, "max_concurrency", 1)))
+        self._senders = max(1, int(exporter.max_concurrency))
         #: Batches waiting to retry past which no new batch is taken from the
         #: buffer: together they hold at most a quarter of max_queue_size more.
         self._max_waiting = max(4 * self._senders, settings.max_queue_size // self._batch_size // 4)
@@ -145,8 +145,7 @@ class Delivery:
     # -- counters ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        stats = getattr(self._exporter, "stats", None)
-        extra: dict[str, int] = stats() if callable(stats) else {}
+        extra = self._exporter.stats()
         with self._lock:
             inflight = sum(len(job.batch) for jobs in self._inflight.values() for job in jobs)
         return {

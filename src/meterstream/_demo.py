@@ -13,7 +13,7 @@ from typing import Any
 
 from ._client import MeterClient
 from ._context import customer as customer_block
-from ._stripe_api import StripeAPI
+from ._exporters.stripe._api import StripeAPI
 
 __all__ = ["run_demo"]
 

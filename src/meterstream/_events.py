@@ -465,11 +465,16 @@ _json_str = json.JSONEncoder(ensure_ascii=True).encode
 class EventBatch(Sequence[dict[str, Any]]):
     """A batch of recorded uses on their way out, encoded at most once.
 
-    Reads as a sequence of wire-shape dicts (built on first access, for the
-    memory exporter and ``on_delivery_error``), and :meth:`to_json` writes the
-    request body straight from the recorded tuples, without those dicts: the
-    Stripe exporter's path. The identifier prefix is fixed when the batch is
-    made, so a batch keeps its identifiers through every retry.
+    What :meth:`meterstream.Exporter.export` receives. Its stable surface:
+    ``len(batch)``; iteration and indexing, which give wire-shape dicts
+    (``identifier``, ``event_name``, ``timestamp``, ``payload``) built on
+    first access; :meth:`to_json`, the stream's request body written straight
+    from the recorded tuples, without those dicts (the Stripe exporter's
+    path); :meth:`event_names`; and :meth:`of`, a batch of given wire dicts
+    (to test an exporter). Other methods serve delivery and may change.
+
+    The identifier prefix is fixed when the batch is made, so a batch keeps
+    its identifiers through every retry.
     """
 
     __slots__ = ("_keys_for", "_prefix", "_raw", "_wire")

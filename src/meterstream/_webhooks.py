@@ -331,14 +331,12 @@ def handle_webhook(
 
 def _fetch_event(client: ReportTarget, event_id: str) -> dict[str, Any]:
     """``GET {api_base}/v2/core/events/{id}`` with the client's secret key."""
-    from ._stripe_api import StripeAPI
+    from ._exporters.stripe._api import StripeAPI
 
     settings = client.settings
     if not settings.api_key:
         raise ConfigurationError(
             "api_key: needed to fetch the full event of a thin webhook (GET /v2/core/events)"
         )
-    with StripeAPI(
-        settings.api_key, settings.api_base, stripe_version=settings.stripe_version
-    ) as api:
+    with StripeAPI.from_settings(settings) as api:
         return api.core_event(event_id)

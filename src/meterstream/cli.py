@@ -365,7 +365,7 @@ def _nobody_listening(urls: list[str]) -> Optional[str]:
 
 def _summary(args: argparse.Namespace) -> int:
     from ._config import Settings
-    from ._stripe_api import StripeAPI
+    from ._exporters.stripe._api import StripeAPI
 
     parser: argparse.ArgumentParser = args.parser
     connection = _connection(args, parser)
@@ -384,7 +384,7 @@ def _summary(args: argparse.Namespace) -> int:
     settings = Settings.resolve({**connection, "exporter": "none"})
     assert settings.api_key
     try:
-        with StripeAPI(settings.api_key, settings.api_base) as api:
+        with StripeAPI.from_settings(settings) as api:
             meter_id = args.meter
             if meter_id is None:
                 meter = api.meter_for_event(args.event)
@@ -410,9 +410,9 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     from ._config import Settings
+    from ._exporters.stripe._api import StripeAPI
     from ._reconcile import check_range, reconcile, render_table, to_json
     from ._spool import Spool
-    from ._stripe_api import StripeAPI
 
     parser: argparse.ArgumentParser = args.parser
     connection = _connection(args, parser)
@@ -427,7 +427,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     settings = Settings.resolve({**connection, "exporter": "none"})
     assert settings.api_key
     try:
-        with StripeAPI(settings.api_key, settings.api_base) as api:
+        with StripeAPI.from_settings(settings) as api:
             result = reconcile(
                 spool,
                 api,

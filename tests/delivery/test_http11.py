@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 client (``_exporters/_http11.py``) against a scripted raw-socket server.
+"""The lean HTTP/1.1 client (``_exporters/stripe/_http11.py``) against a scripted raw-socket server.
 
 The server below is written for these tests: a thread accepts connections on
 127.0.0.1 (port 0), one thread per connection reads each request (head and
@@ -25,7 +25,13 @@ from typing import Callable, Optional
 import pytest
 import trustme
 
-from meterstream._exporters._http11 import MAX_BODY, MAX_HEAD, Http11Pool, Reply, TransportError
+from meterstream._exporters.stripe._http11 import (
+    MAX_BODY,
+    MAX_HEAD,
+    Http11Pool,
+    Reply,
+    TransportError,
+)
 
 STREAM_PATH = "/v2/billing/meter_event_stream"
 REASONS = {

@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 
-from meterstream._exporters._http11 import Http11Pool, ProxyError, TransportError
+from meterstream._exporters.stripe._http11 import Http11Pool, ProxyError, TransportError
 
 
 class ScriptedProxy:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meterstream._exporters._http11 import Http11Pool
+from meterstream._exporters.stripe._http11 import Http11Pool
 
 from . import hostile_server as hs
 

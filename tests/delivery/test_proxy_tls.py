@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 import meterstream
-from meterstream._stripe_api import StripeAPI
+from meterstream._exporters.stripe._api import StripeAPI
 
 from .conftest import wait_for
 from .net_servers import ForwardProxy, TlsEmulator

@@ -9,7 +9,6 @@ wall clock does not matter; and again whenever the stream answers 401.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import datetime
@@ -17,14 +16,13 @@ from typing import Any, Callable, Optional
 
 import httpx
 
-from ._config import redact_key
-from ._exporters.base import RetryableExportError
-from ._otel import session_span
-from .errors import DeliveryError
+from ..._otel import session_span
+from ...errors import DeliveryError
+from ..base import RetryableExportError
+from ._errors import error_fields, retry_after, retryable, should_retry
 
-__all__ = ["SessionManager", "parse_rfc3339"]
+__all__ = ["SessionManager", "parse_rfc3339", "usable_token"]
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 DEFAULT_LIFETIME = 15 * 60.0
 
 
@@ -46,57 +44,6 @@ def _trim_fraction(text: str) -> str:
     while rest and rest[0].isdigit():
         digits, rest = digits + rest[0], rest[1:]
     return f"{head}.{(digits + '000000')[:6]}{rest}"
-
-
-def retry_after(headers: httpx.Headers) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), if present."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def should_retry(response: httpx.Response) -> Optional[bool]:
-    """Stripe's ``Stripe-Should-Retry`` verdict, when it gave one."""
-    value = (response.headers.get("stripe-should-retry") or "").strip().lower()
-    if value == "true":
-        return True
-    if value == "false":
-        return False
-    return None
-
-
-def error_fields(
-    response: httpx.Response, secret: Optional[str] = None
-) -> tuple[Optional[str], Optional[str], str]:
-    """(type, code, message) of a Stripe error body, as far as it can be read.
-
-    A server that echoes *secret* (Stripe masks keys; a proxy may not) does not
-    get it into our logs and exceptions.
-    """
-    try:
-        body: Any = json.loads(response.content)
-        error = body.get("error") or {}
-        kind, code, message = error.get("type"), error.get("code"), str(error.get("message") or "")
-    except (ValueError, AttributeError):
-        kind, code, message = None, None, response.text[:200]
-    if secret and secret in message:
-        message = message.replace(secret, redact_key(secret))
-    return (
-        kind if isinstance(kind, str) else None,
-        code if isinstance(code, str) else None,
-        message,
-    )
 
 
 def usable_token(token: Any) -> bool:
@@ -206,7 +153,7 @@ class SessionManager:
                 status=status,
                 code=code,
             )
-        if verdict is True or (verdict is None and (status in RETRYABLE_STATUS or status >= 500)):
+        if retryable(status, verdict):
             raise RetryableExportError(
                 f"opening a meter event session: HTTP {status} {code or ''} {message}".strip(),
                 retry_after=retry_after(response.headers),

@@ -6,62 +6,43 @@ request (deadline, answer size), directly or through an ``http://`` proxy
 (``CONNECT`` tunnels, absolute-form requests); over httpx, with
 :mod:`._watchdog` for the deadline and the same answer bound, when ``http2``
 is on, a transport is given, or the proxy is an ``https://`` one.
-:mod:`meterstream._network` says which proxy and CA certificates apply, as
-requests and httpx would.
+:mod:`._sessions` keeps the session token, :mod:`._errors` reads Stripe's
+answers, and :mod:`meterstream._network` says which proxy and CA
+certificates apply, as requests and httpx would.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import ssl
 import threading
 from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import urlsplit
 
 import httpx
 
-from .._internal import RateLimitedLog, logger
-from .._network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
-from .._session import (
-    RETRYABLE_STATUS,
-    SessionManager,
+from ..._internal import RateLimitedLog, logger
+from ..._network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
+from ..._version import __version__
+from ...errors import DeliveryError
+from ..base import EventBatch, Exporter, RetryableExportError
+from ._errors import (
+    certificate_failure,
     error_fields,
+    event_param,
     retry_after,
+    retryable,
     should_retry,
 )
-from .._version import __version__
-from ..errors import DeliveryError
 from ._http11 import MAX_BODY, CertificateError, Http11Pool, ProxyError, Reply, TransportError
+from ._sessions import SessionManager
 from ._watchdog import RequestWatchdog
-from .base import EventBatch, Exporter, RetryableExportError
 
 if TYPE_CHECKING:
-    from .._config import Settings
+    from ..._config import Settings
 
 __all__ = ["StripeExporter"]
 
 SESSION_PATH = "/v2/billing/meter_event_session"
 STREAM_PATH = "/v2/billing/meter_event_stream"
-
-
-_EVENT_PARAM = re.compile(r"events\[([0-9]{1,3})\]")
-
-
-def _event_param(response: httpx.Response, count: int) -> tuple[Optional[str], Optional[int]]:
-    """Stripe's ``param`` and, when it names ``events[i]`` of this request, *i*."""
-    try:
-        error = json.loads(response.content).get("error")
-        param = error.get("param") if isinstance(error, dict) else None
-    except (ValueError, AttributeError):
-        return None, None
-    if not isinstance(param, str):
-        return None, None
-    param = param[:200]
-    match = _EVENT_PARAM.match(param)
-    if match is None or int(match.group(1)) >= count:
-        return param, None
-    return param, int(match.group(1))
 
 
 class StripeExporter(Exporter):
@@ -84,7 +65,7 @@ class StripeExporter(Exporter):
         self._settings = settings
         self._transport = transport
         #: How many batches the delivery may have in flight at once.
-        self.max_concurrency = settings.max_concurrent_requests
+        self.max_concurrency: int = settings.max_concurrent_requests
         self._headers = {
             "Stripe-Version": settings.stripe_version,
             "User-Agent": f"meterstream/{__version__}",
@@ -187,7 +168,7 @@ class StripeExporter(Exporter):
         try:
             self._send(events, batch_id)
         except RuntimeError as exc:
-            # httpx refuses to send on a client closed by shutdown() meanwhile,
+            # httpx refuses to send on a client closed by close() meanwhile,
             # or replaced after a certificate failure (_renew_http).
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
@@ -288,7 +269,7 @@ class StripeExporter(Exporter):
         except httpx.TransportError as exc:
             if self._closed:
                 raise DeliveryError("the exporter was shut down", reason="shutdown") from None
-            failure = _certificate_failure(exc)
+            failure = certificate_failure(exc)
             if failure is not None:
                 # httpcore keeps a tunnel whose TLS handshake failed in its
                 # pool, busy for ever: a few such and every request is a
@@ -378,13 +359,13 @@ class StripeExporter(Exporter):
                 retry_after=0.0,
                 status=status,
             )
-        if verdict is True or (verdict is None and (status in RETRYABLE_STATUS or status >= 500)):
+        if retryable(status, verdict):
             raise RetryableExportError(
                 f"HTTP {status} {code or kind or ''} {message}".strip(),
                 retry_after=retry_after(response.headers),
                 status=status,
             )
-        param, index = _event_param(response, len(events))
+        param, index = event_param(response, len(events))
         what = (
             f"event {index} of {len(events)} ({param})"
             if index is not None
@@ -399,7 +380,7 @@ class StripeExporter(Exporter):
             index=index,
         )
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         self._closed = True
         self.watchdog.close()
         self._http.close()
@@ -422,15 +403,3 @@ def _origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or ""), parts.port or (443 if scheme == "https" else 80)
-
-
-def _certificate_failure(exc: BaseException) -> Optional[BaseException]:
-    """The certificate verification error behind an httpx error, if that is what it is."""
-    seen: set[int] = set()
-    current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current
-        current = current.__cause__ or current.__context__
-    return None

@@ -8,11 +8,11 @@ from urllib.parse import quote
 
 import httpx
 
-from ._config import DEFAULT_STRIPE_VERSION
-from ._network import ca_source, proxy_for, ssl_context
-from ._session import error_fields
-from ._version import __version__
-from .errors import DeliveryError
+from ..._config import DEFAULT_STRIPE_VERSION, Settings
+from ..._network import ca_source, proxy_for, ssl_context
+from ..._version import __version__
+from ...errors import ConfigurationError, DeliveryError
+from ._errors import error_fields
 
 __all__ = ["StripeAPI"]
 
@@ -49,6 +49,23 @@ class StripeAPI:
             },
             timeout=timeout,
             trust_env=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeAPI:
+        """A client with a client's key, bases, version, proxy and CA bundle.
+
+        Raises:
+            ConfigurationError: the settings have no api_key.
+        """
+        if not settings.api_key:
+            raise ConfigurationError("api_key: needed to read Stripe's API (or STRIPE_API_KEY)")
+        return cls(
+            settings.api_key,
+            settings.api_base,
+            stripe_version=settings.stripe_version,
+            proxy=settings.proxy,
+            ca_bundle=settings.ca_bundle,
         )
 
     def close(self) -> None:
