@@ -94,6 +94,7 @@ def plot(recording: dict[str, float], delivery: dict[str, float], path: str) -> 
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "meterstream"  # stable ids: diffs show only the numbers
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6))
