@@ -87,6 +87,8 @@ def peer_costs(chunks: int, repeat: int) -> dict[str, float]:
         for name, fn in peers.items()
     }
     client.shutdown(1)
+    for name, cost in costs.items():
+        print(f"  {name:<34} {cost:8.0f} ns")
     return costs
 
 
