@@ -20,6 +20,15 @@ with a ``setup`` comment instead; its code runs first, unseen::
 
     <!-- setup: def run_job(): return 12.5 -->
 
+A block of pytest tests (``testing.md``) says ``pytest``: it is written to a
+file of its own, after the comment's code, and run by pytest with the
+meterstream plugin (its ``meter_events`` and ``stripe_emulator`` fixtures);
+every test in it must pass. A comment may span lines::
+
+    <!-- pytest:
+    import meterstream
+    -->
+
 A page passes when its blocks run without an exception and meterstream logged
 nothing at WARNING or above (a dropped or invalid event is a broken example).
 """
@@ -41,8 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
-MARK = re.compile(r"^\s*<!--\s*not-run:(?P<reason>.*?)-->\s*$")
-SETUP = re.compile(r"^\s*<!--\s*setup:(?P<code>.*?)-->\s*$")
+COMMENT = re.compile(r"^\s*<!--\s*(?P<kind>not-run|setup|pytest):(?P<body>.*?)-->\s*$", re.S)
 
 
 @dataclasses.dataclass
@@ -52,6 +60,25 @@ class Block:
     code: str
     not_run: str | None  # the reason, when marked
     setup: str = ""  # hidden code run before the block
+    pytest: bool = False  # a file of tests, run by pytest
+
+
+def _comment_before(lines: list[str], fence: int) -> tuple[str, str] | None:
+    """``(kind, body)`` of the mark comment ending just before line *fence*."""
+    end = fence - 1
+    while end >= 0 and not lines[end].strip():
+        end -= 1
+    if end < 0 or not lines[end].rstrip().endswith("-->"):
+        return None
+    start = end
+    while start > 0 and "<!--" not in lines[start]:
+        start -= 1
+    match = COMMENT.match("\n".join(lines[start : end + 1]))
+    if match is None:
+        return None
+    first, *rest = match["body"].split("\n")
+    body = "\n".join(part for part in (first.strip(), textwrap.dedent("\n".join(rest))) if part)
+    return match["kind"], body.strip()
 
 
 def blocks(path: Path, root: Path = ROOT) -> list[Block]:
@@ -70,17 +97,15 @@ def blocks(path: Path, root: Path = ROOT) -> list[Block]:
         while end < len(lines) and not lines[end].strip().startswith(fence):
             end += 1
         if info.split(" ")[0] in ("python", "py"):
-            before = next((ln for ln in reversed(lines[:i]) if ln.strip()), "")
-            mark = MARK.match(before)
-            setup = SETUP.match(before)
-            code = textwrap.dedent("\n".join(lines[start:end]))
+            kind, body = _comment_before(lines, i) or ("", "")
             found.append(
                 Block(
                     page=str(path.relative_to(root)),
                     line=start + 1,
-                    code=code,
-                    not_run=mark["reason"].strip() if mark else None,
-                    setup=setup["code"].strip() if setup else "",
+                    code=textwrap.dedent("\n".join(lines[start:end])),
+                    not_run=body if kind == "not-run" else None,
+                    setup=body if kind in ("setup", "pytest") else "",
+                    pytest=kind == "pytest",
                 )
             )
         i = end + 1
@@ -141,15 +166,17 @@ def test_the_collector_finds_blocks_and_marks(tmp_path: Path) -> None:
     page.write_text(
         "# T\n\n```python\nx = 1\n```\n\n<!-- not-run: needs a key -->\n"
         "```python\ny = 2\n```\n\n<!-- setup: w = 0 -->\n```python\nw\n```\n\n"
-        "- item:\n\n  ```python\n  z = 3\n  ```\n",
+        "- item:\n\n  ```python\n  z = 3\n  ```\n\n"
+        "<!-- pytest:\n    import os\n    import sys\n-->\n```python\ndef test_x(): pass\n```\n",
         encoding="utf-8",
     )
     found = blocks(page, root=tmp_path)
-    assert [(b.line, b.code, b.not_run, b.setup) for b in found] == [
-        (4, "x = 1", None, ""),
-        (9, "y = 2", "needs a key", ""),
-        (14, "w", None, "w = 0"),
-        (20, "z = 3", None, ""),
+    assert [(b.line, b.code, b.not_run, b.setup, b.pytest) for b in found] == [
+        (4, "x = 1", None, "", False),
+        (9, "y = 2", "needs a key", "", False),
+        (14, "w", None, "w = 0", False),
+        (20, "z = 3", None, "", False),
+        (28, "def test_x(): pass", None, "import os\nimport sys", True),
     ]
 
 
@@ -170,10 +197,16 @@ def test_a_block_not_run_says_why(block: Block) -> None:
 
 @pytest.mark.parametrize(
     "page",
-    [page for page, found in ALL_BLOCKS.items() if any(b.not_run is None for b in found)],
+    [
+        page
+        for page, found in ALL_BLOCKS.items()
+        if any(b.not_run is None and not b.pytest for b in found)
+    ],
 )
 def test_the_examples_of_a_page_run(page: str, tmp_path: Path) -> None:
-    runnable = [dataclasses.asdict(b) for b in ALL_BLOCKS[page] if b.not_run is None]
+    runnable = [
+        dataclasses.asdict(b) for b in ALL_BLOCKS[page] if b.not_run is None and not b.pytest
+    ]
     result = subprocess.run(
         [sys.executable, "-c", RUNNER],
         input=json.dumps(runnable),
@@ -184,3 +217,24 @@ def test_the_examples_of_a_page_run(page: str, tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "block",
+    [b for page in ALL_BLOCKS.values() for b in page if b.pytest],
+    ids=lambda b: f"{b.page}:{b.line}",
+)
+def test_the_example_tests_pass(block: Block, tmp_path: Path) -> None:
+    name = re.sub(r"\W", "_", f"{block.page}_{block.line}")
+    (tmp_path / f"test_{name}.py").write_text(f"{block.setup}\n\n{block.code}\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout
