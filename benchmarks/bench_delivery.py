@@ -13,6 +13,10 @@ It also measures what a decorated call costs while the flusher is busy
 sending (the emulator answers after 20 ms, so a request is always in flight).
 
     python benchmarks/bench_delivery.py [--events 200000] [--single 2000] [--proxy URL]
+        [--json PATH]
+
+``--json`` also writes the throughputs (events/s, by run) for
+benchmarks/plot_performance.py.
 
 With ``--proxy``, meterstream's own runs go through that HTTP proxy (start
 one in another process, e.g. ``python benchmarks/forward_proxy.py``).
@@ -271,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-meterstream", action="store_true", help="skip the by-hand runs (a), (b), (c)"
     )
+    parser.add_argument("--json", metavar="PATH", help="also write the throughputs as JSON")
     args = parser.parse_args(argv)
     if args.proxy:
         EXTRA["proxy"] = args.proxy
@@ -301,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"meterstream vs (c): {ms / results[runs[3][0]]:,.2f}x")
     finally:
         emulator.stop()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump({"events_per_second": results}, out)
     emulator = Emulator.spawn(auto_create_meters=True)
     try:
         emulator.set_faults(latency_ms=20)

@@ -5,7 +5,10 @@ batch, so the chunk itself never wakes the flusher) with the buffer drained
 between chunks, against the same empty function undecorated. The memory
 exporter is configured, as for tests.
 
-    python benchmarks/bench_record.py [--chunks 4000] [--repeat 5]
+    python benchmarks/bench_record.py [--chunks 4000] [--repeat 5] [--json PATH]
+
+``--json`` also writes the results (ns per call, by case) for
+benchmarks/plot_performance.py.
 
 A script, not a test: the numbers go to docs/performance.md.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import statistics
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     client = meterstream.configure(exporter="memory", flush_interval=3600)
 
@@ -76,12 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         f"of {CHUNK}, best of {args.repeat}"
     )
     gc.collect()
+    results: dict[str, float] = {}
     with meterstream.customer("cus_bench"):
         for name, fn in cases.items():
             best = min(median_added_ns(empty, fn, client, args.chunks) for _ in range(args.repeat))
             client.exporter.clear()  # type: ignore[attr-defined]
+            results[name] = best
             print(f"  {name:<26} {best:8.0f} ns")
     client.shutdown(1)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump({"ns_per_call": results, "python": platform.python_version()}, out)
     return 0
 
 

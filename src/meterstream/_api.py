@@ -32,6 +32,27 @@ def meter(
     See :meth:`MeterClient.meter`; this one records through the default
     client, whichever it is when the function is called.
 
+    Args:
+        event_name: the Stripe meter's event name (1 to 100 characters).
+        value: a number (int, float, ``Decimal``), or a callable taking the
+            :class:`Call` and returning one; default 1.
+        customer: a Stripe customer id, or a callable of the :class:`Call`;
+            default the current :func:`customer`.
+        identifier: a string or a callable of the :class:`Call`, for
+            deterministic ids (e.g. a request id); default a generated one.
+        dimensions: extra payload keys (meter dimensions), strings to strings.
+        on_error: ``"skip"`` (a call that raises records nothing) or
+            ``"record"`` (it records, with ``call.exception`` set).
+
+    Returns:
+        The decorator; the decorated function keeps its name, docstring,
+        signature and ``inspect.iscoroutinefunction()``.
+
+    Raises:
+        InvalidEventError: at decoration time, a constant that Stripe would
+            refuse (event name, value, customer, identifier, dimensions) or an
+            unknown ``on_error``, named in the message.
+
     Example::
 
         @meterstream.meter("ai_search_api", value=lambda call: len(call.result))
@@ -62,6 +83,17 @@ def metering(
 
         with meterstream.metering("gpu_seconds") as usage:
             usage.value = run_job()
+
+    Args:
+        event_name: the Stripe meter's event name.
+        customer: default the current :func:`customer`.
+        identifier: default a generated one.
+        dimensions: extra payload keys, strings to strings.
+        on_error: ``"skip"`` (a block that raises records nothing) or ``"record"``.
+
+    Returns:
+        A context manager (sync and async) yielding the :class:`Usage` to set:
+        ``usage.value = ...`` or ``usage.add(...)``; left unset, the value is 1.
     """
     return _metering(
         get_client,
@@ -82,7 +114,23 @@ def record(
     dimensions: Optional[Mapping[str, str]] = None,
     timestamp: Any = None,
 ) -> None:
-    """Record one use now through the default client; see :meth:`MeterClient.record`."""
+    """Record one use now through the default client; see :meth:`MeterClient.record`.
+
+    Args:
+        event_name: the Stripe meter's event name.
+        value: an int, float or ``Decimal``; at most 15 significant digits.
+        customer: default the current :func:`customer`.
+        identifier: default a generated one; give one to make retries of
+            your own safe (Stripe dedupes an identifier for 24 hours).
+        dimensions: extra payload keys, strings to strings.
+        timestamp: when the use happened (an aware ``datetime`` or Unix
+            seconds); default now. Stripe takes the past 35 days to 5 minutes ahead.
+
+    Raises:
+        InvalidEventError: a field Stripe would refuse, named in the message
+            (only with ``raise_errors=True``; otherwise counted and logged).
+        MissingCustomerError: no customer, under ``on_missing_customer="raise"``.
+    """
     get_client().record(
         event_name,
         value,
@@ -94,18 +142,40 @@ def record(
 
 
 def flush(timeout: Optional[float] = 5.0) -> bool:
-    """Settle everything recorded so far: True when, within *timeout*, every event was
-    delivered, or refused and reported (``on_delivery_error``, ``stats()``)."""
+    """Settle everything recorded so far through the default client.
+
+    Args:
+        timeout: seconds to wait; None waits as long as it takes.
+
+    Returns:
+        True when, within *timeout*, every event recorded before the call was
+        settled: delivered, or refused and reported (``on_delivery_error``,
+        ``stats()``). False at the timeout, e.g. while Stripe is unreachable.
+    """
     return get_client().flush(timeout)
 
 
 def shutdown(timeout: Optional[float] = None) -> bool:
-    """Drain and stop the default client (default timeout: ``shutdown_timeout``)."""
+    """Drain and stop the default client.
+
+    Args:
+        timeout: seconds to drain; default the ``shutdown_timeout`` setting.
+
+    Returns:
+        True when everything was settled before the client stopped.
+    """
     return get_client().shutdown(timeout)
 
 
 def stats() -> dict[str, int]:
-    """The default client's counters; see :meth:`MeterClient.stats`."""
+    """The default client's counters; see :meth:`MeterClient.stats`.
+
+    Returns:
+        A new dict of counters: ``recorded``, ``sent`` (accepted by Stripe
+        only), ``dropped``, ``retried``, ``failed``, ``queued`` and the
+        per-reason and per-exporter counts described in the configuration
+        guide.
+    """
     return get_client().stats()
 
 

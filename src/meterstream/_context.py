@@ -30,6 +30,9 @@ def current_customer() -> Optional[str]:
 
     Outside any block, the customer a calling service put in OpenTelemetry
     baggage (the default client's ``otel_baggage_key``), or None.
+
+    Returns:
+        The current customer id, or None when there is none.
     """
     return customer_seen_by(_baggage.default_baggage)
 
@@ -232,6 +235,13 @@ def bind_context(fn: Callable[..., _T]) -> Callable[..., _T]:
 
         with meterstream.customer("cus_123"):
             pool.submit(meterstream.bind_context(search), "shoes")
+
+    Args:
+        fn: any callable.
+
+    Returns:
+        A callable that runs *fn* in a copy of the context captured now (a
+        fresh copy per call, so it may run in several threads at once).
     """
     ctx = contextvars.copy_context()
 

@@ -15,7 +15,13 @@ _client: Optional[MeterClient] = None
 
 
 def get_client() -> MeterClient:
-    """The default client, created on first use from the environment."""
+    """The default client, created on first use from the environment.
+
+    Returns:
+        The client the module functions (``meterstream.record``, ...) use:
+        the one :func:`configure` made last, else one built from the
+        environment on first use.
+    """
     client = _client
     if client is not None:
         return client

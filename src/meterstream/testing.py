@@ -20,7 +20,16 @@ __all__ = ["MeterEvents"]
 
 
 class MeterEvents:
-    """What a memory-exporter client has recorded, with assertions about it."""
+    """What a memory-exporter client has recorded, with assertions about it.
+
+    The ``meter_events`` fixture gives one for the default client.
+
+    Args:
+        client: a client with ``exporter="memory"``.
+
+    Raises:
+        TypeError: the client has another exporter.
+    """
 
     def __init__(self, client: MeterClient) -> None:
         if not isinstance(client.exporter, MemoryExporter):
@@ -35,6 +44,7 @@ class MeterEvents:
         return list(self._exporter.events)
 
     def clear(self) -> None:
+        """Forget every event recorded so far (flushes first)."""
         self.client.flush()
         self._exporter.clear()
 
@@ -48,7 +58,15 @@ class MeterEvents:
         ]
 
     def total(self, event_name: str, customer: Optional[str] = None) -> Decimal:
-        """The sum of the values of *event_name* (for *customer*, if given)."""
+        """The sum of the values of *event_name* (for *customer*, if given).
+
+        Args:
+            event_name: the meter's event name.
+            customer: only this customer's events; default every customer.
+
+        Returns:
+            The sum, exact (a ``Decimal``); 0 when nothing matched.
+        """
         _, value_key = self.client.settings.payload_keys_for(event_name)
         return sum(
             (
@@ -59,6 +77,15 @@ class MeterEvents:
         )
 
     def count(self, event_name: str, customer: Optional[str] = None) -> int:
+        """How many *event_name* events were recorded.
+
+        Args:
+            event_name: the meter's event name.
+            customer: only this customer's events; default every customer.
+
+        Returns:
+            The number of matching events.
+        """
         return len(self._matching(event_name, customer))
 
     def assert_recorded(
@@ -73,6 +100,16 @@ class MeterEvents:
 
         With *value*, at least one matching event has that value; with
         *count*, exactly that many matching events were recorded.
+
+        Args:
+            event_name: the meter's event name.
+            customer: only this customer's events; default any customer.
+            value: only events with this value (compared as decimals).
+            count: exactly this many matching events; default at least one.
+
+        Raises:
+            AssertionError: nothing (or not *count*) matched; the message
+                lists what was recorded.
         """
         _, value_key = self.client.settings.payload_keys_for(event_name)
         matching = self._matching(event_name, customer)
@@ -93,6 +130,11 @@ class MeterEvents:
             )
 
     def assert_nothing_recorded(self) -> None:
+        """Assert that no event at all was recorded.
+
+        Raises:
+            AssertionError: something was; the message lists it.
+        """
         events = self.events
         if events:
             raise AssertionError(f"expected no meter events, got {len(events)}: {self._summary()}")

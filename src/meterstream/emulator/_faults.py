@@ -111,6 +111,11 @@ class FaultConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The faults as the admin API shows them.
+
+        Returns:
+            ``{field: value}`` for every fault.
+        """
         return dataclasses.asdict(self)
 
 

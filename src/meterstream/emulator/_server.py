@@ -270,6 +270,8 @@ class Emulator:
 
     @property
     def port(self) -> int:
+        """The port listened on (chosen by the system for ``port=0``); RuntimeError before
+        :meth:`start`."""
         if self._port is None:
             raise RuntimeError("the emulator is not started")
         return self._port
@@ -281,20 +283,29 @@ class Emulator:
 
     @property
     def api_base(self) -> str:
+        """The ``api_base`` setting that points a client here (same as :attr:`url`)."""
         return self.url
 
     @property
     def stream_base(self) -> str:
+        """The ``stream_base`` setting that points a client here (same as :attr:`url`)."""
         return self.url
 
     @property
     def running(self) -> bool:
+        """True while requests are served."""
         return self._server is not None
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> Emulator:
         """Listen and serve in a daemon thread; return once requests are answered.
+
+        Args:
+            timeout: seconds to wait for the server to answer.
+
+        Returns:
+            The emulator itself, so ``emu = Emulator().start()`` works.
 
         Raises:
             OSError: the address cannot be bound.
@@ -340,8 +351,15 @@ class Emulator:
             thread.join(timeout=5.0)
 
     def add_webhook(self, url: str, secret: str) -> str:
-        """POST the asynchronous validation's reports to *url*, signed with the
-        ``whsec_...`` *secret*, as Stripe does; return the endpoint's id."""
+        """POST the asynchronous validation's reports to *url*, signed as Stripe signs them.
+
+        Args:
+            url: the webhook endpoint, e.g. your app's ``/stripe/webhook``.
+            secret: the ``whsec_...`` secret the endpoint verifies with.
+
+        Returns:
+            The endpoint's id (``we_...``).
+        """
         return self.state.webhooks.add(url, secret)["id"]
 
     def stop(self) -> None:
@@ -370,11 +388,19 @@ class Emulator:
     # -- faults and state ----------------------------------------------------
 
     def set_faults(self, **changes: Any) -> FaultConfig:
-        """Change faults at run time, e.g. ``set_faults(fail_500=1.0)``."""
+        """Change faults at run time, e.g. ``set_faults(fail_500=1.0)``.
+
+        Args:
+            **changes: :class:`FaultConfig` fields and their new values.
+
+        Returns:
+            The faults now in force.
+        """
         return self.state.set_faults(**changes)
 
     @property
     def faults(self) -> FaultConfig:
+        """The faults now in force."""
         return self.state.faults
 
     def reset(self) -> None:
@@ -385,6 +411,13 @@ class Emulator:
         """Stop listening (connections are refused) or listen again on the same port.
 
         State is kept. With ``seconds``, listening resumes by itself after that long.
+
+        Args:
+            refuse: True to stop listening, False to listen again.
+            seconds: listen again by itself after this long.
+
+        Raises:
+            RuntimeError: the emulator was never started.
         """
         with self._lock:
             if self._timer is not None:
@@ -406,6 +439,7 @@ class Emulator:
 
     @property
     def refusing(self) -> bool:
+        """True while connections are refused (:meth:`refuse_connections`)."""
         return self._refusing
 
     def _refuse_from_admin(self, seconds: float) -> None:
@@ -435,8 +469,20 @@ class Emulator:
     ) -> SpawnedEmulator:
         """Run ``python -m meterstream.emulator`` in a child process.
 
-        Returns a :class:`SpawnedEmulator` with ``url`` and ``stop()``; it
-        drives faults and reads state over the admin HTTP API.
+        Args:
+            host: the address to listen on.
+            port: the port; 0 lets the system choose.
+            session_ttl: lifetime of a session token, in seconds.
+            api_keys: secret keys accepted; None accepts ``sk_test_*`` / ``rk_test_*``.
+            auto_create_meters: create a meter for an unknown event name.
+            faults: faults in force from the start.
+            seed: seed of the fault randomness, for repeatable runs.
+            extra_args: more command-line arguments for the child.
+            startup_timeout: seconds to wait for the child to answer.
+
+        Returns:
+            A :class:`SpawnedEmulator` with ``url`` and ``stop()``; it drives
+            faults and reads state over the admin HTTP API.
         """
         return spawn(
             host=host,

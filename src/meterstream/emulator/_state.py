@@ -127,13 +127,24 @@ class EmulatorState:
     # -- auth and sessions -------------------------------------------------
 
     def check_api_key(self, key: str) -> bool:
-        """True when ``key`` is an accepted secret key."""
+        """Whether *key* may open sessions.
+
+        Args:
+            key: the bearer token of a request.
+
+        Returns:
+            True when *key* is an accepted secret key.
+        """
         if self.api_keys is not None:
             return key in self.api_keys
         return key.startswith(("sk_test_", "rk_test_"))
 
     def create_session(self) -> dict[str, Any]:
-        """A new ``v2.billing.meter_event_session``."""
+        """Open a session.
+
+        Returns:
+            A new ``v2.billing.meter_event_session`` object.
+        """
         now = self.clock()
         token = "mets_" + secrets.token_urlsafe(24)
         with self._lock:
@@ -153,7 +164,14 @@ class EmulatorState:
         }
 
     def session_valid(self, token: str) -> bool:
-        """True when ``token`` is a session token that has not expired."""
+        """Whether *token* may post to the stream.
+
+        Args:
+            token: the bearer token of a stream request.
+
+        Returns:
+            True when *token* is a session token that has not expired.
+        """
         expires = self._sessions.get(token)
         return expires is not None and self.clock() < expires
 
@@ -165,6 +183,9 @@ class EmulatorState:
         The request path only checks, dedupes and appends the batch's columns;
         records, totals, series and asynchronous errors are built when
         something reads them (``Store.index``).
+
+        Args:
+            body: the decoded JSON body, ``{"events": [...]}``.
 
         Returns:
             ``(stored, duplicates)``.
@@ -222,7 +243,18 @@ class EmulatorState:
         return self._meter_keys[event_name]
 
     def create_meter(self, params: dict[str, str]) -> dict[str, Any]:
-        """Create a ``billing.meter`` from v1 form parameters."""
+        """Create a ``billing.meter`` (``POST /v1/billing/meters``).
+
+        Args:
+            params: the v1 form parameters (``event_name``, ``display_name``,
+                ``default_aggregation[formula]``, ...).
+
+        Returns:
+            The new meter object.
+
+        Raises:
+            StripeError: a 400 for a bad parameter or a duplicate event name.
+        """
         with self._lock:
             meter = new_meter(params, self._next_id("mtr"), int(self.clock()))
             if meter["event_name"] in self._meter_keys:
@@ -235,11 +267,26 @@ class EmulatorState:
             return dict(meter)
 
     def meters(self) -> list[dict[str, Any]]:
-        """Every meter, newest first (as Stripe lists them)."""
+        """Every meter.
+
+        Returns:
+            Copies of the meter objects, newest first (as Stripe lists them).
+        """
         with self._lock:
             return [dict(m) for m in reversed(self._meters.values())]
 
     def get_meter(self, meter_id: str) -> dict[str, Any]:
+        """One meter (``GET /v1/billing/meters/{id}``).
+
+        Args:
+            meter_id: the meter's id (``mtr_...``).
+
+        Returns:
+            A copy of the meter object.
+
+        Raises:
+            StripeError: a 404 for an unknown id.
+        """
         with self._lock:
             meter = self._meters.get(meter_id)
             if meter is None:
@@ -247,6 +294,17 @@ class EmulatorState:
             return dict(meter)
 
     def list_meters(self, params: dict[str, str]) -> dict[str, Any]:
+        """``GET /v1/billing/meters``.
+
+        Args:
+            params: the query (``limit`` 1..100, ``status``).
+
+        Returns:
+            A v1 list object of meters, newest first.
+
+        Raises:
+            StripeError: a 400 for a bad ``limit``.
+        """
         raw = params.get("limit") or "10"
         if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
             raise bad_request("limit must be between 1 and 100", param="limit")
@@ -257,7 +315,19 @@ class EmulatorState:
         return list_object(items, "/v1/billing/meters", limit, params.get("starting_after"))
 
     def event_summaries(self, meter_id: str, params: dict[str, str]) -> dict[str, Any]:
-        """``GET /v1/billing/meters/{id}/event_summaries`` as a list object."""
+        """``GET /v1/billing/meters/{id}/event_summaries``.
+
+        Args:
+            meter_id: the meter's id.
+            params: the query (``customer``, ``start_time``, ``end_time``,
+                ``value_grouping_window``, ``limit``, ``starting_after``).
+
+        Returns:
+            A v1 list object of ``billing.meter_event_summary`` objects.
+
+        Raises:
+            StripeError: a 404 for an unknown meter, a 400 for a bad query.
+        """
         meter = self.get_meter(meter_id)
         query = parse_summary_query(params)
         with self._lock:
@@ -272,7 +342,18 @@ class EmulatorState:
     # -- adjustments ---------------------------------------------------------
 
     def cancel_event(self, body: object) -> dict[str, Any]:
-        """``POST /v2/billing/meter_event_adjustments`` (type ``cancel``)."""
+        """``POST /v2/billing/meter_event_adjustments`` (type ``cancel``).
+
+        Args:
+            body: the decoded JSON body.
+
+        Returns:
+            The ``v2.billing.meter_event_adjustment`` object.
+
+        Raises:
+            StripeError: a 400 for a bad body, an unknown identifier or one
+                received more than 24 hours ago.
+        """
         name, ident = validate_adjustment_body(body)
         now = self.clock()
         with self._lock:
@@ -318,11 +399,27 @@ class EmulatorState:
         return self.injector.config
 
     def update_faults(self, changes: dict[str, object]) -> FaultConfig:
-        """Change some faults; raise a 400 ``StripeError`` for bad values."""
+        """Change some faults (the admin API's form).
+
+        Args:
+            changes: fault names and their new values.
+
+        Returns:
+            The faults now in force.
+
+        Raises:
+            StripeError: a 400 for an unknown fault or a bad value.
+        """
         return self.injector.update(changes)
 
     def set_faults(self, **changes: Any) -> FaultConfig:
         """Change some faults (``fail_500=0.5, hang=True``...).
+
+        Args:
+            **changes: :class:`FaultConfig` fields and their new values.
+
+        Returns:
+            The faults now in force.
 
         Raises:
             ValueError: an unknown fault or a bad value.
@@ -333,12 +430,22 @@ class EmulatorState:
             raise ValueError(exc.message) from None
 
     def add_fault_listener(self, listener: Callable[[FaultConfig], None]) -> None:
-        """Call ``listener(faults)`` after every change (from any thread)."""
+        """Call ``listener(faults)`` after every change (from any thread).
+
+        Args:
+            listener: called with the new :class:`FaultConfig`.
+        """
         self.injector.listeners.append(listener)
 
     # -- reading -------------------------------------------------------------
 
     def count_request(self, endpoint: str, status: int) -> None:
+        """Count one answered request (read back in :attr:`requests`).
+
+        Args:
+            endpoint: the endpoint's name.
+            status: the HTTP status answered.
+        """
         with self._lock:
             by_status = self._requests.setdefault(endpoint, {})
             key = str(status)
@@ -357,6 +464,7 @@ class EmulatorState:
 
     @property
     def sessions_created(self) -> int:
+        """Sessions opened since the start (or the last reset)."""
         return self._sessions_created
 
     @property
@@ -372,12 +480,26 @@ class EmulatorState:
         return self._stored
 
     def totals(self) -> dict[tuple[str, str], Total]:
-        """``{(event_name, customer): Total(sum, count)}`` of valid, uncancelled events."""
+        """What each customer used of each meter.
+
+        Returns:
+            ``{(event_name, customer): Total(sum, count)}`` of valid,
+            uncancelled events.
+        """
         with self._lock:
             self._store.index()
             return {k: Total(v[0], int(v[1])) for k, v in self._store.totals.items() if v[1]}
 
     def total(self, event_name: str, customer: str) -> Total:
+        """What *customer* used of *event_name*.
+
+        Args:
+            event_name: the meter's event name.
+            customer: the Stripe customer id.
+
+        Returns:
+            ``Total(sum, count)`` of valid, uncancelled events; zeros for none.
+        """
         with self._lock:
             self._store.index()
             v = self._store.totals.get((event_name, customer))
@@ -386,7 +508,15 @@ class EmulatorState:
     def events(
         self, event_name: Optional[str] = None, customer: Optional[str] = None
     ) -> list[dict[str, Any]]:
-        """Stored events in arrival order, optionally filtered."""
+        """Stored events in arrival order.
+
+        Args:
+            event_name: only this event name.
+            customer: only this customer.
+
+        Returns:
+            Dicts with the event's fields, as stored.
+        """
         with self._lock:
             self._store.index()
             records = list(self._store.events)
@@ -410,7 +540,11 @@ class EmulatorState:
         ]
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything ``GET /_emulator/state`` answers."""
+        """The whole state, as the admin API shows it.
+
+        Returns:
+            Everything ``GET /_emulator/state`` answers.
+        """
         totals = self.totals()
         webhooks = self.webhooks.snapshot()  # its own lock, never taken inside ours
         with self._lock:
@@ -461,9 +595,10 @@ class EmulatorState:
     def validate(self) -> list[dict[str, Any]]:
         """Run Stripe's asynchronous validation over what arrived since the last run.
 
-        Returns the new ``v2.core.event`` objects (full, with ``data``): one
-        ``v1.billing.meter.no_meter_found`` for events with no meter, one
-        ``v1.billing.meter.error_report_triggered`` per meter with errors.
+        Returns:
+            The new ``v2.core.event`` objects (full, with ``data``): one
+            ``v1.billing.meter.no_meter_found`` for events with no meter, one
+            ``v1.billing.meter.error_report_triggered`` per meter with errors.
         """
         # The batches waiting now are indexed a few at a time, letting the
         # stream's requests take the lock in between: one pass over a
@@ -480,7 +615,14 @@ class EmulatorState:
             return self._reports.collect(self._store.errors, meter_ids, self.clock())
 
     def reported_since(self, start: int) -> list[dict[str, Any]]:
-        """The generated events from position *start* on, oldest first."""
+        """The generated report events from position *start* on.
+
+        Args:
+            start: how many were already seen.
+
+        Returns:
+            The ``v2.core.event`` objects, oldest first.
+        """
         with self._lock:
             return self._reports.events[start:]
 
@@ -490,7 +632,17 @@ class EmulatorState:
         return len(self._reports.events)
 
     def core_event(self, event_id: str) -> dict[str, Any]:
-        """``GET /v2/core/events/{id}``: the full event."""
+        """``GET /v2/core/events/{id}``.
+
+        Args:
+            event_id: the event's id (``evt_...``).
+
+        Returns:
+            The full event, with ``data``.
+
+        Raises:
+            StripeError: a 404 for an unknown id.
+        """
         self.validate()
         with self._lock:
             event = self._reports.by_id.get(event_id)
@@ -504,7 +656,17 @@ class EmulatorState:
         return event
 
     def core_events(self, params: dict[str, str]) -> dict[str, Any]:
-        """``GET /v2/core/events``: newest first (``limit`` 1..100, ``page``)."""
+        """``GET /v2/core/events``.
+
+        Args:
+            params: the query (``limit`` 1..100, ``page``).
+
+        Returns:
+            A v2 list object of events, newest first.
+
+        Raises:
+            StripeError: a 400 for a bad ``limit`` or ``page``.
+        """
         raw = params.get("limit") or "20"
         if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
             raise bad_request("limit: must be between 1 and 100", param="limit")

@@ -71,6 +71,12 @@ def header(name: str) -> Resolver:
 
     Args:
         name: the header, case-insensitive (``"X-Customer-Id"``).
+
+    Returns:
+        The resolver: the header's value, stripped, or None when absent or empty.
+
+    Raises:
+        ConfigurationError: *name* is not a non-empty string.
     """
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"header(): expected a header name, got {name!r}")

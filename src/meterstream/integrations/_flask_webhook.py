@@ -19,9 +19,23 @@ def stripe_webhook_view(
 
     Mount it with ``app.add_url_rule("/stripe/webhook", view_func=stripe_webhook,
     methods=["POST"])``.
+
+    Args:
+        client: the client whose reports these are; default the default client.
+        secret: the endpoint's ``whsec_...`` secret; default the client's
+            ``webhook_secret`` setting, else ``STRIPE_WEBHOOK_SECRET``.
+
+    Returns:
+        The Flask view function.
     """
 
     def stripe_webhook() -> Response:
+        """Answer one of Stripe's webhook POSTs (see :func:`meterstream.handle_webhook`).
+
+        Returns:
+            200 when handled or ignored, 400 for a bad signature or body, 5xx
+            (Stripe retries) when the event could not be fetched.
+        """
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
             status, body = 400, b'{"error": "body too large"}'

@@ -79,6 +79,9 @@ class RequestState:
     ``customer`` is the customer the request event is billed to: the
     resolver's answer, or what a :class:`set_customer` dependency set. For
     the current customer, use :func:`current_customer`.
+
+    Attributes:
+        customer: the customer id, or None.
     """
 
     __slots__ = ("customer",)
@@ -93,6 +96,12 @@ def user_attribute(path: str) -> Resolver:
     ``scope["user"]`` is set by Starlette's ``AuthenticationMiddleware``: add
     it outside (after, in ``add_middleware`` order) this middleware.
     Unauthenticated users, and a None along the path, mean no customer.
+
+    Args:
+        path: a dotted attribute path, e.g. ``"account.stripe_customer_id"``.
+
+    Returns:
+        The resolver.
     """
     return _user_attribute(path, lambda request: request.scope.get("user"))
 
@@ -102,6 +111,12 @@ def path_param(name: str) -> Resolver:
 
     Path parameters exist once the route is matched, after the middleware ran:
     use it with :class:`set_customer`, as a dependency.
+
+    Args:
+        name: the path parameter, e.g. ``"account_id"``.
+
+    Returns:
+        The resolver: the parameter as a string, or None when the route has none.
     """
 
     def resolve(request: Any) -> Optional[str]:
@@ -310,6 +325,12 @@ async def current_customer(request: Request) -> Optional[str]:
     """FastAPI dependency: the current customer (``Depends(current_customer)``).
 
     Async on purpose: FastAPI runs sync dependencies in a thread pool.
+
+    Args:
+        request: the request (FastAPI passes it).
+
+    Returns:
+        The current customer id, or None.
     """
     return _current_customer()
 

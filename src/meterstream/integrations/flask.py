@@ -54,6 +54,9 @@ def user_attribute(path: str, *, user: Optional[Callable[[], Any]] = None) -> Re
 
     Anonymous users (``is_authenticated`` false), and a None along the path,
     mean no customer.
+
+    Returns:
+        The resolver.
     """
     get_user = user if user is not None else (lambda: g.get("user"))
     return _user_attribute(path, lambda request: get_user())
@@ -110,7 +113,15 @@ class Meterstream:
         return sum(meter.resolver_errors for meter in self._meters)
 
     def init_app(self, app: Flask) -> None:
-        """Configure meterstream from *app*'s config and install the request hooks."""
+        """Configure meterstream from *app*'s config and install the request hooks.
+
+        Args:
+            app: the Flask application.
+
+        Raises:
+            ConfigurationError: a setting or option in ``app.config["METERSTREAM"]``
+                is wrong.
+        """
         core, raw_options = split_settings(app.config.get(CONFIG_KEY), CONFIG_KEY)
         raw_options.update(self._options)
         meter = RequestMeter(parse_options(raw_options, CONFIG_KEY), self._client)

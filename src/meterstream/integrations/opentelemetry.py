@@ -85,6 +85,17 @@ class SpanRule:
 
     @classmethod
     def of(cls, rule: Union[SpanRule, Mapping[str, Any]]) -> SpanRule:
+        """A rule from a ``SpanRule`` or a dict of its fields.
+
+        Args:
+            rule: a ``SpanRule`` (returned as is) or a dict with its fields.
+
+        Returns:
+            The rule.
+
+        Raises:
+            ConfigurationError: not a dict or rule, or an unknown or missing key.
+        """
         if isinstance(rule, SpanRule):
             return rule
         if not isinstance(rule, Mapping):
@@ -99,6 +110,15 @@ class SpanRule:
         return cls(**rule)
 
     def matches(self, span: ReadableSpan) -> bool:
+        """Whether *span* becomes an event under this rule.
+
+        Args:
+            span: a finished span.
+
+        Returns:
+            True when the name matches ``span_name`` (a glob) and the span has
+            the ``value_attribute``, for each of them that is set.
+        """
         if self.span_name is not None and not fnmatch.fnmatchcase(span.name, self.span_name):
             return False
         attributes = span.attributes or {}
@@ -134,6 +154,12 @@ class MeteringSpanProcessor(SpanProcessor):
         self.errors = 0
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        """Remember the customer current when *span* starts (the SDK calls this).
+
+        Args:
+            span: the span starting.
+            parent_context: its parent's context, unused.
+        """
         try:
             # The customer's block, else the baggage under the client's key.
             customer = (
@@ -147,6 +173,13 @@ class MeteringSpanProcessor(SpanProcessor):
             self._failed(exc)
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Record an event for *span* when a rule matches it (the SDK calls this).
+
+        Never raises: a failure is logged and counted in ``errors``.
+
+        Args:
+            span: the finished span.
+        """
         context = span.get_span_context()
         span_id = context.span_id if context is not None else 0
         with self._lock:
@@ -195,8 +228,17 @@ class MeteringSpanProcessor(SpanProcessor):
         self._log.log(logging.WARNING, "processor", "span processor error: %r", exc)
 
     def shutdown(self) -> None:
+        """Forget the spans still open; the client is not shut down (it is not ours)."""
         with self._lock:
             self._started.clear()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the client's recorded events.
+
+        Args:
+            timeout_millis: how long to wait, in milliseconds.
+
+        Returns:
+            True when everything recorded was settled in time.
+        """
         return self._get_client().flush(timeout_millis / 1000)

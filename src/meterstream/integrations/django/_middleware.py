@@ -33,6 +33,12 @@ def user_attribute(path: str) -> Resolver:
     Example::
 
         METERSTREAM = {"customer_resolver": user_attribute("profile.stripe_customer_id")}
+
+    Args:
+        path: a dotted attribute path on the user.
+
+    Returns:
+        The resolver.
     """
     return _user_attribute(path, _request_user)
 
@@ -48,6 +54,11 @@ class MeterstreamMiddleware:
     A resolver that raises, or returns something that is not a string, is
     logged (at most once a minute), counted in :attr:`resolver_errors`, and the
     request goes on without a customer.
+
+    Args:
+        get_response: the next handler in the chain (Django passes it).
+        options: the options, instead of ``settings.METERSTREAM``'s.
+        client: the client to record with; default the default client.
 
     Raises:
         ImproperlyConfigured: an option in ``settings.METERSTREAM`` is wrong.

@@ -52,6 +52,9 @@ def configure_from_settings() -> Optional[ConfigurationError]:
 def options_from_settings() -> IntegrationOptions:
     """The middleware options in ``settings.METERSTREAM``.
 
+    Returns:
+        The parsed options (resolver, request event, flushing).
+
     Raises:
         ImproperlyConfigured: an option is wrong (the system check says which).
     """
@@ -67,6 +70,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
     Also warns (``meterstream.W001``) when the middleware is installed with no
     ``customer_resolver``: it would set no customer.
+
+    Args:
+        app_configs: Django's argument, unused.
+        **kwargs: Django's arguments, unused.
+
+    Returns:
+        The check messages; empty when all is well.
     """
     raw = _raw()
     try:

@@ -21,9 +21,27 @@ def stripe_webhook_view(
     """A view handling Stripe's error reports for *client* (default: the default client).
 
     CSRF-exempt (Stripe signs its requests instead); POST only.
+
+    Args:
+        client: the client whose reports these are; default the default client.
+        secret: the endpoint's ``whsec_...`` secret; default the client's
+            ``webhook_secret`` setting, else ``STRIPE_WEBHOOK_SECRET``.
+
+    Returns:
+        The Django view, for ``path("stripe/webhook", ...)``.
     """
 
     def view(request: HttpRequest) -> HttpResponse:
+        """Answer one of Stripe's webhook POSTs (see :func:`meterstream.handle_webhook`).
+
+        Args:
+            request: the Django request.
+
+        Returns:
+            200 when handled or ignored, 400 for a bad signature or body, 405
+            for another method, 5xx (Stripe retries) when the event could not
+            be fetched.
+        """
         if request.method != "POST":
             response = HttpResponse(status=405)
             response["Allow"] = "POST"
