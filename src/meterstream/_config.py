@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
+from ._nats import parse_file, parse_nats_stream, parse_nats_urls
 from ._network import parse_ca_bundle, parse_proxy, redact_url
 from .errors import ConfigurationError
 
@@ -24,7 +25,7 @@ DEFAULT_STRIPE_VERSION = "2026-10-28.endive"
 DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_STREAM_BASE = "https://meter-events.stripe.com"
 
-EXPORTERS = ("stripe", "log", "memory", "none")
+EXPORTERS = ("stripe", "log", "memory", "none", "nats")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
 MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
 
@@ -304,6 +305,14 @@ _FIELDS: dict[str, tuple[Callable[[Any, str], Any], Any]] = {
     "otel_span_events": (_auto_bool, None),
     "otel_record_customer": (_bool, False),
     "otel_baggage_key": (_key_or_empty, "meterstream.customer_id"),
+    # Fleet mode (exporter="nats", docs/fleet.md).
+    "nats_url": (parse_nats_urls, None),
+    "nats_stream": (parse_nats_stream, "METERSTREAM"),
+    "nats_credentials": (parse_file, None),
+    "nats_tls_ca": (parse_file, None),
+    "nats_tls_cert": (parse_file, None),
+    "nats_tls_key": (parse_file, None),
+    "nats_replicas": (_pos(True, 1, 5), 1),
 }
 
 SETTING_NAMES = tuple(_FIELDS)
@@ -350,6 +359,13 @@ class Settings:
     otel_span_events: Optional[bool]
     otel_record_customer: bool
     otel_baggage_key: str
+    nats_url: Optional[str]
+    nats_stream: str
+    nats_credentials: Optional[str]
+    nats_tls_ca: Optional[str]
+    nats_tls_cert: Optional[str]
+    nats_tls_key: Optional[str]
+    nats_replicas: int
 
     @classmethod
     def resolve(
