@@ -164,10 +164,12 @@ class Relay:
                 await self._hand_back(msgs, 0.0)
             log.info("relay stopped: %s", self.stats())
         finally:
+            # Not drain(): it waits out pull requests still open on the server.
             try:
-                await self._nc.drain()
+                await self._nc.flush(timeout=5)  # the last acknowledgements
             except Exception:
-                await self._nc.close()
+                pass
+            await self._nc.close()
 
     async def _subscribe(self) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig

@@ -60,6 +60,8 @@ class RelayThread:
             self.error = exc
         finally:
             self._started.set()
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
 
     def start(self) -> RelayThread:
         self.thread.start()
