@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from typing import Any
@@ -130,6 +131,10 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         retry_initial_delay=settings.retry_initial_delay,
         retry_max_delay=settings.retry_max_delay,
     )
+    # A relay is a service: it says what it does (start, stop, dead letters).
+    relay_log = logging.getLogger("meterstream.relay")
+    if relay_log.level == logging.NOTSET:
+        relay_log.setLevel(logging.INFO)
     exporter = StripeExporter(settings)
     relay = Relay(config, exporter)
 
