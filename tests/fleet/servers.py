@@ -72,6 +72,11 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
+        self.start_process()
+        wait_listening(self.port)
+        return self
+
+    def start_process(self) -> None:
         args = [
             self.binary, "-js", "-sd", str(self.store), "-a", "127.0.0.1",
             "-p", str(self.port), "-n", self.name,
@@ -83,8 +88,6 @@ class NatsServer:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
         )
-        wait_listening(self.port)
-        return self
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

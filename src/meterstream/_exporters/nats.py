@@ -61,8 +61,13 @@ class NatsExporter(Exporter):
         self._loop = LoopThread("meterstream-nats")
         try:
             self._loop.run(self._connect(), timeout=options.connect_timeout * 3 + 10)
+        except TimeoutError:
+            self.shutdown()
+            raise ConfigurationError(
+                f"nats_url: no answer from NATS at {','.join(options.urls)} in time"
+            ) from None
         except BaseException:
-            self._loop.stop()
+            self.shutdown()
             raise
 
     @classmethod
@@ -77,7 +82,16 @@ class NatsExporter(Exporter):
         self._pending = asyncio.Semaphore(MAX_PENDING_ACKS)
         self._nc = await connect(self._options, name="meterstream-exporter")
         self._js = self._nc.jetstream(timeout=self._timeout)
-        await ensure_stream(self._js, self._options)
+        try:
+            await ensure_stream(self._js, self._options)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(
+                f"nats_url: NATS at {','.join(self._options.urls)} has no working JetStream "
+                f"({type(exc).__name__}: {exc}); start the server with JetStream (-js), or wait "
+                "for a cluster to elect its leader"
+            ) from None
 
     def stats(self) -> dict[str, int]:
         """``published``: events JetStream acknowledged; ``duplicates``: of those, repeats."""
