@@ -209,9 +209,10 @@ async def connect(options: NatsOptions, *, name: str) -> Any:
             timeout=options.connect_timeout * max(1, len(options.urls)) + 1,
         )
     except Exception as exc:
-        detail = problems[-1] if problems else f"{type(exc).__name__}: {exc}".strip(": ")
-        lowered = detail.lower()
-        if "authorization" in lowered or "authentication" in lowered:
+        seen = [*problems, f"{type(exc).__name__}: {exc}".strip(": ")]
+        refused = [p for p in seen if "authoriz" in p.lower() or "authentic" in p.lower()]
+        detail = refused[0] if refused else seen[0]
+        if refused:
             raise ConfigurationError(
                 f"nats_credentials: the NATS server at {','.join(options.urls)} refused the "
                 f"connection ({detail}); give credentials with nats_credentials or in the URL"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from .._nats import LoopThread, NatsOptions, connect, ensure_stream, event_subject
 from ..errors import ConfigurationError, DeliveryError
@@ -57,7 +57,6 @@ class NatsExporter(Exporter):
         self._closed = False
         self._nc: Any = None
         self._js: Any = None
-        self._pending: Optional[asyncio.Semaphore] = None
         self._loop = LoopThread("meterstream-nats")
         try:
             self._loop.run(self._connect(), timeout=options.connect_timeout * 3 + 10)
@@ -79,9 +78,10 @@ class NatsExporter(Exporter):
         )
 
     async def _connect(self) -> None:
-        self._pending = asyncio.Semaphore(MAX_PENDING_ACKS)
         self._nc = await connect(self._options, name="meterstream-exporter")
-        self._js = self._nc.jetstream(timeout=self._timeout)
+        self._js = self._nc.jetstream(
+            timeout=self._timeout, publish_async_max_pending=MAX_PENDING_ACKS
+        )
         try:
             await ensure_stream(self._js, self._options)
         except ConfigurationError:
@@ -122,25 +122,37 @@ class NatsExporter(Exporter):
             await self._connect()
         stream = self._options.stream
         js = self._js
-        pending = self._pending
-        assert pending is not None
-
-        async def one(event: dict[str, Any]) -> bool:
-            async with pending:
-                ack = await js.publish(
+        # publish_async: one shared reply subscription for every ack (a
+        # request per event costs a reply inbox each). Its semaphore bounds
+        # the acknowledgements in flight across all batches (MAX_PENDING_ACKS);
+        # a future past the timeout is cancelled, which frees its slot.
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for event in events:
+                future = await js.publish_async(
                     event_subject(stream, event["event_name"]),
                     json.dumps(event, separators=(",", ":")).encode(),
-                    timeout=self._timeout,
+                    wait_stall=self._timeout,
                     headers={"Nats-Msg-Id": event["identifier"]},
                 )
-            return bool(ack.duplicate)
-
-        try:
-            results = await asyncio.gather(*(one(event) for event in events))
+                futures.append(future)
         except Exception as exc:
+            for future in futures:
+                future.cancel()
             raise RetryableExportError(
-                f"JetStream did not acknowledge the batch: {type(exc).__name__}: {exc}".rstrip(": ")
+                f"publishing to JetStream failed: {type(exc).__name__}: {exc}".rstrip(": ")
             ) from None
+        try:
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+        except Exception as exc:
+            for future in futures:
+                future.cancel()
+            raise RetryableExportError(
+                "JetStream did not acknowledge the batch in time"
+                if isinstance(exc, asyncio.TimeoutError)
+                else f"JetStream refused the batch: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from None
+        results = [bool(ack.duplicate) for ack in acks]
         return len(results), sum(results)
 
     def shutdown(self) -> None:
