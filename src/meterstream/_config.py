@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
-from ._nats import parse_file, parse_nats_stream, parse_nats_urls
+from ._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
 from ._network import parse_ca_bundle, parse_proxy, redact_url
 from .errors import ConfigurationError
 
@@ -436,6 +436,8 @@ class Settings:
                 value = redact_key(value)
             elif name == "proxy" and value is not None:
                 value = redact_url(value)
+            elif name == "nats_url" and value is not None:
+                value = redact_nats_urls(value)
             parts.append(f"{name}={value!r}")
         return f"Settings({', '.join(parts)})"
 

@@ -36,6 +36,7 @@ __all__ = [
     "event_subject",
     "parse_nats_stream",
     "parse_nats_urls",
+    "redact_nats_urls",
 ]
 
 T = TypeVar("T")
@@ -67,7 +68,7 @@ def parse_nats_urls(raw: Any, where: str) -> Optional[str]:
     for url in urls:
         problem = _url_problem(url)
         if problem:
-            raise ConfigurationError(f"{where}: {problem}, got {url!r}")
+            raise ConfigurationError(f"{where}: {problem}, got {redact_nats_urls(url)!r}")
     return ",".join(urls)
 
 
@@ -86,6 +87,25 @@ def _url_problem(url: str) -> Optional[str]:
     if port == 0:
         return "the port must be a number in 1..65535"
     return None
+
+
+def redact_nats_urls(urls: str) -> str:
+    """*urls* without secrets: ``user:***@host``, and a token (``TOKEN@host``) as ``***@host``."""
+    shown = []
+    for url in urls.split(","):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            secret = parts.password is not None or parts.username is not None
+        except ValueError:
+            shown.append("<unparsable URL>")
+            continue
+        if not secret:
+            shown.append(url)
+            continue
+        host = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}:***" if parts.password is not None else "***"
+        shown.append(urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{host}")))
+    return ",".join(shown)
 
 
 def parse_nats_stream(raw: Any, where: str) -> str:
@@ -193,6 +213,7 @@ async def connect(options: NatsOptions, *, name: str) -> Any:
     if options.credentials:
         kwargs["user_credentials"] = options.credentials
     problems: list[str] = []
+    shown = redact_nats_urls(",".join(options.urls))
 
     async def error_cb(exc: Exception) -> None:
         problems.append(f"{type(exc).__name__}: {exc}".strip(": "))
@@ -214,11 +235,11 @@ async def connect(options: NatsOptions, *, name: str) -> Any:
         detail = refused[0] if refused else seen[0]
         if refused:
             raise ConfigurationError(
-                f"nats_credentials: the NATS server at {','.join(options.urls)} refused the "
+                f"nats_credentials: the NATS server at {shown} refused the "
                 f"connection ({detail}); give credentials with nats_credentials or in the URL"
             ) from None
         raise ConfigurationError(
-            f"{options.url_setting}: cannot connect to NATS at {','.join(options.urls)} ({detail})"
+            f"{options.url_setting}: cannot connect to NATS at {shown} ({detail})"
         ) from None
     # Reconnect forever from now on (the option is read on each disconnect).
     client.options["max_reconnect_attempts"] = -1

@@ -15,7 +15,14 @@ import json
 import threading
 from typing import Any
 
-from .._nats import LoopThread, NatsOptions, connect, ensure_stream, event_subject
+from .._nats import (
+    LoopThread,
+    NatsOptions,
+    connect,
+    ensure_stream,
+    event_subject,
+    redact_nats_urls,
+)
 from ..errors import ConfigurationError, DeliveryError
 from .base import EventBatch, Exporter, RetryableExportError
 
@@ -62,9 +69,8 @@ class NatsExporter(Exporter):
             self._loop.run(self._connect(), timeout=options.connect_timeout * 3 + 10)
         except TimeoutError:
             self.shutdown()
-            raise ConfigurationError(
-                f"nats_url: no answer from NATS at {','.join(options.urls)} in time"
-            ) from None
+            shown = redact_nats_urls(",".join(options.urls))
+            raise ConfigurationError(f"nats_url: no answer from NATS at {shown} in time") from None
         except BaseException:
             self.shutdown()
             raise
@@ -88,7 +94,8 @@ class NatsExporter(Exporter):
             raise
         except Exception as exc:
             raise ConfigurationError(
-                f"nats_url: NATS at {','.join(self._options.urls)} has no working JetStream "
+                f"nats_url: NATS at {redact_nats_urls(','.join(self._options.urls))} has no "
+                f"working JetStream "
                 f"({type(exc).__name__}: {exc}); start the server with JetStream (-js), or wait "
                 "for a cluster to elect its leader"
             ) from None
