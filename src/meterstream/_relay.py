@@ -224,10 +224,19 @@ class Relay:
                 good.append(msg)
                 events.append(event)
         started = time.monotonic()
+        parts = [(good, events)] if good else []
+        while parts:
+            part_msgs, part_events = parts.pop(0)
+            parts[:0] = await self._deliver(part_msgs, part_events, stop, started)
+
+    async def _deliver(
+        self, msgs: list[Any], events: list[dict[str, Any]], stop: asyncio.Event, started: float
+    ) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        """Send one batch until Stripe took it; the parts still to send after a 400."""
+        batch = EventBatch.of(events)
+        batch_id = hashlib.sha256("\n".join(e["identifier"] for e in events).encode())
         attempt = 0
-        while good:
-            batch = EventBatch.of(events)
-            batch_id = hashlib.sha256("\n".join(e["identifier"] for e in events).encode())
+        while True:
             if self._budget is not None:
                 await self._budget.acquire()
             if self._pacer.closed:
@@ -238,32 +247,42 @@ class Relay:
                 await asyncio.to_thread(self.exporter.export, batch, batch_id.hexdigest()[:32])
             except RetryableExportError as exc:
                 self._pacer.failed(exc.retry_after)
-                self._count("retried", len(good))
+                self._count("retried", len(msgs))
                 if stop.is_set() or time.monotonic() - started > self.config.max_retry_time:
-                    log.warning("handing back %d events: %s", len(good), exc)
-                    await self._hand_back(good, self.config.retry_max_delay)
-                    return
+                    log.warning("handing back %d events: %s", len(msgs), exc)
+                    await self._hand_back(msgs, self.config.retry_max_delay)
+                    return []
                 delay = max(self._pacer.retry_delay(attempt), exc.retry_after or 0.0)
-                await self._keep(good, delay, stop)
+                await self._keep(msgs, delay, stop)
                 continue
             except DeliveryError as exc:
-                if exc.reason != "rejected" or exc.status in (401, 403):
-                    # The key, not the events: hand them back and wait.
+                if exc.reason != "rejected" or exc.status != 400:
+                    # The key or the account, not the events: hand them back and wait.
                     log.error("Stripe refused the relay's requests: %s", exc)
                     self._pacer.failed(None)
-                    await self._hand_back(good, self.config.retry_max_delay)
-                    return
-                refused = [exc.index] if exc.index is not None else list(range(len(good)))
-                reason = f"stripe: {exc.code or exc.status}: {exc}"[:500]
-                await self._dead_letter([good[i] for i in refused], reason)
-                good = [m for i, m in enumerate(good) if i not in refused]
-                events = [e for i, e in enumerate(events) if i not in refused]
-                continue
+                    await self._hand_back(msgs, self.config.retry_max_delay)
+                    return []
+                return await self._refused(msgs, events, exc)
             self._pacer.succeeded()
-            for msg in good:
+            for msg in msgs:
                 await msg.ack()
-            self._count("sent", len(good))
-            return
+            self._count("sent", len(msgs))
+            return []
+
+    async def _refused(
+        self, msgs: list[Any], events: list[dict[str, Any]], exc: DeliveryError
+    ) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        """A 400: dead-letter the event it names and resend the rest, or bisect."""
+        if exc.index is None and len(msgs) > 1:
+            half = len(msgs) // 2
+            return [(msgs[:half], events[:half]), (msgs[half:], events[half:])]
+        index = exc.index if exc.index is not None else 0
+        reason = f"stripe: {exc.code or exc.status}: {exc}"[:500]
+        await self._dead_letter([msgs[index]], reason)
+        rest = [i for i in range(len(msgs)) if i != index]
+        if not rest:
+            return []
+        return [([msgs[i] for i in rest], [events[i] for i in rest])]
 
     async def _keep(self, msgs: list[Any], delay: float, stop: asyncio.Event) -> None:
         """Wait *delay* before a retry, telling JetStream the messages are still ours."""
