@@ -196,8 +196,8 @@ class Relay:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
-            except nats.errors.TimeoutError:
-                continue
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue  # nothing to take within fetch_timeout
             except Exception as exc:  # disconnected, a leader election, ...
                 log.warning("fetching from JetStream failed: %s: %s", type(exc).__name__, exc)
                 try:
