@@ -222,6 +222,7 @@ async def connect(options: NatsOptions, *, name: str) -> Any:
         return None
 
     kwargs["error_cb"] = error_cb
+    await _probe(options, shown)
     # The first attempt is the check at start: give up after one round of
     # the URLs, then reconnect forever once connected.
     try:
@@ -245,6 +246,37 @@ async def connect(options: NatsOptions, *, name: str) -> Any:
     client.options["max_reconnect_attempts"] = -1
     client._error_cb = quiet
     return client
+
+
+_DEFAULT_PORTS = {"nats": 4222, "tls": 4222, "ws": 80, "wss": 443}
+
+
+async def _probe(options: NatsOptions, shown: str) -> None:
+    """Fail fast when no server even accepts a TCP connection.
+
+    nats-py, told to try once, still waits out its whole connect timeout
+    when every server refuses; a refused port answers at once.
+    """
+    problems = []
+    for url in options.urls:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 4222)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname, port), options.connect_timeout
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            problems.append(f"{type(exc).__name__}: {exc}".strip(": "))
+            continue
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return
+    raise ConfigurationError(
+        f"{options.url_setting}: cannot connect to NATS at {shown} ({problems[0]})"
+    )
 
 
 async def ensure_stream(js: Any, options: NatsOptions) -> None:
