@@ -91,9 +91,12 @@ class Relay:
     Args:
         config: the flags.
         exporter: where batches go: a Stripe exporter (sessions, retries' answers).
+        meter_provider: an OpenTelemetry MeterProvider; the global one by default.
     """
 
-    def __init__(self, config: RelayConfig, exporter: Exporter) -> None:
+    def __init__(
+        self, config: RelayConfig, exporter: Exporter, *, meter_provider: Any = None
+    ) -> None:
         self.config = config
         self.exporter = exporter
         self._pacer = Pacer(
@@ -114,7 +117,7 @@ class Relay:
         self._js: Any = None
         self._held: dict[int, list[Any]] = {}
         self.ready = asyncio.Event()
-        self._otel = _relay_metrics()
+        self._otel = _relay_metrics(meter_provider)
 
     def stats(self) -> dict[str, int]:
         """Counters since start: fetched, sent, requests, retried, dead_lettered, ..."""
@@ -317,13 +320,13 @@ class Relay:
             self._count("dead_lettered")
 
 
-def _relay_metrics() -> dict[str, Any]:
+def _relay_metrics(provider: Any = None) -> dict[str, Any]:
     """OpenTelemetry counters (API only: no-ops unless the app set up an SDK)."""
     try:
         from opentelemetry import metrics
     except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
         return {}
-    meter = metrics.get_meter("meterstream.relay")
+    meter = metrics.get_meter("meterstream.relay", meter_provider=provider)
     return {
         "fetched": meter.create_counter("meterstream.relay.fetched", unit="{event}"),
         "sent": meter.create_counter("meterstream.relay.sent", unit="{event}"),
@@ -331,4 +334,5 @@ def _relay_metrics() -> dict[str, Any]:
         "retried": meter.create_counter("meterstream.relay.retried", unit="{event}"),
         "dead_lettered": meter.create_counter("meterstream.relay.dead_lettered", unit="{event}"),
         "handed_back": meter.create_counter("meterstream.relay.handed_back", unit="{event}"),
+        "invalid": meter.create_counter("meterstream.relay.invalid", unit="{message}"),
     }

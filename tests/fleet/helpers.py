@@ -29,7 +29,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
 class RelayThread:
     """A Relay on its own asyncio loop in a thread of the test process."""
 
-    def __init__(self, url: str, emulator: Emulator, **config: Any) -> None:
+    def __init__(
+        self, url: str, emulator: Emulator, *, meter_provider: Any = None, **config: Any
+    ) -> None:
         settings = Settings.resolve(
             {
                 "api_key": API_KEY,
@@ -41,7 +43,9 @@ class RelayThread:
         config.setdefault("retry_initial_delay", 0.01)
         config.setdefault("retry_max_delay", 0.1)
         self.exporter = StripeExporter(settings)
-        self.relay = Relay(RelayConfig(NatsOptions(url), **config), self.exporter)
+        self.relay = Relay(
+            RelayConfig(NatsOptions(url), **config), self.exporter, meter_provider=meter_provider
+        )
         self.loop = asyncio.new_event_loop()
         self._stop: Optional[asyncio.Event] = None
         self.error: Optional[BaseException] = None
