@@ -88,6 +88,7 @@ def test_a_missing_credentials_file_names_the_setting(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_a_server_that_wants_credentials_names_nats_credentials(tmp_path: Path) -> None:
     from .conftest import _SKIP
 
