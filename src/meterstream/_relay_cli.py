@@ -135,7 +135,11 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     relay_log = logging.getLogger("meterstream.relay")
     if relay_log.level == logging.NOTSET:
         relay_log.setLevel(logging.INFO)
-    exporter = StripeExporter(settings)
+    try:
+        exporter = StripeExporter(settings)
+    except ConfigurationError as exc:
+        print(f"meterstream relay: {exc}", file=sys.stderr)
+        return 2
     relay = Relay(config, exporter)
 
     async def main() -> None:
