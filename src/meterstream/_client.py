@@ -680,6 +680,10 @@ def _accepted_key(exporter: Exporter) -> str:
         return "memory"
     if isinstance(exporter, NoneExporter):
         return "none"
+    from ._exporters.nats import NatsExporter  # no nats-py import until one is made
+
+    if isinstance(exporter, NatsExporter):  # JetStream accepted them, not Stripe
+        return "published"
     return "sent"
 
 
@@ -699,6 +703,10 @@ def _make_exporter(settings: Settings) -> Exporter:
         from ._exporters.stripe import StripeExporter
 
         return StripeExporter(settings)
+    if exporter == "nats":
+        from ._exporters.nats import NatsExporter
+
+        return NatsExporter.from_settings(settings)
     raise ConfigurationError(f"exporter: unknown exporter {exporter!r}")  # pragma: no cover
 
 

@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Final, Optional
 
+from ._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
 from ._network import parse_ca_bundle, parse_proxy, redact_url
 from ._parsing import (
     MISSING_CUSTOMER_POLICIES,
@@ -187,7 +188,8 @@ class Settings:
         _exporter,
         UNSET,
         "`stripe`, `log` (one JSON line per event on the `meterstream` logger at INFO), "
-        "`memory` (tests: `client.exporter.events`), `none`, or an `Exporter` instance; see "
+        "`memory` (tests: `client.exporter.events`), `none`, `nats` (fleet mode: "
+        "[fleet](fleet.md)), or an `Exporter` instance; see "
         "[what `stats()` counts](#what-stats-counts)",
         shown="`stripe` with a key, else `log`",
     )
@@ -368,6 +370,44 @@ class Settings:
         "OpenTelemetry baggage key under which this client's `customer()` writes the customer "
         "and its lookups read it; empty: off. Written while an SDK is installed, or always "
         "when this setting is given ([observability](observability.md))",
+    )
+    # Fleet mode (exporter="nats", docs/fleet.md).
+    nats_url: Optional[str] = setting(
+        parse_nats_urls,
+        None,
+        '`exporter="nats"`: NATS server URL(s), comma-separated (`nats://h1:4222,nats://h2:4222`; '
+        "`tls://`, `ws://`, `wss://` too; `nats://user:password@host` for user/password auth). "
+        "Checked at start: a malformed URL, or one where no server answers, is a "
+        "`ConfigurationError` naming `nats_url` ([fleet](fleet.md)); its secrets never in a `repr`",
+        shown="unset",
+        redact=redact_nats_urls,
+    )
+    nats_stream: str = setting(
+        parse_nats_stream,
+        "METERSTREAM",
+        "the JetStream stream, created if missing (subjects `<stream>.events.>` and "
+        "`<stream>.dead`, 2-minute duplicate window, 7 days, discard new when full)",
+    )
+    nats_credentials: Optional[str] = setting(
+        parse_file,
+        None,
+        "a NATS `.creds` file (JWT + NKey); a missing file, or a server that refuses the "
+        "connection for want of credentials, is a `ConfigurationError` naming `nats_credentials`",
+        shown="unset",
+    )
+    nats_tls_ca: Optional[str] = setting(
+        parse_file, None, "PEM file of the CA that verifies the NATS server", shown="unset"
+    )
+    nats_tls_cert: Optional[str] = setting(
+        parse_file, None, "PEM client certificate for mutual TLS to NATS", shown="unset"
+    )
+    nats_tls_key: Optional[str] = setting(
+        parse_file, None, "PEM key of `nats_tls_cert`", shown="unset"
+    )
+    nats_replicas: int = setting(
+        _pos(True, 1, 5),
+        1,
+        "replicas of the stream when meterstream creates it (3 on a three-node cluster)",
     )
     #: The settings given as a keyword or in the environment, not defaulted.
     _given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from .errors import ConfigurationError
 
-EXPORTERS = ("stripe", "log", "memory", "none")
+EXPORTERS = ("stripe", "log", "memory", "none", "nats")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
 MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
 

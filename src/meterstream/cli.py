@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_spool_parser(sub)
 
+    from ._relay_cli import add_relay_parser
+
+    add_relay_parser(sub, _connection_args)
+
     recon = sub.add_parser(
         "reconcile",
         help="compare what the spool says Stripe accepted with Stripe's summaries",
@@ -251,6 +255,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 where = " ".join(filter(None, ("spool", args.spool_command)))
                 print(f"meterstream {where}: {exc}", file=sys.stderr)
                 return 2
+        if args.command == "relay":
+            from ._relay_cli import run_relay
+
+            return run_relay(args, _connection(args, args.parser))
         if args.command == "demo":
             from ._demo import run_demo
 

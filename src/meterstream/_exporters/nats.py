@@ -1,0 +1,185 @@
+"""The fleet exporter: each event to a NATS JetStream stream (``exporter="nats"``).
+
+Needs the ``nats`` extra (``pip install 'meterstream[nats]'``, the official
+``nats-py`` client). nats-py is asyncio; meterstream's delivery threads call
+:meth:`NatsExporter.export`, so the connection lives on one asyncio loop on a
+private daemon thread and each batch is submitted to it. An event is settled
+only when JetStream acknowledged it (stored, replicated as the stream says);
+relays (``meterstream relay``) take it from there to Stripe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+from .._nats import (
+    LoopThread,
+    NatsOptions,
+    connect,
+    ensure_stream,
+    event_subject,
+    redact_nats_urls,
+)
+from ..errors import ConfigurationError, DeliveryError
+from .base import EventBatch, Exporter, RetryableExportError
+
+__all__ = ["NatsExporter"]
+
+#: Publishes awaiting JetStream's acknowledgement, across every batch in flight.
+MAX_PENDING_ACKS = 1024
+
+
+class NatsExporter(Exporter):
+    """Publishes batches to JetStream with ``Nats-Msg-Id`` = the event's identifier.
+
+    Args:
+        options: where NATS is and how to authenticate.
+        request_timeout: how long a batch waits for every acknowledgement
+            before it is retried (:class:`RetryableExportError`).
+        max_concurrency: batches the delivery may have in flight at once.
+
+    Raises:
+        ConfigurationError: the URL is wrong, NATS cannot be reached at start,
+            or the credentials were refused; the message names the setting.
+    """
+
+    def __init__(
+        self, options: NatsOptions, *, request_timeout: float = 10.0, max_concurrency: int = 4
+    ) -> None:
+        try:
+            import nats  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "exporter: 'nats' needs the nats-py client: pip install 'meterstream[nats]'"
+            ) from None
+        self._options = options
+        self._timeout = request_timeout
+        self.max_concurrency = max_concurrency
+        self._lock = threading.Lock()
+        self._published = 0
+        self._duplicates = 0
+        self._closed = False
+        self._nc: Any = None
+        self._js: Any = None
+        self._loop = LoopThread("meterstream-nats")
+        try:
+            self._loop.run(self._connect(), timeout=options.connect_timeout * 3 + 10)
+        except TimeoutError:
+            self.shutdown()
+            shown = redact_nats_urls(",".join(options.urls))
+            raise ConfigurationError(f"nats_url: no answer from NATS at {shown} in time") from None
+        except BaseException:
+            self.shutdown()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> NatsExporter:
+        return cls(
+            NatsOptions.from_settings(settings),
+            request_timeout=settings.request_timeout,
+            max_concurrency=settings.max_concurrent_requests,
+        )
+
+    async def _connect(self) -> None:
+        self._nc = await connect(self._options, name="meterstream-exporter")
+        self._js = self._nc.jetstream(
+            timeout=self._timeout, publish_async_max_pending=MAX_PENDING_ACKS
+        )
+        try:
+            await ensure_stream(self._js, self._options)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(
+                f"nats_url: NATS at {redact_nats_urls(','.join(self._options.urls))} has no "
+                f"working JetStream "
+                f"({type(exc).__name__}: {exc}); start the server with JetStream (-js), or wait "
+                "for a cluster to elect its leader"
+            ) from None
+
+    def stats(self) -> dict[str, int]:
+        """``published``: events JetStream acknowledged; ``duplicates``: of those, repeats."""
+        with self._lock:
+            return {"published": self._published, "duplicates": self._duplicates}
+
+    def export(self, events: EventBatch, batch_id: str = "") -> None:
+        if self._closed:
+            raise DeliveryError("the exporter was shut down", reason="shutdown")
+        try:
+            published, duplicates = self._loop.run(
+                self._publish(events), timeout=self._timeout + 5.0
+            )
+        except (DeliveryError, RetryableExportError):
+            raise
+        except Exception as exc:
+            if self._closed:
+                raise DeliveryError("the exporter was shut down", reason="shutdown") from None
+            raise RetryableExportError(
+                f"publishing to NATS failed: {type(exc).__name__}: {exc}"
+            ) from None
+        with self._lock:
+            self._published += published
+            self._duplicates += duplicates
+
+    async def _publish(self, events: EventBatch) -> tuple[int, int]:
+        if self._nc is None:  # after a fork: a new connection in this process
+            await self._connect()
+        stream = self._options.stream
+        js = self._js
+        # publish_async: one shared reply subscription for every ack (a
+        # request per event costs a reply inbox each). Its semaphore bounds
+        # the acknowledgements in flight across all batches (MAX_PENDING_ACKS);
+        # a future past the timeout is cancelled, which frees its slot.
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for event in events:
+                future = await js.publish_async(
+                    event_subject(stream, event["event_name"]),
+                    json.dumps(event, separators=(",", ":")).encode(),
+                    wait_stall=self._timeout,
+                    headers={"Nats-Msg-Id": event["identifier"]},
+                )
+                futures.append(future)
+        except Exception as exc:
+            for future in futures:
+                future.cancel()
+            raise RetryableExportError(
+                f"publishing to JetStream failed: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from None
+        try:
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+        except Exception as exc:
+            for future in futures:
+                future.cancel()
+            raise RetryableExportError(
+                "JetStream did not acknowledge the batch in time"
+                if isinstance(exc, asyncio.TimeoutError)
+                else f"JetStream refused the batch: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from None
+        results = [bool(ack.duplicate) for ack in acks]
+        return len(results), sum(results)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        nc = self._nc
+        if nc is not None:
+            try:
+                self._loop.run(nc.close(), timeout=2.0)
+            except Exception:
+                pass
+        self._loop.stop()
+
+    def after_fork_in_child(self) -> None:
+        # The parent's loop thread does not exist here and its socket is the
+        # parent's: a new loop, and a new connection at the first export.
+        self._loop = LoopThread("meterstream-nats")
+        self._nc = None
+        self._js = None
+        self._lock = threading.Lock()
+        self._published = 0
+        self._duplicates = 0

@@ -1,0 +1,338 @@
+"""The relay: JetStream -> Stripe, for a fleet (``meterstream relay``).
+
+Any number of relay processes share one durable pull consumer. Each worker
+fetches up to ``batch_size`` messages, sets aside those that are not valid
+events (to ``<stream>.dead`` with the reason), sends the rest to Stripe with
+meterstream's Stripe exporter (sessions, identifiers, the shared pace of
+retries) under the fleet-wide request budget, and acknowledges a message
+only once Stripe accepted its event. A refused event goes to the dead-letter
+subject with Stripe's reason; events still failing after ``max_retry_time``
+are handed back (nak) for any relay to try again. A relay that dies leaves
+its unacknowledged messages to be redelivered to the others after
+``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ._events import EventBatch, check_event_name, check_identifier
+from ._exporters.base import Exporter, RetryableExportError
+from ._nats import DEAD_REASON_HEADER, NatsOptions, connect, ensure_stream
+from ._pacing import Backoff, Pacer
+from ._relay_budget import SharedBudget
+from .errors import DeliveryError
+
+__all__ = ["Relay", "RelayConfig", "check_message"]
+
+log = logging.getLogger("meterstream.relay")
+
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
+
+
+@dataclass
+class RelayConfig:
+    """How one relay process runs (the CLI's flags)."""
+
+    options: NatsOptions
+    workers: int = 2
+    batch_size: int = 100
+    max_rps: int = 0  # 0: no shared budget
+    durable: str = "meterstream-relay"
+    ack_wait: float = 60.0
+    max_ack_pending: int = 20_000
+    fetch_timeout: float = 1.0
+    max_retry_time: float = 300.0
+    retry_initial_delay: float = 0.5
+    retry_max_delay: float = 20.0
+    drain_timeout: float = 10.0
+    budget_bucket: str = field(default="")
+
+
+def check_message(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
+    """(the event, "") for a valid wire event, else (None, why not)."""
+    try:
+        event = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not JSON: {exc}"[:200]
+    if not isinstance(event, dict):
+        return None, f"not a JSON object: {type(event).__name__}"
+    extra = set(event) - {"identifier", "event_name", "timestamp", "payload"}
+    if extra:
+        return None, f"unknown fields: {', '.join(sorted(map(str, extra)))}"[:200]
+    try:
+        check_identifier(event.get("identifier"))
+        check_event_name(event.get("event_name"))
+    except Exception as exc:
+        return None, str(exc)[:200]
+    timestamp = event.get("timestamp")
+    if not isinstance(timestamp, str) or not _TIMESTAMP.match(timestamp):
+        return None, f"timestamp: expected an RFC 3339 UTC time, got {timestamp!r}"[:200]
+    payload = event.get("payload")
+    if not isinstance(payload, dict) or not payload:
+        return None, f"payload: expected an object, got {payload!r}"[:200]
+    for key, value in payload.items():
+        if not isinstance(value, str):
+            return None, f"payload[{key!r}]: expected a string, got {value!r}"[:200]
+    return event, ""
+
+
+class Relay:
+    """One relay process's workers. Run with :meth:`run` on an asyncio loop.
+
+    Args:
+        config: the flags.
+        exporter: where batches go: a Stripe exporter (sessions, retries' answers).
+        meter_provider: an OpenTelemetry MeterProvider; the global one by default.
+    """
+
+    def __init__(
+        self, config: RelayConfig, exporter: Exporter, *, meter_provider: Any = None
+    ) -> None:
+        self.config = config
+        self.exporter = exporter
+        self._pacer = Pacer(
+            Backoff(config.retry_initial_delay, config.retry_max_delay), 2 * config.workers
+        )
+        self._never = threading.Event()
+        self._counts = {
+            "fetched": 0,
+            "sent": 0,
+            "requests": 0,
+            "retried": 0,
+            "dead_lettered": 0,
+            "invalid": 0,
+            "handed_back": 0,
+        }
+        self._budget: Optional[SharedBudget] = None
+        self._nc: Any = None
+        self._js: Any = None
+        self._held: dict[int, list[Any]] = {}
+        self.ready = asyncio.Event()
+        self._otel = _relay_metrics(meter_provider)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: fetched, sent, requests, retried, dead_lettered, ..."""
+        out = dict(self._counts)
+        out["budget_waits"] = self._budget.waits if self._budget else 0
+        return out
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counts[name] += n
+        counter = self._otel.get(name)
+        if counter is not None:
+            counter.add(n)
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until *stop* is set, then finish in-flight batches and hand back the rest."""
+        cfg = self.config
+        self._nc = await connect(cfg.options, name=f"meterstream-relay-{cfg.durable}")
+        try:
+            self._js = self._nc.jetstream(timeout=10.0)
+            await ensure_stream(self._js, cfg.options)
+            if cfg.max_rps:
+                bucket = cfg.budget_bucket or f"{cfg.options.stream}_budget"
+                self._budget = SharedBudget(self._js, bucket, cfg.max_rps)
+                await self._budget.setup()
+            subs = [await self._subscribe() for _ in range(cfg.workers)]
+            log.info(
+                "relay started: stream %s, consumer %s, %d workers, budget %s",
+                cfg.options.stream,
+                cfg.durable,
+                cfg.workers,
+                f"{cfg.max_rps} requests/s" if cfg.max_rps else "none",
+            )
+            self.ready.set()
+            tasks = [
+                asyncio.create_task(self._work(i, sub, stop), name=f"relay-worker-{i}")
+                for i, sub in enumerate(subs)
+            ]
+            await stop.wait()
+            log.info("relay stopping: finishing batches in flight")
+            _, late = await asyncio.wait(tasks, timeout=cfg.drain_timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for msgs in self._held.values():  # batches cut short: any relay may take them
+                await self._hand_back(msgs, 0.0)
+            log.info("relay stopped: %s", self.stats())
+        finally:
+            # Not drain(): it waits out pull requests still open on the server.
+            try:
+                await self._nc.flush(timeout=5)  # the last acknowledgements
+            except Exception:
+                pass
+            await self._nc.close()
+
+    async def _subscribe(self) -> Any:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        cfg = self.config
+        config = ConsumerConfig(
+            durable_name=cfg.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=cfg.ack_wait,
+            max_ack_pending=cfg.max_ack_pending,
+            filter_subject=f"{cfg.options.stream}.events.>",
+            max_deliver=-1,
+        )
+        return await self._js.pull_subscribe(
+            f"{cfg.options.stream}.events.>",
+            durable=cfg.durable,
+            stream=cfg.options.stream,
+            config=config,
+        )
+
+    async def _work(self, number: int, sub: Any, stop: asyncio.Event) -> None:
+        import nats.errors
+
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue  # nothing to take within fetch_timeout
+            except Exception as exc:  # disconnected, a leader election, ...
+                log.warning("fetching from JetStream failed: %s: %s", type(exc).__name__, exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self._count("fetched", len(msgs))
+            self._held[number] = msgs
+            try:
+                await self._relay(msgs, stop)
+            finally:
+                self._held.pop(number, None)
+
+    async def _relay(self, msgs: list[Any], stop: asyncio.Event) -> None:
+        good: list[Any] = []
+        events: list[dict[str, Any]] = []
+        for msg in msgs:
+            event, problem = check_message(msg.data)
+            if event is None:
+                self._count("invalid")
+                await self._dead_letter([msg], f"invalid event: {problem}")
+            else:
+                good.append(msg)
+                events.append(event)
+        started = time.monotonic()
+        parts = [(good, events)] if good else []
+        while parts:
+            part_msgs, part_events = parts.pop(0)
+            parts[:0] = await self._deliver(part_msgs, part_events, stop, started)
+
+    async def _deliver(
+        self, msgs: list[Any], events: list[dict[str, Any]], stop: asyncio.Event, started: float
+    ) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        """Send one batch until Stripe took it; the parts still to send after a 400."""
+        batch = EventBatch.of(events)
+        batch_id = hashlib.sha256("\n".join(e["identifier"] for e in events).encode())
+        attempt = 0
+        while True:
+            if self._budget is not None:
+                await self._budget.acquire()
+            if self._pacer.closed:
+                await asyncio.to_thread(self._pacer.wait_turn, self._never)
+            attempt += 1
+            self._count("requests")
+            try:
+                await asyncio.to_thread(self.exporter.export, batch, batch_id.hexdigest()[:32])
+            except RetryableExportError as exc:
+                self._pacer.failed(exc.retry_after)
+                self._count("retried", len(msgs))
+                if stop.is_set() or time.monotonic() - started > self.config.max_retry_time:
+                    log.warning("handing back %d events: %s", len(msgs), exc)
+                    await self._hand_back(msgs, self.config.retry_max_delay)
+                    return []
+                delay = max(self._pacer.retry_delay(attempt), exc.retry_after or 0.0)
+                await self._keep(msgs, delay, stop)
+                continue
+            except DeliveryError as exc:
+                if exc.reason != "rejected" or exc.status != 400:
+                    # The key or the account, not the events: hand them back and wait.
+                    log.error("Stripe refused the relay's requests: %s", exc)
+                    self._pacer.failed(None)
+                    await self._hand_back(msgs, self.config.retry_max_delay)
+                    return []
+                return await self._refused(msgs, events, exc)
+            self._pacer.succeeded()
+            for msg in msgs:
+                await msg.ack()
+            self._count("sent", len(msgs))
+            return []
+
+    async def _refused(
+        self, msgs: list[Any], events: list[dict[str, Any]], exc: DeliveryError
+    ) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        """A 400: dead-letter the event it names and resend the rest, or bisect."""
+        if exc.index is None and len(msgs) > 1:
+            half = len(msgs) // 2
+            return [(msgs[:half], events[:half]), (msgs[half:], events[half:])]
+        index = exc.index if exc.index is not None else 0
+        reason = f"stripe: {exc.code or exc.status}: {exc}"[:500]
+        await self._dead_letter([msgs[index]], reason)
+        rest = [i for i in range(len(msgs)) if i != index]
+        if not rest:
+            return []
+        return [([msgs[i] for i in rest], [events[i] for i in rest])]
+
+    async def _keep(self, msgs: list[Any], delay: float, stop: asyncio.Event) -> None:
+        """Wait *delay* before a retry, telling JetStream the messages are still ours."""
+        deadline = time.monotonic() + delay
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), min(left, self.config.ack_wait / 3))
+            except asyncio.TimeoutError:
+                for msg in msgs:
+                    await msg.in_progress()
+
+    async def _hand_back(self, msgs: list[Any], delay: float) -> None:
+        self._count("handed_back", len(msgs))
+        for msg in msgs:
+            try:
+                await msg.nak(delay=delay or None)
+            except Exception:  # already acknowledged, or disconnected: redelivered anyway
+                pass
+
+    async def _dead_letter(self, msgs: list[Any], reason: str) -> None:
+        """To ``<stream>.dead`` with the reason, then acknowledged: it never stops a relay."""
+        subject = f"{self.config.options.stream}.dead"
+        for msg in msgs:
+            log.warning("dead letter (%s): %s", msg.subject, reason)
+            headers = {DEAD_REASON_HEADER: reason.replace("\r", " ").replace("\n", " ")}
+            headers["Meterstream-Subject"] = msg.subject
+            await self._js.publish(subject, msg.data, headers=headers)
+            await msg.ack()
+            self._count("dead_lettered")
+
+
+def _relay_metrics(provider: Any = None) -> dict[str, Any]:
+    """OpenTelemetry counters (API only: no-ops unless the app set up an SDK)."""
+    try:
+        from opentelemetry import metrics
+    except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
+        return {}
+    meter = metrics.get_meter("meterstream.relay", meter_provider=provider)
+    return {
+        "fetched": meter.create_counter("meterstream.relay.fetched", unit="{event}"),
+        "sent": meter.create_counter("meterstream.relay.sent", unit="{event}"),
+        "requests": meter.create_counter("meterstream.relay.requests", unit="{request}"),
+        "retried": meter.create_counter("meterstream.relay.retried", unit="{event}"),
+        "dead_lettered": meter.create_counter("meterstream.relay.dead_lettered", unit="{event}"),
+        "handed_back": meter.create_counter("meterstream.relay.handed_back", unit="{event}"),
+        "invalid": meter.create_counter("meterstream.relay.invalid", unit="{message}"),
+    }
