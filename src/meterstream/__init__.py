@@ -3,8 +3,9 @@
 from ._api import flush, meter, metering, record, shutdown, stats
 from ._client import MeterClient
 from ._context import bind_context, current_customer, customer
-from ._decorators import Call, Usage
+from ._decorators import Call
 from ._default import configure, get_client
+from ._metering import Usage
 from ._signals import drain_on_sigterm
 from ._version import __version__
 from .errors import (

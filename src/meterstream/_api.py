@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar
 
 from ._decorators import make_meter
-from ._decorators import metering as _metering
 from ._default import get_client
+from ._metering import metering as _metering
 
 __all__ = ["flush", "meter", "metering", "record", "shutdown", "stats"]
 

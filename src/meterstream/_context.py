@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _otel
-from ._events import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
+from ._checks import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
 

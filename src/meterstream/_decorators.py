@@ -1,35 +1,35 @@
-"""``meter()``, ``metering()`` and the ``Call`` passed to value/customer callables."""
+"""``meter()`` and the ``Call`` passed to value/customer/identifier callables.
+
+The decorators record through a :class:`~meterstream._recorder.Recorder`
+(the client), never through the client's own internals.
+"""
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import time
 from collections.abc import AsyncGenerator, Generator, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
 
 import wrapt
 
-from ._context import CUSTOMER
-from ._events import (
+from ._checks import (
     check_customer,
     check_dimensions,
     check_event_name,
     check_identifier,
+    check_on_error,
     check_value,
 )
+from ._context import CUSTOMER
+from ._recorder import Recorder
 from .errors import InvalidEventError, _short_repr
 
-if TYPE_CHECKING:
-    from ._client import MeterClient
-
-__all__ = ["Call", "Usage", "make_meter", "metering"]
+__all__ = ["Call", "MeterSpec", "make_meter"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 Number = Union[int, float, "Decimal"]
-ON_ERROR = ("skip", "record")
 
 perf_counter = time.perf_counter
 
@@ -123,13 +123,13 @@ class MeterSpec:
 
     def finish(
         self,
-        client: MeterClient,
+        client: Recorder,
         context_customer: Optional[str],
         call: Optional[Call],
     ) -> None:
         """Record one use of the decorated function. Never raises unless asked to."""
         if call is None:
-            client._record(
+            client.record_use(
                 self.event_name,
                 self.value,
                 self.customer or context_customer,
@@ -143,11 +143,11 @@ class MeterSpec:
             customer = _evaluate("customer", self.customer_fn, self.customer, call)
             identifier = _evaluate("identifier", self.identifier_fn, self.identifier, call)
         except InvalidEventError as error:
-            client._reject(error, self.event_name)
+            client.reject(error, self.event_name)
             return
         if customer is None or (type(customer) is str and not customer):
             customer = context_customer
-        client._record(
+        client.record_use(
             self.event_name,
             value,
             customer,
@@ -169,14 +169,8 @@ def _evaluate(field: str, fn: Optional[Callable[[Call], Any]], constant: Any, ca
         raise error from exc
 
 
-def check_on_error(on_error: Any) -> str:
-    if type(on_error) is not str or on_error not in ON_ERROR:
-        raise InvalidEventError("on_error", on_error, "must be 'skip' or 'record'")
-    return on_error
-
-
 def make_meter(
-    get_client: Callable[[], MeterClient],
+    get_client: Callable[[], Recorder],
     event_name: str,
     *,
     value: Any = 1,
@@ -208,7 +202,7 @@ def make_meter(
 
 
 def _simple_function(
-    get_client: Callable[[], MeterClient], spec: MeterSpec, fn: Any
+    get_client: Callable[[], Recorder], spec: MeterSpec, fn: Any
 ) -> Optional[Callable[..., Any]]:
     """The common case, a function metered with constants, as a plain function.
 
@@ -228,32 +222,32 @@ def _simple_function(
 
         async def metered(*args: Any, **kwargs: Any) -> Any:
             client = get_client()
-            if not client._active:
+            if not client.active:
                 return await fn(*args, **kwargs)
             customer = fixed_customer or get_customer()
             if customer is None:
-                customer = client._fallback_customer(name)
+                customer = client.customer_at_start(name)
             result = await fn(*args, **kwargs)
             if identifier is None:
-                client._record_simple(name, value, customer, dimensions)
+                client.record_constant(name, value, customer, dimensions)
             else:
-                client._record(name, value, customer, identifier, dimensions, None)
+                client.record_use(name, value, customer, identifier, dimensions, None)
             return result
 
     elif not (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
 
         def metered(*args: Any, **kwargs: Any) -> Any:
             client = get_client()
-            if not client._active:
+            if not client.active:
                 return fn(*args, **kwargs)
             customer = fixed_customer or get_customer()
             if customer is None:
-                customer = client._fallback_customer(name)
+                customer = client.customer_at_start(name)
             result = fn(*args, **kwargs)
             if identifier is None:
-                client._record_simple(name, value, customer, dimensions)
+                client.record_constant(name, value, customer, dimensions)
             else:
-                client._record(name, value, customer, identifier, dimensions, None)
+                client.record_use(name, value, customer, identifier, dimensions, None)
             return result
 
     else:
@@ -283,20 +277,20 @@ def _is_plain_function(fn: Any) -> bool:
     return len(parts) == 1 or parts[-2] == "<locals>"
 
 
-def _start(client: MeterClient, spec: MeterSpec) -> Any:
+def _start(client: Recorder, spec: MeterSpec) -> Any:
     """The context customer at call start; raises only for on_missing_customer='raise'."""
     customer = CUSTOMER.get()
     if customer is None and spec.customer is None and spec.customer_fn is None:
-        customer = client._fallback_customer(spec.event_name)
+        customer = client.customer_at_start(spec.event_name)
     return customer
 
 
-def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+def _sync_wrapper(get_client: Callable[[], Recorder], spec: MeterSpec) -> Any:
     record_errors = spec.on_error == "record"
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         client = get_client()
-        if not client._active:
+        if not client.active:
             return wrapped(*args, **kwargs)
         customer = _start(client, spec)
         started = perf_counter()
@@ -317,13 +311,13 @@ def _sync_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any
     return wrapper
 
 
-def _async_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> Any:
+def _async_wrapper(get_client: Callable[[], Recorder], spec: MeterSpec) -> Any:
     simple = spec.simple
     record_errors = spec.on_error == "record"
 
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         client = get_client()
-        if not client._active:
+        if not client.active:
             return await wrapped(*args, **kwargs)
         customer = _start(client, spec)
         started = perf_counter()
@@ -345,14 +339,14 @@ def _async_wrapper(get_client: Callable[[], MeterClient], spec: MeterSpec) -> An
 
 
 def _stream_wrapper(
-    get_client: Callable[[], MeterClient], spec: MeterSpec, metered: Callable[..., Any]
+    get_client: Callable[[], Recorder], spec: MeterSpec, metered: Callable[..., Any]
 ) -> Any:
     """For generators and async generators: meter the stream the call returns."""
     record_errors = spec.on_error == "record"
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         client = get_client()
-        if not client._active:
+        if not client.active:
             return wrapped(*args, **kwargs)
         customer = _start(client, spec)
         return metered(
@@ -364,7 +358,7 @@ def _stream_wrapper(
 
 def _finish_stream(
     spec: MeterSpec,
-    client: MeterClient,
+    client: Recorder,
     customer: Optional[str],
     call: tuple[Any, Any, Any],
     started: float,
@@ -381,7 +375,7 @@ def _finish_stream(
 
 
 def _metered_generator(
-    client: MeterClient,
+    client: Recorder,
     spec: MeterSpec,
     customer: Optional[str],
     record_errors: bool,
@@ -430,7 +424,7 @@ def _metered_generator(
 
 
 async def _metered_async_generator(
-    client: MeterClient,
+    client: Recorder,
     spec: MeterSpec,
     customer: Optional[str],
     record_errors: bool,
@@ -471,190 +465,6 @@ async def _metered_async_generator(
             )
         raise
     _finish_stream(spec, client, customer, (args, kwargs, instance), started, None, None, items)
-
-
-class Usage:
-    """The handle a ``metering()`` block yields: set or add to its value.
-
-    If the block never sets it, the value is 1.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self) -> None:
-        self._value: Any = None
-
-    @property
-    def value(self) -> Any:
-        return 1 if self._value is None else self._value
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        self._value = value
-
-    def add(self, amount: Any = 1) -> None:
-        """Add *amount* to the value (starting from 0, not from the default 1)."""
-        self._value = amount if self._value is None else self._value + amount
-
-    def __repr__(self) -> str:
-        return f"Usage(value={self.value!r})"
-
-
-class _Entry:
-    """One entry into a ``metering()`` block: its client, customer, usage and clock."""
-
-    __slots__ = ("client", "customer", "started", "token", "usage")
-
-    def __init__(self, client: Optional[MeterClient], customer: Any, usage: Usage) -> None:
-        self.client = client
-        self.customer = customer
-        self.usage = usage
-        self.started = perf_counter()
-        self.token: Optional[contextvars.Token[Optional[_Node]]] = None
-
-
-#: The ``metering()`` blocks entered in this context, innermost first, as a
-#: linked list ``(block, entry, outer)``. A context variable, so that threads
-#: and asyncio tasks entering the same block object each find their own entry
-#: when they leave it.
-_Node = tuple["metering", _Entry, Any]
-_ENTERED: contextvars.ContextVar[Optional[_Node]] = contextvars.ContextVar(
-    "meterstream_metering", default=None
-)
-
-
-class metering:
-    """Meter a block of code: ``with client.metering("gpu_seconds") as usage: ...``.
-
-    Works with ``with`` and ``async with``. The use is recorded when the block
-    exits; a block that raises records nothing unless ``on_error="record"``.
-
-    The object can be kept and entered again, nested in itself, or entered
-    from several threads and tasks at once: every entry takes the customer
-    current at that moment and yields a fresh :class:`Usage`.
-    """
-
-    __slots__ = (
-        "_customer",
-        "_dimensions",
-        "_error",
-        "_event_name",
-        "_get_client",
-        "_identifier",
-        "_on_error",
-    )
-
-    def __init__(
-        self,
-        get_client: Callable[[], MeterClient],
-        event_name: str,
-        *,
-        customer: Optional[str] = None,
-        identifier: Optional[str] = None,
-        dimensions: Optional[Mapping[str, str]] = None,
-        on_error: str = "skip",
-    ) -> None:
-        self._get_client = get_client
-        self._event_name: Any = event_name
-        self._customer: Optional[str] = None
-        self._identifier: Optional[str] = None
-        self._dimensions: Optional[dict[str, str]] = None
-        self._on_error = "skip"
-        # Checked now, but refused only when the block is entered, by the
-        # client: with raise_errors=False the block must run all the same.
-        self._error: Optional[InvalidEventError] = None
-        try:
-            self._event_name = check_event_name(event_name)
-            if customer is not None and not (type(customer) is str and not customer):
-                self._customer = check_customer(customer)
-            if identifier is not None:
-                self._identifier = check_identifier(identifier)
-            self._dimensions = check_dimensions(dimensions)
-            self._on_error = check_on_error(on_error)
-        except InvalidEventError as error:
-            self._error = error
-
-    def __enter__(self) -> Usage:
-        client = self._get_client()
-        if self._error is not None:
-            if client._active:
-                client._reject(self._error, self._event_name)  # raises if raise_errors
-            # The block runs and records nothing: the error is counted once.
-            entry = _Entry(None, None, Usage())
-            entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
-            return entry.usage
-        customer: Any = self._customer or CUSTOMER.get()
-        if customer is None and client._active:
-            customer = client._fallback_customer(self._event_name)
-        entry = _Entry(client, customer, Usage())
-        entry.token = _ENTERED.set((self, entry, _ENTERED.get()))
-        return entry.usage
-
-    def _leave(self) -> Optional[_Entry]:
-        """Take this block's innermost entry off the context's list."""
-        node = _ENTERED.get()
-        top = node
-        while node is not None and node[0] is not self:
-            node = node[2]
-        if node is None:
-            return None  # left in another context than it was entered in
-        entry = node[1]
-        if node is top and entry.token is not None:
-            try:
-                _ENTERED.reset(entry.token)
-                return entry
-            except ValueError:  # the token belongs to another context
-                pass
-        _ENTERED.set(_without(top, node))
-        return entry
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        entry = self._leave()
-        if entry is None:
-            return
-        client = entry.client
-        if client is None or not client._active:
-            return
-        if exc is not None and self._on_error != "record":
-            return
-        client._record(
-            self._event_name,
-            entry.usage.value,
-            entry.customer,
-            self._identifier,
-            self._dimensions,
-            None,
-        )
-
-    async def __aenter__(self) -> Usage:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
-def _without(top: Optional[_Node], gone: _Node) -> Optional[_Node]:
-    """The list *top* without the node *gone* (blocks left out of order)."""
-    kept: list[_Node] = []
-    node = top
-    while node is not None and node is not gone:
-        kept.append(node)
-        node = node[2]
-    rest: Optional[_Node] = gone[2]
-    for block, entry, _ in reversed(kept):
-        entry.token = None  # it would restore a list that still holds *gone*
-        rest = (block, entry, rest)
-    return rest
 
 
 if TYPE_CHECKING:

@@ -30,8 +30,9 @@ from typing import Any, Callable, Optional
 
 from . import _events
 from ._buffer import Buffer
+from ._checks import PAST_WINDOW
 from ._config import Settings
-from ._events import PAST_WINDOW, EventBatch
+from ._events import EventBatch
 from ._evictions import EvictionReporter
 from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
