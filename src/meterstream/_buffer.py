@@ -8,6 +8,8 @@ from collections import deque
 from itertools import repeat, starmap
 from typing import Any, Callable, Optional, Union
 
+from ._counters import Counters
+
 __all__ = ["APPEND", "Buffer", "FlushMarker", "Wake"]
 
 
@@ -120,6 +122,7 @@ class Buffer:
         overflow: str = "drop_newest",
         block_timeout: float = 1.0,
         batch_size: int = 100,
+        counters: Optional[Counters] = None,
     ) -> None:
         self.items: deque[Item] = deque()
         self.max_size = max_size
@@ -130,10 +133,8 @@ class Buffer:
         self._room = threading.Condition(self._lock)
         #: Set when a full batch waits, or a flush was asked for.
         self.wake = Wake()
-        #: Events dropped by the overflow policy (either end) ...
-        self.dropped_full = 0
-        #: ... of which already accepted ones, dropped by ``drop_oldest``.
-        self.dropped_oldest = 0
+        #: Where drops by the overflow policy are counted.
+        self.counters = counters if counters is not None else Counters()
         #: Events ``drop_oldest`` evicted, waiting to be handed to
         #: ``on_delivery_error``; None when nobody listens.
         self.evicted: Optional[deque[tuple[Any, ...]]] = None
@@ -206,8 +207,7 @@ class Buffer:
                     markers.append(items.popleft())
                 oldest = items.popleft()
                 items.extendleft(reversed(markers))
-                self.dropped_full += 1
-                self.dropped_oldest += 1
+                self.counters.add("evicted_oldest")
                 evicted = self.evicted
                 if evicted is None:
                     return True
@@ -224,7 +224,7 @@ class Buffer:
                         self._room.wait(remaining)
                     if len(items) - self._markers < self.max_size:
                         return True
-                self.dropped_full += 1
+                self.counters.add("dropped_queue_full")
                 return False
         # Outside the lock: the listener may hand evictions to on_delivery_error.
         listener = self.on_evicted
@@ -293,7 +293,6 @@ class Buffer:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self.wake.reset_after_fork()
-        self.dropped_full = self.dropped_oldest = 0
         self._markers = 0
         if self.evicted is not None:
             self.evicted = deque()

@@ -16,6 +16,7 @@ from . import _checks, _events, _otel
 from ._buffer import Buffer
 from ._config import Settings
 from ._context import CUSTOMER, bind_context, current_customer, customer
+from ._counters import DROP_REASONS, FAIL_REASONS, Counters
 from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
@@ -41,9 +42,6 @@ _getpid = os.getpid
 _get_customer = CUSTOMER.get
 _check_event_name = _checks.check_event_name
 _next_sequence = _events.next_sequence
-
-DROP_REASONS = ("queue_full", "shutdown", "invalid", "missing_customer")
-FAIL_REASONS = ("rejected", "retries_exhausted")
 
 
 class MeterClient:
@@ -73,11 +71,14 @@ class MeterClient:
         self._on_missing = s.on_missing_customer
         self._log = RateLimitedLog()
         self._lock = threading.Lock()
-        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        #: Every count stats() reports: the buffer and delivery add to it too.
+        self._counters = Counters()
         self._closed = False
         self._pid = _getpid()
         self._canary = new_canary()
-        self._buffer = Buffer(s.max_queue_size, s.overflow, s.block_timeout, s.batch_size)
+        self._buffer = Buffer(
+            s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
+        )
         self.exporter: Exporter = _make_exporter(s)
         #: The stats() key of what the exporter accepted: "sent" is Stripe's
         #: (or the user's own exporter's) word; the local exporters count
@@ -470,8 +471,7 @@ class MeterClient:
         *args: Any,
         level: Optional[int] = logging.WARNING,
     ) -> None:
-        with self._lock:
-            self._dropped[reason] += count
+        self._counters.add("dropped_" + reason, count)
         if level is not None:
             self._log.log(level, "drop:" + reason, msg, *args)
 
@@ -490,6 +490,7 @@ class MeterClient:
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
         self._buffer.reset_after_fork()
+        self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
@@ -564,17 +565,16 @@ class MeterClient:
             ``dropped_shutdown``, ``dropped_invalid``, ``dropped_missing_customer``,
             ``sessions_opened`` and ``requests``.
         """
-        buffer = self._buffer
-        with self._lock:
-            dropped = dict(self._dropped)
+        counts = self._counters.snapshot()
         delivery = self._delivery.counters()
-        dropped["queue_full"] += buffer.dropped_full
-        dropped["shutdown"] += delivery["dropped_shutdown"]
-        failed = delivery["failed_rejected"] + delivery["failed_retries_exhausted"]
-        queued = len(buffer) + delivery["inflight"]
+        failed = counts["failed_rejected"] + counts["failed_retries_exhausted"]
+        queued = len(self._buffer) + delivery["inflight"]
         # "recorded" is derived rather than counted on the hot path: every
         # accepted event is queued or has exactly one final outcome.
-        settled = delivery["sent"] + failed + delivery["dropped_shutdown"] + buffer.dropped_oldest
+        settled = counts["sent"] + failed + counts["abandoned_shutdown"] + counts["evicted_oldest"]
+        dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
+        dropped["queue_full"] += counts["evicted_oldest"]
+        dropped["shutdown"] += counts["abandoned_shutdown"]
         out: dict[str, int] = {
             "recorded": settled + queued,
             "queued": queued,
@@ -582,13 +582,13 @@ class MeterClient:
             "log": 0,
             "memory": 0,
             "none": 0,
-            "retried": delivery["retried"],
+            "retried": counts["retried"],
             "failed": failed,
             "dropped": sum(dropped.values()),
         }
-        out[self._accepted_key] = delivery["sent"]
+        out[self._accepted_key] = counts["sent"]
         for reason in FAIL_REASONS:
-            out["failed_" + reason] = delivery["failed_" + reason]
+            out["failed_" + reason] = counts["failed_" + reason]
         for reason in DROP_REASONS:
             out["dropped_" + reason] = dropped[reason]
         out["sessions_opened"] = delivery["sessions_opened"]

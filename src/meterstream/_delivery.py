@@ -96,7 +96,9 @@ class Delivery:
         self._log = log
         self._clock = clock
         self._backoff = backoff or Backoff(settings.retry_initial_delay, settings.retry_max_delay)
-        self._batch_size = settings.batch_size
+        self._counters = buffer.counters
+        #: The buffer's: it wakes a thread when that many wait.
+        self._batch_size = buffer.batch_size
         self._interval = settings.flush_interval
         self._keys_for = settings.payload_keys_for
         self._senders = max(1, int(getattr(exporter, "max_concurrency", 1)))
@@ -106,11 +108,6 @@ class Delivery:
         self._evictions: Optional[EvictionReporter] = None
         if settings.on_delivery_error is not None and settings.overflow == "drop_oldest":
             self._evictions = EvictionReporter(buffer, self._report, self._keys_for)
-        self.sent = 0
-        self.retried = 0
-        self.failed_rejected = 0
-        self.failed_retries_exhausted = 0
-        self.dropped_shutdown = 0
         #: Called by the flusher on each wake (the client re-checks OpenTelemetry).
         self.on_tick: Optional[Callable[[], None]] = None
         #: Called once the threads run (the client's record path may go fast).
@@ -146,16 +143,13 @@ class Delivery:
     # -- counters ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
+        """What delivery knows beyond the shared counters: events in flight, and
+        the exporter's own counts."""
         stats = getattr(self._exporter, "stats", None)
         extra: dict[str, int] = stats() if callable(stats) else {}
         with self._lock:
             inflight = sum(len(job.batch) for jobs in self._inflight.values() for job in jobs)
         return {
-            "sent": self.sent,
-            "retried": self.retried,
-            "failed_rejected": self.failed_rejected,
-            "failed_retries_exhausted": self.failed_retries_exhausted,
-            "dropped_shutdown": self.dropped_shutdown,
             "inflight": inflight,
             "sessions_opened": extra.get("sessions_opened", 0),
             "requests": extra.get("requests", 0),
@@ -364,7 +358,7 @@ class Delivery:
         with self._lock:
             if job.done:
                 return
-            self.retried += 1
+            self._counters.add("retried")
             heapq.heappush(self._retry, (now + delay, next(self._retry_order), job))
             first = self._retry[0][2] is job
         self._log.log(
@@ -462,7 +456,7 @@ class Delivery:
                 part.attempt = job.attempt
                 jobs.append(part)
                 heapq.heappush(self._retry, (now, next(self._retry_order), part))
-            self.failed_rejected += sum(len(events) for events, _ in refused)
+            self._counters.add("failed_rejected", sum(len(events) for events, _ in refused))
             if not jobs:
                 del self._inflight[job.seq]
                 self._advance(job.seq)
@@ -479,13 +473,13 @@ class Delivery:
                 return  # shutdown() already gave it up and counted it
             job.done = True
             if error is None:
-                self.sent += count
+                self._counters.add("sent", count)
             elif error.reason == "shutdown":
-                self.dropped_shutdown += count
+                self._counters.add("abandoned_shutdown", count)
             elif error.reason == "retries_exhausted":
-                self.failed_retries_exhausted += count
+                self._counters.add("failed_retries_exhausted", count)
             else:
-                self.failed_rejected += count
+                self._counters.add("failed_rejected", count)
             jobs = self._inflight[job.seq]
             jobs.remove(job)
             if not jobs:
@@ -613,7 +607,7 @@ class Delivery:
             abandoned = [job for jobs in self._inflight.values() for job in jobs]
             for job in abandoned:
                 job.done = True
-                self.dropped_shutdown += len(job.batch)
+                self._counters.add("abandoned_shutdown", len(job.batch))
             for seq in list(self._inflight):
                 del self._inflight[seq]
                 self._advance(seq)
@@ -637,7 +631,7 @@ class Delivery:
                 markers.append(marker)
         if left:
             with self._lock:
-                self.dropped_shutdown += len(left)
+                self._counters.add("abandoned_shutdown", len(left))
             self._report(
                 EventBatch(left, self._keys_for),
                 DeliveryError(
@@ -654,5 +648,3 @@ class Delivery:
         self._reset_state()
         if self._evictions is not None:
             self._evictions.reset()
-        self.sent = self.retried = 0
-        self.failed_rejected = self.failed_retries_exhausted = self.dropped_shutdown = 0
