@@ -94,7 +94,12 @@ def test_the_package_import_graph_has_no_cycle_type_checking_imports_included() 
     assert _cycle(graph) == []
 
 
-DECORATOR_MODULES = ["meterstream._decorators", "meterstream._metering"]
+DECORATOR_MODULES = [
+    "meterstream._call",
+    "meterstream._decorators",
+    "meterstream._metering",
+    "meterstream._streams",
+]
 
 
 @pytest.mark.parametrize("module", DECORATOR_MODULES)

@@ -1,9 +1,9 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
 from ._api import flush, meter, metering, record, shutdown, stats
+from ._call import Call
 from ._client import MeterClient
 from ._context import bind_context, current_customer, customer
-from ._decorators import Call
 from ._default import configure, get_client
 from ._metering import Usage
 from ._signals import drain_on_sigterm
