@@ -128,9 +128,18 @@ class MeterSpec:
             )
             return
         try:
-            value = _evaluate("value", self.value_fn, self.value, call)
-            customer = _evaluate("customer", self.customer_fn, self.customer, call)
-            identifier = _evaluate("identifier", self.identifier_fn, self.identifier, call)
+            # A constant costs no call: most decorations give one callable.
+            value = self.value if self.value_fn is None else _evaluate("value", self.value_fn, call)
+            customer = (
+                self.customer
+                if self.customer_fn is None
+                else _evaluate("customer", self.customer_fn, call)
+            )
+            identifier = (
+                self.identifier
+                if self.identifier_fn is None
+                else _evaluate("identifier", self.identifier_fn, call)
+            )
         except InvalidEventError as error:
             client.reject(error, self.event_name)
             return
@@ -146,10 +155,8 @@ class MeterSpec:
         )
 
 
-def _evaluate(field: str, fn: Optional[Callable[[Call], Any]], constant: Any, call: Call) -> Any:
+def _evaluate(field: str, fn: Callable[[Call], Any], call: Call) -> Any:
     """The value of *field* for this call; a callable that raises is an invalid event."""
-    if fn is None:
-        return constant
     try:
         return fn(call)
     except Exception as exc:
