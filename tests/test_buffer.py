@@ -19,6 +19,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from _poll import wait_for
 from meterstream._buffer import Wake
 from meterstream._exporters.base import Exporter
 
@@ -30,14 +31,6 @@ def sent_values(client: meterstream.MeterClient) -> list[str]:
     assert client.flush(5.0)
     events = client.exporter.events  # type: ignore[attr-defined]
     return [e["payload"]["value"] for e in events]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll *condition* until it holds, failing after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
 
 
 class GatedExporter(Exporter):
@@ -228,7 +221,7 @@ def test_flush_marker_survives_drop_oldest(make_client: Callable[..., Any]) -> N
     flusher.start()
     try:
         # Private, but the only way to know flush() has put its marker in the buffer.
-        wait_for(lambda: client._buffer.has_markers)
+        assert wait_for(lambda: client._buffer.has_markers, WAIT)
         # Three more events push out 1, 2 and 3; the marker must stay in the queue.
         for i in range(3, 6):
             client.record("calls", i, customer=CUS)
@@ -365,10 +358,7 @@ def test_concurrent_records_get_unique_generated_identifiers(
 
 
 def _wait_for_sleepers(wake: Wake, n: int) -> None:
-    deadline = time.monotonic() + WAIT
-    while len(wake._waiters) < n:
-        assert time.monotonic() < deadline, "the waiters never slept"
-        time.sleep(0.001)  # polling a waiter count, not waiting for a thread's work
+    assert wait_for(lambda: len(wake._waiters) >= n, WAIT, 0.001), "the waiters never slept"
 
 
 def test_wake_set_wakes_the_newest_waiter_only_and_set_all_the_rest() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import meterstream
-from meterstream import _decorators
+from meterstream import _metering
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_three_blocks_the_middle_one_left_first(client: meterstream.MeterClient)
         b.__exit__(None, None, None)
         c.__exit__(None, None, None)
         a.__exit__(None, None, None)
-        assert _decorators._ENTERED.get() is None  # nothing stale left behind
+        assert _metering._ENTERED.get() is None  # nothing stale left behind
         # Entered again afterwards: nothing stale is found.
         with b as usage:
             usage.add(4)

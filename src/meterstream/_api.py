@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._decorators import make_meter
-from ._decorators import metering as _metering
 from ._default import get_client
+from ._metering import metering as _metering
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 
 if TYPE_CHECKING:

@@ -8,7 +8,9 @@ from collections import deque
 from itertools import repeat, starmap
 from typing import Any, Callable, Optional, Union
 
-__all__ = ["Buffer", "FlushMarker", "Wake"]
+from ._counters import Counters
+
+__all__ = ["APPEND", "Buffer", "FlushMarker", "Wake"]
 
 
 class Wake:
@@ -47,6 +49,12 @@ class Wake:
     def clear(self) -> None:
         self._flag = False
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock, no waiters (their threads did not fork)."""
+        self._lock = threading.Lock()
+        self._waiters = []
+        self._flag = False
+
     def wait(self, timeout: Optional[float] = None) -> bool:
         """True once set (at once if it is), False when *timeout* ran out first."""
         with self._lock:
@@ -78,6 +86,19 @@ class FlushMarker:
 
 Item = Union[tuple[Any, ...], FlushMarker]
 
+#: The append onto the buffer, written once: the bound and the overflow
+#: policy, the append, the early wake when a full batch waits. Functions
+#: that append are compiled from it (:meth:`Buffer.compile_appender`).
+APPEND = """\
+    if len(items) >= max_size and not overflow():
+        {full}
+    append({item})
+    if len(items) >= batch_size and not wake._flag:
+        wake.set()
+"""
+#: The file name the compiled appenders report (tracebacks, profiles, a test).
+APPEND_FILENAME = "<meterstream buffer append>"
+
 
 class Buffer:
     """A bounded FIFO of recorded events with an overflow policy.
@@ -101,6 +122,7 @@ class Buffer:
         overflow: str = "drop_newest",
         block_timeout: float = 1.0,
         batch_size: int = 100,
+        counters: Optional[Counters] = None,
     ) -> None:
         self.items: deque[Item] = deque()
         self.max_size = max_size
@@ -111,10 +133,8 @@ class Buffer:
         self._room = threading.Condition(self._lock)
         #: Set when a full batch waits, or a flush was asked for.
         self.wake = Wake()
-        #: Events dropped by the overflow policy (either end) ...
-        self.dropped_full = 0
-        #: ... of which already accepted ones, dropped by ``drop_oldest``.
-        self.dropped_oldest = 0
+        #: Where drops by the overflow policy are counted.
+        self.counters = counters if counters is not None else Counters()
         #: Events ``drop_oldest`` evicted, waiting to be handed to
         #: ``on_delivery_error``; None when nobody listens.
         self.evicted: Optional[deque[tuple[Any, ...]]] = None
@@ -122,19 +142,58 @@ class Buffer:
         #: how many wait there: the delivery reports them, and bounds them.
         self.on_evicted: Optional[Callable[[int], None]] = None
         self._markers = 0
+        #: Append one event; False when the overflow policy dropped it instead.
+        self.put: Callable[[tuple[Any, ...]], bool] = self.compile_appender(
+            "put", "item", head="", item="item", full="return False"
+        )
 
-    def put(self, item: tuple[Any, ...]) -> bool:
-        """Append *item*; False when the overflow policy dropped it instead.
+    def compile_appender(
+        self,
+        name: str,
+        params: str,
+        *,
+        head: str,
+        item: str,
+        full: str,
+        env: Optional[dict[str, Any]] = None,
+    ) -> Callable[..., Any]:
+        """A function of *params* that runs *head*, then :data:`APPEND` with *item*.
 
-        The client inlines this on its hot path; keep the two in step.
+        ``put`` is one; a record path that cannot afford a call to ``put``
+        (a tenth of a constant-value record, docs/performance.md) is
+        another, compiled from the same text, so the two cannot drift.
+
+        Args:
+            name: the function's name (in tracebacks and profiles).
+            params: its parameter list, as source.
+            head: source run first, indented by four spaces (may return).
+            item: the expression appended.
+            full: the statement run when the overflow policy drops the item.
+            env: more names the source may read.
+
+        Returns:
+            The function; it returns True when the item was appended.
         """
-        items = self.items
-        if len(items) >= self.max_size and not self.overflow():
-            return False
-        items.append(item)
-        if len(items) >= self.batch_size and not self.wake.is_set():
-            self.wake.set()
-        return True
+        source = (
+            f"def {name}({params}):\n{head}"
+            + APPEND.format(item=item, full=full)
+            + "    return True\n"
+        )
+        # Names the source reads, bound once: the deque and the wake-up stay
+        # the same objects for the buffer's life (reset_after_fork empties
+        # them in place).
+        namespace: dict[str, Any] = dict(env or {})
+        namespace.update(
+            items=self.items,
+            append=self.items.append,
+            max_size=self.max_size,
+            batch_size=self.batch_size,
+            overflow=self.overflow,
+            wake=self.wake,
+        )
+        exec(compile(source, APPEND_FILENAME, "exec"), namespace)
+        function: Callable[..., Any] = namespace[name]
+        return function
 
     def overflow(self) -> bool:
         """The buffer is full: apply the policy. True when there is now room."""
@@ -148,8 +207,7 @@ class Buffer:
                     markers.append(items.popleft())
                 oldest = items.popleft()
                 items.extendleft(reversed(markers))
-                self.dropped_full += 1
-                self.dropped_oldest += 1
+                self.counters.add("evicted_oldest")
                 evicted = self.evicted
                 if evicted is None:
                     return True
@@ -166,7 +224,7 @@ class Buffer:
                         self._room.wait(remaining)
                     if len(items) - self._markers < self.max_size:
                         return True
-                self.dropped_full += 1
+                self.counters.add("dropped_queue_full")
                 return False
         # Outside the lock: the listener may hand evictions to on_delivery_error.
         listener = self.on_evicted
@@ -230,11 +288,11 @@ class Buffer:
 
     def reset_after_fork(self) -> None:
         """In a forked child: fresh locks, and nothing of the parent's events."""
-        self.items = deque()
+        # Emptied in place: put() holds the deque and the wake-up.
+        self.items.clear()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self.wake = Wake()
-        self.dropped_full = self.dropped_oldest = 0
+        self.wake.reset_after_fork()
         self._markers = 0
         if self.evicted is not None:
             self.evicted = deque()

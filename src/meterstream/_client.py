@@ -12,16 +12,18 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from . import _events, _otel
+from . import _checks, _events, _otel
 from ._baggage import Baggage
 from ._buffer import Buffer
 from ._config import Settings
 from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
-from ._decorators import make_meter, metering
+from ._counters import DROP_REASONS, FAIL_REASONS, Counters
+from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
+from ._metering import metering
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -41,13 +43,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 
 _time = time.time
-MAX_FAST_INT = _events.MAX_FAST_INT
+MAX_FAST_INT = _checks.MAX_FAST_INT
 _getpid = os.getpid
 _get_customer = CUSTOMER.get
+_check_event_name = _checks.check_event_name
 _next_sequence = _events.next_sequence
-
-DROP_REASONS = ("queue_full", "shutdown", "invalid", "missing_customer")
-FAIL_REASONS = ("rejected", "retries_exhausted")
 
 
 class MeterClient:
@@ -73,17 +73,20 @@ class MeterClient:
         self.spool: Optional[Spool] = None  # the durable spool, once it is wired in
         self._rejected_by_stripe: dict[str, int] = {}  # Stripe's error reports, by code
         #: False when ``enabled=False``: decorators call straight through.
-        self._active = s.enabled
+        self.active = s.enabled
         self._disabled = s.disabled_events
         self._raise = s.raise_errors
         self._on_missing = s.on_missing_customer
         self._log = RateLimitedLog()
         self._lock = threading.Lock()
-        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        #: Every count stats() reports: the buffer and delivery add to it too.
+        self._counters = Counters()
         self._closed = False
         self._pid = _getpid()
         self._canary = new_canary()
-        self._buffer = Buffer(s.max_queue_size, s.overflow, s.block_timeout, s.batch_size)
+        self._buffer = Buffer(
+            s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
+        )
         self.exporter: Exporter = _make_exporter(s)
         #: The stats() key of what the exporter accepted: "sent" is Stripe's
         #: (or the user's own exporter's) word; the local exporters count
@@ -100,11 +103,9 @@ class MeterClient:
         )
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
-        # Read by the record path; kept as attributes of the client to save lookups.
-        self._items = self._buffer.items
-        self._wake = self._buffer.wake
-        self._max_size = s.max_queue_size
-        self._batch_size = s.batch_size
+        #: The record path's one sink: everything accepted goes through it.
+        self._put = self._buffer.put
+        self.record_constant = self._compile_record_constant()
         self.name = f"client-{next(_client_numbers)}"
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
@@ -116,7 +117,7 @@ class MeterClient:
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
         self._update_slow()
-        if self._active:
+        if self.active:
             _otel.install_metrics(live_clients)
             self.refresh_otel()
             self._delivery.on_tick = self.refresh_otel
@@ -130,7 +131,7 @@ class MeterClient:
         active = _otel.sdk_active()
         if self._otel_auto:
             self._span_events = active
-        if self._active and not self._closed:
+        if self.active and not self._closed:
             self._baggage.refresh(active)
         self._update_slow()
 
@@ -158,7 +159,7 @@ class MeterClient:
 
     @property
     def enabled(self) -> bool:
-        return self._active
+        return self.active
 
     def __repr__(self) -> str:
         s = self._settings
@@ -253,17 +254,17 @@ class MeterClient:
             InvalidEventError: bad input, when ``raise_errors=True``.
             MissingCustomerError: no customer and ``on_missing_customer="raise"``.
         """
-        if not self._active:
+        if not self.active:
             return
         try:
-            name = _events.check_event_name(event_name)
-            dims = _events.check_dimensions(dimensions)
+            name = _check_event_name(event_name)
+            dims = None if dimensions is None else _checks.check_dimensions(dimensions)
         except InvalidEventError as exc:
-            self._reject(exc, event_name)
+            self.reject(exc, event_name)
             return
         if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
-        self._record(name, value, customer, identifier, dims, timestamp)
+        self.record_use(name, value, customer, identifier, dims, timestamp)
 
     def _self(self) -> MeterClient:
         return self
@@ -287,29 +288,51 @@ class MeterClient:
         """Bind *fn* to a copy of the current context; see :func:`meterstream.bind_context`."""
         return bind_context(fn)
 
-    # The hot path of @meter with a constant value: the value and dimensions
-    # were checked at decoration time.
-    def _record_simple(
+    # -- the Recorder contract (what the decorators call) ---------------------------
+
+    #: The hot path of ``@meter`` with a constant value, checked at decoration
+    #: time: ``record_constant(event_name, value, customer, dimensions)``. Part
+    #: of the contract the decorators use (:class:`Recorder`); an application
+    #: calls :meth:`record`. Compiled per client with the buffer's append
+    #: inlined (see :meth:`_compile_record_constant`).
+    record_constant: Callable[[str, Any, Optional[str], Optional[dict[str, str]]], Any]
+
+    def _compile_record_constant(self) -> Callable[..., Any]:
+        # On the fast path a constant-value record is a clock read, a counter
+        # and the buffer's append; a call to Buffer.put would cost a tenth of
+        # it, so the append is compiled in from the one text that defines it.
+        return self._buffer.compile_appender(
+            "record_constant",
+            "event_name, value, customer, dimensions",
+            head=(
+                "    if not canary[0] or client._slow or type(customer) is not str"
+                " or dimensions is not None:\n"
+                "        return general(event_name, value, customer, dimensions)\n"
+            ),
+            item="(event_name, customer, value, clock(), next_sequence(), None)",
+            full="queue_full(); return False",
+            env={
+                "canary": self._canary,
+                "client": self,
+                "general": self._record_constant_general,
+                "clock": _time,
+                "next_sequence": _next_sequence,
+                "queue_full": self._log_queue_full,
+            },
+        )
+
+    def _record_constant_general(
         self,
         event_name: str,
         value: Any,
         customer: Optional[str],
         dimensions: Optional[dict[str, str]],
     ) -> None:
+        """record_constant off its fast path: after a fork, before the delivery
+        threads run, with span events, disabled names, sync mode, or closed."""
         if not self._canary[0]:
             self._check_fork()
-        if self._slow or type(customer) is not str or dimensions is not None:
-            # Not started yet, span events, disabled names, sync mode, closed:
-            # the general path does it all.
-            self._record(event_name, value, customer, None, dimensions, None)
-            return
-        items = self._items
-        if len(items) >= self._max_size and not self._buffer.overflow():
-            self._log_queue_full()
-            return
-        items.append((event_name, customer, value, _time(), _next_sequence(), None))
-        if len(items) >= self._batch_size and not self._wake.is_set():
-            self._wake.set()
+        self.record_use(event_name, value, customer, None, dimensions, None)
 
     def _span_event(self, event_name: str, value: Any, ident: Any, customer: str) -> None:
         _otel.record_event(
@@ -327,10 +350,10 @@ class MeterClient:
             self._buffer.max_size,
         )
 
-    # The general hot path: everything a decorated call does after the function returned.
-    # Keep it to checks, a clock read and one append: no I/O, no locks, no
-    # formatting (the flusher encodes), no logging per event.
-    def _record(
+    # The general hot path: everything a decorated call does after the function
+    # returned. Checks, a clock read and one put into the sink: no I/O, no locks,
+    # no formatting (the flusher encodes), no logging per event.
+    def record_use(
         self,
         event_name: str,
         value: Any,
@@ -339,13 +362,18 @@ class MeterClient:
         dimensions: Optional[dict[str, str]],
         timestamp: Any,
     ) -> None:
+        """Check and record one use (event name and dimensions already checked).
+
+        Part of the contract the decorators use (:class:`Recorder`); an
+        application calls :meth:`record`.
+        """
         if self._disabled and event_name in self._disabled:
             return
         if not self._canary[0]:
             self._check_fork()
         try:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
-                value = _events.check_value(value)
+                value = _checks.check_value(value)
             if type(customer) is not str:
                 if customer is None:
                     customer = self._baggage.customer()
@@ -353,30 +381,30 @@ class MeterClient:
                         self._missing_customer(event_name)
                         return
                 else:  # an InvalidCustomer, a str subclass, or not a string at all
-                    customer = _events.check_customer(customer)
+                    customer = _checks.check_customer(customer)
             elif not customer:
                 customer = self._baggage.customer()
                 if customer is None:
                     self._missing_customer(event_name)
                     return
-            _events.check_customer(customer)
+            _checks.check_customer(customer)
             if identifier is None:
                 ident: Any = _next_sequence()
             else:
-                ident = _events.check_identifier(identifier)
-            ts = _time() if timestamp is None else _events.check_timestamp(timestamp)
+                ident = _checks.check_identifier(identifier)
+            ts = _time() if timestamp is None else _checks.check_timestamp(timestamp)
             if dimensions is not None:
                 keys = self._settings.payload_keys_for(event_name)
                 if keys[0] in dimensions or keys[1] in dimensions:
-                    _events.check_dimensions(dimensions, keys)
+                    _checks.check_dimensions(dimensions, keys)
         except InvalidEventError as exc:
             if type(exc) is MissingCustomerError:
                 raise  # on_missing_customer="raise": whatever raise_errors says
-            self._reject(exc, event_name)
+            self.reject(exc, event_name)
             return
         except Exception as exc:  # a check that let something through: our bug
             report_internal_error(exc)
-            self._reject(
+            self.reject(
                 InvalidEventError("event", None, f"could not be checked ({type(exc).__name__})"),
                 event_name,
             )
@@ -384,13 +412,9 @@ class MeterClient:
         if self._closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
-        # Buffer.put, inlined: this is the one append.
-        buffer = self._buffer
-        items = buffer.items
-        if len(items) >= buffer.max_size and not buffer.overflow():
+        if not self._put((event_name, customer, value, ts, ident, dimensions)):
             self._log_queue_full()
             return
-        items.append((event_name, customer, value, ts, ident, dimensions))
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
         if self._warn_no_key:
@@ -398,8 +422,6 @@ class MeterClient:
         if self._sync:
             self._delivery.flush_on_caller()
             return
-        if len(items) >= buffer.batch_size and not buffer.wake.is_set():
-            buffer.wake.set()
         if not self._delivery.started:
             self._delivery.ensure_started()
 
@@ -418,21 +440,21 @@ class MeterClient:
 
     # -- bad input and missing customers -----------------------------------------
 
-    def _reject(self, exc: InvalidEventError, event_name: Any) -> None:
+    def reject(self, exc: InvalidEventError, event_name: Any) -> None:
         """An event failed validation: raise it, or count and log it (rate-limited)."""
         if self._raise:
             raise exc
         # The name may be the bad input itself: shown with a repr that cannot fail.
         self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
 
-    def _fallback_customer(self, event_name: str) -> Optional[str]:
+    def customer_at_start(self, event_name: str) -> Optional[str]:
         """No customer in the context when a metered call starts: look in the
         OpenTelemetry baggage; failing that, 'raise' fails before any work is
         done (other policies apply when the use is recorded)."""
         customer = self._baggage.customer()
         if customer is not None:
             return customer
-        if self._on_missing == "raise" and self._active and event_name not in self._disabled:
+        if self._on_missing == "raise" and self.active and event_name not in self._disabled:
             raise MissingCustomerError(event_name)
         return None
 
@@ -456,8 +478,7 @@ class MeterClient:
         *args: Any,
         level: Optional[int] = logging.WARNING,
     ) -> None:
-        with self._lock:
-            self._dropped[reason] += count
+        self._counters.add("dropped_" + reason, count)
         if level is not None:
             self._log.log(level, "drop:" + reason, msg, *args)
 
@@ -476,8 +497,7 @@ class MeterClient:
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
         self._buffer.reset_after_fork()
-        self._items = self._buffer.items
-        self._wake = self._buffer.wake
+        self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
@@ -497,7 +517,7 @@ class MeterClient:
             False when *timeout* ran out first, for example while Stripe is
             unreachable.
         """
-        if not self._active:
+        if not self.active:
             return True
         if not self._canary[0]:
             self._check_fork()
@@ -527,7 +547,7 @@ class MeterClient:
             if self._closed:
                 return True
             self._closed = self._slow = True
-        if not self._active:
+        if not self.active:
             return True
         try:
             done = self._delivery.shutdown(timeout)
@@ -554,17 +574,16 @@ class MeterClient:
             ``rejected_by_stripe_<code>``): events Stripe accepted, then
             reported invalid (see ``handle_webhook``).
         """
-        buffer = self._buffer
-        with self._lock:
-            dropped = dict(self._dropped)
+        counts = self._counters.snapshot()
         delivery = self._delivery.counters()
-        dropped["queue_full"] += buffer.dropped_full
-        dropped["shutdown"] += delivery["dropped_shutdown"]
-        failed = delivery["failed_rejected"] + delivery["failed_retries_exhausted"]
-        queued = len(buffer) + delivery["inflight"]
+        failed = counts["failed_rejected"] + counts["failed_retries_exhausted"]
+        queued = len(self._buffer) + delivery["inflight"]
         # "recorded" is derived rather than counted on the hot path: every
         # accepted event is queued or has exactly one final outcome.
-        settled = delivery["sent"] + failed + delivery["dropped_shutdown"] + buffer.dropped_oldest
+        settled = counts["sent"] + failed + counts["abandoned_shutdown"] + counts["evicted_oldest"]
+        dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
+        dropped["queue_full"] += counts["evicted_oldest"]
+        dropped["shutdown"] += counts["abandoned_shutdown"]
         out: dict[str, int] = {
             "recorded": settled + queued,
             "queued": queued,
@@ -572,13 +591,13 @@ class MeterClient:
             "log": 0,
             "memory": 0,
             "none": 0,
-            "retried": delivery["retried"],
+            "retried": counts["retried"],
             "failed": failed,
             "dropped": sum(dropped.values()),
         }
-        out[self._accepted_key] = delivery["sent"]
+        out[self._accepted_key] = counts["sent"]
         for reason in FAIL_REASONS:
-            out["failed_" + reason] = delivery["failed_" + reason]
+            out["failed_" + reason] = counts["failed_" + reason]
         for reason in DROP_REASONS:
             out["dropped_" + reason] = dropped[reason]
         out["sessions_opened"] = delivery["sessions_opened"]

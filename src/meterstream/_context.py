@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from . import _baggage
 from ._baggage import Baggage
-from ._events import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
+from ._checks import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
 

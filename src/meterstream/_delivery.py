@@ -25,24 +25,22 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any, Callable, Optional
 
-from . import _events
 from ._buffer import Buffer
+from ._checks import PAST_WINDOW
 from ._config import Settings
-from ._events import PAST_WINDOW, EventBatch
+from ._events import EventBatch
 from ._evictions import EvictionReporter
 from ._exporters.base import Exporter, RetryableExportError
 from ._internal import RateLimitedLog, report_internal_error
+from ._ledger import Job, Ledger
 from ._otel import export_span
 from ._pacing import MAX_RETRY_AFTER, Backoff, Pacer
+from ._refusals import Split, split_expired, split_refused, split_unencodable
 from .errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
-
-#: Batch numbers for Idempotency-Keys; atomic under the GIL.
-_batch_numbers = itertools.count(1)
 
 #: How long shutdown() keeps, within its timeout, for aborting requests still
 #: in flight and letting their threads settle them.
@@ -56,25 +54,6 @@ MAX_QUICK_ROTATIONS = 2
 
 def events_text(count: int) -> str:
     return f"{count} event" if count == 1 else f"{count} events"
-
-
-class _Job:
-    """One batch on its way: what it holds, its number, its key, its attempts."""
-
-    __slots__ = ("attempt", "batch", "batch_id", "deadline", "done", "oldest", "rotations", "seq")
-
-    def __init__(self, seq: int, batch: EventBatch, deadline: float) -> None:
-        self.seq = seq
-        self.batch = batch
-        # Unique across processes and restarts (the identifier prefix is 80
-        # random bits, new in a forked child) without a uuid4 per batch,
-        # whose getrandom() call lets go of the GIL.
-        self.batch_id = f"{_events.identifier_prefix()}b{next(_batch_numbers)}"
-        self.deadline = deadline
-        self.attempt = 0
-        self.rotations = 0
-        self.done = False
-        self.oldest = min(batch.timestamps(), default=float("inf"))
 
 
 class Delivery:
@@ -95,7 +74,9 @@ class Delivery:
         self._log = log
         self._clock = clock
         self._backoff = backoff or Backoff(settings.retry_initial_delay, settings.retry_max_delay)
-        self._batch_size = settings.batch_size
+        self._counters = buffer.counters
+        #: The buffer's: it wakes a thread when that many wait.
+        self._batch_size = buffer.batch_size
         self._interval = settings.flush_interval
         self._keys_for = settings.payload_keys_for
         self._senders = max(1, int(exporter.max_concurrency))
@@ -105,11 +86,6 @@ class Delivery:
         self._evictions: Optional[EvictionReporter] = None
         if settings.on_delivery_error is not None and settings.overflow == "drop_oldest":
             self._evictions = EvictionReporter(buffer, self._report, self._keys_for)
-        self.sent = 0
-        self.retried = 0
-        self.failed_rejected = 0
-        self.failed_retries_exhausted = 0
-        self.dropped_shutdown = 0
         #: Called by the flusher on each wake (the client re-checks OpenTelemetry).
         self.on_tick: Optional[Callable[[], None]] = None
         #: Called once the threads run (the client's record path may go fast).
@@ -131,29 +107,22 @@ class Delivery:
         #: Taking a batch, numbering it, queueing retries and settling.
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
-        self._next_seq = 0
-        #: The unsettled parts of each numbered batch (a 400 may split one).
-        self._inflight: dict[int, list[_Job]] = {}
+        #: The numbered batches not yet settled, and the flushes waiting on them.
+        self._ledger = Ledger()
         #: Batches waiting to retry: (when, order, job), soonest first.
-        self._retry: list[tuple[float, int, _Job]] = []
+        self._retry: list[tuple[float, int, Job]] = []
         self._retry_order = itertools.count()
-        self._settled_upto = -1  # every batch numbered up to this one has settled
-        self._settled_ahead: set[int] = set()
-        self._markers: deque[tuple[int, Any]] = deque()
         self._pacer = Pacer(self._backoff, 2 * self._senders, self._clock)
 
     # -- counters ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
+        """What delivery knows beyond the shared counters: events in flight, and
+        the exporter's own counts."""
         extra = self._exporter.stats()
         with self._lock:
-            inflight = sum(len(job.batch) for jobs in self._inflight.values() for job in jobs)
+            inflight = self._ledger.events_in_flight()
         return {
-            "sent": self.sent,
-            "retried": self.retried,
-            "failed_rejected": self.failed_rejected,
-            "failed_retries_exhausted": self.failed_retries_exhausted,
-            "dropped_shutdown": self.dropped_shutdown,
             "inflight": inflight,
             "sessions_opened": extra.get("sessions_opened", 0),
             "requests": extra.get("requests", 0),
@@ -261,14 +230,14 @@ class Delivery:
             return False
         return len(buffer) >= self._batch_size or everything or buffer.has_markers
 
-    def _take(self, everything: bool) -> tuple[bool, Optional[_Job]]:
+    def _take(self, everything: bool) -> tuple[bool, Optional[Job]]:
         """The next due retry, else a new batch from the buffer, numbered.
 
         Under the lock shutdown() takes to abandon what is in flight, so no
         batch is ever out of the buffer and yet unknown to the bookkeeping.
         """
         buffer = self._buffer
-        job: Optional[_Job] = None
+        job: Optional[Job] = None
         with self._lock:
             now = self._clock()
             retry = self._retry
@@ -282,26 +251,21 @@ class Delivery:
                 return False, None
             raw, marker = buffer.take(self._batch_size)
             if raw:
-                seq = self._next_seq
-                self._next_seq += 1
-                deadline = now + self._settings.max_retry_time
-                job = _Job(seq, EventBatch(raw, self._keys_for), deadline)
-                self._inflight[seq] = [job]
+                batch = EventBatch(raw, self._keys_for)
+                job = self._ledger.open(batch, now + self._settings.max_retry_time)
             if marker is not None:
-                if self._settled_upto >= self._next_seq - 1:
-                    marker.done.set()
-                else:
-                    self._markers.append((self._next_seq - 1, marker))
+                self._ledger.mark(marker)
             if len(buffer) >= self._batch_size or buffer.has_markers:
                 buffer.wake.set()  # another full batch: one more thread may take it
         return True, job
 
-    def _attempt(self, job: _Job) -> None:
+    def _attempt(self, job: Job) -> None:
         """Send *job* once; settle it, split it, or queue it to retry."""
         if job.done:
             return  # shutdown() gave it up (and reported it)
         if job.oldest < time.time() - PAST_WINDOW:
-            self._set_aside_expired(job)
+            # Events past Stripe's 35-day window: report each, send the rest.
+            self._replace(job, split_expired(job.batch, time.time() - PAST_WINDOW))
             return
         job.attempt += 1
         try:
@@ -320,10 +284,14 @@ class Delivery:
                 delay = self._pacer.retry_delay(job.attempt)
             self._reschedule(job, min(delay, MAX_RETRY_AFTER), exc)
         except DeliveryError as exc:
+            split = None
             if exc.reason == "rejected" and exc.status == 400:
-                self._refused(job, exc)
-            else:
+                # Report the event it names and resend the rest, or bisect.
+                split = split_refused(len(job.batch), exc)
+            if split is None:
                 self._settle(job, exc)
+            else:
+                self._replace(job, split)
         except Exception as exc:
             self._export_failed(job, exc)
         else:
@@ -331,7 +299,7 @@ class Delivery:
                 self._retry_now()
             self._settle(job, None)
 
-    def _reschedule(self, job: _Job, delay: float, exc: Exception) -> None:
+    def _reschedule(self, job: Job, delay: float, exc: Exception) -> None:
         """Queue *job* to go again after *delay*; or settle it when out of time."""
         status = getattr(exc, "status", None)
         if self._stop.is_set():
@@ -362,7 +330,7 @@ class Delivery:
         with self._lock:
             if job.done:
                 return
-            self.retried += 1
+            self._counters.add("retried")
             heapq.heappush(self._retry, (now + delay, next(self._retry_order), job))
             first = self._retry[0][2] is job
         self._log.log(
@@ -375,132 +343,56 @@ class Delivery:
         if first:
             self._buffer.wake.set()  # a waiting thread times its wait by the soonest retry
 
-    def _refused(self, job: _Job, exc: DeliveryError) -> None:
-        """A 400: report the event it names and resend the rest, or bisect to find it."""
-        count = len(job.batch)
-        index = exc.index
-        if index is not None and 0 <= index < count:
-            rest = [i for i in range(count) if i != index]
-            self._replace(job, [rest] if rest else [], [([index], exc)])
-        elif count > 1:
-            # Which event? Halves, each sent at once, until the bad ones are alone.
-            half = count // 2
-            self._replace(job, [list(range(half)), list(range(half, count))], [])
-        else:
-            self._settle(job, exc)
-
-    def _export_failed(self, job: _Job, exc: Exception) -> None:
+    def _export_failed(self, job: Job, exc: Exception) -> None:
         """An unexpected failure: an event that cannot be encoded, or a bug."""
-        bad = job.batch.unencodable()
-        if not bad:
+        split = split_unencodable(job.batch)
+        if split is None:
             # A bug or an unexpected failure in the exporter: the events
             # keep their identifiers, so trying again is safe.
             report_internal_error(exc)
             self._reschedule(job, self._pacer.retry_delay(job.attempt), exc)
             return
-        gone = {i for i, _ in bad}
-        rest = [i for i in range(len(job.batch)) if i not in gone]
-        rejected = [
-            (
-                [i],
-                DeliveryError(
-                    f"event {i} of {len(job.batch)} could not be encoded ({reason}): "
-                    "set aside, the others were sent",
-                    reason="rejected",
-                    code="unencodable_event",
-                    index=i,
-                ),
-            )
-            for i, reason in bad
-        ]
-        self._replace(job, [rest] if rest else [], rejected)
+        self._replace(job, split)
 
-    def _set_aside_expired(self, job: _Job) -> None:
-        """Events older than Stripe's 35-day window: report each, send the rest."""
-        cutoff = time.time() - PAST_WINDOW
-        stamps = job.batch.timestamps()
-        old = [i for i, t in enumerate(stamps) if t < cutoff]
-        rest = [i for i, t in enumerate(stamps) if t >= cutoff]
-        rejected = [
-            (
-                [i],
-                DeliveryError(
-                    "the event is more than 35 days old, past what Stripe accepts",
-                    reason="rejected",
-                    code="timestamp_too_far_in_past",
-                ),
-            )
-            for i in old
-        ]
-        self._replace(job, [rest] if rest else [], rejected)
-
-    def _replace(
-        self,
-        job: _Job,
-        parts: list[list[int]],
-        rejected: list[tuple[list[int], DeliveryError]],
-    ) -> None:
-        """Settle *rejected* events of *job*, and put its *parts* in its place, due now.
+    def _replace(self, job: Job, split: Split) -> None:
+        """Settle the refused events of *job*, and put its parts in its place, due now.
 
         Each part keeps its events' identifiers and gets a new Idempotency-Key
         (its request body differs); it keeps the batch's number (flushes wait
         for every part) and its retry deadline.
         """
+        parts, rejected = split
         batch = job.batch
         refused = [(batch.subset(indices), error) for indices, error in rejected]
         now = self._clock()
         with self._lock:
             if job.done:
                 return
-            job.done = True
-            jobs = self._inflight[job.seq]
-            jobs.remove(job)
-            for indices in parts:
-                part = _Job(job.seq, batch.subset(indices), job.deadline)
-                part.attempt = job.attempt
-                jobs.append(part)
+            for part in self._ledger.replace(job, [batch.subset(i) for i in parts]):
                 heapq.heappush(self._retry, (now, next(self._retry_order), part))
-            self.failed_rejected += sum(len(events) for events, _ in refused)
-            if not jobs:
-                del self._inflight[job.seq]
-                self._advance(job.seq)
+            self._counters.add("failed_rejected", sum(len(events) for events, _ in refused))
         if parts:
             self._buffer.wake.set()
         for events, error in refused:
             self._report(events, error)
 
-    def _settle(self, job: _Job, error: Optional[DeliveryError]) -> None:
+    def _settle(self, job: Job, error: Optional[DeliveryError]) -> None:
         """Count a batch's final outcome exactly once, and release flushes waiting on it."""
         count = len(job.batch)
         with self._lock:
             if job.done:
                 return  # shutdown() already gave it up and counted it
-            job.done = True
             if error is None:
-                self.sent += count
+                self._counters.add("sent", count)
             elif error.reason == "shutdown":
-                self.dropped_shutdown += count
+                self._counters.add("abandoned_shutdown", count)
             elif error.reason == "retries_exhausted":
-                self.failed_retries_exhausted += count
+                self._counters.add("failed_retries_exhausted", count)
             else:
-                self.failed_rejected += count
-            jobs = self._inflight[job.seq]
-            jobs.remove(job)
-            if not jobs:
-                del self._inflight[job.seq]
-                self._advance(job.seq)
+                self._counters.add("failed_rejected", count)
+            self._ledger.close(job)
         if error is not None:
             self._report(job.batch, error)
-
-    def _advance(self, seq: int) -> None:
-        # Called with the lock held: move the settled watermark, fire markers.
-        self._settled_ahead.add(seq)
-        while self._settled_upto + 1 in self._settled_ahead:
-            self._settled_upto += 1
-            self._settled_ahead.discard(self._settled_upto)
-        markers = self._markers
-        while markers and markers[0][0] <= self._settled_upto:
-            markers.popleft()[1].done.set()
 
     def _report(self, batch: EventBatch, error: DeliveryError) -> None:
         """Log and hand *batch* to ``on_delivery_error``; never fails on the events."""
@@ -608,13 +500,8 @@ class Delivery:
     def _abandon_inflight(self) -> None:
         """Batches in flight past the deadline (a hanging server), or waiting: give them up."""
         with self._lock:
-            abandoned = [job for jobs in self._inflight.values() for job in jobs]
-            for job in abandoned:
-                job.done = True
-                self.dropped_shutdown += len(job.batch)
-            for seq in list(self._inflight):
-                del self._inflight[seq]
-                self._advance(seq)
+            abandoned = self._ledger.abandon()
+            self._counters.add("abandoned_shutdown", sum(len(job.batch) for job in abandoned))
             self._retry.clear()
         for job in abandoned:
             self._report(
@@ -635,7 +522,7 @@ class Delivery:
                 markers.append(marker)
         if left:
             with self._lock:
-                self.dropped_shutdown += len(left)
+                self._counters.add("abandoned_shutdown", len(left))
             self._report(
                 EventBatch(left, self._keys_for),
                 DeliveryError(
@@ -652,5 +539,3 @@ class Delivery:
         self._reset_state()
         if self._evictions is not None:
             self._evictions.reset()
-        self.sent = self.retried = 0
-        self.failed_rejected = self.failed_retries_exhausted = self.dropped_shutdown = 0

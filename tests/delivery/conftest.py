@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -43,13 +42,3 @@ def make_client(emulator: Emulator) -> Iterator[Callable[..., meterstream.MeterC
     yield make
     for client in clients:
         client.shutdown(1)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll *predicate* until it is true or *timeout* passes (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()

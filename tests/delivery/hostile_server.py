@@ -410,14 +410,3 @@ class HostileServer:
         extra.update(headers or {})
         lines += [f"{name}: {value}" for name, value in extra.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.005) -> bool:
-    """Poll *predicate* until it holds or *timeout* passes (an Event wait, not a sleep)."""
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        pause.wait(interval)
-    return bool(predicate())

@@ -6,9 +6,8 @@ import threading
 from typing import Any, Callable
 
 import meterstream
+from _poll import wait_for
 from meterstream.emulator import Emulator
-
-from .conftest import wait_for
 
 
 def test_every_eviction_reaches_the_callback_while_delivery_is_stuck(

@@ -10,9 +10,10 @@ import time
 from typing import Callable
 
 import meterstream
+from _poll import wait_for
 from meterstream.emulator import Emulator
 
-from .conftest import API_KEY, wait_for
+from .conftest import API_KEY
 
 
 def test_500s_and_429_bursts_lose_nothing_and_duplicate_only_by_identifier(
@@ -104,11 +105,25 @@ def test_records_keep_being_accepted_while_a_batch_waits_to_retry(
 def test_flush_settles_only_what_was_recorded_before_it(
     emulator: Emulator, make_client: Callable[..., meterstream.MeterClient]
 ) -> None:
-    client = make_client(flush_interval=3600)
+    client = make_client(flush_interval=3600)  # only flush() takes a batch of 5
     for _ in range(5):
         client.record("api_calls", 1, customer="cus_1")
-    assert client.flush(10)
+    emulator.set_faults(fail_500=1.0)  # the flush's batch fails until the fault goes
+    outcome: list[bool] = []
+    flusher = threading.Thread(target=lambda: outcome.append(client.flush(30)))
+    flusher.start()
+    # A refused request means flush() has taken its batch: it started.
+    assert wait_for(lambda: emulator.state.requests.get("meter_event_stream", {}).get("500"))
+    for _ in range(3):
+        client.record("api_calls", 1, customer="cus_late")  # after the flush started
+    emulator.set_faults(fail_500=0.0)
+    flusher.join(30)
+    assert outcome == [True]
     assert emulator.state.total("api_calls", "cus_1").count == 5
+    assert emulator.state.total("api_calls", "cus_late").count == 0
+    assert client.stats()["queued"] == 3  # still waiting for the next flush
+    assert client.flush(10)
+    assert emulator.state.total("api_calls", "cus_late").count == 3
     assert client.stats()["queued"] == 0
 
 
@@ -147,16 +162,13 @@ def test_eight_threads_of_decorated_calls_deliver_every_event_once(
 def test_sync_mode_sends_before_record_returns(
     emulator: Emulator, make_client: Callable[..., meterstream.MeterClient]
 ) -> None:
+    before = set(threading.enumerate())
     client = make_client(sync_mode=True)
     client.record("api_calls", 3, customer="cus_1")
     assert emulator.state.total("api_calls", "cus_1").sum == 3
-    assert not any(
-        t.name == "meterstream-flusher"
-        for t in threading.enumerate()
-        if t.is_alive()
-        and getattr(t, "_target", None) is not None
-        and "Delivery" in repr(t._target)
-    )
+    # No delivery thread was started: the caller's thread sent the event.
+    started = [t.name for t in set(threading.enumerate()) - before]
+    assert not [name for name in started if name.startswith("meterstream-")], started
 
 
 def test_shutdown_is_idempotent_and_later_records_are_counted_as_dropped(

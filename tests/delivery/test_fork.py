@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _poll import wait_for
 from meterstream.emulator import Emulator
 
-from .conftest import API_KEY, wait_for
+from .conftest import API_KEY
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

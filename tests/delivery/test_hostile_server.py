@@ -21,6 +21,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from _poll import wait_for
 from meterstream.errors import DeliveryError
 
 from . import hostile_server as hs
@@ -611,7 +612,7 @@ def test_shutdown_returns_in_time_whatever_the_server_does(
     server.set_default("stream", behaviour)
     client = make_client(batch_size=10, max_concurrent_requests=concurrency, request_timeout=1)
     record(client, 45)
-    assert hs.wait_until(lambda: len(server.requests_to("stream")) > 0)
+    assert wait_for(lambda: len(server.requests_to("stream")) > 0)
     started = time.monotonic()
     assert client.shutdown(0.5) is False
     assert time.monotonic() - started < 1.5
@@ -706,14 +707,14 @@ def test_a_sender_resuming_after_shutdown_closed_the_exporter_is_not_an_internal
     def token() -> str:
         calls.append(1)
         if len(calls) == 2:  # the retry
-            hs.wait_until(lambda: exporter._http.is_closed, timeout=5)
+            wait_for(lambda: exporter._http.is_closed, timeout=5)
         return str(real_token())
 
     monkeypatch.setattr(sessions, "token", token)
     record(client, 3)
-    assert hs.wait_until(lambda: len(calls) >= 2)
+    assert wait_for(lambda: len(calls) >= 2)
     assert client.shutdown(0.2) is False
-    assert hs.wait_until(lambda: client.stats()["queued"] == 0 and len(calls) >= 2)
+    assert wait_for(lambda: client.stats()["queued"] == 0 and len(calls) >= 2)
     join_threads(client)
     swallowed = list(internal_errors)
     internal_errors.clear()

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import pytest
 import trustme
 
+from _poll import wait_for
 from meterstream._exporters.stripe._http11 import (
     MAX_BODY,
     MAX_HEAD,
@@ -307,7 +308,7 @@ class ScriptedServer:
 
     def wait_closed(self, number: int, timeout: float = 5.0) -> bool:
         """Wait until the handler of connection *number* has closed its socket."""
-        assert wait_until(lambda: self.connections > number, timeout)
+        assert wait_for(lambda: self.connections > number, timeout)
         with self._lock:
             done = self._done[number]
         return done.wait(timeout)
@@ -439,17 +440,6 @@ class ScriptedServer:
 # -- helpers and fixtures ----------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll *predicate* until it holds or *timeout* passes (an Event wait, not a sleep)."""
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        pause.wait(0.002)
-    return predicate()
-
-
 def idle_sockets(pool: Http11Pool) -> list[socket.socket]:
     """White box: the sockets of the pool's kept connections."""
     return [connection.sock for connection in pool._idle]
@@ -463,7 +453,7 @@ def wait_until_idle_connections_are_readable(pool: Http11Pool) -> None:
         readable, _, _ = select.select(socks, [], [], 0) if socks else ([], [], [])
         return len(readable) == len(socks)
 
-    assert wait_until(all_readable), "the client never saw the server close"
+    assert wait_for(all_readable), "the client never saw the server close"
 
 
 MakeServer = Callable[..., ScriptedServer]
@@ -1451,7 +1441,7 @@ def test_tls_with_the_default_context_refuses_an_untrusted_certificate(
     with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
         post_ok(pool)
 
-    assert wait_until(lambda: len(server.tls_errors) == 1)
+    assert wait_for(lambda: len(server.tls_errors) == 1)
     assert server.requests == []
 
 

@@ -14,8 +14,8 @@ import pytest
 import trustme
 
 import meterstream
+from _poll import wait_for
 
-from .conftest import wait_for
 from .net_servers import ForwardProxy, TlsEmulator
 from .test_hostile_server import join_threads
 

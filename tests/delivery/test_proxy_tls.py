@@ -14,9 +14,9 @@ import pytest
 import trustme
 
 import meterstream
+from _poll import wait_for
 from meterstream._exporters.stripe._api import StripeAPI
 
-from .conftest import wait_for
 from .net_servers import ForwardProxy, TlsEmulator
 
 pytestmark = pytest.mark.slow

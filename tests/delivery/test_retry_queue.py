@@ -7,10 +7,9 @@ import time
 from typing import Any, Callable
 
 import meterstream
+from _poll import wait_for
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
 from meterstream.emulator import Emulator
-
-from .conftest import wait_for
 
 
 class StuckBatchExporter(Exporter):

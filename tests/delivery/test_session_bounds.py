@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from _poll import wait_for
 
 from . import hostile_server as hs
 from .test_hostile_server import SECRET, delivered_all, join_threads, record
@@ -126,7 +127,7 @@ def test_shutdown_holds_its_deadline_while_a_session_is_being_opened(
         request_timeout=30, on_delivery_error=lambda events, error: failures.append(len(events))
     )
     record(client, 5)
-    assert hs.wait_until(lambda: len(server.requests_to("session")) == 1)
+    assert wait_for(lambda: len(server.requests_to("session")) == 1)
     assert client.flush(0.3) is False
     started = time.monotonic()
     assert client.shutdown(0.5) is False
@@ -134,7 +135,7 @@ def test_shutdown_holds_its_deadline_while_a_session_is_being_opened(
     # The session request is aborted, not left to run out its 30 s: the
     # delivery threads end, and the events are reported, not lost.
     join_threads(client)
-    assert hs.wait_until(lambda: sum(failures) == 5)
+    assert wait_for(lambda: sum(failures) == 5)
     assert client.stats()["queued"] == 0
 
 

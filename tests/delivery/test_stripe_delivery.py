@@ -139,7 +139,7 @@ def test_a_refused_batch_goes_to_on_delivery_error_and_does_not_block_the_next(
 
 
 def test_a_bad_api_key_is_a_clear_delivery_error_logged_once(
-    make_client: Callable[..., meterstream.MeterClient], caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     failures: list[BaseException] = []
     with Emulator(api_keys={"sk_test_right"}) as emu:

@@ -772,5 +772,20 @@ def test_the_health_endpoint_answers(http: httpx.Client) -> None:
     assert http.get("/_emulator/health").json() == {"ok": True}
 
 
-def test_state_is_json_serialisable(emulator: Emulator) -> None:
-    json.dumps(emulator.state.snapshot())
+def test_state_is_json_serialisable_with_something_in_every_part(
+    api: Api, emulator: Emulator
+) -> None:
+    emulator.state.auto_create_meters = True
+    token = api.token()
+    api.stream({"events": [event("a"), event("b", customer="cus_2")]}, token)
+    api.stream({"events": [event("a")]}, token)  # a duplicate
+    emulator.state.auto_create_meters = False
+    api.stream({"events": [event("n1", name="no_such_meter")]}, token)  # a validation error
+    emulator.set_faults(fail_500=0.25)
+    snapshot = emulator.state.snapshot()
+    # Every part holds something, so each one's types are put to the test.
+    assert snapshot["events_stored"] == 3 and snapshot["duplicates"] == 1
+    assert snapshot["sessions_created"] == 1 and snapshot["meters"] == 1
+    assert len(snapshot["totals"]) == 2 and snapshot["validation_errors"]
+    assert snapshot["requests"]["meter_event_stream"] and snapshot["faults"]["fail_500"] == 0.25
+    assert json.loads(json.dumps(snapshot, allow_nan=False)) == snapshot

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from typing import Callable
 
 import pytest
 
@@ -28,13 +26,3 @@ def sent(client: meterstream.MeterClient) -> list[tuple[str, str, str]]:
         (e["event_name"], e["payload"]["stripe_customer_id"], e["payload"]["value"])
         for e in client.exporter.events  # type: ignore[attr-defined]
     ]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll *predicate* until it is true or *timeout* passes (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

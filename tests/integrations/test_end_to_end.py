@@ -27,9 +27,10 @@ pytest.importorskip("httptools")
 
 import httpx
 
+from _poll import wait_for
 from meterstream.emulator import Emulator
 
-from .conftest import API_KEY, wait_for
+from .conftest import API_KEY
 
 pytestmark = [
     pytest.mark.slow,

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from .._checks import check_event_name
 from .._client import MeterClient
 from .._config import SETTING_NAMES
 from .._context import customer as customer_block
 from .._default import get_client
-from .._events import check_event_name
 from .._internal import RateLimitedLog
 from .._parsing import _bool, _import_dotted, _number
 from ..errors import ConfigurationError, InvalidEventError, MeterError
@@ -323,13 +323,13 @@ class RequestMeter:
         if self.request_event is None or status not in self.statuses:
             return
         client = self.client
-        if not client._active:
+        if not client.active:
             return
         try:
             # The name was checked with the options; the request's own
             # customer (None follows on_missing_customer like any record) is
             # checked here. No customer() block: every response pays this.
-            client._record(self.request_event, 1, customer, None, None, None)
+            client.record_use(self.request_event, 1, customer, None, None, None)
         except MeterError as exc:
             # raise_errors / on_missing_customer="raise": the response is
             # already made; failing it now would bill nobody and break the app.
