@@ -13,15 +13,25 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from ._errors import StripeError, bad_request
 from ._http import Answer, Receive, Scope, form, json_body
-
-if TYPE_CHECKING:
-    from ._app import EmulatorApp
+from ._state import EmulatorState
 
 __all__ = ["EVENTS_PATH", "route"]
+
+
+class EmulatorApp(Protocol):
+    """What these endpoints use of the emulator's app (``_app.EmulatorApp``),
+    named here so that this module does not import the one that routes to it."""
+
+    state: EmulatorState
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes: ...
+
+    def _secret_key(self, scope: Scope, v1: bool) -> None: ...
+
 
 EVENTS_PATH = "/v2/core/events"
 _NONE: list[tuple[bytes, bytes]] = []

@@ -20,15 +20,30 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ._errors import bad_request
 from ._reports import thin_event
 
+
+class ReportSource(Protocol):
+    """What the sender reads from the emulator's state (``EmulatorState``),
+    named here so that this module does not import the one that owns it."""
+
+    @property
+    def reported_count(self) -> int: ...
+
+    @property
+    def webhooks(self) -> WebhookSender: ...
+
+    def validate(self) -> list[dict[str, Any]]: ...
+
+    def reported_since(self, start: int) -> list[dict[str, Any]]: ...
+
+
 if TYPE_CHECKING:
     import httpx
 
-    from ._state import EmulatorState
 
 __all__ = ["WebhookSender", "sign"]
 
@@ -56,7 +71,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        state: EmulatorState,
+        state: ReportSource,
         *,
         interval: float = 1.0,
         max_attempts: int = 8,
@@ -285,7 +300,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_from_args(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, state: EmulatorState
+    parser: argparse.ArgumentParser, args: argparse.Namespace, state: ReportSource
 ) -> None:
     """Apply the webhook flags to *state*; a mistake is a usage error naming the flag."""
     interval = args.validation_interval
