@@ -1,4 +1,4 @@
-"""SIGKILL with a spool: whatever record() returned for survives, in a child or a gunicorn worker."""
+"""SIGKILL with a spool: what record() returned for survives, in a child or a gunicorn worker."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def _read_lines(proc: subprocess.Popen[bytes], into: list[str], ready: threading
 
 
 def test_sigkill_at_random_moments_loses_nothing_record_returned_for(
+    tmp_path: Path,
     emulator: Emulator,
     dead_url: str,
     spool_path: str,
@@ -49,17 +50,33 @@ def test_sigkill_at_random_moments_loses_nothing_record_returned_for(
     rng = random.Random()
     returned: list[str] = []
     for run in range(KILLS):
-        proc = child("record", spool_path, dead_url, f"run{run}", "4", stdout=subprocess.PIPE)
+        errors = tmp_path / f"stderr-{run}.txt"
+        with errors.open("wb") as stderr:
+            proc = child(
+                "record",
+                spool_path,
+                dead_url,
+                f"run{run}",
+                "4",
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
         lines: list[str] = []
         ready = threading.Event()
         reader = threading.Thread(target=_read_lines, args=(proc, lines, ready), daemon=True)
         reader.start()
-        assert ready.wait(30), "the child did not start recording"
-        assert proc.poll() is None, f"the child died before the kill (exit {proc.returncode})"
-        threading.Event().wait(rng.uniform(0.1, 0.3))  # a random moment, not a wait for a thread
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(30) == -signal.SIGKILL
-        reader.join(30)
+        try:
+            assert ready.wait(30), "the child did not start recording"
+            threading.Event().wait(rng.uniform(0.1, 0.3))  # a random moment, not a thread wait
+            proc.send_signal(signal.SIGKILL)
+            code = proc.wait(30)
+            reader.join(30)
+        finally:
+            proc.kill()
+            proc.wait(30)
+            assert proc.stdout is not None
+            proc.stdout.close()
+        assert code == -signal.SIGKILL, errors.read_text()
         assert lines, f"run {run}: the child recorded nothing before the kill"
         returned.extend(lines)
 
@@ -133,6 +150,7 @@ def test_gunicorn_workers_share_a_spool_and_a_killed_workers_events_arrive(
                         ok.append(ident)
 
     output = ""
+    started = False
     try:
 
         def up() -> bool:
@@ -141,7 +159,9 @@ def test_gunicorn_workers_share_a_spool_and_a_killed_workers_events_arrive(
             except httpx.TransportError:
                 return False
 
-        assert wait_for(up, timeout=30), "gunicorn did not start"
+        started = wait_for(up, timeout=30)
+        if not started:
+            return
         assert wait_for(lambda: len(_children(master.pid)) == 4, timeout=30)
         threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(4)]
         for thread in threads:
@@ -162,6 +182,7 @@ def test_gunicorn_workers_share_a_spool_and_a_killed_workers_events_arrive(
         except subprocess.TimeoutExpired:
             master.kill()
             output = master.communicate()[0].decode(errors="replace")
+    assert started, f"gunicorn did not start: {output}"
     assert master.returncode == 0, output
 
     client = make_client(emulator.url, spool_path=spool_path)
