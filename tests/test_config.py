@@ -313,7 +313,6 @@ def test_unknown_setting_without_a_close_match_has_no_hint() -> None:
 # -- settings that are not supported yet -------------------------------------------------------
 
 UNSUPPORTED = [
-    ("spool_path", "events.sqlite3"),
     ("aggregate", {"calls": "sum"}),
     ("aggregation_window", 60),
 ]
@@ -330,7 +329,6 @@ def test_unsupported_setting_is_refused_as_keyword(name: str, raw: Any) -> None:
 @pytest.mark.parametrize(
     ("name", "raw"),
     [
-        ("spool_path", "events.sqlite3"),
         ("aggregate", '{"calls": "sum"}'),
         ("aggregation_window", "60"),
     ],
@@ -626,7 +624,7 @@ def test_api_key_not_in_log_records(caplog: pytest.LogCaptureFixture) -> None:
         {"overflow": "nope"},
         {"bogus_setting": 1},
         {"exporter": "kafka"},
-        {"spool_path": "x.db"},
+        {"spool_path": "/nonexistent-directory/x.db"},
         {"api_base": "not a url"},
     ],
 )

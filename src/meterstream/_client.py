@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _checks, _events, _otel
 from ._baggage import Baggage
@@ -24,6 +24,8 @@ from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
+from ._spool import Spool
+from ._spool_buffer import SpoolBuffer
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -33,9 +35,6 @@ from .errors import (
     MissingCustomerError,
     _short_repr,
 )
-
-if TYPE_CHECKING:
-    from ._spool import Spool
 
 __all__ = ["MeterClient"]
 
@@ -70,7 +69,8 @@ class MeterClient:
     def __init__(self, **settings: Any) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
-        self.spool: Optional[Spool] = None  # the durable spool, once it is wired in
+        #: The durable spool (``spool_path``), or None: events in memory only.
+        self.spool: Optional[Spool] = None
         self._rejected_by_stripe: dict[str, int] = {}  # Stripe's error reports, by code
         #: False when ``enabled=False``: decorators call straight through.
         self.active = s.enabled
@@ -84,9 +84,7 @@ class MeterClient:
         self._closed = False
         self._pid = _getpid()
         self._canary = new_canary()
-        self._buffer = Buffer(
-            s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
-        )
+        self._buffer = self._new_sink(s)
         self.exporter: Exporter = _make_exporter(s)
         #: The stats() key of what the exporter accepted: "sent" is Stripe's
         #: (or the user's own exporter's) word; the local exporters count
@@ -118,11 +116,36 @@ class MeterClient:
         self._slow = True
         self._update_slow()
         if self.active:
+            if self.spool is not None and self._buffer.pending():
+                # What a previous process left: delivered without waiting for a record.
+                self._delivery.ensure_started()
             _otel.install_metrics(live_clients)
             self.refresh_otel()
             self._delivery.on_tick = self.refresh_otel
             self._delivery.on_start = self._update_slow
             _register_client(self)
+
+    def _new_sink(self, s: Settings) -> Buffer:
+        """Where accepted events go: the spool when ``spool_path`` is set, else memory."""
+        if not s.spool_path or not s.enabled:
+            return Buffer(
+                s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
+            )
+        self.spool = Spool(
+            s.spool_path,
+            sync=s.spool_sync,
+            max_bytes=s.spool_max_bytes,
+            history=s.spool_history_days * 86400.0,
+        )
+        return SpoolBuffer(
+            self.spool,
+            s.overflow,
+            s.block_timeout,
+            s.batch_size,
+            self._counters,
+            log=self._log,
+            raise_errors=s.raise_errors,
+        )
 
     # -- configuration ---------------------------------------------------------
 
@@ -143,6 +166,7 @@ class MeterClient:
             or self._closed
             or self._span_events
             or self._warn_no_key
+            or self.spool is not None  # one durable insert: the general path
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -413,7 +437,8 @@ class MeterClient:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
         if not self._put((event_name, customer, value, ts, ident, dimensions)):
-            self._log_queue_full()
+            if self.spool is None:  # a spool counts and logs its own drops
+                self._log_queue_full()
             return
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
@@ -555,6 +580,11 @@ class MeterClient:
             report_internal_error(exc)
             self._log.log(logging.ERROR, "shutdown", "shutdown failed: %r", exc)
             done = False
+        if self.spool is not None:
+            try:
+                self.spool.close()
+            except Exception as exc:
+                report_internal_error(exc)
         _unregister_client(self)
         return done
 
@@ -581,11 +611,17 @@ class MeterClient:
         # "recorded" is derived rather than counted on the hot path: every
         # accepted event is queued or has exactly one final outcome.
         settled = counts["sent"] + failed + counts["abandoned_shutdown"] + counts["evicted_oldest"]
+        recorded = settled + queued
+        if self.spool is not None:
+            # The spool is shared: what waits there may be other processes'.
+            # This process counts what it put in, one insert at a time anyway.
+            queued = self._buffer.pending()
+            recorded = counts["spooled"]
         dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
         dropped["queue_full"] += counts["evicted_oldest"]
         dropped["shutdown"] += counts["abandoned_shutdown"]
         out: dict[str, int] = {
-            "recorded": settled + queued,
+            "recorded": recorded,
             "queued": queued,
             "sent": 0,
             "log": 0,
@@ -604,6 +640,20 @@ class MeterClient:
         out["requests"] = delivery["requests"]
         out["otel_errors"] = _otel.errors
         out.update(self._rejected_counts())
+        if self.spool is not None:
+            out.update(self._spool_counts(counts))
+        return out
+
+    def _spool_counts(self, counts: dict[str, int]) -> dict[str, int]:
+        assert self.spool is not None
+        out = {"spool_pending": 0, "spool_dead": 0, "spool_bytes": 0}
+        out["returned_to_spool"] = counts["returned_to_spool"]
+        try:
+            status = self.spool.status()
+        except Exception as exc:  # a stats() call must not fail on a bad disk
+            report_internal_error(exc)
+            return out
+        out.update(spool_pending=status.pending, spool_dead=status.dead, spool_bytes=status.bytes)
         return out
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------

@@ -43,6 +43,7 @@ from ._parsing import (
     _unsupported,
     _url,
 )
+from ._spool import SYNC_MODES as SPOOL_SYNC_MODES
 from .errors import ConfigurationError
 
 __all__ = [
@@ -239,12 +240,32 @@ class Settings:
         "whatever the input (hostile objects included). Constants given to `@meter` fail at "
         "decoration time either way",
     )
-    spool_path: None = setting(
-        _unsupported("spool_path (durable spool)"),
+    spool_path: Optional[str] = setting(
+        _opt_str,
         None,
-        "*not supported yet*: setting it raises `ConfigurationError` rather than silently "
-        "losing durability",
+        "a SQLite file (write-ahead log) between `record()` and delivery: events survive "
+        "crashes, restarts and outages; several processes may share it "
+        "([durability](durability.md)). One that cannot be opened is a `ConfigurationError` "
+        "naming `spool_path`",
         shown="unset",
+    )
+    spool_sync: str = setting(
+        _one_of(SPOOL_SYNC_MODES),
+        "normal",
+        "`normal`: an event is safe from a process crash once `record()` returns; `full`: "
+        "also from power loss (an fsync per event)",
+    )
+    spool_max_bytes: int = setting(
+        _pos(True, 1 << 20),
+        1 << 30,
+        "bytes of data the spool may hold (at least 1 MiB); past it, `overflow` applies and "
+        "drops are counted (`dropped_spool_full`)",
+    )
+    spool_history_days: float = setting(
+        _pos(False, 0, 400),
+        35.0,
+        "days the events Stripe accepted are kept in the spool, for `meterstream reconcile` "
+        "and Stripe's late error reports; 0 keeps none",
     )
     disabled_events: frozenset[str] = setting(
         _names,
