@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _checks, _events, _otel
+from ._aggregate import Folder
+from ._aggregate_settings import apply_meter_check
 from ._baggage import Baggage
 from ._buffer import Buffer
 from ._config import Settings
@@ -21,6 +23,8 @@ from ._counters import DROP_REASONS, FAIL_REASONS, Counters
 from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
+from ._exporters.stripe import StripeExporter
+from ._exporters.stripe._api import StripeAPI
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
@@ -99,6 +103,11 @@ class MeterClient:
             and settings.get("exporter") is None
             and "METERSTREAM_EXPORTER" not in os.environ
         )
+        #: Uses of sum meters folded per customer and window (``aggregate``), or None.
+        self._folder: Optional[Folder] = None
+        if s.aggregate and s.enabled:
+            self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
+        self._meters_checked = self._folder is None or not isinstance(self.exporter, StripeExporter)
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
@@ -121,7 +130,7 @@ class MeterClient:
                 self._delivery.ensure_started()
             _otel.install_metrics(live_clients)
             self.refresh_otel()
-            self._delivery.on_tick = self.refresh_otel
+            self._delivery.on_tick = self._on_tick
             self._delivery.on_start = self._update_slow
             _register_client(self)
 
@@ -149,6 +158,28 @@ class MeterClient:
 
     # -- configuration ---------------------------------------------------------
 
+    def _on_tick(self) -> None:
+        """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
+        self.refresh_otel()
+        if self._folder is not None:
+            if not self._meters_checked:
+                # Once, on a delivery thread: which aggregated names really sum.
+                self._meters_checked = True
+                try:
+                    with StripeAPI.from_settings(self._settings) as api:
+                        apply_meter_check(self._folder, api)
+                except Exception as exc:
+                    report_internal_error(exc)
+            self._close_windows(force=False)
+
+    def _close_windows(self, *, force: bool) -> None:
+        """Put the events of the fold windows that ended (all of them, when forced)."""
+        folder = self._folder
+        if folder is None:
+            return
+        for event in folder.close(force=force):
+            self._put(event)
+
     def refresh_otel(self) -> None:
         """Re-decide what auto mode means now (an SDK may be installed after us)."""
         active = _otel.sdk_active()
@@ -167,6 +198,7 @@ class MeterClient:
             or self._span_events
             or self._warn_no_key
             or self.spool is not None  # one durable insert: the general path
+            or self._folder is not None  # folding happens on the general path
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -436,6 +468,18 @@ class MeterClient:
         if self._closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
+        folder = self._folder
+        if (
+            folder is not None
+            and identifier is None
+            and timestamp is None
+            and folder.add(event_name, customer, value, dimensions)
+        ):
+            if self._span_events:
+                self._span_event(event_name, value, ident, customer)
+            if not self._delivery.started:
+                self._delivery.ensure_started()
+            return
         if not self._put((event_name, customer, value, ts, ident, dimensions)):
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
@@ -525,6 +569,8 @@ class MeterClient:
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
+        if self._folder is not None:
+            self._folder.after_fork()
         _events.ensure_fresh_prefix_after_fork()
         self._update_slow()  # the delivery threads start again with the next record
 
@@ -547,6 +593,7 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
+            self._close_windows(force=True)
             return self._delivery.flush(timeout)
         except MeterError:
             raise
@@ -575,6 +622,10 @@ class MeterClient:
         if not self.active:
             return True
         try:
+            if self._folder is not None:
+                # Put what the open windows hold (the buffer no longer takes records).
+                for event in self._folder.close(force=True):
+                    self._buffer.put(event)
             done = self._delivery.shutdown(timeout)
         except Exception as exc:
             report_internal_error(exc)
@@ -642,6 +693,8 @@ class MeterClient:
         out.update(self._rejected_counts())
         if self.spool is not None:
             out.update(self._spool_counts(counts))
+        if self._folder is not None:
+            out.update(self._folder.stats())
         return out
 
     def _spool_counts(self, counts: dict[str, int]) -> dict[str, int]:

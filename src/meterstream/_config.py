@@ -21,6 +21,11 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Final, Optional
 
+from ._aggregate_settings import (
+    check_aggregate_against_disabled,
+    parse_aggregate,
+    parse_aggregation_window,
+)
 from ._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
 from ._network import parse_ca_bundle, parse_proxy, redact_url
 from ._parsing import (
@@ -40,7 +45,6 @@ from ._parsing import (
     _payload_key,
     _payload_keys,
     _pos,
-    _unsupported,
     _url,
 )
 from ._spool import SYNC_MODES as SPOOL_SYNC_MODES
@@ -349,17 +353,19 @@ class Settings:
         fallback_env=("STRIPE_WEBHOOK_SECRET",),
         redact=redact_key,
     )
-    aggregate: None = setting(
-        _unsupported("aggregate (folding uses into one event)"),
-        None,
-        "*not supported yet*: setting it raises `ConfigurationError`",
-        shown="unset",
+    aggregate: dict[str, str] = setting(
+        parse_aggregate,
+        {},
+        '`{event_name: "sum"}` (or `name=sum,...` in the environment): fold the uses of one '
+        "customer, event name and dimensions within `aggregation_window` into one event whose "
+        "value is their exact sum. Sum meters only: a name whose Stripe meter counts or takes "
+        "the last value is sent unfolded, with one WARNING ([aggregation](aggregation.md))",
     )
-    aggregation_window: None = setting(
-        _unsupported("aggregation_window"),
-        None,
-        "*not supported yet*: setting it raises `ConfigurationError`",
-        shown="unset",
+    aggregation_window: int = setting(
+        parse_aggregation_window,
+        5,
+        "seconds of one fold window, aligned to the wall clock: 1, 2, 3, 4, 5, 6, 10, 12, 15, "
+        "20, 30 or 60 (so no window straddles a minute)",
     )
     sync_mode: bool = setting(
         _bool,
@@ -464,6 +470,7 @@ class Settings:
 
     def _check(self, kwargs: Mapping[str, Any]) -> None:
         """What no single setting can say alone."""
+        check_aggregate_against_disabled(self.aggregate, self.disabled_events)
         for event_name in ("", *self.payload_keys):
             customer_key, value_key = self.payload_keys_for(event_name)
             if customer_key == value_key:
