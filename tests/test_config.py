@@ -310,40 +310,26 @@ def test_unknown_setting_without_a_close_match_has_no_hint() -> None:
     assert "did you mean" not in str(info.value)
 
 
-# -- settings that are not supported yet -------------------------------------------------------
-
-UNSUPPORTED = [
-    ("spool_path", "events.sqlite3"),
-    ("aggregate", {"calls": "sum"}),
-    ("aggregation_window", 60),
-]
-
-
-@pytest.mark.parametrize(("name", "raw"), UNSUPPORTED, ids=[n for n, _ in UNSUPPORTED])
-def test_unsupported_setting_is_refused_as_keyword(name: str, raw: Any) -> None:
-    with pytest.raises(meterstream.ConfigurationError) as info:
-        meterstream.MeterClient(exporter="memory", **{name: raw})
-    assert str(info.value).startswith(name)
-    assert "not supported yet" in str(info.value)
+# -- aggregation and the spool, now supported -------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("name", "raw"),
+    ("name", "raw", "expected"),
     [
-        ("spool_path", "events.sqlite3"),
-        ("aggregate", '{"calls": "sum"}'),
-        ("aggregation_window", "60"),
+        ("aggregate", '{"calls": "sum"}', {"calls": "sum"}),
+        ("aggregate", "calls=sum,tokens=sum", {"calls": "sum", "tokens": "sum"}),
+        ("aggregation_window", "60", 60),
     ],
 )
-def test_unsupported_setting_is_refused_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, name: str, raw: str
+def test_aggregation_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str, expected: Any
 ) -> None:
-    env = "METERSTREAM_" + name.upper()
-    monkeypatch.setenv(env, raw)
-    with pytest.raises(meterstream.ConfigurationError) as info:
-        meterstream.MeterClient(exporter="memory")
-    assert str(info.value).startswith(env)
-    assert "not supported yet" in str(info.value)
+    monkeypatch.setenv("METERSTREAM_" + name.upper(), raw)
+    client = meterstream.MeterClient(exporter="memory")
+    try:
+        assert getattr(client.settings, name) == expected
+    finally:
+        client.shutdown(0)
 
 
 # -- exporter default --------------------------------------------------------------------------
@@ -626,7 +612,7 @@ def test_api_key_not_in_log_records(caplog: pytest.LogCaptureFixture) -> None:
         {"overflow": "nope"},
         {"bogus_setting": 1},
         {"exporter": "kafka"},
-        {"spool_path": "x.db"},
+        {"spool_path": "/nonexistent-directory/x.db"},
         {"api_base": "not a url"},
     ],
 )
@@ -751,5 +737,5 @@ def test_enabled_client_starts_one_named_flusher_thread(
 
 
 def test_a_zero_aggregation_window_is_refused_too() -> None:
-    with pytest.raises(meterstream.ConfigurationError, match="not supported yet"):
+    with pytest.raises(meterstream.ConfigurationError, match="aggregation_window"):
         meterstream.MeterClient(exporter="memory", aggregation_window=0)

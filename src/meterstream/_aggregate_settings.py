@@ -182,7 +182,7 @@ def apply_meter_check(folder: _Refusable, source: MetersSource) -> dict[str, str
         meters = source.meters()
     except Exception as exc:
         logger.warning(
-            "meterstream could not read the meters to check that aggregated event names "
+            "could not read the meters to check that aggregated event names "
             "sum (%s); folding %s as configured",
             exc,
             ", ".join(sorted(folder.names)) or "nothing",
@@ -193,7 +193,7 @@ def apply_meter_check(folder: _Refusable, source: MetersSource) -> dict[str, str
         if folder.refuse(name, reason):
             refused[name] = reason
             logger.warning(
-                "meterstream will not aggregate %r: %s; its uses are sent one event each",
+                "will not aggregate %r: %s; its uses are sent one event each",
                 name,
                 reason,
             )

@@ -278,6 +278,43 @@ class Buffer:
                 self._room.notify_all()
         return batch, marker
 
+    # -- what the delivery asks of whichever sink the client records into ----------
+
+    def waiting(self) -> bool:
+        """Anything to take: an event or a flush marker."""
+        return bool(self.items)
+
+    def pending(self) -> int:
+        """Events waiting to be taken."""
+        return len(self)
+
+    def tick(self) -> None:
+        """Called on each delivery wake (the spool renews its claims here)."""
+
+    def settled(self, batch: Any, error: Any) -> bool:
+        """How a batch taken from here settled; True when its events came back
+        to wait here instead (a spool's, never this buffer's)."""
+        return False
+
+    def flush_point(self) -> Optional[int]:
+        """Where a flush must see everything settled beyond its marker (a spool's rows)."""
+        return None
+
+    def pending_upto(self, point: int) -> int:
+        """Events up to *point* still waiting (a spool's)."""
+        return 0
+
+    def leftovers(self) -> tuple[list[tuple[Any, ...]], list[FlushMarker]]:
+        """At shutdown: the events nobody will send now, and the flush markers."""
+        left: list[tuple[Any, ...]] = []
+        markers: list[FlushMarker] = []
+        while self.items:
+            raw, marker = self.take(len(self.items))
+            left.extend(raw)
+            if marker is not None:
+                markers.append(marker)
+        return left, markers
+
     @property
     def has_markers(self) -> bool:
         return self._markers > 0

@@ -10,9 +10,11 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _checks, _events, _otel
+from ._aggregate import Folder
+from ._aggregate_settings import apply_meter_check
 from ._baggage import Baggage
 from ._buffer import Buffer
 from ._config import Settings
@@ -21,9 +23,13 @@ from ._counters import DROP_REASONS, FAIL_REASONS, Counters
 from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
+from ._exporters.stripe import StripeExporter
+from ._exporters.stripe._api import StripeAPI
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
+from ._spool import Spool
+from ._spool_buffer import SpoolBuffer
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -33,9 +39,6 @@ from .errors import (
     MissingCustomerError,
     _short_repr,
 )
-
-if TYPE_CHECKING:
-    from ._spool import Spool
 
 __all__ = ["MeterClient"]
 
@@ -70,7 +73,8 @@ class MeterClient:
     def __init__(self, **settings: Any) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
-        self.spool: Optional[Spool] = None  # the durable spool, once it is wired in
+        #: The durable spool (``spool_path``), or None: events in memory only.
+        self.spool: Optional[Spool] = None
         self._rejected_by_stripe: dict[str, int] = {}  # Stripe's error reports, by code
         #: False when ``enabled=False``: decorators call straight through.
         self.active = s.enabled
@@ -84,9 +88,7 @@ class MeterClient:
         self._closed = False
         self._pid = _getpid()
         self._canary = new_canary()
-        self._buffer = Buffer(
-            s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
-        )
+        self._buffer = self._new_sink(s)
         self.exporter: Exporter = _make_exporter(s)
         #: The stats() key of what the exporter accepted: "sent" is Stripe's
         #: (or the user's own exporter's) word; the local exporters count
@@ -101,6 +103,11 @@ class MeterClient:
             and settings.get("exporter") is None
             and "METERSTREAM_EXPORTER" not in os.environ
         )
+        #: Uses of sum meters folded per customer and window (``aggregate``), or None.
+        self._folder: Optional[Folder] = None
+        if s.aggregate and s.enabled:
+            self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
+        self._meters_checked = self._folder is None or not isinstance(self.exporter, StripeExporter)
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
@@ -118,13 +125,60 @@ class MeterClient:
         self._slow = True
         self._update_slow()
         if self.active:
+            if self.spool is not None and self._buffer.pending():
+                # What a previous process left: delivered without waiting for a record.
+                self._delivery.ensure_started()
             _otel.install_metrics(live_clients)
             self.refresh_otel()
-            self._delivery.on_tick = self.refresh_otel
+            self._delivery.on_tick = self._on_tick
             self._delivery.on_start = self._update_slow
             _register_client(self)
 
+    def _new_sink(self, s: Settings) -> Buffer:
+        """Where accepted events go: the spool when ``spool_path`` is set, else memory."""
+        if not s.spool_path or not s.enabled:
+            return Buffer(
+                s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
+            )
+        self.spool = Spool(
+            s.spool_path,
+            sync=s.spool_sync,
+            max_bytes=s.spool_max_bytes,
+            history=s.spool_history_days * 86400.0,
+        )
+        return SpoolBuffer(
+            self.spool,
+            s.overflow,
+            s.block_timeout,
+            s.batch_size,
+            self._counters,
+            log=self._log,
+            raise_errors=s.raise_errors,
+        )
+
     # -- configuration ---------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
+        self.refresh_otel()
+        if self._folder is not None:
+            if not self._meters_checked:
+                # Once, on a delivery thread: which aggregated names really sum.
+                self._meters_checked = True
+                try:
+                    with StripeAPI.from_settings(self._settings) as api:
+                        apply_meter_check(self._folder, api)
+                except Exception as exc:
+                    report_internal_error(exc)
+            self._close_windows(force=False)
+
+    def _close_windows(self, *, force: bool) -> None:
+        """Put the events of the fold windows that ended (all of them, when forced)."""
+        folder = self._folder
+        if folder is None:
+            return
+        for event in folder.close(force=force):
+            self._put(event)
 
     def refresh_otel(self) -> None:
         """Re-decide what auto mode means now (an SDK may be installed after us)."""
@@ -143,6 +197,8 @@ class MeterClient:
             or self._closed
             or self._span_events
             or self._warn_no_key
+            or self.spool is not None  # one durable insert: the general path
+            or self._folder is not None  # folding happens on the general path
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -412,8 +468,21 @@ class MeterClient:
         if self._closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
+        folder = self._folder
+        if (
+            folder is not None
+            and identifier is None
+            and timestamp is None
+            and folder.add(event_name, customer, value, dimensions)
+        ):
+            if self._span_events:
+                self._span_event(event_name, value, ident, customer)
+            if not self._delivery.started:
+                self._delivery.ensure_started()
+            return
         if not self._put((event_name, customer, value, ts, ident, dimensions)):
-            self._log_queue_full()
+            if self.spool is None:  # a spool counts and logs its own drops
+                self._log_queue_full()
             return
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
@@ -500,6 +569,8 @@ class MeterClient:
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
+        if self._folder is not None:
+            self._folder.after_fork()
         _events.ensure_fresh_prefix_after_fork()
         self._update_slow()  # the delivery threads start again with the next record
 
@@ -522,6 +593,7 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
+            self._close_windows(force=True)
             return self._delivery.flush(timeout)
         except MeterError:
             raise
@@ -550,11 +622,20 @@ class MeterClient:
         if not self.active:
             return True
         try:
+            if self._folder is not None:
+                # Put what the open windows hold (the buffer no longer takes records).
+                for event in self._folder.close(force=True):
+                    self._buffer.put(event)
             done = self._delivery.shutdown(timeout)
         except Exception as exc:
             report_internal_error(exc)
             self._log.log(logging.ERROR, "shutdown", "shutdown failed: %r", exc)
             done = False
+        if self.spool is not None:
+            try:
+                self.spool.close()
+            except Exception as exc:
+                report_internal_error(exc)
         _unregister_client(self)
         return done
 
@@ -581,11 +662,17 @@ class MeterClient:
         # "recorded" is derived rather than counted on the hot path: every
         # accepted event is queued or has exactly one final outcome.
         settled = counts["sent"] + failed + counts["abandoned_shutdown"] + counts["evicted_oldest"]
+        recorded = settled + queued
+        if self.spool is not None:
+            # The spool is shared: what waits there may be other processes'.
+            # This process counts what it put in, one insert at a time anyway.
+            queued = self._buffer.pending()
+            recorded = counts["spooled"]
         dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
         dropped["queue_full"] += counts["evicted_oldest"]
         dropped["shutdown"] += counts["abandoned_shutdown"]
         out: dict[str, int] = {
-            "recorded": settled + queued,
+            "recorded": recorded,
             "queued": queued,
             "sent": 0,
             "log": 0,
@@ -604,6 +691,22 @@ class MeterClient:
         out["requests"] = delivery["requests"]
         out["otel_errors"] = _otel.errors
         out.update(self._rejected_counts())
+        if self.spool is not None:
+            out.update(self._spool_counts(counts))
+        if self._folder is not None:
+            out.update(self._folder.stats())
+        return out
+
+    def _spool_counts(self, counts: dict[str, int]) -> dict[str, int]:
+        assert self.spool is not None
+        out = {"spool_pending": 0, "spool_dead": 0, "spool_bytes": 0}
+        out["returned_to_spool"] = counts["returned_to_spool"]
+        try:
+            status = self.spool.status()
+        except Exception as exc:  # a stats() call must not fail on a bad disk
+            report_internal_error(exc)
+            return out
+        out.update(spool_pending=status.pending, spool_dead=status.dead, spool_bytes=status.bytes)
         return out
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------

@@ -21,6 +21,11 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Final, Optional
 
+from ._aggregate_settings import (
+    check_aggregate_against_disabled,
+    parse_aggregate,
+    parse_aggregation_window,
+)
 from ._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
 from ._network import parse_ca_bundle, parse_proxy, redact_url
 from ._parsing import (
@@ -40,9 +45,9 @@ from ._parsing import (
     _payload_key,
     _payload_keys,
     _pos,
-    _unsupported,
     _url,
 )
+from ._spool import SYNC_MODES as SPOOL_SYNC_MODES
 from .errors import ConfigurationError
 
 __all__ = [
@@ -239,12 +244,32 @@ class Settings:
         "whatever the input (hostile objects included). Constants given to `@meter` fail at "
         "decoration time either way",
     )
-    spool_path: None = setting(
-        _unsupported("spool_path (durable spool)"),
+    spool_path: Optional[str] = setting(
+        _opt_str,
         None,
-        "*not supported yet*: setting it raises `ConfigurationError` rather than silently "
-        "losing durability",
+        "a SQLite file (write-ahead log) between `record()` and delivery: events survive "
+        "crashes, restarts and outages; several processes may share it "
+        "([durability](durability.md)). One that cannot be opened is a `ConfigurationError` "
+        "naming `spool_path`",
         shown="unset",
+    )
+    spool_sync: str = setting(
+        _one_of(SPOOL_SYNC_MODES),
+        "normal",
+        "`normal`: an event is safe from a process crash once `record()` returns; `full`: "
+        "also from power loss (an fsync per event)",
+    )
+    spool_max_bytes: int = setting(
+        _pos(True, 1 << 20),
+        1 << 30,
+        "bytes of data the spool may hold (at least 1 MiB); past it, `overflow` applies and "
+        "drops are counted (`dropped_spool_full`)",
+    )
+    spool_history_days: float = setting(
+        _pos(False, 0, 400),
+        35.0,
+        "days the events Stripe accepted are kept in the spool, for `meterstream reconcile` "
+        "and Stripe's late error reports; 0 keeps none",
     )
     disabled_events: frozenset[str] = setting(
         _names,
@@ -328,17 +353,19 @@ class Settings:
         fallback_env=("STRIPE_WEBHOOK_SECRET",),
         redact=redact_key,
     )
-    aggregate: None = setting(
-        _unsupported("aggregate (folding uses into one event)"),
-        None,
-        "*not supported yet*: setting it raises `ConfigurationError`",
-        shown="unset",
+    aggregate: dict[str, str] = setting(
+        parse_aggregate,
+        {},
+        '`{event_name: "sum"}` (or `name=sum,...` in the environment): fold the uses of one '
+        "customer, event name and dimensions within `aggregation_window` into one event whose "
+        "value is their exact sum. Sum meters only: a name whose Stripe meter counts or takes "
+        "the last value is sent unfolded, with one WARNING ([aggregation](aggregation.md))",
     )
-    aggregation_window: None = setting(
-        _unsupported("aggregation_window"),
-        None,
-        "*not supported yet*: setting it raises `ConfigurationError`",
-        shown="unset",
+    aggregation_window: int = setting(
+        parse_aggregation_window,
+        5,
+        "seconds of one fold window, aligned to the wall clock: 1, 2, 3, 4, 5, 6, 10, 12, 15, "
+        "20, 30 or 60 (so no window straddles a minute)",
     )
     sync_mode: bool = setting(
         _bool,
@@ -443,6 +470,7 @@ class Settings:
 
     def _check(self, kwargs: Mapping[str, Any]) -> None:
         """What no single setting can say alone."""
+        check_aggregate_against_disabled(self.aggregate, self.disabled_events)
         for event_name in ("", *self.payload_keys):
             customer_key, value_key = self.payload_keys_for(event_name)
             if customer_key == value_key:

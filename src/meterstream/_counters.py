@@ -11,7 +11,14 @@ import threading
 __all__ = ["DROP_REASONS", "FAIL_REASONS", "Counters"]
 
 #: Why an event was never queued, or was discarded: ``dropped_<reason>``.
-DROP_REASONS = ("queue_full", "shutdown", "invalid", "missing_customer")
+DROP_REASONS = (
+    "queue_full",
+    "shutdown",
+    "invalid",
+    "missing_customer",
+    "spool_full",
+    "spool_error",
+)
 #: Why an accepted event was not delivered: ``failed_<reason>``.
 FAIL_REASONS = ("rejected", "retries_exhausted")
 NAMES = (
@@ -25,6 +32,10 @@ NAMES = (
     # what shutdown() gave up.
     "evicted_oldest",
     "abandoned_shutdown",
+    # With a spool: batches given back to wait in it (out of retry time, or
+    # in flight at shutdown), not failed; and events moved to its dead letters.
+    "returned_to_spool",
+    "spooled",
 )
 
 

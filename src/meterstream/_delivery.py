@@ -25,7 +25,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from ._buffer import Buffer
 from ._checks import PAST_WINDOW
@@ -192,6 +192,7 @@ class Delivery:
             try:
                 if self.on_tick is not None:
                     self.on_tick()
+                self._buffer.tick()
                 while self._send_next(everything, self._stop):
                     pass
             except Exception as exc:  # the thread must outlive any bug
@@ -226,7 +227,7 @@ class Delivery:
 
     def _buffer_ready(self, everything: bool) -> bool:
         buffer = self._buffer
-        if not buffer.items or len(self._retry) >= self._max_waiting:
+        if not buffer.waiting() or len(self._retry) >= self._max_waiting:
             return False
         return len(buffer) >= self._batch_size or everything or buffer.has_markers
 
@@ -257,7 +258,8 @@ class Delivery:
                 self._ledger.mark(marker)
             if len(buffer) >= self._batch_size or buffer.has_markers:
                 buffer.wake.set()  # another full batch: one more thread may take it
-        return True, job
+        # A spool may have had nothing to hand out after all (held by others).
+        return bool(raw) or marker is not None, job
 
     def _attempt(self, job: Job) -> None:
         """Send *job* once; settle it, split it, or queue it to retry."""
@@ -364,6 +366,10 @@ class Delivery:
         parts, rejected = split
         batch = job.batch
         refused = [(batch.subset(indices), error) for indices, error in rejected]
+        for events, error in refused:
+            # Reported before the flushes waiting on the batch can be released.
+            self._buffer.settled(events, error)
+            self._report(events, error)
         now = self._clock()
         with self._lock:
             if job.done:
@@ -373,16 +379,28 @@ class Delivery:
             self._counters.add("failed_rejected", sum(len(events) for events, _ in refused))
         if parts:
             self._buffer.wake.set()
-        for events, error in refused:
-            self._report(events, error)
 
     def _settle(self, job: Job, error: Optional[DeliveryError]) -> None:
-        """Count a batch's final outcome exactly once, and release flushes waiting on it."""
+        """Count a batch's final outcome exactly once, and release flushes waiting on it.
+
+        Reported (``on_delivery_error``) before the flushes waiting on it are
+        released: a flush that returns True has seen its events settled.
+        """
         count = len(job.batch)
+        # A spool acknowledges, buries or takes back the batch's rows first
+        # (outside the lock: it writes to disk); once per event, whoever asks.
+        kept = self._buffer.settled(job.batch, error)
+        if error is not None and not kept:
+            with self._lock:
+                if job.done:
+                    return  # shutdown() already gave it up and reported it
+            self._report(job.batch, error)
         with self._lock:
             if job.done:
                 return  # shutdown() already gave it up and counted it
-            if error is None:
+            if kept:
+                pass  # back in the spool to wait: counted there, not a failure
+            elif error is None:
                 self._counters.add("sent", count)
             elif error.reason == "shutdown":
                 self._counters.add("abandoned_shutdown", count)
@@ -391,8 +409,6 @@ class Delivery:
             else:
                 self._counters.add("failed_rejected", count)
             self._ledger.close(job)
-        if error is not None:
-            self._report(job.batch, error)
 
     def _report(self, batch: EventBatch, error: DeliveryError) -> None:
         """Log and hand *batch* to ``on_delivery_error``; never fails on the events."""
@@ -417,7 +433,7 @@ class Delivery:
         buffer = self._buffer
         pause = threading.Event()
         try:
-            while buffer.items or self._retry:
+            while buffer.waiting() or self._retry:
                 now = self._clock()
                 if now >= deadline:
                     return False
@@ -433,14 +449,29 @@ class Delivery:
 
     def flush(self, timeout: Optional[float]) -> bool:
         """True once every event recorded before the call is settled."""
+        deadline = float("inf") if timeout is None else self._clock() + timeout
+        point = self._buffer.flush_point()
         marker = self._buffer.add_marker()
         if not (self._settings.sync_mode or self._closing):
             self.ensure_started()
         thread = self._thread
         if thread is None or not thread.is_alive():
-            deadline = float("inf") if timeout is None else self._clock() + timeout
             self.flush_on_caller(deadline)
-        return marker.done.wait(timeout)
+        if not marker.done.wait(timeout):
+            return False
+        if point is None:
+            return True
+        # A spool: every row up to the flush's point must be gone too (a batch
+        # out of retry time went back to wait, another process may hold some).
+        while self._buffer.pending_upto(point):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return False
+            again = self._buffer.add_marker()  # takes what is left, batch or not
+            if thread is None or not thread.is_alive():
+                self.flush_on_caller(deadline)
+            again.done.wait(min(remaining, 0.05))
+        return True
 
     def shutdown(self, timeout: float) -> bool:
         """Drain within *timeout*, then stop the threads and the exporter.
@@ -474,7 +505,7 @@ class Delivery:
             worker.join(max(0.0, grace - self._clock()))
         self._abandon_inflight()
         self._drop_leftovers()
-        return done and not self._buffer.items
+        return done and not self._buffer.waiting()
 
     def _drain(self) -> None:
         """Shutdown begins: every batch waiting to retry is due now, the pace is lifted."""
@@ -501,8 +532,11 @@ class Delivery:
         """Batches in flight past the deadline (a hanging server), or waiting: give them up."""
         with self._lock:
             abandoned = self._ledger.abandon()
-            self._counters.add("abandoned_shutdown", sum(len(job.batch) for job in abandoned))
             self._retry.clear()
+        error = DeliveryError("in flight at shutdown", reason="shutdown")
+        abandoned = [job for job in abandoned if not self._buffer.settled(job.batch, error)]
+        with self._lock:
+            self._counters.add("abandoned_shutdown", sum(len(job.batch) for job in abandoned))
         for job in abandoned:
             self._report(
                 job.batch,
@@ -513,13 +547,7 @@ class Delivery:
             )
 
     def _drop_leftovers(self) -> None:
-        left: list[tuple[Any, ...]] = []
-        markers = []
-        while self._buffer.items:
-            raw, marker = self._buffer.take(len(self._buffer.items))
-            left.extend(raw)
-            if marker is not None:
-                markers.append(marker)
+        left, markers = self._buffer.leftovers()
         if left:
             with self._lock:
                 self._counters.add("abandoned_shutdown", len(left))

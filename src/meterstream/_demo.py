@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, Optional
 
 from ._client import MeterClient
 from ._context import customer as customer_block
@@ -22,7 +22,12 @@ EVENTS = ("ai_search_api", "llm_tokens")
 
 
 def run_demo(
-    *, calls: int = 3000, customers: int = 5, workers: int = 16, progress: bool = True
+    *,
+    calls: int = 3000,
+    customers: int = 5,
+    workers: int = 16,
+    progress: bool = True,
+    spool: Optional[str] = None,
 ) -> int:
     """Run the demo; 0 when the emulator's summaries match what was metered."""
     try:
@@ -41,6 +46,7 @@ def run_demo(
             api_base=emulator.api_base,
             stream_base=emulator.stream_base,
             exporter="stripe",
+            spool_path=spool,
         )
         service = _Service(client)
         customer_ids = [f"cus_demo{n:03d}" for n in range(1, customers + 1)]

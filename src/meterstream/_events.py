@@ -231,6 +231,14 @@ class EventBatch(Sequence[dict[str, Any]]):
                 bad.append((i, f"{type(exc).__name__}: {exc}"[:200]))
         return bad
 
+    def raw_events(self) -> list[RawEvent]:
+        """The recorded tuples this batch was made from (empty for wire events).
+
+        Returns:
+            The same tuple objects, in order: a spool recognises its rows by them.
+        """
+        return self._raw
+
     def timestamps(self) -> list[float]:
         """The time of each event (Unix seconds); empty for a batch of wire events."""
         return [event[3] for event in self._raw]

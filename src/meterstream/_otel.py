@@ -211,7 +211,14 @@ _INSTRUMENTS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
     (
         "create_observable_counter",
         "meterstream.events.dropped",
-        ("dropped_queue_full", "dropped_shutdown", "dropped_invalid", "dropped_missing_customer"),
+        (
+            "dropped_queue_full",
+            "dropped_shutdown",
+            "dropped_invalid",
+            "dropped_missing_customer",
+            "dropped_spool_full",
+            "dropped_spool_error",
+        ),
         "{event}",
         "Events never queued, or discarded",
     ),
@@ -242,6 +249,28 @@ _INSTRUMENTS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
         ("queued",),
         "{event}",
         "Events accepted and not yet settled",
+    ),
+    # With a spool only (spool_path): clients without one have no such keys.
+    (
+        "create_observable_gauge",
+        "meterstream.spool.pending",
+        ("spool_pending",),
+        "{event}",
+        "Events waiting in the durable spool (every process's)",
+    ),
+    (
+        "create_observable_gauge",
+        "meterstream.spool.dead_letters",
+        ("spool_dead",),
+        "{event}",
+        "Events in the spool's dead-letter table",
+    ),
+    (
+        "create_observable_gauge",
+        "meterstream.spool.size",
+        ("spool_bytes",),
+        "By",
+        "Bytes the spool takes on disk",
     ),
 )
 _latency: Optional[metrics.Histogram] = None
@@ -275,6 +304,8 @@ def install_metrics(clients: Any) -> None:
                             _failed(exc)
                             continue
                         for key in keys:
+                            if key not in stats:
+                                continue
                             attrs = {"meterstream.client": client.name}
                             if by_reason:  # "dropped_queue_full" -> reason "queue_full"
                                 attrs["reason"] = key.split("_", 1)[1]

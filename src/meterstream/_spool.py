@@ -623,6 +623,11 @@ class Spool:
                 pass
         return total
 
+    def refresh_full(self) -> None:
+        """Look at the spool's size again now (``full`` is otherwise refreshed
+        every few hundred appends)."""
+        self._update_full()
+
     def _update_full(self) -> None:
         try:
             self.full = self.size_bytes() >= self.max_bytes

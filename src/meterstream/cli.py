@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_at_least_1, default=16, help="concurrent callers (default 16)"
     )
     demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.add_argument(
+        "--spool", metavar="PATH", help="record through a durable spool at PATH (spool_path)"
+    )
 
     from ._spool_cli import add_spool_parser
 
@@ -267,6 +270,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 customers=args.customers,
                 workers=args.workers,
                 progress=not args.quiet,
+                spool=args.spool,
             )
     except ConfigurationError as exc:
         # What the flags give is checked above; this is the environment

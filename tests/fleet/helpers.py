@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any, Callable, Optional
 
+import _poll
 from meterstream._config import Settings
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._nats import NatsOptions
@@ -17,13 +17,8 @@ API_KEY = "sk_test_fleet"
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll *predicate* until it is true or *timeout* passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    """The suite's one polling helper, with this folder's longer default timeout."""
+    return _poll.wait_for(predicate, timeout)
 
 
 class RelayThread:

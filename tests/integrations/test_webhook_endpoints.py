@@ -46,13 +46,12 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
 import meterstream  # noqa: E402
+from _poll import wait_for  # noqa: E402
 from meterstream._spool import Spool  # noqa: E402
 from meterstream.emulator import Emulator  # noqa: E402
 from meterstream.emulator._webhooks import sign  # noqa: E402
 from meterstream.integrations.asgi import StripeWebhook  # noqa: E402
 from meterstream.integrations.django import stripe_webhook  # noqa: E402
-
-from .conftest import wait_for  # noqa: E402
 
 WHSEC = "whsec_integration_tests"
 urlpatterns = [path("stripe/webhook", stripe_webhook)]

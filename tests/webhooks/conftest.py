@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+import _poll
 import meterstream
 from meterstream.emulator import Emulator
 from meterstream.emulator._reports import thin_event
@@ -88,9 +89,5 @@ def signed(
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    """The suite's one polling helper, with this folder's longer default timeout."""
+    return _poll.wait_for(predicate, timeout)

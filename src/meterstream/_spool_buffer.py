@@ -1,0 +1,227 @@
+"""The record path's sink and the delivery's source when ``spool_path`` is set.
+
+A :class:`SpoolBuffer` stands where the in-memory :class:`Buffer` stands:
+``put`` is one durable insert into the spool, ``take`` claims the oldest
+events nobody holds, and delivery tells it how each batch settled
+(:meth:`settled`): accepted events leave the spool, refused ones go to its
+dead letters, and the rest (out of retry time, in flight at shutdown) go back
+to wait for a later attempt, by this process or another. Only flush markers
+live in memory, so memory stays bounded whatever the spool holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from ._buffer import Buffer, FlushMarker
+from ._counters import Counters
+from ._events import EventBatch, RawEvent
+from ._internal import RateLimitedLog, report_internal_error
+from ._spool import DeadLetter, Spool, SpoolFull
+from .errors import DeliveryError
+
+__all__ = ["SpoolBuffer"]
+
+#: How long a batch out of retry time waits in the spool before it is tried again.
+RETURN_DELAY = 5.0
+#: How often the claims this process holds are renewed, and the spool looked at.
+TICK = 5.0
+
+
+class SpoolBuffer(Buffer):
+    """A :class:`Buffer` whose events live in a :class:`Spool`."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        overflow: str = "drop_newest",
+        block_timeout: float = 1.0,
+        batch_size: int = 100,
+        counters: Optional[Counters] = None,
+        *,
+        log: Optional[RateLimitedLog] = None,
+        raise_errors: bool = False,
+    ) -> None:
+        super().__init__(1 << 62, overflow, block_timeout, batch_size, counters)
+        self.spool = spool
+        self._log = log or RateLimitedLog()
+        self._raise = raise_errors
+        #: Events put since the last claim: a cheap "is there work" guess; the
+        #: flusher's tick looks at the spool itself, for other processes' events.
+        self._fresh = 0
+        self._claimed: dict[int, int] = {}  # id(raw event) -> its row in the spool
+        self._claimed_lock = threading.Lock()
+        self._next_tick = 0.0
+        self.put = self._put
+
+    # -- the record path ------------------------------------------------------------
+
+    def _put(self, item: tuple[Any, ...]) -> bool:
+        """Insert one event durably; False when it was dropped (counted, logged)."""
+        try:
+            try:
+                self.spool.append(item)
+            except SpoolFull:
+                if not self._make_room():
+                    raise
+                self.spool.append(item)
+        except SpoolFull:
+            self._drop("spool_full", "the spool is full (spool_max_bytes): events are dropped")
+            return False
+        except sqlite3.Error as exc:
+            self._drop("spool_error", "the spool refused an event (%s): events are dropped", exc)
+            if self._raise:
+                raise DeliveryError(f"spool_path: {exc}", reason="spool") from None
+            return False
+        self.counters.add("spooled")
+        self._fresh += 1
+        if self._fresh >= self.batch_size and not self.wake._flag:
+            self.wake.set()
+        return True
+
+    def _make_room(self) -> bool:
+        """The spool is full: apply the overflow policy. True when there is room now."""
+        if self._overflow == "drop_oldest":
+            evicted = self.spool.evict_oldest(1)
+            if not evicted:
+                return False
+            self.counters.add("evicted_oldest", len(evicted))
+            if self.evicted is not None:
+                self.evicted.extend(evicted)
+                if self.on_evicted is not None:
+                    self.on_evicted(len(self.evicted))
+            return True
+        if self._overflow == "block" and self._block_timeout > 0:
+            self.wake.set()
+            pause = threading.Event()
+            deadline = time.monotonic() + self._block_timeout
+            while time.monotonic() < deadline:
+                pause.wait(0.01)
+                self.spool.refresh_full()
+                if not self.spool.full:
+                    return True
+        return False
+
+    def _drop(self, reason: str, message: str, *args: Any) -> None:
+        self.counters.add("dropped_" + reason)
+        self._log.log(logging.ERROR, "drop:" + reason, message, *args)
+
+    # -- the delivery's side ----------------------------------------------------------
+
+    def waiting(self) -> bool:
+        return self._fresh > 0 or bool(self.items)
+
+    def __len__(self) -> int:
+        return self._fresh
+
+    def take(self, limit: int) -> tuple[list[tuple[Any, ...]], Optional[FlushMarker]]:
+        """Claim up to *limit* of the oldest events due; a flush marker once none is left."""
+        try:
+            claimed = self.spool.claim(limit)
+        except sqlite3.Error as exc:
+            report_internal_error(exc)
+            self._log.log(logging.ERROR, "spool:claim", "reading the spool failed: %s", exc)
+            return [], None
+        with self._claimed_lock:
+            for seq, event in zip(claimed.seqs, claimed.events):
+                self._claimed[id(event)] = seq
+        self._fresh = max(0, self._fresh - len(claimed)) if len(claimed) else 0
+        marker: Optional[FlushMarker] = None
+        if len(claimed) < limit and self.items:
+            item = self.items.popleft()
+            if type(item) is FlushMarker:
+                marker = item
+                with self._lock:
+                    self._markers -= 1
+        return list(claimed.events), marker
+
+    def tick(self) -> None:
+        """On each delivery wake: now and then, renew claims and look for work
+        other processes left (a restart, a worker that died)."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK
+        try:
+            self.spool.renew()
+            if self.spool.reap() or self.spool.pending_count():
+                self._fresh = max(self._fresh, 1)
+            self.spool.prune_history()
+        except sqlite3.Error as exc:
+            self._log.log(logging.ERROR, "spool:tick", "the spool could not be read: %s", exc)
+
+    def settled(self, batch: EventBatch, error: Optional[DeliveryError]) -> bool:
+        """How *batch* settled: accepted, refused, or given back to wait.
+
+        Returns True when its events went back to the spool to wait (out of
+        retry time, or shut down): not a failure, and nothing to report.
+        """
+        seqs = self._seqs_of(batch.raw_events())
+        try:
+            if error is None:
+                self.spool.ack(seqs)
+                return False
+            if error.reason in ("retries_exhausted", "shutdown"):
+                delay = RETURN_DELAY if error.reason == "retries_exhausted" else 0.0
+                self.spool.release(seqs, delay)
+                self.counters.add("returned_to_spool", len(seqs))
+                return True
+            self.spool.bury(
+                DeadLetter(seq, error.code or error.reason, error.code, str(error)) for seq in seqs
+            )
+        except sqlite3.Error as exc:
+            # The claim runs out and the events are sent again, under the
+            # same identifiers: Stripe's dedupe covers it.
+            report_internal_error(exc)
+            self._log.log(logging.ERROR, "spool:settle", "the spool could not be updated: %s", exc)
+        return False
+
+    def _seqs_of(self, events: Sequence[RawEvent]) -> list[int]:
+        with self._claimed_lock:
+            return [
+                seq
+                for seq in (self._claimed.pop(id(event), None) for event in events)
+                if seq is not None
+            ]
+
+    def pending(self) -> int:
+        """Events waiting in the spool, every process's."""
+        try:
+            return self.spool.pending_count()
+        except sqlite3.Error:
+            return 0
+
+    def flush_point(self) -> Optional[int]:
+        try:
+            return self.spool.last_seq()
+        except sqlite3.Error:
+            return None
+
+    def pending_upto(self, point: int) -> int:
+        try:
+            return self.spool.pending_upto(point)
+        except sqlite3.Error:
+            return 0
+
+    def leftovers(self) -> tuple[list[tuple[Any, ...]], list[FlushMarker]]:
+        """At shutdown: nothing is left behind, the events wait in the spool."""
+        markers: list[FlushMarker] = []
+        while self.items:
+            item = self.items.popleft()
+            if type(item) is FlushMarker:
+                markers.append(item)
+        with self._lock:
+            self._markers = 0
+        return [], markers
+
+    def reset_after_fork(self) -> None:
+        super().reset_after_fork()
+        self._claimed = {}
+        self._claimed_lock = threading.Lock()
+        self._fresh = 0
+        self.spool.after_fork_in_child()
