@@ -11,9 +11,9 @@ Run as ``python -m apps.spool_child MODE SPOOL URL ...`` with ``tests/`` on
 ``write SPOOL URL PREFIX COUNT``
     record COUNT events one after the other, timestamps one second apart
     ending a minute ago, then shut down and exit.
-``deliver SPOOL URL TIMEOUT``
+``deliver SPOOL URL TIMEOUT [CONCURRENCY]``
     open the spool, ``flush(TIMEOUT)``, print the flush result and ``stats()``
-    as JSON, shut down.
+    as JSON, shut down; CONCURRENCY is ``max_concurrent_requests``.
 
 ``share`` is the multiprocessing entry point (:func:`share`).
 """
@@ -73,8 +73,8 @@ def write(spool: str, url: str, prefix: str, count: int) -> None:
     print(json.dumps({"first": first, "stats": client.stats()}), flush=True)
 
 
-def deliver(spool: str, url: str, timeout: float) -> None:
-    client = make_client(spool, url)
+def deliver(spool: str, url: str, timeout: float, concurrency: int) -> None:
+    client = make_client(spool, url, max_concurrent_requests=concurrency)
     flushed = client.flush(timeout)
     print(json.dumps({"flushed": flushed, "stats": client.stats()}), flush=True)
     client.shutdown(5)
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
     elif mode == "write":
         write(spool, url, argv[3], int(argv[4]))
     elif mode == "deliver":
-        deliver(spool, url, float(argv[3]))
+        deliver(spool, url, float(argv[3]), int(argv[4]) if len(argv) > 4 else 4)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -34,7 +34,9 @@ def test_a_restart_delivers_what_the_last_process_left_in_order_as_recorded(
     first = json.loads(out.decode().splitlines()[-1])["first"]
     assert emulator.state.event_count == 0
 
-    reader = child("deliver", spool_path, emulator.url, "30", stdout=subprocess.PIPE)
+    # One request at a time: with several in flight (the default), batches
+    # claimed oldest first may still arrive in any order.
+    reader = child("deliver", spool_path, emulator.url, "30", "1", stdout=subprocess.PIPE)
     out, _ = reader.communicate(timeout=60)
     assert reader.returncode == 0, out
     result = json.loads(out.decode().splitlines()[-1])
