@@ -3,7 +3,8 @@
 All in one run:
 
   record(), spool, 1 thread    median ns per call, spool_sync=normal
-  record(), spool, 8 threads   the same, eight threads recording at once
+  record(), spool, 8 threads   the same, eight threads recording at once (each
+                               thread's own calls), and their records/s together
   record(), no spool           exporter="none": the in-memory record path
   bare sqlite3 insert+commit   one row a transaction, WAL, synchronous=NORMAL:
                                the floor a durable record() stands on
@@ -43,6 +44,10 @@ KEY = "sk_test_bench"
 CHUNK = 50
 
 
+#: Calls per second, all threads together, of the last chunk_medians run.
+LAST_RATE: list[float] = [0.0]
+
+
 def chunk_medians(call: Callable[[int], object], chunks: int, threads: int) -> float:
     """Median ns per call over chunks of CHUNK calls, each of *threads* threads timing its own."""
     samples: list[float] = []
@@ -64,10 +69,12 @@ def chunk_medians(call: Callable[[int], object], chunks: int, threads: int) -> f
             samples.extend(mine)
 
     pool = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+    began = time.perf_counter()
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
+    LAST_RATE[0] = threads * chunks * CHUNK / (time.perf_counter() - began)
     return statistics.median(samples)
 
 
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             results["record_spool_8_threads_ns"] = spool_record_ns(
                 emulator.url, directory, max(args.chunks // 8, 50), 8
             )
+            results["record_spool_8_threads_per_s"] = LAST_RATE[0]
             emulator.set_faults(hang=False)
             results["record_no_spool_ns"] = memory_record_ns(args.chunks)
             results["bare_sqlite_insert_commit_ns"] = bare_insert_ns(directory, args.chunks)
@@ -188,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'median per call':<42} {'µs':>8} {'× bare insert':>14}")
     for name, ns in rows:
         print(f"{name:<42} {ns / 1000:>8.2f} {ns / floor:>14.2f}")
+    print(
+        f"{'8 threads together: durable records/s':<42} "
+        f"{results['record_spool_8_threads_per_s']:>8,.0f}"
+    )
     print(
         f"{'durable events/s end to end':<42} {results['end_to_end_events_per_s']:>8,.0f}"
         f"   ({args.events:,} events)"
