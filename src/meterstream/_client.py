@@ -683,6 +683,11 @@ class MeterClient:
         Settled means delivered, or refused (by Stripe, or out of retries),
         handed to ``on_delivery_error`` and counted: ``flush()`` returning
         True does not mean every event was billed; ``stats()`` says which.
+        Open aggregation windows are closed first. With a spool, every event
+        recorded before the call must also have left the spool.
+
+        Args:
+            timeout: seconds to wait at most; None waits as long as it takes.
 
         Returns:
             True when every event recorded before the call is settled;
