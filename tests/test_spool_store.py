@@ -384,3 +384,29 @@ def test_the_oldest_free_events_can_be_evicted(path: str) -> None:
     assert {e["identifier"] for e in spool.export("pending")} == {"id-0", "id-3", "id-4"}
     assert len(held) == 1
     spool.close()
+
+
+def test_a_handled_stripe_event_is_remembered_across_handles(path: str) -> None:
+    one, other = Spool(path), Spool(path)  # two processes on one spool
+    assert not one.was_handled("evt_1")
+    one.mark_handled("evt_1")
+    one.mark_handled("evt_1")
+    assert other.was_handled("evt_1") and not other.was_handled("evt_2")
+    one.close()
+    other.close()
+
+
+def test_a_full_spool_lets_the_history_go_first(path: str) -> None:
+    from meterstream._spool_buffer import SpoolBuffer
+
+    spool = Spool(path, max_bytes=1 << 20)
+    buffer = SpoolBuffer(spool)
+    n = 0
+    while not spool.full:
+        spool.append(event(n, customer="cus_" + "h" * 100))
+        n += 1
+    spool.ack(spool.claim(1_000_000).seqs)  # all accepted: history only
+    spool.refresh_full()
+    assert buffer.put(event(n + 1, customer="cus_new"))  # room made from the history
+    assert spool.pending_count() == 1
+    spool.close()

@@ -215,6 +215,7 @@ class MeterClient:
 
     @property
     def enabled(self) -> bool:
+        """False when the client was made with ``enabled=False``: nothing is recorded."""
         return self.active
 
     def __repr__(self) -> str:
@@ -253,6 +254,11 @@ class MeterClient:
             on_error: ``"skip"`` (a call that raises records nothing) or
                 ``"record"`` (it is recorded, with ``call.exception`` set).
 
+        Returns:
+            The decorator, recording through this client; the decorated
+            function keeps its name, docstring, signature and
+            ``inspect.iscoroutinefunction()``.
+
         Raises:
             InvalidEventError: at decoration time, for a constant that Stripe would refuse.
         """
@@ -275,7 +281,29 @@ class MeterClient:
         dimensions: Optional[Mapping[str, str]] = None,
         on_error: str = "skip",
     ) -> metering:
-        """Meter a block: ``with client.metering("gpu_seconds") as usage: usage.value = 12.5``."""
+        """Meter a block: ``with client.metering("gpu_seconds") as usage: usage.value = 12.5``.
+
+        Works with ``with`` and ``async with``; the use is recorded through this
+        client when the block exits. The arguments are checked now, but a bad
+        one is refused only when the block is entered (raised there with
+        ``raise_errors=True``, else counted and logged), and the block runs
+        all the same.
+
+        Args:
+            event_name: the Stripe meter's event name (1..100 characters).
+            customer: a customer id; default the customer current when the
+                block is entered (:func:`meterstream.customer`).
+            identifier: a unique id for the event; generated when not given.
+            dimensions: constant meter dimensions, str to str.
+            on_error: ``"skip"`` (a block that raises records nothing) or
+                ``"record"`` (it is recorded all the same).
+
+        Returns:
+            A context manager, reusable and safe to enter from several threads
+            and tasks at once, that yields a fresh :class:`Usage` per entry:
+            set ``usage.value`` or call ``usage.add()``; left unset, the
+            value is 1.
+        """
         return metering(
             self._self,
             event_name,
@@ -331,17 +359,44 @@ class MeterClient:
         """Set the current customer for a ``with`` / ``async with`` block.
 
         The same context as :func:`meterstream.customer`: every client, the
-        default one included, sees the customer set here.
+        default one included, sees the customer set here. When OpenTelemetry
+        baggage is on, the block writes the customer under this client's
+        ``otel_baggage_key``.
+
+        Args:
+            customer_id: the Stripe customer id (``"cus_..."``), or None to
+                clear the current customer inside the block.
+
+        Returns:
+            The :class:`meterstream.customer` block to enter. Entering it never
+            raises: an id Stripe cannot bill makes each use recorded inside
+            it an invalid event, naming the ``customer`` field.
         """
         return customer_for(customer_id, self._baggage)
 
     def current_customer(self) -> Optional[str]:
-        """The current customer, as :func:`meterstream.current_customer` sees it
-        (outside any block, from the baggage under this client's key)."""
+        """The current customer, as :func:`meterstream.current_customer` sees it.
+
+        Returns:
+            The customer of the innermost enclosing :meth:`customer` block;
+            outside any block, the one in OpenTelemetry baggage under this
+            client's ``otel_baggage_key``; else None.
+        """
         return customer_seen_by(self._baggage)
 
     def bind_context(self, fn: Callable[..., _T]) -> Callable[..., _T]:
-        """Bind *fn* to a copy of the current context; see :func:`meterstream.bind_context`."""
+        """Bind *fn* to a copy of the current context; see :func:`meterstream.bind_context`.
+
+        Use it to carry the current customer into a thread pool, whose workers
+        run in their own context.
+
+        Args:
+            fn: any callable.
+
+        Returns:
+            A callable that runs *fn* in a copy of the context captured now (a
+            fresh copy per call, so it may run in several threads at once).
+        """
         return bind_context(fn)
 
     # -- the Recorder contract (what the decorators call) ---------------------------
@@ -421,7 +476,26 @@ class MeterClient:
         """Check and record one use (event name and dimensions already checked).
 
         Part of the contract the decorators use (:class:`Recorder`); an
-        application calls :meth:`record`.
+        application calls :meth:`record`. Does nothing for a name in
+        ``disabled_events``; an event recorded after :meth:`shutdown`, or one
+        the full buffer cannot take, is dropped and counted.
+
+        Args:
+            event_name: the meter's event name, already checked.
+            value: int, float, Decimal or numeric string.
+            customer: the customer id; None or empty for the one in
+                OpenTelemetry baggage, else the missing-customer policy
+                (``on_missing_customer``) applies.
+            identifier: the event's unique id; None for a generated one.
+            dimensions: meter dimensions, already checked, or None.
+            timestamp: when the use happened (an aware ``datetime`` or Unix
+                seconds); None for now.
+
+        Raises:
+            InvalidEventError: bad input, when ``raise_errors=True`` (else it
+                is counted as ``dropped_invalid`` and logged).
+            MissingCustomerError: no customer and
+                ``on_missing_customer="raise"``, whatever ``raise_errors`` says.
         """
         if self._disabled and event_name in self._disabled:
             return
@@ -510,16 +584,43 @@ class MeterClient:
     # -- bad input and missing customers -----------------------------------------
 
     def reject(self, exc: InvalidEventError, event_name: Any) -> None:
-        """An event failed validation: raise it, or count and log it (rate-limited)."""
+        """An event failed validation: raise it, or count and log it (rate-limited).
+
+        Part of the contract the decorators use (:class:`Recorder`).
+
+        Args:
+            exc: the validation error, naming the field and value at fault.
+            event_name: the event's name as given; it may itself be the bad
+                input, so it is only shown, never trusted.
+
+        Raises:
+            InvalidEventError: *exc* itself, when ``raise_errors=True``; else
+                it is counted as ``dropped_invalid`` and logged.
+        """
         if self._raise:
             raise exc
         # The name may be the bad input itself: shown with a repr that cannot fail.
         self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
 
     def customer_at_start(self, event_name: str) -> Optional[str]:
-        """No customer in the context when a metered call starts: look in the
-        OpenTelemetry baggage; failing that, 'raise' fails before any work is
-        done (other policies apply when the use is recorded)."""
+        """No customer in the context when a metered call starts: find one, or fail early.
+
+        Part of the contract the decorators use (:class:`Recorder`): with
+        ``on_missing_customer="raise"`` the metered call fails before any of
+        its work is done; the other policies apply when the use is recorded.
+
+        Args:
+            event_name: the meter's event name (disabled names never raise).
+
+        Returns:
+            The customer in OpenTelemetry baggage under this client's key, or
+            None when there is none.
+
+        Raises:
+            MissingCustomerError: no customer in baggage either, the client is
+                enabled, the event name is not disabled and
+                ``on_missing_customer="raise"``.
+        """
         customer = self._baggage.customer()
         if customer is not None:
             return customer
@@ -582,6 +683,11 @@ class MeterClient:
         Settled means delivered, or refused (by Stripe, or out of retries),
         handed to ``on_delivery_error`` and counted: ``flush()`` returning
         True does not mean every event was billed; ``stats()`` says which.
+        Open aggregation windows are closed first. With a spool, every event
+        recorded before the call must also have left the spool.
+
+        Args:
+            timeout: seconds to wait at most; None waits as long as it takes.
 
         Returns:
             True when every event recorded before the call is settled;
@@ -728,7 +834,26 @@ class MeterClient:
     ) -> Optional[ValidationReport]:
         """Handle one webhook request from Stripe for this client.
 
-        See :func:`meterstream.handle_webhook`.
+        See :func:`meterstream.handle_webhook`: a meter error report goes to
+        :meth:`report_validation_errors`; an event handled before, or of any
+        other type, is acknowledged and ignored.
+
+        Args:
+            body: the raw request body, unparsed (the signature covers its bytes).
+            signature_header: the ``Stripe-Signature`` header.
+            secret: the endpoint's ``whsec_...`` secret; default this client's
+                ``webhook_secret`` setting, else ``STRIPE_WEBHOOK_SECRET``.
+            tolerance: oldest signature timestamp accepted, in seconds.
+
+        Returns:
+            The report handled, or None when there was nothing to do.
+
+        Raises:
+            WebhookSignatureError: a missing, forged or stale signature (answer 400).
+            WebhookError: an oversized or malformed body (answer 400).
+            ConfigurationError: no webhook secret is configured.
+            DeliveryError: the full event could not be fetched (answer 5xx so
+                Stripe retries).
         """
         return _handle_webhook(
             body, signature_header, secret=secret, client=self, tolerance=tolerance
@@ -742,6 +867,11 @@ class MeterClient:
         dead letters with Stripe's code and message, and calls
         ``on_validation_error(report)``. Never raises: a failing callback or
         spool is logged.
+
+        Args:
+            report: Stripe's report of events it accepted, then found invalid:
+                each error's code, message, count and, when Stripe names
+                them, the events' identifiers.
         """
         with self._lock:
             for error in report.errors:

@@ -145,6 +145,16 @@ class EventBatch(Sequence[dict[str, Any]]):
 
     The identifier prefix is fixed when the batch is made, so a batch keeps
     its identifiers through every retry.
+
+    Made by the client's delivery; to make one yourself (testing an exporter),
+    use :meth:`of`.
+
+    Args:
+        raw: the recorded uses, as the record path keeps them (tuples of
+            event name, customer, value, timestamp, identifier, dimensions).
+        keys_for: the payload keys ``(customer_key, value_key)`` of an event
+            name (the ``payload_keys`` setting).
+        prefix: the prefix of generated identifiers; default this process's.
     """
 
     __slots__ = ("_keys_for", "_prefix", "_raw", "_wire")
@@ -162,7 +172,16 @@ class EventBatch(Sequence[dict[str, Any]]):
 
     @classmethod
     def of(cls, events: list[dict[str, Any]]) -> EventBatch:
-        """A batch of events already in wire shape."""
+        """A batch of events already in wire shape (to test an exporter).
+
+        Args:
+            events: wire-shape dicts (``identifier``, ``event_name``,
+                ``timestamp``, ``payload``), sent as they are.
+
+        Returns:
+            A batch holding a copy of the list (the dicts themselves are
+            shared), in the given order.
+        """
         batch = cls([], _no_keys)
         batch._wire = list(events)
         return batch
@@ -185,7 +204,11 @@ class EventBatch(Sequence[dict[str, Any]]):
         return len(self._wire) if self._wire is not None else len(self._raw)
 
     def event_names(self) -> list[str]:
-        """The event name of each event, in order."""
+        """The event name of each event, in order.
+
+        Returns:
+            One name per event, read without encoding the batch.
+        """
         if self._wire is not None:
             return [event["event_name"] for event in self._wire]
         return [event[0] for event in self._raw]
@@ -208,7 +231,15 @@ class EventBatch(Sequence[dict[str, Any]]):
     # -- for delivery: a batch that must lose some of its events ---------------------
 
     def subset(self, indices: Sequence[int]) -> EventBatch:
-        """The events at *indices*, in a new batch: same identifiers, same encoding."""
+        """The events at *indices*, in a new batch: same identifiers, same encoding.
+
+        Args:
+            indices: positions of events in this batch, in the order wanted.
+
+        Returns:
+            A new batch of those events, with this batch's identifier prefix
+            (so a retried event keeps its identifier).
+        """
         if self._wire is not None and not self._raw:
             return EventBatch.of([self._wire[i] for i in indices])
         raw = self._raw
@@ -220,6 +251,11 @@ class EventBatch(Sequence[dict[str, Any]]):
         Validation at record time should make this empty; it is asked only
         after encoding the batch failed, so that one bad event (one that got
         past validation) is set aside instead of sinking its batch.
+
+        Returns:
+            ``(index, reason)`` pairs, the reason the exception's type and
+            message (at most 200 characters); empty for a batch made by
+            :meth:`of`.
         """
         bad: list[tuple[int, str]] = []
         for i, event in enumerate(self._raw):
@@ -240,7 +276,12 @@ class EventBatch(Sequence[dict[str, Any]]):
         return self._raw
 
     def timestamps(self) -> list[float]:
-        """The time of each event (Unix seconds); empty for a batch of wire events."""
+        """The time of each event (Unix seconds); empty for a batch of wire events.
+
+        Returns:
+            One timestamp per recorded use, in order; an empty list for a
+            batch made by :meth:`of`.
+        """
         return [event[3] for event in self._raw]
 
     def reportable(self) -> list[dict[str, Any]]:
@@ -248,6 +289,10 @@ class EventBatch(Sequence[dict[str, Any]]):
 
         Unlike iterating the batch, never fails: an event that cannot be
         encoded is shown with its fields as ``str()`` gives them.
+
+        Returns:
+            One wire-shape dict (``identifier``, ``event_name``,
+            ``timestamp``, ``payload``) per event, in order.
         """
         if self._wire is not None:
             return list(self._wire)
@@ -262,7 +307,14 @@ class EventBatch(Sequence[dict[str, Any]]):
         return out
 
     def to_json(self) -> bytes:
-        """The stream request body, ``{"events": [...]}``, as UTF-8 JSON bytes."""
+        """The stream request body, ``{"events": [...]}``, as UTF-8 JSON bytes.
+
+        Written straight from the recorded uses, without building the
+        wire-shape dicts; it parses to the same events as iterating gives.
+
+        Returns:
+            The body of one Meter Event Stream request (ASCII-only JSON).
+        """
         if self._wire is not None:
             return _json_str({"events": self._wire}).encode()
         # What events share is made once a batch (per event name, customer

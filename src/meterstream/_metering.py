@@ -37,6 +37,11 @@ class Usage:
 
     @property
     def value(self) -> Any:
+        """The use to record when the block exits: 1 until set or added to.
+
+        Set it to a number (int, float, ``Decimal`` or numeric string); it is
+        checked when the block exits, like any recorded value.
+        """
         return 1 if self._value is None else self._value
 
     @value.setter
@@ -44,7 +49,12 @@ class Usage:
         self._value = value
 
     def add(self, amount: Any = 1) -> None:
-        """Add *amount* to the value (starting from 0, not from the default 1)."""
+        """Add *amount* to the value (starting from 0, not from the default 1).
+
+        Args:
+            amount: a number (int, float or ``Decimal``) to add; default 1,
+                to count things one at a time.
+        """
         self._value = amount if self._value is None else self._value + amount
 
     def __repr__(self) -> str:

@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS accepted (
     accepted_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS accepted_ts ON accepted(ts);
+CREATE TABLE IF NOT EXISTS handled_events (
+    event_id TEXT PRIMARY KEY,
+    handled_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owners (
     owner INTEGER PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -427,6 +431,10 @@ class Spool:
         cutoff = self._clock() - self.history
         with self._lock, self._write():
             pruned: int = self._db.execute("DELETE FROM accepted WHERE ts < ?", (cutoff,)).rowcount
+            self._db.execute(
+                "DELETE FROM handled_events WHERE handled_at < ?",
+                (self._clock() - max(self.history, 30 * 86400.0),),
+            )
         while keep_bytes is not None and self.size_bytes() > keep_bytes:
             with self._lock, self._write():
                 gone = self._db.execute(
@@ -515,6 +523,22 @@ class Spool:
                 if ident in wanted
             ]
         return found + self.bury(DeadLetter(seq, reason, code, message) for seq in seqs)
+
+    def was_handled(self, event_id: str) -> bool:
+        """Whether a Stripe event (an error report) was handled already, by any process."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM handled_events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return row is not None
+
+    def mark_handled(self, event_id: str) -> None:
+        """Remember that a Stripe event was handled (kept as long as the history)."""
+        with self._lock, self._write():
+            self._db.execute(
+                "INSERT OR IGNORE INTO handled_events (event_id, handled_at) VALUES (?, ?)",
+                (event_id, self._clock()),
+            )
 
     def known_dead(self, identifiers: Iterable[str]) -> set[str]:
         """Which of *identifiers* are already dead letters (a report seen twice)."""

@@ -85,7 +85,14 @@ class SpoolBuffer(Buffer):
         return True
 
     def _make_room(self) -> bool:
-        """The spool is full: apply the overflow policy. True when there is room now."""
+        """The spool is full: apply the overflow policy. True when there is room now.
+
+        The history of accepted events gives way first: pending events matter more.
+        """
+        if self.spool.prune_history(keep_bytes=self.spool.max_bytes * 9 // 10):
+            self.spool.refresh_full()
+            if not self.spool.full:
+                return True
         if self._overflow == "drop_oldest":
             evicted = self.spool.evict_oldest(1)
             if not evicted:

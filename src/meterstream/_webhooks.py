@@ -31,6 +31,7 @@ from collections import OrderedDict
 from typing import Any, Optional, Protocol, Union
 
 from ._config import Settings
+from ._spool import Spool
 from .errors import ConfigurationError, WebhookError, WebhookSignatureError
 
 
@@ -39,6 +40,9 @@ class ReportTarget(Protocol):
 
     @property
     def settings(self) -> Settings: ...
+
+    @property
+    def spool(self) -> Optional[Spool]: ...
 
     def report_validation_errors(self, report: ValidationReport) -> None: ...
 
@@ -318,11 +322,17 @@ def handle_webhook(
     if not handled.claim(event_id):
         return None
     done = False
+    spool = client.spool
     try:
+        if spool is not None and spool.was_handled(event_id):
+            done = True  # another process (or an earlier run) handled it
+            return None
         if "data" not in event:
             event = _fetch_event(client, event_id)
         report = parse_report(event)
         client.report_validation_errors(report)
+        if spool is not None:
+            spool.mark_handled(event_id)
         done = True
         return report
     finally:

@@ -81,8 +81,16 @@ class Exporter(abc.ABC):
         """
 
     def stats(self) -> Mapping[str, int]:
-        """Counters of this exporter. The client's ``stats()`` reports its
-        ``sessions_opened`` and ``requests`` (0 when absent)."""
+        """Counters of this exporter, read whenever the client's ``stats()`` is.
+
+        Override it to report your own; it must be cheap and thread-safe (it
+        runs on the caller's thread while the delivery threads export).
+
+        Returns:
+            Counter names to values. The client's ``stats()`` reports
+            ``sessions_opened`` and ``requests`` from it (0 when absent);
+            the default is empty.
+        """
         return {}
 
     def close(self) -> None:
