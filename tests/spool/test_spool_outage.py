@@ -37,6 +37,8 @@ def test_an_outage_longer_than_max_retry_time_waits_in_the_spool_and_arrives_onc
     assert client.flush(1.0) is False
     assert client.flush(1.0) is False
     stats = client.stats()
+    assert stats["returned_to_spool"] > 0, stats  # the outage did outlast max_retry_time
+    assert stats["failed"] == 0, stats
     assert stats["failed_retries_exhausted"] == 0, stats
     assert stats["failed_rejected"] == 0, stats
     assert emulator.state.event_count == 0
@@ -46,6 +48,7 @@ def test_an_outage_longer_than_max_retry_time_waits_in_the_spool_and_arrives_onc
     assert_each_once(emulator, expected)
     assert len(emulator.state.events("api_calls")) == EVENTS
     stats = client.stats()
+    assert stats["failed"] == 0, stats
     assert stats["failed_retries_exhausted"] == 0, stats
     assert stats["failed_rejected"] == 0, stats
     assert stats["sent"] == EVENTS, stats
