@@ -1,0 +1,94 @@
+"""Fixtures for the spool's real-process tests: an emulator, a dead port, child processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+import meterstream
+from meterstream.emulator import Emulator
+
+TESTS = Path(__file__).resolve().parents[1]
+API_KEY = "sk_test_spool"  # the key tests/apps/spool_child.py uses
+FAST_RETRIES: dict[str, Any] = {"retry_initial_delay": 0.005, "retry_max_delay": 0.05}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(auto_create_meters=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL where nothing listens: every request is refused, nothing is delivered."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def spool_path(tmp_path: Path) -> str:
+    return str(tmp_path / "meterstream.db")
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., meterstream.MeterClient]]:
+    """Build spool clients (``url=`` the exporter's base); all shut down after the test."""
+    clients: list[meterstream.MeterClient] = []
+
+    def make(url: str, **settings: Any) -> meterstream.MeterClient:
+        options: dict[str, Any] = {
+            "api_key": API_KEY,
+            "api_base": url,
+            "stream_base": url,
+            **FAST_RETRIES,
+            **settings,
+        }
+        client = meterstream.MeterClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.shutdown(1)
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def child(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start tests/apps/spool_child.py with *args*."""
+    return subprocess.Popen(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "apps.spool_child", *args],
+        env=child_env(),
+        **popen,
+    )
+
+
+def identifiers(emulator: Emulator) -> list[str]:
+    """The identifiers the emulator stored, in arrival order."""
+    return [e["identifier"] for e in emulator.state.events("api_calls")]
+
+
+def assert_each_once(emulator: Emulator, expected: set[str]) -> list[str]:
+    """Every expected identifier arrived, and no identifier was stored twice."""
+    arrived = identifiers(emulator)
+    assert len(arrived) == len(set(arrived)), "an identifier was stored twice"
+    missing = expected - set(arrived)
+    assert not missing, f"{len(missing)} of {len(expected)} lost, e.g. {sorted(missing)[:5]}"
+    return arrived
