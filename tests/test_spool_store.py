@@ -389,9 +389,12 @@ def test_the_oldest_free_events_can_be_evicted(path: str) -> None:
 def test_a_handled_stripe_event_is_remembered_across_handles(path: str) -> None:
     one, other = Spool(path), Spool(path)  # two processes on one spool
     assert not one.was_handled("evt_1")
-    one.mark_handled("evt_1")
-    one.mark_handled("evt_1")
+    assert one.claim_event("evt_1")
+    assert not other.claim_event("evt_1")  # taken: the other handles it not again
     assert other.was_handled("evt_1") and not other.was_handled("evt_2")
+    assert other.claim_event("evt_2")
+    other.release_event("evt_2")  # its handling failed: a later delivery may take it
+    assert one.claim_event("evt_2")
     one.close()
     other.close()
 

@@ -524,21 +524,28 @@ class Spool:
             ]
         return found + self.bury(DeadLetter(seq, reason, code, message) for seq in seqs)
 
+    def claim_event(self, event_id: str) -> bool:
+        """Take a Stripe event (an error report) to handle: False when any process
+        has taken it before. One statement, so two processes never both get it."""
+        with self._lock, self._write():
+            taken: int = self._db.execute(
+                "INSERT OR IGNORE INTO handled_events (event_id, handled_at) VALUES (?, ?)",
+                (event_id, self._clock()),
+            ).rowcount
+        return taken == 1
+
+    def release_event(self, event_id: str) -> None:
+        """Handling a claimed event failed: let a later delivery of it be handled."""
+        with self._lock, self._write():
+            self._db.execute("DELETE FROM handled_events WHERE event_id = ?", (event_id,))
+
     def was_handled(self, event_id: str) -> bool:
-        """Whether a Stripe event (an error report) was handled already, by any process."""
+        """Whether a Stripe event was taken to handle already, by any process."""
         with self._lock:
             row = self._db.execute(
                 "SELECT 1 FROM handled_events WHERE event_id = ?", (event_id,)
             ).fetchone()
         return row is not None
-
-    def mark_handled(self, event_id: str) -> None:
-        """Remember that a Stripe event was handled (kept as long as the history)."""
-        with self._lock, self._write():
-            self._db.execute(
-                "INSERT OR IGNORE INTO handled_events (event_id, handled_at) VALUES (?, ?)",
-                (event_id, self._clock()),
-            )
 
     def known_dead(self, identifiers: Iterable[str]) -> set[str]:
         """Which of *identifiers* are already dead letters (a report seen twice)."""

@@ -323,20 +323,20 @@ def handle_webhook(
         return None
     done = False
     spool = client.spool
+    if spool is not None and not spool.claim_event(event_id):
+        handled.finish(event_id, True)  # another process (or an earlier run) took it
+        return None
     try:
-        if spool is not None and spool.was_handled(event_id):
-            done = True  # another process (or an earlier run) handled it
-            return None
         if "data" not in event:
             event = _fetch_event(client, event_id)
         report = parse_report(event)
         client.report_validation_errors(report)
-        if spool is not None:
-            spool.mark_handled(event_id)
         done = True
         return report
     finally:
         handled.finish(event_id, done)
+        if spool is not None and not done:
+            spool.release_event(event_id)
 
 
 def _fetch_event(client: ReportTarget, event_id: str) -> dict[str, Any]:

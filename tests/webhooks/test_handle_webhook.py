@@ -15,7 +15,7 @@ from meterstream._webhooks import verify_signature
 from meterstream.emulator import Emulator
 from meterstream.emulator._webhooks import sign
 
-from .conftest import WHSEC, record_bad_events, reported_thin_events, signed
+from .conftest import API_KEY, WHSEC, record_bad_events, reported_thin_events, signed
 
 stripe = pytest.importorskip("stripe")
 
@@ -233,3 +233,32 @@ def test_the_full_event_fetch_failing_raises_so_stripe_retries(
     assert reports == []
     # Not remembered as handled: Stripe's retry of the real event is handled.
     assert meterstream.handle_webhook(*signed(event), client=client) is not None
+
+
+def test_a_report_delivered_to_another_process_on_the_same_spool_is_handled_once(
+    emulator: Emulator,
+    reports: list[meterstream.ValidationReport],
+    tmp_path: Path,
+) -> None:
+    def worker() -> meterstream.MeterClient:  # a gunicorn worker: its own client, one spool
+        return meterstream.MeterClient(
+            api_key=API_KEY,
+            api_base=emulator.api_base,
+            stream_base=emulator.stream_base,
+            webhook_secret=WHSEC,
+            on_validation_error=reports.append,
+            spool_path=str(tmp_path / "spool.db"),
+        )
+
+    one, other = worker(), worker()
+    try:
+        record_bad_events(one)
+        first = reported_thin_events(emulator)[0]
+        assert one.handle_webhook(*signed(first)) is not None
+        assert other.handle_webhook(*signed(first)) is None  # Stripe delivered it again
+        assert len(reports) == 1
+        assert one.spool is not None
+        assert {d["identifier"] for d in one.spool.export("dead")} & {"unknown-1", "nocust-1"}
+    finally:
+        one.shutdown(2)
+        other.shutdown(2)
