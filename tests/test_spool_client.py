@@ -65,13 +65,15 @@ def test_what_one_client_left_the_next_delivers_in_order(
     make: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
     emulator.set_faults(hang=True)
-    first = make(request_timeout=0.5)
+    # One request in flight at a time: with several, batches may arrive in
+    # any order (docs/durability.md).
+    first = make(request_timeout=0.5, max_concurrent_requests=1)
     for n in range(150):
         first.record("api_calls", customer="cus_1", identifier=f"id-{n:03d}")
     first.shutdown(0.2)  # nothing delivered: it all waits in the spool
-    emulator.set_faults(hang=False)
     assert identifiers(emulator) == []
-    second = make()  # a restart: delivers without a record of its own
+    emulator.set_faults(hang=False)  # the held request may now complete
+    second = make(max_concurrent_requests=1)  # a restart: delivers without a record of its own
     assert second.flush(10)
     # The first client's requests, held by the hanging server, may arrive too:
     # the same identifiers again, which Stripe drops. Oldest first, each once.
