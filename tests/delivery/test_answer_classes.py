@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -14,47 +13,18 @@ import pytest
 import meterstream
 
 from . import hostile_server as hs
-from .test_hostile_server import SECRET, check_stats, delivered_all, record
+from . import test_hostile_server as _hostile
+from .test_hostile_server import check_stats, delivered_all, record
 
 MakeClient = Callable[..., meterstream.MeterClient]
 
+#: Read by test_hostile_server's make_client fixture.
+CLIENT_DEFAULTS: dict[str, Any] = {"request_timeout": 2, "max_retry_time": 30}
 
-@pytest.fixture
-def server() -> Iterator[hs.HostileServer]:
-    with hs.HostileServer(SECRET) as srv:
-        yield srv
-
-
-@pytest.fixture
-def failures() -> list[tuple[list[dict[str, Any]], BaseException]]:
-    return []
-
-
-@pytest.fixture
-def make_client(
-    server: hs.HostileServer, failures: list[tuple[list[dict[str, Any]], BaseException]]
-) -> Iterator[MakeClient]:
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": SECRET,
-            "api_base": server.url,
-            "stream_base": server.url,
-            "retry_initial_delay": 0.005,
-            "retry_max_delay": 0.05,
-            "request_timeout": 2,
-            "max_retry_time": 30,
-            "on_delivery_error": lambda events, error: failures.append((list(events), error)),
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+# The hostile server's fixtures, shared rather than copied.
+server = _hostile.server
+failures = _hostile.failures
+make_client = _hostile.make_client
 
 
 def session_body(token: str) -> bytes:

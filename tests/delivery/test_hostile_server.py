@@ -44,8 +44,12 @@ def failures() -> list[tuple[list[dict[str, Any]], BaseException]]:
 
 @pytest.fixture
 def make_client(
-    server: hs.HostileServer, failures: list[tuple[list[dict[str, Any]], BaseException]]
+    request: pytest.FixtureRequest,
+    server: hs.HostileServer,
+    failures: list[tuple[list[dict[str, Any]], BaseException]],
 ) -> Iterator[MakeClient]:
+    """Clients aimed at the hostile server; a test module that imports this
+    fixture may set ``CLIENT_DEFAULTS`` to change its defaults."""
     clients: list[meterstream.MeterClient] = []
 
     def make(**settings: Any) -> meterstream.MeterClient:
@@ -58,6 +62,7 @@ def make_client(
             "request_timeout": 0.5,
             "max_retry_time": 10,
             "on_delivery_error": lambda events, error: failures.append((list(events), error)),
+            **getattr(request.module, "CLIENT_DEFAULTS", {}),
         }
         options.update(settings)
         client = meterstream.MeterClient(**options)
