@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 import meterstream
-from meterstream import _config, _settings_table
-from meterstream._config import SETTINGS, UNSET, Settings
+from meterstream import _config, _setting, _settings_table
+from meterstream._config import SETTINGS, Settings
+from meterstream._setting import UNSET
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -57,7 +58,7 @@ def test_every_field_of_settings_is_a_declared_setting_with_a_type() -> None:
 
 
 @pytest.mark.parametrize("declared", SETTINGS, ids=lambda s: s.name)
-def test_each_declaration_is_one_line_a_table_can_hold(declared: _config.Setting) -> None:
+def test_each_declaration_is_one_line_a_table_can_hold(declared: _setting.Setting) -> None:
     assert declared.env[0] == "METERSTREAM_" + declared.name.upper()
     for text in (declared.doc, declared.shown_default):
         assert text and "\n" not in text and "|" not in text
@@ -66,7 +67,7 @@ def test_each_declaration_is_one_line_a_table_can_hold(declared: _config.Setting
 @pytest.mark.parametrize(
     "declared", [s for s in SETTINGS if s.default is not UNSET], ids=lambda s: s.name
 )
-def test_each_default_is_a_value_its_parser_accepts(declared: _config.Setting) -> None:
+def test_each_default_is_a_value_its_parser_accepts(declared: _setting.Setting) -> None:
     assert declared.parse(declared.default, declared.name) == declared.default
 
 

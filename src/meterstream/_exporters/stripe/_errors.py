@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import httpx
 
-from ..._config import redact_key
+from ..._setting import redact_key
 
 __all__ = [
     "RETRYABLE_STATUS",
