@@ -20,8 +20,6 @@ the rest go on with the same identifiers under a new key.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
 import time
@@ -38,6 +36,7 @@ from ._ledger import Job, Ledger
 from ._otel import export_span
 from ._pacing import MAX_RETRY_AFTER, Backoff, Pacer
 from ._refusals import Split, split_expired, split_refused, split_unencodable
+from ._retry_queue import RetryQueue
 from .errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
@@ -109,9 +108,8 @@ class Delivery:
         self._workers: list[threading.Thread] = []
         #: The numbered batches not yet settled, and the flushes waiting on them.
         self._ledger = Ledger()
-        #: Batches waiting to retry: (when, order, job), soonest first.
-        self._retry: list[tuple[float, int, Job]] = []
-        self._retry_order = itertools.count()
+        #: Batches waiting to retry, soonest first.
+        self._retry = RetryQueue()
         self._pacer = Pacer(self._backoff, 2 * self._senders, self._clock)
 
     # -- counters ---------------------------------------------------------------------
@@ -173,7 +171,7 @@ class Delivery:
         # may have taken the batch this one was woken for.
         due = float("inf") if interval is None else clock() + interval
         while not self._stop.is_set():
-            until = min(due, self._next_retry_at())
+            until = min(due, self._retry.next_at())
             timeout = None if until == float("inf") else max(0.0, until - clock())
             if len(self._retry) >= self._max_waiting:
                 # No new batch may be taken: wake for retries only (the wake
@@ -199,12 +197,6 @@ class Delivery:
                 report_internal_error(exc)
                 self._log.log(logging.ERROR, "flusher", "delivery thread error: %r", exc)
 
-    def _next_retry_at(self) -> float:
-        try:
-            return self._retry[0][0]
-        except IndexError:  # none, or taken meanwhile
-            return float("inf")
-
     # -- batches ------------------------------------------------------------------------
 
     def _send_next(self, everything: bool, stop: threading.Event) -> bool:
@@ -214,7 +206,7 @@ class Delivery:
             # Cleared before looking, so that a record that fills a batch
             # from now on sets it again.
             buffer.wake.clear()
-        if self._next_retry_at() > self._clock() and not self._buffer_ready(everything):
+        if self._retry.next_at() > self._clock() and not self._buffer_ready(everything):
             return False
         # Wait for the pace before taking the batch: a batch is never held
         # by a thread that waits.
@@ -241,13 +233,11 @@ class Delivery:
         job: Optional[Job] = None
         with self._lock:
             now = self._clock()
-            retry = self._retry
-            while retry and retry[0][0] <= now:
-                job = heapq.heappop(retry)[2]
-                if not job.done:
-                    if (retry and retry[0][0] <= now) or self._buffer_ready(everything):
-                        buffer.wake.set()  # more due: one more thread may help
-                    return True, job
+            job = self._retry.pop_due(now)
+            if job is not None:
+                if self._retry.next_at() <= now or self._buffer_ready(everything):
+                    buffer.wake.set()  # more due: one more thread may help
+                return True, job
             if not self._buffer_ready(everything):
                 return False, None
             raw, marker = buffer.take(self._batch_size)
@@ -333,8 +323,7 @@ class Delivery:
             if job.done:
                 return
             self._counters.add("retried")
-            heapq.heappush(self._retry, (now + delay, next(self._retry_order), job))
-            first = self._retry[0][2] is job
+            first = self._retry.push(now + delay, job)
         self._log.log(
             logging.WARNING,
             "retry",
@@ -375,7 +364,7 @@ class Delivery:
             if job.done:
                 return
             for part in self._ledger.replace(job, [batch.subset(i) for i in parts]):
-                heapq.heappush(self._retry, (now, next(self._retry_order), part))
+                self._retry.push(now, part)
             self._counters.add("failed_rejected", sum(len(events) for events, _ in refused))
         if parts:
             self._buffer.wake.set()
@@ -440,7 +429,7 @@ class Delivery:
                 if not self._send_next(True, self._never):
                     # Only retries wait (or too many do to take more): until
                     # the soonest is due.
-                    until = min(self._next_retry_at(), deadline, now + 1.0)
+                    until = min(self._retry.next_at(), deadline, now + 1.0)
                     pause.wait(max(0.0, until - now))
             return True
         finally:
@@ -518,8 +507,7 @@ class Delivery:
         """Every batch waiting to retry is due now (in its order); threads go at the pace."""
         with self._lock:
             now = self._clock()
-            self._retry = [(now, order, job) for _, order, job in self._retry]
-            heapq.heapify(self._retry)
+            self._retry.all_due(now)
         self._buffer.wake.set()
 
     def _close_exporter(self) -> None:
