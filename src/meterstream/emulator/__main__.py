@@ -9,18 +9,13 @@ import math
 import signal
 import sys
 import threading
-from typing import NoReturn, Optional
+from typing import Optional
 
+from .._cli_args import Parser, whole_number
 from ._webhooks import add_arguments as webhook_arguments
 from ._webhooks import configure_from_args as configure_webhooks
 
 __all__ = ["main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, no traceback: the user mistyped something.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _fraction(text: str) -> float:
@@ -58,10 +53,7 @@ def _redirect(text: str) -> int:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
@@ -99,7 +91,7 @@ def _port(text: str) -> int:
 
 
 def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="A local stand-in for Stripe's meter event stream, sessions, meters "
         "and event summaries. Prints its base URL, then serves until SIGINT/SIGTERM.",
