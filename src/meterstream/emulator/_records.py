@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Final, Optional
 
+from ._errors import StripeError, bad_request
+from ._ingest import DEDUPE_WINDOW
 from ._meters import DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY, parse_value
 from ._validate import FUTURE_WINDOW, PAST_WINDOW
 
@@ -110,7 +112,7 @@ def async_error(
 
 
 class Store:
-    """Records, payloads, per-(event name, customer) series and totals."""
+    """Records, payloads, per-(event name, customer) series and totals, cancellations."""
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
@@ -120,6 +122,8 @@ class Store:
         self.series: dict[tuple[str, str], list[Record]] = {}
         self.totals: dict[tuple[str, str], list[float]] = {}
         self.errors: list[dict[str, Any]] = []
+        #: Identifiers of the events cancelled by an adjustment.
+        self.cancelled: set[str] = set()
         # None: every customer exists; a set: the only customers that do.
         self.customers: Optional[set[str]] = None
 
@@ -134,6 +138,7 @@ class Store:
             self.series,
             self.totals,
             self.errors,
+            self.cancelled,
         ):
             container.clear()
 
@@ -185,3 +190,33 @@ class Store:
             self.batches.clear()
         else:
             del self.batches[: len(batches)]
+
+    def cancel(self, name: str, ident: str, now: float) -> None:
+        """Cancel event *ident* of *name* (a meter event adjustment), at most once.
+
+        Raises:
+            StripeError: a 404 for an unknown identifier, a 400 for an event
+                received 24 hours ago or more.
+        """
+        self.index()
+        pos = self.position.get(ident)
+        rec = self.events[pos] if pos is not None else None
+        if rec is None or rec[NAME] != name:
+            raise StripeError(
+                404,
+                "invalid_request_error",
+                f"cancel.identifier: no meter event '{ident}' for event_name '{name}'",
+                code="resource_missing",
+                param="cancel.identifier",
+            )
+        if now - rec[RECEIVED] >= DEDUPE_WINDOW:
+            raise bad_request(
+                "cancel.identifier: events can only be cancelled within 24 hours of receipt",
+                param="cancel.identifier",
+            )
+        if ident not in self.cancelled:
+            self.cancelled.add(ident)
+            if rec[ERROR] is None:
+                total = self.totals[(rec[NAME], rec[CUSTOMER] or "")]
+                total[0] -= rec[VALUE] or 0.0
+                total[1] -= 1

@@ -22,10 +22,9 @@ from typing import (
 from ._errors import StripeError, bad_request
 from ._faults import FaultConfig, FaultInjector
 from ._ingest import DEDUPE_WINDOW, parse_batch
+from ._meter_registry import MeterRegistry
 from ._meters import (
     list_object,
-    new_meter,
-    not_found,
     parse_summary_query,
     summarize,
 )
@@ -41,6 +40,7 @@ from ._records import (
     Store,
 )
 from ._reports import Reports
+from ._sessions import Sessions
 from ._validate import (
     format_rfc3339,
     validate_adjustment_body,
@@ -100,6 +100,8 @@ class EmulatorState:
         self._lock = threading.RLock()
         self._prefix = secrets.token_hex(4)
         self._serial = 0
+        #: Kept by reset(), so that a running client keeps working.
+        self._sessions = Sessions()
         self._clear()
         self.webhooks = WebhookSender(self)
 
@@ -110,14 +112,11 @@ class EmulatorState:
         self._seen.clear()
         self._store: Store = getattr(self, "_store", None) or Store()
         self._store.clear()
-        self._sessions: dict[str, float] = {}
-        self._cancelled: set[str] = set()
-        self._meters: dict[str, dict[str, Any]] = {}
-        self._meter_keys: dict[str, MeterKeys] = {}
+        self._meters = MeterRegistry(lambda: self._next_id("mtr"))
         self._requests: dict[str, dict[str, int]] = {}
         self._stored = 0
         self._duplicates = 0
-        self._sessions_created = 0
+        self._sessions.created = 0
         self._reports = Reports(lambda: self._next_id("evt"))
 
     def _next_id(self, prefix: str) -> str:
@@ -146,13 +145,8 @@ class EmulatorState:
             A new ``v2.billing.meter_event_session`` object.
         """
         now = self.clock()
-        token = "mets_" + secrets.token_urlsafe(24)
         with self._lock:
-            if len(self._sessions) > 1000:
-                self._sessions = {t: e for t, e in self._sessions.items() if e > now}
-            expires = now + self.session_ttl
-            self._sessions[token] = expires
-            self._sessions_created += 1
+            token, expires = self._sessions.open(now, self.session_ttl)
             session_id = self._next_id("mes")
         return {
             "id": session_id,
@@ -172,8 +166,7 @@ class EmulatorState:
         Returns:
             True when *token* is a session token that has not expired.
         """
-        expires = self._sessions.get(token)
-        return expires is not None and self.clock() < expires
+        return self._sessions.valid(token, self.clock())
 
     # -- the stream --------------------------------------------------------
 
@@ -205,9 +198,9 @@ class EmulatorState:
             # Meters are matched on arrival, as Stripe does.
             keys: dict[str, Optional[MeterKeys]] = {}
             for name in set(names):
-                found = self._meter_keys.get(name)
+                found = self._meters.keys(name)
                 if found is None and self.auto_create_meters:
-                    found = self._auto_meter(name, now)
+                    found = self._meters.auto(name, now)
                 keys[name] = found
             if idents:
                 self._seen.update(zip(idents, repeat(now)))
@@ -225,23 +218,6 @@ class EmulatorState:
 
     # -- meters ------------------------------------------------------------
 
-    def _add_meter(self, meter: dict[str, Any]) -> None:
-        self._meters[meter["id"]] = meter
-        self._meter_keys[meter["event_name"]] = (
-            meter["customer_mapping"]["event_payload_key"],
-            meter["value_settings"]["event_payload_key"],
-            meter["default_aggregation"]["formula"],
-        )
-
-    def _auto_meter(self, event_name: str, now: float) -> tuple[str, str, str]:
-        params = {
-            "display_name": event_name,
-            "event_name": event_name,
-            "default_aggregation[formula]": "sum",
-        }
-        self._add_meter(new_meter(params, self._next_id("mtr"), int(now)))
-        return self._meter_keys[event_name]
-
     def create_meter(self, params: dict[str, str]) -> dict[str, Any]:
         """Create a ``billing.meter`` (``POST /v1/billing/meters``).
 
@@ -256,15 +232,7 @@ class EmulatorState:
             StripeError: a 400 for a bad parameter or a duplicate event name.
         """
         with self._lock:
-            meter = new_meter(params, self._next_id("mtr"), int(self.clock()))
-            if meter["event_name"] in self._meter_keys:
-                raise bad_request(
-                    f"An active meter with event_name '{meter['event_name']}' already exists.",
-                    code="resource_already_exists",
-                    param="event_name",
-                )
-            self._add_meter(meter)
-            return dict(meter)
+            return dict(self._meters.create(params, self.clock()))
 
     def meters(self) -> list[dict[str, Any]]:
         """Every meter.
@@ -273,7 +241,7 @@ class EmulatorState:
             Copies of the meter objects, newest first (as Stripe lists them).
         """
         with self._lock:
-            return [dict(m) for m in reversed(self._meters.values())]
+            return self._meters.all()
 
     def get_meter(self, meter_id: str) -> dict[str, Any]:
         """One meter (``GET /v1/billing/meters/{id}``).
@@ -288,10 +256,7 @@ class EmulatorState:
             StripeError: a 404 for an unknown id.
         """
         with self._lock:
-            meter = self._meters.get(meter_id)
-            if meter is None:
-                raise not_found("billing meter", meter_id)
-            return dict(meter)
+            return self._meters.get(meter_id)
 
     def list_meters(self, params: dict[str, str]) -> dict[str, Any]:
         """``GET /v1/billing/meters``.
@@ -305,14 +270,7 @@ class EmulatorState:
         Raises:
             StripeError: a 400 for a bad ``limit``.
         """
-        raw = params.get("limit") or "10"
-        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 100):
-            raise bad_request("limit must be between 1 and 100", param="limit")
-        limit = int(raw)
-        items = self.meters()
-        if params.get("status"):
-            items = [m for m in items if m["status"] == params["status"]]
-        return list_object(items, "/v1/billing/meters", limit, params.get("starting_after"))
+        return MeterRegistry.page(self.meters(), params)
 
     def event_summaries(self, meter_id: str, params: dict[str, str]) -> dict[str, Any]:
         """``GET /v1/billing/meters/{id}/event_summaries``.
@@ -333,7 +291,7 @@ class EmulatorState:
         with self._lock:
             self._store.index()
             records = self._store.series.get((meter["event_name"], query.customer), [])
-            cancelled = self._cancelled
+            cancelled = self._store.cancelled
             points = [(r[TS], r[RECEIVED], r[VALUE]) for r in records if r[ID] not in cancelled]
         items = summarize(meter, points, query)
         url = f"/v1/billing/meters/{meter_id}/event_summaries"
@@ -357,28 +315,7 @@ class EmulatorState:
         name, ident = validate_adjustment_body(body)
         now = self.clock()
         with self._lock:
-            self._store.index()
-            pos = self._store.position.get(ident)
-            rec = self._store.events[pos] if pos is not None else None
-            if rec is None or rec[NAME] != name:
-                raise StripeError(
-                    404,
-                    "invalid_request_error",
-                    f"cancel.identifier: no meter event '{ident}' for event_name '{name}'",
-                    code="resource_missing",
-                    param="cancel.identifier",
-                )
-            if now - rec[RECEIVED] >= DEDUPE_WINDOW:
-                raise bad_request(
-                    "cancel.identifier: events can only be cancelled within 24 hours of receipt",
-                    param="cancel.identifier",
-                )
-            if ident not in self._cancelled:
-                self._cancelled.add(ident)
-                if rec[ERROR] is None:
-                    total = self._store.totals[(rec[NAME], rec[CUSTOMER] or "")]
-                    total[0] -= rec[VALUE] or 0.0
-                    total[1] -= 1
+            self._store.cancel(name, ident, now)
             adj_id = self._next_id("mtradj")
         return {
             "id": adj_id,
@@ -465,7 +402,7 @@ class EmulatorState:
     @property
     def sessions_created(self) -> int:
         """Sessions opened since the start (or the last reset)."""
-        return self._sessions_created
+        return self._sessions.created
 
     @property
     def validation_errors(self) -> list[dict[str, Any]]:
@@ -521,7 +458,7 @@ class EmulatorState:
             self._store.index()
             records = list(self._store.events)
             payloads = list(self._store.payloads)
-            cancelled = set(self._cancelled)
+            cancelled = set(self._store.cancelled)
         return [
             {
                 "identifier": r[ID],
@@ -552,9 +489,9 @@ class EmulatorState:
             return {
                 "events_stored": self._stored,
                 "duplicates": self._duplicates,
-                "cancelled": len(self._cancelled),
-                "sessions_created": self._sessions_created,
-                "sessions_active": sum(1 for e in self._sessions.values() if e > now),
+                "cancelled": len(self._store.cancelled),
+                "sessions_created": self._sessions.created,
+                "sessions_active": self._sessions.active(now),
                 "meters": len(self._meters),
                 "totals": [
                     {"event_name": k[0], "customer": k[1], "sum": t.sum, "count": t.count}
@@ -573,9 +510,7 @@ class EmulatorState:
         Session tokens stay valid so a running client keeps working.
         """
         with self._lock:
-            sessions = self._sessions
             self._clear()
-            self._sessions = sessions
         self.injector.reset()
         self.webhooks.reset()
 
@@ -611,7 +546,7 @@ class EmulatorState:
             waiting -= _VALIDATE_CHUNK
         with self._lock:
             self._store.index()
-            meter_ids = {m["event_name"]: m["id"] for m in self._meters.values()}
+            meter_ids = self._meters.ids_by_event_name()
             return self._reports.collect(self._store.errors, meter_ids, self.clock())
 
     def reported_since(self, start: int) -> list[dict[str, Any]]:
