@@ -25,7 +25,7 @@ import trustme
 
 from meterstream.emulator import EmulatorState
 from meterstream.emulator._app import create_app
-from meterstream.emulator._server import bind_socket
+from meterstream.emulator._uvicorn_server import bind_socket
 
 Scope = dict[str, Any]
 
