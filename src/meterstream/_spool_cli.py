@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from ._spool import Spool, SpoolStatus
+from ._spool import Spool
+from ._spool_admin import SpoolStatus
 from .errors import ConfigurationError
 
 __all__ = ["add_spool_parser", "run_spool"]
