@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import atexit
-import itertools
 import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _checks, _events, _otel
+from . import _checks, _events, _live_clients, _otel
 from ._aggregate import Folder
 from ._aggregate_settings import apply_meter_check
 from ._baggage import Baggage
@@ -22,18 +19,19 @@ from ._context import CUSTOMER, bind_context, customer, customer_for, customer_s
 from ._counters import DROP_REASONS, FAIL_REASONS, Counters
 from ._decorators import make_meter
 from ._delivery import Delivery
-from ._exporters import Exporter, LogExporter, MemoryExporter, NoneExporter
+from ._exporters import Exporter
+from ._exporters._choose import accepted_key, make_exporter
 from ._exporters.stripe import StripeExporter
 from ._exporters.stripe._api import StripeAPI
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
+from ._rejections import Rejections
 from ._spool import Spool
 from ._spool_buffer import SpoolBuffer
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
-    ConfigurationError,
     InvalidEventError,
     MeterError,
     MissingCustomerError,
@@ -75,7 +73,8 @@ class MeterClient:
         s = self._settings
         #: The durable spool (``spool_path``), or None: events in memory only.
         self.spool: Optional[Spool] = None
-        self._rejected_by_stripe: dict[str, int] = {}  # Stripe's error reports, by code
+        #: Stripe's asynchronous error reports, counted by code.
+        self._rejections = Rejections()
         #: False when ``enabled=False``: decorators call straight through.
         self.active = s.enabled
         self._disabled = s.disabled_events
@@ -89,11 +88,11 @@ class MeterClient:
         self._pid = _getpid()
         self._canary = new_canary()
         self._buffer = self._new_sink(s)
-        self.exporter: Exporter = _make_exporter(s)
+        self.exporter: Exporter = make_exporter(s)
         #: The stats() key of what the exporter accepted: "sent" is Stripe's
         #: (or the user's own exporter's) word; the local exporters count
         #: under their own name, so a missing key never looks like billing.
-        self._accepted_key = _accepted_key(self.exporter)
+        self._accepted_key = accepted_key(self.exporter)
         #: No exporter chosen and no key: the log exporter stands in. Said
         #: once, at WARNING, at the first record.
         self._warn_no_key = (
@@ -113,7 +112,7 @@ class MeterClient:
         #: The record path's one sink: everything accepted goes through it.
         self._put = self._buffer.put
         self.record_constant = self._compile_record_constant()
-        self.name = f"client-{next(_client_numbers)}"
+        self.name = _live_clients.new_client_name()
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
         self._otel_auto = s.otel_span_events is None
@@ -128,11 +127,11 @@ class MeterClient:
             if self.spool is not None and self._buffer.pending():
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
-            _otel.install_metrics(live_clients)
+            _otel.install_metrics(_live_clients.live_clients)
             self.refresh_otel()
             self._delivery.on_tick = self._on_tick
             self._delivery.on_start = self._update_slow
-            _register_client(self)
+            _live_clients.register(self)
 
     def _new_sink(self, s: Settings) -> Buffer:
         """Where accepted events go: the spool when ``spool_path`` is set, else memory."""
@@ -666,6 +665,7 @@ class MeterClient:
         self._canary[0] = 1
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
+        self._rejections.after_fork_in_child()
         self._buffer.reset_after_fork()
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
@@ -742,7 +742,7 @@ class MeterClient:
                 self.spool.close()
             except Exception as exc:
                 report_internal_error(exc)
-        _unregister_client(self)
+        _live_clients.unregister(self)
         return done
 
     def stats(self) -> dict[str, int]:
@@ -796,7 +796,7 @@ class MeterClient:
         out["sessions_opened"] = delivery["sessions_opened"]
         out["requests"] = delivery["requests"]
         out["otel_errors"] = _otel.errors
-        out.update(self._rejected_counts())
+        out.update(self._rejections.counts())
         if self.spool is not None:
             out.update(self._spool_counts(counts))
         if self._folder is not None:
@@ -816,13 +816,6 @@ class MeterClient:
         return out
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------
-
-    def _rejected_counts(self) -> dict[str, int]:
-        with self._lock:
-            by_code = dict(self._rejected_by_stripe)
-        out = {"rejected_by_stripe": sum(by_code.values())}
-        out.update({f"rejected_by_stripe_{code}": n for code, n in sorted(by_code.items())})
-        return out
 
     def handle_webhook(
         self,
@@ -873,132 +866,4 @@ class MeterClient:
                 each error's code, message, count and, when Stripe names
                 them, the events' identifiers.
         """
-        with self._lock:
-            for error in report.errors:
-                count = self._rejected_by_stripe.get(error.code, 0) + error.error_count
-                self._rejected_by_stripe[error.code] = count
-        self._log.log(
-            logging.WARNING,
-            "rejected_by_stripe",
-            "Stripe rejected %d metered event(s) after accepting them (%s, event %s)",
-            report.error_count,
-            ", ".join(e.code for e in report.errors) or "no code",
-            report.event_id,
-        )
-        spool = self.spool
-        if spool is not None:
-            for error in report.errors:
-                if not error.identifiers:
-                    continue
-                try:
-                    moved = spool.bury_identifiers(
-                        error.identifiers, "rejected_by_stripe", error.code, error.message
-                    )
-                except Exception as exc:
-                    report_internal_error(exc)
-                    self._log.log(
-                        logging.ERROR,
-                        "bury",
-                        "moving rejected events to dead letters failed: %r",
-                        exc,
-                    )
-                    continue
-                if moved < len(error.identifiers):
-                    self._log.log(
-                        logging.WARNING,
-                        "unknown_identifiers",
-                        "%d identifier(s) Stripe reported (%s) are not in the spool",
-                        len(error.identifiers) - moved,
-                        error.code,
-                    )
-        callback = self._settings.on_validation_error
-        if callback is not None:
-            try:
-                callback(report)
-            except Exception as exc:
-                self._log.log(
-                    logging.ERROR,
-                    "on_validation_error",
-                    "on_validation_error raised %r; the report is counted all the same",
-                    exc,
-                )
-
-
-def _accepted_key(exporter: Exporter) -> str:
-    """Where stats() counts what *exporter* accepted (see MeterClient.stats)."""
-    if isinstance(exporter, LogExporter):
-        return "log"
-    if isinstance(exporter, MemoryExporter):
-        return "memory"
-    if isinstance(exporter, NoneExporter):
-        return "none"
-    from ._exporters.nats import NatsExporter  # no nats-py import until one is made
-
-    if isinstance(exporter, NatsExporter):  # JetStream accepted them, not Stripe
-        return "published"
-    return "sent"
-
-
-def _make_exporter(settings: Settings) -> Exporter:
-    exporter = settings.exporter
-    if isinstance(exporter, Exporter):
-        return exporter
-    if not isinstance(exporter, str):
-        raise ConfigurationError(f"exporter: expected a name or an Exporter, got {exporter!r}")
-    if exporter == "memory":
-        return MemoryExporter()
-    if exporter == "log":
-        return LogExporter()
-    if exporter == "none":
-        return NoneExporter()
-    if exporter == "stripe":
-        from ._exporters.stripe import StripeExporter
-
-        return StripeExporter(settings)
-    if exporter == "nats":
-        from ._exporters.nats import NatsExporter
-
-        return NatsExporter.from_settings(settings)
-    raise ConfigurationError(f"exporter: unknown exporter {exporter!r}")  # pragma: no cover
-
-
-# -- every live client: for atexit and the fork hooks -----------------------------
-
-_clients: weakref.WeakSet[MeterClient] = weakref.WeakSet()
-_client_numbers = itertools.count()
-_clients_lock = threading.Lock()
-
-
-def _register_client(client: MeterClient) -> None:
-    with _clients_lock:
-        _clients.add(client)
-
-
-def _unregister_client(client: MeterClient) -> None:
-    with _clients_lock:
-        _clients.discard(client)
-
-
-def live_clients() -> list[MeterClient]:
-    with _clients_lock:
-        return list(_clients)
-
-
-def _shutdown_all_at_exit() -> None:
-    for client in live_clients():
-        try:
-            client.shutdown(client.settings.shutdown_timeout)
-        except Exception as exc:  # at exit, nothing is worth a traceback
-            report_internal_error(exc)
-
-
-def _after_fork_in_child() -> None:
-    global _clients_lock
-    _clients_lock = threading.Lock()
-    for client in list(_clients):
-        client._after_fork_in_child()
-
-
-atexit.register(_shutdown_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+        self._rejections.take(report, self.spool, self._settings.on_validation_error, self._log)

@@ -16,7 +16,7 @@ import time
 from types import FrameType
 from typing import Callable, Optional, Union
 
-from . import _client
+from . import _live_clients
 from ._internal import report_internal_error
 
 __all__ = ["drain_on_sigterm"]
@@ -98,7 +98,7 @@ def _drain(*, final: bool) -> None:
     deadline: the main thread may have been interrupted while holding a lock
     that delivery needs, and a handler must never hang the process.
     """
-    clients = _clients_without_lock()
+    clients = _live_clients.snapshot()
     if not clients:
         return
     budget = max(client.settings.shutdown_timeout for client in clients)
@@ -119,18 +119,6 @@ def _drain(*, final: bool) -> None:
     worker.start()
     # A little past the budget: shutdown() abandons requests at its deadline.
     worker.join(budget + 1.0)
-
-
-def _clients_without_lock() -> list[_client.MeterClient]:
-    # live_clients() takes a lock the interrupted main thread may hold; a
-    # WeakSet copy under the GIL is safe but can race with another thread
-    # adding a client, so try again then.
-    for _ in range(100):
-        try:
-            return list(_client._clients)
-        except RuntimeError:
-            continue
-    return []
 
 
 def _after_fork_in_child() -> None:
