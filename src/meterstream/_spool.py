@@ -16,6 +16,7 @@ column has no type affinity) and Decimals as text.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -42,6 +43,8 @@ DEFAULT_LEASE = 30.0
 DEFAULT_HISTORY = 35 * 86400.0
 #: Record-path inserts between two looks at the spool's size.
 SIZE_CHECK_EVERY = 256
+#: How long a thread waits for its group's leader before trying to lead it.
+LEADER_PATIENCE = 1.0
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -259,6 +262,9 @@ class Spool:
 
     def _open(self) -> None:
         self._lock = threading.Lock()
+        #: Rows waiting for the connection to be inserted together (group commit).
+        self._open_group: Optional[_Group] = None
+        self._group_lock = threading.Lock()
         self._owner = _new_owner()
         self._pid = os.getpid()
         self._inserts = 0
@@ -357,7 +363,8 @@ class Spool:
     # -- the record path --------------------------------------------------------------
 
     def append(self, event: RawEvent) -> None:
-        """Insert one recorded use, durably (its own transaction).
+        """Insert one recorded use, durably: committed before this returns
+        (in its own transaction, or in one with other threads' rows: :meth:`_insert`).
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -376,12 +383,107 @@ class Spool:
             identifier,
             _encode_dimensions(dimensions) if dimensions else None,
         )
-        with self._lock:
-            self._db.execute(_INSERT, row)
-            self._inserts += 1
-            check = self._inserts % SIZE_CHECK_EVERY == 0
+        self._insert(_INSERT, row)
+
+    def _insert(self, statement: str, row: tuple[Any, ...]) -> None:
+        """Run the insert *statement* for *row*, committed before this returns.
+
+        Group commit: alone, the row is its own transaction. When other threads
+        insert at the same time, they queue their rows, and the first to hold
+        the connection commits every queued row (its own too) in one
+        transaction, in the order they came; each caller returns once the
+        transaction holding its row committed, and when it failed, every caller
+        in it raises its error (nothing is said to be stored that is not). Any
+        insert statement may go through here: a group runs each statement's
+        rows with one ``executemany``.
+
+        Raises:
+            sqlite3.Error: the transaction holding the row failed.
+        """
+        lock = self._lock
+        if lock.acquire(False):
+            try:
+                group = self._open_group
+                if group is None:
+                    self._db.execute(statement, row)
+                    self._inserts += 1
+                    check = self._inserts % SIZE_CHECK_EVERY == 0
+                else:  # others wait for the connection: take them along
+                    with self._group_lock:
+                        self._open_group = None
+                        group.rows.append((statement, row))
+                    check = self._commit_group(group)
+            finally:
+                lock.release()
+        else:
+            with self._group_lock:
+                group = self._open_group
+                leader = group is None
+                if group is None:
+                    group = self._open_group = _Group()
+                group.rows.append((statement, row))
+            check = False
+            if leader:
+                with lock:
+                    check = self._take_and_commit(group)
+            else:
+                # The leader commits the group, unless a thread already holding
+                # the connection takes it along first; should the leader never
+                # come (interrupted while waiting), a follower takes its place.
+                while not group.committed.wait(LEADER_PATIENCE):
+                    if lock.acquire(False):
+                        try:
+                            check = self._take_and_commit(group)
+                        finally:
+                            lock.release()
         if check:
             self._update_full()
+        if group is not None and group.error is not None:
+            # Each caller raises its own copy: threads must not share a traceback.
+            raise copy.copy(group.error) from None
+
+    def _take_and_commit(self, group: _Group) -> bool:
+        # The lock held. A group leaves _open_group only with the lock held and
+        # is done before the lock is released: not done means still open.
+        if group.done:
+            return False
+        with self._group_lock:
+            self._open_group = None
+        return self._commit_group(group)
+
+    def _commit_group(self, group: _Group) -> bool:
+        """Insert *group*'s rows in one transaction (the lock held); its error
+        goes to every caller in it. True when the spool's size is due a look."""
+        db = self._db
+        rows = group.rows
+        try:
+            if len(rows) == 1:
+                db.execute(*rows[0])
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                start = 0
+                while start < len(rows):
+                    statement = rows[start][0]
+                    end = start + 1
+                    while end < len(rows) and rows[end][0] == statement:
+                        end += 1
+                    db.executemany(statement, [row for _, row in rows[start:end]])
+                    start = end
+                db.execute("COMMIT")
+        except BaseException as exc:
+            group.error = exc
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            return False
+        finally:
+            group.done = True
+            group.committed.set()
+        before = self._inserts
+        self._inserts += len(rows)
+        return before // SIZE_CHECK_EVERY != self._inserts // SIZE_CHECK_EVERY
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -765,6 +867,18 @@ class Spool:
             except sqlite3.Error:
                 pass
             self._db.close()
+
+
+class _Group:
+    """Rows queued to be inserted in one transaction, and how it ended."""
+
+    __slots__ = ("committed", "done", "error", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, tuple[Any, ...]]] = []
+        self.done = False
+        self.committed = threading.Event()
+        self.error: Optional[BaseException] = None
 
 
 class _Transaction:
