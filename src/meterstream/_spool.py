@@ -43,6 +43,8 @@ DEFAULT_LEASE = 30.0
 DEFAULT_HISTORY = 35 * 86400.0
 #: Record-path inserts between two looks at the spool's size.
 SIZE_CHECK_EVERY = 256
+#: Row numbers one ``IN (...)`` statement takes (under SQLite's old limit of 999 parameters).
+IN_LIMIT = 500
 #: How long a thread waits for its group's leader before trying to lead it.
 LEADER_PATIENCE = 1.0
 #: How long a writer waits for another process's write transaction.
@@ -496,11 +498,13 @@ class Spool:
                 "OR ((c.owner = 0 OR c.lease < ?) AND c.not_before <= ?) ORDER BY p.seq LIMIT ?",
                 (now, now, limit),
             ).fetchall()
-            if rows:
-                self._db.executemany(
+            lease = now + self.lease
+            for chunk in _chunks([row[0] for row in rows]):
+                self._db.execute(
                     "INSERT OR REPLACE INTO claims (seq, owner, lease, not_before, attempts) "
-                    "VALUES (?, ?, ?, 0, ?)",
-                    [(row[0], self._owner, now + self.lease, row[7]) for row in rows],
+                    f"SELECT p.seq, ?, ?, 0, coalesce(c.attempts, 0){_FROM} "
+                    f"WHERE p.seq IN {_marks(len(chunk))}",
+                    (self._owner, lease, *chunk),
                 )
         return SpooledBatch(
             [row[0] for row in rows], [_row_event(row) for row in rows], [row[7] for row in rows]
@@ -512,19 +516,24 @@ class Spool:
         With a history, they are kept in ``accepted`` (once per identifier,
         as Stripe counts them) for reconciliation and late error reports.
         """
-        rows = [(seq,) for seq in seqs]
         now = self._clock()
+        deleted = 0
         with self._lock, self._write():
-            if self.history > 0:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO accepted "
-                    "(identifier, event_name, customer, value, ts, accepted_at) "
-                    "SELECT identifier, event_name, customer, value, ts, ? FROM pending "
-                    "WHERE seq = ?",
-                    [(now, seq) for (seq,) in rows],
-                )
-            deleted = self._db.executemany("DELETE FROM pending WHERE seq = ?", rows).rowcount
-            self._db.executemany("DELETE FROM claims WHERE seq = ?", rows)
+            # One statement per table for the whole batch, not one per event.
+            for chunk in _chunks(list(seqs)):
+                marks = _marks(len(chunk))
+                if self.history > 0:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO accepted "
+                        "(identifier, event_name, customer, value, ts, accepted_at) "
+                        "SELECT identifier, event_name, customer, value, ts, ? FROM pending "
+                        f"WHERE seq IN {marks} ORDER BY seq",
+                        (now, *chunk),
+                    )
+                deleted += self._db.execute(
+                    f"DELETE FROM pending WHERE seq IN {marks}", chunk
+                ).rowcount
+                self._db.execute(f"DELETE FROM claims WHERE seq IN {marks}", chunk)
         return deleted
 
     def prune_history(self, keep_bytes: Optional[int] = None) -> int:
@@ -569,11 +578,12 @@ class Spool:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
         not_before = self._clock() + delay
         with self._lock, self._write():
-            self._db.executemany(
-                "UPDATE claims SET owner = 0, lease = 0, not_before = ?, "
-                "attempts = attempts + 1 WHERE seq = ?",
-                [(not_before, seq) for seq in seqs],
-            )
+            for chunk in _chunks(list(seqs)):
+                self._db.execute(
+                    "UPDATE claims SET owner = 0, lease = 0, not_before = ?, "
+                    f"attempts = attempts + 1 WHERE seq IN {_marks(len(chunk))}",
+                    (not_before, *chunk),
+                )
 
     def bury(self, letters: Iterable[DeadLetter]) -> int:
         """Move events to the dead-letter table with their reasons."""
@@ -897,6 +907,18 @@ class _Transaction:
             self._db.execute("COMMIT")
         else:
             self._db.execute("ROLLBACK")
+
+
+def _chunks(seqs: list[int]) -> Iterator[list[int]]:
+    """*seqs* in pieces a statement's ``IN (?, ...)`` takes (SQLite's old
+    default limit is 999 parameters)."""
+    for start in range(0, len(seqs), IN_LIMIT):
+        yield seqs[start : start + IN_LIMIT]
+
+
+def _marks(count: int) -> str:
+    """``(?, ?, ...)`` for *count* parameters."""
+    return "(" + ",".join("?" * count) + ")"
 
 
 def _dead_filter(reason: Optional[str], event_name: Optional[str]) -> tuple[str, tuple[str, ...]]:
