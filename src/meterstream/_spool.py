@@ -1,11 +1,12 @@
 """The durable spool: a SQLite database (WAL) between ``record()`` and delivery.
 
-An event is inserted, in its own transaction, before ``record()`` returns; it
-leaves the ``pending`` table only when Stripe accepted it (deleted) or refused
-it (moved to ``dead`` with the reason). Several processes may share one file:
-a process *claims* the events it sends by writing its owner id and a lease
-deadline on them, renews the leases while it still holds them, and the events
-of a process that died are claimed again by another once their lease ran out
+An event is committed before ``record()`` returns (in its own transaction, or
+in one shared with the threads recording at the same moment); it leaves the
+``pending`` table only when Stripe accepted it (deleted) or refused it (moved
+to ``dead`` with the reason). Several processes may share one file: a process
+*claims* the events it sends by writing its owner id and a lease deadline on
+them, renews the leases while it still holds them, and the events of a
+process that died are claimed again by another once their lease ran out
 (sooner, when the owner's pid is known to be dead on this host). An event can
 so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
