@@ -1,11 +1,12 @@
 """The durable spool: a SQLite database (WAL) between ``record()`` and delivery.
 
-An event is inserted, in its own transaction, before ``record()`` returns; it
-leaves the ``pending`` table only when Stripe accepted it (deleted) or refused
-it (moved to ``dead`` with the reason). Several processes may share one file:
-a process *claims* the events it sends by writing its owner id and a lease
-deadline on them, renews the leases while it still holds them, and the events
-of a process that died are claimed again by another once their lease ran out
+An event is committed before ``record()`` returns (in its own transaction, or
+in one shared with the threads recording at the same moment); it leaves the
+``pending`` table only when Stripe accepted it (deleted) or refused it (moved
+to ``dead`` with the reason). Several processes may share one file: a process
+*claims* the events it sends by writing its owner id and a lease deadline on
+them, renews the leases while it still holds them, and the events of a
+process that died are claimed again by another once their lease ran out
 (sooner, when the owner's pid is known to be dead on this host). An event can
 so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
@@ -16,6 +17,7 @@ column has no type affinity) and Decimals as text.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -23,7 +25,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Optional
@@ -43,6 +45,10 @@ DEFAULT_LEASE = 30.0
 DEFAULT_HISTORY = 35 * 86400.0
 #: Record-path inserts between two looks at the spool's size.
 SIZE_CHECK_EVERY = 256
+#: Row numbers one ``IN (...)`` statement takes (under SQLite's old limit of 999 parameters).
+IN_LIMIT = 500
+#: How long a thread waits for its group's leader before trying to lead it.
+LEADER_PATIENCE = 1.0
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -245,6 +251,9 @@ class Spool(SpoolAdmin):
 
     def _open(self) -> None:
         self._lock = threading.Lock()
+        #: Rows waiting for the connection to be inserted together (group commit).
+        self._open_group: Optional[_Group] = None
+        self._group_lock = threading.Lock()
         self._owner = _new_owner()
         self._pid = os.getpid()
         self._inserts = 0
@@ -343,7 +352,8 @@ class Spool(SpoolAdmin):
     # -- the record path --------------------------------------------------------------
 
     def append(self, event: RawEvent) -> None:
-        """Insert one recorded use, durably (its own transaction).
+        """Insert one recorded use, durably: committed before this returns
+        (in its own transaction, or in one with other threads' rows: :meth:`_insert`).
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -362,12 +372,107 @@ class Spool(SpoolAdmin):
             identifier,
             _encode_dimensions(dimensions) if dimensions else None,
         )
-        with self._lock:
-            self._db.execute(_INSERT, row)
-            self._inserts += 1
-            check = self._inserts % SIZE_CHECK_EVERY == 0
+        self._insert(_INSERT, row)
+
+    def _insert(self, statement: str, row: tuple[Any, ...]) -> None:
+        """Run the insert *statement* for *row*, committed before this returns.
+
+        Group commit: alone, the row is its own transaction. When other threads
+        insert at the same time, they queue their rows, and the first to hold
+        the connection commits every queued row (its own too) in one
+        transaction, in the order they came; each caller returns once the
+        transaction holding its row committed, and when it failed, every caller
+        in it raises its error (nothing is said to be stored that is not). Any
+        insert statement may go through here: a group runs each statement's
+        rows with one ``executemany``.
+
+        Raises:
+            sqlite3.Error: the transaction holding the row failed.
+        """
+        lock = self._lock
+        if lock.acquire(False):
+            try:
+                group = self._open_group
+                if group is None:
+                    self._db.execute(statement, row)
+                    self._inserts += 1
+                    check = self._inserts % SIZE_CHECK_EVERY == 0
+                else:  # others wait for the connection: take them along
+                    with self._group_lock:
+                        self._open_group = None
+                        group.rows.append((statement, row))
+                    check = self._commit_group(group)
+            finally:
+                lock.release()
+        else:
+            with self._group_lock:
+                group = self._open_group
+                leader = group is None
+                if group is None:
+                    group = self._open_group = _Group()
+                group.rows.append((statement, row))
+            check = False
+            if leader:
+                with lock:
+                    check = self._take_and_commit(group)
+            else:
+                # The leader commits the group, unless a thread already holding
+                # the connection takes it along first; should the leader never
+                # come (interrupted while waiting), a follower takes its place.
+                while not group.committed.wait(LEADER_PATIENCE):
+                    if lock.acquire(False):
+                        try:
+                            check = self._take_and_commit(group)
+                        finally:
+                            lock.release()
         if check:
             self._update_full()
+        if group is not None and group.error is not None:
+            # Each caller raises its own copy: threads must not share a traceback.
+            raise copy.copy(group.error) from None
+
+    def _take_and_commit(self, group: _Group) -> bool:
+        # The lock held. A group leaves _open_group only with the lock held and
+        # is done before the lock is released: not done means still open.
+        if group.done:
+            return False
+        with self._group_lock:
+            self._open_group = None
+        return self._commit_group(group)
+
+    def _commit_group(self, group: _Group) -> bool:
+        """Insert *group*'s rows in one transaction (the lock held); its error
+        goes to every caller in it. True when the spool's size is due a look."""
+        db = self._db
+        rows = group.rows
+        try:
+            if len(rows) == 1:
+                db.execute(*rows[0])
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                start = 0
+                while start < len(rows):
+                    statement = rows[start][0]
+                    end = start + 1
+                    while end < len(rows) and rows[end][0] == statement:
+                        end += 1
+                    db.executemany(statement, [row for _, row in rows[start:end]])
+                    start = end
+                db.execute("COMMIT")
+        except BaseException as exc:
+            group.error = exc
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            return False
+        finally:
+            group.done = True
+            group.committed.set()
+        before = self._inserts
+        self._inserts += len(rows)
+        return before // SIZE_CHECK_EVERY != self._inserts // SIZE_CHECK_EVERY
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -380,11 +485,13 @@ class Spool(SpoolAdmin):
                 "OR ((c.owner = 0 OR c.lease < ?) AND c.not_before <= ?) ORDER BY p.seq LIMIT ?",
                 (now, now, limit),
             ).fetchall()
-            if rows:
-                self._db.executemany(
+            lease = now + self.lease
+            for chunk in _chunks([row[0] for row in rows]):
+                self._db.execute(
                     "INSERT OR REPLACE INTO claims (seq, owner, lease, not_before, attempts) "
-                    "VALUES (?, ?, ?, 0, ?)",
-                    [(row[0], self._owner, now + self.lease, row[7]) for row in rows],
+                    f"SELECT p.seq, ?, ?, 0, coalesce(c.attempts, 0){_FROM} "
+                    f"WHERE p.seq IN {_marks(len(chunk))}",
+                    (self._owner, lease, *chunk),
                 )
         return SpooledBatch(
             [row[0] for row in rows], [_row_event(row) for row in rows], [row[7] for row in rows]
@@ -396,19 +503,24 @@ class Spool(SpoolAdmin):
         With a history, they are kept in ``accepted`` (once per identifier,
         as Stripe counts them) for reconciliation and late error reports.
         """
-        rows = [(seq,) for seq in seqs]
         now = self._clock()
+        deleted = 0
         with self._lock, self._write():
-            if self.history > 0:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO accepted "
-                    "(identifier, event_name, customer, value, ts, accepted_at) "
-                    "SELECT identifier, event_name, customer, value, ts, ? FROM pending "
-                    "WHERE seq = ?",
-                    [(now, seq) for (seq,) in rows],
-                )
-            deleted = self._db.executemany("DELETE FROM pending WHERE seq = ?", rows).rowcount
-            self._db.executemany("DELETE FROM claims WHERE seq = ?", rows)
+            # One statement per table for the whole batch, not one per event.
+            for chunk in _chunks(list(seqs)):
+                marks = _marks(len(chunk))
+                if self.history > 0:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO accepted "
+                        "(identifier, event_name, customer, value, ts, accepted_at) "
+                        "SELECT identifier, event_name, customer, value, ts, ? FROM pending "
+                        f"WHERE seq IN {marks} ORDER BY seq",
+                        (now, *chunk),
+                    )
+                deleted += self._db.execute(
+                    f"DELETE FROM pending WHERE seq IN {marks}", chunk
+                ).rowcount
+                self._db.execute(f"DELETE FROM claims WHERE seq IN {marks}", chunk)
         return deleted
 
     def prune_history(self, keep_bytes: Optional[int] = None) -> int:
@@ -453,11 +565,12 @@ class Spool(SpoolAdmin):
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
         not_before = self._clock() + delay
         with self._lock, self._write():
-            self._db.executemany(
-                "UPDATE claims SET owner = 0, lease = 0, not_before = ?, "
-                "attempts = attempts + 1 WHERE seq = ?",
-                [(not_before, seq) for seq in seqs],
-            )
+            for chunk in _chunks(list(seqs)):
+                self._db.execute(
+                    "UPDATE claims SET owner = 0, lease = 0, not_before = ?, "
+                    f"attempts = attempts + 1 WHERE seq IN {_marks(len(chunk))}",
+                    (not_before, *chunk),
+                )
 
     def bury(self, letters: Iterable[DeadLetter]) -> int:
         """Move events to the dead-letter table with their reasons."""
@@ -671,6 +784,18 @@ class Spool(SpoolAdmin):
             self._db.close()
 
 
+class _Group:
+    """Rows queued to be inserted in one transaction, and how it ended."""
+
+    __slots__ = ("committed", "done", "error", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, tuple[Any, ...]]] = []
+        self.done = False
+        self.committed = threading.Event()
+        self.error: Optional[BaseException] = None
+
+
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``): take the write lock up front."""
 
@@ -687,6 +812,18 @@ class _Transaction:
             self._db.execute("COMMIT")
         else:
             self._db.execute("ROLLBACK")
+
+
+def _chunks(seqs: list[int]) -> Iterator[list[int]]:
+    """*seqs* in pieces a statement's ``IN (?, ...)`` takes (SQLite's old
+    default limit is 999 parameters)."""
+    for start in range(0, len(seqs), IN_LIMIT):
+        yield seqs[start : start + IN_LIMIT]
+
+
+def _marks(count: int) -> str:
+    """``(?, ?, ...)`` for *count* parameters."""
+    return "(" + ",".join("?" * count) + ")"
 
 
 def _is_corruption(exc: BaseException) -> bool:

@@ -1,0 +1,283 @@
+"""Group commit: threads appending at once share a transaction, and its outcome.
+
+Each caller returns only once the transaction holding its row committed; when
+that transaction fails, every caller in it gets the failure, and no other.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+import meterstream
+from _poll import wait_for
+from meterstream._spool import Spool
+from meterstream.emulator import Emulator
+
+from .conftest import assert_each_once, child
+
+THREADS = 8
+
+
+def _event(ident: str) -> tuple[str, str, int, float, str, None]:
+    return ("api_calls", "cus_group", 1, time.time(), ident, None)
+
+
+def _identifiers_by_seq(spool: Spool) -> list[str]:
+    return [
+        ident
+        for (ident,) in spool._db.execute("SELECT identifier FROM pending ORDER BY seq").fetchall()
+    ]
+
+
+def test_eight_threads_appending_store_every_row_once_in_each_threads_order(
+    spool_path: str,
+) -> None:
+    per_thread = 400
+    spool = Spool(spool_path)
+    start = threading.Barrier(THREADS)
+    failures: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        start.wait()
+        try:
+            for n in range(per_thread):
+                spool.append(_event(f"t{index}-{n}"))
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(120)
+    try:
+        assert not failures
+        stored = _identifiers_by_seq(spool)
+        assert len(stored) == THREADS * per_thread
+        assert len(set(stored)) == len(stored), "a row was stored twice"
+        order: dict[str, list[int]] = defaultdict(list)
+        for ident in stored:
+            thread, n = ident[1:].split("-")
+            order[thread].append(int(n))
+        assert all(ns == list(range(per_thread)) for ns in order.values())
+    finally:
+        spool.close()
+
+
+class _Gate:
+    """A SQL function a trigger calls for each row inserted into ``pending``:
+    it holds the inserting transaction open on ``hold-*`` identifiers until
+    told, and fails the statement on ``poison`` (an error SQLite reports as
+    it would a full disk: the statement, and so the transaction, fails)."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.entered = {name: threading.Event() for name in ("hold-1", "hold-2")}
+        self.opened = {name: threading.Event() for name in ("hold-1", "hold-2")}
+        spool._db.create_function("gate", 1, self, deterministic=False)
+        spool._db.execute(
+            "CREATE TEMP TRIGGER gate BEFORE INSERT ON main.pending "
+            "BEGIN SELECT gate(NEW.identifier); END"
+        )
+
+    def __call__(self, ident: str) -> int:
+        if ident in self.entered:
+            self.entered[ident].set()
+            self.opened[ident].wait(60)
+        if ident == "poison":
+            raise ValueError("injected failure")
+        return 0
+
+
+def _append_in_thread(
+    spool: Spool, ident: str, outcomes: dict[str, Optional[BaseException]]
+) -> threading.Thread:
+    def run() -> None:
+        try:
+            spool.append(_event(ident))
+        except BaseException as exc:
+            outcomes[ident] = exc
+        else:
+            outcomes[ident] = None
+
+    thread = threading.Thread(target=run, name=ident)
+    thread.start()
+    return thread
+
+
+def _queued(spool: Spool) -> int:
+    group = spool._open_group
+    return 0 if group is None else len(group.rows)
+
+
+def test_a_failed_group_fails_exactly_its_callers_and_no_others(spool_path: str) -> None:
+    spool = Spool(spool_path)
+    gate = _Gate(spool)
+    outcomes: dict[str, Optional[BaseException]] = {}
+    threads = []
+    try:
+        # hold-1 inserts alone and holds the connection open ...
+        threads.append(_append_in_thread(spool, "hold-1", outcomes))
+        assert gate.entered["hold-1"].wait(30)
+        # ... while group A queues behind it: hold-2 first, poison among them.
+        group_a = ["hold-2", "a-0", "a-1", "poison", "a-2", "a-3", "a-4"]
+        threads.append(_append_in_thread(spool, group_a[0], outcomes))
+        assert wait_for(lambda: _queued(spool) == 1, 30)
+        for ident in group_a[1:]:
+            threads.append(_append_in_thread(spool, ident, outcomes))
+        assert wait_for(lambda: _queued(spool) == len(group_a), 30)
+        gate.opened["hold-1"].set()
+        # Group A's transaction holds at hold-2 while group B queues behind it.
+        assert gate.entered["hold-2"].wait(30)
+        group_b = [f"b-{n}" for n in range(4)]
+        for ident in group_b:
+            threads.append(_append_in_thread(spool, ident, outcomes))
+        assert wait_for(lambda: _queued(spool) == len(group_b), 30)
+        gate.opened["hold-2"].set()
+        for thread in threads:
+            thread.join(60)
+
+        assert outcomes["hold-1"] is None
+        for ident in group_a:
+            error = outcomes[ident]
+            assert isinstance(error, sqlite3.OperationalError), (ident, error)
+            assert "gate" in str(error) or "user-defined function" in str(error)
+        assert all(outcomes[ident] is None for ident in group_b), outcomes
+        # Nothing of the failed group is stored; everything that returned is.
+        assert sorted(_identifiers_by_seq(spool)) == sorted(["hold-1", *group_b])
+        # Each caller got its own exception object.
+        errors = [outcomes[ident] for ident in group_a]
+        assert len({id(error) for error in errors}) == len(errors)
+    finally:
+        for event in gate.opened.values():
+            event.set()
+        for thread in threads:
+            thread.join(60)
+        spool.close()
+
+
+def _refuse_some(ident: str) -> int:
+    if ident.endswith("7"):
+        raise OSError("injected: disk full")
+    return 0
+
+
+def test_failed_groups_under_eight_recording_threads_count_each_caller_dropped_once(
+    spool_path: str, dead_url: str, make_client: Callable[..., meterstream.MeterClient]
+) -> None:
+    per_thread = 300
+    client = make_client(dead_url, spool_path=spool_path, flush_interval=3600)
+    spool = client.spool
+    assert spool is not None
+    # One in ten inserts fails in SQLite, and with it the transaction it is in.
+    spool._db.create_function("refuse_some", 1, _refuse_some)
+    spool._db.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON main.pending "
+        "BEGIN SELECT refuse_some(NEW.identifier); END"
+    )
+    start = threading.Barrier(THREADS)
+    failures: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        start.wait()
+        try:
+            for n in range(per_thread):
+                client.record("api_calls", customer="cus_fail", identifier=f"f{index}-{n}")
+        except BaseException as exc:  # record() must not raise: reported below
+            failures.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(120)
+    assert not failures
+    stats = client.stats()
+    stored = _identifiers_by_seq(spool)
+    refused = THREADS * per_thread // 10
+    # Every caller was told the truth: what is counted recorded is stored, each
+    # failed caller is counted dropped once, and the refused rows are not stored.
+    assert not [ident for ident in stored if ident.endswith("7")]
+    assert stats["recorded"] == len(stored) == len(set(stored)), stats
+    assert stats["recorded"] + stats["dropped_spool_error"] == THREADS * per_thread, stats
+    assert stats["dropped_spool_error"] >= refused, stats
+
+
+KILLS = 6
+
+
+def _read_lines(proc: subprocess.Popen[bytes], into: list[str], ready: threading.Event) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode().strip()
+        if line == "ready":
+            ready.set()
+        elif line:
+            into.append(line)
+    ready.set()
+
+
+def _every_thread_recorded(lines: list[str], at_least: int) -> Callable[[], bool]:
+    def done() -> bool:
+        seen = list(lines)
+        return len(seen) >= at_least and len({line.split("-")[1] for line in seen}) == THREADS
+
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_while_eight_threads_record_loses_nothing_record_returned_for(
+    tmp_path: Path,
+    emulator: Emulator,
+    dead_url: str,
+    spool_path: str,
+    make_client: Callable[..., meterstream.MeterClient],
+) -> None:
+    returned: list[str] = []
+    for run in range(KILLS):
+        errors = tmp_path / f"stderr-{run}.txt"
+        with errors.open("wb") as stderr:
+            proc = child(
+                "record",
+                spool_path,
+                dead_url,
+                f"run{run}",
+                str(THREADS),
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+        lines: list[str] = []
+        ready = threading.Event()
+        reader = threading.Thread(target=_read_lines, args=(proc, lines, ready), daemon=True)
+        reader.start()
+        try:
+            assert ready.wait(30), "the child did not start recording"
+            # Kill once the child is well into recording: a moment that varies by run.
+            assert wait_for(_every_thread_recorded(lines, 200 + 150 * run), 60), errors.read_text()
+            proc.send_signal(signal.SIGKILL)
+            code = proc.wait(30)
+            reader.join(30)
+        finally:
+            proc.kill()
+            proc.wait(30)
+            assert proc.stdout is not None
+            proc.stdout.close()
+        assert code == -signal.SIGKILL, errors.read_text()
+        returned.extend(lines)
+
+    client = make_client(emulator.url, spool_path=spool_path)
+    assert client.flush(120), client.stats()
+    arrived = assert_each_once(emulator, set(returned))
+    # Events recorded but killed before their line was written may arrive too;
+    # nothing else may.
+    assert all(ident.startswith("run") for ident in arrived)
+    assert client.stats()["failed_rejected"] == 0
