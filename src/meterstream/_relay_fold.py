@@ -1,0 +1,456 @@
+"""The relays' fold (``meterstream relay --aggregate``): exactly once across a fleet.
+
+A relay folds the uses of sum meters in a fetched batch into one event per
+event name, payload (customer and dimensions) and window, as the in-process
+:class:`meterstream._aggregate.Folder` does. What makes it exactly once is
+that the fold is *decided* in JetStream before anything is sent:
+
+1. each candidate folded group becomes a fold record (its events and the
+   identifiers of the uses it folds), published to ``<stream>.folds`` in the
+   stream ``<stream>_FOLDS`` with ``Nats-Msg-Id`` = the group's identifier,
+   a hash of its sorted source identifiers;
+2. every relay reads that stream in order (an ordered consumer) into a
+   :class:`FoldIndex`; the rule "a record is valid when none of its sources
+   is in an earlier valid record" depends only on the stream's order, so
+   every relay reaches the same verdict for every record;
+3. a relay sends only valid records' events and acknowledges the source
+   messages once Stripe accepted them. A use already in a valid record
+   (redelivered after a relay died between Stripe's answer and its acks, or
+   published twice) is never folded again: the relay sends that record's
+   events again (same identifiers, so Stripe drops a repeat) and acks it.
+
+See docs/fleet.md for the costs and the failure modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Optional
+
+from ._checks import format_value
+from ._events import format_timestamp
+from ._fold import _EXACT, _MAX_EXP, Number, split_value, window_start
+
+__all__ = [
+    "FleetFolder",
+    "FoldIndex",
+    "FoldRules",
+    "Unit",
+    "fold_records",
+    "folds_stream",
+    "folds_subject",
+]
+
+log = logging.getLogger("meterstream.relay")
+
+#: How long the folds stream keeps a record: Stripe's identifier dedupe
+#: lasts 24 hours, so past that a record's identifiers protect nothing.
+FOLDS_MAX_AGE = 24 * 3600.0
+#: A record is kept in memory at least this long after it was published,
+#: whatever the consumer's ack floor says: a producer's late retry (a
+#: repeat of an identifier JetStream no longer dedupes) still finds it.
+MIN_KEEP = 600.0
+#: Rounds of "publish, read the verdicts" for one batch before its
+#: messages are handed back (each round settles at least one use).
+MAX_ROUNDS = 8
+
+
+def folds_stream(stream: str) -> str:
+    """The stream holding fold records for the events stream *stream*."""
+    return f"{stream}_FOLDS"
+
+
+def folds_subject(stream: str) -> str:
+    return f"{stream}.folds"
+
+
+@dataclass
+class Unit:
+    """What one send settles: events for Stripe, and the messages they stand for."""
+
+    events: list[dict[str, Any]]
+    msgs: list[Any]
+    #: True when *events* are folded events (a fold record's).
+    folded: bool = False
+
+
+@dataclass
+class FoldRules:
+    """Which event names fold, with their meter's value key, and the window."""
+
+    value_keys: dict[str, str]
+    window: int
+    #: Names asked for but not folded, with the reason (their meter does not sum).
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_meters(
+        cls, names: Iterable[str], window: int, meters: Optional[Sequence[Mapping[str, Any]]]
+    ) -> FoldRules:
+        """Rules for *names* given Stripe's meters (None: they could not be read)."""
+        from ._aggregate_settings import unfoldable_names
+
+        names = sorted(names)
+        if meters is None:
+            return cls({name: "value" for name in names}, window)
+        refused = unfoldable_names(meters, names)
+        keys: dict[str, str] = {}
+        for meter in meters:
+            name = meter.get("event_name")
+            if name in names and name not in refused and meter.get("status", "active") == "active":
+                settings = meter.get("value_settings") or {}
+                key = settings.get("event_payload_key") if isinstance(settings, Mapping) else None
+                keys[str(name)] = key if isinstance(key, str) and key else "value"
+        return cls(keys, window, refused)
+
+    def group_of(self, event: Mapping[str, Any]) -> Optional[tuple[tuple[Any, ...], Number]]:
+        """(the fold group's key, the use's value), or None when this event is not folded."""
+        name = event["event_name"]
+        value_key = self.value_keys.get(name)
+        if value_key is None:
+            return None
+        payload: Mapping[str, str] = event["payload"]
+        raw = payload.get(value_key)
+        if raw is None:
+            return None
+        number = _number(raw)
+        if number is None:
+            return None
+        seconds = _parse_timestamp(event["timestamp"])
+        others = tuple(sorted((k, v) for k, v in payload.items() if k != value_key))
+        return (name, value_key, others, window_start(seconds, self.window)), number
+
+
+def _number(text: str) -> Optional[Number]:
+    """A payload value as an exact number, or None when it is not one to fold."""
+    try:
+        number = Decimal(text.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite():
+        return None
+    if number:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
+            return None
+        if exponent >= 0:
+            return int(number)
+    return number
+
+
+def _parse_timestamp(text: str) -> float:
+    """Seconds of a checked wire timestamp (``2024-06-01T12:00:00.000Z``)."""
+    whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    fraction = text[20:-1] if len(text) > 20 else ""
+    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def _add(total: Optional[Number], value: Number) -> Number:
+    if total is None:
+        return value
+    if type(total) is int and type(value) is int:
+        return total + value
+    return _EXACT.add(Decimal(total), Decimal(value))
+
+
+def record_identifier(sources: Iterable[str]) -> str:
+    """A folded group's identifier: a hash of its sorted source identifiers."""
+    material = "\n".join(sorted(sources)).encode("utf-8", "surrogatepass")
+    return "msf_" + hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+@dataclass
+class _Group:
+    key: tuple[Any, ...]
+    total: Optional[Number] = None
+    sources: list[str] = field(default_factory=list)
+    msgs: list[Any] = field(default_factory=list)
+    upto: int = 0
+
+
+def fold_records(
+    items: list[tuple[Any, dict[str, Any]]], rules: FoldRules
+) -> list[tuple[str, bytes, list[Any], list[tuple[Any, dict[str, Any]]]]]:
+    """Fold *items* (message, event) into fold records.
+
+    Returns, per group: (its identifier, the record's bytes, its messages,
+    its items). A repeated identifier within *items* is folded once; the
+    repeat's message is settled with the group.
+    """
+    groups: dict[tuple[Any, ...], _Group] = {}
+    by_ident: dict[str, _Group] = {}
+    members: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+    for msg, event in items:
+        ident = event["identifier"]
+        found = by_ident.get(ident)
+        if found is None:
+            grouped = rules.group_of(event)
+            assert grouped is not None  # the caller passes foldable events only
+            key, number = grouped
+            found = groups.get(key)
+            if found is None:
+                found = groups[key] = _Group(key)
+            found.total = _add(found.total, number)
+            found.sources.append(ident)
+            by_ident[ident] = found
+        found.msgs.append(msg)
+        found.upto = max(found.upto, _stream_seq(msg))
+        members.setdefault(id(found), []).append((msg, event))
+    out = []
+    for group in groups.values():
+        name, value_key, others, start = group.key
+        rid = record_identifier(group.sources)
+        assert group.total is not None
+        events = []
+        for split, part in enumerate(split_value(group.total)):
+            payload = dict(others)
+            payload[value_key] = format_value(part)
+            events.append(
+                {
+                    "identifier": f"{rid}_{split}",
+                    "event_name": name,
+                    "timestamp": format_timestamp(start),
+                    "payload": payload,
+                }
+            )
+        body = {"events": events, "sources": sorted(group.sources), "upto": group.upto}
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        out.append((rid, data, group.msgs, members[id(group)]))
+    return out
+
+
+def _stream_seq(msg: Any) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
+
+
+def _redelivered(msg: Any) -> bool:
+    try:
+        return int(msg.metadata.num_delivered) > 1
+    except Exception:
+        return True  # unknown: look, to be safe
+
+
+@dataclass
+class _Record:
+    events: list[dict[str, Any]]
+    sources: list[str]
+    upto: int
+    at: float
+
+
+class FoldIndex:
+    """The verdict on every fold record read so far, in stream order.
+
+    A record is valid when none of its sources is in an earlier valid record;
+    a valid record claims its sources. Only valid records are kept, and only
+    while one of their sources may still come back (see :meth:`prune`).
+    """
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self._claims: dict[str, int] = {}
+        self._records: dict[int, _Record] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def apply(self, seq: int, data: bytes, at: float) -> bool:
+        """Read the record at stream sequence *seq*; True when it is valid."""
+        if seq <= self.last_seq:
+            return seq in self._records  # read again after a reconnection
+        self.last_seq = seq
+        try:
+            body = json.loads(data)
+            sources = [str(s) for s in body["sources"]]
+            events = list(body["events"])
+            upto = int(body.get("upto", 0))
+        except Exception:
+            log.warning("ignoring a fold record that cannot be read (sequence %d)", seq)
+            return False
+        if any(s in self._claims for s in sources):
+            return False
+        for source in sources:
+            self._claims[source] = seq
+        self._records[seq] = _Record(events, sources, upto, at)
+        return True
+
+    def claimed(self, identifier: str) -> Optional[int]:
+        """The sequence of the valid record that folded *identifier*, if any."""
+        return self._claims.get(identifier)
+
+    def valid(self, seq: int) -> bool:
+        return seq in self._records
+
+    def events(self, seq: int) -> list[dict[str, Any]]:
+        return self._records[seq].events
+
+    def prune(self, ack_floor: int, now: float) -> int:
+        """Forget records whose sources were all acknowledged (and older than MIN_KEEP).
+
+        A message at or below the consumer's ack floor is never delivered
+        again, so a record with ``upto <= ack_floor`` can no longer be
+        needed (bar a producer's repeat after JetStream's duplicate window:
+        hence MIN_KEEP). Returns how many were dropped.
+        """
+        gone = [
+            seq
+            for seq, rec in self._records.items()
+            if rec.upto <= ack_floor and now - rec.at >= MIN_KEEP
+        ]
+        for seq in gone:
+            for source in self._records.pop(seq).sources:
+                if self._claims.get(source) == seq:
+                    del self._claims[source]
+        return len(gone)
+
+
+class FleetFolder:
+    """One relay's side of the fleet fold: the index reader and the batch planner.
+
+    Args:
+        js: a JetStream context.
+        stream: the events stream's name.
+        durable: the relays' durable consumer (its ack floor bounds the index).
+        rules: which names fold, and the window.
+        replicas: replicas of the folds stream when this relay creates it.
+    """
+
+    def __init__(
+        self, js: Any, stream: str, durable: str, rules: FoldRules, *, replicas: int = 1
+    ) -> None:
+        self._js = js
+        self._stream = stream
+        self._durable = durable
+        self.rules = rules
+        self._replicas = replicas
+        self.index = FoldIndex()
+        self._changed = asyncio.Condition()
+        self._sub: Any = None
+        self._pruned_at = time.monotonic()
+
+    async def start(self) -> None:
+        """Create the folds stream when missing and start reading it from its start."""
+        import nats.js.errors
+        from nats.js.api import DeliverPolicy, StorageType, StreamConfig
+
+        from ._nats import DUPLICATE_WINDOW
+
+        name = folds_stream(self._stream)
+        try:
+            await self._js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            config = StreamConfig(
+                name=name,
+                subjects=[folds_subject(self._stream)],
+                storage=StorageType.FILE,
+                num_replicas=self._replicas,
+                duplicate_window=DUPLICATE_WINDOW,
+                max_age=FOLDS_MAX_AGE,
+            )
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if getattr(exc, "err_code", None) != 10058:  # not "created meanwhile"
+                    raise
+        self._sub = await self._js.subscribe(
+            folds_subject(self._stream),
+            stream=name,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            cb=self._on_record,
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+
+    async def _on_record(self, msg: Any) -> None:
+        meta = msg.metadata
+        at = meta.timestamp.timestamp() if meta.timestamp else time.time()
+        self.index.apply(int(meta.sequence.stream), msg.data, at)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def sync(self, target: Optional[int] = None, timeout: float = 30.0) -> None:
+        """Wait until the index has read every record up to *target* (default: the last)."""
+        if target is None:
+            info = await self._js.stream_info(folds_stream(self._stream))
+            target = info.state.last_seq if info.state.messages else 0
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: self.index.last_seq >= target), timeout
+            )
+
+    async def maybe_prune(self, every: float = 30.0) -> None:
+        """Now and then, forget records the consumer's ack floor says are done."""
+        now = time.monotonic()
+        if now - self._pruned_at < every:
+            return
+        self._pruned_at = now
+        try:
+            info = await self._js.consumer_info(self._stream, self._durable)
+        except Exception:
+            return
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        self.index.prune(floor, time.time())
+
+    async def plan(self, items: list[tuple[Any, dict[str, Any]]]) -> tuple[list[Unit], list[Any]]:
+        """Decide the fold of *items* (message, foldable event).
+
+        Returns the units to send (each a valid record's events and the
+        messages they settle) and the messages no verdict could be reached
+        for (hand them back).
+        """
+        if any(_redelivered(msg) for msg, _ in items):
+            await self.sync()  # a use may already be in a record: read them all
+        units: dict[int, Unit] = {}
+        pending = items
+        for _ in range(MAX_ROUNDS):
+            fresh = []
+            for msg, event in pending:
+                seq = self.index.claimed(event["identifier"])
+                if seq is None:
+                    fresh.append((msg, event))
+                    continue
+                self._unit(units, seq).msgs.append(msg)
+            if not fresh:
+                return list(units.values()), []
+            records = fold_records(fresh, self.rules)
+            subject = folds_subject(self._stream)
+            acks = await asyncio.gather(
+                *(
+                    self._js.publish(subject, data, headers={"Nats-Msg-Id": rid})
+                    for rid, data, _, _ in records
+                )
+            )
+            await self.sync(max(ack.seq for ack in acks))
+            pending = []
+            for ack, (_, _, msgs, members) in zip(acks, records):
+                if self.index.valid(ack.seq):
+                    self._unit(units, ack.seq).msgs.extend(msgs)
+                else:
+                    pending.extend(members)  # claimed elsewhere in part: look again
+            if not pending:
+                return list(units.values()), []
+        return list(units.values()), [msg for msg, _ in pending]
+
+    def _unit(self, units: dict[int, Unit], seq: int) -> Unit:
+        unit = units.get(seq)
+        if unit is None:
+            unit = units[seq] = Unit(self.index.events(seq), [], folded=True)
+        return unit
