@@ -124,7 +124,10 @@ class FoldRules:
         number = _number(raw)
         if number is None:
             return None
-        seconds = _parse_timestamp(event["timestamp"])
+        try:
+            seconds = _parse_timestamp(event["timestamp"])
+        except (ValueError, OverflowError):  # no such date: Stripe will say so
+            return None
         others = tuple(sorted((k, v) for k, v in payload.items() if k != value_key))
         return (name, value_key, others, window_start(seconds, self.window)), number
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
+from decimal import Decimal
+
 import pytest
 
+from meterstream._events import format_timestamp
+from meterstream._fold import window_start
 from meterstream._nats import DEAD_REASON_HEADER
+from meterstream._relay_fold import record_identifier
 from meterstream.emulator import Emulator
 
 from .fold_helpers import (
@@ -87,3 +94,35 @@ def test_a_bad_message_in_a_folded_batch_is_dead_lettered_and_the_rest_folded(
     dead = read_stream(nats_server.url, "METERSTREAM.dead")
     assert sorted(m.data for m in dead) == sorted([b'{"x": 1}', b"not json"])
     assert all(m.headers[DEAD_REASON_HEADER].startswith("invalid event: ") for m in dead)
+
+
+def test_a_folded_event_stripe_refuses_dead_letters_the_uses_it_folds(
+    nats_server: NatsServer, emulator: Emulator
+) -> None:
+    create_meter(emulator, "tokens")
+    stamp = format_timestamp(window_start(time.time(), 60))  # one window for all
+    bodies = [
+        json.dumps(
+            {
+                "identifier": f"x-{i}",
+                "event_name": "tokens",
+                "timestamp": stamp,
+                "payload": {"stripe_customer_id": f"cus_{i % 2}", "value": str(i + 1)},
+            }
+        ).encode()
+        for i in range(6)
+    ]
+    publish_uses(nats_server.url, "none", 0)  # the exporter creates the stream
+    publish_raw(nats_server.url, "METERSTREAM.events.tokens", bodies)
+    refused = record_identifier(["x-0", "x-2", "x-4"]) + "_0"  # cus_0's group
+    emulator.set_faults(reject_identifier=refused)
+    relay = RelayThread(nats_server.url, emulator, **FOLD).start()
+    try:
+        assert wait_for(lambda: relay.relay.stats()["dead_lettered"] >= 3)
+        assert wait_for(lambda: len(identifiers(emulator, "tokens")) >= 1)
+    finally:
+        relay.stop()
+    assert emulator_totals(emulator) == {("tokens", "cus_1", ""): Decimal(2 + 4 + 6)}
+    dead = read_stream(nats_server.url, "METERSTREAM.dead")
+    assert sorted(json.loads(m.data)["identifier"] for m in dead) == ["x-0", "x-2", "x-4"]
+    assert all(m.headers[DEAD_REASON_HEADER].startswith("stripe: ") for m in dead)
