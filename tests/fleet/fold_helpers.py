@@ -26,7 +26,7 @@ def create_meter(emulator: Emulator, event_name: str, formula: str = "sum") -> N
 def use(prefix: str, i: int) -> tuple[str, str, Number, dict[str, str]]:
     """The i-th use of a run: (identifier, customer, value, dimensions); ints and Decimals."""
     value: Number = Decimal(f"{i % 7}.{i % 1000:03d}") if i % 3 == 0 else i % 11 + 1
-    return f"{prefix}-{i}", f"cus_{i % 4}", value, {"model": "ab"[i % 2]}
+    return f"{prefix}-{i}", f"cus_{i % 4}", value, {"model": "abc"[i % 3]}
 
 
 def expected_totals(prefix: str, count: int, name: str = "tokens") -> Totals:
