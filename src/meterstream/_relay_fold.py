@@ -54,10 +54,18 @@ log = logging.getLogger("meterstream.relay")
 #: How long the folds stream keeps a record: Stripe's identifier dedupe
 #: lasts 24 hours, so past that a record's identifiers protect nothing.
 FOLDS_MAX_AGE = 24 * 3600.0
-#: A record is kept in memory at least this long after it was published,
-#: whatever the consumer's ack floor says: a producer's late retry (a
-#: repeat of an identifier JetStream no longer dedupes) still finds it.
-MIN_KEEP = 600.0
+#: A record protects its sources this long after it was published (by the
+#: folds stream's own timestamps), whatever the ack floor says: a producer's
+#: late retry (a repeat JetStream no longer dedupes) still finds it.
+KEEP = 600.0
+#: A relay folds only with an ack floor it read at most this long ago.
+FLOOR_MAX_AGE = 60.0
+#: A relay forgets a record only by a floor it read at least this long ago:
+#: every record it has not read yet carries a floor at least that high
+#: (read within FLOOR_MAX_AGE before folding, published within seconds).
+FLOOR_SAFE_AGE = 300.0
+#: Slack between this machine's clock and the servers' timestamps.
+CLOCK_SLACK = 60.0
 #: Rounds of "publish, read the verdicts" for one batch before its
 #: messages are handed back (each round settles at least one use).
 MAX_ROUNDS = 8
@@ -181,7 +189,7 @@ class _Group:
 
 
 def fold_records(
-    items: list[tuple[Any, dict[str, Any]]], rules: FoldRules
+    items: list[tuple[Any, dict[str, Any]]], rules: FoldRules, floor: int = 0
 ) -> list[tuple[str, bytes, list[Any], list[tuple[Any, dict[str, Any]]]]]:
     """Fold *items* (message, event) into fold records.
 
@@ -225,7 +233,12 @@ def fold_records(
                     "payload": payload,
                 }
             )
-        body = {"events": events, "sources": sorted(group.sources), "upto": group.upto}
+        body = {
+            "events": events,
+            "sources": sorted(group.sources),
+            "upto": group.upto,
+            "floor": floor,
+        }
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
         out.append((rid, data, group.msgs, members[id(group)]))
     return out
@@ -256,9 +269,14 @@ class _Record:
 class FoldIndex:
     """The verdict on every fold record read so far, in stream order.
 
-    A record is valid when none of its sources is in an earlier valid record;
-    a valid record claims its sources. Only valid records are kept, and only
-    while one of their sources may still come back (see :meth:`prune`).
+    A record is valid when none of its sources is in an earlier valid record
+    that still holds it; a valid record claims its sources. An earlier
+    record R1 no longer holds its sources for a later record R2 when every
+    source of R1 was acknowledged by the time R2 was folded (``R1.upto <=
+    R2.floor``, the consumer's ack floor R2's relay had read) and R1 is
+    older than KEEP (by the stream's timestamps). Both facts are in the
+    records, so every relay reaches the same verdict, and a relay can forget
+    R1 once no record still to come can be held by it (see :meth:`prune`).
     """
 
     def __init__(self) -> None:
@@ -279,11 +297,17 @@ class FoldIndex:
             sources = [str(s) for s in body["sources"]]
             events = list(body["events"])
             upto = int(body.get("upto", 0))
+            floor = int(body.get("floor", 0))
         except Exception:
             log.warning("ignoring a fold record that cannot be read (sequence %d)", seq)
             return False
-        if any(s in self._claims for s in sources):
-            return False
+        for source in sources:
+            held = self._claims.get(source)
+            if held is None:
+                continue
+            earlier = self._records[held]
+            if earlier.upto > floor or at - earlier.at < KEEP:
+                return False
         for source in sources:
             self._claims[source] = seq
         self._records[seq] = _Record(events, sources, upto, at)
@@ -300,17 +324,17 @@ class FoldIndex:
         return self._records[seq].events
 
     def prune(self, ack_floor: int, now: float) -> int:
-        """Forget records whose sources were all acknowledged (and older than MIN_KEEP).
+        """Forget the records no record still to come can be held by.
 
-        A message at or below the consumer's ack floor is never delivered
-        again, so a record with ``upto <= ack_floor`` can no longer be
-        needed (bar a producer's repeat after JetStream's duplicate window:
-        hence MIN_KEEP). Returns how many were dropped.
+        *ack_floor* must be at most the floor any record not read yet
+        carries (one read FLOOR_SAFE_AGE ago); *now* the wall clock. A
+        message at or below the ack floor is never delivered again, so such
+        records are needed no more. Returns how many were dropped.
         """
         gone = [
             seq
             for seq, rec in self._records.items()
-            if rec.upto <= ack_floor and now - rec.at >= MIN_KEEP
+            if rec.upto <= ack_floor and now - rec.at >= KEEP + CLOCK_SLACK
         ]
         for seq in gone:
             for source in self._records.pop(seq).sources:
@@ -341,7 +365,8 @@ class FleetFolder:
         self.index = FoldIndex()
         self._changed = asyncio.Condition()
         self._sub: Any = None
-        self._pruned_at = time.monotonic()
+        #: Ack floors read, (monotonic time, floor), oldest first.
+        self._floors: list[tuple[float, int]] = []
 
     async def start(self) -> None:
         """Create the folds stream when missing and start reading it from its start."""
@@ -399,18 +424,28 @@ class FleetFolder:
                 self._changed.wait_for(lambda: self.index.last_seq >= target), timeout
             )
 
-    async def maybe_prune(self, every: float = 30.0) -> None:
-        """Now and then, forget records the consumer's ack floor says are done."""
+    async def floor(self, max_age: float = FLOOR_MAX_AGE) -> int:
+        """The consumer's ack floor, read again when the last reading is older than *max_age*."""
         now = time.monotonic()
-        if now - self._pruned_at < every:
-            return
-        self._pruned_at = now
+        if self._floors and now - self._floors[-1][0] < max_age:
+            return self._floors[-1][1]
+        info = await self._js.consumer_info(self._stream, self._durable)
+        floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+        self._floors.append((time.monotonic(), floor))
+        return floor
+
+    async def maybe_prune(self) -> None:
+        """Now and then read the ack floor, and forget records an old reading says are done."""
         try:
-            info = await self._js.consumer_info(self._stream, self._durable)
+            await self.floor(FLOOR_MAX_AGE / 2)
         except Exception:
             return
-        floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        self.index.prune(floor, time.time())
+        now = time.monotonic()
+        safe = [f for t, f in self._floors if now - t >= FLOOR_SAFE_AGE]
+        if safe:
+            self.index.prune(safe[-1], time.time())
+            # Keep the newest safe reading and everything after it.
+            self._floors = self._floors[len(safe) - 1 :]
 
     async def plan(self, items: list[tuple[Any, dict[str, Any]]]) -> tuple[list[Unit], list[Any]]:
         """Decide the fold of *items* (message, foldable event).
@@ -433,7 +468,7 @@ class FleetFolder:
                 self._unit(units, seq).msgs.append(msg)
             if not fresh:
                 return list(units.values()), []
-            records = fold_records(fresh, self.rules)
+            records = fold_records(fresh, self.rules, await self.floor())
             subject = folds_subject(self._stream)
             acks = await asyncio.gather(
                 *(

@@ -77,3 +77,26 @@ def test_records_whose_sources_were_all_acknowledged_are_forgotten() -> None:
     assert index.claimed("a") is None
     assert index.claimed("b") == 2
     assert index.prune(ack_floor=30, now=1.0) == 0  # too recent: a late repeat may come
+
+
+def _held(upto: int, floor: int, *sources: str) -> bytes:
+    body = {"events": [], "sources": list(sources), "upto": upto, "floor": floor}
+    return json.dumps(body).encode()
+
+
+def test_a_record_stops_holding_its_sources_once_acknowledged_and_old() -> None:
+    """The verdict uses only what the records say: every relay reaches the same one."""
+    index = FoldIndex()
+    assert index.apply(1, _held(10, 0, "a", "b"), 0.0)
+    # Folded before record 1's messages were all acknowledged: held.
+    assert not index.apply(2, _held(30, 9, "a"), 1000.0)
+    # Acknowledged, but record 1 is younger than KEEP: held (a late repeat).
+    assert not index.apply(3, _held(30, 10, "a"), 100.0)
+    # Acknowledged and old: a repeat of "a" is a new use.
+    assert index.apply(4, _held(30, 10, "a"), 1000.0)
+    assert index.claimed("a") == 4
+    assert index.claimed("b") == 1
+    # Forgetting record 1 changes no verdict still to come, and keeps record 4's claim.
+    assert index.prune(ack_floor=10, now=2000.0) == 1
+    assert index.claimed("a") == 4
+    assert index.claimed("b") is None
