@@ -60,6 +60,8 @@ class RelayConfig:
     #: ``{event_name: "sum"}``: fold these names' uses across the fleet (``--aggregate``).
     aggregate: dict[str, str] = field(default_factory=dict)
     aggregation_window: int = 5
+    #: Messages a worker takes per fetch when folding: many uses make few events.
+    fold_batch: int = 1000
 
 
 def check_message(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
@@ -133,6 +135,7 @@ class Relay:
         self._js: Any = None
         self._held: dict[int, list[Any]] = {}
         self._folder: Optional[FleetFolder] = None
+        self._fetch_size = config.fold_batch if config.aggregate else config.batch_size
         #: Which names fold (``aggregate``), once the meters were read at start.
         self.fold_rules: Optional[FoldRules] = None
         self.ready = asyncio.Event()
@@ -253,7 +256,7 @@ class Relay:
 
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+                msgs = await sub.fetch(self._fetch_size, timeout=self.config.fetch_timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue  # nothing to take within fetch_timeout
             except Exception as exc:  # disconnected, a leader election, ...

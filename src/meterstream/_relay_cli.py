@@ -101,6 +101,12 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
         default="5",
         help="the fold window, seconds dividing a minute (default 5)",
     )
+    relay.add_argument(
+        "--fold-batch",
+        type=_positive,
+        default=1000,
+        help="with --aggregate: messages a worker folds at a time (default 1000)",
+    )
     connection_args(relay)
     relay.set_defaults(parser=relay)
 
@@ -148,6 +154,7 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         retry_max_delay=settings.retry_max_delay,
         aggregate=aggregate,
         aggregation_window=window,
+        fold_batch=args.fold_batch,
     )
     # A relay is a service: it says what it does (start, stop, dead letters).
     relay_log = logging.getLogger("meterstream.relay")

@@ -36,7 +36,7 @@ def test_two_relays_fold_sum_meters_to_exact_totals(
     publish_uses(nats_server.url, "u", 600)
     expected = expected_totals("u", 600)
     relays = [
-        RelayThread(nats_server.url, emulator, batch_size=50, **FOLD).start() for _ in range(2)
+        RelayThread(nats_server.url, emulator, fold_batch=50, **FOLD).start() for _ in range(2)
     ]
     try:
         assert wait_for(lambda: emulator_totals(emulator) == expected, timeout=60)
