@@ -30,7 +30,8 @@ from ._exporters.base import Exporter, RetryableExportError
 from ._nats import DEAD_REASON_HEADER, NatsOptions, connect, ensure_stream
 from ._pacing import Backoff, Pacer
 from ._relay_budget import SharedBudget
-from ._relay_fold import FleetFolder, FoldRules, Unit
+from ._relay_fold import FoldRules, Unit
+from ._relay_fold_log import FleetFolder
 from .errors import DeliveryError
 
 __all__ = ["Relay", "RelayConfig", "check_message"]

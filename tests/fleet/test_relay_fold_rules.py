@@ -6,7 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from meterstream._relay_fold import FoldIndex, FoldRules, fold_records, record_identifier
+from meterstream._relay_fold import FoldRules, fold_records, record_identifier
+from meterstream._relay_fold_log import FoldIndex
 
 RULES = FoldRules({"tokens": "value"}, 60)
 
