@@ -10,6 +10,12 @@ subject with Stripe's reason; events still failing after ``max_retry_time``
 are handed back (nak) for any relay to try again. A relay that dies leaves
 its unacknowledged messages to be redelivered to the others after
 ``ack_wait``.
+
+With ``aggregate`` (``--aggregate``) a worker takes up to ``fold_batch``
+messages and folds the uses of sum meters first (:mod:`._relay_fold`), the
+fold decided once for the whole fleet in JetStream before anything is sent
+(:mod:`._relay_fold_log`). While a batch is in flight its messages are kept
+from redelivery with ``in_progress``.
 """
 
 from __future__ import annotations
