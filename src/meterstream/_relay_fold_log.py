@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ._relay_fold import FoldRules, Unit, fold_records
+from .errors import ConfigurationError
 
 __all__ = ["FleetFolder", "FoldIndex", "folds_stream", "folds_subject"]
 
@@ -207,7 +208,9 @@ class FleetFolder:
                 await self._js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
                 if getattr(exc, "err_code", None) != 10058:  # not "created meanwhile"
-                    raise
+                    raise ConfigurationError(
+                        f"--aggregate: cannot create the fold records' stream {name!r}: {exc}"
+                    ) from None
         self._sub = await self._js.subscribe(
             folds_subject(self._stream),
             stream=name,
