@@ -124,6 +124,11 @@ def record_identifier(sources: Iterable[str]) -> str:
     return "msf_" + hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
+#: Sources in one fold record: up to ~100 bytes each, so a record stays far
+#: below NATS's default 1 MB message limit whatever --fold-batch is.
+MAX_SOURCES = 2000
+
+
 @dataclass
 class _Group:
     key: tuple[Any, ...]
@@ -143,6 +148,7 @@ def fold_records(
     repeat's message is settled with the group.
     """
     groups: dict[tuple[Any, ...], _Group] = {}
+    full: list[_Group] = []
     by_ident: dict[str, _Group] = {}
     members: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
     for msg, event in items:
@@ -153,6 +159,9 @@ def fold_records(
             assert grouped is not None  # the caller passes foldable events only
             key, number = grouped
             found = groups.get(key)
+            if found is not None and len(found.sources) >= MAX_SOURCES:
+                full.append(found)  # one record stays well under NATS's 1 MB messages
+                found = None
             if found is None:
                 found = groups[key] = _Group(key)
             found.total = _add(found.total, number)
@@ -162,7 +171,7 @@ def fold_records(
         found.upto = max(found.upto, _stream_seq(msg))
         members.setdefault(id(found), []).append((msg, event))
     out = []
-    for group in groups.values():
+    for group in [*full, *groups.values()]:
         name, value_key, others, start = group.key
         rid = record_identifier(group.sources)
         assert group.total is not None

@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from meterstream._relay_fold import FoldRules, fold_records, record_identifier
+from meterstream._relay_fold import MAX_SOURCES, FoldRules, fold_records, record_identifier
 from meterstream._relay_fold_log import FoldIndex
 
 RULES = FoldRules({"tokens": "value"}, 60)
@@ -101,3 +101,17 @@ def test_a_record_stops_holding_its_sources_once_acknowledged_and_old() -> None:
     assert index.prune(ack_floor=10, now=2000.0) == 1
     assert index.claimed("a") == 4
     assert index.claimed("b") is None
+
+
+def test_a_group_past_max_sources_becomes_several_records() -> None:
+    items = [(None, _event(f"u{i}", "1")) for i in range(MAX_SOURCES + 5)]
+    records = fold_records(items, RULES)
+    sizes = sorted(len(json.loads(data)["sources"]) for _, data, _, _ in records)
+    assert sizes == [5, MAX_SOURCES]
+    assert max(len(data) for _, data, _, _ in records) < 512 * 1024
+    total = sum(
+        Decimal(e["payload"]["value"])
+        for _, data, _, _ in records
+        for e in json.loads(data)["events"]
+    )
+    assert total == MAX_SOURCES + 5
