@@ -194,7 +194,9 @@ class FleetFolder:
 
         name = folds_stream(self._stream)
         try:
-            await self._js.stream_info(name)
+            info = await self._js.stream_info(name)
+            # Read from the start before any fold is decided: say how much.
+            log.info("reading %d fold records from stream %s", info.state.messages, name)
         except nats.js.errors.NotFoundError:
             config = StreamConfig(
                 name=name,
