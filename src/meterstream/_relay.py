@@ -10,6 +10,12 @@ subject with Stripe's reason; events still failing after ``max_retry_time``
 are handed back (nak) for any relay to try again. A relay that dies leaves
 its unacknowledged messages to be redelivered to the others after
 ``ack_wait``.
+
+With ``aggregate`` (``--aggregate``) a worker takes up to ``fold_batch``
+messages and folds the uses of sum meters first (:mod:`._relay_fold`), the
+fold decided once for the whole fleet in JetStream before anything is sent
+(:mod:`._relay_fold_log`). While a batch is in flight its messages are kept
+from redelivery with ``in_progress``.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ._aggregate_settings import MetersSource
 from ._events import EventBatch, check_event_name, check_identifier
 from ._exporters.base import Exporter, RetryableExportError
 from ._nats import DEAD_REASON_HEADER, NatsOptions, connect, ensure_stream
 from ._pacing import Backoff, Pacer
 from ._relay_budget import SharedBudget
+from ._relay_fold import FoldRules, Unit
+from ._relay_fold_log import FleetFolder
 from .errors import DeliveryError
 
 __all__ = ["Relay", "RelayConfig", "check_message"]
@@ -55,6 +64,11 @@ class RelayConfig:
     retry_max_delay: float = 20.0
     drain_timeout: float = 10.0
     budget_bucket: str = field(default="")
+    #: ``{event_name: "sum"}``: fold these names' uses across the fleet (``--aggregate``).
+    aggregate: dict[str, str] = field(default_factory=dict)
+    aggregation_window: int = 5
+    #: Messages a worker takes per fetch when folding: many uses make few events.
+    fold_batch: int = 1000
 
 
 def check_message(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
@@ -92,13 +106,21 @@ class Relay:
         config: the flags.
         exporter: where batches go: a Stripe exporter (sessions, retries' answers).
         meter_provider: an OpenTelemetry MeterProvider; the global one by default.
+        meters: what lists Stripe's meters (``GET /v1/billing/meters``), for
+            ``aggregate``: only names whose meter sums are folded.
     """
 
     def __init__(
-        self, config: RelayConfig, exporter: Exporter, *, meter_provider: Any = None
+        self,
+        config: RelayConfig,
+        exporter: Exporter,
+        *,
+        meter_provider: Any = None,
+        meters: Optional[MetersSource] = None,
     ) -> None:
         self.config = config
         self.exporter = exporter
+        self._meters = meters
         self._pacer = Pacer(
             Backoff(config.retry_initial_delay, config.retry_max_delay), 2 * config.workers
         )
@@ -111,11 +133,18 @@ class Relay:
             "dead_lettered": 0,
             "invalid": 0,
             "handed_back": 0,
+            "folded_uses": 0,
+            "folded_events": 0,
+            "fold_refused": 0,
         }
         self._budget: Optional[SharedBudget] = None
         self._nc: Any = None
         self._js: Any = None
         self._held: dict[int, list[Any]] = {}
+        self._folder: Optional[FleetFolder] = None
+        self._fetch_size = config.fold_batch if config.aggregate else config.batch_size
+        #: Which names fold (``aggregate``), once the meters were read at start.
+        self.fold_rules: Optional[FoldRules] = None
         self.ready = asyncio.Event()
         self._otel = _relay_metrics(meter_provider)
 
@@ -144,6 +173,8 @@ class Relay:
                 bucket = cfg.budget_bucket or f"{cfg.options.stream}_budget"
                 self._budget = SharedBudget(self._js, bucket, cfg.max_rps)
                 await self._budget.setup()
+            if cfg.aggregate:
+                await self._start_folder()
             subs = [await self._subscribe() for _ in range(cfg.workers)]
             log.info(
                 "relay started: stream %s, consumer %s, %d workers, budget %s",
@@ -167,12 +198,46 @@ class Relay:
                 await self._hand_back(msgs, 0.0)
             log.info("relay stopped: %s", self.stats())
         finally:
+            if self._folder is not None:
+                await self._folder.stop()
             # Not drain(): it waits out pull requests still open on the server.
             try:
                 await self._nc.flush(timeout=5)  # the last acknowledgements
             except Exception:
                 pass
             await self._nc.close()
+
+    async def _start_folder(self) -> None:
+        """Read Stripe's meters (only sum meters fold), then start reading fold records."""
+        cfg = self.config
+        meters = await asyncio.to_thread(self._read_meters)
+        rules = FoldRules.from_meters(sorted(cfg.aggregate), cfg.aggregation_window, meters)
+        for name, reason in sorted(rules.refused.items()):
+            log.warning("will not aggregate %r: %s; its uses are sent one event each", name, reason)
+        self.fold_rules = rules
+        self._folder = FleetFolder(
+            self._js, cfg.options.stream, cfg.durable, rules, replicas=cfg.options.replicas
+        )
+        await self._folder.start()
+        log.info(
+            "folding %s in %d-second windows",
+            ", ".join(sorted(rules.value_keys)) or "nothing",
+            cfg.aggregation_window,
+        )
+
+    def _read_meters(self) -> Optional[list[dict[str, Any]]]:
+        if self._meters is None:
+            return None
+        try:
+            return list(self._meters.meters())
+        except Exception as exc:
+            log.warning(
+                "could not read the meters to check that aggregated event names sum (%s); "
+                "folding %s as configured",
+                exc,
+                ", ".join(sorted(self.config.aggregate)),
+            )
+            return None
 
     async def _subscribe(self) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig
@@ -198,7 +263,7 @@ class Relay:
 
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+                msgs = await sub.fetch(self._fetch_size, timeout=self.config.fetch_timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue  # nothing to take within fetch_timeout
             except Exception as exc:  # disconnected, a leader election, ...
@@ -227,15 +292,57 @@ class Relay:
                 good.append(msg)
                 events.append(event)
         started = time.monotonic()
-        parts = [(good, events)] if good else []
-        while parts:
-            part_msgs, part_events = parts.pop(0)
-            parts[:0] = await self._deliver(part_msgs, part_events, stop, started)
+        keepalive = asyncio.create_task(self._keep_alive(msgs))
+        try:
+            units = await self._units(good, events)
+            parts = _pack(units, self.config.batch_size)
+            while parts:
+                parts[:0] = await self._deliver(parts.pop(0), stop, started)
+        finally:
+            keepalive.cancel()
+
+    async def _units(self, msgs: list[Any], events: list[dict[str, Any]]) -> list[Unit]:
+        """What to send for these messages: one event each, or folded events (--aggregate)."""
+        rules = self.fold_rules
+        if self._folder is None or rules is None:
+            return [Unit([event], [msg]) for msg, event in zip(msgs, events)]
+        units: list[Unit] = []
+        foldable: list[tuple[Any, dict[str, Any]]] = []
+        for msg, event in zip(msgs, events):
+            if rules.group_of(event) is not None:
+                foldable.append((msg, event))
+            else:
+                if event["event_name"] in rules.refused:
+                    self._count("fold_refused")
+                units.append(Unit([event], [msg]))
+        if foldable:
+            try:
+                folded, undecided = await self._folder.plan(foldable)
+            except Exception as exc:  # NATS unreachable, a leader election, ...
+                log.warning("could not record the fold: %s: %s", type(exc).__name__, exc)
+                folded, undecided = [], [msg for msg, _ in foldable]
+            if undecided:
+                await self._hand_back(undecided, self.config.retry_max_delay)
+            units.extend(folded)
+        await self._folder.maybe_prune()
+        return units
+
+    async def _keep_alive(self, msgs: list[Any]) -> None:
+        """Tell JetStream, while a batch is in flight, that its messages are still ours."""
+        while True:
+            await asyncio.sleep(self.config.ack_wait / 3)
+            for msg in msgs:
+                try:
+                    await msg.in_progress()
+                except Exception:  # settled meanwhile, or disconnected
+                    pass
 
     async def _deliver(
-        self, msgs: list[Any], events: list[dict[str, Any]], stop: asyncio.Event, started: float
-    ) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        self, units: list[Unit], stop: asyncio.Event, started: float
+    ) -> list[list[Unit]]:
         """Send one batch until Stripe took it; the parts still to send after a 400."""
+        msgs = [msg for unit in units for msg in unit.msgs]
+        events = [event for unit in units for event in unit.events]
         batch = EventBatch.of(events)
         batch_id = hashlib.sha256("\n".join(e["identifier"] for e in events).encode())
         attempt = 0
@@ -265,27 +372,32 @@ class Relay:
                     self._pacer.failed(None)
                     await self._hand_back(msgs, self.config.retry_max_delay)
                     return []
-                return await self._refused(msgs, events, exc)
+                return await self._refused(units, exc)
             self._pacer.succeeded()
             for msg in msgs:
                 await msg.ack()
-            self._count("sent", len(msgs))
+            self._count("sent", len(events))
+            for unit in units:
+                if unit.folded:
+                    self._count("folded_uses", len(unit.msgs))
+                    self._count("folded_events", len(unit.events))
             return []
 
-    async def _refused(
-        self, msgs: list[Any], events: list[dict[str, Any]], exc: DeliveryError
-    ) -> list[tuple[list[Any], list[dict[str, Any]]]]:
-        """A 400: dead-letter the event it names and resend the rest, or bisect."""
-        if exc.index is None and len(msgs) > 1:
-            half = len(msgs) // 2
-            return [(msgs[:half], events[:half]), (msgs[half:], events[half:])]
+    async def _refused(self, units: list[Unit], exc: DeliveryError) -> list[list[Unit]]:
+        """A 400: dead-letter what the event it names stands for and resend the rest, or bisect."""
+        if exc.index is None and len(units) > 1:
+            half = len(units) // 2
+            return [units[:half], units[half:]]
         index = exc.index if exc.index is not None else 0
+        at, seen = 0, 0
+        for at, unit in enumerate(units):  # noqa: B007 - *at* is used after the loop
+            if index < seen + len(unit.events):
+                break
+            seen += len(unit.events)
         reason = f"stripe: {exc.code or exc.status}: {exc}"[:500]
-        await self._dead_letter([msgs[index]], reason)
-        rest = [i for i in range(len(msgs)) if i != index]
-        if not rest:
-            return []
-        return [([msgs[i] for i in rest], [events[i] for i in rest])]
+        await self._dead_letter(units[at].msgs, reason)
+        rest = units[:at] + units[at + 1 :]
+        return [rest] if rest else []
 
     async def _keep(self, msgs: list[Any], delay: float, stop: asyncio.Event) -> None:
         """Wait *delay* before a retry, telling JetStream the messages are still ours."""
@@ -320,6 +432,35 @@ class Relay:
             self._count("dead_lettered")
 
 
+def _pack(units: list[Unit], size: int) -> list[list[Unit]]:
+    """Units in requests of at most *size* events; a unit never straddles two requests.
+
+    A folded group split in more than *size* events (sums of huge values) is
+    cut in slices sent one after the other; only the last slice carries the
+    messages, acknowledged once every slice was accepted (a redelivery sends
+    them all again, under the same identifiers).
+    """
+    parts: list[list[Unit]] = []
+    current: list[Unit] = []
+    count = 0
+    for unit in units:
+        if len(unit.events) > size:
+            events = unit.events
+            for begin in range(0, len(events), size):
+                last = begin + size >= len(events)
+                piece = Unit(events[begin : begin + size], unit.msgs if last else [], unit.folded)
+                parts.append([piece])
+            continue
+        if count + len(unit.events) > size:
+            parts.append(current)
+            current, count = [], 0
+        current.append(unit)
+        count += len(unit.events)
+    if current:
+        parts.append(current)
+    return parts
+
+
 def _relay_metrics(provider: Any = None) -> dict[str, Any]:
     """OpenTelemetry counters (API only: no-ops unless the app set up an SDK)."""
     try:
@@ -335,4 +476,7 @@ def _relay_metrics(provider: Any = None) -> dict[str, Any]:
         "dead_lettered": meter.create_counter("meterstream.relay.dead_lettered", unit="{event}"),
         "handed_back": meter.create_counter("meterstream.relay.handed_back", unit="{event}"),
         "invalid": meter.create_counter("meterstream.relay.invalid", unit="{message}"),
+        "folded_uses": meter.create_counter("meterstream.relay.folded_uses", unit="{use}"),
+        "folded_events": meter.create_counter("meterstream.relay.folded_events", unit="{event}"),
+        "fold_refused": meter.create_counter("meterstream.relay.fold_refused", unit="{event}"),
     }

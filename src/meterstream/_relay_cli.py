@@ -89,14 +89,34 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
         default=300.0,
         help="seconds a batch retries before it is handed back to the stream (default 300)",
     )
+    relay.add_argument(
+        "--aggregate",
+        metavar="NAME=sum,...",
+        help="fold the uses of these sum meters across the fleet, exactly once: one event "
+        "per customer, dimensions and window (see docs/fleet.md)",
+    )
+    relay.add_argument(
+        "--aggregation-window",
+        metavar="SECONDS",
+        default="5",
+        help="the fold window, seconds dividing a minute (default 5)",
+    )
+    relay.add_argument(
+        "--fold-batch",
+        type=_positive,
+        default=1000,
+        help="with --aggregate: messages a worker folds at a time (default 1000)",
+    )
     connection_args(relay)
     relay.set_defaults(parser=relay)
 
 
 def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT; exit 2 on a usage mistake, 0 after a clean stop."""
+    from ._aggregate_settings import parse_aggregate, parse_aggregation_window
     from ._config import Settings
     from ._exporters.stripe import StripeExporter
+    from ._exporters.stripe._api import StripeAPI
     from ._nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
     from ._relay import Relay, RelayConfig
 
@@ -113,6 +133,8 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
             tls_ca=parse_file(args.tls_ca, "--tls-ca"),
             url_setting="--nats-url",
         )
+        aggregate = parse_aggregate(args.aggregate, "--aggregate")
+        window = parse_aggregation_window(args.aggregation_window, "--aggregation-window")
         settings = Settings.resolve(
             {**connection, "exporter": "stripe", "max_concurrent_requests": min(64, args.workers)}
         )
@@ -130,6 +152,9 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         max_retry_time=args.max_retry_time,
         retry_initial_delay=settings.retry_initial_delay,
         retry_max_delay=settings.retry_max_delay,
+        aggregate=aggregate,
+        aggregation_window=window,
+        fold_batch=args.fold_batch,
     )
     # A relay is a service: it says what it does (start, stop, dead letters).
     relay_log = logging.getLogger("meterstream.relay")
@@ -137,10 +162,11 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         relay_log.setLevel(logging.INFO)
     try:
         exporter = StripeExporter(settings)
+        api = StripeAPI.from_settings(settings) if aggregate else None
     except ConfigurationError as exc:
         print(f"meterstream relay: {exc}", file=sys.stderr)
         return 2
-    relay = Relay(config, exporter)
+    relay = Relay(config, exporter, meters=api)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -157,4 +183,6 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         return 2
     finally:
         exporter.shutdown()
+        if api is not None:
+            api.close()
     return 0

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import _poll
 from meterstream._config import Settings
 from meterstream._exporters.stripe import StripeExporter
+from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._nats import NatsOptions
 from meterstream._relay import Relay, RelayConfig
 from meterstream.emulator import Emulator
@@ -38,8 +39,13 @@ class RelayThread:
         config.setdefault("retry_initial_delay", 0.01)
         config.setdefault("retry_max_delay", 0.1)
         self.exporter = StripeExporter(settings)
+        # With aggregate, the relay reads the meters: only sum meters fold.
+        self.api = StripeAPI.from_settings(settings) if config.get("aggregate") else None
         self.relay = Relay(
-            RelayConfig(NatsOptions(url), **config), self.exporter, meter_provider=meter_provider
+            RelayConfig(NatsOptions(url), **config),
+            self.exporter,
+            meter_provider=meter_provider,
+            meters=self.api,
         )
         self.loop = asyncio.new_event_loop()
         self._stop: Optional[asyncio.Event] = None
@@ -74,6 +80,8 @@ class RelayThread:
             self.loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(60)
         self.exporter.shutdown()
+        if self.api is not None:
+            self.api.close()
         assert not self.thread.is_alive()
         assert self.error is None, self.error
 
