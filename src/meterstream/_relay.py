@@ -22,81 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import re
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ._aggregate_settings import MetersSource
-from ._events import EventBatch, check_event_name, check_identifier
+from ._events import EventBatch
 from ._exporters.base import Exporter, RetryableExportError
-from ._nats import DEAD_REASON_HEADER, NatsOptions, connect, ensure_stream
+from ._nats import DEAD_REASON_HEADER, connect, ensure_stream
 from ._pacing import Backoff, Pacer
 from ._relay_budget import SharedBudget
+from ._relay_config import RelayConfig, relay_metrics
 from ._relay_fold import FoldRules, Unit
 from ._relay_fold_log import FleetFolder
+from ._relay_messages import check_message, pack_units
 from .errors import DeliveryError
 
-__all__ = ["Relay", "RelayConfig", "check_message"]
+__all__ = ["Relay"]
 
 log = logging.getLogger("meterstream.relay")
-
-_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
-
-
-@dataclass
-class RelayConfig:
-    """How one relay process runs (the CLI's flags)."""
-
-    options: NatsOptions
-    workers: int = 2
-    batch_size: int = 100
-    max_rps: int = 0  # 0: no shared budget
-    durable: str = "meterstream-relay"
-    ack_wait: float = 60.0
-    max_ack_pending: int = 20_000
-    fetch_timeout: float = 1.0
-    max_retry_time: float = 300.0
-    retry_initial_delay: float = 0.5
-    retry_max_delay: float = 20.0
-    drain_timeout: float = 10.0
-    budget_bucket: str = field(default="")
-    #: ``{event_name: "sum"}``: fold these names' uses across the fleet (``--aggregate``).
-    aggregate: dict[str, str] = field(default_factory=dict)
-    aggregation_window: int = 5
-    #: Messages a worker takes per fetch when folding: many uses make few events.
-    fold_batch: int = 1000
-
-
-def check_message(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
-    """(the event, "") for a valid wire event, else (None, why not)."""
-    try:
-        event = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"not JSON: {exc}"[:200]
-    if not isinstance(event, dict):
-        return None, f"not a JSON object: {type(event).__name__}"
-    extra = set(event) - {"identifier", "event_name", "timestamp", "payload"}
-    if extra:
-        return None, f"unknown fields: {', '.join(sorted(map(str, extra)))}"[:200]
-    try:
-        check_identifier(event.get("identifier"))
-        check_event_name(event.get("event_name"))
-    except Exception as exc:
-        return None, str(exc)[:200]
-    timestamp = event.get("timestamp")
-    if not isinstance(timestamp, str) or not _TIMESTAMP.match(timestamp):
-        return None, f"timestamp: expected an RFC 3339 UTC time, got {timestamp!r}"[:200]
-    payload = event.get("payload")
-    if not isinstance(payload, dict) or not payload:
-        return None, f"payload: expected an object, got {payload!r}"[:200]
-    for key, value in payload.items():
-        if not isinstance(value, str):
-            return None, f"payload[{key!r}]: expected a string, got {value!r}"[:200]
-    return event, ""
 
 
 class Relay:
@@ -146,7 +91,7 @@ class Relay:
         #: Which names fold (``aggregate``), once the meters were read at start.
         self.fold_rules: Optional[FoldRules] = None
         self.ready = asyncio.Event()
-        self._otel = _relay_metrics(meter_provider)
+        self._otel = relay_metrics(meter_provider)
 
     def stats(self) -> dict[str, int]:
         """Counters since start: fetched, sent, requests, retried, dead_lettered, ..."""
@@ -295,7 +240,7 @@ class Relay:
         keepalive = asyncio.create_task(self._keep_alive(msgs))
         try:
             units = await self._units(good, events)
-            parts = _pack(units, self.config.batch_size)
+            parts = pack_units(units, self.config.batch_size)
             while parts:
                 parts[:0] = await self._deliver(parts.pop(0), stop, started)
         finally:
@@ -430,53 +375,3 @@ class Relay:
             await self._js.publish(subject, msg.data, headers=headers)
             await msg.ack()
             self._count("dead_lettered")
-
-
-def _pack(units: list[Unit], size: int) -> list[list[Unit]]:
-    """Units in requests of at most *size* events; a unit never straddles two requests.
-
-    A folded group split in more than *size* events (sums of huge values) is
-    cut in slices sent one after the other; only the last slice carries the
-    messages, acknowledged once every slice was accepted (a redelivery sends
-    them all again, under the same identifiers).
-    """
-    parts: list[list[Unit]] = []
-    current: list[Unit] = []
-    count = 0
-    for unit in units:
-        if len(unit.events) > size:
-            events = unit.events
-            for begin in range(0, len(events), size):
-                last = begin + size >= len(events)
-                piece = Unit(events[begin : begin + size], unit.msgs if last else [], unit.folded)
-                parts.append([piece])
-            continue
-        if count + len(unit.events) > size:
-            parts.append(current)
-            current, count = [], 0
-        current.append(unit)
-        count += len(unit.events)
-    if current:
-        parts.append(current)
-    return parts
-
-
-def _relay_metrics(provider: Any = None) -> dict[str, Any]:
-    """OpenTelemetry counters (API only: no-ops unless the app set up an SDK)."""
-    try:
-        from opentelemetry import metrics
-    except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
-        return {}
-    meter = metrics.get_meter("meterstream.relay", meter_provider=provider)
-    return {
-        "fetched": meter.create_counter("meterstream.relay.fetched", unit="{event}"),
-        "sent": meter.create_counter("meterstream.relay.sent", unit="{event}"),
-        "requests": meter.create_counter("meterstream.relay.requests", unit="{request}"),
-        "retried": meter.create_counter("meterstream.relay.retried", unit="{event}"),
-        "dead_lettered": meter.create_counter("meterstream.relay.dead_lettered", unit="{event}"),
-        "handed_back": meter.create_counter("meterstream.relay.handed_back", unit="{event}"),
-        "invalid": meter.create_counter("meterstream.relay.invalid", unit="{message}"),
-        "folded_uses": meter.create_counter("meterstream.relay.folded_uses", unit="{use}"),
-        "folded_events": meter.create_counter("meterstream.relay.folded_events", unit="{event}"),
-        "fold_refused": meter.create_counter("meterstream.relay.fold_refused", unit="{event}"),
-    }

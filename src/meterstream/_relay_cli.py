@@ -118,7 +118,8 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     from ._exporters.stripe import StripeExporter
     from ._exporters.stripe._api import StripeAPI
     from ._nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
-    from ._relay import Relay, RelayConfig
+    from ._relay import Relay
+    from ._relay_config import RelayConfig
 
     if args.batch_size > 100:
         args.parser.error("--batch-size: Stripe takes at most 100 events a request")

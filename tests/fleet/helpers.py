@@ -11,7 +11,8 @@ from meterstream._config import Settings
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._nats import NatsOptions
-from meterstream._relay import Relay, RelayConfig
+from meterstream._relay import Relay
+from meterstream._relay_config import RelayConfig
 from meterstream.emulator import Emulator
 
 API_KEY = "sk_test_fleet"
