@@ -31,6 +31,7 @@ __all__ = [
     "DUPLICATE_WINDOW",
     "LoopThread",
     "NatsOptions",
+    "NatsUnreachable",
     "connect",
     "ensure_stream",
     "event_subject",
@@ -189,6 +190,11 @@ class NatsOptions:
         return context
 
 
+class NatsUnreachable(ConfigurationError):
+    """No NATS server of the URL answered at start (as opposed to one that
+    refused the credentials, or has no JetStream)."""
+
+
 async def connect(options: NatsOptions, *, name: str) -> Any:
     """Connect, or raise ConfigurationError naming the setting at fault.
 
@@ -239,7 +245,7 @@ async def connect(options: NatsOptions, *, name: str) -> Any:
                 f"nats_credentials: the NATS server at {shown} refused the "
                 f"connection ({detail}); give credentials with nats_credentials or in the URL"
             ) from None
-        raise ConfigurationError(
+        raise NatsUnreachable(
             f"{options.url_setting}: cannot connect to NATS at {shown} ({detail})"
         ) from None
     # Reconnect forever from now on (the option is read on each disconnect).
@@ -274,7 +280,7 @@ async def _probe(options: NatsOptions, shown: str) -> None:
         except OSError:
             pass
         return
-    raise ConfigurationError(
+    raise NatsUnreachable(
         f"{options.url_setting}: cannot connect to NATS at {shown} ({problems[0]})"
     )
 

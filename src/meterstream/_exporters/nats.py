@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from typing import Any
 
 from .._nats import (
     LoopThread,
     NatsOptions,
+    NatsUnreachable,
     connect,
     ensure_stream,
     event_subject,
@@ -27,6 +29,8 @@ from ..errors import ConfigurationError, DeliveryError
 from .base import EventBatch, Exporter, RetryableExportError
 
 __all__ = ["NatsExporter"]
+
+log = logging.getLogger("meterstream")
 
 #: Publishes awaiting JetStream's acknowledgement, across every batch in flight.
 MAX_PENDING_ACKS = 1024
@@ -40,14 +44,25 @@ class NatsExporter(Exporter):
         request_timeout: how long a batch waits for every acknowledgement
             before it is retried (:class:`RetryableExportError`).
         max_concurrency: batches the delivery may have in flight at once.
+        wait_for_server: when no NATS server answers at start, log a WARNING
+            and connect at the first publish (retried like any failed
+            publish) instead of raising. A client with ``spool_path`` sets
+            it: its events wait in the spool through the outage, so an app
+            restarted while NATS is down keeps metering.
 
     Raises:
-        ConfigurationError: the URL is wrong, NATS cannot be reached at start,
-            or the credentials were refused; the message names the setting.
+        ConfigurationError: the URL is wrong, NATS cannot be reached at start
+            (unless *wait_for_server*), or the credentials were refused; the
+            message names the setting.
     """
 
     def __init__(
-        self, options: NatsOptions, *, request_timeout: float = 10.0, max_concurrency: int = 4
+        self,
+        options: NatsOptions,
+        *,
+        request_timeout: float = 10.0,
+        max_concurrency: int = 4,
+        wait_for_server: bool = False,
     ) -> None:
         try:
             import nats  # noqa: F401
@@ -67,10 +82,18 @@ class NatsExporter(Exporter):
         self._loop = LoopThread("meterstream-nats")
         try:
             self._loop.run(self._connect(), timeout=options.connect_timeout * 3 + 10)
-        except TimeoutError:
-            self.shutdown()
+        except (TimeoutError, NatsUnreachable) as exc:
             shown = redact_nats_urls(",".join(options.urls))
-            raise ConfigurationError(f"nats_url: no answer from NATS at {shown} in time") from None
+            message = (
+                str(exc)
+                if isinstance(exc, NatsUnreachable)
+                else f"{options.url_setting}: no answer from NATS at {shown} in time"
+            )
+            if not wait_for_server:
+                self.shutdown()
+                raise ConfigurationError(message) from None
+            self._nc = self._js = None
+            log.warning("%s; events wait in the spool and are published once NATS answers", message)
         except BaseException:
             self.shutdown()
             raise
@@ -81,6 +104,7 @@ class NatsExporter(Exporter):
             NatsOptions.from_settings(settings),
             request_timeout=settings.request_timeout,
             max_concurrency=settings.max_concurrent_requests,
+            wait_for_server=bool(settings.spool_path),
         )
 
     async def _connect(self) -> None:
@@ -125,8 +149,14 @@ class NatsExporter(Exporter):
             self._duplicates += duplicates
 
     async def _publish(self, events: EventBatch) -> tuple[int, int]:
-        if self._nc is None:  # after a fork: a new connection in this process
-            await self._connect()
+        if self._nc is None:  # after a fork, or no server at start: connect now
+            try:
+                await self._connect()
+            except ConfigurationError as exc:  # still unreachable: retried later
+                nc, self._nc, self._js = self._nc, None, None
+                if nc is not None:  # connected, but JetStream is not ready yet
+                    await nc.close()
+                raise RetryableExportError(str(exc)) from None
         stream = self._options.stream
         js = self._js
         # publish_async: one shared reply subscription for every ack (a
