@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional
 from ._events import RawEvent, identifier_prefix
 from ._internal import logger
 from ._spool_admin import SpoolAdmin
+from ._spool_checkpoint import Checkpointer
 from .errors import ConfigurationError
 
 __all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
@@ -272,6 +273,8 @@ class Spool(SpoolAdmin):
                 self._db = self._connect()
             else:
                 raise ConfigurationError(_open_error(self.path, exc)) from None
+        #: Copies the write-ahead log back into the file, off the record path.
+        self._checkpointer = Checkpointer(self.path)
         self._register()
         self._update_full()
 
@@ -298,6 +301,8 @@ class Spool(SpoolAdmin):
             db.execute(f"PRAGMA synchronous={self.sync.upper()}")
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_size_limit=67108864")
+            # Checkpoints run on the Checkpointer's thread, not inside a commit.
+            db.execute("PRAGMA wal_autocheckpoint=0")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
@@ -521,6 +526,7 @@ class Spool(SpoolAdmin):
                     f"DELETE FROM pending WHERE seq IN {marks}", chunk
                 ).rowcount
                 self._db.execute(f"DELETE FROM claims WHERE seq IN {marks}", chunk)
+        self._checkpointer.wake()
         return deleted
 
     def prune_history(self, keep_bytes: Optional[int] = None) -> int:
@@ -759,6 +765,9 @@ class Spool(SpoolAdmin):
         self._update_full()
 
     def _update_full(self) -> None:
+        # Called every SIZE_CHECK_EVERY inserts, and after each ack: the
+        # write-ahead log has grown by a few hundred pages since the last time.
+        self._checkpointer.wake()
         try:
             self.full = self.size_bytes() >= self.max_bytes
         except sqlite3.Error:
@@ -771,10 +780,11 @@ class Spool(SpoolAdmin):
 
     def after_fork_in_child(self) -> None:
         """A forked child gets its own connection and owner id; the parent's claims stay its."""
-        # The parent's connection is not ours to use or close.
+        # The parent's connection (and checkpoint thread) are not ours.
         self._open()
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._lock:
             try:
                 self._db.execute("DELETE FROM owners WHERE owner = ?", (self._owner,))
