@@ -30,6 +30,7 @@ from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
 from ._spool import Spool
 from ._spool_buffer import SpoolBuffer
+from ._spool_fold import SpoolFolder
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -104,9 +105,18 @@ class MeterClient:
             and "METERSTREAM_EXPORTER" not in os.environ
         )
         #: Uses of sum meters folded per customer and window (``aggregate``), or None.
-        self._folder: Optional[Folder] = None
+        self._folder: Optional[Union[Folder, SpoolFolder]] = None
         if s.aggregate and s.enabled:
-            self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
+            if isinstance(self._buffer, SpoolBuffer):
+                # Uses wait in the spool, folded there once: a crash loses no window.
+                self._folder = SpoolFolder(
+                    self._buffer.spool,
+                    sorted(s.aggregate),
+                    s.aggregation_window,
+                    on_folded=self._buffer.added,
+                )
+            else:
+                self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
         self._meters_checked = self._folder is None or not isinstance(self.exporter, StripeExporter)
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
@@ -125,7 +135,9 @@ class MeterClient:
         self._slow = True
         self._update_slow()
         if self.active:
-            if self.spool is not None and self._buffer.pending():
+            if self.spool is not None and (
+                self._buffer.pending() or (self._folder is not None and self._folder.pending())
+            ):
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
             _otel.install_metrics(live_clients)
