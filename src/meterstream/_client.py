@@ -106,18 +106,20 @@ class MeterClient:
         )
         #: Uses of sum meters folded per customer and window (``aggregate``), or None.
         self._folder: Optional[Union[Folder, SpoolFolder]] = None
-        if s.aggregate and s.enabled:
-            if isinstance(self._buffer, SpoolBuffer):
-                # Uses wait in the spool, folded there once: a crash loses no window.
-                self._folder = SpoolFolder(
-                    self._buffer.spool,
-                    sorted(s.aggregate),
-                    s.aggregation_window,
-                    on_folded=self._buffer.added,
-                )
-            else:
-                self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
-        self._meters_checked = self._folder is None or not isinstance(self.exporter, StripeExporter)
+        if isinstance(self._buffer, SpoolBuffer):
+            # Uses wait in the spool, folded there once: a crash loses no
+            # window. Made without ``aggregate`` too: uses a previous process
+            # left in the spool are folded and delivered all the same.
+            self._folder = SpoolFolder(
+                self._buffer.spool,
+                sorted(s.aggregate),
+                s.aggregation_window,
+                on_folded=self._buffer.added,
+            )
+        elif s.aggregate and s.enabled:
+            self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
+        folds = self._folder is not None and bool(self._folder.names)
+        self._meters_checked = not folds or not isinstance(self.exporter, StripeExporter)
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
@@ -811,7 +813,7 @@ class MeterClient:
         out.update(self._rejected_counts())
         if self.spool is not None:
             out.update(self._spool_counts(counts))
-        if self._folder is not None:
+        if self._folder is not None and self._settings.aggregate:
             out.update(self._folder.stats())
         return out
 

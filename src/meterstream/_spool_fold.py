@@ -104,10 +104,9 @@ class SpoolFolder:
         del wait  # nothing in memory to wait for
         if now is None:
             now = self._clock()
-        if not force:
-            oldest = self._spool.oldest_use_end()
-            if oldest is None or oldest > now:
-                return []
+        oldest = self._spool.oldest_use_end()
+        if oldest is None or (oldest > now and not force):
+            return []
         made = self._spool.fold_due(now, force=force)
         if made:
             self._events += made

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
@@ -53,6 +54,9 @@ def test_uses_recorded_with_a_spool_survive_an_exit_without_flush(
     emulator: Emulator,
     make_client: Callable[..., meterstream.MeterClient],
 ) -> None:
+    emulator.state.create_meter(
+        {"event_name": "tokens", "display_name": "tokens", "default_aggregation[formula]": "sum"}
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "apps.fold_child", "exit", spool_path, emulator.url, "50"],
         env=child_env(),
@@ -212,3 +216,18 @@ def test_the_spool_status_command_counts_uses_waiting_to_fold(
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert '"uses_to_fold": 2' in proc.stdout.decode()
+
+
+def test_a_client_without_aggregate_delivers_the_uses_a_previous_process_left(
+    spool: Spool,
+    spool_path: str,
+    emulator: Emulator,
+    make_client: Callable[..., meterstream.MeterClient],
+) -> None:
+    now = time.time()
+    _use(spool, "cus_left", 4, now - 60)
+    _use(spool, "cus_left", Decimal("0.5"), now - 60)
+    client = make_client(emulator.url, spool_path=spool_path)
+    assert client.flush(30), client.stats()
+    assert emulator.state.total("tokens", "cus_left").sum == 4.5
+    assert spool.uses_count() == 0
