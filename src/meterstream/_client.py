@@ -44,6 +44,8 @@ from .errors import (
 __all__ = ["MeterClient"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: ``(event_name, customer, value, timestamp, dimensions, identifier)`` of a use.
+UseSink = Callable[[str, str, Any, float, Optional[dict[str, str]], Optional[str]], None]
 _T = TypeVar("_T")
 
 _time = time.time
@@ -133,6 +135,8 @@ class MeterClient:
         self._span_customer = s.otel_record_customer
         #: This client's baggage key: what its customer() writes and its lookups read.
         self._baggage = Baggage(s.otel_baggage_key, explicit=s.is_set("otel_baggage_key"))
+        #: Called with each use accepted (meterstream.testing watches them).
+        self._use_sink: Optional[UseSink] = None
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
         self._update_slow()
@@ -194,6 +198,13 @@ class MeterClient:
         for event in folder.close(force=force):
             self._put(event)
 
+    def _watch_uses(self, sink: Optional[UseSink]) -> None:
+        """Hand each use accepted from now on to *sink* (None: stop); for
+        :class:`meterstream.testing.MeterEvents`, which shows uses beside
+        the events they became."""
+        self._use_sink = sink
+        self._update_slow()
+
     def refresh_otel(self) -> None:
         """Re-decide what auto mode means now (an SDK may be installed after us)."""
         active = _otel.sdk_active()
@@ -213,6 +224,7 @@ class MeterClient:
             or self._warn_no_key
             or self.spool is not None  # one durable insert: the general path
             or self._folder is not None  # folding happens on the general path
+            or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -563,6 +575,8 @@ class MeterClient:
             and timestamp is None
             and folder.add(event_name, customer, value, dimensions)
         ):
+            if self._use_sink is not None:
+                self._use_sink(event_name, customer, value, ts, dimensions, identifier)
             if self._span_events:
                 self._span_event(event_name, value, ident, customer)
             if not self._delivery.started:
@@ -572,6 +586,8 @@ class MeterClient:
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
             return
+        if self._use_sink is not None:
+            self._use_sink(event_name, customer, value, ts, dimensions, identifier)
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
         if self._warn_no_key:
