@@ -19,10 +19,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from ._events import RawEvent
-from ._fold import window_start
+from ._fold import DimsKey, window_start
 from ._fold_store import fold_dimensions, stored_value
 from ._spool import Spool, SpoolFull
 
@@ -68,7 +68,7 @@ class SpoolFolder:
         event_name: str,
         customer: str,
         value: Any,
-        dimensions: Optional[Mapping[str, str]] = None,
+        dimensions: Union[Mapping[str, str], DimsKey] = None,
     ) -> bool:
         """Store one use made now, durably; False when it is not folded (record
         it as usual: the spool's overflow policy and drop counts apply there)."""
@@ -77,6 +77,11 @@ class SpoolFolder:
         stored = stored_value(value)
         if stored is None:
             return False
+        dims: Optional[Mapping[str, str]]
+        if isinstance(dimensions, tuple):  # a dimensions_key(), as Folder.add takes too
+            dims = dict(dimensions)
+        else:
+            dims = dimensions
         start = window_start(self._clock(), self._window)
         try:
             self._spool.append_use(
@@ -85,7 +90,7 @@ class SpoolFolder:
                 stored,
                 start,
                 start + self._window,
-                fold_dimensions(dimensions) if dimensions else None,
+                fold_dimensions(dims) if dims else None,
             )
         except (SpoolFull, sqlite3.Error):
             return False

@@ -231,3 +231,13 @@ def test_a_client_without_aggregate_delivers_the_uses_a_previous_process_left(
     assert client.flush(30), client.stats()
     assert emulator.state.total("tokens", "cus_left").sum == 4.5
     assert spool.uses_count() == 0
+
+
+def test_dimensions_given_as_a_key_fold_with_those_given_as_a_dict(spool: Spool) -> None:
+    folder = SpoolFolder(spool, ["tokens"], WINDOW)
+    assert folder.add("tokens", "cus_1", 1, {"b": "2", "a": "1"})
+    assert folder.add("tokens", "cus_1", 2, (("a", "1"), ("b", "2")))
+    folder.close(force=True)
+    assert [(e["dimensions"], e["value"]) for e in spool.export("pending")] == [
+        ({"a": "1", "b": "2"}, 3)
+    ]
