@@ -36,7 +36,11 @@ from ._fold import (
     new_fold_id,
 )
 
-__all__ = ["fold_dimensions", "fold_in_transaction", "stored_value"]
+__all__ = ["FOLD_CHUNK", "fold_dimensions", "fold_in_transaction", "stored_value"]
+
+#: Uses one fold transaction takes at most (about 0.1 s of the write lock
+#: here): more wait for the next transaction, and make events of their own.
+FOLD_CHUNK = 50_000
 
 #: SQLite's integers: an int outside goes in as its decimal text.
 _INT_LOW = -(1 << 63)
@@ -87,12 +91,17 @@ def _next_fold(db: sqlite3.Connection) -> tuple[str, int]:
 
 
 def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[Any, Number]:
+    """The exact sum of the selected uses, per window and key."""
     sums: dict[tuple[float, Key], Number] = {}
+    keys: dict[tuple[str, str, Optional[str]], Key] = {}
     for name, customer, value, start, dims in db.execute(
         f"SELECT event_name, customer, value, window_start, dimensions FROM uses{where}", args
     ):
+        key = keys.get((name, customer, dims))
+        if key is None:
+            key = keys[(name, customer, dims)] = (name, customer, _dims_key(dims))
         number: Number = value if type(value) is int else Decimal(value)
-        _add_into(sums, float(start), {(name, customer, _dims_key(dims)): number})
+        _add_into(sums, float(start), {key: number})
     return sums
 
 
@@ -118,18 +127,30 @@ def _delete_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> N
     db.execute(f"DELETE FROM uses{where}", args)
 
 
-def fold_in_transaction(db: sqlite3.Connection, now: float, force: bool) -> int:
-    """Fold the due uses; called inside a ``BEGIN IMMEDIATE`` transaction.
+def fold_in_transaction(
+    db: sqlite3.Connection, now: float, force: bool, limit: int = FOLD_CHUNK
+) -> tuple[int, bool]:
+    """Fold up to *limit* of the oldest due uses; called inside a ``BEGIN
+    IMMEDIATE`` transaction.
 
     Nobody else writes until the commit, so the rows deleted are exactly the
-    rows read. Returns how many events were made.
+    rows read. Returns how many events were made, and whether due uses are
+    left (past *limit*: for another transaction, so that recording is not
+    held up behind one long fold).
     """
     where, args = ("", ()) if force else (" WHERE window_end <= ?", (now,))
     if db.execute(f"SELECT 1 FROM uses{where} LIMIT 1", args).fetchone() is None:
-        return 0
+        return 0, False
+    last = db.execute(
+        f"SELECT seq FROM uses{where} ORDER BY seq LIMIT 1 OFFSET ?", (*args, limit)
+    ).fetchone()
+    more = last is not None
+    if more:
+        where = (where + " AND" if where else " WHERE") + " seq < ?"
+        args = (*args, last[0])
     sums = _read_uses(db, where, args)
     fold_id, number = _next_fold(db)
     events = _emit(sums, fold_id, number)
     _insert_folded(db, events)
     _delete_uses(db, where, args)
-    return len(events)
+    return len(events), more

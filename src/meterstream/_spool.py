@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
 from ._events import RawEvent, identifier_prefix
-from ._fold_store import fold_in_transaction
+from ._fold_store import FOLD_CHUNK, fold_in_transaction
 from ._internal import logger
 from .errors import ConfigurationError
 
@@ -437,7 +437,7 @@ class Spool:
     #: Uses this handle inserted (:meth:`append_use`), for ``stats()``.
     uses_appended = 0
 
-    def fold_due(self, now: float, *, force: bool = False) -> int:
+    def fold_due(self, now: float, *, force: bool = False, chunk: int = FOLD_CHUNK) -> int:
         """Fold the uses of every window ended by *now* (every window, when
         *force*) into pending events, in one write transaction.
 
@@ -446,10 +446,16 @@ class Spool:
         commit: a crash before it leaves the uses to fold again, a crash
         after it leaves events to deliver like any other. ``BEGIN
         IMMEDIATE`` makes two processes folding at once take turns; the
-        second finds nothing left. Returns how many events were made.
+        second finds nothing left. Past *chunk* uses, the fold takes
+        several transactions, letting records in between. Returns how many
+        events were made.
         """
-        with self._lock, self._write():
-            return fold_in_transaction(self._db, now, force)
+        made, more = 0, True
+        while more:
+            with self._lock, self._write():
+                count, more = fold_in_transaction(self._db, now, force, chunk)
+            made += count
+        return made
 
     def uses_count(self) -> int:
         """Uses waiting in the spool to be folded (every process's)."""

@@ -77,11 +77,8 @@ class SpoolFolder:
         stored = stored_value(value)
         if stored is None:
             return False
-        dims: Optional[Mapping[str, str]]
-        if isinstance(dimensions, tuple):  # a dimensions_key(), as Folder.add takes too
-            dims = dict(dimensions)
-        else:
-            dims = dimensions
+        # A dimensions_key() (sorted pairs) as Folder.add takes, or a dict.
+        dims = dict(dimensions) if isinstance(dimensions, tuple) else dimensions
         start = window_start(self._clock(), self._window)
         try:
             self._spool.append_use(

@@ -241,3 +241,16 @@ def test_dimensions_given_as_a_key_fold_with_those_given_as_a_dict(spool: Spool)
     assert [(e["dimensions"], e["value"]) for e in spool.export("pending")] == [
         ({"a": "1", "b": "2"}, 3)
     ]
+
+
+def test_a_long_fold_is_cut_into_transactions_that_each_fold_once(spool: Spool) -> None:
+    for n in range(250):
+        _use(spool, f"cus_{n % 2}", n, 1000.0)
+    assert spool.fold_due(2000.0, chunk=100) == 6  # two customers, three transactions
+    assert _pending_totals(spool) == {
+        ("tokens", "cus_0"): sum(range(0, 250, 2)),
+        ("tokens", "cus_1"): sum(range(1, 250, 2)),
+    }
+    assert spool.uses_count() == 0
+    idents = _identifiers(spool)
+    assert len(set(idents)) == 6
