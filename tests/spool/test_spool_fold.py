@@ -14,6 +14,7 @@ from typing import Callable
 import pytest
 
 import meterstream
+from _poll import wait_for
 from meterstream import _fold_store
 from meterstream._fold_store import fold_dimensions
 from meterstream._spool import Spool
@@ -254,3 +255,22 @@ def test_a_long_fold_is_cut_into_transactions_that_each_fold_once(spool: Spool) 
     assert spool.uses_count() == 0
     idents = _identifiers(spool)
     assert len(set(idents)) == 6
+
+
+def test_uses_of_a_name_whose_meter_counts_go_to_pending_unfolded(
+    spool_path: str,
+    emulator: Emulator,
+    make_client: Callable[..., meterstream.MeterClient],
+) -> None:
+    emulator.state.create_meter(
+        {"event_name": "tokens", "display_name": "tokens", "default_aggregation[formula]": "count"}
+    )
+    client = make_client(emulator.url, spool_path=spool_path, aggregate={"tokens": "sum"})
+    client.record("tokens", 1, customer="cus_count")  # starts delivery, which checks the meter
+    assert wait_for(lambda: client.stats()["aggregate_refused"] == 1)
+    for _ in range(5):
+        client.record("tokens", 1, customer="cus_count")
+    assert client.stats()["aggregate_waiting"] <= 1  # only the use made before the check
+    assert client.flush(30), client.stats()
+    # The one use made before the check may have been folded; the five after were not.
+    assert emulator.state.total("tokens", "cus_count").count >= 6
