@@ -13,7 +13,14 @@ Then the events a fold produces for 100 customers. The ``none`` exporter
 encodes nothing: with the Stripe exporter, record() would also pay for
 writing each float (``format_value``) on the delivery thread.
 
-    python benchmarks/bench_aggregate.py [--uses 400000] [--repeat 3]
+Last, end to end against the emulator (spawned in its own process, so its
+CPU is not counted): ``record()`` with the Stripe exporter from 4 threads,
+then ``flush()``, with and without aggregation, with a spool and without:
+uses recorded per second, events delivered per second (and how many),
+uses per second from the first record to flush() returning, and process
+CPU per use (every thread of this process, delivery included).
+
+    python benchmarks/bench_aggregate.py [--uses 400000] [--repeat 3] [--e2e-uses 40000]
 
 A script, not a test: the numbers go to docs/performance.md.
 """
@@ -25,17 +32,23 @@ import os
 import platform
 import random
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
+import httpx
+
 import meterstream
 from meterstream import _events
 from meterstream._aggregate import Folder
+from meterstream.emulator import Emulator
 
 CUSTOMERS = [f"cus_{i:03d}" for i in range(100)]
+KEY = "sk_test_bench"
+E2E_THREADS = 4
 
 
 def run(
@@ -71,10 +84,96 @@ def run(
     return total / wall, cpu / total * 1e6, cpu_all / total * 1e6
 
 
+def end_to_end(
+    url: str, directory: str, uses: int, values: list[Any], *, spool: bool, aggregate: bool
+) -> dict[str, float]:
+    """Record *uses* from 4 threads to the emulator at *url*, then flush()."""
+    settings: dict[str, Any] = {"api_key": KEY, "api_base": url, "stream_base": url}
+    if spool:
+        settings["spool_path"] = os.path.join(directory, f"e2e-{aggregate}.db")
+    else:
+        settings["max_queue_size"] = 10_000_000
+    if aggregate:
+        settings["aggregate"] = {"llm_tokens": "sum"}
+    client = meterstream.MeterClient(**settings)
+    per_thread = uses // E2E_THREADS
+    barrier = threading.Barrier(E2E_THREADS + 1)
+
+    def work(offset: int) -> None:
+        record = client.record
+        n = len(values)
+        barrier.wait()
+        for i in range(offset, offset + per_thread):
+            record("llm_tokens", values[i % n], customer=CUSTOMERS[i % 100])
+
+    pool = [threading.Thread(target=work, args=(t * 7919,)) for t in range(E2E_THREADS)]
+    for thread in pool:
+        thread.start()
+    barrier.wait()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for thread in pool:
+        thread.join()
+    recorded = time.perf_counter() - wall0
+    assert client.flush(600), f"flush() did not finish: {client.stats()}"
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    stats = client.stats()
+    client.shutdown(10)
+    total = per_thread * E2E_THREADS
+    assert stats["dropped"] == 0 and stats["failed"] == 0, stats
+    return {
+        "record_uses_per_s": total / recorded,
+        "events": stats["sent"],
+        "events_per_s": stats["sent"] / wall,
+        "uses_per_s": total / wall,
+        "cpu_us_per_use": cpu / total * 1e6,
+    }
+
+
+def end_to_end_table(uses: int, values: list[Any]) -> None:
+    emulator = Emulator.spawn(api_keys=[KEY])
+    try:
+        # A sum meter: the client's meter check keeps folding llm_tokens.
+        httpx.post(
+            emulator.url + "/v1/billing/meters",
+            headers={"Authorization": f"Bearer {KEY}"},
+            data={
+                "display_name": "llm_tokens",
+                "event_name": "llm_tokens",
+                "default_aggregation[formula]": "sum",
+            },
+        ).raise_for_status()
+        print(
+            f"\nEnd to end: {uses:,} int uses from {E2E_THREADS} threads, 100 customers, "
+            "Stripe exporter to the emulator (its own process); load average "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"{'case':34} {'recorded/s':>11} {'events':>8} {'events/s':>10} "
+            f"{'uses/s e2e':>11} {'CPU/use':>10}"
+        )
+        with tempfile.TemporaryDirectory(prefix="bench-aggregate-") as directory:
+            for spool in (False, True):
+                for aggregate in (False, True):
+                    r = end_to_end(
+                        emulator.url, directory, uses, values, spool=spool, aggregate=aggregate
+                    )
+                    name = ("spool, " if spool else "memory, ") + (
+                        "aggregation" if aggregate else "no aggregation"
+                    )
+                    print(
+                        f"{name:34} {r['record_uses_per_s']:>11,.0f} {r['events']:>8,.0f} "
+                        f"{r['events_per_s']:>10,.0f} {r['uses_per_s']:>11,.0f} "
+                        f"{r['cpu_us_per_use']:>7.2f} us"
+                    )
+    finally:
+        emulator.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uses", type=int, default=400_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--e2e-uses", type=int, default=40_000, help="0 skips the emulator runs")
     args = parser.parse_args(argv)
 
     rng = random.Random(1)
@@ -160,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if dropped:
         print(f"(record() dropped {dropped} events: the buffer was full)")
+    if args.e2e_uses:
+        end_to_end_table(args.e2e_uses, ints)
     return 0
 
 

@@ -29,6 +29,7 @@ from ._metering import metering
 from ._rejections import Rejections
 from ._spool import Spool
 from ._spool_buffer import SpoolBuffer
+from ._spool_fold import SpoolFolder
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -41,6 +42,8 @@ from .errors import (
 __all__ = ["MeterClient"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: ``(event_name, customer, value, timestamp, dimensions, identifier)`` of a use.
+UseSink = Callable[[str, str, Any, float, Optional[dict[str, str]], Optional[str]], None]
 _T = TypeVar("_T")
 
 _time = time.time
@@ -103,10 +106,21 @@ class MeterClient:
             and "METERSTREAM_EXPORTER" not in os.environ
         )
         #: Uses of sum meters folded per customer and window (``aggregate``), or None.
-        self._folder: Optional[Folder] = None
-        if s.aggregate and s.enabled:
+        self._folder: Optional[Union[Folder, SpoolFolder]] = None
+        if isinstance(self._buffer, SpoolBuffer):
+            # Uses wait in the spool, folded there once: a crash loses no
+            # window. Made without ``aggregate`` too: uses a previous process
+            # left in the spool are folded and delivered all the same.
+            self._folder = SpoolFolder(
+                self._buffer.spool,
+                sorted(s.aggregate),
+                s.aggregation_window,
+                on_folded=self._buffer.added,
+            )
+        elif s.aggregate and s.enabled:
             self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
-        self._meters_checked = self._folder is None or not isinstance(self.exporter, StripeExporter)
+        folds = self._folder is not None and bool(self._folder.names)
+        self._meters_checked = not folds or not isinstance(self.exporter, StripeExporter)
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
@@ -120,11 +134,15 @@ class MeterClient:
         self._span_customer = s.otel_record_customer
         #: This client's baggage key: what its customer() writes and its lookups read.
         self._baggage = Baggage(s.otel_baggage_key, explicit=s.is_set("otel_baggage_key"))
+        #: Called with each use accepted (meterstream.testing watches them).
+        self._use_sink: Optional[UseSink] = None
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
         self._update_slow()
         if self.active:
-            if self.spool is not None and self._buffer.pending():
+            if self.spool is not None and (
+                self._buffer.pending() or (self._folder is not None and self._folder.pending())
+            ):
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
             _otel.install_metrics(_live_clients.live_clients)
@@ -179,6 +197,13 @@ class MeterClient:
         for event in folder.close(force=force):
             self._put(event)
 
+    def _watch_uses(self, sink: Optional[UseSink]) -> None:
+        """Hand each use accepted from now on to *sink* (None: stop); for
+        :class:`meterstream.testing.MeterEvents`, which shows uses beside
+        the events they became."""
+        self._use_sink = sink
+        self._update_slow()
+
     def refresh_otel(self) -> None:
         """Re-decide what auto mode means now (an SDK may be installed after us)."""
         active = _otel.sdk_active()
@@ -198,6 +223,7 @@ class MeterClient:
             or self._warn_no_key
             or self.spool is not None  # one durable insert: the general path
             or self._folder is not None  # folding happens on the general path
+            or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
         # A delivery thread (on_tick) may compute the above just before
@@ -548,6 +574,8 @@ class MeterClient:
             and timestamp is None
             and folder.add(event_name, customer, value, dimensions)
         ):
+            if self._use_sink is not None:
+                self._use_sink(event_name, customer, value, ts, dimensions, identifier)
             if self._span_events:
                 self._span_event(event_name, value, ident, customer)
             if not self._delivery.started:
@@ -557,6 +585,8 @@ class MeterClient:
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
             return
+        if self._use_sink is not None:
+            self._use_sink(event_name, customer, value, ts, dimensions, identifier)
         if self._span_events:
             self._span_event(event_name, value, ident, customer)
         if self._warn_no_key:
@@ -799,7 +829,7 @@ class MeterClient:
         out.update(self._rejections.counts())
         if self.spool is not None:
             out.update(self._spool_counts(counts))
-        if self._folder is not None:
+        if self._folder is not None and self._settings.aggregate:
             out.update(self._folder.stats())
         return out
 

@@ -28,9 +28,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from ._events import RawEvent, identifier_prefix
+from ._fold_store import FOLD_CHUNK, fold_in_transaction
 from ._internal import logger
 from ._spool_admin import SpoolAdmin
 from ._spool_checkpoint import Checkpointer
@@ -106,7 +107,25 @@ CREATE TABLE IF NOT EXISTS owners (
     host TEXT NOT NULL,
     seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uses (
+    seq INTEGER PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    value NOT NULL,
+    window_start REAL NOT NULL,
+    window_end REAL NOT NULL,
+    dimensions TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value NOT NULL
+) WITHOUT ROWID;
 """
+
+_INSERT_USE = (
+    "INSERT INTO uses (event_name, customer, value, window_start, window_end, dimensions) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 _INSERT = (
     "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
@@ -401,6 +420,8 @@ class Spool(SpoolAdmin):
                 if group is None:
                     self._db.execute(statement, row)
                     self._inserts += 1
+                    if statement is _INSERT_USE:
+                        self.uses_appended += 1
                     check = self._inserts % SIZE_CHECK_EVERY == 0
                 else:  # others wait for the connection: take them along
                     with self._group_lock:
@@ -477,7 +498,73 @@ class Spool(SpoolAdmin):
             group.committed.set()
         before = self._inserts
         self._inserts += len(rows)
+        self.uses_appended += sum(1 for statement, _ in rows if statement is _INSERT_USE)
         return before // SIZE_CHECK_EVERY != self._inserts // SIZE_CHECK_EVERY
+
+    # -- uses folded in the spool (aggregate with spool_path) -------------------------
+
+    def append_use(
+        self,
+        event_name: str,
+        customer: str,
+        value: Union[int, str],
+        window_start: float,
+        window_end: float,
+        dimensions: Optional[str],
+    ) -> None:
+        """Insert one use of a folded event name, durably (group commit, as :meth:`append`).
+
+        *value* is an int or the exact decimal text of the value; *dimensions*
+        the canonical JSON text of the dimensions (:func:`fold_dimensions`).
+        :meth:`fold_due` turns the uses of ended windows into pending events.
+
+        Raises:
+            SpoolFull: the spool holds ``max_bytes``.
+            sqlite3.Error: the insert failed (disk full, I/O error, locked too long).
+        """
+        if self.full:
+            raise SpoolFull(self.path)
+        self._insert(
+            _INSERT_USE, (event_name, customer, value, window_start, window_end, dimensions)
+        )
+
+    #: Uses this handle inserted (:meth:`append_use`), for ``stats()``.
+    uses_appended = 0
+
+    def fold_due(self, now: float, *, force: bool = False, chunk: int = FOLD_CHUNK) -> int:
+        """Fold the uses of every window ended by *now* (every window, when
+        *force*) into pending events, in one write transaction.
+
+        The uses are read, summed exactly, inserted into ``pending`` as
+        events with identifiers fixed now, and deleted, all before the
+        commit: a crash before it leaves the uses to fold again, a crash
+        after it leaves events to deliver like any other. ``BEGIN
+        IMMEDIATE`` makes two processes folding at once take turns; the
+        second finds nothing left. Past *chunk* uses, the fold takes
+        several transactions, letting records in between. Returns how many
+        events were made.
+        """
+        made, more = 0, True
+        while more:
+            with self._lock, self._write():
+                count, more = fold_in_transaction(self._db, now, force, chunk)
+            made += count
+        return made
+
+    def uses_count(self) -> int:
+        """Uses waiting in the spool to be folded (every process's)."""
+        with self._lock:
+            count: int = self._db.execute("SELECT count(*) FROM uses").fetchone()[0]
+        return count
+
+    def oldest_use_end(self) -> Optional[float]:
+        """When the window of the oldest waiting use ends (None: no use waits).
+
+        A cheap look (the first row) before taking the write lock to fold.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT window_end FROM uses ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
 
     # -- delivery ---------------------------------------------------------------------
 

@@ -196,6 +196,11 @@ class SpoolBuffer(Buffer):
                 if seq is not None
             ]
 
+    def added(self, count: int) -> None:
+        """*count* events went into the spool another way (a fold): go and send them."""
+        self._fresh += count
+        self.wake.set()
+
     def pending(self) -> int:
         """Events waiting in the spool, every process's."""
         try:

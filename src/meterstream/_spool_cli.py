@@ -71,10 +71,12 @@ def run_spool(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     try:
         if args.spool_command == "status":
             status = spool.status()
+            uses = spool.uses_count()
             if args.json:
-                out.write(json.dumps(_status_json(status, time.time())) + "\n")
+                shown = {**_status_json(status, time.time()), "uses_to_fold": uses}
+                out.write(json.dumps(shown) + "\n")
             else:
-                out.write(_status_text(spool.path, status, time.time()))
+                out.write(_status_text(spool.path, status, time.time(), uses))
         elif args.spool_command == "replay":
             count = spool.replay(reason=args.reason, event_name=args.event)
             out.write(f"replayed {_events(count)}: they will be sent by the next process\n")
@@ -118,12 +120,16 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _status_text(path: str, status: SpoolStatus, now: float) -> str:
+def _status_text(path: str, status: SpoolStatus, now: float, uses: int = 0) -> str:
     lines = [
         f"spool {path}",
         f"  size on disk   {_size(status.bytes)}",
         f"  pending        {status.pending:,} ({status.claimed:,} being sent), "
         f"oldest {_age(status.oldest_pending, now)}",
+    ]
+    if uses:
+        lines.append(f"  uses to fold   {uses:,} (aggregate: folded into pending events)")
+    lines += [
         f"  dead letters   {status.dead:,}, oldest {_age(status.oldest_dead, now)}",
         f"  accepted       {status.accepted:,} kept for reconciliation",
     ]

@@ -2,7 +2,9 @@
 
 Fixtures:
     meter_events: the default client switched to the memory exporter for one
-        test, as a :class:`meterstream.testing.MeterEvents`.
+        test, as a :class:`meterstream.testing.MeterEvents`. Its settings
+        can be given with the ``meter_events`` marker:
+        ``@pytest.mark.meter_events(aggregate={"llm_tokens": "sum"})``.
     stripe_emulator: a local Stripe emulator on a free port, with a client
         configured to deliver to it.
 """
@@ -24,10 +26,31 @@ if TYPE_CHECKING:
 __all__ = ["EmulatorHandle", "meter_events", "stripe_emulator"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "meter_events(**settings): settings of the meter_events fixture's client "
+        "(for example aggregate={'llm_tokens': 'sum'})",
+    )
+
+
 @pytest.fixture
-def meter_events() -> Iterator[MeterEvents]:
-    """Record through the default client into memory for this test; reset afterwards."""
-    client = configure(exporter="memory", flush_interval=3600)
+def meter_events(request: pytest.FixtureRequest) -> Iterator[MeterEvents]:
+    """Record through the default client into memory for this test; reset afterwards.
+
+    Settings given with ``@pytest.mark.meter_events(**settings)`` (on the
+    test, its class or module) apply on top of ``exporter="memory"``.
+    """
+    settings: dict[str, Any] = {"exporter": "memory", "flush_interval": 3600}
+    marker = request.node.get_closest_marker("meter_events")
+    if marker is not None:
+        if marker.args:
+            raise pytest.UsageError(
+                "@pytest.mark.meter_events takes settings as keywords, e.g. "
+                "aggregate={'llm_tokens': 'sum'}"
+            )
+        settings.update(marker.kwargs)
+    client = configure(**settings)
     try:
         yield MeterEvents(client)
     finally:

@@ -6,17 +6,44 @@ Example::
         with meterstream.customer("cus_1"):
             search("shoes")
         meter_events.assert_recorded("ai_search_api", customer="cus_1", value=1)
+
+With aggregation (``@pytest.mark.meter_events(aggregate={"llm_tokens": "sum"})``),
+``meter_events.uses`` lists each use recorded and ``meter_events.events``
+the folded events they became.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Optional
 
 from ._client import MeterClient
 from ._exporters.memory import MemoryExporter
 
-__all__ = ["MeterEvents"]
+__all__ = ["MeterEvents", "Use"]
+
+
+@dataclass(frozen=True)
+class Use:
+    """One use as the application recorded it, before any folding.
+
+    Attributes:
+        event_name: the meter's event name.
+        customer: the customer it was recorded for.
+        value: the value as checked (an int, float or ``Decimal``).
+        timestamp: when it was recorded (Unix seconds).
+        dimensions: its dimensions, or None.
+        identifier: the identifier given to ``record()`` / ``meter()``, or
+            None for a generated one (and for every folded use).
+    """
+
+    event_name: str
+    customer: str
+    value: Any
+    timestamp: float
+    dimensions: Optional[dict[str, str]] = None
+    identifier: Optional[str] = None
 
 
 class MeterEvents:
@@ -36,17 +63,44 @@ class MeterEvents:
             raise TypeError("MeterEvents needs a client with exporter='memory'")
         self.client = client
         self._exporter = client.exporter
+        self._uses: list[Use] = []
+        client._watch_uses(self._on_use)
+
+    def _on_use(
+        self,
+        event_name: str,
+        customer: str,
+        value: Any,
+        timestamp: float,
+        dimensions: Optional[dict[str, str]],
+        identifier: Optional[str],
+    ) -> None:
+        dims = dict(dimensions) if dimensions else None
+        self._uses.append(Use(event_name, customer, value, timestamp, dims, identifier))
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        """Every event recorded so far, in wire shape (flushes first)."""
+        """Every event sent so far, in wire shape, in order (flushes first).
+
+        With aggregation these are the folded events: one per customer,
+        event name, dimensions and window (flushing closes open windows).
+        """
         self.client.flush()
         return list(self._exporter.events)
 
+    @property
+    def uses(self) -> list[Use]:
+        """Every use recorded so far, in order, as recorded: before folding.
+
+        Without aggregation each use is one event of :attr:`events`.
+        """
+        return list(self._uses)
+
     def clear(self) -> None:
-        """Forget every event recorded so far (flushes first)."""
+        """Forget every event and use recorded so far (flushes first)."""
         self.client.flush()
         self._exporter.clear()
+        self._uses.clear()
 
     def _matching(self, event_name: str, customer: Optional[str]) -> list[dict[str, Any]]:
         customer_key, _ = self.client.settings.payload_keys_for(event_name)

@@ -1,0 +1,156 @@
+"""The fold of uses stored in a spool, as SQL: one write transaction, exactly once.
+
+:meth:`meterstream._spool.Spool.fold_due` runs :func:`fold_in_transaction`
+inside ``BEGIN IMMEDIATE``: read the uses of ended windows, sum them exactly
+(:mod:`meterstream._fold`'s arithmetic and 15-digit split), insert the folded
+events into ``pending``, delete the uses. Before the commit nothing changed;
+after it the events wait with their identifiers fixed.
+
+Identifiers: the spool keeps a random fold id (made once, in its ``meta``
+table) and a count of folds, taken one per fold transaction. A folded
+event's identifier is a function of the fold id, that fold's number, the
+key, the window and the split part: a use that arrives after its window was
+folded (another process's late write, a clock a little behind) is billed by
+a later fold under a different identifier, never dropped by Stripe's
+identifier dedupe as a repeat of the first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Optional, Union
+
+from ._events import RawEvent
+from ._fold import (
+    _FLOAT_HIGH,
+    _FLOAT_LOW,
+    DimsKey,
+    Key,
+    Number,
+    _add_into,
+    _emit,
+    _exact_decimal,
+    new_fold_id,
+)
+
+__all__ = ["FOLD_CHUNK", "fold_dimensions", "fold_in_transaction", "stored_value"]
+
+#: Uses one fold transaction takes at most (about 0.1 s of the write lock
+#: here): more wait for the next transaction, and make events of their own.
+FOLD_CHUNK = 50_000
+
+#: SQLite's integers: an int outside goes in as its decimal text.
+_INT_LOW = -(1 << 63)
+_INT_HIGH = 1 << 63
+_PENDING = (
+    "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def fold_dimensions(dimensions: Optional[Mapping[str, str]]) -> Optional[str]:
+    """The text a use's dimensions are stored (and grouped) as: keys sorted."""
+    if not dimensions:
+        return None
+    return json.dumps(dimensions, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _dims_key(text: Optional[str]) -> DimsKey:
+    if not text:
+        return None
+    decoded: dict[str, str] = json.loads(text)
+    return tuple(sorted(decoded.items()))
+
+
+def stored_value(value: Any) -> Optional[Union[int, str]]:
+    """A checked use's value as the ``uses`` table keeps it, exactly; None when
+    it cannot be folded exactly (the caller records it unfolded)."""
+    kind = type(value)
+    if kind is int:
+        return value if _INT_LOW <= value < _INT_HIGH else str(value)
+    if kind is float:
+        # As the unfolded path writes it on the wire: 15 significant digits.
+        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+            return format(value, ".15g")
+        return 0 if value == 0 else None
+    number = _exact_decimal(value)
+    return None if number is None else str(number)
+
+
+def _next_fold(db: sqlite3.Connection) -> tuple[str, int]:
+    """The spool's fold id and this fold's number (inside the write transaction)."""
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fold_id', ?)", (new_fold_id(),))
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('folds', 0)")
+    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'folds'")
+    fold_id = db.execute("SELECT value FROM meta WHERE key = 'fold_id'").fetchone()[0]
+    number = db.execute("SELECT value FROM meta WHERE key = 'folds'").fetchone()[0]
+    return str(fold_id), int(number)
+
+
+def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[Any, Number]:
+    """The exact sum of the selected uses, per window and key."""
+    sums: dict[tuple[float, Key], Number] = {}
+    keys: dict[tuple[str, str, Optional[str]], Key] = {}
+    for name, customer, value, start, dims in db.execute(
+        f"SELECT event_name, customer, value, window_start, dimensions FROM uses{where}", args
+    ):
+        key = keys.get((name, customer, dims))
+        if key is None:
+            key = keys[(name, customer, dims)] = (name, customer, _dims_key(dims))
+        number: Number = value if type(value) is int else Decimal(value)
+        _add_into(sums, float(start), {key: number})
+    return sums
+
+
+def _pending_value(value: Number) -> Union[int, str]:
+    # The pending table reads text back as a Decimal: exact for a big int too.
+    if type(value) is int and not _INT_LOW <= value < _INT_HIGH:
+        return str(value)
+    encoded: Union[int, str] = str(value) if isinstance(value, Decimal) else value
+    return encoded
+
+
+def _insert_folded(db: sqlite3.Connection, events: Iterable[RawEvent]) -> None:
+    db.executemany(
+        _PENDING,
+        [
+            (name, customer, _pending_value(value), ts, ident, fold_dimensions(dims))
+            for name, customer, value, ts, ident, dims in events
+        ],
+    )
+
+
+def _delete_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
+    db.execute(f"DELETE FROM uses{where}", args)
+
+
+def fold_in_transaction(
+    db: sqlite3.Connection, now: float, force: bool, limit: int = FOLD_CHUNK
+) -> tuple[int, bool]:
+    """Fold up to *limit* of the oldest due uses; called inside a ``BEGIN
+    IMMEDIATE`` transaction.
+
+    Nobody else writes until the commit, so the rows deleted are exactly the
+    rows read. Returns how many events were made, and whether due uses are
+    left (past *limit*: for another transaction, so that recording is not
+    held up behind one long fold).
+    """
+    where, args = ("", ()) if force else (" WHERE window_end <= ?", (now,))
+    if db.execute(f"SELECT 1 FROM uses{where} LIMIT 1", args).fetchone() is None:
+        return 0, False
+    last = db.execute(
+        f"SELECT seq FROM uses{where} ORDER BY seq LIMIT 1 OFFSET ?", (*args, limit)
+    ).fetchone()
+    more = last is not None
+    if more:
+        where = (where + " AND" if where else " WHERE") + " seq < ?"
+        args = (*args, last[0])
+    sums = _read_uses(db, where, args)
+    fold_id, number = _next_fold(db)
+    events = _emit(sums, fold_id, number)
+    _insert_folded(db, events)
+    _delete_uses(db, where, args)
+    return len(events), more

@@ -1,0 +1,157 @@
+"""Pre-aggregation with a spool: uses stored in the spool, folded there exactly once.
+
+With ``spool_path`` and ``aggregate`` both set, a use of a folded event name
+is one durable insert into the spool's ``uses`` table (what ``record()``
+costs with a spool anyway), not a sum in memory: a crash loses no open
+window. The delivery tick, ``flush()`` and ``shutdown()`` fold the uses of
+ended windows (of every window, for the last two) in one write transaction
+(:meth:`meterstream._spool.Spool.fold_due`): read them, sum them exactly
+(:mod:`meterstream._fold`'s arithmetic and 15-digit split), insert the
+folded events into ``pending``, delete the uses, commit. Before the commit
+nothing changed; after it the events wait with their identifiers fixed,
+and are delivered like any spooled event.
+
+How identifiers stay unique across folds: see :mod:`meterstream._fold_store`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Optional, Union
+
+from ._events import RawEvent
+from ._fold import DimsKey, window_start
+from ._fold_store import fold_dimensions, stored_value
+from ._spool import Spool, SpoolFull
+
+__all__ = ["SpoolFolder"]
+
+
+class SpoolFolder:
+    """The :class:`meterstream._aggregate.Folder` of a client with a spool.
+
+    :meth:`add` stores the use in the spool; :meth:`close` folds the ended
+    windows there and returns no events (they are in the spool already).
+
+    Args:
+        spool: the client's spool.
+        names: the event names to fold.
+        window: the window in seconds (dividing a minute).
+        clock: wall-clock seconds.
+        on_folded: called with the number of events a fold put in the spool.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        names: Iterable[str],
+        window: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_folded: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1 or 60 % window:
+            raise ValueError(f"window must be whole seconds dividing a minute, got {window!r}")
+        self._spool = spool
+        self._names = frozenset(names)
+        self._window = window
+        self._clock = clock
+        self._on_folded = on_folded
+        self._refused: dict[str, str] = {}
+        self._events = 0
+        self._uses_before = spool.uses_appended
+
+    def add(
+        self,
+        event_name: str,
+        customer: str,
+        value: Any,
+        dimensions: Union[Mapping[str, str], DimsKey] = None,
+    ) -> bool:
+        """Store one use made now, durably; False when it is not folded (record
+        it as usual: the spool's overflow policy and drop counts apply there)."""
+        if event_name not in self._names:
+            return False
+        stored = stored_value(value)
+        if stored is None:
+            return False
+        # A dimensions_key() (sorted pairs) as Folder.add takes, or a dict.
+        dims = dict(dimensions) if isinstance(dimensions, tuple) else dimensions
+        start = window_start(self._clock(), self._window)
+        try:
+            self._spool.append_use(
+                event_name,
+                customer,
+                stored,
+                start,
+                start + self._window,
+                fold_dimensions(dims) if dims else None,
+            )
+        except (SpoolFull, sqlite3.Error):
+            return False
+        return True
+
+    def close(
+        self, now: Optional[float] = None, *, force: bool = False, wait: float = 2.0
+    ) -> list[RawEvent]:
+        """Fold the windows ended by *now* (all, when *force*) in the spool.
+
+        Returns no events: the folded ones wait in the spool's pending table.
+
+        Raises:
+            sqlite3.Error: the fold failed; its uses wait for the next one.
+        """
+        del wait  # nothing in memory to wait for
+        if now is None:
+            now = self._clock()
+        oldest = self._spool.oldest_use_end()
+        if oldest is None or (oldest > now and not force):
+            return []
+        made = self._spool.fold_due(now, force=force)
+        if made:
+            self._events += made
+            if self._on_folded is not None:
+                self._on_folded(made)
+        return []
+
+    def pending(self) -> bool:
+        """True while some use waits in the spool to be folded (any process's)."""
+        return self._spool.oldest_use_end() is not None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The event names folded now."""
+        return self._names
+
+    def refuse(self, event_name: str, reason: str) -> bool:
+        """Stop folding *event_name*: its later uses go to ``pending`` as they come.
+
+        Uses already stored are folded with the rest.
+        """
+        if event_name not in self._names:
+            return False
+        self._refused[event_name] = reason
+        self._names = self._names - {event_name}
+        return True
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Event names refused, with the reason."""
+        return dict(self._refused)
+
+    def stats(self) -> dict[str, int]:
+        """As :meth:`Folder.stats`, plus ``aggregate_waiting``: uses waiting
+        in the spool to be folded, every process's."""
+        return {
+            "aggregated_uses": self._spool.uses_appended - self._uses_before,
+            "aggregated_events": self._events,
+            "aggregate_refused": len(self._refused),
+            "aggregate_waiting": self._spool.uses_count(),
+        }
+
+    def after_fork(self) -> None:
+        """In a forked child: count from here (the spool reopens itself)."""
+        self._uses_before = self._spool.uses_appended
+        self._events = 0
