@@ -34,7 +34,7 @@ from ._events import RawEvent, identifier_prefix
 from ._fold_store import FOLD_CHUNK, fold_in_transaction
 from ._internal import logger
 from ._spool_admin import SpoolAdmin
-from ._spool_checkpoint import Checkpointer
+from ._spool_checkpoint import SAFETY_NET_FRAMES, Checkpointer
 from .errors import ConfigurationError
 
 __all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
@@ -321,7 +321,7 @@ class Spool(SpoolAdmin):
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_size_limit=67108864")
             # Checkpoints run on the Checkpointer's thread, not inside a commit.
-            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_FRAMES}")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")

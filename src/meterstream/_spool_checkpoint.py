@@ -4,11 +4,12 @@ In write-ahead-log mode SQLite copies the log back into the database file
 (a checkpoint, with an fsync) when the log passes 1,000 pages, inside
 whichever commit crossed the mark: left to itself, one ``record()`` in a few
 hundred would wait some milliseconds for it, and the spool's connection, which
-every recording thread shares, with it. The spool turns that off
-(``wal_autocheckpoint=0``) and wakes a :class:`Checkpointer` instead, every
+every recording thread shares, with it. The spool moves that mark far out
+(:data:`SAFETY_NET_FRAMES`) and wakes a :class:`Checkpointer` instead, every
 few hundred writes: a daemon thread with a connection of its own, which runs
 a passive checkpoint (it never waits for, nor blocks, a writer) while the
-record path goes on. Several processes on one spool each run one; SQLite
+record path goes on, and now and then a short RESTART one so the log starts
+over. Several processes on one spool each run one; SQLite
 lets one checkpoint run at a time, and a passive one that finds another
 running simply returns.
 """
@@ -17,79 +18,113 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+import weakref
 from typing import Optional
 
 from ._internal import report_internal_error
 
-__all__ = ["Checkpointer"]
+__all__ = ["SAFETY_NET_FRAMES", "Checkpointer"]
 
 #: Frames in the log past which a passive checkpoint is followed by a RESTART
 #: one: under a steady stream of commits a passive checkpoint never catches
 #: up, and the log starts again from its beginning only once one did. A
-#: RESTART checkpoint makes writers wait (in SQLite's busy handler) while it
-#: copies what the passive one left, a few milliseconds every few thousand
-#: commits; the log stays at a few MiB.
+#: RESTART checkpoint holds writers up while it copies what the passive one
+#: left, a few milliseconds every few thousand commits; the log stays at a
+#: few MiB.
 RESTART_FRAMES = 2000
-#: How long the checkpointer's connection waits for a writer or another checkpoint.
-BUSY_TIMEOUT = 10.0
+#: How long a RESTART checkpoint may hold writers up waiting for a reader (a
+#: backup tool or a shell may keep a snapshot open for minutes): past it, it
+#: gives up, and is not tried again for RESTART_BACKOFF seconds.
+RESTART_PATIENCE = 0.05
+RESTART_BACKOFF = 5.0
+#: The spool's own connection still checkpoints inside a commit past this many
+#: frames: a safety net for a checkpoint thread starved of CPU (the log then
+#: stays under about 80 MiB), never reached while the thread keeps up.
+SAFETY_NET_FRAMES = 20_000
+
+
+class _State:
+    """What the checkpoint thread shares with its :class:`Checkpointer`.
+
+    The thread holds this, not the Checkpointer: a spool dropped without
+    ``close()`` is collected, and its finalizer ends the thread.
+    """
+
+    __slots__ = ("closed", "path", "runs", "wake")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.wake = threading.Event()
+        self.closed = False
+        self.runs = 0
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
 
 
 class Checkpointer:
-    """Runs passive checkpoints of the spool at *path* on its own thread when woken."""
+    """Runs checkpoints of the spool at *path* on its own thread when woken."""
 
     def __init__(self, path: str) -> None:
-        self._path = path
-        self._wake = threading.Event()
-        self._closed = False
+        self._state = _State(path)
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
-        #: Checkpoints run (for tests and benchmarks).
-        self.runs = 0
+        weakref.finalize(self, self._state.close)
+
+    @property
+    def runs(self) -> int:
+        """Checkpoints run (for tests and benchmarks)."""
+        return self._state.runs
 
     def wake(self) -> None:
         """Ask for a checkpoint soon (cheap: the record path calls it)."""
         if self._thread is None:
             self._start()
-        self._wake.set()
+        self._state.wake.set()
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._thread is not None or self._closed:
+            if self._thread is not None or self._state.closed:
                 return
             thread = threading.Thread(
-                target=self._run, name="meterstream-spool-checkpoint", daemon=True
+                target=_run, args=(self._state,), name="meterstream-spool-checkpoint", daemon=True
             )
             thread.start()
             self._thread = thread
 
-    def _run(self) -> None:
-        db: Optional[sqlite3.Connection] = None
-        try:
-            db = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
-            )
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._closed:
-                    return
-                try:
-                    _, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if log > RESTART_FRAMES:
-                        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                    self.runs += 1
-                except sqlite3.Error as exc:  # busy, or a bad disk: the next wake tries again
-                    report_internal_error(exc)
-        except Exception as exc:
-            report_internal_error(exc)
-        finally:
-            if db is not None:
-                db.close()
-
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread after a last checkpoint in progress, if any."""
-        self._closed = True
-        self._wake.set()
+        """Stop the thread after a checkpoint in progress, if any."""
+        self._state.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+
+def _run(state: _State) -> None:
+    db: Optional[sqlite3.Connection] = None
+    restart_after = 0.0
+    try:
+        db = sqlite3.connect(
+            state.path, isolation_level=None, check_same_thread=False, timeout=RESTART_PATIENCE
+        )
+        while True:
+            state.wake.wait()
+            state.wake.clear()
+            if state.closed:
+                return
+            try:
+                _, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if log > RESTART_FRAMES and time.monotonic() >= restart_after:
+                    busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    if busy:  # a reader holds an old snapshot: leave the writers be
+                        restart_after = time.monotonic() + RESTART_BACKOFF
+                state.runs += 1
+            except sqlite3.Error as exc:  # busy, or a bad disk: the next wake tries again
+                report_internal_error(exc)
+    except Exception as exc:
+        report_internal_error(exc)
+    finally:
+        if db is not None:
+            db.close()
