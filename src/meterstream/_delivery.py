@@ -448,19 +448,23 @@ class Delivery:
             self.flush_on_caller(deadline)
         if not marker.done.wait(timeout):
             return False
-        if point is None:
+        if point is not None:
+            # A spool: every row up to the flush's point must be gone too (a batch
+            # out of retry time went back to wait, another process may hold some).
+            while self._buffer.pending_upto(point):
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                again = self._buffer.add_marker()  # takes what is left, batch or not
+                if thread is None or not thread.is_alive():
+                    self.flush_on_caller(deadline)
+                again.done.wait(min(remaining, 0.05))
+        if self._evictions is None:
             return True
-        # A spool: every row up to the flush's point must be gone too (a batch
-        # out of retry time went back to wait, another process may hold some).
-        while self._buffer.pending_upto(point):
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return False
-            again = self._buffer.add_marker()  # takes what is left, batch or not
-            if thread is None or not thread.is_alive():
-                self.flush_on_caller(deadline)
-            again.done.wait(min(remaining, 0.05))
-        return True
+        # Evicted events are settled once on_delivery_error has them: those
+        # evicted so far (before the marker was reached, too) are in the
+        # reporter's hands, or its thread is reporting them now.
+        return self._evictions.settle(None if timeout is None else deadline - self._clock())
 
     def shutdown(self, timeout: float) -> bool:
         """Drain within *timeout*, then stop the threads and the exporter.

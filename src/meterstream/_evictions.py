@@ -7,11 +7,18 @@ over as they happen. The evicted events wait in a deque; when the reporter
 falls behind (the callback is slower than the evictions) and
 :data:`EVICTED_CHUNK` wait, the recording thread that evicted reports them
 itself: memory stays bounded, and no eviction is ever left out.
+
+One report at a time: whoever reports holds a lock from taking a chunk
+until the callback returns, so the callback sees the evictions in order,
+and ``flush()`` (:meth:`EvictionReporter.settle`) can wait for a report in
+progress on another thread: an evicted event is settled (as a failure) only
+once ``on_delivery_error`` has had it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -53,6 +60,9 @@ class EvictionReporter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        #: Held from taking a chunk until its report returns. Reentrant: a
+        #: callback that records (and evicts) on the reporting thread.
+        self._reporting = threading.RLock()
 
     def start(self) -> None:
         """Start the reporter thread (RuntimeError while the interpreter shuts down)."""
@@ -61,12 +71,17 @@ class EvictionReporter:
         self._thread = thread
 
     def stop(self, timeout: float) -> None:
-        """End the thread (within *timeout*), then report what is left here."""
+        """End the thread (within *timeout*), then report what is left here.
+
+        A thread still in a callback past *timeout* keeps what is left: it
+        reports every chunk waiting before it ends.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(max(0.0, timeout))
-        self.report_all()
+        self.settle(deadline - time.monotonic())
 
     def _on_evicted(self, waiting: int) -> None:
         """Called on the recording thread after each eviction (never per plain record)."""
@@ -90,15 +105,40 @@ class EvictionReporter:
         evicted = self._buffer.evicted
         if not evicted:
             return
-        while True:
+        while self._report_chunk():
+            pass
+
+    def settle(self, timeout: Optional[float]) -> bool:
+        """Report what waits, after any report in progress on another thread.
+
+        Returns:
+            True once every eviction made before the call reached
+            ``on_delivery_error``; False when a report in progress outlasted
+            *timeout* (seconds; None waits as long as it takes).
+        """
+        reporting = self._reporting
+        if not reporting.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        try:
+            self.report_all()
+        finally:
+            reporting.release()
+        return True
+
+    def _report_chunk(self) -> bool:
+        """Take and report up to :data:`EVICTED_CHUNK` evictions; False when none waited."""
+        with self._reporting:
+            evicted = self._buffer.evicted
+            if evicted is None:
+                return False
             raw: list[tuple[Any, ...]] = []
-            try:  # another thread may be emptying it too
+            try:  # a recording thread may be adding to it meanwhile
                 while len(raw) < EVICTED_CHUNK:
                     raw.append(evicted.popleft())
             except IndexError:
                 pass
             if not raw:
-                return
+                return False
             count = f"{len(raw)} event" + ("" if len(raw) == 1 else "s")
             self._report(
                 EventBatch(raw, self._keys_for),
@@ -107,3 +147,4 @@ class EvictionReporter:
                     reason="queue_full",
                 ),
             )
+        return True

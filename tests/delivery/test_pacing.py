@@ -8,7 +8,7 @@ import time
 from meterstream import DeliveryError
 from meterstream._pacing import Backoff, Pacer
 
-from .test_retry_queue import ScriptedExporter
+from .test_retry_under_fire import ScriptedExporter
 
 
 def pacer(broad: int = 8) -> Pacer:
