@@ -119,7 +119,9 @@ class Relay:
                 self._budget = SharedBudget(self._js, bucket, cfg.max_rps)
                 await self._budget.setup()
             if cfg.aggregate:
-                await self._start_folder()
+                await self._start_folder(stop)
+                if stop.is_set():
+                    return
             subs = [await self._subscribe() for _ in range(cfg.workers)]
             log.info(
                 "relay started: stream %s, consumer %s, %d workers, budget %s",
@@ -152,10 +154,25 @@ class Relay:
                 pass
             await self._nc.close()
 
-    async def _start_folder(self) -> None:
-        """Read Stripe's meters (only sum meters fold), then start reading fold records."""
+    async def _start_folder(self, stop: asyncio.Event) -> None:
+        """Read Stripe's meters (only sum meters fold), then start reading fold records.
+
+        Until the meters can be read the relay does not start: every relay
+        must fold the same names, or a use redelivered from one relay to
+        another could go out both folded and on its own.
+        """
         cfg = self.config
         meters = await asyncio.to_thread(self._read_meters)
+        pause = 1.0
+        while meters is None and self._meters is not None and not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
+            pause = min(pause * 2, 30.0)
+            meters = await asyncio.to_thread(self._read_meters)
+        if stop.is_set():
+            return
         rules = FoldRules.from_meters(sorted(cfg.aggregate), cfg.aggregation_window, meters)
         for name, reason in sorted(rules.refused.items()):
             log.warning("will not aggregate %r: %s; its uses are sent one event each", name, reason)
@@ -177,10 +194,9 @@ class Relay:
             return list(self._meters.meters())
         except Exception as exc:
             log.warning(
-                "could not read the meters to check that aggregated event names sum (%s); "
-                "folding %s as configured",
-                exc,
+                "could not read the meters to check that %s sum (%s); the relay starts once it can",
                 ", ".join(sorted(self.config.aggregate)),
+                exc,
             )
             return None
 

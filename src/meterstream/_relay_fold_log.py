@@ -98,6 +98,8 @@ class FoldIndex:
 
     def __init__(self) -> None:
         self.last_seq = 0
+        #: The stream's timestamp of the newest record read: the clock prune() goes by.
+        self.last_at = 0.0
         self._claims: dict[str, int] = {}
         self._records: dict[int, _Record] = {}
 
@@ -109,6 +111,7 @@ class FoldIndex:
         if seq <= self.last_seq:
             return seq in self._records  # read again after a reconnection
         self.last_seq = seq
+        self.last_at = max(self.last_at, at)
         try:
             body = json.loads(data)
             sources = [str(s) for s in body["sources"]]
@@ -140,18 +143,22 @@ class FoldIndex:
     def events(self, seq: int) -> list[dict[str, Any]]:
         return self._records[seq].events
 
-    def prune(self, ack_floor: int, now: float) -> int:
+    def prune(self, ack_floor: int) -> int:
         """Forget the records no record still to come can be held by.
 
         *ack_floor* must be at most the floor any record not read yet
-        carries (one read FLOOR_SAFE_AGE ago); *now* the wall clock. A
+        carries (one read FLOOR_SAFE_AGE ago). Age is measured on the
+        stream's clock, up to the newest record read (:attr:`last_at`),
+        never this machine's: a record not read yet is at least that new,
+        so every relay forgets a record only when none still to come could
+        be held by it, however far behind its reading or its clock. A
         message at or below the ack floor is never delivered again, so such
         records are needed no more. Returns how many were dropped.
         """
         gone = [
             seq
             for seq, rec in self._records.items()
-            if rec.upto <= ack_floor and now - rec.at >= KEEP + CLOCK_SLACK
+            if rec.upto <= ack_floor and self.last_at - rec.at >= KEEP + CLOCK_SLACK
         ]
         for seq in gone:
             for source in self._records.pop(seq).sources:
@@ -264,7 +271,7 @@ class FleetFolder:
         now = time.monotonic()
         safe = [f for t, f in self._floors if now - t >= FLOOR_SAFE_AGE]
         if safe:
-            self.index.prune(safe[-1], time.time())
+            self.index.prune(safe[-1])
             # Keep the newest safe reading and everything after it.
             self._floors = self._floors[len(safe) - 1 :]
 

@@ -27,7 +27,13 @@ class RelayThread:
     """A Relay on its own asyncio loop in a thread of the test process."""
 
     def __init__(
-        self, url: str, emulator: Emulator, *, meter_provider: Any = None, **config: Any
+        self,
+        url: str,
+        emulator: Emulator,
+        *,
+        meter_provider: Any = None,
+        meters_base: Optional[str] = None,
+        **config: Any,
     ) -> None:
         settings = Settings.resolve(
             {
@@ -41,7 +47,13 @@ class RelayThread:
         config.setdefault("retry_max_delay", 0.1)
         self.exporter = StripeExporter(settings)
         # With aggregate, the relay reads the meters: only sum meters fold.
-        self.api = StripeAPI.from_settings(settings) if config.get("aggregate") else None
+        # meters_base: read the meters elsewhere (a Stripe that is down at first).
+        meters = settings
+        if meters_base is not None:
+            meters = Settings.resolve(
+                {"api_key": API_KEY, "exporter": "stripe", "api_base": meters_base}
+            )
+        self.api = StripeAPI.from_settings(meters) if config.get("aggregate") else None
         self.relay = Relay(
             RelayConfig(NatsOptions(url), **config),
             self.exporter,

@@ -74,10 +74,12 @@ def test_records_whose_sources_were_all_acknowledged_are_forgotten() -> None:
     index = FoldIndex()
     index.apply(1, json.dumps({"events": [], "sources": ["a"], "upto": 10}).encode(), 0.0)
     index.apply(2, json.dumps({"events": [], "sources": ["b"], "upto": 20}).encode(), 0.0)
-    assert index.prune(ack_floor=15, now=10_000.0) == 1
+    # The stream's clock (its newest record) has not moved: a late repeat may come.
+    assert index.prune(ack_floor=30) == 0
+    index.apply(3, _record("z"), 10_000.0)
+    assert index.prune(ack_floor=15) == 1
     assert index.claimed("a") is None
     assert index.claimed("b") == 2
-    assert index.prune(ack_floor=30, now=1.0) == 0  # too recent: a late repeat may come
 
 
 def _held(upto: int, floor: int, *sources: str) -> bytes:
@@ -98,9 +100,23 @@ def test_a_record_stops_holding_its_sources_once_acknowledged_and_old() -> None:
     assert index.claimed("a") == 4
     assert index.claimed("b") == 1
     # Forgetting record 1 changes no verdict still to come, and keeps record 4's claim.
-    assert index.prune(ack_floor=10, now=2000.0) == 1
+    assert index.prune(ack_floor=10) == 1
     assert index.claimed("a") == 4
     assert index.claimed("b") is None
+
+
+def test_a_relay_behind_in_reading_or_clock_prunes_to_the_same_verdicts() -> None:
+    """Age goes by the stream's timestamps, never a relay's own clock."""
+    caught_up, lagging = FoldIndex(), FoldIndex()
+    first, repeat = _held(10, 0, "a"), _held(20, 10, "a")  # a repeat of "a" 5 s later
+    for index in (caught_up, lagging):
+        assert index.apply(1, first, 1_000.0)
+    assert not caught_up.apply(2, repeat, 1_005.0)
+    # The lagging relay prunes before reading the repeat: its machine's clock
+    # may be hours ahead, the stream says record 1 is not old yet.
+    assert lagging.prune(ack_floor=10) == 0
+    assert not lagging.apply(2, repeat, 1_005.0)
+    assert lagging.claimed("a") == caught_up.claimed("a") == 1
 
 
 def test_a_group_past_max_sources_becomes_several_records() -> None:
