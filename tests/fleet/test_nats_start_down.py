@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import meterstream
+from meterstream._events import EventBatch
+from meterstream._exporters.nats import NatsExporter
+from meterstream._nats import NatsOptions
 from meterstream.errors import ConfigurationError
 
-from .helpers import read_stream
-from .servers import NatsServer
+from .helpers import read_stream, wait_for
+from .servers import NatsServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +64,58 @@ def test_without_a_spool_nats_down_at_start_is_a_configuration_error(
     nats_server.kill()
     with pytest.raises(ConfigurationError, match="nats_url: cannot connect to NATS"):
         meterstream.MeterClient(exporter="nats", nats_url=nats_server.url)
+
+
+def test_batches_in_flight_when_nats_comes_up_share_one_connection(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    nats_server.kill()
+    monitor = free_port()
+    server = NatsServer(tmp_path / "js-late", port=nats_server.port, extra=("-m", str(monitor)))
+    exporter = NatsExporter(
+        NatsOptions(server.url, connect_timeout=1.0), request_timeout=5.0, wait_for_server=True
+    )
+    try:
+        server.start()
+        batches = [
+            EventBatch.of(
+                [
+                    {
+                        "identifier": f"b{n}-{i}",
+                        "event_name": "api_calls",
+                        "timestamp": "2026-11-30T12:00:00Z",
+                        "payload": {"stripe_customer_id": "cus_1", "value": "1"},
+                    }
+                    for i in range(50)
+                ]
+            )
+            for n in range(4)
+        ]
+        errors: list[BaseException] = []
+
+        def send(batch: EventBatch) -> None:
+            try:
+                exporter.export(batch)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert wait_for(lambda: _connections(monitor) == 1), _connections(monitor)
+        assert exporter.stats()["published"] == 200
+    finally:
+        exporter.shutdown()
+        server.stop()
+
+
+def _connections(monitor: int) -> int:
+    """Client connections the server has, by its monitoring endpoint."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz", timeout=5) as answer:
+            return int(json.load(answer)["num_connections"])
+    except OSError:
+        return -1

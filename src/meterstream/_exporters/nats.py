@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Optional
 
 from .._nats import (
     LoopThread,
@@ -79,6 +79,7 @@ class NatsExporter(Exporter):
         self._closed = False
         self._nc: Any = None
         self._js: Any = None
+        self._connecting: Optional[asyncio.Lock] = None
         self._loop = LoopThread("meterstream-nats")
         try:
             self._loop.run(self._connect(), timeout=options.connect_timeout * 3 + 10)
@@ -92,7 +93,6 @@ class NatsExporter(Exporter):
             if not wait_for_server:
                 self.shutdown()
                 raise ConfigurationError(message) from None
-            self._nc = self._js = None
             log.warning("%s; events wait in the spool and are published once NATS answers", message)
         except BaseException:
             self.shutdown()
@@ -108,21 +108,22 @@ class NatsExporter(Exporter):
         )
 
     async def _connect(self) -> None:
-        self._nc = await connect(self._options, name="meterstream-exporter")
-        self._js = self._nc.jetstream(
-            timeout=self._timeout, publish_async_max_pending=MAX_PENDING_ACKS
-        )
+        """Connect and make sure the stream exists; only then is the connection kept."""
+        nc = await connect(self._options, name="meterstream-exporter")
+        js = nc.jetstream(timeout=self._timeout, publish_async_max_pending=MAX_PENDING_ACKS)
         try:
-            await ensure_stream(self._js, self._options)
-        except ConfigurationError:
-            raise
-        except Exception as exc:
+            await ensure_stream(js, self._options)
+        except BaseException as exc:
+            await nc.close()
+            if isinstance(exc, ConfigurationError) or not isinstance(exc, Exception):
+                raise
             raise ConfigurationError(
                 f"nats_url: NATS at {redact_nats_urls(','.join(self._options.urls))} has no "
                 f"working JetStream "
                 f"({type(exc).__name__}: {exc}); start the server with JetStream (-js), or wait "
                 "for a cluster to elect its leader"
             ) from None
+        self._nc, self._js = nc, js
 
     def stats(self) -> dict[str, int]:
         """``published``: events JetStream acknowledged; ``duplicates``: of those, repeats."""
@@ -150,13 +151,16 @@ class NatsExporter(Exporter):
 
     async def _publish(self, events: EventBatch) -> tuple[int, int]:
         if self._nc is None:  # after a fork, or no server at start: connect now
-            try:
-                await self._connect()
-            except ConfigurationError as exc:  # still unreachable: retried later
-                nc, self._nc, self._js = self._nc, None, None
-                if nc is not None:  # connected, but JetStream is not ready yet
-                    await nc.close()
-                raise RetryableExportError(str(exc)) from None
+            # Batches in flight at once share one attempt (made on this loop,
+            # so the lock belongs to it), and one connection.
+            if self._connecting is None:
+                self._connecting = asyncio.Lock()
+            async with self._connecting:
+                if self._nc is None:
+                    try:
+                        await self._connect()
+                    except ConfigurationError as exc:  # still unreachable: retried later
+                        raise RetryableExportError(str(exc)) from None
         stream = self._options.stream
         js = self._js
         # publish_async: one shared reply subscription for every ack (a
@@ -210,6 +214,7 @@ class NatsExporter(Exporter):
         self._loop = LoopThread("meterstream-nats")
         self._nc = None
         self._js = None
+        self._connecting = None
         self._lock = threading.Lock()
         self._published = 0
         self._duplicates = 0
