@@ -31,6 +31,7 @@ __all__ = [
     "check_timestamp",
     "check_value",
     "customer_problem",
+    "known_customers",
     "format_value",
     "text_problem",
 ]
@@ -112,7 +113,18 @@ def text_problem(text: str) -> str:
     return "must be printable text"  # pragma: no cover - callers check first
 
 
+#: Customer ids (exact strs) that passed :func:`check_customer`: the record
+#: path tests membership instead of checking again. Bounded, as _known_names
+#: is, and only short ids (a Stripe id is about 18 characters), so the set
+#: stays under a megabyte; past the bound ids are checked every time.
+known_customers: set[str] = set()
+_MAX_KNOWN_CUSTOMERS = 10_000
+_MAX_KNOWN_CUSTOMER_CHARS = 100
+
+
 def check_customer(customer: Any) -> str:
+    if type(customer) is str and customer in known_customers:
+        return customer
     if type(customer) is not str:
         if type(customer) is InvalidCustomer:
             raise InvalidEventError("customer", customer.value, customer.reason)
@@ -122,6 +134,8 @@ def check_customer(customer: Any) -> str:
     reason = customer_problem(customer)
     if reason:
         raise InvalidEventError("customer", customer, reason)
+    if len(customer) <= _MAX_KNOWN_CUSTOMER_CHARS and len(known_customers) < _MAX_KNOWN_CUSTOMERS:
+        known_customers.add(customer)  # atomic under the GIL; a lost race costs a re-check
     return customer  # type: ignore[no-any-return]
 
 

@@ -51,6 +51,9 @@ MAX_FAST_INT = _checks.MAX_FAST_INT
 _getpid = os.getpid
 _get_customer = CUSTOMER.get
 _check_event_name = _checks.check_event_name
+_check_value = _checks.check_value
+_check_customer = _checks.check_customer
+_known_customers = _checks.known_customers
 _next_sequence = _events.next_sequence
 
 
@@ -528,26 +531,26 @@ class MeterClient:
             self._check_fork()
         try:
             if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
-                value = _checks.check_value(value)
-            if type(customer) is not str:
-                if customer is None:
+                value = _check_value(value)
+            if type(customer) is not str or customer not in _known_customers:
+                if type(customer) is not str:
+                    if customer is None:
+                        customer = self._baggage.customer()
+                        if customer is None:
+                            self._missing_customer(event_name)
+                            return
+                    else:  # an InvalidCustomer, a str subclass, or not a string at all
+                        customer = _check_customer(customer)
+                elif not customer:
                     customer = self._baggage.customer()
                     if customer is None:
                         self._missing_customer(event_name)
                         return
-                else:  # an InvalidCustomer, a str subclass, or not a string at all
-                    customer = _checks.check_customer(customer)
-            elif not customer:
-                customer = self._baggage.customer()
-                if customer is None:
-                    self._missing_customer(event_name)
-                    return
-            _checks.check_customer(customer)
-            if identifier is None:
-                ident: Any = _next_sequence()
-            else:
-                ident = _checks.check_identifier(identifier)
-            ts = _time() if timestamp is None else _checks.check_timestamp(timestamp)
+                _check_customer(customer)
+            # The identifier and timestamp given are checked here; the ones
+            # generated are made only for a use that is not folded.
+            ident: Any = None if identifier is None else _checks.check_identifier(identifier)
+            ts: Any = None if timestamp is None else _checks.check_timestamp(timestamp)
             if dimensions is not None:
                 keys = self._settings.payload_keys_for(event_name)
                 if keys[0] in dimensions or keys[1] in dimensions:
@@ -570,17 +573,19 @@ class MeterClient:
         folder = self._folder
         if (
             folder is not None
-            and identifier is None
-            and timestamp is None
+            and ident is None
+            and ts is None
             and folder.add(event_name, customer, value, dimensions)
         ):
-            if self._use_sink is not None:
-                self._use_sink(event_name, customer, value, ts, dimensions, identifier)
-            if self._span_events:
-                self._span_event(event_name, value, ident, customer)
+            if self._use_sink is not None or self._span_events:
+                self._watch_folded(event_name, customer, value, dimensions)
             if not self._delivery.started:
                 self._delivery.ensure_started()
             return
+        if ident is None:
+            ident = _next_sequence()
+        if ts is None:
+            ts = _time()
         if not self._put((event_name, customer, value, ts, ident, dimensions)):
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
@@ -596,6 +601,16 @@ class MeterClient:
             return
         if not self._delivery.started:
             self._delivery.ensure_started()
+
+    def _watch_folded(
+        self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]
+    ) -> None:
+        """A folded use, for a test watching uses and for OpenTelemetry's span
+        events: the time and identifier a use recorded on its own would have had."""
+        if self._use_sink is not None:
+            self._use_sink(event_name, customer, value, _time(), dimensions, None)
+        if self._span_events:
+            self._span_event(event_name, value, _next_sequence(), customer)
 
     def _say_no_key(self) -> None:
         """The first record without an API key: say that nothing goes to Stripe."""
