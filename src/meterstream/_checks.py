@@ -32,6 +32,7 @@ __all__ = [
     "check_value",
     "customer_problem",
     "known_customers",
+    "known_names",
     "format_value",
     "text_problem",
 ]
@@ -68,7 +69,8 @@ def _exact_str(text: str) -> str:
 
 #: Event names already checked: few per application, asked for on every
 #: record() call. Bounded, so that generated names cannot grow it for ever.
-_known_names: set[str] = set()
+known_names: set[str] = set()
+_known_names = known_names
 _MAX_KNOWN_NAMES = 1024
 
 

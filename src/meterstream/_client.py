@@ -54,6 +54,7 @@ _check_event_name = _checks.check_event_name
 _check_value = _checks.check_value
 _check_customer = _checks.check_customer
 _known_customers = _checks.known_customers
+_known_names = _checks.known_names
 _next_sequence = _events.next_sequence
 
 
@@ -368,12 +369,16 @@ class MeterClient:
         """
         if not self.active:
             return
-        try:
-            name = _check_event_name(event_name)
-            dims = None if dimensions is None else _checks.check_dimensions(dimensions)
-        except InvalidEventError as exc:
-            self.reject(exc, event_name)
-            return
+        if dimensions is None and type(event_name) is str and event_name in _known_names:
+            name = event_name  # checked before: the common case, without a call
+            dims = None
+        else:
+            try:
+                name = _check_event_name(event_name)
+                dims = None if dimensions is None else _checks.check_dimensions(dimensions)
+            except InvalidEventError as exc:
+                self.reject(exc, event_name)
+                return
         if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
         self.record_use(name, value, customer, identifier, dims, timestamp)
