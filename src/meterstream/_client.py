@@ -14,9 +14,10 @@ from ._aggregate import Folder
 from ._aggregate_settings import apply_meter_check
 from ._baggage import Baggage
 from ._buffer import Buffer
+from ._client_stats import client_stats
 from ._config import Settings
 from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
-from ._counters import DROP_REASONS, FAIL_REASONS, Counters
+from ._counters import Counters
 from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter
@@ -811,59 +812,16 @@ class MeterClient:
             ``rejected_by_stripe_<code>``): events Stripe accepted, then
             reported invalid (see ``handle_webhook``).
         """
-        counts = self._counters.snapshot()
-        delivery = self._delivery.counters()
-        failed = counts["failed_rejected"] + counts["failed_retries_exhausted"]
-        queued = len(self._buffer) + delivery["inflight"]
-        # "recorded" is derived rather than counted on the hot path: every
-        # accepted event is queued or has exactly one final outcome.
-        settled = counts["sent"] + failed + counts["abandoned_shutdown"] + counts["evicted_oldest"]
-        recorded = settled + queued
-        if self.spool is not None:
-            # The spool is shared: what waits there may be other processes'.
-            # This process counts what it put in, one insert at a time anyway.
-            queued = self._buffer.pending()
-            recorded = counts["spooled"]
-        dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
-        dropped["queue_full"] += counts["evicted_oldest"]
-        dropped["shutdown"] += counts["abandoned_shutdown"]
-        out: dict[str, int] = {
-            "recorded": recorded,
-            "queued": queued,
-            "sent": 0,
-            "log": 0,
-            "memory": 0,
-            "none": 0,
-            "retried": counts["retried"],
-            "failed": failed,
-            "dropped": sum(dropped.values()),
-        }
-        out[self._accepted_key] = counts["sent"]
-        for reason in FAIL_REASONS:
-            out["failed_" + reason] = counts["failed_" + reason]
-        for reason in DROP_REASONS:
-            out["dropped_" + reason] = dropped[reason]
-        out["sessions_opened"] = delivery["sessions_opened"]
-        out["requests"] = delivery["requests"]
-        out["otel_errors"] = _otel.errors
-        out.update(self._rejections.counts())
-        if self.spool is not None:
-            out.update(self._spool_counts(counts))
-        if self._folder is not None and self._settings.aggregate:
-            out.update(self._folder.stats())
-        return out
-
-    def _spool_counts(self, counts: dict[str, int]) -> dict[str, int]:
-        assert self.spool is not None
-        out = {"spool_pending": 0, "spool_dead": 0, "spool_bytes": 0}
-        out["returned_to_spool"] = counts["returned_to_spool"]
-        try:
-            status = self.spool.status()
-        except Exception as exc:  # a stats() call must not fail on a bad disk
-            report_internal_error(exc)
-            return out
-        out.update(spool_pending=status.pending, spool_dead=status.dead, spool_bytes=status.bytes)
-        return out
+        return client_stats(
+            counters=self._counters,
+            delivery=self._delivery,
+            buffer=self._buffer,
+            spool=self.spool,
+            folder=self._folder,
+            aggregating=bool(self._settings.aggregate),
+            rejections=self._rejections,
+            accepted_key=self._accepted_key,
+        )
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------
 
