@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _checks, _events, _live_clients, _otel
-from ._aggregate import Folder
-from ._aggregate_settings import apply_meter_check
 from ._baggage import Baggage
 from ._buffer import Buffer
+from ._client_folding import Folding
 from ._client_stats import client_stats
 from ._config import Settings
 from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
@@ -22,15 +21,12 @@ from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter
 from ._exporters._choose import accepted_key, make_exporter
-from ._exporters.stripe import StripeExporter
-from ._exporters.stripe._api import StripeAPI
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
 from ._rejections import Rejections
 from ._spool import Spool
 from ._spool_buffer import SpoolBuffer
-from ._spool_fold import SpoolFolder
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -110,22 +106,10 @@ class MeterClient:
             and settings.get("exporter") is None
             and "METERSTREAM_EXPORTER" not in os.environ
         )
-        #: Uses of sum meters folded per customer and window (``aggregate``), or None.
-        self._folder: Optional[Union[Folder, SpoolFolder]] = None
-        if isinstance(self._buffer, SpoolBuffer):
-            # Uses wait in the spool, folded there once: a crash loses no
-            # window. Made without ``aggregate`` too: uses a previous process
-            # left in the spool are folded and delivered all the same.
-            self._folder = SpoolFolder(
-                self._buffer.spool,
-                sorted(s.aggregate),
-                s.aggregation_window,
-                on_folded=self._buffer.added,
-            )
-        elif s.aggregate and s.enabled:
-            self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
-        folds = self._folder is not None and bool(self._folder.names)
-        self._meters_checked = not folds or not isinstance(self.exporter, StripeExporter)
+        #: Folding of sum meters (``aggregate``; with a spool, always).
+        self._folding = Folding(s, self._buffer, self.exporter, self._buffer.put)
+        #: Its folder, or None: read on the record path, so kept at hand.
+        self._folder = self._folding.folder
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
@@ -145,9 +129,7 @@ class MeterClient:
         self._slow = True
         self._update_slow()
         if self.active:
-            if self.spool is not None and (
-                self._buffer.pending() or (self._folder is not None and self._folder.pending())
-            ):
+            if self.spool is not None and (self._buffer.pending() or self._folding.pending()):
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
             _otel.install_metrics(_live_clients.live_clients)
@@ -183,24 +165,7 @@ class MeterClient:
     def _on_tick(self) -> None:
         """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
         self.refresh_otel()
-        if self._folder is not None:
-            if not self._meters_checked:
-                # Once, on a delivery thread: which aggregated names really sum.
-                self._meters_checked = True
-                try:
-                    with StripeAPI.from_settings(self._settings) as api:
-                        apply_meter_check(self._folder, api)
-                except Exception as exc:
-                    report_internal_error(exc)
-            self._close_windows(force=False)
-
-    def _close_windows(self, *, force: bool) -> None:
-        """Put the events of the fold windows that ended (all of them, when forced)."""
-        folder = self._folder
-        if folder is None:
-            return
-        for event in folder.close(force=force):
-            self._put(event)
+        self._folding.on_tick()
 
     def _watch_uses(self, sink: Optional[UseSink]) -> None:
         """Hand each use accepted from now on to *sink* (None: stop); for
@@ -721,8 +686,7 @@ class MeterClient:
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
-        if self._folder is not None:
-            self._folder.after_fork()
+        self._folding.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
         self._update_slow()  # the delivery threads start again with the next record
 
@@ -750,7 +714,7 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
-            self._close_windows(force=True)
+            self._folding.close_windows(force=True)
             return self._delivery.flush(timeout)
         except MeterError:
             raise
@@ -779,10 +743,8 @@ class MeterClient:
         if not self.active:
             return True
         try:
-            if self._folder is not None:
-                # Put what the open windows hold (the buffer no longer takes records).
-                for event in self._folder.close(force=True):
-                    self._buffer.put(event)
+            # Put what the open windows hold (the buffer no longer takes records).
+            self._folding.close_windows(force=True)
             done = self._delivery.shutdown(timeout)
         except Exception as exc:
             report_internal_error(exc)
