@@ -24,6 +24,7 @@ from ._exporters._choose import accepted_key, make_exporter
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
+from ._record_constant import compile_record_constant
 from ._rejections import Rejections
 from ._spool import Spool
 from ._spool_buffer import SpoolBuffer
@@ -114,7 +115,14 @@ class MeterClient:
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
         self._put = self._buffer.put
-        self.record_constant = self._compile_record_constant()
+        self.record_constant = compile_record_constant(
+            self._buffer,
+            canary=self._canary,
+            client=self,
+            general=self._record_constant_general,
+            clock=_time,
+            queue_full=self._log_queue_full,
+        )
         self.name = _live_clients.new_client_name()
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
@@ -404,32 +412,8 @@ class MeterClient:
     #: time: ``record_constant(event_name, value, customer, dimensions)``. Part
     #: of the contract the decorators use (:class:`Recorder`); an application
     #: calls :meth:`record`. Compiled per client with the buffer's append
-    #: inlined (see :meth:`_compile_record_constant`).
+    #: inlined (see :mod:`meterstream._record_constant`).
     record_constant: Callable[[str, Any, Optional[str], Optional[dict[str, str]]], Any]
-
-    def _compile_record_constant(self) -> Callable[..., Any]:
-        # On the fast path a constant-value record is a clock read, a counter
-        # and the buffer's append; a call to Buffer.put would cost a tenth of
-        # it, so the append is compiled in from the one text that defines it.
-        return self._buffer.compile_appender(
-            "record_constant",
-            "event_name, value, customer, dimensions",
-            head=(
-                "    if not canary[0] or client._slow or type(customer) is not str"
-                " or dimensions is not None:\n"
-                "        return general(event_name, value, customer, dimensions)\n"
-            ),
-            item="(event_name, customer, value, clock(), next_sequence(), None)",
-            full="queue_full(); return False",
-            env={
-                "canary": self._canary,
-                "client": self,
-                "general": self._record_constant_general,
-                "clock": _time,
-                "next_sequence": _next_sequence,
-                "queue_full": self._log_queue_full,
-            },
-        )
 
     def _record_constant_general(
         self,
