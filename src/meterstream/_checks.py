@@ -70,12 +70,11 @@ def _exact_str(text: str) -> str:
 #: Event names already checked: few per application, asked for on every
 #: record() call. Bounded, so that generated names cannot grow it for ever.
 known_names: set[str] = set()
-_known_names = known_names
 _MAX_KNOWN_NAMES = 1024
 
 
 def check_event_name(name: Any) -> str:
-    if type(name) is str and name in _known_names:
+    if type(name) is str and name in known_names:
         return name
     if type(name) is not str:
         if not isinstance(name, str):
@@ -85,8 +84,8 @@ def check_event_name(name: Any) -> str:
         raise InvalidEventError("event_name", name, f"must be 1..{MAX_NAME} characters")
     if not name.isprintable() or name.isspace():
         raise InvalidEventError("event_name", name, text_problem(name))
-    if len(_known_names) < _MAX_KNOWN_NAMES:
-        _known_names.add(name)  # atomic under the GIL; a lost race costs a re-check
+    if len(known_names) < _MAX_KNOWN_NAMES:
+        known_names.add(name)  # atomic under the GIL; a lost race costs a re-check
     return name  # type: ignore[no-any-return]
 
 
@@ -115,10 +114,8 @@ def text_problem(text: str) -> str:
     return "must be printable text"  # pragma: no cover - callers check first
 
 
-#: Customer ids (exact strs) that passed :func:`check_customer`: the record
-#: path tests membership instead of checking again. Bounded, as _known_names
-#: is, and only short ids (a Stripe id is about 18 characters), so the set
-#: stays under a megabyte; past the bound ids are checked every time.
+#: Short customer ids (exact strs) that passed check_customer, bounded as
+#: known_names: the record path tests membership instead of checking again.
 known_customers: set[str] = set()
 _MAX_KNOWN_CUSTOMERS = 10_000
 _MAX_KNOWN_CUSTOMER_CHARS = 100
