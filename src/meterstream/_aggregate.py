@@ -187,34 +187,13 @@ class Folder:
         if dimensions is not None and type(dimensions) is not tuple:
             dimensions = dimensions_key(dimensions)  # type: ignore[arg-type]
         key = (event_name, customer, dimensions)
-        kind = type(value)
-        if kind is not int:
+        if type(value) is not int:
             if (
-                kind is float
+                type(value) is float
                 and st.held < _MAX_HELD_FLOATS
-                and (_FLOAT_LOW <= value < _FLOAT_HIGH or -_FLOAT_HIGH < value <= -_FLOAT_LOW)
+                and _FLOAT_LOW <= abs(value) < _FLOAT_HIGH
             ):
-                # Kept as is: its exact decimal form is made when the window
-                # closes, off the caller's thread, as the unfolded path makes
-                # it when encoding. Written out here, as the int path below:
-                # a call would cost a fifth of the fold.
-                st.gen += 1
-                try:
-                    now = self._clock()
-                    if not st.start <= now < st.end:
-                        self._roll(st, now)
-                    flt = st.flt
-                    values = flt.get(key)
-                    if values is None:
-                        if len(flt) >= self._max_keys:
-                            st.skipped += 1
-                            return False
-                        values = flt[key] = []
-                    values.append(value)
-                    st.held += 1
-                    return True
-                finally:
-                    st.gen += 1
+                return self._add_float(st, key, value)
             return self._add_decimal(st, key, value)
         st.gen += 1
         try:
@@ -229,6 +208,27 @@ class Folder:
                     return False
                 prev = 0
             acc[key] = prev + value
+            return True
+        finally:
+            st.gen += 1
+
+    def _add_float(self, st: _ThreadSums, key: Key, value: float) -> bool:
+        # Kept as is: its exact decimal form is made when the window closes,
+        # off the caller's thread, as the unfolded path makes it when encoding.
+        st.gen += 1
+        try:
+            now = self._clock()
+            if not st.start <= now < st.end:
+                self._roll(st, now)
+            flt = st.flt
+            values = flt.get(key)
+            if values is None:
+                if len(flt) >= self._max_keys:
+                    st.skipped += 1
+                    return False
+                values = flt[key] = []
+            values.append(value)
+            st.held += 1
             return True
         finally:
             st.gen += 1
