@@ -46,6 +46,7 @@ _T = TypeVar("_T")
 
 _time = time.time
 MAX_FAST_INT = _checks.MAX_FAST_INT
+_MIN_FAST_INT = -MAX_FAST_INT
 _getpid = os.getpid
 _get_customer = CUSTOMER.get
 _check_event_name = _checks.check_event_name
@@ -485,7 +486,7 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
-            if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
+            if type(value) is not int or not _MIN_FAST_INT <= value <= MAX_FAST_INT:
                 value = _check_value(value)
             if type(customer) is not str or customer not in _known_customers:
                 if type(customer) is not str:
