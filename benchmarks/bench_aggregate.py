@@ -21,6 +21,12 @@ uses per second from the first record to flush() returning, and process
 CPU per use (every thread of this process, delivery included).
 
     python benchmarks/bench_aggregate.py [--uses 400000] [--repeat 3] [--e2e-uses 40000]
+    python benchmarks/bench_aggregate.py --record-only [--uses 400000] [--repeat 5]
+
+``--record-only`` prints just ``record()`` on 8 threads (and 1) with and
+without ``aggregate``, runs of the two interleaved so that load from other
+jobs falls on both alike: issue 17's "record cost no higher than without
+aggregation", beside each other in one run.
 
 A script, not a test: the numbers go to docs/performance.md.
 """
@@ -82,6 +88,51 @@ def run(
     cpu_all = time.process_time() - cpu0
     total = per_thread * threads
     return total / wall, cpu / total * 1e6, cpu_all / total * 1e6
+
+
+def record_side_by_side(uses: int, repeat: int, ints: list[Any], floats: list[Any]) -> None:
+    """record() with and without aggregate, interleaved run by run: best of *repeat*."""
+    plain = meterstream.MeterClient(exporter="none", max_queue_size=10_000_000)
+    folding = meterstream.MeterClient(
+        exporter="none", max_queue_size=10_000_000, aggregate={"llm_tokens": "sum"}
+    )
+
+    def recorder(client: meterstream.MeterClient) -> Callable[[str, Any], object]:
+        record = client.record
+
+        def one(customer: str, value: Any) -> None:
+            record("llm_tokens", value, customer=customer)
+
+        return one
+
+    def finisher(client: meterstream.MeterClient) -> Callable[[], object]:
+        return lambda: client.flush(30)
+
+    print(
+        f"record() with and without aggregate: {uses:,} uses per run, best of {repeat}, "
+        f"interleaved; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'values':8} {'threads':>7} {'plain uses/s':>13} {'CPU/use':>9} "
+        f"{'aggregated uses/s':>18} {'CPU/use':>9}"
+    )
+    for kind, values in (("ints", ints), ("floats", floats)):
+        for threads in (8, 1):
+            best: dict[str, tuple[float, float, float]] = {}
+            for _ in range(repeat):
+                for label, client in (("plain", plain), ("aggregated", folding)):
+                    r = run(threads, uses, recorder(client), values, finisher(client))
+                    if label not in best or r[0] > best[label][0]:
+                        best[label] = r
+            p, a = best["plain"], best["aggregated"]
+            print(
+                f"{kind:8} {threads:>7} {p[0]:>13,.0f} {p[1]:>6.2f} us "
+                f"{a[0]:>18,.0f} {a[1]:>6.2f} us"
+            )
+    stats = folding.stats()
+    assert stats["dropped"] == 0 and plain.stats()["dropped"] == 0, stats
+    plain.shutdown(5)
+    folding.shutdown(5)
 
 
 def end_to_end(
@@ -174,11 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uses", type=int, default=400_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--e2e-uses", type=int, default=40_000, help="0 skips the emulator runs")
+    parser.add_argument(
+        "--record-only",
+        action="store_true",
+        help="only record() with and without aggregate, side by side",
+    )
     args = parser.parse_args(argv)
 
     rng = random.Random(1)
     ints = [rng.randint(1, 4000) for _ in range(1000)]
     floats = [rng.uniform(0.01, 5000.0) for _ in range(1000)]
+    if args.record_only:
+        record_side_by_side(args.uses, args.repeat, ints, floats)
+        return 0
 
     client = meterstream.MeterClient(exporter="none", max_queue_size=10_000_000)
     folder = Folder(["llm_tokens"], 5)

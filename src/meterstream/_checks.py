@@ -31,6 +31,8 @@ __all__ = [
     "check_timestamp",
     "check_value",
     "customer_problem",
+    "known_customers",
+    "known_names",
     "format_value",
     "text_problem",
 ]
@@ -67,12 +69,12 @@ def _exact_str(text: str) -> str:
 
 #: Event names already checked: few per application, asked for on every
 #: record() call. Bounded, so that generated names cannot grow it for ever.
-_known_names: set[str] = set()
+known_names: set[str] = set()
 _MAX_KNOWN_NAMES = 1024
 
 
 def check_event_name(name: Any) -> str:
-    if type(name) is str and name in _known_names:
+    if type(name) is str and name in known_names:
         return name
     if type(name) is not str:
         if not isinstance(name, str):
@@ -82,8 +84,8 @@ def check_event_name(name: Any) -> str:
         raise InvalidEventError("event_name", name, f"must be 1..{MAX_NAME} characters")
     if not name.isprintable() or name.isspace():
         raise InvalidEventError("event_name", name, text_problem(name))
-    if len(_known_names) < _MAX_KNOWN_NAMES:
-        _known_names.add(name)  # atomic under the GIL; a lost race costs a re-check
+    if len(known_names) < _MAX_KNOWN_NAMES:
+        known_names.add(name)  # atomic under the GIL; a lost race costs a re-check
     return name  # type: ignore[no-any-return]
 
 
@@ -112,7 +114,16 @@ def text_problem(text: str) -> str:
     return "must be printable text"  # pragma: no cover - callers check first
 
 
+#: Short customer ids (exact strs) that passed check_customer, bounded as
+#: known_names: the record path tests membership instead of checking again.
+known_customers: set[str] = set()
+_MAX_KNOWN_CUSTOMERS = 10_000
+_MAX_KNOWN_CUSTOMER_CHARS = 100
+
+
 def check_customer(customer: Any) -> str:
+    if type(customer) is str and customer in known_customers:
+        return customer
     if type(customer) is not str:
         if type(customer) is InvalidCustomer:
             raise InvalidEventError("customer", customer.value, customer.reason)
@@ -122,6 +133,8 @@ def check_customer(customer: Any) -> str:
     reason = customer_problem(customer)
     if reason:
         raise InvalidEventError("customer", customer, reason)
+    if len(customer) <= _MAX_KNOWN_CUSTOMER_CHARS and len(known_customers) < _MAX_KNOWN_CUSTOMERS:
+        known_customers.add(customer)  # atomic under the GIL; a lost race costs a re-check
     return customer  # type: ignore[no-any-return]
 
 

@@ -10,26 +10,24 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _checks, _events, _live_clients, _otel
-from ._aggregate import Folder
-from ._aggregate_settings import apply_meter_check
 from ._baggage import Baggage
 from ._buffer import Buffer
+from ._client_folding import Folding
+from ._client_stats import client_stats
 from ._config import Settings
 from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
-from ._counters import DROP_REASONS, FAIL_REASONS, Counters
+from ._counters import Counters
 from ._decorators import make_meter
 from ._delivery import Delivery
 from ._exporters import Exporter
 from ._exporters._choose import accepted_key, make_exporter
-from ._exporters.stripe import StripeExporter
-from ._exporters.stripe._api import StripeAPI
 from ._fork import new_canary
 from ._internal import RateLimitedLog, logger, report_internal_error
 from ._metering import metering
+from ._record_constant import compile_record_constant
 from ._rejections import Rejections
 from ._spool import Spool
 from ._spool_buffer import SpoolBuffer
-from ._spool_fold import SpoolFolder
 from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
 from ._webhooks import handle_webhook as _handle_webhook
 from .errors import (
@@ -48,9 +46,14 @@ _T = TypeVar("_T")
 
 _time = time.time
 MAX_FAST_INT = _checks.MAX_FAST_INT
+_MIN_FAST_INT = -MAX_FAST_INT
 _getpid = os.getpid
 _get_customer = CUSTOMER.get
 _check_event_name = _checks.check_event_name
+_check_value = _checks.check_value
+_check_customer = _checks.check_customer
+_known_customers = _checks.known_customers
+_known_names = _checks.known_names
 _next_sequence = _events.next_sequence
 
 
@@ -105,27 +108,22 @@ class MeterClient:
             and settings.get("exporter") is None
             and "METERSTREAM_EXPORTER" not in os.environ
         )
-        #: Uses of sum meters folded per customer and window (``aggregate``), or None.
-        self._folder: Optional[Union[Folder, SpoolFolder]] = None
-        if isinstance(self._buffer, SpoolBuffer):
-            # Uses wait in the spool, folded there once: a crash loses no
-            # window. Made without ``aggregate`` too: uses a previous process
-            # left in the spool are folded and delivered all the same.
-            self._folder = SpoolFolder(
-                self._buffer.spool,
-                sorted(s.aggregate),
-                s.aggregation_window,
-                on_folded=self._buffer.added,
-            )
-        elif s.aggregate and s.enabled:
-            self._folder = Folder(sorted(s.aggregate), s.aggregation_window)
-        folds = self._folder is not None and bool(self._folder.names)
-        self._meters_checked = not folds or not isinstance(self.exporter, StripeExporter)
+        #: Folding of sum meters (``aggregate``; with a spool, always).
+        self._folding = Folding(s, self._buffer, self.exporter, self._buffer.put)
+        #: Its folder, or None: read on the record path, so kept at hand.
+        self._folder = self._folding.folder
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
         self._put = self._buffer.put
-        self.record_constant = self._compile_record_constant()
+        self.record_constant = compile_record_constant(
+            self._buffer,
+            canary=self._canary,
+            client=self,
+            general=self._record_constant_general,
+            clock=_time,
+            queue_full=self._log_queue_full,
+        )
         self.name = _live_clients.new_client_name()
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
@@ -140,9 +138,7 @@ class MeterClient:
         self._slow = True
         self._update_slow()
         if self.active:
-            if self.spool is not None and (
-                self._buffer.pending() or (self._folder is not None and self._folder.pending())
-            ):
+            if self.spool is not None and (self._buffer.pending() or self._folding.pending()):
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
             _otel.install_metrics(_live_clients.live_clients)
@@ -178,24 +174,7 @@ class MeterClient:
     def _on_tick(self) -> None:
         """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
         self.refresh_otel()
-        if self._folder is not None:
-            if not self._meters_checked:
-                # Once, on a delivery thread: which aggregated names really sum.
-                self._meters_checked = True
-                try:
-                    with StripeAPI.from_settings(self._settings) as api:
-                        apply_meter_check(self._folder, api)
-                except Exception as exc:
-                    report_internal_error(exc)
-            self._close_windows(force=False)
-
-    def _close_windows(self, *, force: bool) -> None:
-        """Put the events of the fold windows that ended (all of them, when forced)."""
-        folder = self._folder
-        if folder is None:
-            return
-        for event in folder.close(force=force):
-            self._put(event)
+        self._folding.on_tick()
 
     def _watch_uses(self, sink: Optional[UseSink]) -> None:
         """Hand each use accepted from now on to *sink* (None: stop); for
@@ -365,12 +344,16 @@ class MeterClient:
         """
         if not self.active:
             return
-        try:
-            name = _check_event_name(event_name)
-            dims = None if dimensions is None else _checks.check_dimensions(dimensions)
-        except InvalidEventError as exc:
-            self.reject(exc, event_name)
-            return
+        if dimensions is None and type(event_name) is str and event_name in _known_names:
+            name = event_name  # checked before: the common case, without a call
+            dims = None
+        else:
+            try:
+                name = _check_event_name(event_name)
+                dims = None if dimensions is None else _checks.check_dimensions(dimensions)
+            except InvalidEventError as exc:
+                self.reject(exc, event_name)
+                return
         if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
         self.record_use(name, value, customer, identifier, dims, timestamp)
@@ -430,32 +413,8 @@ class MeterClient:
     #: time: ``record_constant(event_name, value, customer, dimensions)``. Part
     #: of the contract the decorators use (:class:`Recorder`); an application
     #: calls :meth:`record`. Compiled per client with the buffer's append
-    #: inlined (see :meth:`_compile_record_constant`).
+    #: inlined (see :mod:`meterstream._record_constant`).
     record_constant: Callable[[str, Any, Optional[str], Optional[dict[str, str]]], Any]
-
-    def _compile_record_constant(self) -> Callable[..., Any]:
-        # On the fast path a constant-value record is a clock read, a counter
-        # and the buffer's append; a call to Buffer.put would cost a tenth of
-        # it, so the append is compiled in from the one text that defines it.
-        return self._buffer.compile_appender(
-            "record_constant",
-            "event_name, value, customer, dimensions",
-            head=(
-                "    if not canary[0] or client._slow or type(customer) is not str"
-                " or dimensions is not None:\n"
-                "        return general(event_name, value, customer, dimensions)\n"
-            ),
-            item="(event_name, customer, value, clock(), next_sequence(), None)",
-            full="queue_full(); return False",
-            env={
-                "canary": self._canary,
-                "client": self,
-                "general": self._record_constant_general,
-                "clock": _time,
-                "next_sequence": _next_sequence,
-                "queue_full": self._log_queue_full,
-            },
-        )
 
     def _record_constant_general(
         self,
@@ -527,27 +486,27 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
-            if type(value) is not int or not -MAX_FAST_INT <= value <= MAX_FAST_INT:
-                value = _checks.check_value(value)
-            if type(customer) is not str:
-                if customer is None:
+            if type(value) is not int or not _MIN_FAST_INT <= value <= MAX_FAST_INT:
+                value = _check_value(value)
+            if type(customer) is not str or customer not in _known_customers:
+                if type(customer) is not str:
+                    if customer is None:
+                        customer = self._baggage.customer()
+                        if customer is None:
+                            self._missing_customer(event_name)
+                            return
+                    else:  # an InvalidCustomer, a str subclass, or not a string at all
+                        customer = _check_customer(customer)
+                elif not customer:
                     customer = self._baggage.customer()
                     if customer is None:
                         self._missing_customer(event_name)
                         return
-                else:  # an InvalidCustomer, a str subclass, or not a string at all
-                    customer = _checks.check_customer(customer)
-            elif not customer:
-                customer = self._baggage.customer()
-                if customer is None:
-                    self._missing_customer(event_name)
-                    return
-            _checks.check_customer(customer)
-            if identifier is None:
-                ident: Any = _next_sequence()
-            else:
-                ident = _checks.check_identifier(identifier)
-            ts = _time() if timestamp is None else _checks.check_timestamp(timestamp)
+                _check_customer(customer)
+            # The identifier and timestamp given are checked here; the ones
+            # generated are made only for a use that is not folded.
+            ident: Any = None if identifier is None else _checks.check_identifier(identifier)
+            ts: Any = None if timestamp is None else _checks.check_timestamp(timestamp)
             if dimensions is not None:
                 keys = self._settings.payload_keys_for(event_name)
                 if keys[0] in dimensions or keys[1] in dimensions:
@@ -570,17 +529,19 @@ class MeterClient:
         folder = self._folder
         if (
             folder is not None
-            and identifier is None
-            and timestamp is None
+            and ident is None
+            and ts is None
             and folder.add(event_name, customer, value, dimensions)
         ):
-            if self._use_sink is not None:
-                self._use_sink(event_name, customer, value, ts, dimensions, identifier)
-            if self._span_events:
-                self._span_event(event_name, value, ident, customer)
+            if self._use_sink is not None or self._span_events:
+                self._watch_folded(event_name, customer, value, dimensions)
             if not self._delivery.started:
                 self._delivery.ensure_started()
             return
+        if ident is None:
+            ident = _next_sequence()
+        if ts is None:
+            ts = _time()
         if not self._put((event_name, customer, value, ts, ident, dimensions)):
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
@@ -596,6 +557,16 @@ class MeterClient:
             return
         if not self._delivery.started:
             self._delivery.ensure_started()
+
+    def _watch_folded(
+        self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]
+    ) -> None:
+        """A folded use, for a test watching uses and for OpenTelemetry's span
+        events: the time and identifier a use recorded on its own would have had."""
+        if self._use_sink is not None:
+            self._use_sink(event_name, customer, value, _time(), dimensions, None)
+        if self._span_events:
+            self._span_event(event_name, value, _next_sequence(), customer)
 
     def _say_no_key(self) -> None:
         """The first record without an API key: say that nothing goes to Stripe."""
@@ -700,8 +671,7 @@ class MeterClient:
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
-        if self._folder is not None:
-            self._folder.after_fork()
+        self._folding.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
         self._update_slow()  # the delivery threads start again with the next record
 
@@ -729,7 +699,7 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
-            self._close_windows(force=True)
+            self._folding.close_windows(force=True)
             return self._delivery.flush(timeout)
         except MeterError:
             raise
@@ -758,10 +728,8 @@ class MeterClient:
         if not self.active:
             return True
         try:
-            if self._folder is not None:
-                # Put what the open windows hold (the buffer no longer takes records).
-                for event in self._folder.close(force=True):
-                    self._buffer.put(event)
+            # Put what the open windows hold (the buffer no longer takes records).
+            self._folding.close_windows(force=True)
             done = self._delivery.shutdown(timeout)
         except Exception as exc:
             report_internal_error(exc)
@@ -791,59 +759,16 @@ class MeterClient:
             ``rejected_by_stripe_<code>``): events Stripe accepted, then
             reported invalid (see ``handle_webhook``).
         """
-        counts = self._counters.snapshot()
-        delivery = self._delivery.counters()
-        failed = counts["failed_rejected"] + counts["failed_retries_exhausted"]
-        queued = len(self._buffer) + delivery["inflight"]
-        # "recorded" is derived rather than counted on the hot path: every
-        # accepted event is queued or has exactly one final outcome.
-        settled = counts["sent"] + failed + counts["abandoned_shutdown"] + counts["evicted_oldest"]
-        recorded = settled + queued
-        if self.spool is not None:
-            # The spool is shared: what waits there may be other processes'.
-            # This process counts what it put in, one insert at a time anyway.
-            queued = self._buffer.pending()
-            recorded = counts["spooled"]
-        dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
-        dropped["queue_full"] += counts["evicted_oldest"]
-        dropped["shutdown"] += counts["abandoned_shutdown"]
-        out: dict[str, int] = {
-            "recorded": recorded,
-            "queued": queued,
-            "sent": 0,
-            "log": 0,
-            "memory": 0,
-            "none": 0,
-            "retried": counts["retried"],
-            "failed": failed,
-            "dropped": sum(dropped.values()),
-        }
-        out[self._accepted_key] = counts["sent"]
-        for reason in FAIL_REASONS:
-            out["failed_" + reason] = counts["failed_" + reason]
-        for reason in DROP_REASONS:
-            out["dropped_" + reason] = dropped[reason]
-        out["sessions_opened"] = delivery["sessions_opened"]
-        out["requests"] = delivery["requests"]
-        out["otel_errors"] = _otel.errors
-        out.update(self._rejections.counts())
-        if self.spool is not None:
-            out.update(self._spool_counts(counts))
-        if self._folder is not None and self._settings.aggregate:
-            out.update(self._folder.stats())
-        return out
-
-    def _spool_counts(self, counts: dict[str, int]) -> dict[str, int]:
-        assert self.spool is not None
-        out = {"spool_pending": 0, "spool_dead": 0, "spool_bytes": 0}
-        out["returned_to_spool"] = counts["returned_to_spool"]
-        try:
-            status = self.spool.status()
-        except Exception as exc:  # a stats() call must not fail on a bad disk
-            report_internal_error(exc)
-            return out
-        out.update(spool_pending=status.pending, spool_dead=status.dead, spool_bytes=status.bytes)
-        return out
+        return client_stats(
+            counters=self._counters,
+            delivery=self._delivery,
+            buffer=self._buffer,
+            spool=self.spool,
+            folder=self._folder,
+            aggregating=bool(self._settings.aggregate),
+            rejections=self._rejections,
+            accepted_key=self._accepted_key,
+        )
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------
 

@@ -1,0 +1,96 @@
+"""A client's aggregation wiring: which folder it folds into, the meter
+check on the first delivery tick, and the windows put into the buffer when
+they end.
+
+The folder itself (:class:`Folder` in memory, :class:`SpoolFolder` with a
+spool) does the arithmetic; this decides which one, when its names are
+checked against Stripe's meters, and where its events go.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+from ._aggregate import Folder
+from ._aggregate_settings import apply_meter_check
+from ._buffer import Buffer
+from ._config import Settings
+from ._exporters import Exporter
+from ._exporters.stripe import StripeExporter
+from ._exporters.stripe._api import StripeAPI
+from ._internal import report_internal_error
+from ._spool_buffer import SpoolBuffer
+from ._spool_fold import SpoolFolder
+
+__all__ = ["Folding"]
+
+
+class Folding:
+    """Folds a client's uses of sum meters, or nothing (``folder`` is None).
+
+    Args:
+        settings: the client's settings (``aggregate``, ``aggregation_window``,
+            and the Stripe API's for the meter check).
+        buffer: where the client's events go; a spool's buffer gets a
+            :class:`SpoolFolder`, made without ``aggregate`` too: uses a
+            previous process left in the spool are folded and delivered
+            all the same.
+        exporter: the client's exporter: only Stripe's has meters to check.
+        put: takes each event a closed window makes (the buffer's put).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        buffer: Buffer,
+        exporter: Exporter,
+        put: Callable[[Any], Any],
+    ) -> None:
+        self._settings = settings
+        self._put = put
+        #: Uses of sum meters folded per customer and window, or None.
+        self.folder: Optional[Union[Folder, SpoolFolder]] = None
+        if isinstance(buffer, SpoolBuffer):
+            # Uses wait in the spool, folded there once: a crash loses no window.
+            self.folder = SpoolFolder(
+                buffer.spool,
+                sorted(settings.aggregate),
+                settings.aggregation_window,
+                on_folded=buffer.added,
+            )
+        elif settings.aggregate and settings.enabled:
+            self.folder = Folder(sorted(settings.aggregate), settings.aggregation_window)
+        folds = self.folder is not None and bool(self.folder.names)
+        self._meters_checked = not folds or not isinstance(exporter, StripeExporter)
+
+    def on_tick(self) -> None:
+        """A delivery wake: check the meters (the first time), then put the
+        events of the windows that ended."""
+        if self.folder is None:
+            return
+        if not self._meters_checked:
+            # Once, on a delivery thread: which aggregated names really sum.
+            self._meters_checked = True
+            try:
+                with StripeAPI.from_settings(self._settings) as api:
+                    apply_meter_check(self.folder, api)
+            except Exception as exc:
+                report_internal_error(exc)
+        self.close_windows(force=False)
+
+    def close_windows(self, *, force: bool) -> None:
+        """Put the events of the windows that ended (all of them, when forced)."""
+        folder = self.folder
+        if folder is None:
+            return
+        for event in folder.close(force=force):
+            self._put(event)
+
+    def pending(self) -> bool:
+        """True while a folded use is not yet in an event put."""
+        return self.folder is not None and self.folder.pending()
+
+    def after_fork_in_child(self) -> None:
+        """The parent's open windows stay the parent's (see Folder.after_fork)."""
+        if self.folder is not None:
+            self.folder.after_fork()
