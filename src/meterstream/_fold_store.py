@@ -35,6 +35,7 @@ from ._fold import (
     _exact_decimal,
     new_fold_id,
 )
+from ._spool_rows import encode_value
 
 __all__ = ["FOLD_CHUNK", "fold_dimensions", "fold_in_transaction", "stored_value"]
 
@@ -42,9 +43,6 @@ __all__ = ["FOLD_CHUNK", "fold_dimensions", "fold_in_transaction", "stored_value
 #: here): more wait for the next transaction, and make events of their own.
 FOLD_CHUNK = 50_000
 
-#: SQLite's integers: an int outside goes in as its decimal text.
-_INT_LOW = -(1 << 63)
-_INT_HIGH = 1 << 63
 _PENDING = (
     "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -70,7 +68,8 @@ def stored_value(value: Any) -> Optional[Union[int, str]]:
     it cannot be folded exactly (the caller records it unfolded)."""
     kind = type(value)
     if kind is int:
-        return value if _INT_LOW <= value < _INT_HIGH else str(value)
+        stored: Union[int, str] = encode_value(value)
+        return stored
     if kind is float:
         # As the unfolded path writes it on the wire: 15 significant digits.
         if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
@@ -105,19 +104,11 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
     return sums
 
 
-def _pending_value(value: Number) -> Union[int, str]:
-    # The pending table reads text back as a Decimal: exact for a big int too.
-    if type(value) is int and not _INT_LOW <= value < _INT_HIGH:
-        return str(value)
-    encoded: Union[int, str] = str(value) if isinstance(value, Decimal) else value
-    return encoded
-
-
 def _insert_folded(db: sqlite3.Connection, events: Iterable[RawEvent]) -> None:
     db.executemany(
         _PENDING,
         [
-            (name, customer, _pending_value(value), ts, ident, fold_dimensions(dims))
+            (name, customer, encode_value(value), ts, ident, fold_dimensions(dims))
             for name, customer, value, ts, ident, dims in events
         ],
     )

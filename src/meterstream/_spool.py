@@ -11,14 +11,12 @@ process that died are claimed again by another once their lease ran out
 so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
 
-Values keep their type: SQLite stores ints and floats natively (the ``value``
-column has no type affinity) and Decimals as text.
+How a row keeps a value (big ints and Decimals as text): :mod:`._spool_rows`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 import socket
@@ -27,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
 from ._events import RawEvent, identifier_prefix
@@ -35,6 +32,7 @@ from ._fold_store import FOLD_CHUNK, fold_in_transaction
 from ._internal import logger
 from ._spool_admin import SpoolAdmin
 from ._spool_checkpoint import Checkpointer
+from ._spool_rows import decode_dimensions, decode_value, encode_dimensions, encode_value
 from .errors import ConfigurationError
 
 __all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
@@ -164,30 +162,9 @@ class DeadLetter:
     message: Optional[str] = None
 
 
-def _encode_value(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
-
-
-def _decode_value(value: Any) -> Any:
-    return Decimal(value) if isinstance(value, str) else value
-
-
-def _encode_dimensions(dimensions: Any) -> Optional[str]:
-    if not dimensions:
-        return None
-    return json.dumps(dimensions, separators=(",", ":"), ensure_ascii=False)
-
-
-def _decode_dimensions(text: Optional[str]) -> Optional[dict[str, str]]:
-    if not text:
-        return None
-    decoded: dict[str, str] = json.loads(text)
-    return decoded
-
-
 def _row_event(row: Sequence[Any]) -> RawEvent:
     _, name, customer, value, ts, identifier, dimensions = row[:7]
-    return (name, customer, _decode_value(value), ts, identifier, _decode_dimensions(dimensions))
+    return (name, customer, decode_value(value), ts, identifier, decode_dimensions(dimensions))
 
 
 def _new_owner() -> int:
@@ -391,10 +368,10 @@ class Spool(SpoolAdmin):
         row = (
             name,
             customer,
-            _encode_value(value),
+            encode_value(value),
             ts,
             identifier,
-            _encode_dimensions(dimensions) if dimensions else None,
+            encode_dimensions(dimensions) if dimensions else None,
         )
         self._insert(_INSERT, row)
 
@@ -652,7 +629,7 @@ class Spool(SpoolAdmin):
             args += (event_name,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY ts", args).fetchall()
-        return [(n, c, _decode_value(v), ts, at) for n, c, v, ts, at in rows]
+        return [(n, c, decode_value(v), ts, at) for n, c, v, ts, at in rows]
 
     def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
