@@ -35,16 +35,24 @@ from ._fold import (
     _exact_decimal,
     new_fold_id,
 )
-from ._spool_rows import encode_value
+from ._spool_rows import INSERT_PENDING, encode_value
 
-__all__ = ["FOLD_CHUNK", "fold_dimensions", "fold_in_transaction", "stored_value"]
+__all__ = [
+    "FOLD_CHUNK",
+    "INSERT_USE",
+    "count_uses",
+    "fold_dimensions",
+    "fold_in_transaction",
+    "oldest_use_end",
+    "stored_value",
+]
 
 #: Uses one fold transaction takes at most (about 0.1 s of the write lock
 #: here): more wait for the next transaction, and make events of their own.
 FOLD_CHUNK = 50_000
 
-_PENDING = (
-    "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
+INSERT_USE = (
+    "INSERT INTO uses (event_name, customer, value, window_start, window_end, dimensions) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
@@ -106,7 +114,7 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
 
 def _insert_folded(db: sqlite3.Connection, events: Iterable[RawEvent]) -> None:
     db.executemany(
-        _PENDING,
+        INSERT_PENDING,
         [
             (name, customer, encode_value(value), ts, ident, fold_dimensions(dims))
             for name, customer, value, ts, ident, dims in events
@@ -145,3 +153,15 @@ def fold_in_transaction(
     _insert_folded(db, events)
     _delete_uses(db, where, args)
     return len(events), more
+
+
+def count_uses(db: sqlite3.Connection) -> int:
+    """Uses waiting to be folded (every process's)."""
+    count: int = db.execute("SELECT count(*) FROM uses").fetchone()[0]
+    return count
+
+
+def oldest_use_end(db: sqlite3.Connection) -> Optional[float]:
+    """When the window of the oldest waiting use ends (None: no use waits)."""
+    row = db.execute("SELECT window_end FROM uses ORDER BY seq LIMIT 1").fetchone()
+    return None if row is None else float(row[0])

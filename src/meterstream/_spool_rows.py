@@ -1,4 +1,4 @@
-"""How the spool keeps an event in a row, and reads it back exactly.
+"""How the spool keeps an event in a ``pending`` row, and reads it back exactly.
 
 Values keep their type: SQLite stores ints in its 64-bit range and floats
 natively (the ``value`` columns have no type affinity); a Decimal, and an int
@@ -10,14 +10,38 @@ kept as compact JSON text.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Optional
 
-__all__ = ["decode_dimensions", "decode_value", "encode_dimensions", "encode_value"]
+from ._events import RawEvent
+
+__all__ = [
+    "INSERT_PENDING",
+    "ROW_COLUMNS",
+    "ROW_FROM",
+    "decode_dimensions",
+    "decode_value",
+    "encode_dimensions",
+    "encode_value",
+    "row_event",
+]
 
 #: SQLite's integers: an int outside goes in as its decimal text.
 INT_LOW = -(1 << 63)
 INT_HIGH = 1 << 63
+
+INSERT_PENDING = (
+    "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: A pending row, read with its delivery attempts so far (claims hold them):
+#: ``SELECT {ROW_COLUMNS}{ROW_FROM} WHERE ...``, for :func:`row_event`.
+ROW_COLUMNS = (
+    "p.seq, p.event_name, p.customer, p.value, p.ts, p.identifier, p.dimensions, "
+    "coalesce(c.attempts, 0)"
+)
+ROW_FROM = " FROM pending p LEFT JOIN claims c ON c.seq = p.seq"
 
 
 def encode_value(value: Any) -> Any:
@@ -45,3 +69,9 @@ def decode_dimensions(text: Optional[str]) -> Optional[dict[str, str]]:
         return None
     decoded: dict[str, str] = json.loads(text)
     return decoded
+
+
+def row_event(row: Sequence[Any]) -> RawEvent:
+    """The recorded tuple of a row read with :data:`ROW_COLUMNS`."""
+    _, name, customer, value, ts, identifier, dimensions = row[:7]
+    return (name, customer, decode_value(value), ts, identifier, decode_dimensions(dimensions))
