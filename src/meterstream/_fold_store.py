@@ -35,18 +35,24 @@ from ._fold import (
     _exact_decimal,
     new_fold_id,
 )
+from ._spool_rows import INSERT_PENDING, encode_value
 
-__all__ = ["FOLD_CHUNK", "fold_dimensions", "fold_in_transaction", "stored_value"]
+__all__ = [
+    "FOLD_CHUNK",
+    "INSERT_USE",
+    "count_uses",
+    "fold_dimensions",
+    "fold_in_transaction",
+    "oldest_use_end",
+    "stored_value",
+]
 
 #: Uses one fold transaction takes at most (about 0.1 s of the write lock
 #: here): more wait for the next transaction, and make events of their own.
 FOLD_CHUNK = 50_000
 
-#: SQLite's integers: an int outside goes in as its decimal text.
-_INT_LOW = -(1 << 63)
-_INT_HIGH = 1 << 63
-_PENDING = (
-    "INSERT INTO pending (event_name, customer, value, ts, identifier, dimensions) "
+INSERT_USE = (
+    "INSERT INTO uses (event_name, customer, value, window_start, window_end, dimensions) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
@@ -70,7 +76,8 @@ def stored_value(value: Any) -> Optional[Union[int, str]]:
     it cannot be folded exactly (the caller records it unfolded)."""
     kind = type(value)
     if kind is int:
-        return value if _INT_LOW <= value < _INT_HIGH else str(value)
+        stored: Union[int, str] = encode_value(value)
+        return stored
     if kind is float:
         # As the unfolded path writes it on the wire: 15 significant digits.
         if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
@@ -105,19 +112,11 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
     return sums
 
 
-def _pending_value(value: Number) -> Union[int, str]:
-    # The pending table reads text back as a Decimal: exact for a big int too.
-    if type(value) is int and not _INT_LOW <= value < _INT_HIGH:
-        return str(value)
-    encoded: Union[int, str] = str(value) if isinstance(value, Decimal) else value
-    return encoded
-
-
 def _insert_folded(db: sqlite3.Connection, events: Iterable[RawEvent]) -> None:
     db.executemany(
-        _PENDING,
+        INSERT_PENDING,
         [
-            (name, customer, _pending_value(value), ts, ident, fold_dimensions(dims))
+            (name, customer, encode_value(value), ts, ident, fold_dimensions(dims))
             for name, customer, value, ts, ident, dims in events
         ],
     )
@@ -154,3 +153,15 @@ def fold_in_transaction(
     _insert_folded(db, events)
     _delete_uses(db, where, args)
     return len(events), more
+
+
+def count_uses(db: sqlite3.Connection) -> int:
+    """Uses waiting to be folded (every process's)."""
+    count: int = db.execute("SELECT count(*) FROM uses").fetchone()[0]
+    return count
+
+
+def oldest_use_end(db: sqlite3.Connection) -> Optional[float]:
+    """When the window of the oldest waiting use ends (None: no use waits)."""
+    row = db.execute("SELECT window_end FROM uses ORDER BY seq LIMIT 1").fetchone()
+    return None if row is None else float(row[0])

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from meterstream._spool import IN_LIMIT, Spool
+from meterstream._spool import Spool
+from meterstream._spool_queue import IN_LIMIT
 
 COUNT = 2 * IN_LIMIT + 7  # three pieces
 

@@ -114,8 +114,7 @@ def _append_in_thread(
 
 
 def _queued(spool: Spool) -> int:
-    group = spool._open_group
-    return 0 if group is None else len(group.rows)
+    return spool._group.queued
 
 
 def test_a_failed_group_fails_exactly_its_callers_and_no_others(spool_path: str) -> None:
