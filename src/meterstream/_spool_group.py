@@ -3,10 +3,13 @@
 Alone, a row is its own transaction. When other threads insert at the same
 time, they queue their rows, and the first to hold the connection commits
 every queued row (its own too) in one transaction, in the order they came;
-each caller returns once the transaction holding its row committed, and when
-it failed, every caller in it raises its error (nothing is said to be stored
-that is not). Any insert statement may go through: a group runs each
-statement's rows with one ``executemany``.
+each caller returns once the transaction holding its row committed. When
+that transaction fails, each row is tried again on its own, so each caller
+gets its own row's outcome: a row that fails by itself (a value SQLite
+refuses) costs only its caller, a failure of the file (a full disk) every
+caller it hits, and nothing is said to be stored that is not. Any insert
+statement may go through: a group runs each statement's rows with one
+``executemany``.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ LEADER_PATIENCE = 1.0
 
 
 class _Group:
-    """Rows queued to be inserted in one transaction, and how it ended."""
+    """Rows queued to be inserted in one transaction, and how each one ended."""
 
-    __slots__ = ("committed", "done", "error", "rows")
+    __slots__ = ("committed", "done", "errors", "rows")
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, tuple[Any, ...]]] = []
         self.done = False
         self.committed = threading.Event()
-        self.error: Optional[BaseException] = None
+        #: Per row (by its index in rows), the error that kept it out, if any.
+        self.errors: dict[int, BaseException] = {}
 
 
 class GroupCommit:
@@ -92,6 +96,7 @@ class GroupCommit:
                 # others wait for the connection: take them along
                 with self._group_lock:
                     self._open = None
+                    index = len(group.rows)
                     group.rows.append((statement, row))
                 check = self._commit(group)
             finally:
@@ -102,6 +107,7 @@ class GroupCommit:
                 leader = group is None
                 if group is None:
                     group = self._open = _Group()
+                index = len(group.rows)
                 group.rows.append((statement, row))
             check = False
             if leader:
@@ -117,9 +123,10 @@ class GroupCommit:
                             check = self._take_and_commit(group)
                         finally:
                             lock.release()
-        if group.error is not None:
+        error = group.errors.get(index)
+        if error is not None:
             # Each caller raises its own copy: threads must not share a traceback.
-            raise copy.copy(group.error) from None
+            raise copy.copy(error) from None
         return check
 
     def _take_and_commit(self, group: _Group) -> bool:
@@ -132,37 +139,72 @@ class GroupCommit:
         return self._commit(group)
 
     def _commit(self, group: _Group) -> bool:
-        """Insert *group*'s rows in one transaction (the lock held); its error
-        goes to every caller in it. True when the spool's size is due a look."""
+        """Insert *group*'s rows in one transaction (the lock held), each
+        caller's outcome in ``group.errors``. True when the spool's size is
+        due a look."""
         db = self._db
         rows = group.rows
+        stored = 0
+        known = 0  # rows whose outcome is known, from the first
         try:
             if len(rows) == 1:
-                db.execute(*rows[0])
-            else:
-                db.execute("BEGIN IMMEDIATE")
-                start = 0
-                while start < len(rows):
-                    statement = rows[start][0]
-                    end = start + 1
-                    while end < len(rows) and rows[end][0] == statement:
-                        end += 1
-                    db.executemany(statement, [row for _, row in rows[start:end]])
-                    start = end
-                db.execute("COMMIT")
-        except BaseException as exc:
-            group.error = exc
-            if db.in_transaction:
                 try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            return False
+                    db.execute(*rows[0])
+                    stored = 1
+                except Exception as exc:
+                    group.errors[0] = exc
+                known = 1
+            else:
+                try:
+                    self._in_one_transaction(rows)
+                    stored = known = len(rows)
+                except Exception:
+                    self._roll_back()
+                    # Each row again on its own: one row's failure is its own.
+                    for index, (statement, row) in enumerate(rows):
+                        try:
+                            db.execute(statement, row)
+                            stored += 1
+                        except Exception as exc:
+                            group.errors[index] = exc
+                        known = index + 1
+        except BaseException as exc:  # interrupted (KeyboardInterrupt, SystemExit)
+            # Rows not known to be stored are failed; the interrupted thread
+            # re-raises its interruption, the others drop theirs as errors.
+            self._roll_back()
+            failed = sqlite3.OperationalError(f"interrupted ({type(exc).__name__})")
+            for index in range(known, len(rows)):
+                group.errors.setdefault(index, failed)
+            raise
         finally:
             group.done = True
             group.committed.set()
-        before = self._inserts
-        self._inserts += len(rows)
-        counted = self._counted_statement
-        self.counted += sum(1 for statement, _ in rows if statement is counted)
+            before = self._inserts
+            self._inserts += stored
+            counted = self._counted_statement
+            self.counted += sum(
+                1
+                for index, (statement, _) in enumerate(rows)
+                if statement is counted and index not in group.errors
+            )
         return before // SIZE_CHECK_EVERY != self._inserts // SIZE_CHECK_EVERY
+
+    def _in_one_transaction(self, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        start = 0
+        while start < len(rows):
+            statement = rows[start][0]
+            end = start + 1
+            while end < len(rows) and rows[end][0] == statement:
+                end += 1
+            db.executemany(statement, [row for _, row in rows[start:end]])
+            start = end
+        db.execute("COMMIT")
+
+    def _roll_back(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
