@@ -73,7 +73,9 @@ class SpoolBuffer(Buffer):
         except SpoolFull:
             self._drop("spool_full", "the spool is full (spool_max_bytes): events are dropped")
             return False
-        except sqlite3.Error as exc:
+        except Exception as exc:  # never into the metered call (unless raise_errors)
+            if not isinstance(exc, sqlite3.Error):
+                report_internal_error(exc)  # not the disk's doing: ours
             self._drop("spool_error", "the spool refused an event (%s): events are dropped", exc)
             if self._raise:
                 raise DeliveryError(f"spool_path: {exc}", reason="spool") from None

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Union
 from ._events import RawEvent
 from ._fold import DimsKey, window_start
 from ._fold_store import fold_dimensions, stored_value
+from ._internal import report_internal_error
 from ._spool import Spool, SpoolFull
 
 __all__ = ["SpoolFolder"]
@@ -89,7 +90,9 @@ class SpoolFolder:
                 start + self._window,
                 fold_dimensions(dims) if dims else None,
             )
-        except (SpoolFull, sqlite3.Error):
+        except Exception as exc:  # recorded unfolded: the spool's own path counts a drop
+            if not isinstance(exc, (SpoolFull, sqlite3.Error)):
+                report_internal_error(exc)
             return False
         return True
 
