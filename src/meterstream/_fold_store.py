@@ -6,13 +6,16 @@ inside ``BEGIN IMMEDIATE``: read the uses of ended windows, sum them exactly
 events into ``pending``, delete the uses. Before the commit nothing changed;
 after it the events wait with their identifiers fixed.
 
-Identifiers: the spool keeps a random fold id (made once, in its ``meta``
-table) and a count of folds, taken one per fold transaction. A folded
-event's identifier is a function of the fold id, that fold's number, the
-key, the window and the split part: a use that arrives after its window was
+Identifiers: each fold transaction draws a fresh random fold id (80 bits),
+and takes a number from the spool's count of folds. A folded event's
+identifier is a function of the fold id, that number, the key, the window
+and the split part, and is stored with the event when the transaction
+commits: retries send it as stored. A use that arrives after its window was
 folded (another process's late write, a clock a little behind) is billed by
 a later fold under a different identifier, never dropped by Stripe's
-identifier dedupe as a repeat of the first.
+identifier dedupe as a repeat of the first, and so are the folds of a copy
+of the spool file (a restored backup, a cloned volume), which would repeat
+any id kept in the file.
 """
 
 from __future__ import annotations
@@ -88,13 +91,11 @@ def stored_value(value: Any) -> Optional[Union[int, str]]:
 
 
 def _next_fold(db: sqlite3.Connection) -> tuple[str, int]:
-    """The spool's fold id and this fold's number (inside the write transaction)."""
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fold_id', ?)", (new_fold_id(),))
+    """A fresh fold id and this fold's number (inside the write transaction)."""
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('folds', 0)")
     db.execute("UPDATE meta SET value = value + 1 WHERE key = 'folds'")
-    fold_id = db.execute("SELECT value FROM meta WHERE key = 'fold_id'").fetchone()[0]
     number = db.execute("SELECT value FROM meta WHERE key = 'folds'").fetchone()[0]
-    return str(fold_id), int(number)
+    return new_fold_id(), int(number)
 
 
 def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[Any, Number]:
