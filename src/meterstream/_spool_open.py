@@ -21,7 +21,9 @@ from .errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "SYNC_MODES", "Transaction", "open_database"]
 
-SCHEMA_VERSION = 1
+#: 2: the ``uses`` and ``meta`` tables of uses folded in the spool. A build
+#: that reads only 1 refuses such a file rather than leave its uses unfolded.
+SCHEMA_VERSION = 2
 SYNC_MODES = ("normal", "full")
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000
