@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _checks, _events, _live_clients, _otel
+from ._aggregate import Folder
 from ._baggage import Baggage
 from ._buffer import Buffer
 from ._client_folding import Folding
@@ -136,6 +137,8 @@ class MeterClient:
         self._use_sink: Optional[UseSink] = None
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
+        #: The in-memory folder record() may fold into directly, or None.
+        self._fold_now: Optional[Folder] = None
         self._update_slow()
         if self.active:
             if self.spool is not None and (self._buffer.pending() or self._folding.pending()):
@@ -205,12 +208,27 @@ class MeterClient:
             or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
+        # record() folds a plain use (an int, a known customer, no dimensions,
+        # identifier or timestamp) straight into an in-memory folder when
+        # nothing else about the client needs the general path.
+        quiet = not (
+            self._disabled
+            or self._sync
+            or self._closed
+            or self._span_events
+            or self._warn_no_key
+            or self._use_sink is not None
+            or not self._delivery.started
+        )
+        folder = self._folder
+        self._fold_now = folder if quiet and isinstance(folder, Folder) else None
         # A delivery thread (on_tick) may compute the above just before
         # shutdown() sets _closed and _slow, and write False just after:
         # records would then take the fast path into a buffer nobody drains.
         # Read _closed again after the write.
         if self._closed:
             self._slow = True
+            self._fold_now = None
 
     @property
     def settings(self) -> Settings:
@@ -344,6 +362,20 @@ class MeterClient:
         """
         if not self.active:
             return
+        folder = self._fold_now
+        if (
+            folder is not None
+            and self._canary[0]
+            and identifier is None
+            and timestamp is None
+            and dimensions is None
+            and type(value) is int
+            and _MIN_FAST_INT <= value <= MAX_FAST_INT
+            and type(customer) is str
+            and customer in _known_customers
+            and folder.add(event_name, customer, value)
+        ):
+            return  # a plain use of a sum meter, checked as record_use would, folded
         if dimensions is None and type(event_name) is str and event_name in _known_names:
             name = event_name  # checked before: the common case, without a call
             dims = None
@@ -725,6 +757,7 @@ class MeterClient:
             if self._closed:
                 return True
             self._closed = self._slow = True
+            self._fold_now = None
         if not self.active:
             return True
         try:
