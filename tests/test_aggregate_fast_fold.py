@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
@@ -35,7 +36,19 @@ def test_plain_uses_fold_straight_in_and_sum_exactly(client: meterstream.MeterCl
     assert sum(int(e["payload"]["value"]) for e in events) == 1 + sum(range(1000))
 
 
-@pytest.mark.parametrize("value", [True, 10**20, -(10**16), "7", float("nan")])
+def test_plain_floats_fold_straight_in_and_sum_exactly(client: meterstream.MeterClient) -> None:
+    for _ in range(1000):
+        client.record("tokens", 0.1, customer="cus_fast")
+    assert client.flush(10)
+    assert _folded(client) == 1001
+    events = client.exporter.events  # type: ignore[attr-defined]
+    # As Stripe would sum the unfolded events: each 0.1 written "0.1".
+    assert sum(Decimal(e["payload"]["value"]) for e in events) == Decimal("101")
+
+
+@pytest.mark.parametrize(
+    "value", [True, 10**20, -(10**16), "7", float("nan"), float("inf"), 1e30, -0.5]
+)
 def test_a_value_the_direct_fold_does_not_take_goes_the_general_way(
     client: meterstream.MeterClient, value: object
 ) -> None:
@@ -45,7 +58,7 @@ def test_a_value_the_direct_fold_does_not_take_goes_the_general_way(
     folded = _folded(client) - before["aggregated_uses"]
     refused = after["dropped_invalid"] - before["dropped_invalid"]
     assert folded + refused == 1
-    if value is True or value != value:  # a bool or NaN is never a usage value
+    if value is True or value != value or value == float("inf"):  # never a usage value
         assert refused == 1
 
 

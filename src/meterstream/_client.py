@@ -48,6 +48,9 @@ _T = TypeVar("_T")
 _time = time.time
 MAX_FAST_INT = _checks.MAX_FAST_INT
 _MIN_FAST_INT = -MAX_FAST_INT
+#: Floats record_use takes as they are (finite, written in 40 characters).
+_FLOAT_FITS_LOW = _checks.FLOAT_FITS_LOW
+_FLOAT_FITS_HIGH = _checks.FLOAT_FITS_HIGH
 _getpid = os.getpid
 _get_customer = CUSTOMER.get
 _check_event_name = _checks.check_event_name
@@ -208,9 +211,10 @@ class MeterClient:
             or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
-        # record() folds a plain use (an int, a known customer, no dimensions,
-        # identifier or timestamp) straight into an in-memory folder when
-        # nothing else about the client needs the general path.
+        # record() folds a plain use (an int or a float that fits, a known
+        # customer, no dimensions, identifier or timestamp) straight into an
+        # in-memory folder when nothing else about the client needs the
+        # general path.
         quiet = not (
             self._disabled
             or self._sync
@@ -369,8 +373,10 @@ class MeterClient:
             and identifier is None
             and timestamp is None
             and dimensions is None
-            and type(value) is int
-            and _MIN_FAST_INT <= value <= MAX_FAST_INT
+            and (
+                (type(value) is int and _MIN_FAST_INT <= value <= MAX_FAST_INT)
+                or (type(value) is float and _FLOAT_FITS_LOW <= value < _FLOAT_FITS_HIGH)
+            )
             and type(customer) is str
             and customer in _known_customers
             and folder.add(event_name, customer, value)
