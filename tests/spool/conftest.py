@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -92,3 +94,44 @@ def assert_each_once(emulator: Emulator, expected: set[str]) -> list[str]:
     missing = expected - set(arrived)
     assert not missing, f"{len(missing)} of {len(expected)} lost, e.g. {sorted(missing)[:5]}"
     return arrived
+
+
+def kill_when(
+    proc: subprocess.Popen[bytes], moment: Callable[[list[str]], object], errors: Path
+) -> list[str]:
+    """SIGKILL a recording child at *moment*; the lines it wrote before dying.
+
+    The child prints ``ready`` when it starts recording, then a line per use
+    whose ``record()`` returned. *moment* is called with the lines read so
+    far once it is ready, and returns when the kill is due (waiting a random
+    time, or for enough lines); *errors* holds the child's stderr, shown when
+    it did not die of the kill.
+    """
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line == "ready":
+                ready.set()
+            elif line:
+                lines.append(line)
+        ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(30), "the child did not start recording"
+        moment(lines)
+        proc.send_signal(signal.SIGKILL)
+        code = proc.wait(30)
+        reader.join(30)
+    finally:
+        proc.kill()
+        proc.wait(30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert code == -signal.SIGKILL, errors.read_text()
+    return lines

@@ -22,7 +22,7 @@ from _poll import wait_for
 from meterstream._spool import Spool
 from meterstream.emulator import Emulator
 
-from .conftest import assert_each_once, child
+from .conftest import assert_each_once, child, kill_when
 
 THREADS = 8
 
@@ -214,23 +214,17 @@ def test_failed_groups_under_eight_recording_threads_count_each_caller_dropped_o
 KILLS = 6
 
 
-def _read_lines(proc: subprocess.Popen[bytes], into: list[str], ready: threading.Event) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode().strip()
-        if line == "ready":
-            ready.set()
-        elif line:
-            into.append(line)
-    ready.set()
+def _every_thread_recorded(at_least: int, errors: Path) -> Callable[[list[str]], None]:
+    """Wait until *at_least* lines came, from every thread."""
 
+    def moment(lines: list[str]) -> None:
+        def done() -> bool:
+            seen = list(lines)
+            return len(seen) >= at_least and len({line.split("-")[1] for line in seen}) == THREADS
 
-def _every_thread_recorded(lines: list[str], at_least: int) -> Callable[[], bool]:
-    def done() -> bool:
-        seen = list(lines)
-        return len(seen) >= at_least and len({line.split("-")[1] for line in seen}) == THREADS
+        assert wait_for(done, 60), errors.read_text()
 
-    return done
+    return moment
 
 
 @pytest.mark.slow
@@ -255,23 +249,8 @@ def test_sigkill_while_eight_threads_record_loses_nothing_record_returned_for(
                 stdout=subprocess.PIPE,
                 stderr=stderr,
             )
-        lines: list[str] = []
-        ready = threading.Event()
-        reader = threading.Thread(target=_read_lines, args=(proc, lines, ready), daemon=True)
-        reader.start()
-        try:
-            assert ready.wait(30), "the child did not start recording"
-            # Kill once the child is well into recording: a moment that varies by run.
-            assert wait_for(_every_thread_recorded(lines, 200 + 150 * run), 60), errors.read_text()
-            proc.send_signal(signal.SIGKILL)
-            code = proc.wait(30)
-            reader.join(30)
-        finally:
-            proc.kill()
-            proc.wait(30)
-            assert proc.stdout is not None
-            proc.stdout.close()
-        assert code == -signal.SIGKILL, errors.read_text()
+        # Kill once the child is well into recording: a moment that varies by run.
+        lines = kill_when(proc, _every_thread_recorded(200 + 150 * run, errors), errors)
         returned.extend(lines)
 
     client = make_client(emulator.url, spool_path=spool_path)

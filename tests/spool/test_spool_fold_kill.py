@@ -18,7 +18,7 @@ import pytest
 import meterstream
 from meterstream.emulator import Emulator
 
-from .conftest import child_env
+from .conftest import child_env, kill_when
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,17 +29,6 @@ KILLS = 10
 THREADS = 4
 MAX_VALUE = Decimal(1000)  # the largest value the child records (tests/apps/fold_child.py)
 FOLD_CHILD = [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "apps.fold_child"]
-
-
-def _read_lines(proc: subprocess.Popen[bytes], into: list[str], ready: threading.Event) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode().strip()
-        if line == "ready":
-            ready.set()
-        elif line:
-            into.append(line)
-    ready.set()
 
 
 def test_sigkill_while_folding_bills_every_acknowledged_use_once(
@@ -67,23 +56,8 @@ def test_sigkill_while_folding_bills_every_acknowledged_use_once(
                 stdout=subprocess.PIPE,
                 stderr=stderr,
             )
-        lines: list[str] = []
-        ready = threading.Event()
-        reader = threading.Thread(target=_read_lines, args=(proc, lines, ready), daemon=True)
-        reader.start()
-        try:
-            assert ready.wait(30), "the child did not start recording"
-            # A random moment: inside a window, at a fold, between a send and its ack.
-            threading.Event().wait(rng.uniform(0.2, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            code = proc.wait(30)
-            reader.join(30)
-        finally:
-            proc.kill()
-            proc.wait(30)
-            assert proc.stdout is not None
-            proc.stdout.close()
-        assert code == -signal.SIGKILL, errors.read_text()
+        # A random moment: inside a window, at a fold, between a send and its ack.
+        lines = kill_when(proc, lambda _: threading.Event().wait(rng.uniform(0.2, 1.5)), errors)
         assert lines, f"run {run}: the child recorded nothing before the kill"
         uses += len(lines)
         for line in lines:

@@ -19,7 +19,7 @@ import meterstream
 from _poll import wait_for
 from meterstream.emulator import Emulator
 
-from .conftest import API_KEY, TESTS, assert_each_once, child, child_env, free_port
+from .conftest import API_KEY, TESTS, assert_each_once, child, child_env, free_port, kill_when
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,17 +27,6 @@ pytestmark = [
 ]
 
 KILLS = 20
-
-
-def _read_lines(proc: subprocess.Popen[bytes], into: list[str], ready: threading.Event) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode().strip()
-        if line == "ready":
-            ready.set()
-        elif line:
-            into.append(line)
-    ready.set()
 
 
 def test_sigkill_at_random_moments_loses_nothing_record_returned_for(
@@ -61,22 +50,8 @@ def test_sigkill_at_random_moments_loses_nothing_record_returned_for(
                 stdout=subprocess.PIPE,
                 stderr=stderr,
             )
-        lines: list[str] = []
-        ready = threading.Event()
-        reader = threading.Thread(target=_read_lines, args=(proc, lines, ready), daemon=True)
-        reader.start()
-        try:
-            assert ready.wait(30), "the child did not start recording"
-            threading.Event().wait(rng.uniform(0.1, 0.3))  # a random moment, not a thread wait
-            proc.send_signal(signal.SIGKILL)
-            code = proc.wait(30)
-            reader.join(30)
-        finally:
-            proc.kill()
-            proc.wait(30)
-            assert proc.stdout is not None
-            proc.stdout.close()
-        assert code == -signal.SIGKILL, errors.read_text()
+        # A random moment, not a thread wait.
+        lines = kill_when(proc, lambda _: threading.Event().wait(rng.uniform(0.1, 0.3)), errors)
         assert lines, f"run {run}: the child recorded nothing before the kill"
         returned.extend(lines)
 
