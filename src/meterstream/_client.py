@@ -200,30 +200,21 @@ class MeterClient:
 
     def _update_slow(self) -> None:
         """Decide whether _record_simple may take its fast path (after any change below)."""
-        self._slow = (
-            bool(self._disabled)
-            or self._sync
-            or self._closed
-            or self._span_events
-            or self._warn_no_key
-            or self.spool is not None  # one durable insert: the general path
-            or self._folder is not None  # folding happens on the general path
-            or self._use_sink is not None  # a test watches every use
-            or not self._delivery.started
-        )
-        # record() folds a plain use (an int or a float that fits, a known
-        # customer, no dimensions, identifier or timestamp) straight into an
-        # in-memory folder when nothing else about the client needs the
-        # general path.
+        # Nothing about the client needs the general path (each record the same).
         quiet = not (
             self._disabled
             or self._sync
             or self._closed
             or self._span_events
             or self._warn_no_key
-            or self._use_sink is not None
+            or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
+        # A spool is one durable insert, and folding happens on the general
+        # path: except that record() folds a plain use (an int or a float
+        # that fits, a known customer, no dimensions, identifier or
+        # timestamp) straight into an in-memory folder.
+        self._slow = not quiet or self.spool is not None or self._folder is not None
         folder = self._folder
         self._fold_now = folder if quiet and isinstance(folder, Folder) else None
         # A delivery thread (on_tick) may compute the above just before
