@@ -1,17 +1,17 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
-from ._api import flush, handle_webhook, meter, metering, record, shutdown, stats
-from ._call import Call
-from ._client import MeterClient
-from ._context import bind_context, current_customer, customer
-from ._default import configure, get_client
-from ._events import EventBatch
-from ._exporters.base import Exporter, RetryableExportError
-from ._metering import Usage
-from ._signals import drain_on_sigterm
-from ._version import __version__
-from ._webhooks import ReportedError, ValidationReport
-from .errors import (
+from meterstream._api import flush, handle_webhook, meter, metering, record, shutdown, stats
+from meterstream._call import Call
+from meterstream._client import MeterClient
+from meterstream._context import bind_context, current_customer, customer
+from meterstream._default import configure, get_client
+from meterstream._events import EventBatch
+from meterstream._exporters.base import Exporter, RetryableExportError
+from meterstream._metering import Usage
+from meterstream._signals import drain_on_sigterm
+from meterstream._version import __version__
+from meterstream._webhooks import ReportedError, ValidationReport
+from meterstream.errors import (
     ConfigurationError,
     DeliveryError,
     InvalidEventError,

@@ -36,8 +36,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
-from ._events import RawEvent
-from ._fold import (
+from meterstream._events import RawEvent
+from meterstream._fold import (
     _EXACT,
     _FLOAT_HIGH,
     _FLOAT_LOW,

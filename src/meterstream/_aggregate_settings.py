@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from .errors import ConfigurationError
+from meterstream.errors import ConfigurationError
 
 __all__ = [
     "AGGREGATE_MODES",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from ._decorators import make_meter
-from ._default import get_client
-from ._metering import metering as _metering
-from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
+from meterstream._decorators import make_meter
+from meterstream._default import get_client
+from meterstream._metering import metering as _metering
+from meterstream._webhooks import DEFAULT_TOLERANCE, ValidationReport
 
 if TYPE_CHECKING:
-    from ._client import MeterClient
+    from meterstream._client import MeterClient
 
 __all__ = ["flush", "handle_webhook", "meter", "metering", "record", "shutdown", "stats"]
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from ._checks import (
+from meterstream._checks import (
     check_customer,
     check_dimensions,
     check_event_name,
@@ -14,9 +14,9 @@ from ._checks import (
     check_on_error,
     check_value,
 )
-from ._context import CUSTOMER
-from ._recorder import Recorder
-from .errors import InvalidEventError, _short_repr
+from meterstream._context import CUSTOMER
+from meterstream._recorder import Recorder
+from meterstream.errors import InvalidEventError, _short_repr
 
 __all__ = ["Call", "MeterSpec", "customer_at_call_start"]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional, Union
 
-from .errors import InvalidEventError, safe_type_name
+from meterstream.errors import InvalidEventError, safe_type_name
 
 __all__ = [
     "FUTURE_WINDOW",

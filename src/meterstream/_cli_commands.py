@@ -14,8 +14,8 @@ import time
 from typing import Optional
 from urllib.parse import urlsplit
 
-from ._cli_args import connection_settings
-from .errors import ConfigurationError, DeliveryError, InvalidEventError
+from meterstream._cli_args import connection_settings
+from meterstream.errors import ConfigurationError, DeliveryError, InvalidEventError
 
 __all__ = ["CommandError", "run_reconcile", "run_send", "run_summary"]
 
@@ -33,7 +33,7 @@ class CommandError(Exception):
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from ._client import MeterClient
+    from meterstream._client import MeterClient
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)
@@ -114,8 +114,8 @@ def _nobody_listening(urls: list[str]) -> Optional[str]:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from ._config import Settings
-    from ._exporters.stripe._api import StripeAPI
+    from meterstream._config import Settings
+    from meterstream._exporters.stripe._api import StripeAPI
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)
@@ -159,10 +159,10 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    from ._config import Settings
-    from ._exporters.stripe._api import StripeAPI
-    from ._reconcile import check_range, reconcile, render_table, to_json
-    from ._spool import Spool
+    from meterstream._config import Settings
+    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._reconcile import check_range, reconcile, render_table, to_json
+    from meterstream._spool import Spool
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)

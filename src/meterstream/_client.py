@@ -9,29 +9,29 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _checks, _events, _live_clients, _otel
-from ._aggregate import Folder
-from ._baggage import Baggage
-from ._buffer import Buffer
-from ._client_folding import Folding
-from ._client_stats import client_stats
-from ._config import Settings
-from ._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
-from ._counters import Counters
-from ._decorators import make_meter
-from ._delivery import Delivery
-from ._exporters import Exporter
-from ._exporters._choose import accepted_key, make_exporter
-from ._fork import new_canary
-from ._internal import RateLimitedLog, logger, report_internal_error
-from ._metering import metering
-from ._record_constant import compile_record_constant
-from ._rejections import Rejections
-from ._spool import Spool
-from ._spool_buffer import SpoolBuffer
-from ._webhooks import DEFAULT_TOLERANCE, ValidationReport
-from ._webhooks import handle_webhook as _handle_webhook
-from .errors import (
+from meterstream import _checks, _events, _live_clients, _otel
+from meterstream._aggregate import Folder
+from meterstream._baggage import Baggage
+from meterstream._buffer import Buffer
+from meterstream._client_folding import Folding
+from meterstream._client_stats import client_stats
+from meterstream._config import Settings
+from meterstream._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
+from meterstream._counters import Counters
+from meterstream._decorators import make_meter
+from meterstream._delivery import Delivery
+from meterstream._exporters import Exporter
+from meterstream._exporters._choose import accepted_key, make_exporter
+from meterstream._fork import new_canary
+from meterstream._internal import RateLimitedLog, logger, report_internal_error
+from meterstream._metering import metering
+from meterstream._record_constant import compile_record_constant
+from meterstream._rejections import Rejections
+from meterstream._spool import Spool
+from meterstream._spool_buffer import SpoolBuffer
+from meterstream._webhooks import DEFAULT_TOLERANCE, ValidationReport
+from meterstream._webhooks import handle_webhook as _handle_webhook
+from meterstream.errors import (
     InvalidEventError,
     MeterError,
     MissingCustomerError,

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from ._aggregate import Folder
-from ._aggregate_settings import apply_meter_check
-from ._buffer import Buffer
-from ._config import Settings
-from ._exporters import Exporter
-from ._exporters.stripe import StripeExporter
-from ._exporters.stripe._api import StripeAPI
-from ._internal import report_internal_error
-from ._spool_buffer import SpoolBuffer
-from ._spool_fold import SpoolFolder
+from meterstream._aggregate import Folder
+from meterstream._aggregate_settings import apply_meter_check
+from meterstream._buffer import Buffer
+from meterstream._config import Settings
+from meterstream._exporters import Exporter
+from meterstream._exporters.stripe import StripeExporter
+from meterstream._exporters.stripe._api import StripeAPI
+from meterstream._internal import report_internal_error
+from meterstream._spool_buffer import SpoolBuffer
+from meterstream._spool_fold import SpoolFolder
 
 __all__ = ["Folding"]
 

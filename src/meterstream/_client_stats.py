@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from . import _otel
-from ._aggregate import Folder
-from ._buffer import Buffer
-from ._counters import DROP_REASONS, FAIL_REASONS, Counters
-from ._delivery import Delivery
-from ._internal import report_internal_error
-from ._rejections import Rejections
-from ._spool import Spool
-from ._spool_fold import SpoolFolder
+from meterstream import _otel
+from meterstream._aggregate import Folder
+from meterstream._buffer import Buffer
+from meterstream._counters import DROP_REASONS, FAIL_REASONS, Counters
+from meterstream._delivery import Delivery
+from meterstream._internal import report_internal_error
+from meterstream._rejections import Rejections
+from meterstream._spool import Spool
+from meterstream._spool_fold import SpoolFolder
 
 __all__ = ["client_stats"]
 

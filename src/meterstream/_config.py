@@ -21,14 +21,14 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from ._aggregate_settings import (
+from meterstream._aggregate_settings import (
     check_aggregate_against_disabled,
     parse_aggregate,
     parse_aggregation_window,
 )
-from ._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
-from ._network import parse_ca_bundle, parse_proxy, redact_url
-from ._parsing import (
+from meterstream._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
+from meterstream._network import parse_ca_bundle, parse_proxy, redact_url
+from meterstream._parsing import (
     MISSING_CUSTOMER_POLICIES,
     OVERFLOW_POLICIES,
     DeliveryErrorCallback,
@@ -47,9 +47,9 @@ from ._parsing import (
     _pos,
     _url,
 )
-from ._setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
-from ._spool import SYNC_MODES as SPOOL_SYNC_MODES
-from .errors import ConfigurationError
+from meterstream._setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
+from meterstream._spool import SYNC_MODES as SPOOL_SYNC_MODES
+from meterstream.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_STRIPE_VERSION",

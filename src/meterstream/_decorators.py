@@ -13,10 +13,10 @@ from typing import Any, Callable, Optional, TypeVar, cast
 
 import wrapt
 
-from ._call import Call, MeterSpec, customer_at_call_start, perf_counter
-from ._context import CUSTOMER
-from ._recorder import Recorder
-from ._streams import metered_async_generator, metered_generator, stream_wrapper
+from meterstream._call import Call, MeterSpec, customer_at_call_start, perf_counter
+from meterstream._context import CUSTOMER
+from meterstream._recorder import Recorder
+from meterstream._streams import metered_async_generator, metered_generator, stream_wrapper
 
 __all__ = ["make_meter"]
 

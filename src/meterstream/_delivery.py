@@ -25,19 +25,19 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ._buffer import Buffer
-from ._checks import PAST_WINDOW
-from ._config import Settings
-from ._events import EventBatch
-from ._evictions import EvictionReporter
-from ._exporters.base import Exporter, RetryableExportError
-from ._internal import RateLimitedLog, report_internal_error
-from ._ledger import Job, Ledger
-from ._otel import export_span
-from ._pacing import MAX_RETRY_AFTER, Backoff, Pacer
-from ._refusals import Split, split_expired, split_refused, split_unencodable
-from ._retry_queue import RetryQueue
-from .errors import DeliveryError
+from meterstream._buffer import Buffer
+from meterstream._checks import PAST_WINDOW
+from meterstream._config import Settings
+from meterstream._events import EventBatch
+from meterstream._evictions import EvictionReporter
+from meterstream._exporters.base import Exporter, RetryableExportError
+from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream._ledger import Job, Ledger
+from meterstream._otel import export_span
+from meterstream._pacing import MAX_RETRY_AFTER, Backoff, Pacer
+from meterstream._refusals import Split, split_expired, split_refused, split_unencodable
+from meterstream._retry_queue import RetryQueue
+from meterstream.errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
 

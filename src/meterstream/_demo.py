@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Optional
 
-from ._client import MeterClient
-from ._context import customer as customer_block
-from ._exporters.stripe._api import StripeAPI
+from meterstream._client import MeterClient
+from meterstream._context import customer as customer_block
+from meterstream._exporters.stripe._api import StripeAPI
 
 __all__ = ["run_demo"]
 
@@ -31,7 +31,7 @@ def run_demo(
 ) -> int:
     """Run the demo; 0 when the emulator's summaries match what was metered."""
     try:
-        from .emulator import Emulator
+        from meterstream.emulator import Emulator
     except ImportError as exc:
         print(f"meterstream demo: {exc}", file=sys.stderr)
         return 1
@@ -103,7 +103,7 @@ class _Service:
         )(self._complete)
 
     def handle(self, query: str) -> None:
-        from ._context import current_customer
+        from meterstream._context import current_customer
 
         results = self.search(query)
         answer = self.complete(query, results)

@@ -22,10 +22,10 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from ._buffer import Buffer
-from ._events import EventBatch
-from ._internal import report_internal_error
-from .errors import DeliveryError
+from meterstream._buffer import Buffer
+from meterstream._events import EventBatch
+from meterstream._internal import report_internal_error
+from meterstream.errors import DeliveryError
 
 __all__ = ["EVICTED_CHUNK", "EvictionReporter"]
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any, Optional, Union
 
-from ._events import MAX_DIGITS, RawEvent
+from meterstream._events import MAX_DIGITS, RawEvent
 
 __all__ = [
     "DimsKey",

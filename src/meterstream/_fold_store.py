@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Optional, Union
 
-from ._events import RawEvent
-from ._fold import (
+from meterstream._events import RawEvent
+from meterstream._fold import (
     _FLOAT_HIGH,
     _FLOAT_LOW,
     DimsKey,
@@ -38,7 +38,7 @@ from ._fold import (
     _exact_decimal,
     new_fold_id,
 )
-from ._spool_rows import INSERT_PENDING, encode_value
+from meterstream._spool_rows import INSERT_PENDING, encode_value
 
 __all__ = [
     "FOLD_CHUNK",

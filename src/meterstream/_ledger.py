@@ -12,9 +12,9 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
-from . import _events
-from ._buffer import FlushMarker
-from ._events import EventBatch
+from meterstream import _events
+from meterstream._buffer import FlushMarker
+from meterstream._events import EventBatch
 
 __all__ = ["Job", "Ledger"]
 

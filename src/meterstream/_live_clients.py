@@ -9,10 +9,10 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from ._internal import report_internal_error
+from meterstream._internal import report_internal_error
 
 if TYPE_CHECKING:
-    from ._config import Settings
+    from meterstream._config import Settings
 
 __all__ = ["LiveClient", "live_clients", "new_client_name", "register", "snapshot", "unregister"]
 

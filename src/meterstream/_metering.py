@@ -8,16 +8,16 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from ._checks import (
+from meterstream._checks import (
     check_customer,
     check_dimensions,
     check_event_name,
     check_identifier,
     check_on_error,
 )
-from ._context import CUSTOMER
-from ._recorder import Recorder
-from .errors import InvalidEventError
+from meterstream._context import CUSTOMER
+from meterstream._recorder import Recorder
+from meterstream.errors import InvalidEventError
 
 __all__ = ["Usage", "metering"]
 

@@ -24,7 +24,7 @@ import urllib.parse
 from collections.abc import Coroutine
 from typing import Any, Optional, TypeVar
 
-from .errors import ConfigurationError
+from meterstream.errors import ConfigurationError
 
 __all__ = [
     "DEAD_REASON_HEADER",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigurationError
+from meterstream.errors import ConfigurationError
 
 __all__ = [
     "CaSource",

@@ -26,11 +26,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._internal import RateLimitedLog, report_internal_error
-from ._version import __version__
+from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream._version import __version__
 
 if TYPE_CHECKING:
-    from ._events import EventBatch
+    from meterstream._events import EventBatch
 
 __all__ = [
     "export_span",

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
-from .errors import ConfigurationError
+from meterstream.errors import ConfigurationError
 
 EXPORTERS = ("stripe", "log", "memory", "none", "nats")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")

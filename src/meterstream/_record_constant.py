@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._buffer import Buffer
-from ._events import next_sequence
-from ._fork import Canary
+from meterstream._buffer import Buffer
+from meterstream._events import next_sequence
+from meterstream._fork import Canary
 
 __all__ = ["compile_record_constant"]
 

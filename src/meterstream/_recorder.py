@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-from .errors import InvalidEventError
+from meterstream.errors import InvalidEventError
 
 __all__ = ["Recorder"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._events import EventBatch
-from .errors import DeliveryError
+from meterstream._events import EventBatch
+from meterstream.errors import DeliveryError
 
 __all__ = ["Split", "split_expired", "split_refused", "split_unencodable"]
 

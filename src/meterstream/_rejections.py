@@ -12,11 +12,11 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ._internal import RateLimitedLog, report_internal_error
+from meterstream._internal import RateLimitedLog, report_internal_error
 
 if TYPE_CHECKING:
-    from ._spool import Spool
-    from ._webhooks import ValidationReport
+    from meterstream._spool import Spool
+    from meterstream._webhooks import ValidationReport
 
 __all__ = ["Rejections"]
 

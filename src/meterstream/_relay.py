@@ -27,17 +27,17 @@ import threading
 import time
 from typing import Any, Optional
 
-from ._aggregate_settings import MetersSource
-from ._events import EventBatch
-from ._exporters.base import Exporter, RetryableExportError
-from ._nats import DEAD_REASON_HEADER, connect, ensure_stream
-from ._pacing import Backoff, Pacer
-from ._relay_budget import SharedBudget
-from ._relay_config import RelayConfig, relay_metrics
-from ._relay_fold import FoldRules, Unit
-from ._relay_fold_log import FleetFolder
-from ._relay_messages import check_message, pack_units
-from .errors import DeliveryError
+from meterstream._aggregate_settings import MetersSource
+from meterstream._events import EventBatch
+from meterstream._exporters.base import Exporter, RetryableExportError
+from meterstream._nats import DEAD_REASON_HEADER, connect, ensure_stream
+from meterstream._pacing import Backoff, Pacer
+from meterstream._relay_budget import SharedBudget
+from meterstream._relay_config import RelayConfig, relay_metrics
+from meterstream._relay_fold import FoldRules, Unit
+from meterstream._relay_fold_log import FleetFolder
+from meterstream._relay_messages import check_message, pack_units
+from meterstream.errors import DeliveryError
 
 __all__ = ["Relay"]
 

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from .errors import ConfigurationError
+from meterstream.errors import ConfigurationError
 
 __all__ = ["add_relay_parser", "run_relay"]
 
@@ -113,13 +113,13 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
 
 def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT; exit 2 on a usage mistake, 0 after a clean stop."""
-    from ._aggregate_settings import parse_aggregate, parse_aggregation_window
-    from ._config import Settings
-    from ._exporters.stripe import StripeExporter
-    from ._exporters.stripe._api import StripeAPI
-    from ._nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
-    from ._relay import Relay
-    from ._relay_config import RelayConfig
+    from meterstream._aggregate_settings import parse_aggregate, parse_aggregation_window
+    from meterstream._config import Settings
+    from meterstream._exporters.stripe import StripeExporter
+    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
+    from meterstream._relay import Relay
+    from meterstream._relay_config import RelayConfig
 
     if args.batch_size > 100:
         args.parser.error("--batch-size: Stripe takes at most 100 events a request")

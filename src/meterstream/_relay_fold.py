@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from ._checks import format_value
-from ._events import format_timestamp
-from ._fold import _EXACT, _MAX_EXP, Number, split_value, window_start
+from meterstream._checks import format_value
+from meterstream._events import format_timestamp
+from meterstream._fold import _EXACT, _MAX_EXP, Number, split_value, window_start
 
 __all__ = ["FoldRules", "Unit", "fold_records", "record_identifier"]
 
@@ -49,7 +49,7 @@ class FoldRules:
         cls, names: Iterable[str], window: int, meters: Optional[Sequence[Mapping[str, Any]]]
     ) -> FoldRules:
         """Rules for *names* given Stripe's meters (None: they could not be read)."""
-        from ._aggregate_settings import unfoldable_names
+        from meterstream._aggregate_settings import unfoldable_names
 
         names = sorted(names)
         if meters is None:

@@ -6,8 +6,8 @@ import json
 import re
 from typing import Any, Optional
 
-from ._events import check_event_name, check_identifier
-from ._relay_fold import Unit
+from meterstream._events import check_event_name, check_identifier
+from meterstream._relay_fold import Unit
 
 __all__ = ["check_message", "pack_units"]
 

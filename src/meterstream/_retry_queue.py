@@ -12,7 +12,7 @@ import heapq
 import itertools
 from typing import Optional
 
-from ._ledger import Job
+from meterstream._ledger import Job
 
 __all__ = ["RetryQueue"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from ._config import SETTINGS
+from meterstream._config import SETTINGS
 
 __all__ = ["BEGIN", "END", "markdown", "rewrite"]
 

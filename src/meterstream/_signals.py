@@ -16,8 +16,8 @@ import time
 from types import FrameType
 from typing import Callable, Optional, Union
 
-from . import _live_clients
-from ._internal import report_internal_error
+from meterstream import _live_clients
+from meterstream._internal import report_internal_error
 
 __all__ = ["drain_on_sigterm"]
 

@@ -26,19 +26,25 @@ from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
-from . import _spool_history as history_rows
-from . import _spool_owners as owners
-from . import _spool_queue as queue
-from ._events import RawEvent, identifier_prefix
-from ._fold_store import FOLD_CHUNK, INSERT_USE, count_uses, fold_in_transaction, oldest_use_end
-from ._spool_admin import SpoolAdmin
-from ._spool_checkpoint import Checkpointer
-from ._spool_group import GroupCommit
-from ._spool_open import SYNC_MODES, Transaction, open_database
-from ._spool_queue import DeadLetter, SpooledBatch
-from ._spool_rows import INSERT_PENDING, encode_dimensions, encode_value
-from ._spool_size import disk_bytes, used_bytes
-from .errors import ConfigurationError
+from meterstream import _spool_history as history_rows
+from meterstream import _spool_owners as owners
+from meterstream import _spool_queue as queue
+from meterstream._events import RawEvent, identifier_prefix
+from meterstream._fold_store import (
+    FOLD_CHUNK,
+    INSERT_USE,
+    count_uses,
+    fold_in_transaction,
+    oldest_use_end,
+)
+from meterstream._spool_admin import SpoolAdmin
+from meterstream._spool_checkpoint import Checkpointer
+from meterstream._spool_group import GroupCommit
+from meterstream._spool_open import SYNC_MODES, Transaction, open_database
+from meterstream._spool_queue import DeadLetter, SpooledBatch
+from meterstream._spool_rows import INSERT_PENDING, encode_dimensions, encode_value
+from meterstream._spool_size import disk_bytes, used_bytes
+from meterstream.errors import ConfigurationError
 
 __all__ = ["SYNC_MODES", "DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
 

@@ -18,12 +18,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from ._buffer import Buffer, FlushMarker
-from ._counters import Counters
-from ._events import EventBatch, RawEvent
-from ._internal import RateLimitedLog, report_internal_error
-from ._spool import DeadLetter, Spool, SpoolFull
-from .errors import DeliveryError
+from meterstream._buffer import Buffer, FlushMarker
+from meterstream._counters import Counters
+from meterstream._events import EventBatch, RawEvent
+from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream._spool import DeadLetter, Spool, SpoolFull
+from meterstream.errors import DeliveryError
 
 __all__ = ["SpoolBuffer"]
 

@@ -22,7 +22,7 @@ import time
 import weakref
 from typing import Optional
 
-from ._internal import report_internal_error
+from meterstream._internal import report_internal_error
 
 __all__ = ["SAFETY_NET_FRAMES", "Checkpointer"]
 

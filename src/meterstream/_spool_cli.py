@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from ._spool import Spool
-from ._spool_admin import SpoolStatus
-from .errors import ConfigurationError
+from meterstream._spool import Spool
+from meterstream._spool_admin import SpoolStatus
+from meterstream.errors import ConfigurationError
 
 __all__ = ["add_spool_parser", "run_spool"]
 

@@ -21,11 +21,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
-from ._events import RawEvent
-from ._fold import DimsKey, window_start
-from ._fold_store import fold_dimensions, stored_value
-from ._internal import report_internal_error
-from ._spool import Spool, SpoolFull
+from meterstream._events import RawEvent
+from meterstream._fold import DimsKey, window_start
+from meterstream._fold_store import fold_dimensions, stored_value
+from meterstream._internal import report_internal_error
+from meterstream._spool import Spool, SpoolFull
 
 __all__ = ["SpoolFolder"]
 

@@ -15,9 +15,9 @@ import sqlite3
 import time
 from typing import Any, Callable, Optional
 
-from ._internal import logger
-from ._spool_checkpoint import SAFETY_NET_FRAMES
-from .errors import ConfigurationError
+from meterstream._internal import logger
+from meterstream._spool_checkpoint import SAFETY_NET_FRAMES
+from meterstream.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "SYNC_MODES", "Transaction", "open_database"]
 

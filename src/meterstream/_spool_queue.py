@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
-from ._events import RawEvent
-from ._spool_rows import ROW_COLUMNS, ROW_FROM, row_event
+from meterstream._events import RawEvent
+from meterstream._spool_rows import ROW_COLUMNS, ROW_FROM, row_event
 
 __all__ = [
     "IN_LIMIT",

@@ -30,9 +30,9 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Optional, Protocol, Union
 
-from ._config import Settings
-from ._spool import Spool
-from .errors import ConfigurationError, WebhookError, WebhookSignatureError
+from meterstream._config import Settings
+from meterstream._spool import Spool
+from meterstream.errors import ConfigurationError, WebhookError, WebhookSignatureError
 
 
 class ReportTarget(Protocol):
@@ -341,7 +341,7 @@ def handle_webhook(
 
 def _fetch_event(client: ReportTarget, event_id: str) -> dict[str, Any]:
     """``GET {api_base}/v2/core/events/{id}`` with the client's secret key."""
-    from ._exporters.stripe._api import StripeAPI
+    from meterstream._exporters.stripe._api import StripeAPI
 
     settings = client.settings
     if not settings.api_key:

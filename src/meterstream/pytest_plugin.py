@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._client import MeterClient
-from ._default import configure, reset_default_client
-from .testing import MeterEvents
+from meterstream._client import MeterClient
+from meterstream._default import configure, reset_default_client
+from meterstream.testing import MeterEvents
 
 if TYPE_CHECKING:
-    from .emulator import Emulator
+    from meterstream.emulator import Emulator
 
 __all__ = ["EmulatorHandle", "meter_events", "stripe_emulator"]
 
@@ -101,7 +101,7 @@ class EmulatorHandle:
 def stripe_emulator() -> Iterator[EmulatorHandle]:
     """A Stripe emulator on 127.0.0.1 (free port) that creates meters on first use."""
     try:
-        from .emulator import Emulator
+        from meterstream.emulator import Emulator
     except ImportError as exc:  # pragma: no cover - depends on the extra
         pytest.skip(str(exc))
     emulator = Emulator(auto_create_meters=True)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Optional
 
-from ._client import MeterClient
-from ._exporters.memory import MemoryExporter
+from meterstream._client import MeterClient
+from meterstream._exporters.memory import MemoryExporter
 
 __all__ = ["MeterEvents", "Use"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import Exporter, RetryableExportError
-from .log import LogExporter
-from .memory import MemoryExporter
-from .none import NoneExporter
+from meterstream._exporters.base import Exporter, RetryableExportError
+from meterstream._exporters.log import LogExporter
+from meterstream._exporters.memory import MemoryExporter
+from meterstream._exporters.none import NoneExporter
 
 __all__ = ["Exporter", "LogExporter", "MemoryExporter", "NoneExporter", "RetryableExportError"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError
-from .base import Exporter
-from .log import LogExporter
-from .memory import MemoryExporter
-from .none import NoneExporter
+from meterstream._exporters.base import Exporter
+from meterstream._exporters.log import LogExporter
+from meterstream._exporters.memory import MemoryExporter
+from meterstream._exporters.none import NoneExporter
+from meterstream.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .._config import Settings
+    from meterstream._config import Settings
 
 __all__ = ["accepted_key", "make_exporter"]
 
@@ -34,11 +34,11 @@ def make_exporter(settings: Settings) -> Exporter:
     if exporter == "none":
         return NoneExporter()
     if exporter == "stripe":
-        from .stripe import StripeExporter
+        from meterstream._exporters.stripe import StripeExporter
 
         return StripeExporter(settings)
     if exporter == "nats":
-        from .nats import NatsExporter  # no nats-py import until one is made
+        from meterstream._exporters.nats import NatsExporter  # no nats-py import until one is made
 
         return NatsExporter.from_settings(settings)
     raise ConfigurationError(f"exporter: unknown exporter {exporter!r}")  # pragma: no cover
@@ -57,7 +57,7 @@ def accepted_key(exporter: Exporter) -> str:
         return "memory"
     if isinstance(exporter, NoneExporter):
         return "none"
-    from .nats import NatsExporter  # no nats-py import until one is made
+    from meterstream._exporters.nats import NatsExporter  # no nats-py import until one is made
 
     if isinstance(exporter, NatsExporter):
         return "published"

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from .._events import EventBatch
+from meterstream._events import EventBatch
 
 __all__ = ["EventBatch", "Exporter", "RetryableExportError", "WireEvent"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .base import EventBatch, Exporter
+from meterstream._exporters.base import EventBatch, Exporter
 
 __all__ = ["LogExporter"]
 

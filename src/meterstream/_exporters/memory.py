@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import EventBatch, Exporter, WireEvent
+from meterstream._exporters.base import EventBatch, Exporter, WireEvent
 
 __all__ = ["MemoryExporter"]
 

@@ -16,7 +16,8 @@ import logging
 import threading
 from typing import Any, Optional
 
-from .._nats import (
+from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
+from meterstream._nats import (
     LoopThread,
     NatsOptions,
     NatsUnreachable,
@@ -25,8 +26,7 @@ from .._nats import (
     event_subject,
     redact_nats_urls,
 )
-from ..errors import ConfigurationError, DeliveryError
-from .base import EventBatch, Exporter, RetryableExportError
+from meterstream.errors import ConfigurationError, DeliveryError
 
 __all__ = ["NatsExporter"]
 

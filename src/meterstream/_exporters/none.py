@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .base import EventBatch, Exporter
+from meterstream._exporters.base import EventBatch, Exporter
 
 __all__ = ["NoneExporter"]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._app import create_app
-from ._faults import FaultConfig
-from ._state import EmulatorState, Total
+from meterstream.emulator._app import create_app
+from meterstream.emulator._faults import FaultConfig
+from meterstream.emulator._state import EmulatorState, Total
 
 if TYPE_CHECKING:
-    from ._process import SpawnedEmulator
-    from ._server import Emulator
+    from meterstream.emulator._process import SpawnedEmulator
+    from meterstream.emulator._server import Emulator
 
 __all__ = ["Emulator", "EmulatorState", "FaultConfig", "SpawnedEmulator", "Total", "create_app"]
 
@@ -23,11 +23,11 @@ __all__ = ["Emulator", "EmulatorState", "FaultConfig", "SpawnedEmulator", "Total
 def __getattr__(name: str) -> Any:
     # The server needs uvicorn; import it only when asked for.
     if name == "Emulator":
-        from ._server import Emulator
+        from meterstream.emulator._server import Emulator
 
         return Emulator
     if name == "SpawnedEmulator":
-        from ._process import SpawnedEmulator
+        from meterstream.emulator._process import SpawnedEmulator
 
         return SpawnedEmulator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,9 +11,9 @@ import sys
 import threading
 from typing import Optional
 
-from .._cli_args import Parser, whole_number
-from ._webhooks import add_arguments as webhook_arguments
-from ._webhooks import configure_from_args as configure_webhooks
+from meterstream._cli_args import Parser, whole_number
+from meterstream.emulator._webhooks import add_arguments as webhook_arguments
+from meterstream.emulator._webhooks import configure_from_args as configure_webhooks
 
 __all__ = ["main"]
 
@@ -243,8 +243,8 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        from ._faults import FaultConfig
-        from ._server import Emulator
+        from meterstream.emulator._faults import FaultConfig
+        from meterstream.emulator._server import Emulator
     except ImportError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

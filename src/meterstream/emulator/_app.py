@@ -14,10 +14,10 @@ import urllib.parse
 from collections.abc import Awaitable, Sequence
 from typing import Callable, Optional
 
-from ._errors import StripeError, bad_request, v1_error_body, v2_error_body
-from ._events_api import route as events_route
-from ._faults import SESSION, STREAM, FaultConfig
-from ._http import (
+from meterstream.emulator._errors import StripeError, bad_request, v1_error_body, v2_error_body
+from meterstream.emulator._events_api import route as events_route
+from meterstream.emulator._faults import SESSION, STREAM, FaultConfig
+from meterstream.emulator._http import (
     NO_KEY,
     Answer,
     Disconnected,
@@ -30,7 +30,7 @@ from ._http import (
     json_body,
     masked,
 )
-from ._state import EmulatorState
+from meterstream.emulator._state import EmulatorState
 
 __all__ = ["EmulatorApp", "create_app"]
 

@@ -15,9 +15,9 @@ import urllib.parse
 from collections.abc import Awaitable, Sequence
 from typing import Callable, Optional, Protocol
 
-from ._errors import StripeError, bad_request
-from ._http import Answer, Receive, Scope, form, json_body
-from ._state import EmulatorState
+from meterstream.emulator._errors import StripeError, bad_request
+from meterstream.emulator._http import Answer, Receive, Scope, form, json_body
+from meterstream.emulator._state import EmulatorState
 
 __all__ = ["EVENTS_PATH", "route"]
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from ._errors import StripeError, bad_request
+from meterstream.emulator._errors import StripeError, bad_request
 
 __all__ = [
     "SESSION",

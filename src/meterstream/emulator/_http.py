@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Callable, Optional
 
-from ._errors import bad_request
+from meterstream.emulator._errors import bad_request
 
 __all__ = [
     "NO_KEY",

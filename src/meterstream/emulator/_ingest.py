@@ -15,7 +15,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Optional, cast
 
-from ._validate import (
+from meterstream.emulator._validate import (
     FUTURE_WINDOW,
     MAX_STRING,
     PAST_WINDOW,

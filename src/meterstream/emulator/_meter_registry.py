@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ._errors import bad_request
-from ._meters import list_object, new_meter, not_found
-from ._records import MeterKeys
+from meterstream.emulator._errors import bad_request
+from meterstream.emulator._meters import list_object, new_meter, not_found
+from meterstream.emulator._records import MeterKeys
 
 __all__ = ["MeterRegistry"]
 

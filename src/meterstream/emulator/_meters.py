@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
-from ._errors import StripeError, bad_request
+from meterstream.emulator._errors import StripeError, bad_request
 
 __all__ = [
     "DEFAULT_CUSTOMER_KEY",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import IO, Any, Optional
 
-from ._faults import FaultConfig
+from meterstream.emulator._faults import FaultConfig
 
 __all__ = ["SpawnedEmulator", "emulator_args", "spawn"]
 

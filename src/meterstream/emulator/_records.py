@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Final, Optional
 
-from ._errors import StripeError, bad_request
-from ._ingest import DEDUPE_WINDOW
-from ._meters import DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY, parse_value
-from ._validate import FUTURE_WINDOW, PAST_WINDOW
+from meterstream.emulator._errors import StripeError, bad_request
+from meterstream.emulator._ingest import DEDUPE_WINDOW
+from meterstream.emulator._meters import DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY, parse_value
+from meterstream.emulator._validate import FUTURE_WINDOW, PAST_WINDOW
 
 __all__ = [
     "CUSTOMER",

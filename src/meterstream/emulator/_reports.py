@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Optional
 
-from ._validate import format_rfc3339
+from meterstream.emulator._validate import format_rfc3339
 
 __all__ = [
     "ERROR_REPORT_TRIGGERED",

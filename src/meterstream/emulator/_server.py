@@ -9,11 +9,17 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from ._app import DEFAULT_MAX_BODY, create_app
-from ._faults import FaultConfig
-from ._process import SpawnedEmulator, spawn
-from ._state import EmulatorState
-from ._uvicorn_server import DEFAULT_IDLE_TIMEOUT, Server, base_url, bind_socket, uvicorn_config
+from meterstream.emulator._app import DEFAULT_MAX_BODY, create_app
+from meterstream.emulator._faults import FaultConfig
+from meterstream.emulator._process import SpawnedEmulator, spawn
+from meterstream.emulator._state import EmulatorState
+from meterstream.emulator._uvicorn_server import (
+    DEFAULT_IDLE_TIMEOUT,
+    Server,
+    base_url,
+    bind_socket,
+    uvicorn_config,
+)
 
 __all__ = ["Emulator", "SpawnedEmulator"]
 

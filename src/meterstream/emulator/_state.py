@@ -19,16 +19,16 @@ from typing import (
     Optional,
 )
 
-from ._errors import StripeError, bad_request
-from ._faults import FaultConfig, FaultInjector
-from ._ingest import DEDUPE_WINDOW, parse_batch
-from ._meter_registry import MeterRegistry
-from ._meters import (
+from meterstream.emulator._errors import StripeError, bad_request
+from meterstream.emulator._faults import FaultConfig, FaultInjector
+from meterstream.emulator._ingest import DEDUPE_WINDOW, parse_batch
+from meterstream.emulator._meter_registry import MeterRegistry
+from meterstream.emulator._meters import (
     list_object,
     parse_summary_query,
     summarize,
 )
-from ._records import (
+from meterstream.emulator._records import (
     CUSTOMER,
     ERROR,
     ID,
@@ -39,13 +39,13 @@ from ._records import (
     MeterKeys,
     Store,
 )
-from ._reports import Reports
-from ._sessions import Sessions
-from ._validate import (
+from meterstream.emulator._reports import Reports
+from meterstream.emulator._sessions import Sessions
+from meterstream.emulator._validate import (
     format_rfc3339,
     validate_adjustment_body,
 )
-from ._webhooks import WebhookSender
+from meterstream.emulator._webhooks import WebhookSender
 
 __all__ = ["DEDUPE_WINDOW", "EmulatorState", "Total"]
 

@@ -29,7 +29,7 @@ if importlib.util.find_spec("httptools") is None:  # pragma: no cover
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ._app import EmulatorApp
+from meterstream.emulator._app import EmulatorApp
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "Server", "base_url", "bind_socket", "uvicorn_config"]
 

@@ -11,7 +11,7 @@ import datetime
 import re
 from typing import NoReturn, Optional
 
-from ._errors import StripeError, bad_request
+from meterstream.emulator._errors import StripeError, bad_request
 
 __all__ = [
     "FUTURE_WINDOW",

@@ -22,8 +22,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from ._errors import bad_request
-from ._reports import thin_event
+from meterstream.emulator._errors import bad_request
+from meterstream.emulator._reports import thin_event
 
 
 class ReportSource(Protocol):

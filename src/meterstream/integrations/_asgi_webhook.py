@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional
 
 import anyio.to_thread
 
-from .._client import MeterClient
-from ._webhook import MAX_BODY_BYTES, answer_webhook
+from meterstream._client import MeterClient
+from meterstream.integrations._webhook import MAX_BODY_BYTES, answer_webhook
 
 __all__ = ["StripeWebhook"]
 

@@ -13,14 +13,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .._checks import check_event_name
-from .._client import MeterClient
-from .._config import SETTING_NAMES
-from .._context import customer as customer_block
-from .._default import get_client
-from .._internal import RateLimitedLog
-from .._parsing import _bool, _import_dotted, _number
-from ..errors import ConfigurationError, InvalidEventError, MeterError
+from meterstream._checks import check_event_name
+from meterstream._client import MeterClient
+from meterstream._config import SETTING_NAMES
+from meterstream._context import customer as customer_block
+from meterstream._default import get_client
+from meterstream._internal import RateLimitedLog
+from meterstream._parsing import _bool, _import_dotted, _number
+from meterstream.errors import ConfigurationError, InvalidEventError, MeterError
 
 __all__ = [
     "OPTION_NAMES",

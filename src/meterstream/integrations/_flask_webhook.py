@@ -6,8 +6,8 @@ from typing import Callable, Optional
 
 from flask import Response, request
 
-from .._client import MeterClient
-from ._webhook import MAX_BODY_BYTES, answer_webhook
+from meterstream._client import MeterClient
+from meterstream.integrations._webhook import MAX_BODY_BYTES, answer_webhook
 
 __all__ = ["stripe_webhook", "stripe_webhook_view"]
 

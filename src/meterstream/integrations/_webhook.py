@@ -12,11 +12,11 @@ import json
 import logging
 from typing import Optional
 
-from .._api import handle_webhook
-from .._client import MeterClient
-from .._internal import RateLimitedLog, report_internal_error
-from .._webhooks import MAX_BODY_BYTES
-from ..errors import ConfigurationError, DeliveryError, WebhookError
+from meterstream._api import handle_webhook
+from meterstream._client import MeterClient
+from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream._webhooks import MAX_BODY_BYTES
+from meterstream.errors import ConfigurationError, DeliveryError, WebhookError
 
 __all__ = ["MAX_BODY_BYTES", "answer_webhook"]
 

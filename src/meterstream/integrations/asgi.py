@@ -31,16 +31,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
-from .. import _baggage
-from .._client import MeterClient
-from .._context import CUSTOMER, _context_value, enter_customer, exit_customer
-from .._context import current_customer as _current_customer
-from .._context import customer as customer_block
-from ..errors import ConfigurationError
-from ._asgi_webhook import StripeWebhook
-from ._common import RequestMeter, Resolver, parse_options
-from ._common import header as header
-from ._common import user_attribute as _user_attribute
+from meterstream import _baggage
+from meterstream._client import MeterClient
+from meterstream._context import CUSTOMER, _context_value, enter_customer, exit_customer
+from meterstream._context import current_customer as _current_customer
+from meterstream._context import customer as customer_block
+from meterstream.errors import ConfigurationError
+from meterstream.integrations._asgi_webhook import StripeWebhook
+from meterstream.integrations._common import RequestMeter, Resolver, parse_options
+from meterstream.integrations._common import header as header
+from meterstream.integrations._common import user_attribute as _user_attribute
 
 __all__ = [
     "MeterstreamMiddleware",

@@ -26,15 +26,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.flask needs Flask: pip install 'meterstream[flask]'"
     ) from exc
 
-from .._client import MeterClient
-from .._context import current_customer
-from .._context import customer as customer_block
-from .._default import configure
-from ..errors import ConfigurationError
-from ._common import OPTION_NAMES, RequestMeter, Resolver, iterate_as, parse_options, split_settings
-from ._common import header as header
-from ._common import user_attribute as _user_attribute
-from ._flask_webhook import stripe_webhook, stripe_webhook_view
+from meterstream._client import MeterClient
+from meterstream._context import current_customer
+from meterstream._context import customer as customer_block
+from meterstream._default import configure
+from meterstream.errors import ConfigurationError
+from meterstream.integrations._common import (
+    OPTION_NAMES,
+    RequestMeter,
+    Resolver,
+    iterate_as,
+    parse_options,
+    split_settings,
+)
+from meterstream.integrations._common import header as header
+from meterstream.integrations._common import user_attribute as _user_attribute
+from meterstream.integrations._flask_webhook import stripe_webhook, stripe_webhook_view
 
 __all__ = ["Meterstream", "header", "stripe_webhook", "stripe_webhook_view", "user_attribute"]
 

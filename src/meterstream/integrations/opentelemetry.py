@@ -37,11 +37,11 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
         "pip install 'meterstream[otel]'"
     ) from exc
 
-from .._client import MeterClient
-from .._context import current_customer
-from .._default import get_client
-from .._internal import RateLimitedLog, report_internal_error
-from ..errors import ConfigurationError, MeterError
+from meterstream._client import MeterClient
+from meterstream._context import current_customer
+from meterstream._default import get_client
+from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream.errors import ConfigurationError, MeterError
 
 __all__ = ["MeteringSpanProcessor", "SpanRule"]
 

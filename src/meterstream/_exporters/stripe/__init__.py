@@ -12,6 +12,6 @@
 
 from __future__ import annotations
 
-from ._exporter import StripeExporter
+from meterstream._exporters.stripe._exporter import StripeExporter
 
 __all__ = ["StripeExporter"]

@@ -8,11 +8,11 @@ from urllib.parse import quote
 
 import httpx
 
-from ..._config import DEFAULT_STRIPE_VERSION, Settings
-from ..._network import ca_source, proxy_for, ssl_context
-from ..._version import __version__
-from ...errors import ConfigurationError, DeliveryError
-from ._errors import error_fields
+from meterstream._config import DEFAULT_STRIPE_VERSION, Settings
+from meterstream._exporters.stripe._errors import error_fields
+from meterstream._network import ca_source, proxy_for, ssl_context
+from meterstream._version import __version__
+from meterstream.errors import ConfigurationError, DeliveryError
 
 __all__ = ["StripeAPI"]
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import httpx
 
-from ..._setting import redact_key
+from meterstream._setting import redact_key
 
 __all__ = [
     "RETRYABLE_STATUS",

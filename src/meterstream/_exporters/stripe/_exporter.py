@@ -19,12 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..._internal import RateLimitedLog, logger
-from ..._network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
-from ..._version import __version__
-from ...errors import DeliveryError
-from ..base import EventBatch, Exporter, RetryableExportError
-from ._errors import (
+from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
+from meterstream._exporters.stripe._errors import (
     certificate_failure,
     error_fields,
     event_param,
@@ -32,12 +28,23 @@ from ._errors import (
     retryable,
     should_retry,
 )
-from ._http11 import MAX_BODY, CertificateError, Http11Pool, ProxyError, Reply, TransportError
-from ._sessions import SessionManager
-from ._watchdog import RequestWatchdog
+from meterstream._exporters.stripe._http11 import (
+    MAX_BODY,
+    CertificateError,
+    Http11Pool,
+    ProxyError,
+    Reply,
+    TransportError,
+)
+from meterstream._exporters.stripe._sessions import SessionManager
+from meterstream._exporters.stripe._watchdog import RequestWatchdog
+from meterstream._internal import RateLimitedLog, logger
+from meterstream._network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
+from meterstream._version import __version__
+from meterstream.errors import DeliveryError
 
 if TYPE_CHECKING:
-    from ..._config import Settings
+    from meterstream._config import Settings
 
 __all__ = ["StripeExporter"]
 

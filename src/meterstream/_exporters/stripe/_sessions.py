@@ -16,10 +16,10 @@ from typing import Any, Callable, Optional
 
 import httpx
 
-from ..._otel import session_span
-from ...errors import DeliveryError
-from ..base import RetryableExportError
-from ._errors import error_fields, retry_after, retryable, should_retry
+from meterstream._exporters.base import RetryableExportError
+from meterstream._exporters.stripe._errors import error_fields, retry_after, retryable, should_retry
+from meterstream._otel import session_span
+from meterstream.errors import DeliveryError
 
 __all__ = ["SessionManager", "parse_rfc3339", "usable_token"]
 

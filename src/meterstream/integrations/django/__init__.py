@@ -30,9 +30,17 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.django needs Django: pip install 'meterstream[django]'"
     ) from exc
 
-from ._middleware import MeterstreamMiddleware, header, user_attribute
-from ._settings import check_settings, configure_from_settings, options_from_settings
-from ._webhook import stripe_webhook, stripe_webhook_view
+from meterstream.integrations.django._middleware import (
+    MeterstreamMiddleware,
+    header,
+    user_attribute,
+)
+from meterstream.integrations.django._settings import (
+    check_settings,
+    configure_from_settings,
+    options_from_settings,
+)
+from meterstream.integrations.django._webhook import stripe_webhook, stripe_webhook_view
 
 __all__ = [
     "MeterstreamMiddleware",

@@ -8,13 +8,19 @@ from typing import Any, Callable, Optional
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
-from ..._client import MeterClient
-from ..._context import current_customer
-from ..._context import customer as customer_block
-from .._common import IntegrationOptions, RequestMeter, Resolver, aiterate_as, iterate_as
-from .._common import header as header
-from .._common import user_attribute as _user_attribute
-from ._settings import options_from_settings
+from meterstream._client import MeterClient
+from meterstream._context import current_customer
+from meterstream._context import customer as customer_block
+from meterstream.integrations._common import (
+    IntegrationOptions,
+    RequestMeter,
+    Resolver,
+    aiterate_as,
+    iterate_as,
+)
+from meterstream.integrations._common import header as header
+from meterstream.integrations._common import user_attribute as _user_attribute
+from meterstream.integrations.django._settings import options_from_settings
 
 __all__ = ["MeterstreamMiddleware", "header", "user_attribute"]
 

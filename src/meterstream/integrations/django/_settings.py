@@ -11,10 +11,10 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from ..._config import Settings
-from ..._default import configure
-from ...errors import ConfigurationError
-from .._common import IntegrationOptions, parse_options, split_settings
+from meterstream._config import Settings
+from meterstream._default import configure
+from meterstream.errors import ConfigurationError
+from meterstream.integrations._common import IntegrationOptions, parse_options, split_settings
 
 __all__ = ["check_settings", "configure_from_settings", "options_from_settings"]
 

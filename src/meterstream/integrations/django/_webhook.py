@@ -9,8 +9,8 @@ from typing import Any, Callable, Optional
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ..._client import MeterClient
-from .._webhook import MAX_BODY_BYTES, answer_webhook
+from meterstream._client import MeterClient
+from meterstream.integrations._webhook import MAX_BODY_BYTES, answer_webhook
 
 __all__ = ["stripe_webhook", "stripe_webhook_view"]
 

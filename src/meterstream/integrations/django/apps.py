@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
-from ._settings import check_settings, configure_from_settings
+from meterstream.integrations.django._settings import check_settings, configure_from_settings
 
 __all__ = ["MeterstreamConfig"]
 
