@@ -22,7 +22,7 @@ ALLOWED: dict[str, str] = {
     "_delivery.py": "one state machine under one lock: take, attempt, settle, flush, shutdown",
     "_exporters/stripe/_http11.py": "one HTTP/1.1 exchange: every read re-arms one deadline",
     "emulator/_state.py": "the emulator's public facade: one documented method per endpoint",
-    "_config.py": "the one table of setting declarations, in the reference's order",
+    "_config/settings.py": "the one table of setting declarations, in the reference's order",
     "emulator/_app.py": "about 400: the ASGI app's routing and error shapes, one idea",
     "integrations/_common.py": "about 400: what the three web integrations share, one idea",
     "_exporters/stripe/_exporter.py": "about 400: the Stripe exporter, one idea",

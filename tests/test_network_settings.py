@@ -8,7 +8,7 @@ from typing import Optional
 import pytest
 
 from meterstream import ConfigurationError
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream._network import ca_source, proxy_for, redact_url, ssl_context
 
 STRIPE = "https://meter-events.stripe.com"

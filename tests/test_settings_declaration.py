@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 import meterstream
-from meterstream import _config, _setting, _settings_table
-from meterstream._config import SETTINGS, Settings
-from meterstream._setting import UNSET
+from meterstream._config import setting as _setting
+from meterstream._config import settings as _config
+from meterstream._config import table as _settings_table
+from meterstream._config.setting import UNSET
+from meterstream._config.settings import SETTINGS, Settings
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -21,7 +23,7 @@ def test_the_reference_table_is_generated_from_the_declarations() -> None:
     text = DOCS.read_text(encoding="utf-8")
     assert _settings_table.rewrite(text) == text, (
         "docs/configuration.md is out of date: run "
-        "python -m meterstream._settings_table docs/configuration.md"
+        "python -m meterstream._config.table docs/configuration.md"
     )
 
 

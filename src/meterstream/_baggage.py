@@ -14,9 +14,9 @@ from typing import Optional
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from meterstream._config import DEFAULT_BAGGAGE_KEY
+from meterstream._config.parsing import _key_or_empty
+from meterstream._config.settings import DEFAULT_BAGGAGE_KEY
 from meterstream._otel import _failed, sdk_active
-from meterstream._parsing import _key_or_empty
 from meterstream.errors import ConfigurationError
 
 __all__ = ["Baggage", "default_baggage", "detach", "set_default_baggage"]

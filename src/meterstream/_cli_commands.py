@@ -114,7 +114,7 @@ def _nobody_listening(urls: list[str]) -> Optional[str]:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from meterstream._config import Settings
+    from meterstream._config.settings import Settings
     from meterstream._exporters.stripe._api import StripeAPI
 
     parser: argparse.ArgumentParser = args.parser
@@ -159,7 +159,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    from meterstream._config import Settings
+    from meterstream._config.settings import Settings
     from meterstream._exporters.stripe._api import StripeAPI
     from meterstream._reconcile import check_range, reconcile, render_table, to_json
     from meterstream._spool import Spool

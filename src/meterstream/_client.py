@@ -15,7 +15,7 @@ from meterstream._baggage import Baggage
 from meterstream._buffer import Buffer
 from meterstream._client_folding import Folding
 from meterstream._client_stats import client_stats
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
 from meterstream._counters import Counters
 from meterstream._decorators import make_meter

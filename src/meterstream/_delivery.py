@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from meterstream._buffer import Buffer
 from meterstream._checks import PAST_WINDOW
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream._events import EventBatch
 from meterstream._evictions import EvictionReporter
 from meterstream._exporters.base import Exporter, RetryableExportError

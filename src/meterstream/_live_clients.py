@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional, Protocol
 from meterstream._internal import report_internal_error
 
 if TYPE_CHECKING:
-    from meterstream._config import Settings
+    from meterstream._config.settings import Settings
 
 __all__ = ["LiveClient", "live_clients", "new_client_name", "register", "snapshot", "unregister"]
 

@@ -30,7 +30,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Optional, Protocol, Union
 
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream._spool import Spool
 from meterstream.errors import ConfigurationError, WebhookError, WebhookSignatureError
 

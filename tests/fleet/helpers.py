@@ -7,7 +7,7 @@ import threading
 from typing import Any, Callable, Optional
 
 import _poll
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._nats import NatsOptions

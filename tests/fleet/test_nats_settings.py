@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import meterstream
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream.errors import ConfigurationError
 
 

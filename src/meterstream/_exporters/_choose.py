@@ -11,7 +11,7 @@ from meterstream._exporters.none import NoneExporter
 from meterstream.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from meterstream._config import Settings
+    from meterstream._config.settings import Settings
 
 __all__ = ["accepted_key", "make_exporter"]
 

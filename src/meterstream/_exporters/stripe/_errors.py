@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import httpx
 
-from meterstream._setting import redact_key
+from meterstream._config.setting import redact_key
 
 __all__ = [
     "RETRYABLE_STATUS",

@@ -44,7 +44,7 @@ from meterstream._version import __version__
 from meterstream.errors import DeliveryError
 
 if TYPE_CHECKING:
-    from meterstream._config import Settings
+    from meterstream._config.settings import Settings
 
 __all__ = ["StripeExporter"]
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from meterstream._config import Settings
+from meterstream._config.settings import Settings
 from meterstream._default import configure
 from meterstream.errors import ConfigurationError
 from meterstream.integrations._common import IntegrationOptions, parse_options, split_settings

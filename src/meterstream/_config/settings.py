@@ -5,7 +5,7 @@ the annotation, and ``_setting.setting`` gives its parser, default, environment
 variables and the line of the configuration reference that explains it.
 Everything else is derived from those declarations: :data:`SETTINGS`, the
 resolution order, the repr, and the table in ``docs/configuration.md``
-(``python -m meterstream._settings_table``).
+(``python -m meterstream._config.table``).
 
 To add a setting, add one field here (and its parser to ``_parsing`` if it
 needs a new one); a value this version cannot honour yet uses
@@ -26,9 +26,7 @@ from meterstream._aggregate_settings import (
     parse_aggregate,
     parse_aggregation_window,
 )
-from meterstream._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
-from meterstream._network import parse_ca_bundle, parse_proxy, redact_url
-from meterstream._parsing import (
+from meterstream._config.parsing import (
     MISSING_CUSTOMER_POLICIES,
     OVERFLOW_POLICIES,
     DeliveryErrorCallback,
@@ -47,7 +45,9 @@ from meterstream._parsing import (
     _pos,
     _url,
 )
-from meterstream._setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
+from meterstream._config.setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
+from meterstream._nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
+from meterstream._network import parse_ca_bundle, parse_proxy, redact_url
 from meterstream._spool import SYNC_MODES as SPOOL_SYNC_MODES
 from meterstream.errors import ConfigurationError
 

@@ -1,6 +1,6 @@
 """The settings table of ``docs/configuration.md``, generated from the declarations.
 
-Run ``python -m meterstream._settings_table docs/configuration.md`` after
+Run ``python -m meterstream._config.table docs/configuration.md`` after
 changing a setting: it rewrites the table between its two markers. A test
 fails while the file is out of date.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from meterstream._config import SETTINGS
+from meterstream._config.settings import SETTINGS
 
 __all__ = ["BEGIN", "END", "markdown", "rewrite"]
 
 BEGIN = (
-    "<!-- settings table: generated from the declarations in _config.py by "
-    "`python -m meterstream._settings_table docs/configuration.md`; do not edit -->"
+    "<!-- settings table: generated from the declarations in _config/settings.py by "
+    "`python -m meterstream._config.table docs/configuration.md`; do not edit -->"
 )
 END = "<!-- end of settings table -->"
 
@@ -46,7 +46,7 @@ def rewrite(text: str) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m meterstream._settings_table docs/configuration.md")
+        print("usage: python -m meterstream._config.table docs/configuration.md")
         return 2
     with open(args[0], encoding="utf-8") as file:
         text = file.read()
