@@ -48,8 +48,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import httpx
 
 import meterstream
-from meterstream import _events
 from meterstream._aggregate import Folder
+from meterstream._record import events as _events
 from meterstream.emulator import Emulator
 
 CUSTOMERS = [f"cus_{i:03d}" for i in range(100)]

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meterstream import _aggregate, _events
+from meterstream import _aggregate
 from meterstream._aggregate import (
     Folder,
     dimensions_key,
@@ -29,7 +29,8 @@ from meterstream._aggregate import (
     window_start,
 )
 from meterstream._aggregate_settings import WINDOWS
-from meterstream._events import RawEvent
+from meterstream._record import events as _events
+from meterstream._record.events import RawEvent
 
 # Slow machines and shared CPUs: no per-example deadline, nothing written to disk.
 PROPERTY_SETTINGS = settings(

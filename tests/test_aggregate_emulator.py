@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 import meterstream
-from meterstream import _events
 from meterstream._aggregate import Folder, dimensions_key
-from meterstream._events import RawEvent
 from meterstream._exporters.stripe._api import StripeAPI
+from meterstream._record import events as _events
+from meterstream._record.events import RawEvent
 from meterstream.emulator import Emulator
 
 SECRET = "sk_test_aggregate_e2e"

@@ -7,7 +7,7 @@ import threading
 from typing import Optional
 
 import meterstream
-from meterstream import _context
+from meterstream._record import context as _context
 
 
 def test_one_customer_block_entered_from_many_threads_at_once() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import meterstream
-from meterstream import _events
+from meterstream._record import events as _events
 
 CUS = "cus_checks"
 

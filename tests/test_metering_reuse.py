@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import meterstream
-from meterstream import _metering
+from meterstream._record import metering as _metering
 
 
 @pytest.fixture

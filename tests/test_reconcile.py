@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meterstream._events import EventBatch
+from meterstream._record.events import EventBatch
 from meterstream._spool import Spool
 from meterstream.emulator import Emulator
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from meterstream._events import identifier_prefix
+from meterstream._record.events import identifier_prefix
 from meterstream._spool import DeadLetter, Spool, SpoolFull
 from meterstream.errors import ConfigurationError
 

@@ -90,15 +90,15 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_package_import_graph_has_no_cycle_type_checking_imports_included() -> None:
     graph = {module: _imports(module) for module in MODULES}
-    assert "meterstream._decorators" in graph["meterstream._client"]  # the walk sees imports
+    assert "meterstream._record.decorators" in graph["meterstream._client"]  # the walk sees imports
     assert _cycle(graph) == []
 
 
 DECORATOR_MODULES = [
-    "meterstream._call",
-    "meterstream._decorators",
-    "meterstream._metering",
-    "meterstream._streams",
+    "meterstream._record.call",
+    "meterstream._record.decorators",
+    "meterstream._record.metering",
+    "meterstream._record.streams",
 ]
 
 
@@ -127,7 +127,7 @@ def test_the_decorators_touch_no_private_name_of_another_object(module: str) -> 
 
 
 def test_the_recorder_protocol_names_no_private_member() -> None:
-    tree = ast.parse(MODULES["meterstream._recorder"].read_text(encoding="utf-8"))
+    tree = ast.parse(MODULES["meterstream._record.recorder"].read_text(encoding="utf-8"))
     (protocol,) = [node for node in tree.body if isinstance(node, ast.ClassDef)]
     members = [node.name for node in protocol.body if isinstance(node, ast.FunctionDef)]
     members += [

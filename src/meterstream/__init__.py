@@ -1,13 +1,13 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
 from meterstream._api import flush, handle_webhook, meter, metering, record, shutdown, stats
-from meterstream._call import Call
 from meterstream._client import MeterClient
-from meterstream._context import bind_context, current_customer, customer
 from meterstream._default import configure, get_client
-from meterstream._events import EventBatch
 from meterstream._exporters.base import Exporter, RetryableExportError
-from meterstream._metering import Usage
+from meterstream._record.call import Call
+from meterstream._record.context import bind_context, current_customer, customer
+from meterstream._record.events import EventBatch
+from meterstream._record.metering import Usage
 from meterstream._signals import drain_on_sigterm
 from meterstream._version import __version__
 from meterstream._webhooks import ReportedError, ValidationReport

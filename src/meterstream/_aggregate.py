@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
-from meterstream._events import RawEvent
 from meterstream._fold import (
     _EXACT,
     _FLOAT_HIGH,
@@ -56,6 +55,7 @@ from meterstream._fold import (
     split_value,
     window_start,
 )
+from meterstream._record.events import RawEvent
 
 # The arithmetic lives in _fold; its public names are re-exported here, so
 # that everything about aggregation is imported from one place.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from meterstream._decorators import make_meter
 from meterstream._default import get_client
-from meterstream._metering import metering as _metering
+from meterstream._record.decorators import make_meter
+from meterstream._record.metering import metering as _metering
 from meterstream._webhooks import DEFAULT_TOLERANCE, ValidationReport
 
 if TYPE_CHECKING:

@@ -9,22 +9,30 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from meterstream import _checks, _events, _live_clients, _otel
+from meterstream import _live_clients, _otel
 from meterstream._aggregate import Folder
-from meterstream._baggage import Baggage
 from meterstream._buffer import Buffer
 from meterstream._client_folding import Folding
 from meterstream._client_stats import client_stats
 from meterstream._config.settings import Settings
-from meterstream._context import CUSTOMER, bind_context, customer, customer_for, customer_seen_by
 from meterstream._counters import Counters
-from meterstream._decorators import make_meter
 from meterstream._delivery import Delivery
 from meterstream._exporters import Exporter
 from meterstream._exporters._choose import accepted_key, make_exporter
-from meterstream._fork import new_canary
 from meterstream._internal import RateLimitedLog, logger, report_internal_error
-from meterstream._metering import metering
+from meterstream._record import checks as _checks
+from meterstream._record import events as _events
+from meterstream._record.baggage import Baggage
+from meterstream._record.context import (
+    CUSTOMER,
+    bind_context,
+    customer,
+    customer_for,
+    customer_seen_by,
+)
+from meterstream._record.decorators import make_meter
+from meterstream._record.fork import new_canary
+from meterstream._record.metering import metering
 from meterstream._record_constant import compile_record_constant
 from meterstream._rejections import Rejections
 from meterstream._spool import Spool

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
-from meterstream import _baggage
 from meterstream._client import MeterClient
+from meterstream._record import baggage as _baggage
 
 __all__ = ["configure", "get_client", "reset_default_client"]
 

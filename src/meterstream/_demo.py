@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any, Optional
 
 from meterstream._client import MeterClient
-from meterstream._context import customer as customer_block
 from meterstream._exporters.stripe._api import StripeAPI
+from meterstream._record.context import customer as customer_block
 
 __all__ = ["run_demo"]
 
@@ -103,7 +103,7 @@ class _Service:
         )(self._complete)
 
     def handle(self, query: str) -> None:
-        from meterstream._context import current_customer
+        from meterstream._record.context import current_customer
 
         results = self.search(query)
         answer = self.complete(query, results)

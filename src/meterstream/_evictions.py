@@ -23,8 +23,8 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from meterstream._buffer import Buffer
-from meterstream._events import EventBatch
 from meterstream._internal import report_internal_error
+from meterstream._record.events import EventBatch
 from meterstream.errors import DeliveryError
 
 __all__ = ["EVICTED_CHUNK", "EvictionReporter"]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any, Optional, Union
 
-from meterstream._events import MAX_DIGITS, RawEvent
+from meterstream._record.events import MAX_DIGITS, RawEvent
 
 __all__ = [
     "DimsKey",
@@ -226,7 +226,7 @@ def fold(
     (a spool's pending rows): the same uses and *fold_id* always give the
     same events and identifiers, so a fold repeated after a crash is
     deduplicated by Stripe. Values must be ints, floats or Decimals that
-    passed :func:`meterstream._events.check_value`.
+    passed :func:`meterstream._record.events.check_value`.
     """
     sums: dict[tuple[float, Key], Number] = {}
     for name, customer, value, timestamp, dims in uses:

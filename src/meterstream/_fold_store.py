@@ -26,7 +26,6 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Optional, Union
 
-from meterstream._events import RawEvent
 from meterstream._fold import (
     _FLOAT_HIGH,
     _FLOAT_LOW,
@@ -38,6 +37,7 @@ from meterstream._fold import (
     _exact_decimal,
     new_fold_id,
 )
+from meterstream._record.events import RawEvent
 from meterstream._spool_rows import INSERT_PENDING, encode_value
 
 __all__ = [

@@ -12,9 +12,9 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
-from meterstream import _events
 from meterstream._buffer import FlushMarker
-from meterstream._events import EventBatch
+from meterstream._record import events as _events
+from meterstream._record.events import EventBatch
 
 __all__ = ["Job", "Ledger"]
 

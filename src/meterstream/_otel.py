@@ -30,7 +30,7 @@ from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._version import __version__
 
 if TYPE_CHECKING:
-    from meterstream._events import EventBatch
+    from meterstream._record.events import EventBatch
 
 __all__ = [
     "export_span",

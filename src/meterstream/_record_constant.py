@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from meterstream._buffer import Buffer
-from meterstream._events import next_sequence
-from meterstream._fork import Canary
+from meterstream._record.events import next_sequence
+from meterstream._record.fork import Canary
 
 __all__ = ["compile_record_constant"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from meterstream._events import EventBatch
+from meterstream._record.events import EventBatch
 from meterstream.errors import DeliveryError
 
 __all__ = ["Split", "split_expired", "split_refused", "split_unencodable"]

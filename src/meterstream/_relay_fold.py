@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from meterstream._checks import format_value
-from meterstream._events import format_timestamp
 from meterstream._fold import _EXACT, _MAX_EXP, Number, split_value, window_start
+from meterstream._record.checks import format_value
+from meterstream._record.events import format_timestamp
 
 __all__ = ["FoldRules", "Unit", "fold_records", "record_identifier"]
 

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any, Optional
 
-from meterstream._events import check_event_name, check_identifier
+from meterstream._record.events import check_event_name, check_identifier
 from meterstream._relay_fold import Unit
 
 __all__ = ["check_message", "pack_units"]

@@ -29,7 +29,6 @@ from typing import Any, Callable, Optional, Union
 from meterstream import _spool_history as history_rows
 from meterstream import _spool_owners as owners
 from meterstream import _spool_queue as queue
-from meterstream._events import RawEvent, identifier_prefix
 from meterstream._fold_store import (
     FOLD_CHUNK,
     INSERT_USE,
@@ -37,6 +36,7 @@ from meterstream._fold_store import (
     fold_in_transaction,
     oldest_use_end,
 )
+from meterstream._record.events import RawEvent, identifier_prefix
 from meterstream._spool_admin import SpoolAdmin
 from meterstream._spool_checkpoint import Checkpointer
 from meterstream._spool_group import GroupCommit

@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from meterstream._buffer import Buffer, FlushMarker
 from meterstream._counters import Counters
-from meterstream._events import EventBatch, RawEvent
 from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream._record.events import EventBatch, RawEvent
 from meterstream._spool import DeadLetter, Spool, SpoolFull
 from meterstream.errors import DeliveryError
 

@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
-from meterstream._events import RawEvent
 from meterstream._fold import DimsKey, window_start
 from meterstream._fold_store import fold_dimensions, stored_value
 from meterstream._internal import report_internal_error
+from meterstream._record.events import RawEvent
 from meterstream._spool import Spool, SpoolFull
 
 __all__ = ["SpoolFolder"]

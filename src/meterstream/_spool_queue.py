@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
-from meterstream._events import RawEvent
+from meterstream._record.events import RawEvent
 from meterstream._spool_rows import ROW_COLUMNS, ROW_FROM, row_event
 
 __all__ = [

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Optional
 
-from meterstream._events import RawEvent
+from meterstream._record.events import RawEvent
 
 __all__ = [
     "INSERT_PENDING",

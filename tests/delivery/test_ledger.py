@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from meterstream._buffer import FlushMarker
-from meterstream._events import EventBatch
 from meterstream._ledger import Ledger
+from meterstream._record.events import EventBatch
 from meterstream._refusals import split_expired, split_refused
 from meterstream.errors import DeliveryError
 

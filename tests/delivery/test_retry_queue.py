@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from meterstream._events import EventBatch
 from meterstream._ledger import Job
+from meterstream._record.events import EventBatch
 from meterstream._retry_queue import RetryQueue
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import meterstream
-from meterstream._events import EventBatch
+from meterstream._record.events import EventBatch
 from meterstream.errors import ConfigurationError
 
 from .helpers import read_stream

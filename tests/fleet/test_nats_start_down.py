@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import meterstream
-from meterstream._events import EventBatch
 from meterstream._exporters.nats import NatsExporter
 from meterstream._nats import NatsOptions
+from meterstream._record.events import EventBatch
 from meterstream.errors import ConfigurationError
 
 from .helpers import read_stream, wait_for

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
-from meterstream._checks import format_value
+from meterstream._record.checks import format_value
 from meterstream._spool import Spool
 from meterstream.emulator import Emulator
 

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from meterstream._events import EventBatch
+from meterstream._record.events import EventBatch
 
 __all__ = ["EventBatch", "Exporter", "RetryableExportError", "WireEvent"]
 

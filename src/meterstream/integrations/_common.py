@@ -13,13 +13,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from meterstream._checks import check_event_name
 from meterstream._client import MeterClient
 from meterstream._config.parsing import _bool, _import_dotted, _number
 from meterstream._config.settings import SETTING_NAMES
-from meterstream._context import customer as customer_block
 from meterstream._default import get_client
 from meterstream._internal import RateLimitedLog
+from meterstream._record.checks import check_event_name
+from meterstream._record.context import customer as customer_block
 from meterstream.errors import ConfigurationError, InvalidEventError, MeterError
 
 __all__ = [

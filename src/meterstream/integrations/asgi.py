@@ -31,11 +31,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
-from meterstream import _baggage
 from meterstream._client import MeterClient
-from meterstream._context import CUSTOMER, _context_value, enter_customer, exit_customer
-from meterstream._context import current_customer as _current_customer
-from meterstream._context import customer as customer_block
+from meterstream._record import baggage as _baggage
+from meterstream._record.context import CUSTOMER, _context_value, enter_customer, exit_customer
+from meterstream._record.context import current_customer as _current_customer
+from meterstream._record.context import customer as customer_block
 from meterstream.errors import ConfigurationError
 from meterstream.integrations._asgi_webhook import StripeWebhook
 from meterstream.integrations._common import RequestMeter, Resolver, parse_options

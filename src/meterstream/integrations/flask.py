@@ -27,9 +27,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from meterstream._client import MeterClient
-from meterstream._context import current_customer
-from meterstream._context import customer as customer_block
 from meterstream._default import configure
+from meterstream._record.context import current_customer
+from meterstream._record.context import customer as customer_block
 from meterstream.errors import ConfigurationError
 from meterstream.integrations._common import (
     OPTION_NAMES,

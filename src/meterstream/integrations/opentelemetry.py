@@ -38,9 +38,9 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
     ) from exc
 
 from meterstream._client import MeterClient
-from meterstream._context import current_customer
 from meterstream._default import get_client
 from meterstream._internal import RateLimitedLog, report_internal_error
+from meterstream._record.context import current_customer
 from meterstream.errors import ConfigurationError, MeterError
 
 __all__ = ["MeteringSpanProcessor", "SpanRule"]

@@ -9,8 +9,8 @@ from typing import Any, Callable, Optional
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
 from meterstream._client import MeterClient
-from meterstream._context import current_customer
-from meterstream._context import customer as customer_block
+from meterstream._record.context import current_customer
+from meterstream._record.context import customer as customer_block
 from meterstream.integrations._common import (
     IntegrationOptions,
     RequestMeter,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from meterstream._checks import (
+from meterstream._record.checks import (
     check_customer,
     check_dimensions,
     check_event_name,
@@ -14,8 +14,8 @@ from meterstream._checks import (
     check_on_error,
     check_value,
 )
-from meterstream._context import CUSTOMER
-from meterstream._recorder import Recorder
+from meterstream._record.context import CUSTOMER
+from meterstream._record.recorder import Recorder
 from meterstream.errors import InvalidEventError, _short_repr
 
 __all__ = ["Call", "MeterSpec", "customer_at_call_start"]

@@ -1,6 +1,6 @@
 """``meter()``: wrap a function so that each call records one use.
 
-The decorators record through a :class:`~meterstream._recorder.Recorder`
+The decorators record through a :class:`~meterstream._record.recorder.Recorder`
 (the client), never through the client's own internals.
 """
 
@@ -13,10 +13,10 @@ from typing import Any, Callable, Optional, TypeVar, cast
 
 import wrapt
 
-from meterstream._call import Call, MeterSpec, customer_at_call_start, perf_counter
-from meterstream._context import CUSTOMER
-from meterstream._recorder import Recorder
-from meterstream._streams import metered_async_generator, metered_generator, stream_wrapper
+from meterstream._record.call import Call, MeterSpec, customer_at_call_start, perf_counter
+from meterstream._record.context import CUSTOMER
+from meterstream._record.recorder import Recorder
+from meterstream._record.streams import metered_async_generator, metered_generator, stream_wrapper
 
 __all__ = ["make_meter"]
 

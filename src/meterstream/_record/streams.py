@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, Callable, Optional
 
-from meterstream._call import Call, MeterSpec, customer_at_call_start, perf_counter
-from meterstream._recorder import Recorder
+from meterstream._record.call import Call, MeterSpec, customer_at_call_start, perf_counter
+from meterstream._record.recorder import Recorder
 
 __all__ = ["metered_async_generator", "metered_generator", "stream_wrapper"]
 

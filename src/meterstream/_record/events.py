@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Union, overload
 
 # The checks lived here before they had a module of their own; importers
 # that still name them here keep working.
-from meterstream._checks import (
+from meterstream._record.checks import (
     MAX_DIGITS,
     MAX_VALUE_CHARS,
     check_customer,

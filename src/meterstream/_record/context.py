@@ -13,9 +13,9 @@ import functools
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
 
-from meterstream import _baggage
-from meterstream._baggage import Baggage
-from meterstream._checks import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
+from meterstream._record import baggage as _baggage
+from meterstream._record.baggage import Baggage
+from meterstream._record.checks import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
 
 __all__ = ["bind_context", "current_customer", "customer"]
 

@@ -8,15 +8,15 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from meterstream._checks import (
+from meterstream._record.checks import (
     check_customer,
     check_dimensions,
     check_event_name,
     check_identifier,
     check_on_error,
 )
-from meterstream._context import CUSTOMER
-from meterstream._recorder import Recorder
+from meterstream._record.context import CUSTOMER
+from meterstream._record.recorder import Recorder
 from meterstream.errors import InvalidEventError
 
 __all__ = ["Usage", "metering"]
