@@ -20,7 +20,7 @@ import pytest
 
 import meterstream
 from _poll import wait_for
-from meterstream._buffer import Wake
+from meterstream._delivery.buffer import Wake
 from meterstream._exporters.base import Exporter
 
 CUS = "cus_buf"

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import meterstream
-from meterstream._counters import NAMES, Counters
+from meterstream._delivery.counters import NAMES, Counters
 
 
 def test_the_buffer_and_the_delivery_count_into_the_clients_counters() -> None:

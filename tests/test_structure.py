@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import meterstream
-from meterstream import _buffer
+from meterstream._delivery import buffer as _buffer
 
 PACKAGE = Path(meterstream.__file__).parent
 
@@ -170,7 +170,7 @@ def _appends_onto_the_buffer() -> list[str]:
 def test_events_are_appended_onto_the_buffer_in_one_place_only() -> None:
     # add_marker appends a flush marker, not an event; the events' append is
     # the APPEND text, compiled into Buffer.put and the client's fast path.
-    assert _appends_onto_the_buffer() == ["meterstream._buffer:add_marker"]
+    assert _appends_onto_the_buffer() == ["meterstream._delivery.buffer:add_marker"]
     assert _buffer.APPEND.count("append(") == 1
 
 

@@ -11,12 +11,12 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _live_clients, _otel
 from meterstream._aggregate import Folder
-from meterstream._buffer import Buffer
 from meterstream._client_folding import Folding
 from meterstream._client_stats import client_stats
 from meterstream._config.settings import Settings
-from meterstream._counters import Counters
-from meterstream._delivery import Delivery
+from meterstream._delivery.buffer import Buffer
+from meterstream._delivery.counters import Counters
+from meterstream._delivery.delivery import Delivery
 from meterstream._exporters import Exporter
 from meterstream._exporters._choose import accepted_key, make_exporter
 from meterstream._internal import RateLimitedLog, logger, report_internal_error

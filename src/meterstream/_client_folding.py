@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._aggregate import Folder
 from meterstream._aggregate_settings import apply_meter_check
-from meterstream._buffer import Buffer
 from meterstream._config.settings import Settings
+from meterstream._delivery.buffer import Buffer
 from meterstream._exporters import Exporter
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI

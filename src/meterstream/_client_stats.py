@@ -12,9 +12,9 @@ from typing import Optional, Union
 
 from meterstream import _otel
 from meterstream._aggregate import Folder
-from meterstream._buffer import Buffer
-from meterstream._counters import DROP_REASONS, FAIL_REASONS, Counters
-from meterstream._delivery import Delivery
+from meterstream._delivery.buffer import Buffer
+from meterstream._delivery.counters import DROP_REASONS, FAIL_REASONS, Counters
+from meterstream._delivery.delivery import Delivery
 from meterstream._internal import report_internal_error
 from meterstream._rejections import Rejections
 from meterstream._spool import Spool

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from meterstream._buffer import Buffer
+from meterstream._delivery.buffer import Buffer
 from meterstream._record.events import next_sequence
 from meterstream._record.fork import Canary
 

@@ -28,9 +28,9 @@ import time
 from typing import Any, Optional
 
 from meterstream._aggregate_settings import MetersSource
+from meterstream._delivery.pacing import Backoff, Pacer
 from meterstream._exporters.base import Exporter, RetryableExportError
 from meterstream._nats import DEAD_REASON_HEADER, connect, ensure_stream
-from meterstream._pacing import Backoff, Pacer
 from meterstream._record.events import EventBatch
 from meterstream._relay_budget import SharedBudget
 from meterstream._relay_config import RelayConfig, relay_metrics

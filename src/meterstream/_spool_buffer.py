@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from meterstream._buffer import Buffer, FlushMarker
-from meterstream._counters import Counters
+from meterstream._delivery.buffer import Buffer, FlushMarker
+from meterstream._delivery.counters import Counters
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.events import EventBatch, RawEvent
 from meterstream._spool import DeadLetter, Spool, SpoolFull

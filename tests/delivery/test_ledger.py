@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from meterstream._buffer import FlushMarker
-from meterstream._ledger import Ledger
+from meterstream._delivery.buffer import FlushMarker
+from meterstream._delivery.ledger import Ledger
+from meterstream._delivery.refusals import split_expired, split_refused
 from meterstream._record.events import EventBatch
-from meterstream._refusals import split_expired, split_refused
 from meterstream.errors import DeliveryError
 
 

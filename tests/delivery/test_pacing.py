@@ -6,7 +6,7 @@ import threading
 import time
 
 from meterstream import DeliveryError
-from meterstream._pacing import Backoff, Pacer
+from meterstream._delivery.pacing import Backoff, Pacer
 
 from .test_retry_under_fire import ScriptedExporter
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from meterstream._ledger import Job
+from meterstream._delivery.ledger import Job
+from meterstream._delivery.retry_queue import RetryQueue
 from meterstream._record.events import EventBatch
-from meterstream._retry_queue import RetryQueue
 
 
 def _job(seq: int) -> Job:

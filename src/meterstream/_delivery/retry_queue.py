@@ -12,7 +12,7 @@ import heapq
 import itertools
 from typing import Optional
 
-from meterstream._ledger import Job
+from meterstream._delivery.ledger import Job
 
 __all__ = ["RetryQueue"]
 

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from meterstream._buffer import Buffer
+from meterstream._delivery.buffer import Buffer
 from meterstream._internal import report_internal_error
 from meterstream._record.events import EventBatch
 from meterstream.errors import DeliveryError

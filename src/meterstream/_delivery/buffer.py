@@ -8,7 +8,7 @@ from collections import deque
 from itertools import repeat, starmap
 from typing import Any, Callable, Optional, Union
 
-from meterstream._counters import Counters
+from meterstream._delivery.counters import Counters
 
 __all__ = ["APPEND", "Buffer", "FlushMarker", "Wake"]
 

@@ -12,7 +12,7 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
-from meterstream._buffer import FlushMarker
+from meterstream._delivery.buffer import FlushMarker
 from meterstream._record import events as _events
 from meterstream._record.events import EventBatch
 

@@ -25,18 +25,18 @@ import threading
 import time
 from typing import Callable, Optional
 
-from meterstream._buffer import Buffer
 from meterstream._config.settings import Settings
-from meterstream._evictions import EvictionReporter
+from meterstream._delivery.buffer import Buffer
+from meterstream._delivery.evictions import EvictionReporter
+from meterstream._delivery.ledger import Job, Ledger
+from meterstream._delivery.pacing import MAX_RETRY_AFTER, Backoff, Pacer
+from meterstream._delivery.refusals import Split, split_expired, split_refused, split_unencodable
+from meterstream._delivery.retry_queue import RetryQueue
 from meterstream._exporters.base import Exporter, RetryableExportError
 from meterstream._internal import RateLimitedLog, report_internal_error
-from meterstream._ledger import Job, Ledger
 from meterstream._otel import export_span
-from meterstream._pacing import MAX_RETRY_AFTER, Backoff, Pacer
 from meterstream._record.checks import PAST_WINDOW
 from meterstream._record.events import EventBatch
-from meterstream._refusals import Split, split_expired, split_refused, split_unencodable
-from meterstream._retry_queue import RetryQueue
 from meterstream.errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
