@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from meterstream._record.events import EventBatch
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
 
 KEY = "sk_test_reconcile"

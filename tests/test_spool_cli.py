@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meterstream._spool import DeadLetter, Spool
+from meterstream._spool.spool import DeadLetter, Spool
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from meterstream._record.events import identifier_prefix
-from meterstream._spool import DeadLetter, Spool, SpoolFull
+from meterstream._spool.spool import DeadLetter, Spool, SpoolFull
 from meterstream.errors import ConfigurationError
 
 
@@ -125,7 +125,7 @@ def test_the_claims_of_a_killed_process_are_freed_at_once(path: str) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time
-        from meterstream._spool import Spool
+        from meterstream._spool.spool import Spool
         spool = Spool({path!r}, lease=3600)
         spool.append(("api_calls", "cus_1", 1, time.time(), "id-killed", None))
         assert len(spool.claim(10)) == 1
@@ -150,7 +150,7 @@ def test_what_record_returned_survives_sigkill(path: str) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time
-        from meterstream._spool import Spool
+        from meterstream._spool.spool import Spool
         spool = Spool({path!r})
         n = 0
         while True:
@@ -400,7 +400,7 @@ def test_a_handled_stripe_event_is_remembered_across_handles(path: str) -> None:
 
 
 def test_a_full_spool_lets_the_history_go_first(path: str) -> None:
-    from meterstream._spool_buffer import SpoolBuffer
+    from meterstream._spool.sink import SpoolBuffer
 
     spool = Spool(path, max_bytes=1 << 20)
     buffer = SpoolBuffer(spool)

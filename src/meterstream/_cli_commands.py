@@ -162,7 +162,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     from meterstream._config.settings import Settings
     from meterstream._exporters.stripe._api import StripeAPI
     from meterstream._reconcile import check_range, reconcile, render_table, to_json
-    from meterstream._spool import Spool
+    from meterstream._spool.spool import Spool
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)

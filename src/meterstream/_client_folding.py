@@ -19,8 +19,8 @@ from meterstream._exporters import Exporter
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._internal import report_internal_error
-from meterstream._spool_buffer import SpoolBuffer
-from meterstream._spool_fold import SpoolFolder
+from meterstream._spool.aggregate import SpoolFolder
+from meterstream._spool.sink import SpoolBuffer
 
 __all__ = ["Folding"]
 

@@ -17,8 +17,8 @@ from meterstream._delivery.counters import DROP_REASONS, FAIL_REASONS, Counters
 from meterstream._delivery.delivery import Delivery
 from meterstream._internal import report_internal_error
 from meterstream._rejections import Rejections
-from meterstream._spool import Spool
-from meterstream._spool_fold import SpoolFolder
+from meterstream._spool.aggregate import SpoolFolder
+from meterstream._spool.spool import Spool
 
 __all__ = ["client_stats"]
 

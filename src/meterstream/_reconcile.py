@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Optional, Protocol
 
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 
 __all__ = ["WINDOWS", "Reconciliation", "Row", "Summaries", "check_range", "reconcile"]
 

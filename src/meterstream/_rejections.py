@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from meterstream._internal import RateLimitedLog, report_internal_error
 
 if TYPE_CHECKING:
-    from meterstream._spool import Spool
+    from meterstream._spool.spool import Spool
     from meterstream._webhooks import ValidationReport
 
 __all__ = ["Rejections"]

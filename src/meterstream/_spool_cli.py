@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from meterstream._spool import Spool
-from meterstream._spool_admin import SpoolStatus
+from meterstream._spool.admin import SpoolStatus
+from meterstream._spool.spool import Spool
 from meterstream.errors import ConfigurationError
 
 __all__ = ["add_spool_parser", "run_spool"]

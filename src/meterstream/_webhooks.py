@@ -31,7 +31,7 @@ from collections import OrderedDict
 from typing import Any, Optional, Protocol, Union
 
 from meterstream._config.settings import Settings
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 from meterstream.errors import ConfigurationError, WebhookError, WebhookSignatureError
 
 

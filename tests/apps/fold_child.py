@@ -27,7 +27,7 @@ import time
 from decimal import Decimal
 
 import meterstream
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 
 API_KEY = "sk_test_spool"
 CUSTOMERS = ("cus_a", "cus_b", "cus_c")

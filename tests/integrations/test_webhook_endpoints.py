@@ -47,7 +47,7 @@ from starlette.applications import Starlette  # noqa: E402
 
 import meterstream  # noqa: E402
 from _poll import wait_for  # noqa: E402
-from meterstream._spool import Spool  # noqa: E402
+from meterstream._spool.spool import Spool  # noqa: E402
 from meterstream.emulator import Emulator  # noqa: E402
 from meterstream.emulator._webhooks import sign  # noqa: E402
 from meterstream.integrations.asgi import StripeWebhook  # noqa: E402

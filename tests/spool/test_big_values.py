@@ -14,7 +14,7 @@ import pytest
 
 import meterstream
 from meterstream._record.checks import format_value
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
 
 BIG = [

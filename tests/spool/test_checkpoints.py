@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from _poll import wait_for
-from meterstream._spool import Spool
-from meterstream._spool_checkpoint import SAFETY_NET_FRAMES
+from meterstream._spool.checkpoint import SAFETY_NET_FRAMES
+from meterstream._spool.spool import Spool
 
 
 def _event(i: int) -> tuple[str, str, int, float, str, None]:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from meterstream._spool import Spool
-from meterstream._spool_queue import IN_LIMIT
+from meterstream._spool.queue import IN_LIMIT
+from meterstream._spool.spool import Spool
 
 COUNT = 2 * IN_LIMIT + 7  # three pieces
 

@@ -19,7 +19,7 @@ import pytest
 
 import meterstream
 from _poll import wait_for
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
 
 from .conftest import assert_each_once, child, kill_when

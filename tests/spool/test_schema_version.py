@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 from meterstream.errors import ConfigurationError
 
 

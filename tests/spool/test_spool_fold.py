@@ -15,10 +15,10 @@ import pytest
 
 import meterstream
 from _poll import wait_for
-from meterstream import _fold_store
-from meterstream._fold_store import fold_dimensions
-from meterstream._spool import Spool
-from meterstream._spool_fold import SpoolFolder
+from meterstream._spool import aggregate_store as _fold_store
+from meterstream._spool.aggregate import SpoolFolder
+from meterstream._spool.aggregate_store import fold_dimensions
+from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
 
 from .conftest import child_env

@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 
 
 def _pending_identifiers(spool: Spool) -> set[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import meterstream
-from meterstream._spool import Spool
+from meterstream._spool.spool import Spool
 from meterstream._webhooks import verify_signature
 from meterstream.emulator import Emulator
 from meterstream.emulator._webhooks import sign

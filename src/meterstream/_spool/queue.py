@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from meterstream._record.events import RawEvent
-from meterstream._spool_rows import ROW_COLUMNS, ROW_FROM, row_event
+from meterstream._spool.rows import ROW_COLUMNS, ROW_FROM, row_event
 
 __all__ = [
     "IN_LIMIT",

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any, Optional
 
-from meterstream._spool_rows import decode_value
+from meterstream._spool.rows import decode_value
 
 __all__ = [
     "HANDLED_KEPT",

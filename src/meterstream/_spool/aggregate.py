@@ -5,13 +5,13 @@ is one durable insert into the spool's ``uses`` table (what ``record()``
 costs with a spool anyway), not a sum in memory: a crash loses no open
 window. The delivery tick, ``flush()`` and ``shutdown()`` fold the uses of
 ended windows (of every window, for the last two) in one write transaction
-(:meth:`meterstream._spool.Spool.fold_due`): read them, sum them exactly
+(:meth:`meterstream._spool.spool.Spool.fold_due`): read them, sum them exactly
 (:mod:`meterstream._fold`'s arithmetic and 15-digit split), insert the
 folded events into ``pending``, delete the uses, commit. Before the commit
 nothing changed; after it the events wait with their identifiers fixed,
 and are delivered like any spooled event.
 
-How identifiers stay unique across folds: see :mod:`meterstream._fold_store`.
+How identifiers stay unique across folds: see :mod:`meterstream._spool.aggregate_store`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
 from meterstream._fold import DimsKey, window_start
-from meterstream._fold_store import fold_dimensions, stored_value
 from meterstream._internal import report_internal_error
 from meterstream._record.events import RawEvent
-from meterstream._spool import Spool, SpoolFull
+from meterstream._spool.aggregate_store import fold_dimensions, stored_value
+from meterstream._spool.spool import Spool, SpoolFull
 
 __all__ = ["SpoolFolder"]
 

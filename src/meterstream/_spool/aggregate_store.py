@@ -1,6 +1,6 @@
 """The fold of uses stored in a spool, as SQL: one write transaction, exactly once.
 
-:meth:`meterstream._spool.Spool.fold_due` runs :func:`fold_in_transaction`
+:meth:`meterstream._spool.spool.Spool.fold_due` runs :func:`fold_in_transaction`
 inside ``BEGIN IMMEDIATE``: read the uses of ended windows, sum them exactly
 (:mod:`meterstream._fold`'s arithmetic and 15-digit split), insert the folded
 events into ``pending``, delete the uses. Before the commit nothing changed;
@@ -38,7 +38,7 @@ from meterstream._fold import (
     new_fold_id,
 )
 from meterstream._record.events import RawEvent
-from meterstream._spool_rows import INSERT_PENDING, encode_value
+from meterstream._spool.rows import INSERT_PENDING, encode_value
 
 __all__ = [
     "FOLD_CHUNK",

@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Optional
 
 from meterstream._internal import logger
-from meterstream._spool_checkpoint import SAFETY_NET_FRAMES
+from meterstream._spool.checkpoint import SAFETY_NET_FRAMES
 from meterstream.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "SYNC_MODES", "Transaction", "open_database"]

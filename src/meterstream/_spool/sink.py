@@ -22,7 +22,7 @@ from meterstream._delivery.buffer import Buffer, FlushMarker
 from meterstream._delivery.counters import Counters
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.events import EventBatch, RawEvent
-from meterstream._spool import DeadLetter, Spool, SpoolFull
+from meterstream._spool.spool import DeadLetter, Spool, SpoolFull
 from meterstream.errors import DeliveryError
 
 __all__ = ["SpoolBuffer"]

@@ -26,24 +26,23 @@ from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
-from meterstream import _spool_history as history_rows
-from meterstream import _spool_owners as owners
-from meterstream import _spool_queue as queue
-from meterstream._fold_store import (
+from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._spool import history as history_rows
+from meterstream._spool import owners, queue
+from meterstream._spool.admin import SpoolAdmin
+from meterstream._spool.aggregate_store import (
     FOLD_CHUNK,
     INSERT_USE,
     count_uses,
     fold_in_transaction,
     oldest_use_end,
 )
-from meterstream._record.events import RawEvent, identifier_prefix
-from meterstream._spool_admin import SpoolAdmin
-from meterstream._spool_checkpoint import Checkpointer
-from meterstream._spool_group import GroupCommit
-from meterstream._spool_open import SYNC_MODES, Transaction, open_database
-from meterstream._spool_queue import DeadLetter, SpooledBatch
-from meterstream._spool_rows import INSERT_PENDING, encode_dimensions, encode_value
-from meterstream._spool_size import disk_bytes, used_bytes
+from meterstream._spool.checkpoint import Checkpointer
+from meterstream._spool.group_commit import GroupCommit
+from meterstream._spool.queue import DeadLetter, SpooledBatch
+from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
+from meterstream._spool.schema import SYNC_MODES, Transaction, open_database
+from meterstream._spool.size import disk_bytes, used_bytes
 from meterstream.errors import ConfigurationError
 
 __all__ = ["SYNC_MODES", "DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
