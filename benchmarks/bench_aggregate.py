@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import httpx
 
 import meterstream
-from meterstream._aggregate import Folder
+from meterstream._aggregate.aggregator import Folder
 from meterstream._record import events as _events
 from meterstream.emulator import Emulator
 

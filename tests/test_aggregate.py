@@ -20,15 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meterstream import _aggregate
-from meterstream._aggregate import (
+from meterstream._aggregate import aggregator as _aggregate
+from meterstream._aggregate.aggregator import (
     Folder,
     dimensions_key,
     fold,
     fold_identifier,
     window_start,
 )
-from meterstream._aggregate_settings import WINDOWS
+from meterstream._aggregate.settings import WINDOWS
 from meterstream._record import events as _events
 from meterstream._record.events import RawEvent
 
@@ -529,7 +529,7 @@ def test_each_folder_has_its_own_random_fold_id() -> None:
 
 CHILD_SCRIPT = """
 import ctypes, os, sys, threading
-from meterstream._aggregate import Folder
+from meterstream._aggregate.aggregator import Folder
 
 folder = Folder(["t"], 60)
 stop = threading.Event()

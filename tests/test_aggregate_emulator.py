@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import meterstream
-from meterstream._aggregate import Folder, dimensions_key
+from meterstream._aggregate.aggregator import Folder, dimensions_key
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._record import events as _events
 from meterstream._record.events import RawEvent

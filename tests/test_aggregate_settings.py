@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from meterstream._aggregate import Folder
-from meterstream._aggregate_settings import (
+from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.settings import (
     apply_meter_check,
     check_aggregate_against_disabled,
     parse_aggregate,

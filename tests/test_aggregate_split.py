@@ -8,7 +8,7 @@ from typing import Union
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from meterstream._aggregate import split_value
+from meterstream._aggregate.aggregator import split_value
 from meterstream._record import events as _events
 
 # Slow machines and shared CPUs: no per-example deadline, nothing written to disk.

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _live_clients, _otel
-from meterstream._aggregate import Folder
+from meterstream._aggregate.aggregator import Folder
 from meterstream._client_folding import Folding
 from meterstream._client_stats import client_stats
 from meterstream._config.settings import Settings

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from meterstream import _otel
-from meterstream._aggregate import Folder
+from meterstream._aggregate.aggregator import Folder
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import DROP_REASONS, FAIL_REASONS, Counters
 from meterstream._delivery.delivery import Delivery

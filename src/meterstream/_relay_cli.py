@@ -113,7 +113,7 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
 
 def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT; exit 2 on a usage mistake, 0 after a clean stop."""
-    from meterstream._aggregate_settings import parse_aggregate, parse_aggregation_window
+    from meterstream._aggregate.settings import parse_aggregate, parse_aggregation_window
     from meterstream._config.settings import Settings
     from meterstream._exporters.stripe import StripeExporter
     from meterstream._exporters.stripe._api import StripeAPI

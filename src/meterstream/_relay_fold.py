@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from meterstream._fold import _EXACT, _MAX_EXP, Number, split_value, window_start
+from meterstream._aggregate.arithmetic import _EXACT, _MAX_EXP, Number, split_value, window_start
 from meterstream._record.checks import format_value
 from meterstream._record.events import format_timestamp
 
@@ -49,7 +49,7 @@ class FoldRules:
         cls, names: Iterable[str], window: int, meters: Optional[Sequence[Mapping[str, Any]]]
     ) -> FoldRules:
         """Rules for *names* given Stripe's meters (None: they could not be read)."""
-        from meterstream._aggregate_settings import unfoldable_names
+        from meterstream._aggregate.settings import unfoldable_names
 
         names = sorted(names)
         if meters is None:

@@ -2,7 +2,7 @@
 
 A relay folds the uses of sum meters in a fetched batch into one event per
 event name, payload (customer and dimensions) and window, as the in-process
-:class:`meterstream._aggregate.Folder` does. What makes it exactly once is
+:class:`meterstream._aggregate.aggregator.Folder` does. What makes it exactly once is
 that the fold is *decided* in JetStream before anything is sent:
 
 1. each candidate folded group becomes a fold record (its events and the

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from meterstream._fold import window_start
+from meterstream._aggregate.arithmetic import window_start
 from meterstream._nats import DEAD_REASON_HEADER
 from meterstream._record.events import format_timestamp
 from meterstream._relay_fold import record_identifier

@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from meterstream._aggregate_settings import (
+from meterstream._aggregate.settings import (
     check_aggregate_against_disabled,
     parse_aggregate,
     parse_aggregation_window,

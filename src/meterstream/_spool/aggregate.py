@@ -6,7 +6,7 @@ costs with a spool anyway), not a sum in memory: a crash loses no open
 window. The delivery tick, ``flush()`` and ``shutdown()`` fold the uses of
 ended windows (of every window, for the last two) in one write transaction
 (:meth:`meterstream._spool.spool.Spool.fold_due`): read them, sum them exactly
-(:mod:`meterstream._fold`'s arithmetic and 15-digit split), insert the
+(:mod:`meterstream._aggregate.arithmetic`'s arithmetic and 15-digit split), insert the
 folded events into ``pending``, delete the uses, commit. Before the commit
 nothing changed; after it the events wait with their identifiers fixed,
 and are delivered like any spooled event.
@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
-from meterstream._fold import DimsKey, window_start
+from meterstream._aggregate.arithmetic import DimsKey, window_start
 from meterstream._internal import report_internal_error
 from meterstream._record.events import RawEvent
 from meterstream._spool.aggregate_store import fold_dimensions, stored_value
@@ -31,7 +31,7 @@ __all__ = ["SpoolFolder"]
 
 
 class SpoolFolder:
-    """The :class:`meterstream._aggregate.Folder` of a client with a spool.
+    """The :class:`meterstream._aggregate.aggregator.Folder` of a client with a spool.
 
     :meth:`add` stores the use in the spool; :meth:`close` folds the ended
     windows there and returns no events (they are in the spool already).

@@ -2,7 +2,7 @@
 
 :meth:`meterstream._spool.spool.Spool.fold_due` runs :func:`fold_in_transaction`
 inside ``BEGIN IMMEDIATE``: read the uses of ended windows, sum them exactly
-(:mod:`meterstream._fold`'s arithmetic and 15-digit split), insert the folded
+(:mod:`meterstream._aggregate.arithmetic`'s arithmetic and 15-digit split), insert the folded
 events into ``pending``, delete the uses. Before the commit nothing changed;
 after it the events wait with their identifiers fixed.
 
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Optional, Union
 
-from meterstream._fold import (
+from meterstream._aggregate.arithmetic import (
     _FLOAT_HIGH,
     _FLOAT_LOW,
     DimsKey,

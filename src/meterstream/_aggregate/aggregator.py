@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
-from meterstream._fold import (
+from meterstream._aggregate.arithmetic import (
     _EXACT,
     _FLOAT_HIGH,
     _FLOAT_LOW,
@@ -115,7 +115,7 @@ class Folder:
     Args:
         names: the event names to fold (``aggregate`` setting, sum modes).
         window: the window in seconds; divides 60 (see
-            :func:`meterstream._aggregate_settings.parse_aggregation_window`).
+            :func:`meterstream._aggregate.settings.parse_aggregation_window`).
         fold_id: the identifier prefix of folded events; default a random
             one, renewed in a forked child.
         clock: wall-clock seconds, ``time.time`` unless testing.

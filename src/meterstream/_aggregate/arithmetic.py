@@ -1,6 +1,6 @@
 """The arithmetic of folding: exact sums, the 15-digit split, windows, identifiers.
 
-Pure functions, shared by the in-memory :class:`meterstream._aggregate.Folder`
+Pure functions, shared by the in-memory :class:`meterstream._aggregate.aggregator.Folder`
 and by anything that folds uses already stored (a spool's fold step):
 the same uses and fold id always give the same events.
 """
