@@ -375,7 +375,7 @@ def test_without_an_sdk_nothing_is_emitted_and_nothing_breaks() -> None:
 
 
 def test_events_stripe_rejected_later_are_counted_in_a_metric() -> None:
-    from meterstream._webhooks import ReportedError, ValidationReport
+    from meterstream._truth.webhooks import ReportedError, ValidationReport
 
     client = meterstream.MeterClient(exporter="none")
     client.report_validation_errors(

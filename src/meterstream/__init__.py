@@ -9,8 +9,8 @@ from meterstream._record.context import bind_context, current_customer, customer
 from meterstream._record.events import EventBatch
 from meterstream._record.metering import Usage
 from meterstream._signals import drain_on_sigterm
+from meterstream._truth.webhooks import ReportedError, ValidationReport
 from meterstream._version import __version__
-from meterstream._webhooks import ReportedError, ValidationReport
 from meterstream.errors import (
     ConfigurationError,
     DeliveryError,

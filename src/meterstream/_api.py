@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 from meterstream._default import get_client
 from meterstream._record.decorators import make_meter
 from meterstream._record.metering import metering as _metering
-from meterstream._webhooks import DEFAULT_TOLERANCE, ValidationReport
+from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 
 if TYPE_CHECKING:
     from meterstream._client import MeterClient

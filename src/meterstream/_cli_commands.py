@@ -161,8 +161,8 @@ def run_summary(args: argparse.Namespace) -> int:
 def run_reconcile(args: argparse.Namespace) -> int:
     from meterstream._config.settings import Settings
     from meterstream._exporters.stripe._api import StripeAPI
-    from meterstream._reconcile import check_range, reconcile, render_table, to_json
     from meterstream._spool.spool import Spool
+    from meterstream._truth.reconcile import check_range, reconcile, render_table, to_json
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)

@@ -34,11 +34,11 @@ from meterstream._record.decorators import make_meter
 from meterstream._record.fork import new_canary
 from meterstream._record.metering import metering
 from meterstream._record_constant import compile_record_constant
-from meterstream._rejections import Rejections
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
-from meterstream._webhooks import DEFAULT_TOLERANCE, ValidationReport
-from meterstream._webhooks import handle_webhook as _handle_webhook
+from meterstream._truth.reports import Rejections
+from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
+from meterstream._truth.webhooks import handle_webhook as _handle_webhook
 from meterstream.errors import (
     InvalidEventError,
     MeterError,

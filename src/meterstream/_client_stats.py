@@ -16,9 +16,9 @@ from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import DROP_REASONS, FAIL_REASONS, Counters
 from meterstream._delivery.delivery import Delivery
 from meterstream._internal import report_internal_error
-from meterstream._rejections import Rejections
 from meterstream._spool.aggregate import SpoolFolder
 from meterstream._spool.spool import Spool
+from meterstream._truth.reports import Rejections
 
 __all__ = ["client_stats"]
 

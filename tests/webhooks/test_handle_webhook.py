@@ -11,7 +11,7 @@ import pytest
 
 import meterstream
 from meterstream._spool.spool import Spool
-from meterstream._webhooks import verify_signature
+from meterstream._truth.webhooks import verify_signature
 from meterstream.emulator import Emulator
 from meterstream.emulator._webhooks import sign
 

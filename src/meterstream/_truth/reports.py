@@ -16,7 +16,7 @@ from meterstream._internal import RateLimitedLog, report_internal_error
 
 if TYPE_CHECKING:
     from meterstream._spool.spool import Spool
-    from meterstream._webhooks import ValidationReport
+    from meterstream._truth.webhooks import ValidationReport
 
 __all__ = ["Rejections"]
 
