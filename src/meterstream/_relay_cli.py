@@ -117,9 +117,9 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     from meterstream._config.settings import Settings
     from meterstream._exporters.stripe import StripeExporter
     from meterstream._exporters.stripe._api import StripeAPI
-    from meterstream._nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
-    from meterstream._relay import Relay
-    from meterstream._relay_config import RelayConfig
+    from meterstream._fleet.nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
+    from meterstream._fleet.relay import Relay
+    from meterstream._fleet.relay_config import RelayConfig
 
     if args.batch_size > 100:
         args.parser.error("--batch-size: Stripe takes at most 100 events a request")

@@ -10,9 +10,9 @@ import _poll
 from meterstream._config.settings import Settings
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI
-from meterstream._nats import NatsOptions
-from meterstream._relay import Relay
-from meterstream._relay_config import RelayConfig
+from meterstream._fleet.nats import NatsOptions
+from meterstream._fleet.relay import Relay
+from meterstream._fleet.relay_config import RelayConfig
 from meterstream.emulator import Emulator
 
 API_KEY = "sk_test_fleet"

@@ -39,8 +39,8 @@ def test_each_event_is_published_with_its_identifier_as_nats_msg_id(
 
 
 def test_a_retried_batch_is_dropped_by_jetstream_as_a_duplicate(nats_server: NatsServer) -> None:
-    from meterstream._exporters.nats import NatsExporter
-    from meterstream._nats import NatsOptions
+    from meterstream._fleet.exporter import NatsExporter
+    from meterstream._fleet.nats import NatsOptions
 
     exporter = NatsExporter(NatsOptions(nats_server.url))
     try:

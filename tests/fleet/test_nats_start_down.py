@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import meterstream
-from meterstream._exporters.nats import NatsExporter
-from meterstream._nats import NatsOptions
+from meterstream._fleet.exporter import NatsExporter
+from meterstream._fleet.nats import NatsOptions
 from meterstream._record.events import EventBatch
 from meterstream.errors import ConfigurationError
 

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import meterstream
-from meterstream._nats import DEAD_REASON_HEADER
+from meterstream._fleet.nats import DEAD_REASON_HEADER
 from meterstream.emulator import Emulator
 
 from .helpers import RelayThread, publish_raw, read_stream, wait_for

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 
 from meterstream._aggregate.arithmetic import window_start
-from meterstream._nats import DEAD_REASON_HEADER
+from meterstream._fleet.aggregate import record_identifier
+from meterstream._fleet.nats import DEAD_REASON_HEADER
 from meterstream._record.events import format_timestamp
-from meterstream._relay_fold import record_identifier
 from meterstream.emulator import Emulator
 
 from .fold_helpers import (

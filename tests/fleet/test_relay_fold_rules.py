@@ -6,8 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from meterstream._relay_fold import MAX_SOURCES, FoldRules, fold_records, record_identifier
-from meterstream._relay_fold_log import FoldIndex
+from meterstream._fleet.aggregate import MAX_SOURCES, FoldRules, fold_records, record_identifier
+from meterstream._fleet.aggregate_log import FoldIndex
 
 RULES = FoldRules({"tokens": "value"}, 60)
 

@@ -38,7 +38,7 @@ def make_exporter(settings: Settings) -> Exporter:
 
         return StripeExporter(settings)
     if exporter == "nats":
-        from meterstream._exporters.nats import NatsExporter  # no nats-py import until one is made
+        from meterstream._fleet.exporter import NatsExporter  # no nats-py import until one is made
 
         return NatsExporter.from_settings(settings)
     raise ConfigurationError(f"exporter: unknown exporter {exporter!r}")  # pragma: no cover
@@ -57,7 +57,7 @@ def accepted_key(exporter: Exporter) -> str:
         return "memory"
     if isinstance(exporter, NoneExporter):
         return "none"
-    from meterstream._exporters.nats import NatsExporter  # no nats-py import until one is made
+    from meterstream._fleet.exporter import NatsExporter  # no nats-py import until one is made
 
     if isinstance(exporter, NatsExporter):
         return "published"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterstream._nats import NatsOptions
+from meterstream._fleet.nats import NatsOptions
 
 __all__ = ["RelayConfig", "relay_metrics"]
 

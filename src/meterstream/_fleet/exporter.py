@@ -17,7 +17,7 @@ import threading
 from typing import Any, Optional
 
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
-from meterstream._nats import (
+from meterstream._fleet.nats import (
     LoopThread,
     NatsOptions,
     NatsUnreachable,

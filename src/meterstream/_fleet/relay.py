@@ -30,13 +30,13 @@ from typing import Any, Optional
 from meterstream._aggregate.settings import MetersSource
 from meterstream._delivery.pacing import Backoff, Pacer
 from meterstream._exporters.base import Exporter, RetryableExportError
-from meterstream._nats import DEAD_REASON_HEADER, connect, ensure_stream
+from meterstream._fleet.aggregate import FoldRules, Unit
+from meterstream._fleet.aggregate_log import FleetFolder
+from meterstream._fleet.budget import SharedBudget
+from meterstream._fleet.messages import check_message, pack_units
+from meterstream._fleet.nats import DEAD_REASON_HEADER, connect, ensure_stream
+from meterstream._fleet.relay_config import RelayConfig, relay_metrics
 from meterstream._record.events import EventBatch
-from meterstream._relay_budget import SharedBudget
-from meterstream._relay_config import RelayConfig, relay_metrics
-from meterstream._relay_fold import FoldRules, Unit
-from meterstream._relay_fold_log import FleetFolder
-from meterstream._relay_messages import check_message, pack_units
 from meterstream.errors import DeliveryError
 
 __all__ = ["Relay"]

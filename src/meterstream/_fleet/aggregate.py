@@ -4,7 +4,7 @@ Pure functions and records: :class:`FoldRules` says which event names fold
 (sum meters) and into which group a use goes (event name, payload apart
 from the value, window); :func:`fold_records` turns a batch of uses into
 fold records, each a group's folded events and its source identifiers. How
-the fleet agrees on them once is :mod:`meterstream._relay_fold_log`.
+the fleet agrees on them once is :mod:`meterstream._fleet.aggregate_log`.
 """
 
 from __future__ import annotations

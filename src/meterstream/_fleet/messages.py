@@ -6,8 +6,8 @@ import json
 import re
 from typing import Any, Optional
 
+from meterstream._fleet.aggregate import Unit
 from meterstream._record.events import check_event_name, check_identifier
-from meterstream._relay_fold import Unit
 
 __all__ = ["check_message", "pack_units"]
 

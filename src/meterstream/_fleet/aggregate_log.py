@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from meterstream._relay_fold import FoldRules, Unit, fold_records
+from meterstream._fleet.aggregate import FoldRules, Unit, fold_records
 from meterstream.errors import ConfigurationError
 
 __all__ = ["FleetFolder", "FoldIndex", "folds_stream", "folds_subject"]
@@ -197,7 +197,7 @@ class FleetFolder:
         import nats.js.errors
         from nats.js.api import DeliverPolicy, StorageType, StreamConfig
 
-        from meterstream._nats import DUPLICATE_WINDOW
+        from meterstream._fleet.nats import DUPLICATE_WINDOW
 
         name = folds_stream(self._stream)
         try:
