@@ -1,7 +1,7 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
 from meterstream._api import flush, handle_webhook, meter, metering, record, shutdown, stats
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._default import configure, get_client
 from meterstream._exporters.base import Exporter, RetryableExportError
 from meterstream._record.call import Call

@@ -11,7 +11,7 @@ from meterstream._record.metering import metering as _metering
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 
 if TYPE_CHECKING:
-    from meterstream._client import MeterClient
+    from meterstream._client.client import MeterClient
 
 __all__ = ["flush", "handle_webhook", "meter", "metering", "record", "shutdown", "stats"]
 

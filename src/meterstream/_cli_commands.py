@@ -33,7 +33,7 @@ class CommandError(Exception):
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from meterstream._client import MeterClient
+    from meterstream._client.client import MeterClient
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._record import baggage as _baggage
 
 __all__ = ["configure", "get_client", "reset_default_client"]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Optional
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._record.context import customer as customer_block
 

@@ -16,7 +16,7 @@ import time
 from types import FrameType
 from typing import Callable, Optional, Union
 
-from meterstream import _live_clients
+from meterstream._client import live as _live_clients
 from meterstream._internal import report_internal_error
 
 __all__ = ["drain_on_sigterm"]

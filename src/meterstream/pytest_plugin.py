@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._default import configure, reset_default_client
 from meterstream.testing import MeterEvents
 

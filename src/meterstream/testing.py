@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Optional
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._exporters.memory import MemoryExporter
 
 __all__ = ["MeterEvents", "Use"]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import anyio.to_thread
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream.integrations._webhook import MAX_BODY_BYTES, answer_webhook
 
 __all__ = ["StripeWebhook"]

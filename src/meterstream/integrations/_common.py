@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._config.parsing import _bool, _import_dotted, _number
 from meterstream._config.settings import SETTING_NAMES
 from meterstream._default import get_client

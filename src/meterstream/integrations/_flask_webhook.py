@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 from flask import Response, request
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream.integrations._webhook import MAX_BODY_BYTES, answer_webhook
 
 __all__ = ["stripe_webhook", "stripe_webhook_view"]

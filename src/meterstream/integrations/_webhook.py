@@ -13,7 +13,7 @@ import logging
 from typing import Optional
 
 from meterstream._api import handle_webhook
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._truth.webhooks import MAX_BODY_BYTES
 from meterstream.errors import ConfigurationError, DeliveryError, WebhookError

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.asgi needs Starlette: pip install 'meterstream[fastapi]'"
     ) from exc
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._record import baggage as _baggage
 from meterstream._record.context import CUSTOMER, _context_value, enter_customer, exit_customer
 from meterstream._record.context import current_customer as _current_customer

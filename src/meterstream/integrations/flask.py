@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "meterstream.integrations.flask needs Flask: pip install 'meterstream[flask]'"
     ) from exc
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._default import configure
 from meterstream._record.context import current_customer
 from meterstream._record.context import customer as customer_block

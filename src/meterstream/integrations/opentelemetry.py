@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
         "pip install 'meterstream[otel]'"
     ) from exc
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._default import get_client
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.context import current_customer

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream._record.context import current_customer
 from meterstream._record.context import customer as customer_block
 from meterstream.integrations._common import (

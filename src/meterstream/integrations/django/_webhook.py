@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from meterstream._client import MeterClient
+from meterstream._client.client import MeterClient
 from meterstream.integrations._webhook import MAX_BODY_BYTES, answer_webhook
 
 __all__ = ["stripe_webhook", "stripe_webhook_view"]

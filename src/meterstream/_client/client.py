@@ -9,16 +9,18 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from meterstream import _live_clients, _otel
+from meterstream import _otel
 from meterstream._aggregate.aggregator import Folder
-from meterstream._client_folding import Folding
-from meterstream._client_stats import client_stats
+from meterstream._client import live as _live_clients
+from meterstream._client.aggregation import Folding
+from meterstream._client.constant import compile_record_constant
+from meterstream._client.exporters import accepted_key, make_exporter
+from meterstream._client.stats import client_stats
 from meterstream._config.settings import Settings
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import Counters
 from meterstream._delivery.delivery import Delivery
 from meterstream._exporters import Exporter
-from meterstream._exporters._choose import accepted_key, make_exporter
 from meterstream._internal import RateLimitedLog, logger, report_internal_error
 from meterstream._record import checks as _checks
 from meterstream._record import events as _events
@@ -33,7 +35,6 @@ from meterstream._record.context import (
 from meterstream._record.decorators import make_meter
 from meterstream._record.fork import new_canary
 from meterstream._record.metering import metering
-from meterstream._record_constant import compile_record_constant
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
 from meterstream._truth.reports import Rejections
@@ -450,7 +451,7 @@ class MeterClient:
     #: time: ``record_constant(event_name, value, customer, dimensions)``. Part
     #: of the contract the decorators use (:class:`Recorder`); an application
     #: calls :meth:`record`. Compiled per client with the buffer's append
-    #: inlined (see :mod:`meterstream._record_constant`).
+    #: inlined (see :mod:`meterstream._client.constant`).
     record_constant: Callable[[str, Any, Optional[str], Optional[dict[str, str]]], Any]
 
     def _record_constant_general(
