@@ -41,7 +41,7 @@ def test_log_messages_do_not_repeat_the_logger_name(path: Path) -> None:
 
 
 def test_the_demo_counts_in_the_singular(capsys: pytest.CaptureFixture[str]) -> None:
-    from meterstream._demo import run_demo
+    from meterstream.cli._demo import run_demo
 
     out = io.StringIO()
     with redirect_stdout(out):

@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Optional
 
-from meterstream._cli_args import Parser, whole_number
+from meterstream.cli._args import Parser, whole_number
 from meterstream.emulator._webhooks import add_arguments as webhook_arguments
 from meterstream.emulator._webhooks import configure_from_args as configure_webhooks
 

@@ -17,7 +17,8 @@ import logging
 import sys
 from typing import Optional
 
-from meterstream._cli_args import (
+from meterstream._version import __version__
+from meterstream.cli._args import (
     Parser,
     at_least_1,
     connection_args,
@@ -27,8 +28,7 @@ from meterstream._cli_args import (
     seconds_or_zero,
     usage_value,
 )
-from meterstream._cli_commands import CommandError, run_reconcile, run_send, run_summary
-from meterstream._version import __version__
+from meterstream.cli._stripe import CommandError, run_reconcile, run_send, run_summary
 from meterstream.errors import ConfigurationError, MeterError
 
 __all__ = ["main"]
@@ -88,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--spool", metavar="PATH", help="record through a durable spool at PATH (spool_path)"
     )
 
-    from meterstream._spool_cli import add_spool_parser
+    from meterstream.cli._spool import add_spool_parser
 
     add_spool_parser(sub)
 
-    from meterstream._relay_cli import add_relay_parser
+    from meterstream.cli._relay import add_relay_parser
 
     add_relay_parser(sub, connection_args)
 
@@ -140,7 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "reconcile":
             return run_reconcile(args)
         if args.command == "spool":
-            from meterstream._spool_cli import UsageError, run_spool
+            from meterstream.cli._spool import UsageError, run_spool
 
             try:
                 return run_spool(args)
@@ -149,11 +149,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"meterstream {where}: {exc}", file=sys.stderr)
                 return 2
         if args.command == "relay":
-            from meterstream._relay_cli import run_relay
+            from meterstream.cli._relay import run_relay
 
             return run_relay(args, connection_settings(args, args.parser))
         if args.command == "demo":
-            from meterstream._demo import run_demo
+            from meterstream.cli._demo import run_demo
 
             return run_demo(
                 calls=args.calls,

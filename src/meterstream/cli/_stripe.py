@@ -14,7 +14,7 @@ import time
 from typing import Optional
 from urllib.parse import urlsplit
 
-from meterstream._cli_args import connection_settings
+from meterstream.cli._args import connection_settings
 from meterstream.errors import ConfigurationError, DeliveryError, InvalidEventError
 
 __all__ = ["CommandError", "run_reconcile", "run_send", "run_summary"]
