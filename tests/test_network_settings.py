@@ -9,7 +9,7 @@ import pytest
 
 from meterstream import ConfigurationError
 from meterstream._config.settings import Settings
-from meterstream._network import ca_source, proxy_for, redact_url, ssl_context
+from meterstream._exporters.network import ca_source, proxy_for, redact_url, ssl_context
 
 STRIPE = "https://meter-events.stripe.com"
 

@@ -46,8 +46,8 @@ from meterstream._config.parsing import (
     _url,
 )
 from meterstream._config.setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
+from meterstream._exporters.network import parse_ca_bundle, parse_proxy, redact_url
 from meterstream._fleet.nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
-from meterstream._network import parse_ca_bundle, parse_proxy, redact_url
 from meterstream._spool.spool import SYNC_MODES as SPOOL_SYNC_MODES
 from meterstream.errors import ConfigurationError
 

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import httpx
 
 from meterstream._config.settings import DEFAULT_STRIPE_VERSION, Settings
+from meterstream._exporters.network import ca_source, proxy_for, ssl_context
 from meterstream._exporters.stripe._errors import error_fields
-from meterstream._network import ca_source, proxy_for, ssl_context
 from meterstream._version import __version__
 from meterstream.errors import ConfigurationError, DeliveryError
 

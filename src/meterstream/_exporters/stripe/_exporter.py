@@ -7,7 +7,7 @@ request (deadline, answer size), directly or through an ``http://`` proxy
 :mod:`._watchdog` for the deadline and the same answer bound, when ``http2``
 is on, a transport is given, or the proxy is an ``https://`` one.
 :mod:`._sessions` keeps the session token, :mod:`._errors` reads Stripe's
-answers, and :mod:`meterstream._network` says which proxy and CA
+answers, and :mod:`meterstream._exporters.network` says which proxy and CA
 certificates apply, as requests and httpx would.
 """
 
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
+from meterstream._exporters.network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
 from meterstream._exporters.stripe._errors import (
     certificate_failure,
     error_fields,
@@ -39,7 +40,6 @@ from meterstream._exporters.stripe._http11 import (
 from meterstream._exporters.stripe._sessions import SessionManager
 from meterstream._exporters.stripe._watchdog import RequestWatchdog
 from meterstream._internal import RateLimitedLog, logger
-from meterstream._network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
 from meterstream._version import __version__
 from meterstream.errors import DeliveryError
 
