@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import httpx
 
 import meterstream
-from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.aggregator import Aggregator
 from meterstream._record import events as _events
 from meterstream.emulator import Emulator
 
@@ -93,7 +93,7 @@ def run(
 def record_side_by_side(uses: int, repeat: int, ints: list[Any], floats: list[Any]) -> None:
     """record() with and without aggregate, interleaved run by run: best of *repeat*."""
     plain = meterstream.MeterClient(exporter="none", max_queue_size=10_000_000)
-    folding = meterstream.MeterClient(
+    aggregation = meterstream.MeterClient(
         exporter="none", max_queue_size=10_000_000, aggregate={"llm_tokens": "sum"}
     )
 
@@ -120,7 +120,7 @@ def record_side_by_side(uses: int, repeat: int, ints: list[Any], floats: list[An
         for threads in (8, 1):
             best: dict[str, tuple[float, float, float]] = {}
             for _ in range(repeat):
-                for label, client in (("plain", plain), ("aggregated", folding)):
+                for label, client in (("plain", plain), ("aggregated", aggregation)):
                     r = run(threads, uses, recorder(client), values, finisher(client))
                     if label not in best or r[0] > best[label][0]:
                         best[label] = r
@@ -129,10 +129,10 @@ def record_side_by_side(uses: int, repeat: int, ints: list[Any], floats: list[An
                 f"{kind:8} {threads:>7} {p[0]:>13,.0f} {p[1]:>6.2f} us "
                 f"{a[0]:>18,.0f} {a[1]:>6.2f} us"
             )
-    stats = folding.stats()
+    stats = aggregation.stats()
     assert stats["dropped"] == 0 and plain.stats()["dropped"] == 0, stats
     plain.shutdown(5)
-    folding.shutdown(5)
+    aggregation.shutdown(5)
 
 
 def end_to_end(
@@ -240,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     client = meterstream.MeterClient(exporter="none", max_queue_size=10_000_000)
-    folder = Folder(["llm_tokens"], 5)
-    add = folder.add
+    aggregator = Aggregator(["llm_tokens"], 5)
+    add = aggregator.add
 
     def record(customer: str, value: Any) -> None:
         client.record("llm_tokens", value, customer=customer)
 
-    def fold(customer: str, value: Any) -> None:
+    def aggregate(customer: str, value: Any) -> None:
         add("llm_tokens", customer, value, None)
 
     check_name, check_value, check_customer = (
@@ -255,24 +255,24 @@ def main(argv: list[str] | None = None) -> int:
         _events.check_customer,
     )
 
-    def checked_fold(customer: str, value: Any) -> None:
+    def checked_aggregate(customer: str, value: Any) -> None:
         check_name("llm_tokens")
         check_customer(customer)
         add("llm_tokens", customer, check_value(value), None)
 
     def close() -> None:
-        folder.close(force=True)
+        aggregator.close(force=True)
 
     def drain() -> None:
         client.flush(30)
 
     cases: list[tuple[str, Callable[[str, Any], object], list[Any]]] = [
         ("record() (no aggregation), ints", record, ints),
-        ("Folder.add, ints", fold, ints),
-        ("checks + Folder.add, ints", checked_fold, ints),
+        ("Folder.add, ints", aggregate, ints),
+        ("checks + Folder.add, ints", checked_aggregate, ints),
         ("record() (no aggregation), floats", record, floats),
-        ("Folder.add, floats", fold, floats),
-        ("checks + Folder.add, floats", checked_fold, floats),
+        ("Folder.add, floats", aggregate, floats),
+        ("checks + Folder.add, floats", checked_aggregate, floats),
     ]
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
@@ -296,22 +296,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # Events on the wire for 100 customers: every use of a 5-second window
     # from 8 threads, closed as the windows end.
-    folder = Folder(["llm_tokens"], 5)
+    aggregator = Aggregator(["llm_tokens"], 5)
     events: list[Any] = []
     stop = threading.Event()
 
     def closer() -> None:
         while not stop.wait(0.05):
-            events.extend(folder.close())
+            events.extend(aggregator.close())
 
     closing = threading.Thread(target=closer)
     closing.start()
     t0 = time.perf_counter()
-    rate, _, _ = run(8, args.uses * 5, lambda c, v: folder.add("llm_tokens", c, v, None), ints)
+    rate, _, _ = run(8, args.uses * 5, lambda c, v: aggregator.add("llm_tokens", c, v, None), ints)
     stop.set()
     closing.join()
-    events.extend(folder.close(force=True))
-    uses = folder.stats()["aggregated_uses"]
+    events.extend(aggregator.close(force=True))
+    uses = aggregator.stats()["aggregated_uses"]
     print(
         f"\n{uses:,} uses from 8 threads over {time.perf_counter() - t0:.1f} s "
         f"({rate:,.0f}/s) -> {len(events):,} events: {uses / max(1, len(events)):,.0f}x fewer"

@@ -146,7 +146,7 @@ def aggregate(args: argparse.Namespace, url: str, base: str, emulator: SpawnedEm
     client.record("bench_api", customer="cus_0")
     client.flush(60)
     client.shutdown(10)
-    fold = ("--aggregate", "bench_api=sum", "--aggregation-window", "60")
+    aggregate = ("--aggregate", "bench_api=sum", "--aggregation-window", "60")
     for n in (1, 2):
         stream = f"AGG{n}"
         per = args.backlog // args.producers
@@ -155,7 +155,7 @@ def aggregate(args: argparse.Namespace, url: str, base: str, emulator: SpawnedEm
         assert all(p.wait() == 0 for p in procs)
         events_before, uses_before = stored(emulator), stored_uses(emulator)
         start = time.monotonic()
-        relay_procs = relays(url, stream, base, n, *fold)
+        relay_procs = relays(url, stream, base, n, *aggregate)
         done = wait_uses(emulator, uses_before + uses)
         stop(relay_procs)
         out = stored(emulator) - events_before

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from meterstream._aggregate import aggregator as _aggregate
 from meterstream._aggregate.aggregator import (
-    Folder,
+    Aggregator,
+    aggregate,
+    aggregate_identifier,
     dimensions_key,
-    fold,
-    fold_identifier,
     window_start,
 )
 from meterstream._aggregate.settings import WINDOWS
@@ -111,7 +111,7 @@ def test_threads_fold_to_exactly_what_the_unfolded_events_would_sum(
     # 8 threads, 100 customers, 3 dimension sets, ints, Decimals and floats,
     # 1-second windows rolling over during the run, and a closer taking
     # windows concurrently: every use lands in exactly one event.
-    folder = Folder(["llm_tokens"], 1)
+    aggregator = Aggregator(["llm_tokens"], 1)
     per_thread = 40_000
     plans = []
     expected: dict[tuple[str, str, Any], Decimal] = {}
@@ -133,7 +133,7 @@ def test_threads_fold_to_exactly_what_the_unfolded_events_would_sum(
     def work(plan: list[tuple[str, Any, Optional[dict[str, str]]]]) -> None:
         try:
             barrier.wait()
-            add = folder.add
+            add = aggregator.add
             for customer, value, dims in plan:
                 assert add("llm_tokens", customer, value, dims)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -142,7 +142,7 @@ def test_threads_fold_to_exactly_what_the_unfolded_events_would_sum(
     def closer() -> None:
         barrier.wait()
         while not done.is_set():
-            events.extend(folder.close())
+            events.extend(aggregator.close())
             done.wait(0.001)
 
     threads = [threading.Thread(target=work, args=(plan,)) for plan in plans]
@@ -153,12 +153,12 @@ def test_threads_fold_to_exactly_what_the_unfolded_events_would_sum(
         thread.join(120)
     done.set()
     closing.join(60)
-    events.extend(folder.close(force=True))
+    events.extend(aggregator.close(force=True))
     assert not failures
-    assert not folder.pending()
+    assert not aggregator.pending()
     assert totals(events) == expected
     assert_valid_events(events)
-    stats = folder.stats()
+    stats = aggregator.stats()
     assert stats["aggregated_uses"] == 8 * per_thread
     assert stats["aggregated_events"] == len(events)
 
@@ -181,42 +181,42 @@ class PausingCustomer(str):
 
 @pytest.mark.parametrize("value", [5, 5.5, Decimal("5.5")], ids=["int", "float", "Decimal"])
 def test_a_close_never_takes_sums_a_thread_is_still_writing_to(value: Any) -> None:
-    folder = Folder(["t"], 5)
+    aggregator = Aggregator(["t"], 5)
     pausing = PausingCustomer("cus_1").arm()
 
     def writer() -> None:
-        folder.add("t", "cus_0", value)
-        folder.add("t", pausing, value)
+        aggregator.add("t", "cus_0", value)
+        aggregator.add("t", pausing, value)
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
         assert pausing.inside.wait(60)
         # The writer holds its dicts: this close must not return them yet.
-        first = folder.close(force=True, wait=0.05)
+        first = aggregator.close(force=True, wait=0.05)
         assert first == []
-        assert folder.pending()
+        assert aggregator.pending()
     finally:
         pausing.release.set()
         thread.join(60)
-    second = folder.close(force=True)
+    second = aggregator.close(force=True)
     assert sorted((e[1], e[2]) for e in first + second) == [("cus_0", value), ("cus_1", value)]
-    assert not folder.pending()
+    assert not aggregator.pending()
 
 
 def test_floats_past_the_held_bound_are_converted_as_they_come_and_stay_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_aggregate, "_MAX_HELD_FLOATS", 10)
-    folder = Folder(["t"], 5)
+    aggregator = Aggregator(["t"], 5)
     rng = random.Random(11)
     values = [rng.uniform(0, 1000) for _ in range(100)]
     for value in values:
-        assert folder.add("t", "cus_1", value)
+        assert aggregator.add("t", "cus_1", value)
     expected = Decimal(0)
     for value in values:
         expected = add_exact(expected, written(value))
-    assert totals(folder.close(force=True)) == {("t", "cus_1", None): expected}
+    assert totals(aggregator.close(force=True)) == {("t", "cus_1", None): expected}
 
 
 class PausingAppend:
@@ -247,20 +247,20 @@ class PausingAppend:
 
 def test_a_window_handed_over_while_a_close_runs_is_not_lost() -> None:
     clock = FakeClock(NOW + 1)
-    folder = Folder(["t"], 5, clock=clock)
-    pausing = PausingAppend(folder._ready)
-    folder._ready = pausing  # type: ignore[assignment]
+    aggregator = Aggregator(["t"], 5, clock=clock)
+    pausing = PausingAppend(aggregator._ready)
+    aggregator._ready = pausing  # type: ignore[assignment]
 
     def writer() -> None:
-        folder.add("t", "cus_1", 3)
+        aggregator.add("t", "cus_1", 3)
         clock.now = NOW + 6
-        folder.add("t", "cus_1", 4)  # rolls over: hands its first window over
+        aggregator.add("t", "cus_1", 4)  # rolls over: hands its first window over
 
     events: list[RawEvent] = []
     closed = threading.Event()
 
     def closer() -> None:
-        events.extend(folder.close(NOW + 6))
+        events.extend(aggregator.close(NOW + 6))
         closed.set()
 
     thread = threading.Thread(target=writer)
@@ -274,18 +274,18 @@ def test_a_window_handed_over_while_a_close_runs_is_not_lost() -> None:
     pausing.release.set()
     thread.join(60)
     closing.join(60)
-    events.extend(folder.close(NOW + 100, force=True))
+    events.extend(aggregator.close(NOW + 100, force=True))
     assert sorted((e[3], e[2]) for e in events) == [(NOW, 3), (NOW + 5, 4)]
 
 
 def test_asyncio_tasks_on_one_thread_fold_exactly() -> None:
-    folder = Folder(["search"], 5)
+    aggregator = Aggregator(["search"], 5)
     rng = random.Random(7)
     values = [random_value(rng) for _ in range(20_000)]
 
     async def task(chunk: list[Any], customer: str) -> None:
         for i, value in enumerate(chunk):
-            assert folder.add("search", customer, value)
+            assert aggregator.add("search", customer, value)
             if i % 100 == 0:
                 await asyncio.sleep(0)
 
@@ -295,7 +295,7 @@ def test_asyncio_tasks_on_one_thread_fold_exactly() -> None:
         )
 
     asyncio.run(main())
-    events = folder.close(force=True)
+    events = aggregator.close(force=True)
     expected: dict[tuple[str, str, Any], Decimal] = {}
     for i in range(20):
         key = ("search", f"cus_{i % 4}", None)
@@ -307,75 +307,75 @@ def test_asyncio_tasks_on_one_thread_fold_exactly() -> None:
 
 def test_fold_of_stored_uses_equals_the_folder() -> None:
     clock = FakeClock()
-    folder = Folder(["t"], 5, fold_id="fold_a_", clock=clock)
+    aggregator = Aggregator(["t"], 5, aggregate_id="fold_a_", clock=clock)
     rng = random.Random(3)
     uses = []
     for i in range(3000):
         clock.now = NOW + i * 0.01
         value = random_value(rng)
         customer = f"cus_{i % 7}"
-        folder.add("t", customer, value, DIMS[i % 3])
+        aggregator.add("t", customer, value, DIMS[i % 3])
         uses.append(("t", customer, value, clock.now, dimensions_key(DIMS[i % 3])))
-    from_folder = folder.close(force=True)
-    from_fold = fold(uses, window=5, fold_id="fold_a_")
-    assert from_folder == from_fold
-    assert fold(uses, window=5, fold_id="fold_a_") == from_fold  # deterministic
+    from_aggregator = aggregator.close(force=True)
+    from_aggregate = aggregate(uses, window=5, aggregate_id="fold_a_")
+    assert from_aggregator == from_aggregate
+    assert aggregate(uses, window=5, aggregate_id="fold_a_") == from_aggregate  # deterministic
 
 
 # -- what is and is not folded --------------------------------------------------------------
 
 
 def test_names_not_aggregated_and_values_that_cannot_be_folded_exactly_are_declined() -> None:
-    folder = Folder(["t"], 5)
-    assert folder.add("other", "cus_1", 5) is False
-    assert folder.add("t", "cus_1", True) is False
-    assert folder.add("t", "cus_1", float("nan")) is False
-    assert folder.add("t", "cus_1", Decimal("Infinity")) is False
-    assert folder.add("t", "cus_1", Decimal("1E+70")) is False
-    assert folder.add("t", "cus_1", 1e-70) is False
-    assert folder.add("t", "cus_1", "5") is False  # strings are the caller's to check
-    assert folder.close(force=True) == []
-    assert folder.stats()["aggregated_uses"] == 0
+    aggregator = Aggregator(["t"], 5)
+    assert aggregator.add("other", "cus_1", 5) is False
+    assert aggregator.add("t", "cus_1", True) is False
+    assert aggregator.add("t", "cus_1", float("nan")) is False
+    assert aggregator.add("t", "cus_1", Decimal("Infinity")) is False
+    assert aggregator.add("t", "cus_1", Decimal("1E+70")) is False
+    assert aggregator.add("t", "cus_1", 1e-70) is False
+    assert aggregator.add("t", "cus_1", "5") is False  # strings are the caller's to check
+    assert aggregator.close(force=True) == []
+    assert aggregator.stats()["aggregated_uses"] == 0
 
 
 def test_past_max_keys_new_keys_are_declined_and_known_keys_still_fold() -> None:
-    folder = Folder(["t"], 5, max_keys=3)
+    aggregator = Aggregator(["t"], 5, max_keys=3)
     for i in range(3):
-        assert folder.add("t", f"cus_{i}", 1)
-    assert folder.add("t", "cus_new", 1) is False
-    assert folder.add("t", "cus_new", Decimal("1.5"))  # the Decimal sums have their own bound
-    assert folder.add("t", "cus_0", 1)
-    events = folder.close(force=True)
+        assert aggregator.add("t", f"cus_{i}", 1)
+    assert aggregator.add("t", "cus_new", 1) is False
+    assert aggregator.add("t", "cus_new", Decimal("1.5"))  # the Decimal sums have their own bound
+    assert aggregator.add("t", "cus_0", 1)
+    events = aggregator.close(force=True)
     assert sorted((e[1], e[2]) for e in events) == [
         ("cus_0", 2),
         ("cus_1", 1),
         ("cus_2", 1),
         ("cus_new", Decimal("1.5")),
     ]
-    assert folder.stats()["aggregated_uses"] == 5
+    assert aggregator.stats()["aggregated_uses"] == 5
 
 
 def test_dimensions_fold_by_content_not_by_dict_identity_or_order() -> None:
-    folder = Folder(["t"], 5)
-    folder.add("t", "cus_1", 1, {"a": "1", "b": "2"})
-    folder.add("t", "cus_1", 2, {"b": "2", "a": "1"})
-    folder.add("t", "cus_1", 4, dimensions_key({"a": "1", "b": "2"}))
-    folder.add("t", "cus_1", 8, {})
-    folder.add("t", "cus_1", 16)
-    events = folder.close(force=True)
+    aggregator = Aggregator(["t"], 5)
+    aggregator.add("t", "cus_1", 1, {"a": "1", "b": "2"})
+    aggregator.add("t", "cus_1", 2, {"b": "2", "a": "1"})
+    aggregator.add("t", "cus_1", 4, dimensions_key({"a": "1", "b": "2"}))
+    aggregator.add("t", "cus_1", 8, {})
+    aggregator.add("t", "cus_1", 16)
+    events = aggregator.close(force=True)
     assert sorted((e[2], e[5]) for e in events) == [(7, {"a": "1", "b": "2"}), (24, None)]
 
 
 def test_refused_names_stop_folding_and_what_was_folded_is_still_closed() -> None:
-    folder = Folder(["t", "u"], 5)
-    assert folder.add("t", "cus_1", 3)
-    assert folder.refuse("t", "count meter")
-    assert not folder.refuse("t", "count meter")
-    assert folder.add("t", "cus_1", 3) is False
-    assert folder.names == frozenset({"u"})
-    assert folder.refused == {"t": "count meter"}
-    assert [e[2] for e in folder.close(force=True)] == [3]
-    assert folder.stats()["aggregate_refused"] == 1
+    aggregator = Aggregator(["t", "u"], 5)
+    assert aggregator.add("t", "cus_1", 3)
+    assert aggregator.refuse("t", "count meter")
+    assert not aggregator.refuse("t", "count meter")
+    assert aggregator.add("t", "cus_1", 3) is False
+    assert aggregator.names == frozenset({"u"})
+    assert aggregator.refused == {"t": "count meter"}
+    assert [e[2] for e in aggregator.close(force=True)] == [3]
+    assert aggregator.stats()["aggregate_refused"] == 1
 
 
 # -- windows --------------------------------------------------------------------------------
@@ -410,42 +410,42 @@ def test_times_next_to_a_boundary_fall_in_the_right_window(
 
 def test_a_window_closes_once_it_has_ended_with_its_start_as_timestamp() -> None:
     clock = FakeClock(NOW + 3.7)
-    folder = Folder(["t"], 5, clock=clock)
-    folder.add("t", "cus_1", 2)
+    aggregator = Aggregator(["t"], 5, clock=clock)
+    aggregator.add("t", "cus_1", 2)
     clock.now = NOW + 4.999
-    folder.add("t", "cus_1", 3)
-    assert folder.close(NOW + 4.999) == []  # still open
-    assert folder.pending()
+    aggregator.add("t", "cus_1", 3)
+    assert aggregator.close(NOW + 4.999) == []  # still open
+    assert aggregator.pending()
     clock.now = NOW + 5.0
-    folder.add("t", "cus_1", 10)  # the next window
-    (event,) = folder.close(NOW + 5.0)
+    aggregator.add("t", "cus_1", 10)  # the next window
+    (event,) = aggregator.close(NOW + 5.0)
     assert (event[2], event[3]) == (5, NOW)
-    assert folder.pending()
-    assert folder.close(NOW + 9.9) == []
-    (event,) = folder.close(NOW + 10.0)
+    assert aggregator.pending()
+    assert aggregator.close(NOW + 9.9) == []
+    (event,) = aggregator.close(NOW + 10.0)
     assert (event[2], event[3]) == (10, NOW + 5)
-    assert not folder.pending()
+    assert not aggregator.pending()
 
 
 def test_an_idle_threads_ended_window_is_closed_without_it() -> None:
     clock = FakeClock(NOW + 1)
-    folder = Folder(["t"], 5, clock=clock)
-    thread = threading.Thread(target=folder.add, args=("t", "cus_1", 7))
+    aggregator = Aggregator(["t"], 5, clock=clock)
+    thread = threading.Thread(target=aggregator.add, args=("t", "cus_1", 7))
     thread.start()
     thread.join()
-    (event,) = folder.close(NOW + 6)
+    (event,) = aggregator.close(NOW + 6)
     assert (event[2], event[3]) == (7, NOW)
-    assert folder.close(NOW + 100, force=True) == []
-    assert folder.stats()["aggregated_uses"] == 1  # kept once the dead thread is forgotten
+    assert aggregator.close(NOW + 100, force=True) == []
+    assert aggregator.stats()["aggregated_uses"] == 1  # kept once the dead thread is forgotten
 
 
 def test_flush_mid_window_then_more_uses_make_a_second_event_with_its_own_identifier() -> None:
     clock = FakeClock(NOW + 1)
-    folder = Folder(["t"], 5, clock=clock)
-    folder.add("t", "cus_1", 2)
-    (first,) = folder.close(force=True)
-    folder.add("t", "cus_1", 3)
-    (second,) = folder.close(force=True)
+    aggregator = Aggregator(["t"], 5, clock=clock)
+    aggregator.add("t", "cus_1", 2)
+    (first,) = aggregator.close(force=True)
+    aggregator.add("t", "cus_1", 3)
+    (second,) = aggregator.close(force=True)
     assert (first[2], second[2]) == (2, 3)
     assert first[3] == second[3] == NOW
     assert first[4] != second[4]
@@ -453,11 +453,11 @@ def test_flush_mid_window_then_more_uses_make_a_second_event_with_its_own_identi
 
 def test_a_clock_stepping_back_starts_a_window_of_its_own() -> None:
     clock = FakeClock(NOW + 62)
-    folder = Folder(["t"], 5, clock=clock)
-    folder.add("t", "cus_1", 1)
+    aggregator = Aggregator(["t"], 5, clock=clock)
+    aggregator.add("t", "cus_1", 1)
     clock.now = NOW + 2  # NTP stepped the clock back a minute
-    folder.add("t", "cus_1", 2)
-    events = folder.close(force=True)
+    aggregator.add("t", "cus_1", 2)
+    events = aggregator.close(force=True)
     assert sorted((e[3], e[2]) for e in events) == [(NOW, 2), (NOW + 60, 1)]
 
 
@@ -465,12 +465,12 @@ def test_a_clock_stepping_back_starts_a_window_of_its_own() -> None:
 
 
 def test_a_sum_past_15_digits_is_split_into_events_that_add_up_exactly() -> None:
-    folder = Folder(["t"], 5)
+    aggregator = Aggregator(["t"], 5)
     biggest = 10**15 - 1
     for _ in range(1001):
-        folder.add("t", "cus_1", biggest)
-    folder.add("t", "cus_1", Decimal("0.000001"))
-    events = folder.close(force=True)
+        aggregator.add("t", "cus_1", biggest)
+    aggregator.add("t", "cus_1", Decimal("0.000001"))
+    events = aggregator.close(force=True)
     assert len(events) > 1
     assert_valid_events(events)
     total = Decimal(0)
@@ -484,28 +484,30 @@ def test_a_sum_past_15_digits_is_split_into_events_that_add_up_exactly() -> None
 
 def test_identifiers_are_a_function_of_the_fold_and_differ_between_folds() -> None:
     key = ("llm_tokens", "cus_1", (("model", "x"),))
-    ident = fold_identifier("msa_abc_", key, NOW, 0, 0)
-    assert ident == fold_identifier("msa_abc_", key, NOW, 0, 0)
+    ident = aggregate_identifier("msa_abc_", key, NOW, 0, 0)
+    assert ident == aggregate_identifier("msa_abc_", key, NOW, 0, 0)
     others = {
-        fold_identifier("msa_abd_", key, NOW, 0, 0),
-        fold_identifier("msa_abc_", ("llm_tokens", "cus_2", (("model", "x"),)), NOW, 0, 0),
-        fold_identifier("msa_abc_", ("llm_tokens", "cus_1", None), NOW, 0, 0),
-        fold_identifier("msa_abc_", key, NOW + 5, 0, 0),
-        fold_identifier("msa_abc_", key, NOW, 1, 0),
-        fold_identifier("msa_abc_", key, NOW, 0, 1),
+        aggregate_identifier("msa_abd_", key, NOW, 0, 0),
+        aggregate_identifier("msa_abc_", ("llm_tokens", "cus_2", (("model", "x"),)), NOW, 0, 0),
+        aggregate_identifier("msa_abc_", ("llm_tokens", "cus_1", None), NOW, 0, 0),
+        aggregate_identifier("msa_abc_", key, NOW + 5, 0, 0),
+        aggregate_identifier("msa_abc_", key, NOW, 1, 0),
+        aggregate_identifier("msa_abc_", key, NOW, 0, 1),
     }
     assert ident not in others and len(others) == 6
-    longest = fold_identifier("x" * 40, ("n" * 100, "c" * 5000, None), 9_999_999_999, 10**9, 99)
+    longest = aggregate_identifier(
+        "x" * 40, ("n" * 100, "c" * 5000, None), 9_999_999_999, 10**9, 99
+    )
     assert len(longest) <= 100
 
 
 def test_two_folders_with_one_fold_id_and_the_same_uses_make_the_same_events() -> None:
     def run() -> list[RawEvent]:
         clock = FakeClock(NOW + 1)
-        folder = Folder(["t"], 5, fold_id="spool_17_", clock=clock)
+        aggregator = Aggregator(["t"], 5, aggregate_id="spool_17_", clock=clock)
         for i in range(100):
-            folder.add("t", f"cus_{i % 3}", i, DIMS[i % 3])
-        return folder.close(force=True)
+            aggregator.add("t", f"cus_{i % 3}", i, DIMS[i % 3])
+        return aggregator.close(force=True)
 
     assert run() == run()
 
@@ -513,38 +515,38 @@ def test_two_folders_with_one_fold_id_and_the_same_uses_make_the_same_events() -
 @pytest.mark.parametrize("window", [0, 7, 120, 2.5, True])
 def test_a_folder_refuses_a_window_that_does_not_divide_a_minute(window: Any) -> None:
     with pytest.raises(ValueError, match="window must be whole seconds dividing a minute"):
-        Folder(["t"], window)
+        Aggregator(["t"], window)
 
 
 def test_a_folder_refuses_a_fold_id_that_leaves_no_room_in_100_characters() -> None:
     with pytest.raises(ValueError, match="fold_id must be 1..40 characters"):
-        Folder(["t"], 5, fold_id="x" * 41)
+        Aggregator(["t"], 5, aggregate_id="x" * 41)
 
 
 def test_each_folder_has_its_own_random_fold_id() -> None:
-    assert Folder(["t"], 5).fold_id != Folder(["t"], 5).fold_id
+    assert Aggregator(["t"], 5).aggregate_id != Aggregator(["t"], 5).aggregate_id
 
 
 # -- forks ----------------------------------------------------------------------------------
 
 CHILD_SCRIPT = """
 import ctypes, os, sys, threading
-from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.aggregator import Aggregator
 
-folder = Folder(["t"], 60)
+aggregator = Aggregator(["t"], 60)
 stop = threading.Event()
 added = [0]
 
 def busy():  # a thread adding while the fork happens
     while not stop.is_set():
-        folder.add("t", "cus_parent", 1)
+        aggregator.add("t", "cus_parent", 1)
         added[0] += 1
 
 closed = []
 
-def closing():  # and one closing windows, taking the folder's locks
+def closing():  # and one closing windows, taking the aggregator's locks
     while not stop.is_set():
-        closed.extend(folder.close())
+        closed.extend(aggregator.close())
 
 thread = threading.Thread(target=busy)
 thread.start()
@@ -552,8 +554,8 @@ closer = threading.Thread(target=closing)
 closer.start()
 while added[0] < 1000:
     pass
-folder.add("t", "cus_parent", 5)
-parent_id = folder.fold_id
+aggregator.add("t", "cus_parent", 5)
+parent_id = aggregator.aggregate_id
 if "{fork}" != "os.fork()":
     # libc's fork() skips the interpreter's own fork handling, so a thread
     # waiting for the GIL at that moment could leave it locked in the child:
@@ -565,10 +567,10 @@ r, w = os.pipe()
 pid = {fork}
 if pid == 0:
     {after_fork}
-    out = folder.close(force=True)
-    folder.add("t", "cus_child", 7)
-    mine = folder.close(force=True)
-    ok = (out == [] and folder.fold_id != parent_id
+    out = aggregator.close(force=True)
+    aggregator.add("t", "cus_child", 7)
+    mine = aggregator.close(force=True)
+    ok = (out == [] and aggregator.aggregate_id != parent_id
           and [(e[1], e[2]) for e in mine] == [("cus_child", 7)])
     os.write(w, b"ok" if ok else repr((out, mine)).encode()[:500])
     os._exit(0)
@@ -578,11 +580,11 @@ os.waitpid(pid, 0)
 stop.set()
 thread.join()
 closer.join()
-events = closed + folder.close(force=True)
+events = closed + aggregator.close(force=True)
 total = sum(e[2] for e in events if e[1] == "cus_parent")
 assert answer == b"ok", answer
 assert total == added[0] + 5, (total, added[0])
-assert folder.fold_id == parent_id
+assert aggregator.aggregate_id == parent_id
 print("fine")
 """
 
@@ -596,7 +598,7 @@ print("fine")
         # libc's fork() skips os.register_at_fork: the client's own fork
         # check calls after_fork(), as it does for its buffer. (PyDLL keeps
         # the GIL through the call.)
-        ("ctypes.PyDLL(None).fork()", "folder.after_fork()"),
+        ("ctypes.PyDLL(None).fork()", "aggregator.after_fork()"),
         # Nobody noticed the fork: close() itself does, and never sends
         # the parent's windows from the child.
         ("ctypes.PyDLL(None).fork()", "pass"),
@@ -618,15 +620,15 @@ def test_a_forked_child_starts_empty_and_the_parent_keeps_its_own(
 
 
 def test_counters_add_up_across_many_short_lived_threads() -> None:
-    folder = Folder(["t"], 5)
+    aggregator = Aggregator(["t"], 5)
     seen: Counter[str] = Counter()
     for i in range(50):
-        thread = threading.Thread(target=folder.add, args=("t", f"cus_{i % 5}", 1))
+        thread = threading.Thread(target=aggregator.add, args=("t", f"cus_{i % 5}", 1))
         thread.start()
         thread.join()
         seen[f"cus_{i % 5}"] += 1
         if i % 10 == 0:
-            folder.close(force=True)
-    folder.close(force=True)
-    assert folder.stats()["aggregated_uses"] == 50
-    assert folder.close(time.time() + 3600, force=True) == []
+            aggregator.close(force=True)
+    aggregator.close(force=True)
+    assert aggregator.stats()["aggregated_uses"] == 50
+    assert aggregator.close(time.time() + 3600, force=True) == []

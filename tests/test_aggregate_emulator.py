@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import meterstream
-from meterstream._aggregate.aggregator import Folder, dimensions_key
+from meterstream._aggregate.aggregator import Aggregator, dimensions_key
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._record import events as _events
 from meterstream._record.events import RawEvent
@@ -68,27 +68,29 @@ def deliver(emulator: Emulator, events: list[RawEvent]) -> None:
         client.shutdown(5)
 
 
-def fold_in_threads(folder: Folder, plans: list[list[tuple[str, str, Any, Any]]]) -> list[RawEvent]:
+def aggregate_in_threads(
+    aggregator: Aggregator, plans: list[list[tuple[str, str, Any, Any]]]
+) -> list[RawEvent]:
     barrier = threading.Barrier(len(plans))
 
     def work(plan: list[tuple[str, str, Any, Any]]) -> None:
         barrier.wait()
         for name, customer, value, dims in plan:
-            assert folder.add(name, customer, value, dims)
+            assert aggregator.add(name, customer, value, dims)
 
     threads = [threading.Thread(target=work, args=(plan,)) for plan in plans]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
-    return folder.close(force=True)
+    return aggregator.close(force=True)
 
 
 @pytest.mark.slow
 def test_stripe_bills_exactly_the_uses_with_a_hundred_times_fewer_events(
     emulator: Emulator,
 ) -> None:
-    folder = Folder(["llm_tokens", "gpu_ms"], 5)
+    aggregator = Aggregator(["llm_tokens", "gpu_ms"], 5)
     plans = []
     exact: dict[tuple[str, str], Decimal] = {}
     uses = 0
@@ -108,7 +110,7 @@ def test_stripe_bills_exactly_the_uses_with_a_hundred_times_fewer_events(
             exact[(name, customer)] = EXACT.add(exact.get((name, customer), Decimal(0)), written)
         plans.append(plan)
         uses += len(plan)
-    events = fold_in_threads(folder, plans)
+    events = aggregate_in_threads(aggregator, plans)
     deliver(emulator, events)
 
     stored = emulator.state.events()
@@ -133,10 +135,10 @@ def test_stripe_bills_exactly_the_uses_with_a_hundred_times_fewer_events(
 
 
 def test_dimensions_reach_the_payload_and_fold_separately(emulator: Emulator) -> None:
-    folder = Folder(["llm_tokens"], 5)
+    aggregator = Aggregator(["llm_tokens"], 5)
     for dims in DIMS * 3:
-        folder.add("llm_tokens", "cus_1", 2, dims)
-    events = folder.close(force=True)
+        aggregator.add("llm_tokens", "cus_1", 2, dims)
+    events = aggregator.close(force=True)
     deliver(emulator, events)
     by_dims = {}
     for event in emulator.state.events():

@@ -18,12 +18,12 @@ def client() -> Iterator[meterstream.MeterClient]:
         exporter="memory", aggregate={"tokens": "sum"}, aggregation_window=60
     )
     client.record("tokens", 1, customer="cus_fast")  # starts delivery, knows the customer
-    assert wait_for(lambda: client._fold_now is not None)
+    assert wait_for(lambda: client._aggregate_now is not None)
     yield client
     client.shutdown(5)
 
 
-def _folded(client: meterstream.MeterClient) -> int:
+def _aggregated(client: meterstream.MeterClient) -> int:
     return client.stats()["aggregated_uses"]
 
 
@@ -31,7 +31,7 @@ def test_plain_uses_fold_straight_in_and_sum_exactly(client: meterstream.MeterCl
     for n in range(1000):
         client.record("tokens", n, customer="cus_fast")
     assert client.flush(10)
-    assert _folded(client) == 1001
+    assert _aggregated(client) == 1001
     events = client.exporter.events  # type: ignore[attr-defined]
     assert sum(int(e["payload"]["value"]) for e in events) == 1 + sum(range(1000))
 
@@ -40,7 +40,7 @@ def test_plain_floats_fold_straight_in_and_sum_exactly(client: meterstream.Meter
     for _ in range(1000):
         client.record("tokens", 0.1, customer="cus_fast")
     assert client.flush(10)
-    assert _folded(client) == 1001
+    assert _aggregated(client) == 1001
     events = client.exporter.events  # type: ignore[attr-defined]
     # As Stripe would sum the unfolded events: each 0.1 written "0.1".
     assert sum(Decimal(e["payload"]["value"]) for e in events) == Decimal("101")
@@ -55,9 +55,9 @@ def test_a_value_the_direct_fold_does_not_take_goes_the_general_way(
     before = client.stats()
     client.record("tokens", value, customer="cus_fast")
     after = client.stats()
-    folded = _folded(client) - before["aggregated_uses"]
+    aggregated = _aggregated(client) - before["aggregated_uses"]
     refused = after["dropped_invalid"] - before["dropped_invalid"]
-    assert folded + refused == 1
+    assert aggregated + refused == 1
     if value is True or value != value or value == float("inf"):  # never a usage value
         assert refused == 1
 
@@ -68,10 +68,10 @@ def test_an_unknown_customer_is_checked_before_it_is_folded() -> None:
     )
     try:
         client.record("tokens", 1, customer="cus_ok")
-        assert wait_for(lambda: client._fold_now is not None)
+        assert wait_for(lambda: client._aggregate_now is not None)
         with pytest.raises(InvalidEventError, match="customer"):
             client.record("tokens", 1, customer="cus\x00bad")
-        assert _folded(client) == 1
+        assert _aggregated(client) == 1
     finally:
         client.shutdown(5)
 

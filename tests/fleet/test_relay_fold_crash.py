@@ -27,7 +27,7 @@ from .servers import NatsServer
 
 pytestmark = pytest.mark.slow
 
-FOLD = ("--aggregate", "tokens=sum", "--aggregation-window", "60", "--ack-wait", "2")
+AGGREGATE = ("--aggregate", "tokens=sum", "--aggregation-window", "60", "--ack-wait", "2")
 
 
 def _merge(*parts: Totals) -> Totals:
@@ -79,7 +79,7 @@ def test_stripe_accepted_then_the_relay_died_before_acking_regrouped_uses_bill_o
     relays = []
     try:
         relay_a = start_relay(
-            nats_server.url, emulator, *FOLD, "--fold-batch", "30", "--stream-base", proxy.url
+            nats_server.url, emulator, *AGGREGATE, "--fold-batch", "30", "--stream-base", proxy.url
         )
         relays.append(relay_a)
         assert proxy.answered.wait(60), finish(relay_a, 1)
@@ -88,7 +88,7 @@ def test_stripe_accepted_then_the_relay_died_before_acking_regrouped_uses_bill_o
         stored_by_a = set(identifiers(emulator, "tokens"))
         assert stored_by_a  # Stripe accepted A's folded events
         publish_uses(nats_server.url, "n", 30)
-        relays.append(start_relay(nats_server.url, emulator, *FOLD, "--fold-batch", "7"))
+        relays.append(start_relay(nats_server.url, emulator, *AGGREGATE, "--fold-batch", "7"))
         expected = _merge(expected_totals("a", 30), expected_totals("n", 30))
         assert wait_for(lambda: _settled(nats_server.url), timeout=90)
     finally:
@@ -106,7 +106,7 @@ def test_a_relay_sigkilled_mid_run_with_aggregate_keeps_totals_exact(
 ) -> None:
     create_meter(emulator, "tokens")
     emulator.set_faults(latency_ms=30)
-    flags = (*FOLD, "--workers", "2", "--fold-batch", "40")
+    flags = (*AGGREGATE, "--workers", "2", "--fold-batch", "40")
     relays = [start_relay(nats_server.url, emulator, *flags) for _ in range(2)]
     try:
         publish_uses(nats_server.url, "p", 1500)

@@ -25,11 +25,13 @@ def test_a_relay_that_cannot_read_the_meters_waits_instead_of_folding_a_count_me
     create_meter(emulator, "api_calls", formula="count")
     publish_uses(nats_server.url, "c", 20, name="api_calls")
     publish_uses(nats_server.url, "s", 20)
-    fold = {"aggregate": {"tokens": "sum", "api_calls": "sum"}, "aggregation_window": 60}
+    aggregate = {"aggregate": {"tokens": "sum", "api_calls": "sum"}, "aggregation_window": 60}
     caplog.set_level("WARNING", logger="meterstream.relay")
     # The meters are read from a Stripe not up yet: nothing listens on its port.
     port = free_port()
-    relay = RelayThread(nats_server.url, emulator, meters_base=f"http://127.0.0.1:{port}", **fold)
+    relay = RelayThread(
+        nats_server.url, emulator, meters_base=f"http://127.0.0.1:{port}", **aggregate
+    )
     starting = threading.Thread(target=relay.start, daemon=True)
     starting.start()
     late = None
@@ -42,8 +44,8 @@ def test_a_relay_that_cannot_read_the_meters_waits_instead_of_folding_a_count_me
         create_meter(late, "api_calls", formula="count")
         starting.join(60)
         assert relay.relay.ready.is_set()
-        assert relay.relay.fold_rules is not None
-        assert "api_calls" in relay.relay.fold_rules.refused
+        assert relay.relay.aggregate_rules is not None
+        assert "api_calls" in relay.relay.aggregate_rules.refused
         assert wait_for(lambda: len(identifiers(emulator, "api_calls")) >= 20, timeout=30)
         assert wait_for(lambda: emulator_totals(emulator) == expected_totals("s", 20), timeout=30)
     finally:

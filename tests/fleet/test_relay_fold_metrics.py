@@ -22,9 +22,13 @@ def test_folded_uses_and_events_are_opentelemetry_counters(
     publish_uses(nats_server.url, "c", 5, name="api_calls")
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    fold = {"tokens": "sum", "api_calls": "sum"}
+    aggregate = {"tokens": "sum", "api_calls": "sum"}
     relay = RelayThread(
-        nats_server.url, emulator, meter_provider=provider, aggregate=fold, aggregation_window=60
+        nats_server.url,
+        emulator,
+        meter_provider=provider,
+        aggregate=aggregate,
+        aggregation_window=60,
     ).start()
     try:
         assert wait_for(lambda: emulator_totals(emulator) == expected_totals("m", 90))

@@ -6,10 +6,15 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from meterstream._fleet.aggregate import MAX_SOURCES, FoldRules, fold_records, record_identifier
-from meterstream._fleet.aggregate_log import FoldIndex
+from meterstream._fleet.aggregate import (
+    MAX_SOURCES,
+    AggregateRules,
+    aggregate_records,
+    record_identifier,
+)
+from meterstream._fleet.aggregate_log import AggregateIndex
 
-RULES = FoldRules({"tokens": "value"}, 60)
+RULES = AggregateRules({"tokens": "value"}, 60)
 
 
 def _event(ident: str, value: str, ts: str = "2026-11-30T12:00:05.250Z", **extra: str) -> Any:
@@ -36,7 +41,7 @@ def test_a_group_is_one_name_customer_dimensions_and_window() -> None:
         (None, _event("d", "8", ts="2026-11-30T12:01:00.000Z")),
         (None, _event("a", "1")),  # the same use twice: folded once
     ]
-    records = fold_records(items, RULES)
+    records = aggregate_records(items, RULES)
     bodies = sorted((json.loads(data) for _, data, _, _ in records), key=lambda b: b["sources"])
     assert [b["sources"] for b in bodies] == [["a", "b"], ["c"], ["d"]]
     first = bodies[0]["events"]
@@ -48,7 +53,7 @@ def test_a_group_is_one_name_customer_dimensions_and_window() -> None:
 
 def test_sums_past_15_digits_split_exactly() -> None:
     items = [(None, _event(str(i), "999999999999999")) for i in range(3)]
-    (record,) = fold_records(items, RULES)
+    (record,) = aggregate_records(items, RULES)
     values = [Decimal(e["payload"]["value"]) for e in json.loads(record[1])["events"]]
     assert len(values) > 1
     assert sum(values) == 3 * Decimal("999999999999999")
@@ -60,7 +65,7 @@ def _record(*sources: str) -> bytes:
 
 
 def test_a_record_is_valid_only_when_no_earlier_valid_record_has_one_of_its_sources() -> None:
-    index = FoldIndex()
+    index = AggregateIndex()
     assert index.apply(1, _record("a", "b"), 0.0)
     assert not index.apply(2, _record("b", "c"), 0.0)  # b is taken
     assert index.apply(3, _record("c", "d"), 0.0)  # record 2 claimed nothing
@@ -71,7 +76,7 @@ def test_a_record_is_valid_only_when_no_earlier_valid_record_has_one_of_its_sour
 
 
 def test_records_whose_sources_were_all_acknowledged_are_forgotten() -> None:
-    index = FoldIndex()
+    index = AggregateIndex()
     index.apply(1, json.dumps({"events": [], "sources": ["a"], "upto": 10}).encode(), 0.0)
     index.apply(2, json.dumps({"events": [], "sources": ["b"], "upto": 20}).encode(), 0.0)
     # The stream's clock (its newest record) has not moved: a late repeat may come.
@@ -89,7 +94,7 @@ def _held(upto: int, floor: int, *sources: str) -> bytes:
 
 def test_a_record_stops_holding_its_sources_once_acknowledged_and_old() -> None:
     """The verdict uses only what the records say: every relay reaches the same one."""
-    index = FoldIndex()
+    index = AggregateIndex()
     assert index.apply(1, _held(10, 0, "a", "b"), 0.0)
     # Folded before record 1's messages were all acknowledged: held.
     assert not index.apply(2, _held(30, 9, "a"), 1000.0)
@@ -107,7 +112,7 @@ def test_a_record_stops_holding_its_sources_once_acknowledged_and_old() -> None:
 
 def test_a_relay_behind_in_reading_or_clock_prunes_to_the_same_verdicts() -> None:
     """Age goes by the stream's timestamps, never a relay's own clock."""
-    caught_up, lagging = FoldIndex(), FoldIndex()
+    caught_up, lagging = AggregateIndex(), AggregateIndex()
     first, repeat = _held(10, 0, "a"), _held(20, 10, "a")  # a repeat of "a" 5 s later
     for index in (caught_up, lagging):
         assert index.apply(1, first, 1_000.0)
@@ -121,7 +126,7 @@ def test_a_relay_behind_in_reading_or_clock_prunes_to_the_same_verdicts() -> Non
 
 def test_a_group_past_max_sources_becomes_several_records() -> None:
     items = [(None, _event(f"u{i}", "1")) for i in range(MAX_SOURCES + 5)]
-    records = fold_records(items, RULES)
+    records = aggregate_records(items, RULES)
     sizes = sorted(len(json.loads(data)["sources"]) for _, data, _, _ in records)
     assert sizes == [5, MAX_SOURCES]
     assert max(len(data) for _, data, _, _ in records) < 512 * 1024

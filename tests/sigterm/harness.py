@@ -272,8 +272,8 @@ def measure_celery(emulator: Emulator, pool: str, *, drain: bool) -> Outcome:
     """A Celery worker on kombu's filesystem transport: no broker service needed."""
     from celery import Celery
 
-    with tempfile.TemporaryDirectory() as folder:
-        queue, done = Path(folder, "queue"), Path(folder, "done")
+    with tempfile.TemporaryDirectory() as aggregator:
+        queue, done = Path(aggregator, "queue"), Path(aggregator, "done")
         queue.mkdir()
         done.mkdir()
         extra = {"CELERY_QUEUE_DIR": str(queue), "CELERY_DONE_DIR": str(done)}

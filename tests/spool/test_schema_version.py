@@ -26,7 +26,7 @@ def test_a_spool_written_before_folding_opens_and_takes_uses(tmp_path: Path) -> 
         assert again.pending_count() == 1
         start = float(int(time.time()) // 60 * 60 - 60)
         again.append_use("tokens", "cus_old", 5, start, start + 60, None)
-        assert again.fold_due(time.time(), force=True) == 1
+        assert again.aggregate_due(time.time(), force=True) == 1
     finally:
         again.close()
 

@@ -16,8 +16,8 @@ import pytest
 import meterstream
 from _poll import wait_for
 from meterstream._spool import aggregate_store as _fold_store
-from meterstream._spool.aggregate import SpoolFolder
-from meterstream._spool.aggregate_store import fold_dimensions
+from meterstream._spool.aggregate import SpoolAggregator
+from meterstream._spool.aggregate_store import aggregate_dimensions
 from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
 
@@ -79,14 +79,14 @@ def test_a_fold_sums_exactly_and_deletes_the_uses(spool: Spool) -> None:
         _use(spool, "cus_1", value, 1000.0)
     _use(spool, "cus_2", 7, 1000.0)
     _use(spool, "cus_2", 8, 1005.0)  # a window not ended at 1006: stays
-    assert spool.fold_due(1006.0) == 2
+    assert spool.aggregate_due(1006.0) == 2
     assert _pending_totals(spool) == {
         ("tokens", "cus_1"): Decimal("3.65"),
         ("tokens", "cus_2"): Decimal(7),
     }
     assert spool.uses_count() == 1
-    assert spool.fold_due(1006.0) == 0  # nothing more has ended
-    assert spool.fold_due(1006.0, force=True) == 1
+    assert spool.aggregate_due(1006.0) == 0  # nothing more has ended
+    assert spool.aggregate_due(1006.0, force=True) == 1
     assert spool.uses_count() == 0
     assert _pending_totals(spool)[("tokens", "cus_2")] == 15
 
@@ -94,7 +94,7 @@ def test_a_fold_sums_exactly_and_deletes_the_uses(spool: Spool) -> None:
 def test_a_sum_past_15_digits_is_split_into_events_that_add_up(spool: Spool) -> None:
     _use(spool, "cus_1", 999_999_999_999_999, 1000.0)
     _use(spool, "cus_1", Decimal("0.001"), 1000.0)
-    assert spool.fold_due(2000.0) == 2
+    assert spool.aggregate_due(2000.0) == 2
     values = [Decimal(str(e["value"])) for e in spool.export("pending")]
     assert sum(values) == Decimal("999999999999999.001")
     assert all(len(v.normalize().as_tuple().digits) <= 15 for v in values)
@@ -102,8 +102,8 @@ def test_a_sum_past_15_digits_is_split_into_events_that_add_up(spool: Spool) -> 
 
 def test_dimensions_fold_apart_and_keep_their_keys(spool: Spool) -> None:
     for dims in ({"model": "a", "region": "eu"}, {"region": "eu", "model": "a"}, {"model": "b"}):
-        spool.append_use("tokens", "cus_1", 5, 0.0, 5.0, fold_dimensions(dims))
-    assert spool.fold_due(10.0) == 2
+        spool.append_use("tokens", "cus_1", 5, 0.0, 5.0, aggregate_dimensions(dims))
+    assert spool.aggregate_due(10.0) == 2
     by_dims = {str(e["dimensions"]): e["value"] for e in spool.export("pending")}
     assert by_dims == {str({"model": "a", "region": "eu"}): 10, str({"model": "b"}): 5}
 
@@ -112,10 +112,10 @@ def test_a_use_arriving_after_its_window_was_folded_is_billed_under_a_new_identi
     spool: Spool,
 ) -> None:
     _use(spool, "cus_1", 10, 1000.0)
-    assert spool.fold_due(1010.0) == 1
+    assert spool.aggregate_due(1010.0) == 1
     first = _identifiers(spool)
     _use(spool, "cus_1", 5, 1000.0)  # late: same key, same window
-    assert spool.fold_due(1010.0) == 1
+    assert spool.aggregate_due(1010.0) == 1
     both = _identifiers(spool)
     assert len(both) == 2 and len(set(both)) == 2 and both[0] == first[0]
     assert _pending_totals(spool) == {("tokens", "cus_1"): 15}
@@ -132,12 +132,12 @@ def test_a_crash_inside_the_fold_transaction_loses_and_doubles_nothing(
 
     monkeypatch.setattr(_fold_store, "_delete_uses", crash)
     with pytest.raises(RuntimeError):
-        spool.fold_due(2000.0)
+        spool.aggregate_due(2000.0)
     assert spool.uses_count() == 100
     assert spool.pending_count() == 0  # the folded events went with the rollback
     monkeypatch.undo()
 
-    assert spool.fold_due(2000.0) == 3
+    assert spool.aggregate_due(2000.0) == 3
     totals = _pending_totals(spool)
     assert sum(totals.values()) == sum(range(1, 101))
     assert spool.uses_count() == 0
@@ -149,9 +149,9 @@ def test_two_processes_folding_at_once_fold_each_use_once(spool: Spool, spool_pa
         customer = f"cus_{n % 7}"
         _use(spool, customer, n, 1000.0 + WINDOW * (n % 50))
         expected[customer] += n
-    folders = [
+    aggregators = [
         subprocess.Popen(
-            [sys.executable, "-m", "apps.fold_child", "fold", spool_path],
+            [sys.executable, "-m", "apps.fold_child", "aggregate", spool_path],
             env=child_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -159,7 +159,7 @@ def test_two_processes_folding_at_once_fold_each_use_once(spool: Spool, spool_pa
         )
         for _ in range(2)
     ]
-    for proc in folders:
+    for proc in aggregators:
         assert proc.stdin is not None
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
@@ -168,11 +168,11 @@ def test_two_processes_folding_at_once_fold_each_use_once(spool: Spool, spool_pa
         _use(spool, "cus_late", n, 1000.0)
         expected["cus_late"] += n
     made = []
-    for proc in folders:
+    for proc in aggregators:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode(errors="replace")
         made.append(int(out))
-    spool.fold_due(5000.0, force=True)
+    spool.aggregate_due(5000.0, force=True)
     totals = _pending_totals(spool)
     assert {customer: int(total) for (_, customer), total in totals.items()} == expected
     idents = _identifiers(spool)
@@ -181,14 +181,14 @@ def test_two_processes_folding_at_once_fold_each_use_once(spool: Spool, spool_pa
 
 
 def test_a_refused_name_is_no_longer_folded(spool: Spool) -> None:
-    folder = SpoolFolder(spool, ["tokens", "calls"], WINDOW)
-    assert folder.add("calls", "cus_1", 1)
-    assert folder.refuse("calls", "its meter aggregates with 'count', not 'sum'")
-    assert not folder.add("calls", "cus_1", 1)
-    assert folder.add("tokens", "cus_1", 2.5)
-    assert folder.stats()["aggregate_refused"] == 1
-    assert folder.stats()["aggregated_uses"] == 2
-    folder.close(force=True)
+    aggregator = SpoolAggregator(spool, ["tokens", "calls"], WINDOW)
+    assert aggregator.add("calls", "cus_1", 1)
+    assert aggregator.refuse("calls", "its meter aggregates with 'count', not 'sum'")
+    assert not aggregator.add("calls", "cus_1", 1)
+    assert aggregator.add("tokens", "cus_1", 2.5)
+    assert aggregator.stats()["aggregate_refused"] == 1
+    assert aggregator.stats()["aggregated_uses"] == 2
+    aggregator.close(force=True)
     assert _pending_totals(spool) == {
         ("calls", "cus_1"): Decimal(1),
         ("tokens", "cus_1"): Decimal("2.5"),
@@ -196,11 +196,11 @@ def test_a_refused_name_is_no_longer_folded(spool: Spool) -> None:
 
 
 def test_values_that_cannot_be_folded_exactly_are_left_to_the_caller(spool: Spool) -> None:
-    folder = SpoolFolder(spool, ["tokens"], WINDOW)
-    assert not folder.add("tokens", "cus_1", 1e-300)
-    assert not folder.add("tokens", "cus_1", Decimal("1E-70"))
-    assert folder.add("tokens", "cus_1", 10**30)  # past SQLite's integers: stored as text
-    folder.close(force=True)
+    aggregator = SpoolAggregator(spool, ["tokens"], WINDOW)
+    assert not aggregator.add("tokens", "cus_1", 1e-300)
+    assert not aggregator.add("tokens", "cus_1", Decimal("1E-70"))
+    assert aggregator.add("tokens", "cus_1", 10**30)  # past SQLite's integers: stored as text
+    aggregator.close(force=True)
     assert _pending_totals(spool) == {("tokens", "cus_1"): Decimal(10**30)}
 
 
@@ -235,10 +235,10 @@ def test_a_client_without_aggregate_delivers_the_uses_a_previous_process_left(
 
 
 def test_dimensions_given_as_a_key_fold_with_those_given_as_a_dict(spool: Spool) -> None:
-    folder = SpoolFolder(spool, ["tokens"], WINDOW)
-    assert folder.add("tokens", "cus_1", 1, {"b": "2", "a": "1"})
-    assert folder.add("tokens", "cus_1", 2, (("a", "1"), ("b", "2")))
-    folder.close(force=True)
+    aggregator = SpoolAggregator(spool, ["tokens"], WINDOW)
+    assert aggregator.add("tokens", "cus_1", 1, {"b": "2", "a": "1"})
+    assert aggregator.add("tokens", "cus_1", 2, (("a", "1"), ("b", "2")))
+    aggregator.close(force=True)
     assert [(e["dimensions"], e["value"]) for e in spool.export("pending")] == [
         ({"a": "1", "b": "2"}, 3)
     ]
@@ -247,7 +247,7 @@ def test_dimensions_given_as_a_key_fold_with_those_given_as_a_dict(spool: Spool)
 def test_a_long_fold_is_cut_into_transactions_that_each_fold_once(spool: Spool) -> None:
     for n in range(250):
         _use(spool, f"cus_{n % 2}", n, 1000.0)
-    assert spool.fold_due(2000.0, chunk=100) == 6  # two customers, three transactions
+    assert spool.aggregate_due(2000.0, chunk=100) == 6  # two customers, three transactions
     assert _pending_totals(spool) == {
         ("tokens", "cus_0"): sum(range(0, 250, 2)),
         ("tokens", "cus_1"): sum(range(1, 250, 2)),

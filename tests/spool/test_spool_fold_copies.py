@@ -22,7 +22,7 @@ def test_two_copies_of_a_spool_fold_under_different_identifiers(tmp_path: Path) 
     spool = Spool(str(original))
     start = float(int(time.time()) // 60 * 60 - 120)
     spool.append_use("tokens", "cus_before", 1, start, start + 60, None)
-    assert spool.fold_due(time.time(), force=True) == 1  # the file has folded before
+    assert spool.aggregate_due(time.time(), force=True) == 1  # the file has folded before
     before = _pending_identifiers(spool)
     for n in range(5):
         spool.append_use("tokens", "cus_copy", n + 1, start, start + 60, None)
@@ -32,8 +32,8 @@ def test_two_copies_of_a_spool_fold_under_different_identifiers(tmp_path: Path) 
     first, second = Spool(str(original)), Spool(str(copy))
     try:
         second.append_use("tokens", "cus_copy", 100, start, start + 60, None)
-        assert first.fold_due(time.time(), force=True) == 1
-        assert second.fold_due(time.time(), force=True) == 1
+        assert first.aggregate_due(time.time(), force=True) == 1
+        assert second.aggregate_due(time.time(), force=True) == 1
         ids_first = _pending_identifiers(first) - before
         ids_second = _pending_identifiers(second) - before
         assert len(ids_first) == len(ids_second) == 1

@@ -48,10 +48,10 @@ from meterstream._aggregate.arithmetic import (
     _emit,
     _exact_decimal,
     _float_sums,
+    aggregate,
+    aggregate_identifier,
     dimensions_key,
-    fold,
-    fold_identifier,
-    new_fold_id,
+    new_aggregate_id,
     split_value,
     window_start,
 )
@@ -61,11 +61,11 @@ from meterstream._record.events import RawEvent
 # that everything about aggregation is imported from one place.
 __all__ = [
     "DimsKey",
-    "Folder",
+    "Aggregator",
     "dimensions_key",
-    "fold",
-    "fold_identifier",
-    "new_fold_id",
+    "aggregate",
+    "aggregate_identifier",
+    "new_aggregate_id",
     "split_value",
     "window_start",
 ]
@@ -78,7 +78,7 @@ _MAX_HELD_FLOATS = 65_536
 #: buffer's own bound), so a key per request cannot grow memory unbounded.
 DEFAULT_MAX_KEYS = 100_000
 #: Longest fold id: leaves room in Stripe's 100 characters for the rest.
-MAX_FOLD_ID = 40
+MAX_AGGREGATE_ID = 40
 
 
 # -- the folder -----------------------------------------------------------------
@@ -109,7 +109,7 @@ _Taken = tuple[_ThreadSums, int, float, dict[Key, int], dict[Key, Decimal], dict
 _Ready = tuple[float, dict[Key, int], dict[Key, Decimal], dict[Key, list[float]]]
 
 
-class Folder:
+class Aggregator:
     """Folds uses of sum-meter event names into one event per key and window.
 
     Args:
@@ -128,25 +128,27 @@ class Folder:
         names: Iterable[str],
         window: int,
         *,
-        fold_id: Optional[str] = None,
+        aggregate_id: Optional[str] = None,
         clock: Callable[[], float] = time.time,
         max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1 or 60 % window:
             raise ValueError(f"window must be whole seconds dividing a minute, got {window!r}")
-        if fold_id is not None and not 1 <= len(fold_id) <= MAX_FOLD_ID:
-            raise ValueError(f"fold_id must be 1..{MAX_FOLD_ID} characters, got {fold_id!r}")
+        if aggregate_id is not None and not 1 <= len(aggregate_id) <= MAX_AGGREGATE_ID:
+            raise ValueError(
+                f"fold_id must be 1..{MAX_AGGREGATE_ID} characters, got {aggregate_id!r}"
+            )
         self._names = frozenset(names)
         self._window = window
         self._clock = clock
         self._max_keys = max_keys
-        self._given_fold_id = fold_id
+        self._given_aggregate_id = aggregate_id
         self._refused: dict[str, str] = {}
         self._reset()
-        _FOLDERS.add(self)
+        _AGGREGATORS.add(self)
 
     def _reset(self) -> None:
-        self.fold_id = self._given_fold_id or new_fold_id()
+        self.aggregate_id = self._given_aggregate_id or new_aggregate_id()
         self._pid = os.getpid()
         self._local = threading.local()
         self._states: list[_ThreadSums] = []
@@ -326,7 +328,7 @@ class Folder:
             self._forget_dead_threads(states)
             if not sums:
                 return []
-            events = _emit(sums, self.fold_id, self._closes)
+            events = _emit(sums, self.aggregate_id, self._closes)
             self._closes += 1
             self._events += len(events)
             return events
@@ -398,12 +400,12 @@ class Folder:
             self._reset()
 
 
-_FOLDERS: weakref.WeakSet[Folder] = weakref.WeakSet()
+_AGGREGATORS: weakref.WeakSet[Aggregator] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for folder in list(_FOLDERS):
-        folder.after_fork()
+    for aggregator in list(_AGGREGATORS):
+        aggregator.after_fork()
 
 
 if hasattr(os, "register_at_fork"):

@@ -23,9 +23,9 @@ __all__ = [
     "Key",
     "Number",
     "dimensions_key",
-    "fold",
-    "fold_identifier",
-    "new_fold_id",
+    "aggregate",
+    "aggregate_identifier",
+    "new_aggregate_id",
     "split_value",
     "window_start",
 ]
@@ -62,7 +62,7 @@ def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
     return tuple(sorted(dimensions.items()))
 
 
-def new_fold_id() -> str:
+def new_aggregate_id() -> str:
     """A random identifier prefix for one process's folded events."""
     return "msa_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
 
@@ -139,7 +139,9 @@ def _as_number(value: Decimal) -> Number:
     return int(reduced) if exponent >= 0 else reduced
 
 
-def fold_identifier(fold_id: str, key: Key, window_start: float, part: int, split: int) -> str:
+def aggregate_identifier(
+    aggregate_id: str, key: Key, window_start: float, part: int, split: int
+) -> str:
     """The identifier of a folded event: a function of what it folds and nothing else.
 
     *fold_id* names the fold (a per-process random prefix, or one a spool
@@ -150,15 +152,15 @@ def fold_identifier(fold_id: str, key: Key, window_start: float, part: int, spli
     """
     name, customer, dims = key
     material = json.dumps(
-        [fold_id, name, customer, dims, repr(float(window_start)), part, split],
+        [aggregate_id, name, customer, dims, repr(float(window_start)), part, split],
         ensure_ascii=True,
         separators=(",", ":"),
     ).encode("ascii")
     digest = hashlib.blake2b(material, digest_size=12).hexdigest()
-    return f"{fold_id}{int(window_start)}_{part}_{split}_{digest}"
+    return f"{aggregate_id}{int(window_start)}_{part}_{split}_{digest}"
 
 
-def _emit(sums: dict[tuple[float, Key], Number], fold_id: str, part: int) -> list[RawEvent]:
+def _emit(sums: dict[tuple[float, Key], Number], aggregate_id: str, part: int) -> list[RawEvent]:
     """One event per (window, key), or several when its sum needs the split."""
     out: list[RawEvent] = []
     for window_start, key in sorted(sums, key=_order):
@@ -166,7 +168,7 @@ def _emit(sums: dict[tuple[float, Key], Number], fold_id: str, part: int) -> lis
         name, customer, dims = key
         dimensions = dict(dims) if dims else None
         for split, value in enumerate(split_value(total)):
-            ident = fold_identifier(fold_id, key, window_start, part, split)
+            ident = aggregate_identifier(aggregate_id, key, window_start, part, split)
             out.append((name, customer, value, window_start, ident, dimensions))
     return out
 
@@ -213,11 +215,11 @@ def window_start(now: float, window: int) -> float:
     return start
 
 
-def fold(
+def aggregate(
     uses: Iterable[tuple[str, str, Any, float, DimsKey]],
     *,
     window: int,
-    fold_id: str,
+    aggregate_id: str,
     part: int = 0,
 ) -> list[RawEvent]:
     """Fold recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
@@ -239,4 +241,4 @@ def fold(
                 raise ValueError(f"value {value!r} cannot be folded exactly")
             number = exact
         _add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
-    return _emit(sums, fold_id, part)
+    return _emit(sums, aggregate_id, part)

@@ -22,7 +22,7 @@ __all__ = [
     "check_aggregate_against_disabled",
     "parse_aggregate",
     "parse_aggregation_window",
-    "unfoldable_names",
+    "unaggregatable_names",
 ]
 
 logger = logging.getLogger("meterstream")
@@ -131,7 +131,9 @@ class MetersSource(Protocol):
     def meters(self) -> list[dict[str, Any]]: ...
 
 
-def unfoldable_names(meters: Iterable[Mapping[str, Any]], names: Iterable[str]) -> dict[str, str]:
+def unaggregatable_names(
+    meters: Iterable[Mapping[str, Any]], names: Iterable[str]
+) -> dict[str, str]:
     """Which of *names* must not be folded, given Stripe's meters, with the reason.
 
     A name is foldable only when every active meter with that ``event_name``
@@ -168,7 +170,7 @@ class _Refusable(Protocol):
     def refuse(self, event_name: str, reason: str) -> bool: ...
 
 
-def apply_meter_check(folder: _Refusable, source: MetersSource) -> dict[str, str]:
+def apply_meter_check(aggregator: _Refusable, source: MetersSource) -> dict[str, str]:
     """Read the meters and stop folding names whose meter does not sum.
 
     One WARNING per refused name (``aggregate_refused`` in the folder's
@@ -185,12 +187,12 @@ def apply_meter_check(folder: _Refusable, source: MetersSource) -> dict[str, str
             "could not read the meters to check that aggregated event names "
             "sum (%s); folding %s as configured",
             exc,
-            ", ".join(sorted(folder.names)) or "nothing",
+            ", ".join(sorted(aggregator.names)) or "nothing",
         )
         return {}
     refused = {}
-    for name, reason in unfoldable_names(meters, folder.names).items():
-        if folder.refuse(name, reason):
+    for name, reason in unaggregatable_names(meters, aggregator.names).items():
+        if aggregator.refuse(name, reason):
             refused[name] = reason
             logger.warning(
                 "will not aggregate %r: %s; its uses are sent one event each",

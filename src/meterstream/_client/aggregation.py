@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.aggregator import Aggregator
 from meterstream._aggregate.settings import apply_meter_check
 from meterstream._config.settings import Settings
 from meterstream._delivery.buffer import Buffer
@@ -19,13 +19,13 @@ from meterstream._exporters import Exporter
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._internal import report_internal_error
-from meterstream._spool.aggregate import SpoolFolder
+from meterstream._spool.aggregate import SpoolAggregator
 from meterstream._spool.sink import SpoolBuffer
 
-__all__ = ["Folding"]
+__all__ = ["Aggregation"]
 
 
-class Folding:
+class Aggregation:
     """Folds a client's uses of sum meters, or nothing (``folder`` is None).
 
     Args:
@@ -49,48 +49,48 @@ class Folding:
         self._settings = settings
         self._put = put
         #: Uses of sum meters folded per customer and window, or None.
-        self.folder: Optional[Union[Folder, SpoolFolder]] = None
+        self.aggregator: Optional[Union[Aggregator, SpoolAggregator]] = None
         if isinstance(buffer, SpoolBuffer):
             # Uses wait in the spool, folded there once: a crash loses no window.
-            self.folder = SpoolFolder(
+            self.aggregator = SpoolAggregator(
                 buffer.spool,
                 sorted(settings.aggregate),
                 settings.aggregation_window,
-                on_folded=buffer.added,
+                on_aggregated=buffer.added,
             )
         elif settings.aggregate and settings.enabled:
-            self.folder = Folder(sorted(settings.aggregate), settings.aggregation_window)
-        folds = self.folder is not None and bool(self.folder.names)
-        self._meters_checked = not folds or not isinstance(exporter, StripeExporter)
+            self.aggregator = Aggregator(sorted(settings.aggregate), settings.aggregation_window)
+        aggregates = self.aggregator is not None and bool(self.aggregator.names)
+        self._meters_checked = not aggregates or not isinstance(exporter, StripeExporter)
 
     def on_tick(self) -> None:
         """A delivery wake: check the meters (the first time), then put the
         events of the windows that ended."""
-        if self.folder is None:
+        if self.aggregator is None:
             return
         if not self._meters_checked:
             # Once, on a delivery thread: which aggregated names really sum.
             self._meters_checked = True
             try:
                 with StripeAPI.from_settings(self._settings) as api:
-                    apply_meter_check(self.folder, api)
+                    apply_meter_check(self.aggregator, api)
             except Exception as exc:
                 report_internal_error(exc)
         self.close_windows(force=False)
 
     def close_windows(self, *, force: bool) -> None:
         """Put the events of the windows that ended (all of them, when forced)."""
-        folder = self.folder
-        if folder is None:
+        aggregator = self.aggregator
+        if aggregator is None:
             return
-        for event in folder.close(force=force):
+        for event in aggregator.close(force=force):
             self._put(event)
 
     def pending(self) -> bool:
         """True while a folded use is not yet in an event put."""
-        return self.folder is not None and self.folder.pending()
+        return self.aggregator is not None and self.aggregator.pending()
 
     def after_fork_in_child(self) -> None:
         """The parent's open windows stay the parent's (see Folder.after_fork)."""
-        if self.folder is not None:
-            self.folder.after_fork()
+        if self.aggregator is not None:
+            self.aggregator.after_fork()

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
-from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.aggregator import Aggregator
 from meterstream._client import live as _live_clients
-from meterstream._client.aggregation import Folding
+from meterstream._client.aggregation import Aggregation
 from meterstream._client.constant import compile_record_constant
 from meterstream._client.exporters import accepted_key, make_exporter
 from meterstream._client.stats import client_stats
@@ -122,9 +122,9 @@ class MeterClient:
             and "METERSTREAM_EXPORTER" not in os.environ
         )
         #: Folding of sum meters (``aggregate``; with a spool, always).
-        self._folding = Folding(s, self._buffer, self.exporter, self._buffer.put)
+        self._aggregation = Aggregation(s, self._buffer, self.exporter, self._buffer.put)
         #: Its folder, or None: read on the record path, so kept at hand.
-        self._folder = self._folding.folder
+        self._aggregator = self._aggregation.aggregator
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
@@ -150,10 +150,10 @@ class MeterClient:
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
         #: The in-memory folder record() may fold into directly, or None.
-        self._fold_now: Optional[Folder] = None
+        self._aggregate_now: Optional[Aggregator] = None
         self._update_slow()
         if self.active:
-            if self.spool is not None and (self._buffer.pending() or self._folding.pending()):
+            if self.spool is not None and (self._buffer.pending() or self._aggregation.pending()):
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
             _otel.install_metrics(_live_clients.live_clients)
@@ -189,7 +189,7 @@ class MeterClient:
     def _on_tick(self) -> None:
         """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
         self.refresh_otel()
-        self._folding.on_tick()
+        self._aggregation.on_tick()
 
     def _watch_uses(self, sink: Optional[UseSink]) -> None:
         """Hand each use accepted from now on to *sink* (None: stop); for
@@ -223,16 +223,16 @@ class MeterClient:
         # path: except that record() folds a plain use (an int or a float
         # that fits, a known customer, no dimensions, identifier or
         # timestamp) straight into an in-memory folder.
-        self._slow = not quiet or self.spool is not None or self._folder is not None
-        folder = self._folder
-        self._fold_now = folder if quiet and isinstance(folder, Folder) else None
+        self._slow = not quiet or self.spool is not None or self._aggregator is not None
+        aggregator = self._aggregator
+        self._aggregate_now = aggregator if quiet and isinstance(aggregator, Aggregator) else None
         # A delivery thread (on_tick) may compute the above just before
         # shutdown() sets _closed and _slow, and write False just after:
         # records would then take the fast path into a buffer nobody drains.
         # Read _closed again after the write.
         if self._closed:
             self._slow = True
-            self._fold_now = None
+            self._aggregate_now = None
 
     @property
     def settings(self) -> Settings:
@@ -366,9 +366,9 @@ class MeterClient:
         """
         if not self.active:
             return
-        folder = self._fold_now
+        aggregator = self._aggregate_now
         if (
-            folder is not None
+            aggregator is not None
             and self._canary[0]
             and identifier is None
             and timestamp is None
@@ -379,7 +379,7 @@ class MeterClient:
             )
             and type(customer) is str
             and customer in _known_customers
-            and folder.add(event_name, customer, value)
+            and aggregator.add(event_name, customer, value)
         ):
             return  # a plain use of a sum meter, checked as record_use would, folded
         if dimensions is None and type(event_name) is str and event_name in _known_names:
@@ -564,15 +564,15 @@ class MeterClient:
         if self._closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
-        folder = self._folder
+        aggregator = self._aggregator
         if (
-            folder is not None
+            aggregator is not None
             and ident is None
             and ts is None
-            and folder.add(event_name, customer, value, dimensions)
+            and aggregator.add(event_name, customer, value, dimensions)
         ):
             if self._use_sink is not None or self._span_events:
-                self._watch_folded(event_name, customer, value, dimensions)
+                self._watch_aggregated(event_name, customer, value, dimensions)
             if not self._delivery.started:
                 self._delivery.ensure_started()
             return
@@ -596,7 +596,7 @@ class MeterClient:
         if not self._delivery.started:
             self._delivery.ensure_started()
 
-    def _watch_folded(
+    def _watch_aggregated(
         self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]
     ) -> None:
         """A folded use, for a test watching uses and for OpenTelemetry's span
@@ -709,7 +709,7 @@ class MeterClient:
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
         self.exporter.after_fork_in_child()
-        self._folding.after_fork_in_child()
+        self._aggregation.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
         self._update_slow()  # the delivery threads start again with the next record
 
@@ -737,7 +737,7 @@ class MeterClient:
         if not self._canary[0]:
             self._check_fork()
         try:
-            self._folding.close_windows(force=True)
+            self._aggregation.close_windows(force=True)
             return self._delivery.flush(timeout)
         except MeterError:
             raise
@@ -763,12 +763,12 @@ class MeterClient:
             if self._closed:
                 return True
             self._closed = self._slow = True
-            self._fold_now = None
+            self._aggregate_now = None
         if not self.active:
             return True
         try:
             # Put what the open windows hold (the buffer no longer takes records).
-            self._folding.close_windows(force=True)
+            self._aggregation.close_windows(force=True)
             done = self._delivery.shutdown(timeout)
         except Exception as exc:
             report_internal_error(exc)
@@ -803,7 +803,7 @@ class MeterClient:
             delivery=self._delivery,
             buffer=self._buffer,
             spool=self.spool,
-            folder=self._folder,
+            aggregator=self._aggregator,
             aggregating=bool(self._settings.aggregate),
             rejections=self._rejections,
             accepted_key=self._accepted_key,

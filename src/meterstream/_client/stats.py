@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from meterstream import _otel
-from meterstream._aggregate.aggregator import Folder
+from meterstream._aggregate.aggregator import Aggregator
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import DROP_REASONS, FAIL_REASONS, Counters
 from meterstream._delivery.delivery import Delivery
 from meterstream._internal import report_internal_error
-from meterstream._spool.aggregate import SpoolFolder
+from meterstream._spool.aggregate import SpoolAggregator
 from meterstream._spool.spool import Spool
 from meterstream._truth.reports import Rejections
 
@@ -29,7 +29,7 @@ def client_stats(
     delivery: Delivery,
     buffer: Buffer,
     spool: Optional[Spool],
-    folder: Optional[Union[Folder, SpoolFolder]],
+    aggregator: Optional[Union[Aggregator, SpoolAggregator]],
     aggregating: bool,
     rejections: Rejections,
     accepted_key: str,
@@ -81,8 +81,8 @@ def client_stats(
     out.update(rejections.counts())
     if spool is not None:
         out.update(_spool_counts(spool, counts))
-    if folder is not None and aggregating:
-        out.update(folder.stats())
+    if aggregator is not None and aggregating:
+        out.update(aggregator.stats())
     return out
 
 

@@ -22,7 +22,7 @@ from meterstream._aggregate.arithmetic import _EXACT, _MAX_EXP, Number, split_va
 from meterstream._record.checks import format_value
 from meterstream._record.events import format_timestamp
 
-__all__ = ["FoldRules", "Unit", "fold_records", "record_identifier"]
+__all__ = ["AggregateRules", "Unit", "aggregate_records", "record_identifier"]
 
 
 @dataclass
@@ -32,11 +32,11 @@ class Unit:
     events: list[dict[str, Any]]
     msgs: list[Any]
     #: True when *events* are folded events (a fold record's).
-    folded: bool = False
+    aggregated: bool = False
 
 
 @dataclass
-class FoldRules:
+class AggregateRules:
     """Which event names fold, with their meter's value key, and the window."""
 
     value_keys: dict[str, str]
@@ -47,14 +47,14 @@ class FoldRules:
     @classmethod
     def from_meters(
         cls, names: Iterable[str], window: int, meters: Optional[Sequence[Mapping[str, Any]]]
-    ) -> FoldRules:
+    ) -> AggregateRules:
         """Rules for *names* given Stripe's meters (None: they could not be read)."""
-        from meterstream._aggregate.settings import unfoldable_names
+        from meterstream._aggregate.settings import unaggregatable_names
 
         names = sorted(names)
         if meters is None:
             return cls({name: "value" for name in names}, window)
-        refused = unfoldable_names(meters, names)
+        refused = unaggregatable_names(meters, names)
         keys: dict[str, str] = {}
         for meter in meters:
             name = meter.get("event_name")
@@ -138,8 +138,8 @@ class _Group:
     upto: int = 0
 
 
-def fold_records(
-    items: list[tuple[Any, dict[str, Any]]], rules: FoldRules, floor: int = 0
+def aggregate_records(
+    items: list[tuple[Any, dict[str, Any]]], rules: AggregateRules, floor: int = 0
 ) -> list[tuple[str, bytes, list[Any], list[tuple[Any, dict[str, Any]]]]]:
     """Fold *items* (message, event) into fold records.
 

@@ -32,16 +32,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from meterstream._fleet.aggregate import FoldRules, Unit, fold_records
+from meterstream._fleet.aggregate import AggregateRules, Unit, aggregate_records
 from meterstream.errors import ConfigurationError
 
-__all__ = ["FleetFolder", "FoldIndex", "folds_stream", "folds_subject"]
+__all__ = ["FleetAggregator", "AggregateIndex", "aggregates_stream", "aggregates_subject"]
 
 log = logging.getLogger("meterstream.relay")
 
 #: How long the folds stream keeps a record: Stripe's identifier dedupe
 #: lasts 24 hours, so past that a record's identifiers protect nothing.
-FOLDS_MAX_AGE = 24 * 3600.0
+AGGREGATES_MAX_AGE = 24 * 3600.0
 #: A record protects its sources this long after it was published (by the
 #: folds stream's own timestamps), whatever the ack floor says: a producer's
 #: late retry (a repeat JetStream no longer dedupes) still finds it.
@@ -59,12 +59,12 @@ CLOCK_SLACK = 60.0
 MAX_ROUNDS = 8
 
 
-def folds_stream(stream: str) -> str:
+def aggregates_stream(stream: str) -> str:
     """The stream holding fold records for the events stream *stream*."""
     return f"{stream}_FOLDS"
 
 
-def folds_subject(stream: str) -> str:
+def aggregates_subject(stream: str) -> str:
     return f"{stream}.folds"
 
 
@@ -83,7 +83,7 @@ class _Record:
     at: float
 
 
-class FoldIndex:
+class AggregateIndex:
     """The verdict on every fold record read so far, in stream order.
 
     A record is valid when none of its sources is in an earlier valid record
@@ -167,7 +167,7 @@ class FoldIndex:
         return len(gone)
 
 
-class FleetFolder:
+class FleetAggregator:
     """One relay's side of the fleet fold: the index reader and the batch planner.
 
     Args:
@@ -179,14 +179,14 @@ class FleetFolder:
     """
 
     def __init__(
-        self, js: Any, stream: str, durable: str, rules: FoldRules, *, replicas: int = 1
+        self, js: Any, stream: str, durable: str, rules: AggregateRules, *, replicas: int = 1
     ) -> None:
         self._js = js
         self._stream = stream
         self._durable = durable
         self.rules = rules
         self._replicas = replicas
-        self.index = FoldIndex()
+        self.index = AggregateIndex()
         self._changed = asyncio.Condition()
         self._sub: Any = None
         #: Ack floors read, (monotonic time, floor), oldest first.
@@ -199,7 +199,7 @@ class FleetFolder:
 
         from meterstream._fleet.nats import DUPLICATE_WINDOW
 
-        name = folds_stream(self._stream)
+        name = aggregates_stream(self._stream)
         try:
             info = await self._js.stream_info(name)
             # Read from the start before any fold is decided: say how much.
@@ -207,11 +207,11 @@ class FleetFolder:
         except nats.js.errors.NotFoundError:
             config = StreamConfig(
                 name=name,
-                subjects=[folds_subject(self._stream)],
+                subjects=[aggregates_subject(self._stream)],
                 storage=StorageType.FILE,
                 num_replicas=self._replicas,
                 duplicate_window=DUPLICATE_WINDOW,
-                max_age=FOLDS_MAX_AGE,
+                max_age=AGGREGATES_MAX_AGE,
             )
             try:
                 await self._js.add_stream(config)
@@ -221,7 +221,7 @@ class FleetFolder:
                         f"--aggregate: cannot create the fold records' stream {name!r}: {exc}"
                     ) from None
         self._sub = await self._js.subscribe(
-            folds_subject(self._stream),
+            aggregates_subject(self._stream),
             stream=name,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
@@ -245,7 +245,7 @@ class FleetFolder:
     async def sync(self, target: Optional[int] = None, timeout: float = 30.0) -> None:
         """Wait until the index has read every record up to *target* (default: the last)."""
         if target is None:
-            info = await self._js.stream_info(folds_stream(self._stream))
+            info = await self._js.stream_info(aggregates_stream(self._stream))
             target = info.state.last_seq if info.state.messages else 0
         async with self._changed:
             await asyncio.wait_for(
@@ -296,8 +296,8 @@ class FleetFolder:
                 self._unit(units, seq).msgs.append(msg)
             if not fresh:
                 return list(units.values()), []
-            records = fold_records(fresh, self.rules, await self.floor())
-            subject = folds_subject(self._stream)
+            records = aggregate_records(fresh, self.rules, await self.floor())
+            subject = aggregates_subject(self._stream)
             acks = await asyncio.gather(
                 *(
                     self._js.publish(subject, data, headers={"Nats-Msg-Id": rid})
@@ -318,5 +318,5 @@ class FleetFolder:
     def _unit(self, units: dict[int, Unit], seq: int) -> Unit:
         unit = units.get(seq)
         if unit is None:
-            unit = units[seq] = Unit(self.index.events(seq), [], folded=True)
+            unit = units[seq] = Unit(self.index.events(seq), [], aggregated=True)
         return unit

@@ -58,7 +58,9 @@ def pack_units(units: list[Unit], size: int) -> list[list[Unit]]:
             events = unit.events
             for begin in range(0, len(events), size):
                 last = begin + size >= len(events)
-                piece = Unit(events[begin : begin + size], unit.msgs if last else [], unit.folded)
+                piece = Unit(
+                    events[begin : begin + size], unit.msgs if last else [], unit.aggregated
+                )
                 parts.append([piece])
             continue
         if count + len(unit.events) > size:

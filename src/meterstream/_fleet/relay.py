@@ -30,8 +30,8 @@ from typing import Any, Optional
 from meterstream._aggregate.settings import MetersSource
 from meterstream._delivery.pacing import Backoff, Pacer
 from meterstream._exporters.base import Exporter, RetryableExportError
-from meterstream._fleet.aggregate import FoldRules, Unit
-from meterstream._fleet.aggregate_log import FleetFolder
+from meterstream._fleet.aggregate import AggregateRules, Unit
+from meterstream._fleet.aggregate_log import FleetAggregator
 from meterstream._fleet.budget import SharedBudget
 from meterstream._fleet.messages import check_message, pack_units
 from meterstream._fleet.nats import DEAD_REASON_HEADER, connect, ensure_stream
@@ -86,10 +86,10 @@ class Relay:
         self._nc: Any = None
         self._js: Any = None
         self._held: dict[int, list[Any]] = {}
-        self._folder: Optional[FleetFolder] = None
-        self._fetch_size = config.fold_batch if config.aggregate else config.batch_size
+        self._aggregator: Optional[FleetAggregator] = None
+        self._fetch_size = config.aggregate_batch if config.aggregate else config.batch_size
         #: Which names fold (``aggregate``), once the meters were read at start.
-        self.fold_rules: Optional[FoldRules] = None
+        self.aggregate_rules: Optional[AggregateRules] = None
         self.ready = asyncio.Event()
         self._otel = relay_metrics(meter_provider)
 
@@ -119,7 +119,7 @@ class Relay:
                 self._budget = SharedBudget(self._js, bucket, cfg.max_rps)
                 await self._budget.setup()
             if cfg.aggregate:
-                await self._start_folder(stop)
+                await self._start_aggregator(stop)
                 if stop.is_set():
                     return
             subs = [await self._subscribe() for _ in range(cfg.workers)]
@@ -145,8 +145,8 @@ class Relay:
                 await self._hand_back(msgs, 0.0)
             log.info("relay stopped: %s", self.stats())
         finally:
-            if self._folder is not None:
-                await self._folder.stop()
+            if self._aggregator is not None:
+                await self._aggregator.stop()
             # Not drain(): it waits out pull requests still open on the server.
             try:
                 await self._nc.flush(timeout=5)  # the last acknowledgements
@@ -154,7 +154,7 @@ class Relay:
                 pass
             await self._nc.close()
 
-    async def _start_folder(self, stop: asyncio.Event) -> None:
+    async def _start_aggregator(self, stop: asyncio.Event) -> None:
         """Read Stripe's meters (only sum meters fold), then start reading fold records.
 
         Until the meters can be read the relay does not start: every relay
@@ -173,14 +173,14 @@ class Relay:
             meters = await asyncio.to_thread(self._read_meters)
         if stop.is_set():
             return
-        rules = FoldRules.from_meters(sorted(cfg.aggregate), cfg.aggregation_window, meters)
+        rules = AggregateRules.from_meters(sorted(cfg.aggregate), cfg.aggregation_window, meters)
         for name, reason in sorted(rules.refused.items()):
             log.warning("will not aggregate %r: %s; its uses are sent one event each", name, reason)
-        self.fold_rules = rules
-        self._folder = FleetFolder(
+        self.aggregate_rules = rules
+        self._aggregator = FleetAggregator(
             self._js, cfg.options.stream, cfg.durable, rules, replicas=cfg.options.replicas
         )
-        await self._folder.start()
+        await self._aggregator.start()
         log.info(
             "folding %s in %d-second windows",
             ", ".join(sorted(rules.value_keys)) or "nothing",
@@ -264,28 +264,28 @@ class Relay:
 
     async def _units(self, msgs: list[Any], events: list[dict[str, Any]]) -> list[Unit]:
         """What to send for these messages: one event each, or folded events (--aggregate)."""
-        rules = self.fold_rules
-        if self._folder is None or rules is None:
+        rules = self.aggregate_rules
+        if self._aggregator is None or rules is None:
             return [Unit([event], [msg]) for msg, event in zip(msgs, events)]
         units: list[Unit] = []
-        foldable: list[tuple[Any, dict[str, Any]]] = []
+        aggregatable: list[tuple[Any, dict[str, Any]]] = []
         for msg, event in zip(msgs, events):
             if rules.group_of(event) is not None:
-                foldable.append((msg, event))
+                aggregatable.append((msg, event))
             else:
                 if event["event_name"] in rules.refused:
                     self._count("fold_refused")
                 units.append(Unit([event], [msg]))
-        if foldable:
+        if aggregatable:
             try:
-                folded, undecided = await self._folder.plan(foldable)
+                aggregated, undecided = await self._aggregator.plan(aggregatable)
             except Exception as exc:  # NATS unreachable, a leader election, ...
                 log.warning("could not record the fold: %s: %s", type(exc).__name__, exc)
-                folded, undecided = [], [msg for msg, _ in foldable]
+                aggregated, undecided = [], [msg for msg, _ in aggregatable]
             if undecided:
                 await self._hand_back(undecided, self.config.retry_max_delay)
-            units.extend(folded)
-        await self._folder.maybe_prune()
+            units.extend(aggregated)
+        await self._aggregator.maybe_prune()
         return units
 
     async def _keep_alive(self, msgs: list[Any]) -> None:
@@ -339,7 +339,7 @@ class Relay:
                 await msg.ack()
             self._count("sent", len(events))
             for unit in units:
-                if unit.folded:
+                if unit.aggregated:
                     self._count("folded_uses", len(unit.msgs))
                     self._count("folded_events", len(unit.events))
             return []

@@ -31,7 +31,7 @@ class RelayConfig:
     aggregate: dict[str, str] = field(default_factory=dict)
     aggregation_window: int = 5
     #: Messages a worker takes per fetch when folding: many uses make few events.
-    fold_batch: int = 1000
+    aggregate_batch: int = 1000
 
 
 def relay_metrics(provider: Any = None) -> dict[str, Any]:

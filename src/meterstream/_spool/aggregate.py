@@ -24,13 +24,13 @@ from typing import Any, Callable, Optional, Union
 from meterstream._aggregate.arithmetic import DimsKey, window_start
 from meterstream._internal import report_internal_error
 from meterstream._record.events import RawEvent
-from meterstream._spool.aggregate_store import fold_dimensions, stored_value
+from meterstream._spool.aggregate_store import aggregate_dimensions, stored_value
 from meterstream._spool.spool import Spool, SpoolFull
 
-__all__ = ["SpoolFolder"]
+__all__ = ["SpoolAggregator"]
 
 
-class SpoolFolder:
+class SpoolAggregator:
     """The :class:`meterstream._aggregate.aggregator.Folder` of a client with a spool.
 
     :meth:`add` stores the use in the spool; :meth:`close` folds the ended
@@ -51,7 +51,7 @@ class SpoolFolder:
         window: int,
         *,
         clock: Callable[[], float] = time.time,
-        on_folded: Optional[Callable[[int], None]] = None,
+        on_aggregated: Optional[Callable[[int], None]] = None,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1 or 60 % window:
             raise ValueError(f"window must be whole seconds dividing a minute, got {window!r}")
@@ -59,7 +59,7 @@ class SpoolFolder:
         self._names = frozenset(names)
         self._window = window
         self._clock = clock
-        self._on_folded = on_folded
+        self._on_aggregated = on_aggregated
         self._refused: dict[str, str] = {}
         self._events = 0
         self._uses_before = spool.uses_appended
@@ -88,7 +88,7 @@ class SpoolFolder:
                 stored,
                 start,
                 start + self._window,
-                fold_dimensions(dims) if dims else None,
+                aggregate_dimensions(dims) if dims else None,
             )
         except Exception as exc:  # recorded unfolded: the spool's own path counts a drop
             if not isinstance(exc, (SpoolFull, sqlite3.Error)):
@@ -112,11 +112,11 @@ class SpoolFolder:
         oldest = self._spool.oldest_use_end()
         if oldest is None or (oldest > now and not force):
             return []
-        made = self._spool.fold_due(now, force=force)
+        made = self._spool.aggregate_due(now, force=force)
         if made:
             self._events += made
-            if self._on_folded is not None:
-                self._on_folded(made)
+            if self._on_aggregated is not None:
+                self._on_aggregated(made)
         return []
 
     def pending(self) -> bool:

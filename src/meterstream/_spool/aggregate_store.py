@@ -35,24 +35,24 @@ from meterstream._aggregate.arithmetic import (
     _add_into,
     _emit,
     _exact_decimal,
-    new_fold_id,
+    new_aggregate_id,
 )
 from meterstream._record.events import RawEvent
 from meterstream._spool.rows import INSERT_PENDING, encode_value
 
 __all__ = [
-    "FOLD_CHUNK",
+    "AGGREGATE_CHUNK",
     "INSERT_USE",
     "count_uses",
-    "fold_dimensions",
-    "fold_in_transaction",
+    "aggregate_dimensions",
+    "aggregate_in_transaction",
     "oldest_use_end",
     "stored_value",
 ]
 
 #: Uses one fold transaction takes at most (about 0.1 s of the write lock
 #: here): more wait for the next transaction, and make events of their own.
-FOLD_CHUNK = 50_000
+AGGREGATE_CHUNK = 50_000
 
 INSERT_USE = (
     "INSERT INTO uses (event_name, customer, value, window_start, window_end, dimensions) "
@@ -60,7 +60,7 @@ INSERT_USE = (
 )
 
 
-def fold_dimensions(dimensions: Optional[Mapping[str, str]]) -> Optional[str]:
+def aggregate_dimensions(dimensions: Optional[Mapping[str, str]]) -> Optional[str]:
     """The text a use's dimensions are stored (and grouped) as: keys sorted."""
     if not dimensions:
         return None
@@ -90,12 +90,12 @@ def stored_value(value: Any) -> Optional[Union[int, str]]:
     return None if number is None else str(number)
 
 
-def _next_fold(db: sqlite3.Connection) -> tuple[str, int]:
+def _next_aggregate(db: sqlite3.Connection) -> tuple[str, int]:
     """A fresh fold id and this fold's number (inside the write transaction)."""
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('folds', 0)")
     db.execute("UPDATE meta SET value = value + 1 WHERE key = 'folds'")
     number = db.execute("SELECT value FROM meta WHERE key = 'folds'").fetchone()[0]
-    return new_fold_id(), int(number)
+    return new_aggregate_id(), int(number)
 
 
 def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[Any, Number]:
@@ -113,11 +113,11 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
     return sums
 
 
-def _insert_folded(db: sqlite3.Connection, events: Iterable[RawEvent]) -> None:
+def _insert_aggregated(db: sqlite3.Connection, events: Iterable[RawEvent]) -> None:
     db.executemany(
         INSERT_PENDING,
         [
-            (name, customer, encode_value(value), ts, ident, fold_dimensions(dims))
+            (name, customer, encode_value(value), ts, ident, aggregate_dimensions(dims))
             for name, customer, value, ts, ident, dims in events
         ],
     )
@@ -127,8 +127,8 @@ def _delete_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> N
     db.execute(f"DELETE FROM uses{where}", args)
 
 
-def fold_in_transaction(
-    db: sqlite3.Connection, now: float, force: bool, limit: int = FOLD_CHUNK
+def aggregate_in_transaction(
+    db: sqlite3.Connection, now: float, force: bool, limit: int = AGGREGATE_CHUNK
 ) -> tuple[int, bool]:
     """Fold up to *limit* of the oldest due uses; called inside a ``BEGIN
     IMMEDIATE`` transaction.
@@ -149,9 +149,9 @@ def fold_in_transaction(
         where = (where + " AND" if where else " WHERE") + " seq < ?"
         args = (*args, last[0])
     sums = _read_uses(db, where, args)
-    fold_id, number = _next_fold(db)
-    events = _emit(sums, fold_id, number)
-    _insert_folded(db, events)
+    aggregate_id, number = _next_aggregate(db)
+    events = _emit(sums, aggregate_id, number)
+    _insert_aggregated(db, events)
     _delete_uses(db, where, args)
     return len(events), more
 

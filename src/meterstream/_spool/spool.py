@@ -31,10 +31,10 @@ from meterstream._spool import history as history_rows
 from meterstream._spool import owners, queue
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
-    FOLD_CHUNK,
+    AGGREGATE_CHUNK,
     INSERT_USE,
+    aggregate_in_transaction,
     count_uses,
-    fold_in_transaction,
     oldest_use_end,
 )
 from meterstream._spool.checkpoint import Checkpointer
@@ -183,7 +183,9 @@ class Spool(SpoolAdmin):
         """Uses this handle inserted (:meth:`append_use`), for ``stats()``."""
         return self._group.counted
 
-    def fold_due(self, now: float, *, force: bool = False, chunk: int = FOLD_CHUNK) -> int:
+    def aggregate_due(
+        self, now: float, *, force: bool = False, chunk: int = AGGREGATE_CHUNK
+    ) -> int:
         """Fold the uses of every window ended by *now* (every window, when
         *force*) into pending events, in one write transaction.
 
@@ -199,7 +201,7 @@ class Spool(SpoolAdmin):
         made, more = 0, True
         while more:
             with self._lock, self._write():
-                count, more = fold_in_transaction(self._db, now, force, chunk)
+                count, more = aggregate_in_transaction(self._db, now, force, chunk)
             made += count
         return made
 

@@ -99,13 +99,14 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
         "--aggregation-window",
         metavar="SECONDS",
         default="5",
-        help="the fold window, seconds dividing a minute (default 5)",
+        help="the aggregation window, seconds dividing a minute (default 5)",
     )
     relay.add_argument(
-        "--fold-batch",
+        "--aggregate-batch",
+        "--fold-batch",  # its earlier name, still taken
         type=_positive,
         default=1000,
-        help="with --aggregate: messages a worker folds at a time (default 1000)",
+        help="with --aggregate: messages a worker aggregates at a time (default 1000)",
     )
     connection_args(relay)
     relay.set_defaults(parser=relay)
@@ -155,7 +156,7 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         retry_max_delay=settings.retry_max_delay,
         aggregate=aggregate,
         aggregation_window=window,
-        fold_batch=args.fold_batch,
+        aggregate_batch=args.aggregate_batch,
     )
     # A relay is a service: it says what it does (start, stop, dead letters).
     relay_log = logging.getLogger("meterstream.relay")
