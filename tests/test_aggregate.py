@@ -28,7 +28,7 @@ from meterstream._aggregate.aggregator import (
     dimensions_key,
     window_start,
 )
-from meterstream._aggregate.settings import WINDOWS
+from meterstream._config.aggregate import WINDOWS
 from meterstream._record import events as _events
 from meterstream._record.events import RawEvent
 

@@ -115,7 +115,7 @@ class Aggregator:
     Args:
         names: the event names to fold (``aggregate`` setting, sum modes).
         window: the window in seconds; divides 60 (see
-            :func:`meterstream._aggregate.settings.parse_aggregation_window`).
+            :func:`meterstream._config.aggregate.parse_aggregation_window`).
         fold_id: the identifier prefix of folded events; default a random
             one, renewed in a forked child.
         clock: wall-clock seconds, ``time.time`` unless testing.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 from meterstream._aggregate.aggregator import Aggregator
-from meterstream._aggregate.settings import apply_meter_check
+from meterstream._aggregate.meters import apply_meter_check
 from meterstream._config.settings import Settings
 from meterstream._delivery.buffer import Buffer
 from meterstream._exporters import Exporter

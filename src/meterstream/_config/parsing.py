@@ -20,6 +20,8 @@ from meterstream.errors import ConfigurationError
 EXPORTERS = ("stripe", "log", "memory", "none", "nats")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
 MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
+#: The ``spool_sync`` modes: ``normal`` is safe from a process crash, ``full`` from power loss too.
+SYNC_MODES = ("normal", "full")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

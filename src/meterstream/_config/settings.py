@@ -21,14 +21,22 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from meterstream._aggregate.settings import (
+from meterstream._config.aggregate import (
     check_aggregate_against_disabled,
     parse_aggregate,
     parse_aggregation_window,
 )
+from meterstream._config.nats import (
+    parse_file,
+    parse_nats_stream,
+    parse_nats_urls,
+    redact_nats_urls,
+)
+from meterstream._config.network import parse_ca_bundle, parse_proxy, redact_url
 from meterstream._config.parsing import (
     MISSING_CUSTOMER_POLICIES,
     OVERFLOW_POLICIES,
+    SYNC_MODES,
     DeliveryErrorCallback,
     _api_key,
     _auto_bool,
@@ -46,9 +54,6 @@ from meterstream._config.parsing import (
     _url,
 )
 from meterstream._config.setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
-from meterstream._exporters.network import parse_ca_bundle, parse_proxy, redact_url
-from meterstream._fleet.nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
-from meterstream._spool.spool import SYNC_MODES as SPOOL_SYNC_MODES
 from meterstream.errors import ConfigurationError
 
 __all__ = [
@@ -155,7 +160,7 @@ class Settings:
         shown="unset",
     )
     spool_sync: str = setting(
-        _one_of(SPOOL_SYNC_MODES),
+        _one_of(SYNC_MODES),
         "normal",
         "`normal`: an event is safe from a process crash once `record()` returns; `full`: "
         "also from power loss (an fsync per event)",

@@ -49,7 +49,7 @@ class AggregateRules:
         cls, names: Iterable[str], window: int, meters: Optional[Sequence[Mapping[str, Any]]]
     ) -> AggregateRules:
         """Rules for *names* given Stripe's meters (None: they could not be read)."""
-        from meterstream._aggregate.settings import unaggregatable_names
+        from meterstream._aggregate.meters import unaggregatable_names
 
         names = sorted(names)
         if meters is None:

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from meterstream._aggregate.settings import MetersSource
+from meterstream._aggregate.meters import MetersSource
 from meterstream._delivery.pacing import Backoff, Pacer
 from meterstream._exporters.base import Exporter, RetryableExportError
 from meterstream._fleet.aggregate import AggregateRules, Unit

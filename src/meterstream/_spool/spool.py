@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
+from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
 from meterstream._spool import history as history_rows
 from meterstream._spool import owners, queue
@@ -41,11 +42,11 @@ from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
 from meterstream._spool.queue import DeadLetter, SpooledBatch
 from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
-from meterstream._spool.schema import SYNC_MODES, Transaction, open_database
+from meterstream._spool.schema import Transaction, open_database
 from meterstream._spool.size import disk_bytes, used_bytes
 from meterstream.errors import ConfigurationError
 
-__all__ = ["SYNC_MODES", "DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
+__all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
 
 #: How long a claim holds before another process may take the events over.
 DEFAULT_LEASE = 30.0
