@@ -37,20 +37,20 @@ from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
 from meterstream._aggregate.arithmetic import (
-    _EXACT,
-    _FLOAT_HIGH,
-    _FLOAT_LOW,
-    _ZERO,
+    EXACT,
+    FLOAT_HIGH,
+    FLOAT_LOW,
+    ZERO,
     DimsKey,
     Key,
     Number,
-    _add_into,
-    _emit,
-    _exact_decimal,
-    _float_sums,
+    add_into,
     aggregate,
     aggregate_identifier,
     dimensions_key,
+    emit,
+    exact_decimal,
+    float_sums,
     new_aggregate_id,
     split_value,
     window_start,
@@ -193,7 +193,7 @@ class Aggregator:
             if (
                 type(value) is float
                 and st.held < _MAX_HELD_FLOATS
-                and _FLOAT_LOW <= abs(value) < _FLOAT_HIGH
+                and FLOAT_LOW <= abs(value) < FLOAT_HIGH
             ):
                 return self._add_float(st, key, value)
             return self._add_decimal(st, key, value)
@@ -236,7 +236,7 @@ class Aggregator:
             st.gen += 1
 
     def _add_decimal(self, st: _ThreadSums, key: Key, value: Any) -> bool:
-        number = _exact_decimal(value)
+        number = exact_decimal(value)
         if number is None:
             return False
         st.gen += 1
@@ -250,8 +250,8 @@ class Aggregator:
                 if len(dec) >= self._max_keys:
                     st.skipped += 1
                     return False
-                prev = _ZERO
-            dec[key] = _EXACT.add(prev, number)
+                prev = ZERO
+            dec[key] = EXACT.add(prev, number)
             return True
         finally:
             st.gen += 1
@@ -298,9 +298,9 @@ class Aggregator:
             ready = self._ready
             while ready:
                 start, acc, dec, flt = ready.popleft()
-                _add_into(sums, start, acc)
-                _add_into(sums, start, dec)
-                _add_into(sums, start, _float_sums(flt))
+                add_into(sums, start, acc)
+                add_into(sums, start, dec)
+                add_into(sums, start, float_sums(flt))
             with self._states_lock:
                 states = list(self._states)
             for st in states:
@@ -321,14 +321,14 @@ class Aggregator:
                 if gen & 1 and st.gen == gen:
                     still.append(item)
                     continue
-                _add_into(sums, item[2], item[3])
-                _add_into(sums, item[2], item[4])
-                _add_into(sums, item[2], _float_sums(item[5]))
+                add_into(sums, item[2], item[3])
+                add_into(sums, item[2], item[4])
+                add_into(sums, item[2], float_sums(item[5]))
             self._taken = still
             self._forget_dead_threads(states)
             if not sums:
                 return []
-            events = _emit(sums, self.aggregate_id, self._closes)
+            events = emit(sums, self.aggregate_id, self._closes)
             self._closes += 1
             self._events += len(events)
             return events

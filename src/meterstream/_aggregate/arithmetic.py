@@ -38,17 +38,15 @@ Number = Union[int, Decimal]
 #: Decimal sums are done here: far more digits than any sum of 15-digit
 #: values within the exponent bounds below can need, and any rounding is an
 #: error instead of a silent change of the bill.
-_EXACT = Context(
-    prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow]
-)
-#: Values whose digits reach past 10**±_MAX_EXP are not folded (the caller
-#: records them unfolded): they keep every exact sum well within _EXACT.
-_MAX_EXP = 60
-_ZERO = Decimal(0)
+EXACT = Context(prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow])
+#: Values whose digits reach past 10**±MAX_EXP are not folded (the caller
+#: records them unfolded): they keep every exact sum well within EXACT.
+MAX_EXP = 60
+ZERO = Decimal(0)
 #: The largest value of 15 significant digits written in under 40 characters.
 _LARGEST_PART = Decimal("999999999999999E+24")
-_FLOAT_LOW = 1e-45
-_FLOAT_HIGH = 1e45
+FLOAT_LOW = 1e-45
+FLOAT_HIGH = 1e45
 
 
 def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
@@ -67,16 +65,16 @@ def new_aggregate_id() -> str:
     return "msa_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
 
 
-def _exact_decimal(value: Any) -> Optional[Decimal]:
+def exact_decimal(value: Any) -> Optional[Decimal]:
     """*value* (a checked float or Decimal) as the Decimal the wire would carry,
     or None when it must not be folded."""
     kind = type(value)
     if kind is float:
         # Within these bounds (NaN and infinities are not) the 15 digits
         # written stay between 10**-59 and 10**45: no need to look at them.
-        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+        if FLOAT_LOW <= abs(value) < FLOAT_HIGH:
             return Decimal(format(value, ".15g"))
-        return _ZERO if value == 0 else None
+        return ZERO if value == 0 else None
     if kind is not Decimal:
         return None  # bools, strings, other types: the caller's validation decides
     number: Decimal = value
@@ -85,7 +83,7 @@ def _exact_decimal(value: Any) -> Optional[Decimal]:
     if number:
         exponent = number.as_tuple().exponent
         assert isinstance(exponent, int)  # finite
-        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
+        if exponent < -MAX_EXP or number.adjusted() > MAX_EXP:
             return None
     return number
 
@@ -113,10 +111,10 @@ def split_value(total: Number) -> list[Number]:
     while abs(number) > _LARGEST_PART:
         part = _LARGEST_PART.copy_sign(number)
         parts.append(int(part))
-        number = _EXACT.subtract(number, part)
+        number = EXACT.subtract(number, part)
     if not number:
         return parts
-    sign, digits, exponent = _EXACT.normalize(number).as_tuple()
+    sign, digits, exponent = EXACT.normalize(number).as_tuple()
     assert isinstance(exponent, int)
     count = len(digits)
     for begin in range(0, count, MAX_DIGITS):
@@ -133,7 +131,7 @@ def _as_number(value: Decimal) -> Number:
     assert isinstance(exponent, int)
     if exponent >= 0:
         return int(value)
-    reduced = _EXACT.normalize(value)
+    reduced = EXACT.normalize(value)
     exponent = reduced.as_tuple().exponent
     assert isinstance(exponent, int)
     return int(reduced) if exponent >= 0 else reduced
@@ -160,7 +158,7 @@ def aggregate_identifier(
     return f"{aggregate_id}{int(window_start)}_{part}_{split}_{digest}"
 
 
-def _emit(sums: dict[tuple[float, Key], Number], aggregate_id: str, part: int) -> list[RawEvent]:
+def emit(sums: dict[tuple[float, Key], Number], aggregate_id: str, part: int) -> list[RawEvent]:
     """One event per (window, key), or several when its sum needs the split."""
     out: list[RawEvent] = []
     for window_start, key in sorted(sums, key=_order):
@@ -178,7 +176,7 @@ def _order(item: tuple[float, Key]) -> tuple[float, str, str, DimsKey]:
     return (start, name, customer, dims or ())
 
 
-def _add_into(
+def add_into(
     sums: dict[tuple[float, Key], Number], start: float, part: Mapping[Key, Number]
 ) -> None:
     for key, value in part.items():
@@ -189,15 +187,15 @@ def _add_into(
         elif type(prev) is int and type(value) is int:
             sums[slot] = prev + value
         else:
-            sums[slot] = _EXACT.add(Decimal(prev), Decimal(value))
+            sums[slot] = EXACT.add(Decimal(prev), Decimal(value))
 
 
-def _float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:
+def float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:
     """The exact sum of each key's floats, each as the wire would carry it."""
     out: dict[Key, Number] = {}
-    add = _EXACT.add
+    add = EXACT.add
     for key, values in floats.items():
-        total = _ZERO
+        total = ZERO
         for value in values:
             total = add(total, Decimal(format(value, ".15g")))
         out[key] = total
@@ -236,9 +234,9 @@ def aggregate(
         if type(value) is int:
             number = value
         else:
-            exact = _exact_decimal(value)
+            exact = exact_decimal(value)
             if exact is None:
                 raise ValueError(f"value {value!r} cannot be folded exactly")
             number = exact
-        _add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
-    return _emit(sums, aggregate_id, part)
+        add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
+    return emit(sums, aggregate_id, part)

@@ -16,8 +16,7 @@ from meterstream._aggregate.meters import apply_meter_check
 from meterstream._config.settings import Settings
 from meterstream._delivery.buffer import Buffer
 from meterstream._exporters import Exporter
-from meterstream._exporters.stripe import StripeExporter
-from meterstream._exporters.stripe._api import StripeAPI
+from meterstream._exporters.stripe import StripeAPI, StripeExporter
 from meterstream._internal import report_internal_error
 from meterstream._spool.aggregate import SpoolAggregator
 from meterstream._spool.sink import SpoolBuffer

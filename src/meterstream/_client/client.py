@@ -44,7 +44,7 @@ from meterstream.errors import (
     InvalidEventError,
     MeterError,
     MissingCustomerError,
-    _short_repr,
+    short_repr,
 )
 
 __all__ = ["MeterClient"]
@@ -638,7 +638,7 @@ class MeterClient:
         if self._raise:
             raise exc
         # The name may be the bad input itself: shown with a repr that cannot fail.
-        self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
+        self._drop("invalid", 1, "invalid meter event %s dropped: %s", short_repr(event_name), exc)
 
     def customer_at_start(self, event_name: str) -> Optional[str]:
         """No customer in the context when a metered call starts: find one, or fail early.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from meterstream._aggregate.arithmetic import _EXACT, _MAX_EXP, Number, split_value, window_start
+from meterstream._aggregate.arithmetic import EXACT, MAX_EXP, Number, split_value, window_start
 from meterstream._record.checks import format_value
 from meterstream._record.events import format_timestamp
 
@@ -96,7 +96,7 @@ def _number(text: str) -> Optional[Number]:
     if number:
         exponent = number.as_tuple().exponent
         assert isinstance(exponent, int)
-        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
+        if exponent < -MAX_EXP or number.adjusted() > MAX_EXP:
             return None
         if exponent >= 0:
             return int(number)
@@ -115,7 +115,7 @@ def _add(total: Optional[Number], value: Number) -> Number:
         return value
     if type(total) is int and type(value) is int:
         return total + value
-    return _EXACT.add(Decimal(total), Decimal(value))
+    return EXACT.add(Decimal(total), Decimal(value))
 
 
 def record_identifier(sources: Iterable[str]) -> str:

@@ -27,14 +27,14 @@ from decimal import Decimal
 from typing import Any, Optional, Union
 
 from meterstream._aggregate.arithmetic import (
-    _FLOAT_HIGH,
-    _FLOAT_LOW,
+    FLOAT_HIGH,
+    FLOAT_LOW,
     DimsKey,
     Key,
     Number,
-    _add_into,
-    _emit,
-    _exact_decimal,
+    add_into,
+    emit,
+    exact_decimal,
     new_aggregate_id,
 )
 from meterstream._record.events import RawEvent
@@ -83,10 +83,10 @@ def stored_value(value: Any) -> Optional[Union[int, str]]:
         return stored
     if kind is float:
         # As the unfolded path writes it on the wire: 15 significant digits.
-        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+        if FLOAT_LOW <= abs(value) < FLOAT_HIGH:
             return format(value, ".15g")
         return 0 if value == 0 else None
-    number = _exact_decimal(value)
+    number = exact_decimal(value)
     return None if number is None else str(number)
 
 
@@ -109,7 +109,7 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
         if key is None:
             key = keys[(name, customer, dims)] = (name, customer, _dims_key(dims))
         number: Number = value if type(value) is int else Decimal(value)
-        _add_into(sums, float(start), {key: number})
+        add_into(sums, float(start), {key: number})
     return sums
 
 
@@ -150,7 +150,7 @@ def aggregate_in_transaction(
         args = (*args, last[0])
     sums = _read_uses(db, where, args)
     aggregate_id, number = _next_aggregate(db)
-    events = _emit(sums, aggregate_id, number)
+    events = emit(sums, aggregate_id, number)
     _insert_aggregated(db, events)
     _delete_uses(db, where, args)
     return len(events), more

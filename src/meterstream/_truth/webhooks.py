@@ -341,7 +341,7 @@ def handle_webhook(
 
 def _fetch_event(client: ReportTarget, event_id: str) -> dict[str, Any]:
     """``GET {api_base}/v2/core/events/{id}`` with the client's secret key."""
-    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._exporters.stripe import StripeAPI
 
     settings = client.settings
     if not settings.api_key:

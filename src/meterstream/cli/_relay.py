@@ -117,8 +117,7 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     from meterstream._config.aggregate import parse_aggregate, parse_aggregation_window
     from meterstream._config.nats import parse_file, parse_nats_stream, parse_nats_urls
     from meterstream._config.settings import Settings
-    from meterstream._exporters.stripe import StripeExporter
-    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._exporters.stripe import StripeAPI, StripeExporter
     from meterstream._fleet.nats import NatsOptions
     from meterstream._fleet.relay import Relay
     from meterstream._fleet.relay_config import RelayConfig
