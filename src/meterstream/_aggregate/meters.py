@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["MetersSource", "apply_meter_check", "unaggregatable_names"]
 
@@ -17,8 +17,10 @@ logger = logging.getLogger("meterstream")
 # -- which meters sum ---------------------------------------------------------------
 
 
+@runtime_checkable
 class MetersSource(Protocol):
-    """What can list Stripe's meters: the v1 API client (``StripeAPI``) has it."""
+    """What can list Stripe's meters: the v1 API client (``StripeAPI``) and the
+    Stripe exporter are sources; a client's aggregation asks its exporter."""
 
     def meters(self) -> list[dict[str, Any]]: ...
 
