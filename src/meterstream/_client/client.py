@@ -37,7 +37,7 @@ from meterstream._record.fork import new_canary
 from meterstream._record.metering import metering
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
-from meterstream._truth.reports import Rejections
+from meterstream._truth.reports import ErrorReports
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 from meterstream._truth.webhooks import handle_webhook as _handle_webhook
 from meterstream.errors import (
@@ -93,7 +93,7 @@ class MeterClient:
         #: The durable spool (``spool_path``), or None: events in memory only.
         self.spool: Optional[Spool] = None
         #: Stripe's asynchronous error reports, counted by code.
-        self._rejections = Rejections()
+        self._reports = ErrorReports()
         #: False when ``enabled=False``: decorators call straight through.
         self.active = s.enabled
         self._disabled = s.disabled_events
@@ -704,7 +704,7 @@ class MeterClient:
         self._canary[0] = 1
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
-        self._rejections.after_fork_in_child()
+        self._reports.after_fork_in_child()
         self._buffer.reset_after_fork()
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
@@ -805,7 +805,7 @@ class MeterClient:
             spool=self.spool,
             aggregator=self._aggregator,
             aggregating=bool(self._settings.aggregate),
-            rejections=self._rejections,
+            reports=self._reports,
             accepted_key=self._accepted_key,
         )
 
@@ -849,7 +849,7 @@ class MeterClient:
     def report_validation_errors(self, report: ValidationReport) -> None:
         """Take in a Stripe error report (``meterstream.handle_webhook`` calls this).
 
-        Counts the rejected events in ``stats()`` (``rejected_by_stripe`` and
+        Counts the reported events in ``stats()`` (``rejected_by_stripe`` and
         ``rejected_by_stripe_<code>``), moves the named events to the spool's
         dead letters with Stripe's code and message, and calls
         ``on_validation_error(report)``. Never raises: a failing callback or
@@ -860,4 +860,4 @@ class MeterClient:
                 each error's code, message, count and, when Stripe names
                 them, the events' identifiers.
         """
-        self._rejections.take(report, self.spool, self._settings.on_validation_error, self._log)
+        self._reports.take(report, self.spool, self._settings.on_validation_error, self._log)
