@@ -29,8 +29,10 @@ from meterstream._aggregate.aggregator import (
     window_start,
 )
 from meterstream._config.aggregate import WINDOWS
+from meterstream._fleet.aggregate import AggregateRules
 from meterstream._record import events as _events
 from meterstream._record.events import RawEvent
+from meterstream._spool.rows import encode_dimensions
 
 # Slow machines and shared CPUs: no per-example deadline, nothing written to disk.
 PROPERTY_SETTINGS = settings(
@@ -632,3 +634,24 @@ def test_counters_add_up_across_many_short_lived_threads() -> None:
     aggregator.close(force=True)
     assert aggregator.stats()["aggregated_uses"] == 50
     assert aggregator.close(time.time() + 3600, force=True) == []
+
+
+def test_one_dimensions_key_whatever_their_order_in_memory_in_a_spool_and_in_a_relay() -> None:
+    ab, ba = {"a": "1", "b": "2"}, {"b": "2", "a": "1"}
+    assert dimensions_key(ab) == dimensions_key(ba) == (("a", "1"), ("b", "2"))
+    assert dimensions_key(dimensions_key(ab)) == dimensions_key(ab)
+    # A spool row, pending or a use waiting in its window, keeps the key as text.
+    assert encode_dimensions(ba) == encode_dimensions(ab) == '{"a":"1","b":"2"}'
+    assert encode_dimensions(dimensions_key(ba)) == '{"a":"1","b":"2"}'
+    assert encode_dimensions(None) is None and encode_dimensions({}) is None
+    # A relay groups wire events by their payload apart from the value.
+    rules = AggregateRules({"tokens": "value"}, 5)
+    stamp = "2025-06-15T15:06:41.000Z"
+    one = rules.group_of(
+        {"event_name": "tokens", "timestamp": stamp, "payload": {"c": "x", **ab, "value": "3"}}
+    )
+    two = rules.group_of(
+        {"event_name": "tokens", "timestamp": stamp, "payload": {"value": "3", **ba, "c": "x"}}
+    )
+    assert one is not None and one == two
+    assert one[0][2] == dimensions_key({"c": "x", **ab})

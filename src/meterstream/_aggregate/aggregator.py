@@ -187,7 +187,7 @@ class Aggregator:
         except AttributeError:
             st = self._new_thread()
         if dimensions is not None and type(dimensions) is not tuple:
-            dimensions = dimensions_key(dimensions)  # type: ignore[arg-type]
+            dimensions = dimensions_key(dimensions)
         key = (event_name, customer, dimensions)
         if type(value) is not int:
             if (

@@ -22,9 +22,20 @@ __all__ = [
     "DimsKey",
     "Key",
     "Number",
-    "dimensions_key",
+    "EXACT",
+    "FLOAT_HIGH",
+    "FLOAT_LOW",
+    "MAX_EXP",
+    "ZERO",
+    "add_exact",
+    "add_into",
     "aggregate",
     "aggregate_identifier",
+    "dimensions_key",
+    "emit",
+    "exact_decimal",
+    "exact_number",
+    "float_sums",
     "new_aggregate_id",
     "split_value",
     "window_start",
@@ -49,15 +60,39 @@ FLOAT_LOW = 1e-45
 FLOAT_HIGH = 1e45
 
 
-def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
-    """The key :meth:`Folder.add` folds *dimensions* under.
+def dimensions_key(dimensions: Union[Mapping[str, str], DimsKey]) -> DimsKey:
+    """The one encoding of a use's dimensions: their pairs sorted by name, None for none.
 
-    Callers with constant dimensions (``@meter(..., dimensions=...)``) can
-    compute it once and pass it to ``add`` in place of the dict.
+    Equal dimensions give equal keys, whatever their order. The in-memory
+    aggregator adds up uses under it, a spool keeps it as text
+    (:func:`meterstream._spool.rows.encode_dimensions`), the relays group
+    uses by it. A key given again comes back as it is; callers with
+    constant dimensions (``@meter(..., dimensions=...)``) compute it once.
     """
     if not dimensions:
         return None
+    if type(dimensions) is tuple:
+        return dimensions
+    assert isinstance(dimensions, Mapping)
     return tuple(sorted(dimensions.items()))
+
+
+def exact_number(text: str) -> Optional[Number]:
+    """A wire value's text as an exact number, an int when it is integral; None
+    when it is not one to aggregate (not a finite number, or digits past
+    10**±MAX_EXP, as :func:`exact_decimal` says)."""
+    try:
+        number = Decimal(text.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if exact_decimal(number) is None:
+        return None
+    if number:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        if exponent >= 0:
+            return int(number)
+    return number
 
 
 def new_aggregate_id() -> str:
@@ -176,18 +211,23 @@ def _order(item: tuple[float, Key]) -> tuple[float, str, str, DimsKey]:
     return (start, name, customer, dims or ())
 
 
+def add_exact(total: Optional[Number], value: Number) -> Number:
+    """*total* + *value*, exactly: ints add as ints, anything else as Decimals
+    in :data:`EXACT`; *value* itself when *total* is None (nothing yet)."""
+    if total is None:
+        return value
+    if type(total) is int and type(value) is int:
+        return total + value
+    return EXACT.add(Decimal(total), Decimal(value))
+
+
 def add_into(
     sums: dict[tuple[float, Key], Number], start: float, part: Mapping[Key, Number]
 ) -> None:
+    """Add each key's number in *part* into *sums*, under the window *start*."""
     for key, value in part.items():
         slot = (start, key)
-        prev = sums.get(slot)
-        if prev is None:
-            sums[slot] = value
-        elif type(prev) is int and type(value) is int:
-            sums[slot] = prev + value
-        else:
-            sums[slot] = EXACT.add(Decimal(prev), Decimal(value))
+        sums[slot] = add_exact(sums.get(slot), value)
 
 
 def float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:

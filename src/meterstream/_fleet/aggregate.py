@@ -15,10 +15,16 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from meterstream._aggregate.arithmetic import EXACT, MAX_EXP, Number, split_value, window_start
+from meterstream._aggregate.arithmetic import (
+    Number,
+    add_exact,
+    dimensions_key,
+    exact_number,
+    split_value,
+    window_start,
+)
 from meterstream._record.checks import format_value
 from meterstream._record.events import format_timestamp
 
@@ -74,33 +80,15 @@ class AggregateRules:
         raw = payload.get(value_key)
         if raw is None:
             return None
-        number = _number(raw)
+        number = exact_number(raw)
         if number is None:
             return None
         try:
             seconds = _parse_timestamp(event["timestamp"])
         except (ValueError, OverflowError):  # no such date: Stripe will say so
             return None
-        others = tuple(sorted((k, v) for k, v in payload.items() if k != value_key))
+        others = dimensions_key({k: v for k, v in payload.items() if k != value_key}) or ()
         return (name, value_key, others, window_start(seconds, self.window)), number
-
-
-def _number(text: str) -> Optional[Number]:
-    """A payload value as an exact number, or None when it is not one to fold."""
-    try:
-        number = Decimal(text.strip())
-    except (InvalidOperation, ValueError):
-        return None
-    if not number.is_finite():
-        return None
-    if number:
-        exponent = number.as_tuple().exponent
-        assert isinstance(exponent, int)
-        if exponent < -MAX_EXP or number.adjusted() > MAX_EXP:
-            return None
-        if exponent >= 0:
-            return int(number)
-    return number
 
 
 def _parse_timestamp(text: str) -> float:
@@ -108,14 +96,6 @@ def _parse_timestamp(text: str) -> float:
     whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
     fraction = text[20:-1] if len(text) > 20 else ""
     return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
-
-
-def _add(total: Optional[Number], value: Number) -> Number:
-    if total is None:
-        return value
-    if type(total) is int and type(value) is int:
-        return total + value
-    return EXACT.add(Decimal(total), Decimal(value))
 
 
 def record_identifier(sources: Iterable[str]) -> str:
@@ -164,7 +144,7 @@ def aggregate_records(
                 found = None
             if found is None:
                 found = groups[key] = _Group(key)
-            found.total = _add(found.total, number)
+            found.total = add_exact(found.total, number)
             found.sources.append(ident)
             by_ident[ident] = found
         found.msgs.append(msg)

@@ -24,7 +24,8 @@ from typing import Any, Callable, Optional, Union
 from meterstream._aggregate.arithmetic import DimsKey, window_start
 from meterstream._internal import report_internal_error
 from meterstream._record.events import RawEvent
-from meterstream._spool.aggregate_store import aggregate_dimensions, stored_value
+from meterstream._spool.aggregate_store import stored_value
+from meterstream._spool.rows import encode_dimensions
 from meterstream._spool.spool import Spool, SpoolFull
 
 __all__ = ["SpoolAggregator"]
@@ -78,8 +79,6 @@ class SpoolAggregator:
         stored = stored_value(value)
         if stored is None:
             return False
-        # A dimensions_key() (sorted pairs) as Folder.add takes, or a dict.
-        dims = dict(dimensions) if isinstance(dimensions, tuple) else dimensions
         start = window_start(self._clock(), self._window)
         try:
             self._spool.append_use(
@@ -88,7 +87,7 @@ class SpoolAggregator:
                 stored,
                 start,
                 start + self._window,
-                aggregate_dimensions(dims) if dims else None,
+                encode_dimensions(dimensions),
             )
         except Exception as exc:  # recorded unfolded: the spool's own path counts a drop
             if not isinstance(exc, (SpoolFull, sqlite3.Error)):

@@ -20,31 +20,34 @@ any id kept in the file.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Optional, Union
 
 from meterstream._aggregate.arithmetic import (
     FLOAT_HIGH,
     FLOAT_LOW,
-    DimsKey,
     Key,
     Number,
     add_into,
+    dimensions_key,
     emit,
     exact_decimal,
     new_aggregate_id,
 )
 from meterstream._record.events import RawEvent
-from meterstream._spool.rows import INSERT_PENDING, encode_value
+from meterstream._spool.rows import (
+    INSERT_PENDING,
+    decode_dimensions,
+    encode_dimensions,
+    encode_value,
+)
 
 __all__ = [
     "AGGREGATE_CHUNK",
     "INSERT_USE",
     "count_uses",
-    "aggregate_dimensions",
     "aggregate_in_transaction",
     "oldest_use_end",
     "stored_value",
@@ -58,20 +61,6 @@ INSERT_USE = (
     "INSERT INTO uses (event_name, customer, value, window_start, window_end, dimensions) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-
-
-def aggregate_dimensions(dimensions: Optional[Mapping[str, str]]) -> Optional[str]:
-    """The text a use's dimensions are stored (and grouped) as: keys sorted."""
-    if not dimensions:
-        return None
-    return json.dumps(dimensions, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dims_key(text: Optional[str]) -> DimsKey:
-    if not text:
-        return None
-    decoded: dict[str, str] = json.loads(text)
-    return tuple(sorted(decoded.items()))
 
 
 def stored_value(value: Any) -> Optional[Union[int, str]]:
@@ -107,7 +96,11 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
     ):
         key = keys.get((name, customer, dims))
         if key is None:
-            key = keys[(name, customer, dims)] = (name, customer, _dims_key(dims))
+            key = keys[(name, customer, dims)] = (
+                name,
+                customer,
+                dimensions_key(decode_dimensions(dims)),
+            )
         number: Number = value if type(value) is int else Decimal(value)
         add_into(sums, float(start), {key: number})
     return sums
@@ -117,7 +110,7 @@ def _insert_aggregated(db: sqlite3.Connection, events: Iterable[RawEvent]) -> No
     db.executemany(
         INSERT_PENDING,
         [
-            (name, customer, encode_value(value), ts, ident, aggregate_dimensions(dims))
+            (name, customer, encode_value(value), ts, ident, encode_dimensions(dims))
             for name, customer, value, ts, ident, dims in events
         ],
     )

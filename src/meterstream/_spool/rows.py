@@ -4,16 +4,17 @@ Values keep their type: SQLite stores ints in its 64-bit range and floats
 natively (the ``value`` columns have no type affinity); a Decimal, and an int
 outside that range (``10**20`` passes meterstream's checks), is kept as its
 decimal text and read back as a Decimal of the same value. Dimensions are
-kept as compact JSON text.
+kept as compact JSON text, names sorted.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from meterstream._aggregate.arithmetic import DimsKey, dimensions_key
 from meterstream._record.events import RawEvent
 
 __all__ = [
@@ -58,10 +59,14 @@ def decode_value(value: Any) -> Any:
     return Decimal(value) if isinstance(value, str) else value
 
 
-def encode_dimensions(dimensions: Any) -> Optional[str]:
-    if not dimensions:
+def encode_dimensions(dimensions: Union[Mapping[str, str], DimsKey]) -> Optional[str]:
+    """Dimensions as a row keeps them: the compact JSON of their
+    :func:`~meterstream._aggregate.arithmetic.dimensions_key`, names sorted,
+    so that equal dimensions are equal text (the ``uses`` table groups by it)."""
+    key = dimensions_key(dimensions)
+    if key is None:
         return None
-    return json.dumps(dimensions, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(dict(key), separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_dimensions(text: Optional[str]) -> Optional[dict[str, str]]:
