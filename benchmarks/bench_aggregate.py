@@ -49,7 +49,7 @@ import httpx
 
 import meterstream
 from meterstream._aggregate.aggregator import Aggregator
-from meterstream._record import events as _events
+from meterstream._record import checks as _checks
 from meterstream.emulator import Emulator
 
 CUSTOMERS = [f"cus_{i:03d}" for i in range(100)]
@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         add("llm_tokens", customer, value, None)
 
     check_name, check_value, check_customer = (
-        _events.check_event_name,
-        _events.check_value,
-        _events.check_customer,
+        _checks.check_event_name,
+        _checks.check_value,
+        _checks.check_customer,
     )
 
     def checked_aggregate(customer: str, value: Any) -> None:

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterstream._aggregate import aggregator as _aggregate
-from meterstream._aggregate.aggregator import (
-    Aggregator,
+from meterstream._aggregate.aggregator import Aggregator
+from meterstream._aggregate.arithmetic import (
     aggregate,
     aggregate_identifier,
     dimensions_key,
@@ -30,7 +30,7 @@ from meterstream._aggregate.aggregator import (
 )
 from meterstream._config.aggregate import WINDOWS
 from meterstream._fleet.aggregate import AggregateRules
-from meterstream._record import events as _events
+from meterstream._record import checks as _checks
 from meterstream._record.events import RawEvent
 from meterstream._spool.rows import encode_dimensions
 
@@ -60,7 +60,7 @@ def add_exact(a: Decimal, b: Decimal) -> Decimal:
 
 def written(value: Any) -> Decimal:
     """What the unfolded path would put on the wire for *value*, as a Decimal."""
-    return Decimal(_events.format_value(value))
+    return Decimal(_checks.format_value(value))
 
 
 def totals(events: list[RawEvent]) -> dict[tuple[str, str, Any], Decimal]:
@@ -74,12 +74,12 @@ def totals(events: list[RawEvent]) -> dict[tuple[str, str, Any], Decimal]:
 def assert_valid_events(events: list[RawEvent]) -> None:
     """Each folded event passes the checks a recorded use passes, identifiers unique."""
     for name, customer, value, ts, ident, dims in events:
-        _events.check_event_name(name)
-        _events.check_customer(customer)
-        _events.check_value(value)
+        _checks.check_event_name(name)
+        _checks.check_customer(customer)
+        _checks.check_value(value)
         assert isinstance(ident, str)
-        _events.check_identifier(ident)
-        _events.check_dimensions(dims)
+        _checks.check_identifier(ident)
+        _checks.check_dimensions(dims)
         assert ts == int(ts)
     identifiers = [event[4] for event in events]
     assert len(set(identifiers)) == len(identifiers)

@@ -45,30 +45,16 @@ from meterstream._aggregate.arithmetic import (
     Key,
     Number,
     add_into,
-    aggregate,
-    aggregate_identifier,
     dimensions_key,
     emit,
     exact_decimal,
     float_sums,
     new_aggregate_id,
-    split_value,
     window_start,
 )
 from meterstream._record.events import RawEvent
 
-# The arithmetic lives in _fold; its public names are re-exported here, so
-# that everything about aggregation is imported from one place.
-__all__ = [
-    "DimsKey",
-    "Aggregator",
-    "dimensions_key",
-    "aggregate",
-    "aggregate_identifier",
-    "new_aggregate_id",
-    "split_value",
-    "window_start",
-]
+__all__ = ["DEFAULT_MAX_KEYS", "MAX_AGGREGATE_ID", "Aggregator"]
 
 #: Floats one thread keeps as they came in one window, at 32 bytes each;
 #: past it they are converted as they come (on the caller's thread).

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any, Optional, Union
 
-from meterstream._record.events import MAX_DIGITS, RawEvent
+from meterstream._record.checks import MAX_DIGITS
+from meterstream._record.events import RawEvent
 
 __all__ = [
     "DimsKey",

@@ -7,7 +7,7 @@ import re
 from typing import Any, Optional
 
 from meterstream._fleet.aggregate import Unit
-from meterstream._record.events import check_event_name, check_identifier
+from meterstream._record.checks import check_event_name, check_identifier
 
 __all__ = ["check_message", "pack_units"]
 
