@@ -1,8 +1,8 @@
-"""The arithmetic of folding: exact sums, the 15-digit split, windows, identifiers.
+"""The arithmetic of aggregation: exact sums, the 15-digit split, windows, identifiers.
 
-Pure functions, shared by the in-memory :class:`meterstream._aggregate.aggregator.Folder`
-and by anything that folds uses already stored (a spool's fold step):
-the same uses and fold id always give the same events.
+Pure functions, shared by the in-memory :class:`meterstream._aggregate.aggregator.Aggregator`
+and by anything that aggregates uses already stored (a spool's aggregation step):
+the same uses and aggregate id always give the same events.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ Number = Union[int, Decimal]
 #: values within the exponent bounds below can need, and any rounding is an
 #: error instead of a silent change of the bill.
 EXACT = Context(prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow])
-#: Values whose digits reach past 10**±MAX_EXP are not folded (the caller
-#: records them unfolded): they keep every exact sum well within EXACT.
+#: Values whose digits reach past 10**±MAX_EXP are not aggregated (the caller
+#: records them unaggregated): they keep every exact sum well within EXACT.
 MAX_EXP = 60
 ZERO = Decimal(0)
 #: The largest value of 15 significant digits written in under 40 characters.
@@ -97,13 +97,13 @@ def exact_number(text: str) -> Optional[Number]:
 
 
 def new_aggregate_id() -> str:
-    """A random identifier prefix for one process's folded events."""
+    """A random identifier prefix for one process's aggregated events."""
     return "msa_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
 
 
 def exact_decimal(value: Any) -> Optional[Decimal]:
     """*value* (a checked float or Decimal) as the Decimal the wire would carry,
-    or None when it must not be folded."""
+    or None when it must not be aggregated."""
     kind = type(value)
     if kind is float:
         # Within these bounds (NaN and infinities are not) the 15 digits
@@ -176,12 +176,12 @@ def _as_number(value: Decimal) -> Number:
 def aggregate_identifier(
     aggregate_id: str, key: Key, window_start: float, part: int, split: int
 ) -> str:
-    """The identifier of a folded event: a function of what it folds and nothing else.
+    """The identifier of an aggregated event: a function of what it aggregates and nothing else.
 
-    *fold_id* names the fold (a per-process random prefix, or one a spool
-    stores with the fold); *part* tells apart events of one key and window
+    *aggregate_id* names the aggregation (a per-process random prefix, or one a spool
+    stores with the aggregation); *part* tells apart events of one key and window
     closed at different times (``flush()`` mid-window); *split* is the
-    index in the 15-digit split. At most 100 characters for any *fold_id*
+    index in the 15-digit split. At most 100 characters for any *aggregate_id*
     of at most 40.
     """
     name, customer, dims = key
@@ -261,11 +261,11 @@ def aggregate(
     aggregate_id: str,
     part: int = 0,
 ) -> list[RawEvent]:
-    """Fold recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
+    """Aggregate recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
 
-    The pure form of what a :class:`Folder` does, for uses already stored
-    (a spool's pending rows): the same uses and *fold_id* always give the
-    same events and identifiers, so a fold repeated after a crash is
+    The pure form of what a :class:`Aggregator` does, for uses already stored
+    (a spool's pending rows): the same uses and *aggregate_id* always give the
+    same events and identifiers, so an aggregation repeated after a crash is
     deduplicated by Stripe. Values must be ints, floats or Decimals that
     passed :func:`meterstream._record.events.check_value`.
     """
@@ -277,7 +277,7 @@ def aggregate(
         else:
             exact = exact_decimal(value)
             if exact is None:
-                raise ValueError(f"value {value!r} cannot be folded exactly")
+                raise ValueError(f"value {value!r} cannot be aggregated exactly")
             number = exact
         add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
     return emit(sums, aggregate_id, part)

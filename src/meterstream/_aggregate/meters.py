@@ -28,13 +28,13 @@ class MetersSource(Protocol):
 def unaggregatable_names(
     meters: Iterable[Mapping[str, Any]], names: Iterable[str]
 ) -> dict[str, str]:
-    """Which of *names* must not be folded, given Stripe's meters, with the reason.
+    """Which of *names* must not be aggregated, given Stripe's meters, with the reason.
 
-    A name is foldable only when every active meter with that ``event_name``
+    A name is aggregatable only when every active meter with that ``event_name``
     sums (``default_aggregation.formula == "sum"``). A ``count`` meter counts
-    events and a ``last`` meter keeps the last value: folding would
+    events and a ``last`` meter keeps the last value: aggregating would
     under-bill both. A name with no active meter cannot be confirmed, so it
-    is not folded either (its events are refused until the meter exists, and
+    is not aggregated either (its events are refused until the meter exists, and
     a meter created later may not sum).
     """
     formulas: dict[str, set[str]] = {}
@@ -65,11 +65,11 @@ class _Refusable(Protocol):
 
 
 def apply_meter_check(aggregator: _Refusable, source: MetersSource) -> dict[str, str]:
-    """Read the meters and stop folding names whose meter does not sum.
+    """Read the meters and stop aggregating names whose meter does not sum.
 
-    One WARNING per refused name (``aggregate_refused`` in the folder's
+    One WARNING per refused name (``aggregate_refused`` in the aggregator's
     stats counts them). When the meters cannot be read (no permission, no
-    network), folding goes on as configured and that is logged: the
+    network), aggregating goes on as configured and that is logged: the
     setting is the user's statement that these meters sum.
 
     Returns the names refused by this call, with the reason.
@@ -79,7 +79,7 @@ def apply_meter_check(aggregator: _Refusable, source: MetersSource) -> dict[str,
     except Exception as exc:
         logger.warning(
             "could not read the meters to check that aggregated event names "
-            "sum (%s); folding %s as configured",
+            "sum (%s); aggregating %s as configured",
             exc,
             ", ".join(sorted(aggregator.names)) or "nothing",
         )

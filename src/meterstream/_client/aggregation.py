@@ -1,8 +1,8 @@
-"""A client's aggregation wiring: which folder it folds into, the meter
+"""A client's aggregation wiring: which aggregator it aggregates into, the meter
 check on the first delivery tick, and the windows put into the buffer when
 they end.
 
-The folder itself (:class:`Folder` in memory, :class:`SpoolFolder` with a
+The aggregator itself (:class:`Aggregator` in memory, :class:`SpoolAggregator` with a
 spool) does the arithmetic; this decides which one, when its names are
 checked against Stripe's meters, and where its events go.
 """
@@ -24,13 +24,13 @@ __all__ = ["Aggregation"]
 
 
 class Aggregation:
-    """Folds a client's uses of sum meters, or nothing (``folder`` is None).
+    """Aggregates a client's uses of sum meters, or nothing (``aggregator`` is None).
 
     Args:
         settings: the client's settings (``aggregate``, ``aggregation_window``).
         buffer: where the client's events go; a spool's buffer gets a
-            :class:`SpoolFolder`, made without ``aggregate`` too: uses a
-            previous process left in the spool are folded and delivered
+            :class:`SpoolAggregator`, made without ``aggregate`` too: uses a
+            previous process left in the spool are aggregated and delivered
             all the same.
         exporter: the client's exporter: when it is a source of Stripe's
             meters (:class:`MetersSource`, as the Stripe exporter is), the
@@ -46,10 +46,10 @@ class Aggregation:
         put: Callable[[Any], Any],
     ) -> None:
         self._put = put
-        #: Uses of sum meters folded per customer and window, or None.
+        #: Uses of sum meters aggregated per customer and window, or None.
         self.aggregator: Optional[Union[Aggregator, SpoolAggregator]] = None
         if isinstance(buffer, SpoolBuffer):
-            # Uses wait in the spool, folded there once: a crash loses no window.
+            # Uses wait in the spool, aggregated there once: a crash loses no window.
             self.aggregator = SpoolAggregator(
                 buffer.spool,
                 sorted(settings.aggregate),
@@ -87,10 +87,10 @@ class Aggregation:
             self._put(event)
 
     def pending(self) -> bool:
-        """True while a folded use is not yet in an event put."""
+        """True while an aggregated use is not yet in an event put."""
         return self.aggregator is not None and self.aggregator.pending()
 
     def after_fork_in_child(self) -> None:
-        """The parent's open windows stay the parent's (see Folder.after_fork)."""
+        """The parent's open windows stay the parent's (see Aggregator.after_fork)."""
         if self.aggregator is not None:
             self.aggregator.after_fork()

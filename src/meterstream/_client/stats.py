@@ -1,5 +1,5 @@
 """What ``MeterClient.stats()`` reports: one dict composed from the counts
-that the counters, the delivery threads, the buffer (or spool), the folder
+that the counters, the delivery threads, the buffer (or spool), the aggregator
 and Stripe's error reports each own.
 
 Nothing here counts: every number is asked of its owner when stats() is
@@ -40,7 +40,7 @@ def client_stats(
         accepted_key: the key of what the exporter accepted (``sent``, or
             the local exporter's name).
         aggregating: the ``aggregate`` setting names something: only then
-            are the folder's counts shown (a spool folds what a previous
+            are the aggregator's counts shown (a spool aggregates what a previous
             process left without it).
     """
     counts = counters.snapshot()

@@ -22,7 +22,7 @@ __all__ = [
     "parse_aggregation_window",
 ]
 
-#: How uses of an event name may be folded. Only ``sum``: folding is correct
+#: How uses of an event name may be aggregated. Only ``sum``: aggregating is correct
 #: for a meter that adds values, and for no other formula.
 AGGREGATE_MODES = ("sum",)
 #: Window lengths in seconds: those that divide a minute, so that windows
@@ -73,7 +73,7 @@ def parse_aggregate(raw: Any, where: str = "aggregate") -> dict[str, str]:
         if normal not in AGGREGATE_MODES:
             raise ConfigurationError(
                 f"{where}[{name!r}]: unknown aggregation mode {mode!r}; expected one of "
-                f"{', '.join(AGGREGATE_MODES)} (count and last meters cannot be folded)"
+                f"{', '.join(AGGREGATE_MODES)} (count and last meters cannot be aggregated)"
             )
         result[name] = normal
     return result
@@ -108,7 +108,7 @@ def check_aggregate_against_disabled(
     disabled_events: Iterable[str],
     where: str = "aggregate",
 ) -> None:
-    """An event name cannot be both folded and disabled: one of the two is a mistake."""
+    """An event name cannot be both aggregated and disabled: one of the two is a mistake."""
     both = sorted(set(aggregate) & set(disabled_events))
     if both:
         raise ConfigurationError(

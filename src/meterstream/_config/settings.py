@@ -262,16 +262,16 @@ class Settings:
     aggregate: dict[str, str] = setting(
         parse_aggregate,
         {},
-        '`{event_name: "sum"}` (or `name=sum,...` in the environment): fold the uses of one '
-        "customer, event name and dimensions within `aggregation_window` into one event whose "
+        '`{event_name: "sum"}` (or `name=sum,...` in the environment): aggregate the uses of '
+        "one customer, event name and dimensions within `aggregation_window` into one event whose "
         "value is their exact sum. Sum meters only: a name whose Stripe meter counts or takes "
-        "the last value is sent unfolded, with one WARNING ([aggregation](aggregation.md))",
+        "the last value is sent one event per use, with a WARNING ([aggregation](aggregation.md))",
     )
     aggregation_window: int = setting(
         parse_aggregation_window,
         5,
-        "seconds of one fold window, aligned to the wall clock: 1, 2, 3, 4, 5, 6, 10, 12, 15, "
-        "20, 30 or 60 (so no window straddles a minute)",
+        "seconds of one aggregation window, aligned to the wall clock: 1, 2, 3, 4, 5, 6, 10, "
+        "12, 15, 20, 30 or 60 (so no window straddles a minute)",
     )
     sync_mode: bool = setting(
         parse_bool,

@@ -21,8 +21,8 @@ from meterstream.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "Transaction", "open_database"]
 
-#: 2: the ``uses`` and ``meta`` tables of uses folded in the spool. A build
-#: that reads only 1 refuses such a file rather than leave its uses unfolded.
+#: 2: the ``uses`` and ``meta`` tables of uses aggregated in the spool. A build
+#: that reads only 1 refuses such a file rather than leave its uses unaggregated.
 SCHEMA_VERSION = 2
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000

@@ -92,7 +92,7 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
     relay.add_argument(
         "--aggregate",
         metavar="NAME=sum,...",
-        help="fold the uses of these sum meters across the fleet, exactly once: one event "
+        help="aggregate the uses of these sum meters across the fleet, exactly once: one event "
         "per customer, dimensions and window (see docs/fleet.md)",
     )
     relay.add_argument(
