@@ -121,9 +121,9 @@ class MeterClient:
             and settings.get("exporter") is None
             and "METERSTREAM_EXPORTER" not in os.environ
         )
-        #: Folding of sum meters (``aggregate``; with a spool, always).
+        #: Aggregation of sum meters (``aggregate``; with a spool, always).
         self._aggregation = Aggregation(s, self._buffer, self.exporter, self._buffer.put)
-        #: Its folder, or None: read on the record path, so kept at hand.
+        #: Its aggregator, or None: read on the record path, so kept at hand.
         self._aggregator = self._aggregation.aggregator
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
@@ -149,7 +149,7 @@ class MeterClient:
         self._use_sink: Optional[UseSink] = None
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
-        #: The in-memory folder record() may fold into directly, or None.
+        #: The in-memory aggregator record() may aggregate into directly, or None.
         self._aggregate_now: Optional[Aggregator] = None
         self._update_slow()
         if self.active:
@@ -187,7 +187,7 @@ class MeterClient:
     # -- configuration ---------------------------------------------------------
 
     def _on_tick(self) -> None:
-        """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
+        """Each delivery wake: OpenTelemetry's mode, and the aggregation windows that ended."""
         self.refresh_otel()
         self._aggregation.on_tick()
 
@@ -219,10 +219,10 @@ class MeterClient:
             or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
-        # A spool is one durable insert, and folding happens on the general
-        # path: except that record() folds a plain use (an int or a float
+        # A spool is one durable insert, and aggregating happens on the general
+        # path: except that record() aggregates a plain use (an int or a float
         # that fits, a known customer, no dimensions, identifier or
-        # timestamp) straight into an in-memory folder.
+        # timestamp) straight into an in-memory aggregator.
         self._slow = not quiet or self.spool is not None or self._aggregator is not None
         aggregator = self._aggregator
         self._aggregate_now = aggregator if quiet and isinstance(aggregator, Aggregator) else None
@@ -381,7 +381,7 @@ class MeterClient:
             and customer in _known_customers
             and aggregator.add(event_name, customer, value)
         ):
-            return  # a plain use of a sum meter, checked as record_use would, folded
+            return  # a plain use of a sum meter, checked as record_use would, aggregated
         if dimensions is None and type(event_name) is str and event_name in _known_names:
             name = event_name  # checked before: the common case, without a call
             dims = None
@@ -542,7 +542,7 @@ class MeterClient:
                         return
                 _check_customer(customer)
             # The identifier and timestamp given are checked here; the ones
-            # generated are made only for a use that is not folded.
+            # generated are made only for a use that is not aggregated.
             ident: Any = None if identifier is None else _checks.check_identifier(identifier)
             ts: Any = None if timestamp is None else _checks.check_timestamp(timestamp)
             if dimensions is not None:
@@ -599,7 +599,7 @@ class MeterClient:
     def _watch_aggregated(
         self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]
     ) -> None:
-        """A folded use, for a test watching uses and for OpenTelemetry's span
+        """An aggregated use, for a test watching uses and for OpenTelemetry's span
         events: the time and identifier a use recorded on its own would have had."""
         if self._use_sink is not None:
             self._use_sink(event_name, customer, value, _time(), dimensions, None)
