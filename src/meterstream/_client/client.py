@@ -37,14 +37,14 @@ from meterstream._record.fork import new_canary
 from meterstream._record.metering import metering
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
-from meterstream._truth.reports import Rejections
+from meterstream._truth.reports import ErrorReports
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 from meterstream._truth.webhooks import handle_webhook as _handle_webhook
 from meterstream.errors import (
     InvalidEventError,
     MeterError,
     MissingCustomerError,
-    _short_repr,
+    short_repr,
 )
 
 __all__ = ["MeterClient"]
@@ -93,7 +93,7 @@ class MeterClient:
         #: The durable spool (``spool_path``), or None: events in memory only.
         self.spool: Optional[Spool] = None
         #: Stripe's asynchronous error reports, counted by code.
-        self._rejections = Rejections()
+        self._reports = ErrorReports()
         #: False when ``enabled=False``: decorators call straight through.
         self.active = s.enabled
         self._disabled = s.disabled_events
@@ -121,9 +121,9 @@ class MeterClient:
             and settings.get("exporter") is None
             and "METERSTREAM_EXPORTER" not in os.environ
         )
-        #: Folding of sum meters (``aggregate``; with a spool, always).
+        #: Aggregation of sum meters (``aggregate``; with a spool, always).
         self._aggregation = Aggregation(s, self._buffer, self.exporter, self._buffer.put)
-        #: Its folder, or None: read on the record path, so kept at hand.
+        #: Its aggregator, or None: read on the record path, so kept at hand.
         self._aggregator = self._aggregation.aggregator
         self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
@@ -149,7 +149,7 @@ class MeterClient:
         self._use_sink: Optional[UseSink] = None
         #: Anything that takes _record_simple off its fast path: one check there.
         self._slow = True
-        #: The in-memory folder record() may fold into directly, or None.
+        #: The in-memory aggregator record() may aggregate into directly, or None.
         self._aggregate_now: Optional[Aggregator] = None
         self._update_slow()
         if self.active:
@@ -187,7 +187,7 @@ class MeterClient:
     # -- configuration ---------------------------------------------------------
 
     def _on_tick(self) -> None:
-        """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
+        """Each delivery wake: OpenTelemetry's mode, and the aggregation windows that ended."""
         self.refresh_otel()
         self._aggregation.on_tick()
 
@@ -219,10 +219,10 @@ class MeterClient:
             or self._use_sink is not None  # a test watches every use
             or not self._delivery.started
         )
-        # A spool is one durable insert, and folding happens on the general
-        # path: except that record() folds a plain use (an int or a float
+        # A spool is one durable insert, and aggregating happens on the general
+        # path: except that record() aggregates a plain use (an int or a float
         # that fits, a known customer, no dimensions, identifier or
-        # timestamp) straight into an in-memory folder.
+        # timestamp) straight into an in-memory aggregator.
         self._slow = not quiet or self.spool is not None or self._aggregator is not None
         aggregator = self._aggregator
         self._aggregate_now = aggregator if quiet and isinstance(aggregator, Aggregator) else None
@@ -381,7 +381,7 @@ class MeterClient:
             and customer in _known_customers
             and aggregator.add(event_name, customer, value)
         ):
-            return  # a plain use of a sum meter, checked as record_use would, folded
+            return  # a plain use of a sum meter, checked as record_use would, aggregated
         if dimensions is None and type(event_name) is str and event_name in _known_names:
             name = event_name  # checked before: the common case, without a call
             dims = None
@@ -542,7 +542,7 @@ class MeterClient:
                         return
                 _check_customer(customer)
             # The identifier and timestamp given are checked here; the ones
-            # generated are made only for a use that is not folded.
+            # generated are made only for a use that is not aggregated.
             ident: Any = None if identifier is None else _checks.check_identifier(identifier)
             ts: Any = None if timestamp is None else _checks.check_timestamp(timestamp)
             if dimensions is not None:
@@ -599,7 +599,7 @@ class MeterClient:
     def _watch_aggregated(
         self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]
     ) -> None:
-        """A folded use, for a test watching uses and for OpenTelemetry's span
+        """An aggregated use, for a test watching uses and for OpenTelemetry's span
         events: the time and identifier a use recorded on its own would have had."""
         if self._use_sink is not None:
             self._use_sink(event_name, customer, value, _time(), dimensions, None)
@@ -638,7 +638,7 @@ class MeterClient:
         if self._raise:
             raise exc
         # The name may be the bad input itself: shown with a repr that cannot fail.
-        self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
+        self._drop("invalid", 1, "invalid meter event %s dropped: %s", short_repr(event_name), exc)
 
     def customer_at_start(self, event_name: str) -> Optional[str]:
         """No customer in the context when a metered call starts: find one, or fail early.
@@ -704,7 +704,7 @@ class MeterClient:
         self._canary[0] = 1
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
-        self._rejections.after_fork_in_child()
+        self._reports.after_fork_in_child()
         self._buffer.reset_after_fork()
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
@@ -805,7 +805,7 @@ class MeterClient:
             spool=self.spool,
             aggregator=self._aggregator,
             aggregating=bool(self._settings.aggregate),
-            rejections=self._rejections,
+            reports=self._reports,
             accepted_key=self._accepted_key,
         )
 
@@ -849,7 +849,7 @@ class MeterClient:
     def report_validation_errors(self, report: ValidationReport) -> None:
         """Take in a Stripe error report (``meterstream.handle_webhook`` calls this).
 
-        Counts the rejected events in ``stats()`` (``rejected_by_stripe`` and
+        Counts the reported events in ``stats()`` (``rejected_by_stripe`` and
         ``rejected_by_stripe_<code>``), moves the named events to the spool's
         dead letters with Stripe's code and message, and calls
         ``on_validation_error(report)``. Never raises: a failing callback or
@@ -860,4 +860,4 @@ class MeterClient:
                 each error's code, message, count and, when Stripe names
                 them, the events' identifiers.
         """
-        self._rejections.take(report, self.spool, self._settings.on_validation_error, self._log)
+        self._reports.take(report, self.spool, self._settings.on_validation_error, self._log)

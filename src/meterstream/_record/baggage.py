@@ -14,9 +14,9 @@ from typing import Optional
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from meterstream._config.parsing import _key_or_empty
+from meterstream._config.parsing import parse_key_or_empty
 from meterstream._config.settings import DEFAULT_BAGGAGE_KEY
-from meterstream._otel import _failed, sdk_active
+from meterstream._otel import otel_failed, sdk_active
 from meterstream.errors import ConfigurationError
 
 __all__ = ["Baggage", "default_baggage", "detach", "set_default_baggage"]
@@ -58,7 +58,7 @@ class Baggage:
         try:
             value = baggage.get_baggage(key)
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)
             return None
         return value if isinstance(value, str) and value else None
 
@@ -75,7 +75,7 @@ class Baggage:
             )
             return otel_context.attach(ctx)
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)
             return None
 
     def __repr__(self) -> str:
@@ -99,7 +99,7 @@ class _BeforeDefaultClient(Baggage):
         if raw is None:
             return DEFAULT_BAGGAGE_KEY
         try:
-            return _key_or_empty(raw, _BAGGAGE_KEY_ENV)
+            return parse_key_or_empty(raw, _BAGGAGE_KEY_ENV)
         except ConfigurationError:  # configure() will say so; customer() never raises
             return DEFAULT_BAGGAGE_KEY
 
@@ -137,4 +137,4 @@ def detach(token: Optional[object]) -> None:
         try:
             otel_context.detach(token)  # type: ignore[arg-type]
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)

@@ -12,9 +12,9 @@ so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
 
 :class:`Spool` is where callers find every operation. It holds the connection
-and its lock; each idea is a module it calls with them: ``_spool_open``,
-``_spool_rows``, ``_spool_group``, ``_spool_queue``, ``_spool_owners``,
-``_spool_history``, ``_fold_store``, ``_spool_size`` (``_spool_admin`` is its base).
+and its lock; each idea is a module it calls with them: ``schema``, ``rows``,
+``group_commit``, ``queue``, ``owners``, ``history``, ``aggregate_store``,
+``size`` (``admin`` is its base).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
+from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
 from meterstream._spool import history as history_rows
 from meterstream._spool import owners, queue
@@ -41,11 +42,11 @@ from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
 from meterstream._spool.queue import DeadLetter, SpooledBatch
 from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
-from meterstream._spool.schema import SYNC_MODES, Transaction, open_database
+from meterstream._spool.schema import Transaction, open_database
 from meterstream._spool.size import disk_bytes, used_bytes
 from meterstream.errors import ConfigurationError
 
-__all__ = ["SYNC_MODES", "DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
+__all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
 
 #: How long a claim holds before another process may take the events over.
 DEFAULT_LEASE = 30.0
@@ -151,7 +152,7 @@ class Spool(SpoolAdmin):
         if self._group.insert(INSERT_PENDING, row):
             self._update_full()
 
-    # -- uses folded in the spool (aggregate with spool_path) -------------------------
+    # -- uses aggregated in the spool (aggregate with spool_path) -------------------------
 
     def append_use(
         self,
@@ -162,11 +163,11 @@ class Spool(SpoolAdmin):
         window_end: float,
         dimensions: Optional[str],
     ) -> None:
-        """Insert one use of a folded event name, durably (group commit, as :meth:`append`).
+        """Insert one use of an aggregated event name, durably (group commit, as :meth:`append`).
 
         *value* is an int or the exact decimal text of the value; *dimensions*
-        the canonical JSON text of the dimensions (:func:`fold_dimensions`).
-        :meth:`fold_due` turns the uses of ended windows into pending events.
+        the canonical JSON text of the dimensions (:func:`encode_dimensions`).
+        :meth:`aggregate_due` turns the uses of ended windows into pending events.
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -186,15 +187,15 @@ class Spool(SpoolAdmin):
     def aggregate_due(
         self, now: float, *, force: bool = False, chunk: int = AGGREGATE_CHUNK
     ) -> int:
-        """Fold the uses of every window ended by *now* (every window, when
+        """Aggregate the uses of every window ended by *now* (every window, when
         *force*) into pending events, in one write transaction.
 
         The uses are read, summed exactly, inserted into ``pending`` as
         events with identifiers fixed now, and deleted, all before the
-        commit: a crash before it leaves the uses to fold again, a crash
+        commit: a crash before it leaves the uses to aggregate again, a crash
         after it leaves events to deliver like any other. ``BEGIN
-        IMMEDIATE`` makes two processes folding at once take turns; the
-        second finds nothing left. Past *chunk* uses, the fold takes
+        IMMEDIATE`` makes two processes aggregating at once take turns; the
+        second finds nothing left. Past *chunk* uses, the aggregation takes
         several transactions, letting records in between. Returns how many
         events were made.
         """
@@ -206,14 +207,14 @@ class Spool(SpoolAdmin):
         return made
 
     def uses_count(self) -> int:
-        """Uses waiting in the spool to be folded (every process's)."""
+        """Uses waiting in the spool to be aggregated (every process's)."""
         with self._lock:
             return count_uses(self._db)
 
     def oldest_use_end(self) -> Optional[float]:
         """When the window of the oldest waiting use ends (None: no use waits).
 
-        A cheap look (the first row) before taking the write lock to fold.
+        A cheap look (the first row) before taking the write lock to aggregate.
         """
         with self._lock:
             return oldest_use_end(self._db)
