@@ -26,6 +26,11 @@ from meterstream._config.aggregate import (
     parse_aggregate,
     parse_aggregation_window,
 )
+from meterstream._config.metronome import (
+    DEFAULT_METRONOME_BASE,
+    parse_metronome_token,
+    parse_metronome_value_keys,
+)
 from meterstream._config.nats import (
     parse_file,
     parse_nats_stream,
@@ -342,6 +347,27 @@ class Settings:
         1,
         "replicas of the stream when meterstream creates it (3 on a three-node cluster)",
     )
+    # Metronome (exporter="metronome", docs/metronome.md).
+    metronome_api_key: Optional[str] = setting(
+        parse_metronome_token,
+        None,
+        '`exporter="metronome"`: the bearer token of Metronome\'s API; never logged, never in '
+        "a `repr`. Without one the Metronome exporter is a dry run (the `log` exporter)",
+        shown="none",
+        fallback_env=("METRONOME_BEARER_TOKEN", "METRONOME_API_KEY"),
+        redact=lambda _token: "***",
+    )
+    metronome_base: str = setting(
+        parse_url,
+        DEFAULT_METRONOME_BASE,
+        "where usage events go (`/v1/ingest`); same rules as `api_base`",
+    )
+    metronome_value_keys: dict[str, str] = setting(
+        parse_metronome_value_keys,
+        {},
+        'per event name, the Metronome property carrying the value (`{"llm_tokens": "tokens"}`, '
+        "JSON in the environment); default: the event's Stripe value key (`value`)",
+    )
     #: The settings given as a keyword or in the environment, not defaulted.
     _given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
@@ -409,6 +435,11 @@ class Settings:
             override[0] or self.customer_payload_key,
             override[1] or self.value_payload_key,
         )
+
+    def metronome_value_key_for(self, event_name: str) -> str:
+        """The Metronome property that carries *event_name*'s value."""
+        key = self.metronome_value_keys.get(event_name)
+        return key if key is not None else self.payload_keys_for(event_name)[1]
 
     def __repr__(self) -> str:
         parts = []

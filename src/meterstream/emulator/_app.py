@@ -30,6 +30,7 @@ from meterstream.emulator._http import (
     json_body,
     masked,
 )
+from meterstream.emulator._metronome_api import route as metronome_route
 from meterstream.emulator._state import EmulatorState
 
 __all__ = ["EmulatorApp", "create_app"]
@@ -245,7 +246,7 @@ class EmulatorApp:
                 return "meters.retrieve", ("GET",), self._meter
             if len(rest) == 2 and rest[0] and rest[1] == "event_summaries":
                 return "meters.event_summaries", ("GET",), self._summaries
-        found = events_route(self, path)
+        found = events_route(self, path) or metronome_route(self, path)
         if found is not None:
             return found
         admin = _ADMIN.get(path)

@@ -28,6 +28,7 @@ from meterstream.emulator._meters import (
     parse_summary_query,
     summarize,
 )
+from meterstream.emulator._metronome_state import MetronomeState
 from meterstream.emulator._records import (
     CUSTOMER,
     ERROR,
@@ -102,6 +103,8 @@ class EmulatorState:
         self._serial = 0
         #: Kept by reset(), so that a running client keeps working.
         self._sessions = Sessions()
+        #: The Metronome side: same clock, reset with the rest.
+        self.metronome = MetronomeState(lambda: self.clock())
         self._clear()
         self.webhooks = WebhookSender(self)
 
@@ -511,6 +514,7 @@ class EmulatorState:
         """
         with self._lock:
             self._clear()
+        self.metronome.reset()
         self.injector.reset()
         self.webhooks.reset()
 
