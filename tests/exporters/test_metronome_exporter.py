@@ -148,3 +148,23 @@ def test_the_servers_wait_is_honoured(emulator: Emulator) -> None:
     client.shutdown(1)
     assert emulator.state.metronome.transaction_ids() == {"w"}
     assert time.monotonic() - first >= 0.15
+
+
+def test_the_exporter_is_chosen_by_name(emulator: Emulator) -> None:
+    client = meterstream.MeterClient(
+        exporter="metronome", metronome_api_key=TOKEN, metronome_base=emulator.url
+    )
+    assert isinstance(client.exporter, MetronomeExporter)
+    client.record("api_calls", 3, customer="cus_1", identifier="by-name")
+    assert client.flush(5)
+    client.shutdown(1)
+    assert emulator.state.metronome.transaction_ids() == {"by-name"}
+
+
+def test_without_a_token_it_is_a_dry_run_that_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    from meterstream._exporters.log import LogExporter
+
+    client = meterstream.MeterClient(exporter="metronome")
+    assert isinstance(client.exporter, LogExporter)
+    assert "dry run" in caplog.text
+    client.shutdown(0)
