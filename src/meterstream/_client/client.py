@@ -20,6 +20,7 @@ from meterstream._config.settings import Settings
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import Counters
 from meterstream._delivery.delivery import Delivery
+from meterstream._delivery.event_queue import EventQueue
 from meterstream._exporters import Exporter
 from meterstream._internal import RateLimitedLog, logger, report_internal_error
 from meterstream._record import checks as _checks
@@ -129,14 +130,17 @@ class MeterClient:
         self._sync = s.sync_mode
         #: The record path's one sink: everything accepted goes through it.
         self._put = self._buffer.put
-        self.record_constant = compile_record_constant(
-            self._buffer,
-            canary=self._canary,
-            client=self,
-            general=self._record_constant_general,
-            clock=_time,
-            queue_full=self._log_queue_full,
-        )
+        if isinstance(self._buffer, Buffer):
+            self.record_constant = compile_record_constant(
+                self._buffer,
+                canary=self._canary,
+                client=self,
+                general=self._record_constant_general,
+                clock=_time,
+                queue_full=self._log_queue_full,
+            )
+        else:  # a spool's put is a durable insert: always the checked path
+            self.record_constant = self._record_constant_general
         self.name = _live_clients.new_client_name()
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
@@ -162,7 +166,7 @@ class MeterClient:
             self._delivery.on_start = self._update_slow
             _live_clients.register(self)
 
-    def _new_sink(self, s: Settings) -> Buffer:
+    def _new_sink(self, s: Settings) -> EventQueue:
         """Where accepted events go: the spool when ``spool_path`` is set, else memory."""
         if not s.spool_path or not s.enabled:
             return Buffer(
@@ -480,7 +484,7 @@ class MeterClient:
             logging.WARNING,
             "drop:queue_full",
             "the buffer is full (max_queue_size=%d): events are being dropped",
-            self._buffer.max_size,
+            self._settings.max_queue_size,
         )
 
     # The general hot path: everything a decorated call does after the function

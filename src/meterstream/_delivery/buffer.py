@@ -120,7 +120,8 @@ def _compile_generated(source: str, name: str) -> Any:
 
 
 class Buffer:
-    """A bounded FIFO of recorded events with an overflow policy.
+    """A bounded FIFO of recorded events with an overflow policy: the
+    in-memory :class:`~meterstream._delivery.event_queue.EventQueue`.
 
     The record path appends without taking a lock: ``deque.append`` is atomic,
     and the bound is checked just before, so concurrent producers can overshoot
@@ -297,7 +298,7 @@ class Buffer:
                 self._room.notify_all()
         return batch, marker
 
-    # -- what the delivery asks of whichever sink the client records into ----------
+    # -- the rest of the EventQueue protocol: what delivery asks -----------------------
 
     def waiting(self) -> bool:
         """Anything to take: an event or a flush marker."""
