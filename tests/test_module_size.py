@@ -27,7 +27,6 @@ ALLOWED: dict[str, str] = {
     "integrations/_common.py": "about 400: what the three web integrations share, one idea",
     "_exporters/stripe/_exporter.py": "about 400: the Stripe exporter, one idea",
     "_record/events.py": "about 400: the recorded tuple and its wire encoding, one idea",
-    "_spool/spool.py": "split pending: Spool stops inheriting SpoolAdmin (issue 23)",
     "_aggregate/aggregator.py": "about 400: the in-memory fold of sum meters, one idea",
 }
 

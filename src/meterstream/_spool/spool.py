@@ -11,10 +11,9 @@ process that died are claimed again by another once their lease ran out
 so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
 
-:class:`Spool` is where callers find every operation. It holds the connection
-and its lock; each idea is a module it calls with them: ``_spool_open``,
-``_spool_rows``, ``_spool_group``, ``_spool_queue``, ``_spool_owners``,
-``_spool_history``, ``_fold_store``, ``_spool_size`` (``_spool_admin`` is its base).
+:class:`Spool` holds the connection and its lock: the record and delivery
+paths find every operation here, each idea a module of this package it calls
+with them; what only ``meterstream spool`` and ``stats()`` do is ``spool.admin``.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ class SpoolFull(Exception):
     """The spool holds ``spool_max_bytes``: the overflow policy decides."""
 
 
-class Spool(SpoolAdmin):
+class Spool:
     """One process's handle on a spool file.
 
     Args:
@@ -116,6 +115,8 @@ class Spool(SpoolAdmin):
         self._group = GroupCommit(self._db, self._lock, INSERT_USE, uses_appended)
         #: Copies the write-ahead log back into the file, off the record path.
         self._checkpointer = Checkpointer(self.path)
+        #: Status, export, replay and purge, with this connection and lock.
+        self.admin = SpoolAdmin(self._db, self._lock, self._clock, self.path)
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
         self.reap()
@@ -128,8 +129,7 @@ class Spool(SpoolAdmin):
 
     def append(self, event: RawEvent) -> None:
         """Insert one recorded use, durably: committed before this returns
-        (in its own transaction, or in one with other threads' rows:
-        :class:`~._spool_group.GroupCommit`).
+        (alone, or with other threads' rows: :class:`GroupCommit`).
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -162,11 +162,10 @@ class Spool(SpoolAdmin):
         window_end: float,
         dimensions: Optional[str],
     ) -> None:
-        """Insert one use of a folded event name, durably (group commit, as :meth:`append`).
+        """Insert one use of an aggregated event name, durably (as :meth:`append`).
 
-        *value* is an int or the exact decimal text of the value; *dimensions*
-        the canonical JSON text of the dimensions (:func:`fold_dimensions`).
-        :meth:`fold_due` turns the uses of ended windows into pending events.
+        *value* is an int or its exact decimal text, *dimensions* their
+        canonical JSON text; :meth:`aggregate_due` makes the events.
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -186,17 +185,14 @@ class Spool(SpoolAdmin):
     def aggregate_due(
         self, now: float, *, force: bool = False, chunk: int = AGGREGATE_CHUNK
     ) -> int:
-        """Fold the uses of every window ended by *now* (every window, when
-        *force*) into pending events, in one write transaction.
+        """Sum the uses of every window ended by *now* (every window, when
+        *force*) into pending events; returns how many were made.
 
-        The uses are read, summed exactly, inserted into ``pending`` as
-        events with identifiers fixed now, and deleted, all before the
-        commit: a crash before it leaves the uses to fold again, a crash
-        after it leaves events to deliver like any other. ``BEGIN
-        IMMEDIATE`` makes two processes folding at once take turns; the
-        second finds nothing left. Past *chunk* uses, the fold takes
-        several transactions, letting records in between. Returns how many
-        events were made.
+        Read, summed exactly, inserted as events with identifiers fixed now,
+        and deleted before one commit: a crash before it leaves the uses, a
+        crash after it events to deliver. ``BEGIN IMMEDIATE`` makes two
+        processes take turns (the second finds nothing left); past *chunk*
+        uses, several transactions let records in between.
         """
         made, more = 0, True
         while more:
