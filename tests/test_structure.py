@@ -140,9 +140,9 @@ def test_the_recorder_protocol_names_no_private_member() -> None:
     assert sorted(members) == [
         "active",
         "customer_at_start",
+        "invalid",
         "record_constant",
         "record_use",
-        "reject",
     ]
 
 

@@ -360,7 +360,7 @@ class MeterClient:
                 name = _check_event_name(event_name)
                 dims = None if dimensions is None else _checks.check_dimensions(dimensions)
             except InvalidEventError as exc:
-                self.reject(exc, event_name)
+                self.invalid(exc, event_name)
                 return
         if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
@@ -522,11 +522,11 @@ class MeterClient:
         except InvalidEventError as exc:
             if type(exc) is MissingCustomerError:
                 raise  # on_missing_customer="raise": whatever raise_errors says
-            self.reject(exc, event_name)
+            self.invalid(exc, event_name)
             return
         except Exception as exc:  # a check that let something through: our bug
             report_internal_error(exc)
-            self.reject(
+            self.invalid(
                 InvalidEventError("event", None, f"could not be checked ({type(exc).__name__})"),
                 event_name,
             )
@@ -592,7 +592,7 @@ class MeterClient:
 
     # -- bad input and missing customers -----------------------------------------
 
-    def reject(self, exc: InvalidEventError, event_name: Any) -> None:
+    def invalid(self, exc: InvalidEventError, event_name: Any) -> None:
         """An event failed validation: raise it, or count and log it (rate-limited).
 
         Part of the contract the decorators use (:class:`Recorder`).
