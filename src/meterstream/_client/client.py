@@ -23,6 +23,7 @@ from meterstream._delivery.delivery import Delivery
 from meterstream._delivery.event_queue import EventQueue
 from meterstream._exporters import Exporter
 from meterstream._internal import RateLimitedLog, logger, report_internal_error
+from meterstream._record import baggage as _baggage
 from meterstream._record import checks as _checks
 from meterstream._record import events as _events
 from meterstream._record.baggage import Baggage
@@ -200,6 +201,7 @@ class MeterClient:
         active = _otel.sdk_active()
         if self.active and not self._path.closed:
             self._baggage.refresh(active)
+            _baggage.refresh_before_default_client(active)
         if self._otel_auto:
             self._path.update(span_events=active)
 
