@@ -15,7 +15,13 @@ from typing import Any, Callable, Optional, TypeVar
 
 from meterstream._record import baggage as _baggage
 from meterstream._record.baggage import Baggage
-from meterstream._record.checks import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
+from meterstream._record.checks import (
+    NOT_A_CUSTOMER,
+    InvalidCustomer,
+    check_customer,
+    known_customers,
+)
+from meterstream.errors import InvalidEventError
 
 __all__ = ["bind_context", "current_customer", "customer"]
 
@@ -69,8 +75,11 @@ def _context_value(customer_id: Any) -> Any:
         customer_id = str.__str__(customer_id)  # a str subclass, as a plain str
     if not customer_id:
         return None
-    problem = customer_problem(customer_id)
-    return customer_id if problem is None else InvalidCustomer(customer_id, problem)
+    try:
+        # An id seen before is found in a set; one checked now is remembered.
+        return check_customer(customer_id)
+    except InvalidEventError as error:
+        return InvalidCustomer(customer_id, error.reason)
 
 
 def _usable_id(value: Any) -> Optional[str]:
@@ -111,6 +120,19 @@ def exit_customer(entered: _Entered) -> None:
     CUSTOMER.reset(token)
 
 
+#: The blocks open in a context, innermost first: ``(block, token,
+#: baggage_token, outer)`` each, held by a context variable, so that threads
+#: and tasks entering the same block object at once each leave their own.
+_OpenBlocks = Optional[tuple[Any, ...]]
+_OPEN: contextvars.ContextVar[_OpenBlocks] = contextvars.ContextVar(
+    "meterstream_customer_blocks", default=None
+)
+_set_customer = CUSTOMER.set
+_reset_customer = CUSTOMER.reset
+_open_blocks = _OPEN.get
+_set_open_blocks = _OPEN.set
+
+
 class customer:
     """Set the current customer for the duration of a ``with`` (or ``async with``) block.
 
@@ -136,16 +158,27 @@ class customer:
     __slots__ = ("_baggage", "_customer_id", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
-        self._value: Any = _context_value(customer_id)
-        self._customer_id = _usable_id(self._value)
+        if type(customer_id) is str and customer_id in known_customers:
+            self._value: Any = customer_id  # checked before: the common case, without a call
+            self._customer_id: Optional[str] = customer_id
+        else:
+            self._value = _context_value(customer_id)
+            self._customer_id = _usable_id(self._value)
         #: Whose baggage key the block writes; None: the default client's,
         #: as it is when the block is entered.
         self._baggage: Optional[Baggage] = None
 
+    # Every block entry pays for these two: what _enter and exit_customer
+    # do, written out, and the list of open blocks in tuples.
     def __enter__(self) -> Optional[str]:
-        entered = _enter(self._value, self._customer_id, self._baggage)
-        entry = _Open(self, entered, _OPEN.get())
-        entry.token = _OPEN.set(entry)
+        baggage = self._baggage or _baggage.default_baggage
+        if baggage.write:
+            token = _set_customer(self._value)
+            # Also in OpenTelemetry baggage, for services downstream.
+            written = baggage.attach(self._customer_id if type(self._value) is str else None)
+            _set_open_blocks((self, token, written, _open_blocks()))
+        else:
+            _set_open_blocks((self, _set_customer(self._value), None, _open_blocks()))
         return self._customer_id
 
     def __exit__(
@@ -154,20 +187,19 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        top = _OPEN.get()
-        entry = top
-        while entry is not None and entry.block is not self:
-            entry = entry.outer
-        if entry is None:
-            return  # not entered in this context: nothing of ours to undo here
-        if entry is top and entry.token is not None:
-            try:
-                _OPEN.reset(entry.token)
-            except ValueError:  # the token belongs to another context
-                _OPEN.set(entry.outer)
+        entry = _open_blocks()
+        if entry is not None and entry[0] is self:
+            _set_open_blocks(entry[3])  # the innermost block: the common case
         else:
-            _OPEN.set(_without(top, entry))
-        exit_customer(entry.entered)
+            top = entry
+            while entry is not None and entry[0] is not self:
+                entry = entry[3]
+            if entry is None:
+                return  # not entered in this context: nothing of ours to undo here
+            _set_open_blocks(_without(top, entry))  # left out of order
+        if entry[2] is not None:
+            _baggage.detach(entry[2])
+        _reset_customer(entry[1])
 
     async def __aenter__(self) -> Optional[str]:
         return self.__enter__()
@@ -191,39 +223,16 @@ def customer_for(customer_id: Optional[str], baggage: Baggage) -> customer:
     return block
 
 
-class _Open:
-    """One entry into a ``customer`` block, in the context that entered it.
-
-    The entries open in a context form a list, innermost first, held by a
-    context variable: threads and tasks entering the same block object at
-    once each leave their own entry.
-    """
-
-    __slots__ = ("block", "entered", "outer", "token")
-
-    def __init__(self, block: customer, entered: _Entered, outer: Optional[_Open]) -> None:
-        self.block = block
-        self.entered = entered
-        self.outer = outer
-        self.token: Optional[contextvars.Token[Optional[_Open]]] = None
-
-
-_OPEN: contextvars.ContextVar[Optional[_Open]] = contextvars.ContextVar(
-    "meterstream_customer_blocks", default=None
-)
-
-
-def _without(top: Optional[_Open], gone: _Open) -> Optional[_Open]:
+def _without(top: _OpenBlocks, gone: tuple[Any, ...]) -> _OpenBlocks:
     """The list *top* without *gone* (blocks left out of order), copied, not changed."""
-    kept: list[_Open] = []
+    kept = []
     entry = top
     while entry is not None and entry is not gone:
         kept.append(entry)
-        entry = entry.outer
-    rest = gone.outer
+        entry = entry[3]
+    rest: _OpenBlocks = gone[3]
     for old in reversed(kept):
-        # No token: it would restore a list that still holds *gone*.
-        rest = _Open(old.block, old.entered, rest)
+        rest = (old[0], old[1], old[2], rest)
     return rest
 
 
