@@ -120,17 +120,8 @@ def exit_customer(entered: _Entered) -> None:
     CUSTOMER.reset(token)
 
 
-#: The blocks open in a context, innermost first: ``(block, token,
-#: baggage_token, outer)`` each, held by a context variable, so that threads
-#: and tasks entering the same block object at once each leave their own.
-_OpenBlocks = Optional[tuple[Any, ...]]
-_OPEN: contextvars.ContextVar[_OpenBlocks] = contextvars.ContextVar(
-    "meterstream_customer_blocks", default=None
-)
 _set_customer = CUSTOMER.set
 _reset_customer = CUSTOMER.reset
-_open_blocks = _OPEN.get
-_set_open_blocks = _OPEN.set
 
 
 class customer:
@@ -155,7 +146,7 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_baggage", "_customer_id", "_value")
+    __slots__ = ("_baggage", "_customer_id", "_entered", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
         if type(customer_id) is str and customer_id in known_customers:
@@ -167,18 +158,22 @@ class customer:
         #: Whose baggage key the block writes; None: the default client's,
         #: as it is when the block is entered.
         self._baggage: Optional[Baggage] = None
+        #: One (token, baggage token) per entry not yet left, oldest first:
+        #: several when threads or tasks are inside the block at once, or
+        #: the block is nested in itself.
+        self._entered: list[_Entered] = []
 
-    # Every block entry pays for these two: what _enter and exit_customer
-    # do, written out, and the list of open blocks in tuples.
+    # Every block pays for these two: what _enter and exit_customer do,
+    # written out.
     def __enter__(self) -> Optional[str]:
         baggage = self._baggage or _baggage.default_baggage
         if baggage.write:
             token = _set_customer(self._value)
             # Also in OpenTelemetry baggage, for services downstream.
             written = baggage.attach(self._customer_id if type(self._value) is str else None)
-            _set_open_blocks((self, token, written, _open_blocks()))
+            self._entered.append((token, written))
         else:
-            _set_open_blocks((self, _set_customer(self._value), None, _open_blocks()))
+            self._entered.append((_set_customer(self._value), None))
         return self._customer_id
 
     def __exit__(
@@ -187,19 +182,33 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        entry = _open_blocks()
-        if entry is not None and entry[0] is self:
-            _set_open_blocks(entry[3])  # the innermost block: the common case
-        else:
-            top = entry
-            while entry is not None and entry[0] is not self:
-                entry = entry[3]
-            if entry is None:
-                return  # not entered in this context: nothing of ours to undo here
-            _set_open_blocks(_without(top, entry))  # left out of order
-        if entry[2] is not None:
-            _baggage.detach(entry[2])
-        _reset_customer(entry[1])
+        entered = self._entered
+        if not entered:
+            return  # never entered: nothing to undo
+        entry = entered[-1]
+        try:
+            _reset_customer(entry[0])
+        except (ValueError, RuntimeError):
+            # Another thread's or task's entry is the newest (a token resets
+            # only in the context that made it): look for this context's.
+            self._exit_other(entered)
+            return
+        entered.remove(entry)
+        if entry[1] is not None:
+            _baggage.detach(entry[1])
+
+    def _exit_other(self, entered: list[_Entered]) -> None:
+        """Leave the newest entry made in this context, if any: a task created
+        inside the block inherits its context, but not the entry to leave."""
+        for entry in reversed(entered.copy()):
+            try:
+                _reset_customer(entry[0])
+            except (ValueError, RuntimeError):  # another context's, or undone already
+                continue
+            entered.remove(entry)
+            if entry[1] is not None:
+                _baggage.detach(entry[1])
+            return
 
     async def __aenter__(self) -> Optional[str]:
         return self.__enter__()
@@ -221,19 +230,6 @@ def customer_for(customer_id: Optional[str], baggage: Baggage) -> customer:
     block = customer(customer_id)
     block._baggage = baggage
     return block
-
-
-def _without(top: _OpenBlocks, gone: tuple[Any, ...]) -> _OpenBlocks:
-    """The list *top* without *gone* (blocks left out of order), copied, not changed."""
-    kept = []
-    entry = top
-    while entry is not None and entry is not gone:
-        kept.append(entry)
-        entry = entry[3]
-    rest: _OpenBlocks = gone[3]
-    for old in reversed(kept):
-        rest = (old[0], old[1], old[2], rest)
-    return rest
 
 
 def bind_context(fn: Callable[..., _T]) -> Callable[..., _T]:
