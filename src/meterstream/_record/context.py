@@ -183,9 +183,10 @@ class customer:
         tb: Optional[TracebackType],
     ) -> None:
         entered = self._entered
-        if not entered:
-            return  # never entered: nothing to undo
-        entry = entered[-1]
+        try:
+            entry = entered[-1]
+        except IndexError:  # (even while other threads leave it at once)
+            return  # not entered: nothing to undo
         try:
             _reset_customer(entry[0])
         except (ValueError, RuntimeError):
