@@ -1,15 +1,15 @@
-"""Folding uses (pre-aggregation) beside recording them one event each.
+"""Aggregating uses (pre-aggregation) beside recording them one event each.
 
 Uses per second on 1 and 8 threads, and process CPU per use, for:
 
 - ``record()``: ``MeterClient(exporter="none").record`` with a customer,
   the plain path (its delivery thread drains the buffer meanwhile);
-- ``Folder.add``: folding alone, what replaces the buffer append;
-- ``checks + Folder.add``: the record path's checks (event name, value,
-  customer) then the fold: what an aggregated ``record()`` will cost;
+- ``Aggregator.add``: aggregating alone, what replaces the buffer append;
+- ``checks + Aggregator.add``: the record path's checks (event name, value,
+  customer) then the aggregation: what an aggregated ``record()`` will cost;
 
 with int values (token counts) and float values (``call.elapsed * 1000``).
-Then the events a fold produces for 100 customers. The ``none`` exporter
+Then the events an aggregation produces for 100 customers. The ``none`` exporter
 encodes nothing: with the Stripe exporter, record() would also pay for
 writing each float (``format_value``) on the delivery thread.
 
@@ -49,7 +49,7 @@ import httpx
 
 import meterstream
 from meterstream._aggregate.aggregator import Aggregator
-from meterstream._record import events as _events
+from meterstream._record import checks as _checks
 from meterstream.emulator import Emulator
 
 CUSTOMERS = [f"cus_{i:03d}" for i in range(100)]
@@ -183,7 +183,7 @@ def end_to_end(
 def end_to_end_table(uses: int, values: list[Any]) -> None:
     emulator = Emulator.spawn(api_keys=[KEY])
     try:
-        # A sum meter: the client's meter check keeps folding llm_tokens.
+        # A sum meter: the client's meter check keeps aggregating llm_tokens.
         httpx.post(
             emulator.url + "/v1/billing/meters",
             headers={"Authorization": f"Bearer {KEY}"},
@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         add("llm_tokens", customer, value, None)
 
     check_name, check_value, check_customer = (
-        _events.check_event_name,
-        _events.check_value,
-        _events.check_customer,
+        _checks.check_event_name,
+        _checks.check_value,
+        _checks.check_customer,
     )
 
     def checked_aggregate(customer: str, value: Any) -> None:
@@ -268,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cases: list[tuple[str, Callable[[str, Any], object], list[Any]]] = [
         ("record() (no aggregation), ints", record, ints),
-        ("Folder.add, ints", aggregate, ints),
-        ("checks + Folder.add, ints", checked_aggregate, ints),
+        ("Aggregator.add, ints", aggregate, ints),
+        ("checks + Aggregator.add, ints", checked_aggregate, ints),
         ("record() (no aggregation), floats", record, floats),
-        ("Folder.add, floats", aggregate, floats),
-        ("checks + Folder.add, floats", checked_aggregate, floats),
+        ("Aggregator.add, floats", aggregate, floats),
+        ("checks + Aggregator.add, floats", checked_aggregate, floats),
     ]
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "

@@ -138,7 +138,7 @@ def wait_uses(emulator: SpawnedEmulator, target: float, timeout: float = 600) ->
 
 
 def aggregate(args: argparse.Namespace, url: str, base: str, emulator: SpawnedEmulator) -> None:
-    """Backlogs of bench_api uses (10 customers) folded by 1, then 2 relays."""
+    """Backlogs of bench_api uses (10 customers) aggregated by 1, then 2 relays."""
     # The sum meter must exist before the relays read the meters.
     client = meterstream.MeterClient(
         exporter="stripe", api_key=KEY, api_base=base, stream_base=base
@@ -160,7 +160,7 @@ def aggregate(args: argparse.Namespace, url: str, base: str, emulator: SpawnedEm
         stop(relay_procs)
         out = stored(emulator) - events_before
         print(
-            f"backlog of {uses:,} uses folded by {n} relay(s): {uses / (done - start):10,.0f} "
+            f"backlog of {uses:,} uses aggregated by {n} relay(s): {uses / (done - start):10,.0f} "
             f"uses/s in, {out:,} events out ({uses / max(out, 1):.1f} uses an event)"
         )
 

@@ -21,16 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterstream._aggregate import aggregator as _aggregate
-from meterstream._aggregate.aggregator import (
-    Aggregator,
+from meterstream._aggregate.aggregator import Aggregator
+from meterstream._aggregate.arithmetic import (
     aggregate,
     aggregate_identifier,
     dimensions_key,
     window_start,
 )
-from meterstream._aggregate.settings import WINDOWS
-from meterstream._record import events as _events
+from meterstream._config.aggregate import WINDOWS
+from meterstream._fleet.aggregate import AggregateRules
+from meterstream._record import checks as _checks
 from meterstream._record.events import RawEvent
+from meterstream._spool.rows import encode_dimensions
 
 # Slow machines and shared CPUs: no per-example deadline, nothing written to disk.
 PROPERTY_SETTINGS = settings(
@@ -58,7 +60,7 @@ def add_exact(a: Decimal, b: Decimal) -> Decimal:
 
 def written(value: Any) -> Decimal:
     """What the unfolded path would put on the wire for *value*, as a Decimal."""
-    return Decimal(_events.format_value(value))
+    return Decimal(_checks.format_value(value))
 
 
 def totals(events: list[RawEvent]) -> dict[tuple[str, str, Any], Decimal]:
@@ -72,12 +74,12 @@ def totals(events: list[RawEvent]) -> dict[tuple[str, str, Any], Decimal]:
 def assert_valid_events(events: list[RawEvent]) -> None:
     """Each folded event passes the checks a recorded use passes, identifiers unique."""
     for name, customer, value, ts, ident, dims in events:
-        _events.check_event_name(name)
-        _events.check_customer(customer)
-        _events.check_value(value)
+        _checks.check_event_name(name)
+        _checks.check_customer(customer)
+        _checks.check_value(value)
         assert isinstance(ident, str)
-        _events.check_identifier(ident)
-        _events.check_dimensions(dims)
+        _checks.check_identifier(ident)
+        _checks.check_dimensions(dims)
         assert ts == int(ts)
     identifiers = [event[4] for event in events]
     assert len(set(identifiers)) == len(identifiers)
@@ -632,3 +634,24 @@ def test_counters_add_up_across_many_short_lived_threads() -> None:
     aggregator.close(force=True)
     assert aggregator.stats()["aggregated_uses"] == 50
     assert aggregator.close(time.time() + 3600, force=True) == []
+
+
+def test_one_dimensions_key_whatever_their_order_in_memory_in_a_spool_and_in_a_relay() -> None:
+    ab, ba = {"a": "1", "b": "2"}, {"b": "2", "a": "1"}
+    assert dimensions_key(ab) == dimensions_key(ba) == (("a", "1"), ("b", "2"))
+    assert dimensions_key(dimensions_key(ab)) == dimensions_key(ab)
+    # A spool row, pending or a use waiting in its window, keeps the key as text.
+    assert encode_dimensions(ba) == encode_dimensions(ab) == '{"a":"1","b":"2"}'
+    assert encode_dimensions(dimensions_key(ba)) == '{"a":"1","b":"2"}'
+    assert encode_dimensions(None) is None and encode_dimensions({}) is None
+    # A relay groups wire events by their payload apart from the value.
+    rules = AggregateRules({"tokens": "value"}, 5)
+    stamp = "2025-06-15T15:06:41.000Z"
+    one = rules.group_of(
+        {"event_name": "tokens", "timestamp": stamp, "payload": {"c": "x", **ab, "value": "3"}}
+    )
+    two = rules.group_of(
+        {"event_name": "tokens", "timestamp": stamp, "payload": {"value": "3", **ba, "c": "x"}}
+    )
+    assert one is not None and one == two
+    assert one[0][2] == dimensions_key({"c": "x", **ab})

@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 import meterstream
+from _poll import wait_for
+from meterstream._exporters.memory import MemoryExporter
 from meterstream.emulator import Emulator
 
 KEY = "sk_test_aggregate_client"
@@ -121,3 +123,29 @@ def test_shutdown_closes_the_open_windows(
 def test_bad_aggregation_settings_name_the_setting(settings: dict[str, Any], named: str) -> None:
     with pytest.raises(meterstream.ConfigurationError, match=named):
         meterstream.MeterClient(exporter="memory", **settings)
+
+
+class _MeteredExporter(MemoryExporter):
+    """An exporter of the user's own that can also list Stripe's meters."""
+
+    def meters(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "event_name": "searches",
+                "status": "active",
+                "default_aggregation": {"formula": "count"},
+            }
+        ]
+
+
+@pytest.mark.parametrize(("exporter", "refused"), [(_MeteredExporter, 1), (MemoryExporter, 0)])
+def test_the_meters_are_checked_with_any_exporter_that_is_a_source_of_meters(
+    exporter: type[MemoryExporter], refused: int
+) -> None:
+    client = meterstream.MeterClient(exporter=exporter(), aggregate={"searches": "sum"})
+    try:
+        client.record("searches", customer="cus_1")  # starts delivery: the meters are read
+        assert client.flush(10)
+        assert wait_for(lambda: client.stats()["aggregate_refused"] == refused)
+    finally:
+        client.shutdown(1)

@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 import meterstream
-from meterstream._aggregate.aggregator import Aggregator, dimensions_key
+from meterstream._aggregate.aggregator import Aggregator
+from meterstream._aggregate.arithmetic import dimensions_key
 from meterstream._exporters.stripe._api import StripeAPI
-from meterstream._record import events as _events
+from meterstream._record import checks as _checks
 from meterstream._record.events import RawEvent
 from meterstream.emulator import Emulator
 
@@ -106,7 +107,7 @@ def test_stripe_bills_exactly_the_uses_with_a_hundred_times_fewer_events(
             else:
                 name, value = "gpu_ms", Decimal(rng.randint(1, 10**9)).scaleb(-6)
             plan.append((name, customer, value, DIMS[rng.randrange(3)]))
-            written = Decimal(_events.format_value(value))
+            written = Decimal(_checks.format_value(value))
             exact[(name, customer)] = EXACT.add(exact.get((name, customer), Decimal(0)), written)
         plans.append(plan)
         uses += len(plan)

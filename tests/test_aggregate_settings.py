@@ -10,12 +10,11 @@ import httpx
 import pytest
 
 from meterstream._aggregate.aggregator import Aggregator
-from meterstream._aggregate.settings import (
-    apply_meter_check,
+from meterstream._aggregate.meters import apply_meter_check, unaggregatable_names
+from meterstream._config.aggregate import (
     check_aggregate_against_disabled,
     parse_aggregate,
     parse_aggregation_window,
-    unaggregatable_names,
 )
 from meterstream._exporters.stripe._api import StripeAPI
 from meterstream.emulator import Emulator

@@ -8,8 +8,8 @@ from typing import Union
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from meterstream._aggregate.aggregator import split_value
-from meterstream._record import events as _events
+from meterstream._aggregate.arithmetic import split_value
+from meterstream._record import checks as _checks
 
 # Slow machines and shared CPUs: no per-example deadline, nothing written to disk.
 PROPERTY_SETTINGS = settings(
@@ -47,9 +47,9 @@ def test_parts_fit_15_digits_and_add_up_to_the_total_exactly(
     parts = split_value(total)
     assert exact_sum(parts) == Decimal(total)
     for part in parts:
-        _events.check_value(part)  # what the record path accepts, Stripe too
+        _checks.check_value(part)  # what the record path accepts, Stripe too
         assert type(part) in (int, Decimal)
-        assert Decimal(_events.format_value(part)) == Decimal(part)  # written as is
+        assert Decimal(_checks.format_value(part)) == Decimal(part)  # written as is
     if len(parts) > 1:
         assert all(part != 0 for part in parts)
         assert all((part > 0) == (Decimal(total) > 0) for part in parts)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import meterstream
+from meterstream._record import checks as _checks
 from meterstream._record import events as _events
 
 CUS = "cus_checks"
@@ -114,12 +115,12 @@ def test_values_at_the_bound_are_accepted_and_written(
 ) -> None:
     meterstream.record("calls", value, customer=CUS)
     assert written(strict) == [expected]
-    assert len(expected.lstrip("-")) <= _events.MAX_VALUE_CHARS
+    assert len(expected.lstrip("-")) <= _checks.MAX_VALUE_CHARS
 
 
 @pytest.mark.parametrize(("value", "expected"), FITS)
 def test_the_stream_body_writes_the_same_value(value: Any, expected: str) -> None:
-    checked = _events.check_value(value)
+    checked = _checks.check_value(value)
     raw = [("calls", CUS, checked, 1_700_000_000.0, 1, None)]
     body = _events.EventBatch(raw, lambda name: ("stripe_customer_id", "value"), "p_").to_json()
     assert json.loads(body)["events"][0]["payload"]["value"] == expected

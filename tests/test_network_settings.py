@@ -8,8 +8,9 @@ from typing import Optional
 import pytest
 
 from meterstream import ConfigurationError
+from meterstream._config.network import redact_url
 from meterstream._config.settings import Settings
-from meterstream._exporters.network import ca_source, proxy_for, redact_url, ssl_context
+from meterstream._exporters.network import ca_source, proxy_for, ssl_context
 
 STRIPE = "https://meter-events.stripe.com"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from meterstream.cli._main import main
+from meterstream.cli import main
 
 sys.exit(main())

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -29,11 +29,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._version import __version__
 
-if TYPE_CHECKING:
-    from meterstream._record.events import EventBatch
-
 __all__ = [
     "export_span",
+    "otel_failed",
     "record_event",
     "sdk_active",
     "session_span",
@@ -45,7 +43,8 @@ _errors_lock = threading.Lock()
 errors = 0
 
 
-def _failed(exc: BaseException) -> None:
+def otel_failed(exc: BaseException) -> None:
+    """Count a failed call into OpenTelemetry (``otel_errors``) and log it, rate-limited."""
     global errors
     with _errors_lock:
         errors += 1
@@ -59,7 +58,7 @@ def sdk_active() -> bool:
         provider = trace.get_tracer_provider()
         return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
     except Exception as exc:
-        _failed(exc)
+        otel_failed(exc)
         return False
 
 
@@ -90,7 +89,7 @@ class _SpanHandle:
             try:
                 self.span.set_attribute(key, value)
             except Exception as exc:
-                _failed(exc)
+                otel_failed(exc)
 
 
 @contextlib.contextmanager
@@ -100,7 +99,7 @@ def _span(name: str, attributes: dict[str, Any]) -> Iterator[_SpanHandle]:
             name, kind=SpanKind.CLIENT, attributes=attributes
         )
     except Exception as exc:
-        _failed(exc)
+        otel_failed(exc)
         span = None
     handle = _SpanHandle(span)
     try:
@@ -112,14 +111,14 @@ def _span(name: str, attributes: dict[str, Any]) -> Iterator[_SpanHandle]:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             except Exception as otel_exc:
-                _failed(otel_exc)
+                otel_failed(otel_exc)
         raise
     finally:
         if span is not None:
             try:
                 span.end()
             except Exception as exc:
-                _failed(exc)
+                otel_failed(exc)
 
 
 @contextlib.contextmanager
@@ -129,8 +128,20 @@ def session_span() -> Iterator[_SpanHandle]:
         yield handle
 
 
+class _Batch(Protocol):
+    """What :func:`export_span` reads of an :class:`~meterstream.EventBatch`.
+
+    A protocol, not the class, so that this module stays below the record
+    path that imports it (the customer's baggage).
+    """
+
+    def __len__(self) -> int: ...
+
+    def event_names(self) -> list[str]: ...
+
+
 @contextlib.contextmanager
-def export_span(batch: EventBatch, attempt: int) -> Iterator[_SpanHandle]:
+def export_span(batch: _Batch, attempt: int) -> Iterator[_SpanHandle]:
     """The span of one request sending *batch*; records the export's latency too."""
     attributes: dict[str, Any] = {
         "meterstream.batch.size": len(batch),
@@ -177,7 +188,7 @@ def record_event(event_name: str, value: Any, identifier: str, customer: Optiona
             attributes["meterstream.customer_id"] = customer
         span.add_event("meterstream.record", attributes)
     except Exception as exc:
-        _failed(exc)
+        otel_failed(exc)
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -282,7 +293,7 @@ def _record_latency(seconds: float, outcome: str) -> None:
         try:
             histogram.record(seconds, {"meterstream.outcome": outcome})
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)
 
 
 def install_metrics(clients: Any) -> None:
@@ -301,7 +312,7 @@ def install_metrics(clients: Any) -> None:
                         try:
                             stats = client.stats()
                         except Exception as exc:  # pragma: no cover - stats() is plain reads
-                            _failed(exc)
+                            otel_failed(exc)
                             continue
                         for key in keys:
                             if key not in stats:
@@ -327,4 +338,4 @@ def install_metrics(clients: Any) -> None:
                 description="Time of one request sending a batch to Stripe",
             )
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)

@@ -42,7 +42,7 @@ class InvalidEventError(MeterError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}: {reason} (got {_short_repr(value)})")
+        super().__init__(f"{field}: {reason} (got {short_repr(value)})")
 
 
 class MissingCustomerError(InvalidEventError):
@@ -102,7 +102,7 @@ class WebhookSignatureError(WebhookError):
     tolerance; answer it 400."""
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     """A short repr of anything, even of an object whose ``repr()`` raises.
 
     Error messages about bad input are built from that input: a hostile or

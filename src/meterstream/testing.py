@@ -9,7 +9,7 @@ Example::
 
 With aggregation (``@pytest.mark.meter_events(aggregate={"llm_tokens": "sum"})``),
 ``meter_events.uses`` lists each use recorded and ``meter_events.events``
-the folded events they became.
+the aggregated events they became.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["MeterEvents", "Use"]
 
 @dataclass(frozen=True)
 class Use:
-    """One use as the application recorded it, before any folding.
+    """One use as the application recorded it, before any aggregation.
 
     Attributes:
         event_name: the meter's event name.
@@ -35,7 +35,7 @@ class Use:
         timestamp: when it was recorded (Unix seconds).
         dimensions: its dimensions, or None.
         identifier: the identifier given to ``record()`` / ``meter()``, or
-            None for a generated one (and for every folded use).
+            None for a generated one (and for every aggregated use).
     """
 
     event_name: str
@@ -82,7 +82,7 @@ class MeterEvents:
     def events(self) -> list[dict[str, Any]]:
         """Every event sent so far, in wire shape, in order (flushes first).
 
-        With aggregation these are the folded events: one per customer,
+        With aggregation these are the aggregated events: one per customer,
         event name, dimensions and window (flushing closes open windows).
         """
         self.client.flush()
@@ -90,7 +90,7 @@ class MeterEvents:
 
     @property
     def uses(self) -> list[Use]:
-        """Every use recorded so far, in order, as recorded: before folding.
+        """Every use recorded so far, in order, as recorded: before aggregation.
 
         Without aggregation each use is one event of :attr:`events`.
         """

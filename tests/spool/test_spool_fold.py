@@ -17,7 +17,7 @@ import meterstream
 from _poll import wait_for
 from meterstream._spool import aggregate_store as _fold_store
 from meterstream._spool.aggregate import SpoolAggregator
-from meterstream._spool.aggregate_store import aggregate_dimensions
+from meterstream._spool.rows import encode_dimensions
 from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
 
@@ -102,7 +102,7 @@ def test_a_sum_past_15_digits_is_split_into_events_that_add_up(spool: Spool) -> 
 
 def test_dimensions_fold_apart_and_keep_their_keys(spool: Spool) -> None:
     for dims in ({"model": "a", "region": "eu"}, {"region": "eu", "model": "a"}, {"model": "b"}):
-        spool.append_use("tokens", "cus_1", 5, 0.0, 5.0, aggregate_dimensions(dims))
+        spool.append_use("tokens", "cus_1", 5, 0.0, 5.0, encode_dimensions(dims))
     assert spool.aggregate_due(10.0) == 2
     by_dims = {str(e["dimensions"]): e["value"] for e in spool.admin.export("pending")}
     assert by_dims == {str({"model": "a", "region": "eu"}): 10, str({"model": "b"}): 5}

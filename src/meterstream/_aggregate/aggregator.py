@@ -1,8 +1,8 @@
 """Pre-aggregation of sum meters: many uses, one event per window.
 
-A :class:`Folder` adds up the uses of one event name, customer and set of
+A :class:`Aggregator` adds up the uses of one event name, customer and set of
 dimensions within a window of ``aggregation_window`` seconds aligned to the
-wall clock, and :meth:`Folder.close` turns each ended window into one event
+wall clock, and :meth:`Aggregator.close` turns each ended window into one event
 per key whose value is the exact sum of the uses (split in several events
 when the sum has more than Stripe's 15 significant digits).
 
@@ -18,8 +18,8 @@ each thread's stores visible in order, as the rest of the record path does.
 
 Sums are exact: ints add as ints; Decimals and floats add as Decimals in a
 context that traps any rounding, floats taken as the non-aggregated path
-writes them (``format(value, ".15g")``), so a folded total is exactly what
-Stripe would have summed from the unfolded events. Floats are kept as they
+writes them (``format(value, ".15g")``), so an aggregated total is exactly what
+Stripe would have summed from the unaggregated events. Floats are kept as they
 come and converted when their window closes, on the closing thread (up to a
 bound per thread, past which they are converted as they come).
 """
@@ -37,51 +37,37 @@ from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
 from meterstream._aggregate.arithmetic import (
-    _EXACT,
-    _FLOAT_HIGH,
-    _FLOAT_LOW,
-    _ZERO,
+    EXACT,
+    FLOAT_HIGH,
+    FLOAT_LOW,
+    ZERO,
     DimsKey,
     Key,
     Number,
-    _add_into,
-    _emit,
-    _exact_decimal,
-    _float_sums,
-    aggregate,
-    aggregate_identifier,
+    add_into,
     dimensions_key,
+    emit,
+    exact_decimal,
+    float_sums,
     new_aggregate_id,
-    split_value,
     window_start,
 )
 from meterstream._record.events import RawEvent
 
-# The arithmetic lives in _fold; its public names are re-exported here, so
-# that everything about aggregation is imported from one place.
-__all__ = [
-    "DimsKey",
-    "Aggregator",
-    "dimensions_key",
-    "aggregate",
-    "aggregate_identifier",
-    "new_aggregate_id",
-    "split_value",
-    "window_start",
-]
+__all__ = ["DEFAULT_MAX_KEYS", "MAX_AGGREGATE_ID", "Aggregator"]
 
 #: Floats one thread keeps as they came in one window, at 32 bytes each;
 #: past it they are converted as they come (on the caller's thread).
 _MAX_HELD_FLOATS = 65_536
 #: Distinct keys one thread may hold in one window; past it, uses of new
-#: keys are not folded (the caller records them as usual, under the
+#: keys are not aggregated (the caller records them as usual, under the
 #: buffer's own bound), so a key per request cannot grow memory unbounded.
 DEFAULT_MAX_KEYS = 100_000
-#: Longest fold id: leaves room in Stripe's 100 characters for the rest.
+#: Longest aggregate id: leaves room in Stripe's 100 characters for the rest.
 MAX_AGGREGATE_ID = 40
 
 
-# -- the folder -----------------------------------------------------------------
+# -- the aggregator -----------------------------------------------------------------
 
 
 class _ThreadSums:
@@ -98,7 +84,7 @@ class _ThreadSums:
         self.end = -math.inf
         # Odd while the owner is inside add(); +2 per add (see the module doc).
         self.gen = 0
-        self.skipped = 0  # adds that entered but did not fold
+        self.skipped = 0  # adds that entered but did not aggregate
         self.lock = threading.Lock()
         self.thread = weakref.ref(threading.current_thread())
 
@@ -110,16 +96,16 @@ _Ready = tuple[float, dict[Key, int], dict[Key, Decimal], dict[Key, list[float]]
 
 
 class Aggregator:
-    """Folds uses of sum-meter event names into one event per key and window.
+    """Aggregates uses of sum-meter event names into one event per key and window.
 
     Args:
-        names: the event names to fold (``aggregate`` setting, sum modes).
+        names: the event names to aggregate (``aggregate`` setting, sum modes).
         window: the window in seconds; divides 60 (see
-            :func:`meterstream._aggregate.settings.parse_aggregation_window`).
-        fold_id: the identifier prefix of folded events; default a random
+            :func:`meterstream._config.aggregate.parse_aggregation_window`).
+        aggregate_id: the identifier prefix of aggregated events; default a random
             one, renewed in a forked child.
         clock: wall-clock seconds, ``time.time`` unless testing.
-        max_keys: distinct keys a thread folds in one window before it
+        max_keys: distinct keys a thread aggregates in one window before it
             declines new ones.
     """
 
@@ -172,7 +158,7 @@ class Aggregator:
         value: Any,
         dimensions: Union[Mapping[str, str], DimsKey] = None,
     ) -> bool:
-        """Fold one use made now; False when it is not folded (record it as usual).
+        """Aggregate one use made now; False when it is not aggregated (record it as usual).
 
         Its arguments have passed the record path's checks: *customer* a
         customer id string, *value* an int, float or Decimal, *dimensions*
@@ -187,13 +173,13 @@ class Aggregator:
         except AttributeError:
             st = self._new_thread()
         if dimensions is not None and type(dimensions) is not tuple:
-            dimensions = dimensions_key(dimensions)  # type: ignore[arg-type]
+            dimensions = dimensions_key(dimensions)
         key = (event_name, customer, dimensions)
         if type(value) is not int:
             if (
                 type(value) is float
                 and st.held < _MAX_HELD_FLOATS
-                and _FLOAT_LOW <= abs(value) < _FLOAT_HIGH
+                and FLOAT_LOW <= abs(value) < FLOAT_HIGH
             ):
                 return self._add_float(st, key, value)
             return self._add_decimal(st, key, value)
@@ -216,7 +202,7 @@ class Aggregator:
 
     def _add_float(self, st: _ThreadSums, key: Key, value: float) -> bool:
         # Kept as is: its exact decimal form is made when the window closes,
-        # off the caller's thread, as the unfolded path makes it when encoding.
+        # off the caller's thread, as the unaggregated path makes it when encoding.
         st.gen += 1
         try:
             now = self._clock()
@@ -236,7 +222,7 @@ class Aggregator:
             st.gen += 1
 
     def _add_decimal(self, st: _ThreadSums, key: Key, value: Any) -> bool:
-        number = _exact_decimal(value)
+        number = exact_decimal(value)
         if number is None:
             return False
         st.gen += 1
@@ -250,8 +236,8 @@ class Aggregator:
                 if len(dec) >= self._max_keys:
                     st.skipped += 1
                     return False
-                prev = _ZERO
-            dec[key] = _EXACT.add(prev, number)
+                prev = ZERO
+            dec[key] = EXACT.add(prev, number)
             return True
         finally:
             st.gen += 1
@@ -298,9 +284,9 @@ class Aggregator:
             ready = self._ready
             while ready:
                 start, acc, dec, flt = ready.popleft()
-                _add_into(sums, start, acc)
-                _add_into(sums, start, dec)
-                _add_into(sums, start, _float_sums(flt))
+                add_into(sums, start, acc)
+                add_into(sums, start, dec)
+                add_into(sums, start, float_sums(flt))
             with self._states_lock:
                 states = list(self._states)
             for st in states:
@@ -321,14 +307,14 @@ class Aggregator:
                 if gen & 1 and st.gen == gen:
                     still.append(item)
                     continue
-                _add_into(sums, item[2], item[3])
-                _add_into(sums, item[2], item[4])
-                _add_into(sums, item[2], _float_sums(item[5]))
+                add_into(sums, item[2], item[3])
+                add_into(sums, item[2], item[4])
+                add_into(sums, item[2], float_sums(item[5]))
             self._taken = still
             self._forget_dead_threads(states)
             if not sums:
                 return []
-            events = _emit(sums, self.aggregate_id, self._closes)
+            events = emit(sums, self.aggregate_id, self._closes)
             self._closes += 1
             self._events += len(events)
             return events
@@ -346,7 +332,7 @@ class Aggregator:
                 self._retired_uses += st.gen // 2 - st.skipped
 
     def pending(self) -> bool:
-        """True while some folded use is not yet in an event :meth:`close` returned."""
+        """True while some aggregated use is not yet in an event :meth:`close` returned."""
         if self._ready or self._taken:
             return True
         with self._states_lock:
@@ -356,13 +342,13 @@ class Aggregator:
 
     @property
     def names(self) -> frozenset[str]:
-        """The event names folded now."""
+        """The event names aggregated now."""
         return self._names
 
     def refuse(self, event_name: str, reason: str) -> bool:
-        """Stop folding *event_name* (its meter does not sum); False if already refused.
+        """Stop aggregating *event_name* (its meter does not sum); False if already refused.
 
-        Uses already folded stay folded: they were added while the name was
+        Uses already aggregated stay aggregated: they were added while the name was
         believed to be a sum, and are closed with the rest.
         """
         if event_name not in self._names:
@@ -377,8 +363,8 @@ class Aggregator:
         return dict(self._refused)
 
     def stats(self) -> dict[str, int]:
-        """``aggregated_uses`` (uses folded), ``aggregated_events`` (events made from
-        them) and ``aggregate_refused`` (event names sent unfolded: their meter
+        """``aggregated_uses`` (uses aggregated), ``aggregated_events`` (events made from
+        them) and ``aggregate_refused`` (event names sent unaggregated: their meter
         does not sum)."""
         with self._states_lock:
             uses = self._retired_uses + sum(st.gen // 2 - st.skipped for st in self._states)
@@ -389,7 +375,7 @@ class Aggregator:
         }
 
     def after_fork(self) -> None:
-        """In a forked child: start with no windows and a new fold id.
+        """In a forked child: start with no windows and a new aggregate id.
 
         Called by an ``os.register_at_fork`` hook, and by anything that notices
         a fork the hooks missed; does nothing in the process that made it.

@@ -1,8 +1,8 @@
-"""The arithmetic of folding: exact sums, the 15-digit split, windows, identifiers.
+"""The arithmetic of aggregation: exact sums, the 15-digit split, windows, identifiers.
 
-Pure functions, shared by the in-memory :class:`meterstream._aggregate.aggregator.Folder`
-and by anything that folds uses already stored (a spool's fold step):
-the same uses and fold id always give the same events.
+Pure functions, shared by the in-memory :class:`meterstream._aggregate.aggregator.Aggregator`
+and by anything that aggregates uses already stored (a spool's aggregation step):
+the same uses and aggregate id always give the same events.
 """
 
 from __future__ import annotations
@@ -16,15 +16,27 @@ from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any, Optional, Union
 
-from meterstream._record.events import MAX_DIGITS, RawEvent
+from meterstream._record.checks import MAX_DIGITS
+from meterstream._record.events import RawEvent
 
 __all__ = [
     "DimsKey",
     "Key",
     "Number",
-    "dimensions_key",
+    "EXACT",
+    "FLOAT_HIGH",
+    "FLOAT_LOW",
+    "MAX_EXP",
+    "ZERO",
+    "add_exact",
+    "add_into",
     "aggregate",
     "aggregate_identifier",
+    "dimensions_key",
+    "emit",
+    "exact_decimal",
+    "exact_number",
+    "float_sums",
     "new_aggregate_id",
     "split_value",
     "window_start",
@@ -38,45 +50,67 @@ Number = Union[int, Decimal]
 #: Decimal sums are done here: far more digits than any sum of 15-digit
 #: values within the exponent bounds below can need, and any rounding is an
 #: error instead of a silent change of the bill.
-_EXACT = Context(
-    prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow]
-)
-#: Values whose digits reach past 10**±_MAX_EXP are not folded (the caller
-#: records them unfolded): they keep every exact sum well within _EXACT.
-_MAX_EXP = 60
-_ZERO = Decimal(0)
+EXACT = Context(prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidOperation, Overflow])
+#: Values whose digits reach past 10**±MAX_EXP are not aggregated (the caller
+#: records them unaggregated): they keep every exact sum well within EXACT.
+MAX_EXP = 60
+ZERO = Decimal(0)
 #: The largest value of 15 significant digits written in under 40 characters.
 _LARGEST_PART = Decimal("999999999999999E+24")
-_FLOAT_LOW = 1e-45
-_FLOAT_HIGH = 1e45
+FLOAT_LOW = 1e-45
+FLOAT_HIGH = 1e45
 
 
-def dimensions_key(dimensions: Optional[Mapping[str, str]]) -> DimsKey:
-    """The key :meth:`Folder.add` folds *dimensions* under.
+def dimensions_key(dimensions: Union[Mapping[str, str], DimsKey]) -> DimsKey:
+    """The one encoding of a use's dimensions: their pairs sorted by name, None for none.
 
-    Callers with constant dimensions (``@meter(..., dimensions=...)``) can
-    compute it once and pass it to ``add`` in place of the dict.
+    Equal dimensions give equal keys, whatever their order. The in-memory
+    aggregator adds up uses under it, a spool keeps it as text
+    (:func:`meterstream._spool.rows.encode_dimensions`), the relays group
+    uses by it. A key given again comes back as it is; callers with
+    constant dimensions (``@meter(..., dimensions=...)``) compute it once.
     """
     if not dimensions:
         return None
+    if type(dimensions) is tuple:
+        return dimensions
+    assert isinstance(dimensions, Mapping)
     return tuple(sorted(dimensions.items()))
 
 
+def exact_number(text: str) -> Optional[Number]:
+    """A wire value's text as an exact number, an int when it is integral; None
+    when it is not one to aggregate (not a finite number, or digits past
+    10**±MAX_EXP, as :func:`exact_decimal` says)."""
+    try:
+        number = Decimal(text.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if exact_decimal(number) is None:
+        return None
+    if number:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        if exponent >= 0:
+            return int(number)
+    return number
+
+
 def new_aggregate_id() -> str:
-    """A random identifier prefix for one process's folded events."""
+    """A random identifier prefix for one process's aggregated events."""
     return "msa_" + base64.b32encode(os.urandom(10)).decode("ascii").lower() + "_"
 
 
-def _exact_decimal(value: Any) -> Optional[Decimal]:
+def exact_decimal(value: Any) -> Optional[Decimal]:
     """*value* (a checked float or Decimal) as the Decimal the wire would carry,
-    or None when it must not be folded."""
+    or None when it must not be aggregated."""
     kind = type(value)
     if kind is float:
         # Within these bounds (NaN and infinities are not) the 15 digits
         # written stay between 10**-59 and 10**45: no need to look at them.
-        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+        if FLOAT_LOW <= abs(value) < FLOAT_HIGH:
             return Decimal(format(value, ".15g"))
-        return _ZERO if value == 0 else None
+        return ZERO if value == 0 else None
     if kind is not Decimal:
         return None  # bools, strings, other types: the caller's validation decides
     number: Decimal = value
@@ -85,7 +119,7 @@ def _exact_decimal(value: Any) -> Optional[Decimal]:
     if number:
         exponent = number.as_tuple().exponent
         assert isinstance(exponent, int)  # finite
-        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
+        if exponent < -MAX_EXP or number.adjusted() > MAX_EXP:
             return None
     return number
 
@@ -113,10 +147,10 @@ def split_value(total: Number) -> list[Number]:
     while abs(number) > _LARGEST_PART:
         part = _LARGEST_PART.copy_sign(number)
         parts.append(int(part))
-        number = _EXACT.subtract(number, part)
+        number = EXACT.subtract(number, part)
     if not number:
         return parts
-    sign, digits, exponent = _EXACT.normalize(number).as_tuple()
+    sign, digits, exponent = EXACT.normalize(number).as_tuple()
     assert isinstance(exponent, int)
     count = len(digits)
     for begin in range(0, count, MAX_DIGITS):
@@ -133,7 +167,7 @@ def _as_number(value: Decimal) -> Number:
     assert isinstance(exponent, int)
     if exponent >= 0:
         return int(value)
-    reduced = _EXACT.normalize(value)
+    reduced = EXACT.normalize(value)
     exponent = reduced.as_tuple().exponent
     assert isinstance(exponent, int)
     return int(reduced) if exponent >= 0 else reduced
@@ -142,12 +176,12 @@ def _as_number(value: Decimal) -> Number:
 def aggregate_identifier(
     aggregate_id: str, key: Key, window_start: float, part: int, split: int
 ) -> str:
-    """The identifier of a folded event: a function of what it folds and nothing else.
+    """The identifier of an aggregated event: a function of what it aggregates and nothing else.
 
-    *fold_id* names the fold (a per-process random prefix, or one a spool
-    stores with the fold); *part* tells apart events of one key and window
+    *aggregate_id* names the aggregation (a per-process random prefix, or one a spool
+    stores with the aggregation); *part* tells apart events of one key and window
     closed at different times (``flush()`` mid-window); *split* is the
-    index in the 15-digit split. At most 100 characters for any *fold_id*
+    index in the 15-digit split. At most 100 characters for any *aggregate_id*
     of at most 40.
     """
     name, customer, dims = key
@@ -160,7 +194,7 @@ def aggregate_identifier(
     return f"{aggregate_id}{int(window_start)}_{part}_{split}_{digest}"
 
 
-def _emit(sums: dict[tuple[float, Key], Number], aggregate_id: str, part: int) -> list[RawEvent]:
+def emit(sums: dict[tuple[float, Key], Number], aggregate_id: str, part: int) -> list[RawEvent]:
     """One event per (window, key), or several when its sum needs the split."""
     out: list[RawEvent] = []
     for window_start, key in sorted(sums, key=_order):
@@ -178,26 +212,31 @@ def _order(item: tuple[float, Key]) -> tuple[float, str, str, DimsKey]:
     return (start, name, customer, dims or ())
 
 
-def _add_into(
+def add_exact(total: Optional[Number], value: Number) -> Number:
+    """*total* + *value*, exactly: ints add as ints, anything else as Decimals
+    in :data:`EXACT`; *value* itself when *total* is None (nothing yet)."""
+    if total is None:
+        return value
+    if type(total) is int and type(value) is int:
+        return total + value
+    return EXACT.add(Decimal(total), Decimal(value))
+
+
+def add_into(
     sums: dict[tuple[float, Key], Number], start: float, part: Mapping[Key, Number]
 ) -> None:
+    """Add each key's number in *part* into *sums*, under the window *start*."""
     for key, value in part.items():
         slot = (start, key)
-        prev = sums.get(slot)
-        if prev is None:
-            sums[slot] = value
-        elif type(prev) is int and type(value) is int:
-            sums[slot] = prev + value
-        else:
-            sums[slot] = _EXACT.add(Decimal(prev), Decimal(value))
+        sums[slot] = add_exact(sums.get(slot), value)
 
 
-def _float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:
+def float_sums(floats: Mapping[Key, list[float]]) -> dict[Key, Number]:
     """The exact sum of each key's floats, each as the wire would carry it."""
     out: dict[Key, Number] = {}
-    add = _EXACT.add
+    add = EXACT.add
     for key, values in floats.items():
-        total = _ZERO
+        total = ZERO
         for value in values:
             total = add(total, Decimal(format(value, ".15g")))
         out[key] = total
@@ -222,11 +261,11 @@ def aggregate(
     aggregate_id: str,
     part: int = 0,
 ) -> list[RawEvent]:
-    """Fold recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
+    """Aggregate recorded uses ``(event_name, customer, value, timestamp, dims_key)``.
 
-    The pure form of what a :class:`Folder` does, for uses already stored
-    (a spool's pending rows): the same uses and *fold_id* always give the
-    same events and identifiers, so a fold repeated after a crash is
+    The pure form of what a :class:`Aggregator` does, for uses already stored
+    (a spool's pending rows): the same uses and *aggregate_id* always give the
+    same events and identifiers, so an aggregation repeated after a crash is
     deduplicated by Stripe. Values must be ints, floats or Decimals that
     passed :func:`meterstream._record.events.check_value`.
     """
@@ -236,9 +275,9 @@ def aggregate(
         if type(value) is int:
             number = value
         else:
-            exact = _exact_decimal(value)
+            exact = exact_decimal(value)
             if exact is None:
-                raise ValueError(f"value {value!r} cannot be folded exactly")
+                raise ValueError(f"value {value!r} cannot be aggregated exactly")
             number = exact
-        _add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
-    return _emit(sums, aggregate_id, part)
+        add_into(sums, window_start(timestamp, window), {(name, customer, dims): number})
+    return emit(sums, aggregate_id, part)

@@ -38,14 +38,14 @@ from meterstream._record.decorators import make_meter
 from meterstream._record.metering import metering
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
-from meterstream._truth.reports import Rejections
+from meterstream._truth.reports import ErrorReports
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 from meterstream._truth.webhooks import handle_webhook as _handle_webhook
 from meterstream.errors import (
     InvalidEventError,
     MeterError,
     MissingCustomerError,
-    _short_repr,
+    short_repr,
 )
 
 __all__ = ["MeterClient"]
@@ -92,7 +92,7 @@ class MeterClient:
         #: The durable spool (``spool_path``), or None: events in memory only.
         self.spool: Optional[Spool] = None
         #: Stripe's asynchronous error reports, counted by code.
-        self._rejections = Rejections()
+        self._reports = ErrorReports()
         #: False when ``enabled=False``: decorators call straight through.
         self.active = s.enabled
         self._disabled = s.disabled_events
@@ -186,7 +186,7 @@ class MeterClient:
     # -- configuration ---------------------------------------------------------
 
     def _on_tick(self) -> None:
-        """Each delivery wake: OpenTelemetry's mode, and the fold windows that ended."""
+        """Each delivery wake: OpenTelemetry's mode, and the aggregation windows that ended."""
         self.refresh_otel()
         self._aggregation.on_tick()
 
@@ -353,7 +353,7 @@ class MeterClient:
             and customer in _known_customers
             and aggregator.add(event_name, customer, value)
         ):
-            return  # a plain use of a sum meter, checked as record_use would, folded
+            return  # a plain use of a sum meter, checked as record_use would, aggregated
         if dimensions is None and type(event_name) is str and event_name in _known_names:
             name = event_name  # checked before: the common case, without a call
             dims = None
@@ -514,7 +514,7 @@ class MeterClient:
                         return
                 _check_customer(customer)
             # The identifier and timestamp given are checked here; the ones
-            # generated are made only for a use that is not folded.
+            # generated are made only for a use that is not aggregated.
             ident: Any = None if identifier is None else _checks.check_identifier(identifier)
             ts: Any = None if timestamp is None else _checks.check_timestamp(timestamp)
             if dimensions is not None:
@@ -611,7 +611,7 @@ class MeterClient:
         if self._raise:
             raise exc
         # The name may be the bad input itself: shown with a repr that cannot fail.
-        self._drop("invalid", 1, "invalid meter event %s dropped: %s", _short_repr(event_name), exc)
+        self._drop("invalid", 1, "invalid meter event %s dropped: %s", short_repr(event_name), exc)
 
     def customer_at_start(self, event_name: str) -> Optional[str]:
         """No customer in the context when a metered call starts: find one, or fail early.
@@ -675,7 +675,7 @@ class MeterClient:
         """Make this client usable in a forked child: fresh locks, no inherited events."""
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
-        self._rejections.after_fork_in_child()
+        self._reports.after_fork_in_child()
         self._buffer.reset_after_fork()
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
@@ -775,7 +775,7 @@ class MeterClient:
             spool=self.spool,
             aggregator=self._aggregator,
             aggregating=bool(self._settings.aggregate),
-            rejections=self._rejections,
+            reports=self._reports,
             accepted_key=self._accepted_key,
         )
 
@@ -819,7 +819,7 @@ class MeterClient:
     def report_validation_errors(self, report: ValidationReport) -> None:
         """Take in a Stripe error report (``meterstream.handle_webhook`` calls this).
 
-        Counts the rejected events in ``stats()`` (``rejected_by_stripe`` and
+        Counts the reported events in ``stats()`` (``rejected_by_stripe`` and
         ``rejected_by_stripe_<code>``), moves the named events to the spool's
         dead letters with Stripe's code and message, and calls
         ``on_validation_error(report)``. Never raises: a failing callback or
@@ -830,4 +830,4 @@ class MeterClient:
                 each error's code, message, count and, when Stripe names
                 them, the events' identifiers.
         """
-        self._rejections.take(report, self.spool, self._settings.on_validation_error, self._log)
+        self._reports.take(report, self.spool, self._settings.on_validation_error, self._log)

@@ -1,5 +1,5 @@
 """What ``MeterClient.stats()`` reports: one dict composed from the counts
-that the counters, the delivery threads, the buffer (or spool), the folder
+that the counters, the delivery threads, the buffer (or spool), the aggregator
 and Stripe's error reports each own.
 
 Nothing here counts: every number is asked of its owner when stats() is
@@ -18,7 +18,7 @@ from meterstream._delivery.event_queue import EventQueue
 from meterstream._internal import report_internal_error
 from meterstream._spool.aggregate import SpoolAggregator
 from meterstream._spool.spool import Spool
-from meterstream._truth.reports import Rejections
+from meterstream._truth.reports import ErrorReports
 
 __all__ = ["client_stats"]
 
@@ -31,7 +31,7 @@ def client_stats(
     spool: Optional[Spool],
     aggregator: Optional[Union[Aggregator, SpoolAggregator]],
     aggregating: bool,
-    rejections: Rejections,
+    reports: ErrorReports,
     accepted_key: str,
 ) -> dict[str, int]:
     """The counts of ``MeterClient.stats()`` (its docstring says what each means).
@@ -40,7 +40,7 @@ def client_stats(
         accepted_key: the key of what the exporter accepted (``sent``, or
             the local exporter's name).
         aggregating: the ``aggregate`` setting names something: only then
-            are the folder's counts shown (a spool folds what a previous
+            are the aggregator's counts shown (a spool aggregates what a previous
             process left without it).
     """
     counts = counters.snapshot()
@@ -78,7 +78,7 @@ def client_stats(
     out["sessions_opened"] = flight["sessions_opened"]
     out["requests"] = flight["requests"]
     out["otel_errors"] = _otel.errors
-    out.update(rejections.counts())
+    out.update(reports.counts())
     if spool is not None:
         out.update(_spool_counts(spool, counts))
     if aggregator is not None and aggregating:

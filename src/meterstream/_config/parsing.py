@@ -17,9 +17,37 @@ from typing import Any, Callable, Optional
 
 from meterstream.errors import ConfigurationError
 
+__all__ = [
+    "EXPORTERS",
+    "MISSING_CUSTOMER_POLICIES",
+    "OVERFLOW_POLICIES",
+    "SYNC_MODES",
+    "DeliveryErrorCallback",
+    "import_dotted",
+    "in_range",
+    "one_of",
+    "or_default",
+    "parse_api_key",
+    "parse_auto_bool",
+    "parse_bool",
+    "parse_callback",
+    "parse_choice",
+    "parse_exporter",
+    "parse_key_or_empty",
+    "parse_names",
+    "parse_number",
+    "parse_opt_str",
+    "parse_payload_key",
+    "parse_payload_keys",
+    "parse_url",
+    "unsupported",
+]
+
 EXPORTERS = ("stripe", "log", "memory", "none", "nats")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
 MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
+#: The ``spool_sync`` modes: ``normal`` is safe from a process crash, ``full`` from power loss too.
+SYNC_MODES = ("normal", "full")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -31,7 +59,7 @@ DeliveryErrorCallback = Callable[[list[dict[str, Any]], BaseException], None]
 # -- the name to blame, and returns the typed value or raises ConfigurationError.
 
 
-def _bool(raw: Any, where: str) -> bool:
+def parse_bool(raw: Any, where: str) -> bool:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
@@ -41,7 +69,7 @@ def _bool(raw: Any, where: str) -> bool:
     )
 
 
-def _number(raw: Any, where: str, *, integer: bool, low: float, high: float = math.inf) -> Any:
+def parse_number(raw: Any, where: str, *, integer: bool, low: float, high: float = math.inf) -> Any:
     value: Any
     if isinstance(raw, bool):
         value = None
@@ -63,25 +91,25 @@ def _number(raw: Any, where: str, *, integer: bool, low: float, high: float = ma
     return value
 
 
-def _auto_bool(raw: Any, where: str) -> Optional[bool]:
+def parse_auto_bool(raw: Any, where: str) -> Optional[bool]:
     if raw is None or (isinstance(raw, str) and raw.strip().lower() == "auto"):
         return None
-    return _bool(raw, where)
+    return parse_bool(raw, where)
 
 
-def _key_or_empty(raw: Any, where: str) -> str:
+def parse_key_or_empty(raw: Any, where: str) -> str:
     if raw == "":
         return ""
-    return _payload_key(raw, where)
+    return parse_payload_key(raw, where)
 
 
-def _choice(raw: Any, where: str, choices: tuple[str, ...]) -> str:
+def parse_choice(raw: Any, where: str, choices: tuple[str, ...]) -> str:
     if isinstance(raw, str) and raw.strip().lower() in choices:
         return raw.strip().lower()
     raise ConfigurationError(f"{where}: expected one of {', '.join(choices)}; got {raw!r}")
 
 
-def _opt_str(raw: Any, where: str) -> Optional[str]:
+def parse_opt_str(raw: Any, where: str) -> Optional[str]:
     if raw is None:
         return None
     if isinstance(raw, str):
@@ -89,8 +117,8 @@ def _opt_str(raw: Any, where: str) -> Optional[str]:
     raise ConfigurationError(f"{where}: expected a string, got {type(raw).__name__}")
 
 
-def _api_key(raw: Any, where: str) -> Optional[str]:
-    key = _opt_str(raw, where)
+def parse_api_key(raw: Any, where: str) -> Optional[str]:
+    key = parse_opt_str(raw, where)
     # The key goes into an Authorization header: anything but printable
     # ASCII would fail every request later. Never show the key itself.
     if key is not None and not all("!" <= ch <= "~" for ch in key):
@@ -101,8 +129,8 @@ def _api_key(raw: Any, where: str) -> Optional[str]:
     return key
 
 
-def _url(raw: Any, where: str) -> str:
-    value = _opt_str(raw, where)
+def parse_url(raw: Any, where: str) -> str:
+    value = parse_opt_str(raw, where)
     if not value or not value.lower().startswith(("http://", "https://")):
         raise ConfigurationError(f"{where}: expected an http:// or https:// URL, got {raw!r}")
     problem = _url_problem(value)
@@ -140,7 +168,7 @@ def _url_problem(url: str) -> Optional[str]:
     return None
 
 
-def _names(raw: Any, where: str) -> frozenset[str]:
+def parse_names(raw: Any, where: str) -> frozenset[str]:
     if isinstance(raw, str):
         items: Iterable[Any] = (part.strip() for part in raw.split(","))
     elif isinstance(raw, Iterable):
@@ -158,7 +186,7 @@ def _names(raw: Any, where: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _payload_key(raw: Any, where: str) -> str:
+def parse_payload_key(raw: Any, where: str) -> str:
     if not isinstance(raw, str) or not raw or len(raw) > 100:
         raise ConfigurationError(
             f"{where}: expected a payload key of 1..100 characters, got {raw!r}"
@@ -166,7 +194,7 @@ def _payload_key(raw: Any, where: str) -> str:
     return raw
 
 
-def _payload_keys(raw: Any, where: str) -> dict[str, tuple[Optional[str], Optional[str]]]:
+def parse_payload_keys(raw: Any, where: str) -> dict[str, tuple[Optional[str], Optional[str]]]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -188,25 +216,25 @@ def _payload_keys(raw: Any, where: str) -> dict[str, tuple[Optional[str], Option
         result[str(event_name)] = (
             None
             if customer_key is None
-            else _payload_key(customer_key, f"{where}[{event_name!r}].customer"),
+            else parse_payload_key(customer_key, f"{where}[{event_name!r}].customer"),
             None
             if value_key is None
-            else _payload_key(value_key, f"{where}[{event_name!r}].value"),
+            else parse_payload_key(value_key, f"{where}[{event_name!r}].value"),
         )
     return result
 
 
-def _callback(raw: Any, where: str) -> Optional[DeliveryErrorCallback]:
+def parse_callback(raw: Any, where: str) -> Optional[DeliveryErrorCallback]:
     if raw is None:
         return None
     if isinstance(raw, str):
-        raw = _import_dotted(raw, where)
+        raw = import_dotted(raw, where)
     if not callable(raw):
         raise ConfigurationError(f"{where}: expected a callable (events, error), got {raw!r}")
     return raw  # type: ignore[no-any-return]
 
 
-def _import_dotted(path: str, where: str) -> Any:
+def import_dotted(path: str, where: str) -> Any:
     module_name, sep, attr = path.strip().partition(":")
     if not sep:
         module_name, _, attr = path.strip().rpartition(".")
@@ -224,9 +252,9 @@ def _import_dotted(path: str, where: str) -> Any:
     return obj
 
 
-def _exporter(raw: Any, where: str) -> Any:
+def parse_exporter(raw: Any, where: str) -> Any:
     if isinstance(raw, str):
-        return _choice(raw, where, EXPORTERS)
+        return parse_choice(raw, where, EXPORTERS)
     if hasattr(raw, "export") and hasattr(raw, "shutdown"):
         return raw  # an Exporter instance
     raise ConfigurationError(
@@ -234,7 +262,7 @@ def _exporter(raw: Any, where: str) -> Any:
     )
 
 
-def _unsupported(issue: str) -> Callable[[Any, str], Any]:
+def unsupported(issue: str) -> Callable[[Any, str], Any]:
     def parse(raw: Any, where: str) -> Any:
         if raw is None or (isinstance(raw, (str, dict)) and not raw):
             return None
@@ -246,14 +274,14 @@ def _unsupported(issue: str) -> Callable[[Any, str], Any]:
     return parse
 
 
-def _pos(integer: bool, low: float, high: float = math.inf) -> Callable[[Any, str], Any]:
-    return lambda raw, where: _number(raw, where, integer=integer, low=low, high=high)
+def in_range(integer: bool, low: float, high: float = math.inf) -> Callable[[Any, str], Any]:
+    return lambda raw, where: parse_number(raw, where, integer=integer, low=low, high=high)
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
-    return lambda raw, where: _choice(raw, where, choices)
+def one_of(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
+    return lambda raw, where: parse_choice(raw, where, choices)
 
 
-def _or_default(default: str) -> Callable[[Any, str], str]:
+def or_default(default: str) -> Callable[[Any, str], str]:
     """A string that falls back to *default* when empty."""
-    return lambda raw, where: _opt_str(raw, where) or default
+    return lambda raw, where: parse_opt_str(raw, where) or default

@@ -7,9 +7,9 @@ Everything else is derived from those declarations: :data:`SETTINGS`, the
 resolution order, the repr, and the table in ``docs/configuration.md``
 (``python -m meterstream._config.table``).
 
-To add a setting, add one field here (and its parser to ``_parsing`` if it
+To add a setting, add one field here (and its parser to ``parsing`` if it
 needs a new one); a value this version cannot honour yet uses
-``_unsupported``, so it is refused rather than silently ignored.
+``unsupported``, so it is refused rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -21,34 +21,39 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from meterstream._aggregate.settings import (
+from meterstream._config.aggregate import (
     check_aggregate_against_disabled,
     parse_aggregate,
     parse_aggregation_window,
 )
+from meterstream._config.nats import (
+    parse_file,
+    parse_nats_stream,
+    parse_nats_urls,
+    redact_nats_urls,
+)
+from meterstream._config.network import parse_ca_bundle, parse_proxy, redact_url
 from meterstream._config.parsing import (
     MISSING_CUSTOMER_POLICIES,
     OVERFLOW_POLICIES,
+    SYNC_MODES,
     DeliveryErrorCallback,
-    _api_key,
-    _auto_bool,
-    _bool,
-    _callback,
-    _exporter,
-    _key_or_empty,
-    _names,
-    _one_of,
-    _opt_str,
-    _or_default,
-    _payload_key,
-    _payload_keys,
-    _pos,
-    _url,
+    in_range,
+    one_of,
+    or_default,
+    parse_api_key,
+    parse_auto_bool,
+    parse_bool,
+    parse_callback,
+    parse_exporter,
+    parse_key_or_empty,
+    parse_names,
+    parse_opt_str,
+    parse_payload_key,
+    parse_payload_keys,
+    parse_url,
 )
 from meterstream._config.setting import DECLARED, UNSET, Setting, read_setting, redact_key, setting
-from meterstream._exporters.network import parse_ca_bundle, parse_proxy, redact_url
-from meterstream._fleet.nats import parse_file, parse_nats_stream, parse_nats_urls, redact_nats_urls
-from meterstream._spool.spool import SYNC_MODES as SPOOL_SYNC_MODES
 from meterstream.errors import ConfigurationError
 
 __all__ = [
@@ -75,13 +80,13 @@ class Settings:
     """
 
     enabled: bool = setting(
-        _bool,
+        parse_bool,
         True,
         "`false`: decorators call straight through; nothing is recorded, no thread starts, "
         "no connection is opened",
     )
     api_key: Optional[str] = setting(
-        _api_key,
+        parse_api_key,
         None,
         "secret key used to open meter event sessions; never logged, never in a `repr`. A key "
         "with anything but printable ASCII (a space, an accented letter, a zero-width "
@@ -91,7 +96,7 @@ class Settings:
         redact=redact_key,
     )
     exporter: Any = setting(
-        _exporter,
+        parse_exporter,
         UNSET,
         "`stripe`, `log` (one JSON line per event on the `meterstream` logger at INFO), "
         "`memory` (tests: `client.exporter.events`), `none`, `nats` (fleet mode: "
@@ -100,45 +105,45 @@ class Settings:
         shown="`stripe` with a key, else `log`",
     )
     api_base: str = setting(
-        _url,
+        parse_url,
         DEFAULT_API_BASE,
         "where sessions are opened. An `http://` or `https://` URL with a host, an optional "
         "port 1..65535 and an optional path prefix; no query or fragment",
     )
     stream_base: str = setting(
-        _url,
+        parse_url,
         DEFAULT_STREAM_BASE,
         "where events are sent; same rules as `api_base`",
     )
     stripe_version: str = setting(
-        _or_default(DEFAULT_STRIPE_VERSION),
+        or_default(DEFAULT_STRIPE_VERSION),
         DEFAULT_STRIPE_VERSION,
         "the `Stripe-Version` header (stripe-python 16.1's pinned version)",
     )
-    batch_size: int = setting(_pos(True, 1, 100), 100, "events per request, 1..100")
+    batch_size: int = setting(in_range(True, 1, 100), 100, "events per request, 1..100")
     flush_interval: float = setting(
-        _pos(False, 0.001), 1.0, "seconds; the longest an event waits in the buffer"
+        in_range(False, 0.001), 1.0, "seconds; the longest an event waits in the buffer"
     )
     max_queue_size: int = setting(
-        _pos(True, 1), 100_000, "events the buffer holds; past it, `overflow` applies"
+        in_range(True, 1), 100_000, "events the buffer holds; past it, `overflow` applies"
     )
     overflow: str = setting(
-        _one_of(OVERFLOW_POLICIES),
+        one_of(OVERFLOW_POLICIES),
         "drop_newest",
         "`drop_newest`, `drop_oldest`, or `block` (the caller waits up to `block_timeout`, "
         "then the event is dropped)",
     )
     block_timeout: float = setting(
-        _pos(False, 0), 1.0, "seconds `overflow=block` may hold a caller"
+        in_range(False, 0), 1.0, "seconds `overflow=block` may hold a caller"
     )
     on_missing_customer: str = setting(
-        _one_of(MISSING_CUSTOMER_POLICIES),
+        one_of(MISSING_CUSTOMER_POLICIES),
         "warn",
         "`warn` (drop, count, log), `drop` (drop, count), `raise` (`MissingCustomerError`, "
         "whatever `raise_errors` says)",
     )
     raise_errors: bool = setting(
-        _bool,
+        parse_bool,
         False,
         "`true`: invalid input raises `InvalidEventError` in the caller, naming the field; "
         "`false`: it is dropped, counted and logged, and the metered call is unaffected, "
@@ -146,7 +151,7 @@ class Settings:
         "decoration time either way",
     )
     spool_path: Optional[str] = setting(
-        _opt_str,
+        parse_opt_str,
         None,
         "a SQLite file (write-ahead log) between `record()` and delivery: events survive "
         "crashes, restarts and outages; several processes may share it "
@@ -155,59 +160,59 @@ class Settings:
         shown="unset",
     )
     spool_sync: str = setting(
-        _one_of(SPOOL_SYNC_MODES),
+        one_of(SYNC_MODES),
         "normal",
         "`normal`: an event is safe from a process crash once `record()` returns; `full`: "
         "also from power loss (an fsync per event)",
     )
     spool_max_bytes: int = setting(
-        _pos(True, 1 << 20),
+        in_range(True, 1 << 20),
         1 << 30,
         "bytes of data the spool may hold (at least 1 MiB); past it, `overflow` applies and "
         "drops are counted (`dropped_spool_full`)",
     )
     spool_history_days: float = setting(
-        _pos(False, 0, 400),
+        in_range(False, 0, 400),
         35.0,
         "days the events Stripe accepted are kept in the spool, for `meterstream reconcile` "
         "and Stripe's late error reports; 0 keeps none",
     )
     disabled_events: frozenset[str] = setting(
-        _names,
+        parse_names,
         frozenset(),
         "event names recorded as no-ops (a list, or comma-separated in the environment)",
     )
     max_retry_time: float = setting(
-        _pos(False, 0),
+        in_range(False, 0),
         300.0,
         "seconds a batch may spend retrying before it is a delivery failure",
     )
     retry_initial_delay: float = setting(
-        _pos(False, 0),
+        in_range(False, 0),
         0.5,
         "seconds; the base of the backoff: an isolated failure is retried within an eighth of "
         "it; while the server fails broadly, waits start from it and double per failed "
         "request, with full jitter ([delivery](delivery.md#retries-and-pace))",
     )
     retry_max_delay: float = setting(
-        _pos(False, 0),
+        in_range(False, 0),
         20.0,
         "seconds; the largest backoff ceiling (of a batch, and of the spacing of probes during "
         "an outage)",
     )
     shutdown_timeout: float = setting(
-        _pos(False, 0), 5.0, "seconds `shutdown()` and exit wait for the buffer to drain"
+        in_range(False, 0), 5.0, "seconds `shutdown()` and exit wait for the buffer to drain"
     )
     request_timeout: float = setting(
-        _pos(False, 0.001), 10.0, "seconds for one HTTP request (connecting: at most 5)"
+        in_range(False, 0.001), 10.0, "seconds for one HTTP request (connecting: at most 5)"
     )
     max_concurrent_requests: int = setting(
-        _pos(True, 1, 64),
+        in_range(True, 1, 64),
         4,
         "batches the Stripe exporter may have in flight at once (1..64): one delivery thread each",
     )
     http2: bool = setting(
-        _bool,
+        parse_bool,
         False,
         "HTTP/2 to Stripe; needs `pip install 'meterstream[http2]'`, and `configure()` says so "
         "when it is missing (with the `stripe` exporter)",
@@ -231,7 +236,7 @@ class Settings:
         shown="from `SSL_CERT_FILE` / `SSL_CERT_DIR` / `REQUESTS_CA_BUNDLE`, else certifi",
     )
     on_delivery_error: Optional[DeliveryErrorCallback] = setting(
-        _callback,
+        parse_callback,
         None,
         "callable `(events, error)` for events Stripe refused or that ran out of retries or "
         "time; in the environment, a dotted path `package.module:function` (or "
@@ -239,14 +244,14 @@ class Settings:
         "package to start from",
     )
     on_validation_error: Optional[Callable[[Any], None]] = setting(
-        _callback,
+        parse_callback,
         None,
         "callable `(report)` for Stripe's asynchronous error reports, a "
         "`meterstream.ValidationReport`; an exception in it is logged, never raised; in the "
         "environment, a dotted path (see [reconciliation](reconciliation.md))",
     )
     webhook_secret: Optional[str] = setting(
-        _opt_str,
+        parse_opt_str,
         None,
         "the `whsec_...` secret that verifies Stripe's webhook signatures (`handle_webhook` and "
         "the framework endpoints); never in a `repr`",
@@ -257,43 +262,43 @@ class Settings:
     aggregate: dict[str, str] = setting(
         parse_aggregate,
         {},
-        '`{event_name: "sum"}` (or `name=sum,...` in the environment): fold the uses of one '
-        "customer, event name and dimensions within `aggregation_window` into one event whose "
+        '`{event_name: "sum"}` (or `name=sum,...` in the environment): aggregate the uses of '
+        "one customer, event name and dimensions within `aggregation_window` into one event whose "
         "value is their exact sum. Sum meters only: a name whose Stripe meter counts or takes "
-        "the last value is sent unfolded, with one WARNING ([aggregation](aggregation.md))",
+        "the last value is sent one event per use, with a WARNING ([aggregation](aggregation.md))",
     )
     aggregation_window: int = setting(
         parse_aggregation_window,
         5,
-        "seconds of one fold window, aligned to the wall clock: 1, 2, 3, 4, 5, 6, 10, 12, 15, "
-        "20, 30 or 60 (so no window straddles a minute)",
+        "seconds of one aggregation window, aligned to the wall clock: 1, 2, 3, 4, 5, 6, 10, "
+        "12, 15, 20, 30 or 60 (so no window straddles a minute)",
     )
     sync_mode: bool = setting(
-        _bool,
+        parse_bool,
         False,
         "send before `record()` returns, on the caller's thread (serverless, sandboxes without "
         "threads)",
     )
     customer_payload_key: str = setting(
-        _payload_key, "stripe_customer_id", "payload key of the customer"
+        parse_payload_key, "stripe_customer_id", "payload key of the customer"
     )
-    value_payload_key: str = setting(_payload_key, "value", "payload key of the value")
+    value_payload_key: str = setting(parse_payload_key, "value", "payload key of the value")
     payload_keys: dict[str, tuple[Optional[str], Optional[str]]] = setting(
-        _payload_keys,
+        parse_payload_keys,
         {},
         'per event name: `{"api_calls": {"customer": "account", "value": "count"}}`, as Stripe '
         "meters' `customer_mapping` / `value_settings` allow (JSON in the environment)",
     )
     otel_span_events: Optional[bool] = setting(
-        _auto_bool,
+        parse_auto_bool,
         None,
         "a `meterstream.record` event on the current span per record (auto: while an "
         "OpenTelemetry SDK is installed)",
         shown="auto",
     )
-    otel_record_customer: bool = setting(_bool, False, "the customer id on those span events")
+    otel_record_customer: bool = setting(parse_bool, False, "the customer id on those span events")
     otel_baggage_key: str = setting(
-        _key_or_empty,
+        parse_key_or_empty,
         DEFAULT_BAGGAGE_KEY,
         "OpenTelemetry baggage key under which this client's `customer()` writes the customer "
         "and its lookups read it; empty: off. Written while an SDK is installed, or always "
@@ -333,7 +338,7 @@ class Settings:
         parse_file, None, "PEM key of `nats_tls_cert`", shown="unset"
     )
     nats_replicas: int = setting(
-        _pos(True, 1, 5),
+        in_range(True, 1, 5),
         1,
         "replicas of the stream when meterstream creates it (3 on a three-node cluster)",
     )

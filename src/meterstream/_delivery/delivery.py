@@ -352,9 +352,9 @@ class Delivery:
         (its request body differs); it keeps the batch's number (flushes wait
         for every part) and its retry deadline.
         """
-        parts, rejected = split
+        parts, refusals = split
         batch = job.batch
-        refused = [(batch.subset(indices), error) for indices, error in rejected]
+        refused = [(batch.subset(indices), error) for indices, error in refusals]
         for events, error in refused:
             # Reported before the flushes waiting on the batch can be released.
             self._buffer.settled(events, error)

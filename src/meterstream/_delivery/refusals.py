@@ -42,7 +42,7 @@ def split_unencodable(batch: EventBatch) -> Optional[Split]:
     if not bad:
         return None
     count = len(batch)
-    rejected = [
+    refused = [
         (
             [i],
             DeliveryError(
@@ -55,14 +55,14 @@ def split_unencodable(batch: EventBatch) -> Optional[Split]:
         )
         for i, reason in bad
     ]
-    return _rest(count, {i for i, _ in bad}), rejected
+    return _rest(count, {i for i, _ in bad}), refused
 
 
 def split_expired(batch: EventBatch, cutoff: float) -> Split:
     """Events older than *cutoff* (Stripe's 35-day window): refused; the rest go on."""
     stamps = batch.timestamps()
     old = {i for i, t in enumerate(stamps) if t < cutoff}
-    rejected = [
+    refused = [
         (
             [i],
             DeliveryError(
@@ -73,4 +73,4 @@ def split_expired(batch: EventBatch, cutoff: float) -> Split:
         )
         for i in sorted(old)
     ]
-    return _rest(len(batch), old), rejected
+    return _rest(len(batch), old), refused

@@ -26,85 +26,20 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from meterstream._config.network import proxy_url, redact_url
 from meterstream.errors import ConfigurationError
 
 __all__ = [
     "CaSource",
     "ProxyRoute",
     "ca_source",
-    "parse_ca_bundle",
-    "parse_proxy",
     "proxy_for",
-    "redact_url",
     "ssl_context",
 ]
 
-_PROXY_SCHEMES = ("http", "https")
 _CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
-
-
-def redact_url(url: str) -> str:
-    """*url* without the password of its user info (``user:***@host``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None and parts.username is None:
-        return url
-    user = parts.username or ""
-    netloc = parts.netloc.rpartition("@")[2]
-    shown = f"{user}:***@{netloc}" if parts.password is not None else f"{user}@{netloc}"
-    return urlunsplit(parts._replace(netloc=shown))
-
-
-def _proxy_url(raw: str, where: str) -> str:
-    value = raw.strip()
-    if "://" not in value:
-        value = "http://" + value  # what httpx and requests assume for "host:port"
-    import httpx
-
-    try:
-        proxy = httpx.Proxy(value)
-    except (ValueError, TypeError, httpx.InvalidURL) as exc:
-        raise ConfigurationError(
-            f"{where}: expected an http:// or https:// proxy URL, got {redact_url(raw)!r} ({exc})"
-        ) from None
-    if proxy.url.scheme not in _PROXY_SCHEMES or not proxy.url.host:
-        raise ConfigurationError(
-            f"{where}: expected an http:// or https:// proxy URL, got {redact_url(raw)!r}"
-        )
-    return value
-
-
-def parse_proxy(raw: Any, where: str) -> Optional[str]:
-    """The ``proxy`` setting: an http(s) proxy URL, optionally with ``user:password@``."""
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ConfigurationError(f"{where}: expected a proxy URL string, got {type(raw).__name__}")
-    if not raw.strip():
-        return None
-    return _proxy_url(raw, where)
-
-
-def parse_ca_bundle(raw: Any, where: str) -> Optional[str]:
-    """The ``ca_bundle`` setting: an existing PEM file or directory of CA certificates."""
-    if raw is None:
-        return None
-    if isinstance(raw, os.PathLike):
-        raw = os.fspath(raw)
-    if not isinstance(raw, str):
-        raise ConfigurationError(
-            f"{where}: expected the path of a PEM file or directory, got {type(raw).__name__}"
-        )
-    path = raw.strip()
-    if not path:
-        return None
-    if not os.path.exists(path):
-        raise ConfigurationError(f"{where}: no such file or directory: {path!r}")
-    return path
 
 
 @dataclass(frozen=True)
@@ -172,7 +107,7 @@ def proxy_for(
     port = parts.port or (443 if scheme == "https" else 80)
     if _bypassed(host, port, proxies.get("no", "")):
         return None
-    return ProxyRoute(_proxy_url(url, source), source)
+    return ProxyRoute(proxy_url(url, source), source)
 
 
 def _environment_proxies(environ: Mapping[str, str]) -> dict[str, str]:

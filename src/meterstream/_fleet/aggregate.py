@@ -1,9 +1,9 @@
-"""The relays' fold (``meterstream relay --aggregate``): which uses fold, into what.
+"""The relays' aggregation (``meterstream relay --aggregate``): which uses aggregate, into what.
 
-Pure functions and records: :class:`FoldRules` says which event names fold
+Pure functions and records: :class:`AggregateRules` says which event names aggregate
 (sum meters) and into which group a use goes (event name, payload apart
-from the value, window); :func:`fold_records` turns a batch of uses into
-fold records, each a group's folded events and its source identifiers. How
+from the value, window); :func:`aggregate_records` turns a batch of uses into
+aggregate records, each a group's aggregated events and its source identifiers. How
 the fleet agrees on them once is :mod:`meterstream._fleet.aggregate_log`.
 """
 
@@ -15,10 +15,16 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from meterstream._aggregate.arithmetic import _EXACT, _MAX_EXP, Number, split_value, window_start
+from meterstream._aggregate.arithmetic import (
+    Number,
+    add_exact,
+    dimensions_key,
+    exact_number,
+    split_value,
+    window_start,
+)
 from meterstream._record.checks import format_value
 from meterstream._record.events import format_timestamp
 
@@ -31,17 +37,17 @@ class Unit:
 
     events: list[dict[str, Any]]
     msgs: list[Any]
-    #: True when *events* are folded events (a fold record's).
+    #: True when *events* are aggregated events (an aggregate record's).
     aggregated: bool = False
 
 
 @dataclass
 class AggregateRules:
-    """Which event names fold, with their meter's value key, and the window."""
+    """Which event names aggregate, with their meter's value key, and the window."""
 
     value_keys: dict[str, str]
     window: int
-    #: Names asked for but not folded, with the reason (their meter does not sum).
+    #: Names asked for but not aggregated, with the reason (their meter does not sum).
     refused: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -49,7 +55,7 @@ class AggregateRules:
         cls, names: Iterable[str], window: int, meters: Optional[Sequence[Mapping[str, Any]]]
     ) -> AggregateRules:
         """Rules for *names* given Stripe's meters (None: they could not be read)."""
-        from meterstream._aggregate.settings import unaggregatable_names
+        from meterstream._aggregate.meters import unaggregatable_names
 
         names = sorted(names)
         if meters is None:
@@ -65,7 +71,7 @@ class AggregateRules:
         return cls(keys, window, refused)
 
     def group_of(self, event: Mapping[str, Any]) -> Optional[tuple[tuple[Any, ...], Number]]:
-        """(the fold group's key, the use's value), or None when this event is not folded."""
+        """(the aggregate group's key, the use's value), or None for an event not aggregated."""
         name = event["event_name"]
         value_key = self.value_keys.get(name)
         if value_key is None:
@@ -74,33 +80,15 @@ class AggregateRules:
         raw = payload.get(value_key)
         if raw is None:
             return None
-        number = _number(raw)
+        number = exact_number(raw)
         if number is None:
             return None
         try:
             seconds = _parse_timestamp(event["timestamp"])
         except (ValueError, OverflowError):  # no such date: Stripe will say so
             return None
-        others = tuple(sorted((k, v) for k, v in payload.items() if k != value_key))
+        others = dimensions_key({k: v for k, v in payload.items() if k != value_key}) or ()
         return (name, value_key, others, window_start(seconds, self.window)), number
-
-
-def _number(text: str) -> Optional[Number]:
-    """A payload value as an exact number, or None when it is not one to fold."""
-    try:
-        number = Decimal(text.strip())
-    except (InvalidOperation, ValueError):
-        return None
-    if not number.is_finite():
-        return None
-    if number:
-        exponent = number.as_tuple().exponent
-        assert isinstance(exponent, int)
-        if exponent < -_MAX_EXP or number.adjusted() > _MAX_EXP:
-            return None
-        if exponent >= 0:
-            return int(number)
-    return number
 
 
 def _parse_timestamp(text: str) -> float:
@@ -110,22 +98,14 @@ def _parse_timestamp(text: str) -> float:
     return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
-def _add(total: Optional[Number], value: Number) -> Number:
-    if total is None:
-        return value
-    if type(total) is int and type(value) is int:
-        return total + value
-    return _EXACT.add(Decimal(total), Decimal(value))
-
-
 def record_identifier(sources: Iterable[str]) -> str:
-    """A folded group's identifier: a hash of its sorted source identifiers."""
+    """An aggregated group's identifier: a hash of its sorted source identifiers."""
     material = "\n".join(sorted(sources)).encode("utf-8", "surrogatepass")
     return "msf_" + hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
-#: Sources in one fold record: up to ~100 bytes each, so a record stays far
-#: below NATS's default 1 MB message limit whatever --fold-batch is.
+#: Sources in one aggregate record: up to ~100 bytes each, so a record stays far
+#: below NATS's default 1 MB message limit whatever --aggregate-batch is.
 MAX_SOURCES = 2000
 
 
@@ -141,10 +121,10 @@ class _Group:
 def aggregate_records(
     items: list[tuple[Any, dict[str, Any]]], rules: AggregateRules, floor: int = 0
 ) -> list[tuple[str, bytes, list[Any], list[tuple[Any, dict[str, Any]]]]]:
-    """Fold *items* (message, event) into fold records.
+    """Aggregate *items* (message, event) into aggregate records.
 
     Returns, per group: (its identifier, the record's bytes, its messages,
-    its items). A repeated identifier within *items* is folded once; the
+    its items). A repeated identifier within *items* is aggregated once; the
     repeat's message is settled with the group.
     """
     groups: dict[tuple[Any, ...], _Group] = {}
@@ -156,7 +136,7 @@ def aggregate_records(
         found = by_ident.get(ident)
         if found is None:
             grouped = rules.group_of(event)
-            assert grouped is not None  # the caller passes foldable events only
+            assert grouped is not None  # the caller passes aggregatable events only
             key, number = grouped
             found = groups.get(key)
             if found is not None and len(found.sources) >= MAX_SOURCES:
@@ -164,7 +144,7 @@ def aggregate_records(
                 found = None
             if found is None:
                 found = groups[key] = _Group(key)
-            found.total = _add(found.total, number)
+            found.total = add_exact(found.total, number)
             found.sources.append(ident)
             by_ident[ident] = found
         found.msgs.append(msg)

@@ -1,23 +1,23 @@
-"""The fleet fold's decision log (``relay --aggregate``): exactly once across relays.
+"""The fleet aggregation's decision log (``relay --aggregate``): exactly once across relays.
 
-A relay folds the uses of sum meters in a fetched batch into one event per
+A relay aggregates the uses of sum meters in a fetched batch into one event per
 event name, payload (customer and dimensions) and window, as the in-process
-:class:`meterstream._aggregate.aggregator.Folder` does. What makes it exactly once is
-that the fold is *decided* in JetStream before anything is sent:
+:class:`meterstream._aggregate.aggregator.Aggregator` does. What makes it exactly once is
+that the aggregation is *decided* in JetStream before anything is sent:
 
-1. each candidate folded group becomes a fold record (its events and the
-   identifiers of the uses it folds), published to ``<stream>.folds`` in the
+1. each candidate aggregated group becomes an aggregate record (its events and the
+   identifiers of the uses it aggregates), published to ``<stream>.folds`` in the
    stream ``<stream>_FOLDS`` with ``Nats-Msg-Id`` = the group's identifier,
    a hash of its sorted source identifiers;
 2. every relay reads that stream in order (an ordered consumer) into a
-   :class:`FoldIndex`; the rule "a record is valid when none of its sources
+   :class:`AggregateIndex`; the rule "a record is valid when none of its sources
    is in an earlier valid record that still holds it" depends only on the
    stream's order and the records' contents, so every relay reaches the
    same verdict for every record;
 3. a relay sends only valid records' events and acknowledges the source
    messages once Stripe accepted them. A use already in a valid record
    (redelivered after a relay died between Stripe's answer and its acks, or
-   published twice) is never folded again: the relay sends that record's
+   published twice) is never aggregated again: the relay sends that record's
    events again (same identifiers, so Stripe drops a repeat) and acks it.
 
 See docs/fleet.md for the costs and the failure modes.
@@ -39,18 +39,18 @@ __all__ = ["FleetAggregator", "AggregateIndex", "aggregates_stream", "aggregates
 
 log = logging.getLogger("meterstream.relay")
 
-#: How long the folds stream keeps a record: Stripe's identifier dedupe
+#: How long the aggregate records' stream keeps a record: Stripe's identifier dedupe
 #: lasts 24 hours, so past that a record's identifiers protect nothing.
 AGGREGATES_MAX_AGE = 24 * 3600.0
 #: A record protects its sources this long after it was published (by the
-#: folds stream's own timestamps), whatever the ack floor says: a producer's
+#: records' stream's own timestamps), whatever the ack floor says: a producer's
 #: late retry (a repeat JetStream no longer dedupes) still finds it.
 KEEP = 600.0
-#: A relay folds only with an ack floor it read at most this long ago.
+#: A relay aggregates only with an ack floor it read at most this long ago.
 FLOOR_MAX_AGE = 60.0
 #: A relay forgets a record only by a floor it read at least this long ago:
 #: every record it has not read yet carries a floor at least that high
-#: (read within FLOOR_MAX_AGE before folding, published within seconds).
+#: (read within FLOOR_MAX_AGE before aggregation, published within seconds).
 FLOOR_SAFE_AGE = 300.0
 #: Slack between this machine's clock and the servers' timestamps.
 CLOCK_SLACK = 60.0
@@ -60,7 +60,7 @@ MAX_ROUNDS = 8
 
 
 def aggregates_stream(stream: str) -> str:
-    """The stream holding fold records for the events stream *stream*."""
+    """The stream holding aggregate records for the events stream *stream*."""
     return f"{stream}_FOLDS"
 
 
@@ -84,12 +84,12 @@ class _Record:
 
 
 class AggregateIndex:
-    """The verdict on every fold record read so far, in stream order.
+    """The verdict on every aggregate record read so far, in stream order.
 
     A record is valid when none of its sources is in an earlier valid record
     that still holds it; a valid record claims its sources. An earlier
     record R1 no longer holds its sources for a later record R2 when every
-    source of R1 was acknowledged by the time R2 was folded (``R1.upto <=
+    source of R1 was acknowledged by the time R2 was aggregated (``R1.upto <=
     R2.floor``, the consumer's ack floor R2's relay had read) and R1 is
     older than KEEP (by the stream's timestamps). Both facts are in the
     records, so every relay reaches the same verdict, and a relay can forget
@@ -119,7 +119,7 @@ class AggregateIndex:
             upto = int(body.get("upto", 0))
             floor = int(body.get("floor", 0))
         except Exception:
-            log.warning("ignoring a fold record that cannot be read (sequence %d)", seq)
+            log.warning("ignoring an aggregate record that cannot be read (sequence %d)", seq)
             return False
         for source in sources:
             held = self._claims.get(source)
@@ -134,7 +134,7 @@ class AggregateIndex:
         return True
 
     def claimed(self, identifier: str) -> Optional[int]:
-        """The sequence of the valid record that folded *identifier*, if any."""
+        """The sequence of the valid record that aggregated *identifier*, if any."""
         return self._claims.get(identifier)
 
     def valid(self, seq: int) -> bool:
@@ -168,14 +168,14 @@ class AggregateIndex:
 
 
 class FleetAggregator:
-    """One relay's side of the fleet fold: the index reader and the batch planner.
+    """One relay's side of the fleet aggregation: the index reader and the batch planner.
 
     Args:
         js: a JetStream context.
         stream: the events stream's name.
         durable: the relays' durable consumer (its ack floor bounds the index).
-        rules: which names fold, and the window.
-        replicas: replicas of the folds stream when this relay creates it.
+        rules: which names aggregate, and the window.
+        replicas: replicas of the records' stream when this relay creates it.
     """
 
     def __init__(
@@ -193,7 +193,7 @@ class FleetAggregator:
         self._floors: list[tuple[float, int]] = []
 
     async def start(self) -> None:
-        """Create the folds stream when missing and start reading it from its start."""
+        """Create the records' stream when missing and start reading it from its start."""
         import nats.js.errors
         from nats.js.api import DeliverPolicy, StorageType, StreamConfig
 
@@ -202,8 +202,8 @@ class FleetAggregator:
         name = aggregates_stream(self._stream)
         try:
             info = await self._js.stream_info(name)
-            # Read from the start before any fold is decided: say how much.
-            log.info("reading %d fold records from stream %s", info.state.messages, name)
+            # Read from the start before any aggregation is decided: say how much.
+            log.info("reading %d aggregate records from stream %s", info.state.messages, name)
         except nats.js.errors.NotFoundError:
             config = StreamConfig(
                 name=name,
@@ -218,7 +218,7 @@ class FleetAggregator:
             except nats.js.errors.BadRequestError as exc:
                 if getattr(exc, "err_code", None) != 10058:  # not "created meanwhile"
                     raise ConfigurationError(
-                        f"--aggregate: cannot create the fold records' stream {name!r}: {exc}"
+                        f"--aggregate: cannot create the aggregate records' stream {name!r}: {exc}"
                     ) from None
         self._sub = await self._js.subscribe(
             aggregates_subject(self._stream),
@@ -276,7 +276,7 @@ class FleetAggregator:
             self._floors = self._floors[len(safe) - 1 :]
 
     async def plan(self, items: list[tuple[Any, dict[str, Any]]]) -> tuple[list[Unit], list[Any]]:
-        """Decide the fold of *items* (message, foldable event).
+        """Decide the aggregation of *items* (message, aggregatable event).
 
         Returns the units to send (each a valid record's events and the
         messages they settle) and the messages no verdict could be reached

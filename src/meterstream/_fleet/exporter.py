@@ -16,6 +16,7 @@ import logging
 import threading
 from typing import Any, Optional
 
+from meterstream._config.nats import redact_nats_urls
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
 from meterstream._fleet.nats import (
     LoopThread,
@@ -24,7 +25,6 @@ from meterstream._fleet.nats import (
     connect,
     ensure_stream,
     event_subject,
-    redact_nats_urls,
 )
 from meterstream.errors import ConfigurationError, DeliveryError
 

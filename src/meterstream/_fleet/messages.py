@@ -7,7 +7,7 @@ import re
 from typing import Any, Optional
 
 from meterstream._fleet.aggregate import Unit
-from meterstream._record.events import check_event_name, check_identifier
+from meterstream._record.checks import check_event_name, check_identifier
 
 __all__ = ["check_message", "pack_units"]
 
@@ -45,7 +45,7 @@ def check_message(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
 def pack_units(units: list[Unit], size: int) -> list[list[Unit]]:
     """Units in requests of at most *size* events; a unit never straddles two requests.
 
-    A folded group split in more than *size* events (sums of huge values) is
+    An aggregated group split in more than *size* events (sums of huge values) is
     cut in slices sent one after the other; only the last slice carries the
     messages, acknowledged once every slice was accepted (a redelivery sends
     them all again, under the same identifiers).

@@ -11,10 +11,10 @@ are handed back (nak) for any relay to try again. A relay that dies leaves
 its unacknowledged messages to be redelivered to the others after
 ``ack_wait``.
 
-With ``aggregate`` (``--aggregate``) a worker takes up to ``fold_batch``
-messages and folds the uses of sum meters first (:mod:`._relay_fold`), the
-fold decided once for the whole fleet in JetStream before anything is sent
-(:mod:`._relay_fold_log`). While a batch is in flight its messages are kept
+With ``aggregate`` (``--aggregate``) a worker takes up to ``aggregate_batch``
+messages and aggregates the uses of sum meters first (:mod:`.aggregate`), the
+aggregation decided once for the whole fleet in JetStream before anything is sent
+(:mod:`.aggregate_log`). While a batch is in flight its messages are kept
 from redelivery with ``in_progress``.
 """
 
@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from meterstream._aggregate.settings import MetersSource
+from meterstream._aggregate.meters import MetersSource
 from meterstream._delivery.pacing import Backoff, Pacer
 from meterstream._exporters.base import Exporter, RetryableExportError
 from meterstream._fleet.aggregate import AggregateRules, Unit
@@ -52,7 +52,7 @@ class Relay:
         exporter: where batches go: a Stripe exporter (sessions, retries' answers).
         meter_provider: an OpenTelemetry MeterProvider; the global one by default.
         meters: what lists Stripe's meters (``GET /v1/billing/meters``), for
-            ``aggregate``: only names whose meter sums are folded.
+            ``aggregate``: only names whose meter sums are aggregated.
     """
 
     def __init__(
@@ -88,7 +88,7 @@ class Relay:
         self._held: dict[int, list[Any]] = {}
         self._aggregator: Optional[FleetAggregator] = None
         self._fetch_size = config.aggregate_batch if config.aggregate else config.batch_size
-        #: Which names fold (``aggregate``), once the meters were read at start.
+        #: Which names aggregate (``aggregate``), once the meters were read at start.
         self.aggregate_rules: Optional[AggregateRules] = None
         self.ready = asyncio.Event()
         self._otel = relay_metrics(meter_provider)
@@ -155,11 +155,11 @@ class Relay:
             await self._nc.close()
 
     async def _start_aggregator(self, stop: asyncio.Event) -> None:
-        """Read Stripe's meters (only sum meters fold), then start reading fold records.
+        """Read Stripe's meters (only sum meters aggregate), then start reading aggregate records.
 
         Until the meters can be read the relay does not start: every relay
-        must fold the same names, or a use redelivered from one relay to
-        another could go out both folded and on its own.
+        must aggregate the same names, or a use redelivered from one relay to
+        another could go out both aggregated and on its own.
         """
         cfg = self.config
         meters = await asyncio.to_thread(self._read_meters)
@@ -182,7 +182,7 @@ class Relay:
         )
         await self._aggregator.start()
         log.info(
-            "folding %s in %d-second windows",
+            "aggregating %s in %d-second windows",
             ", ".join(sorted(rules.value_keys)) or "nothing",
             cfg.aggregation_window,
         )
@@ -263,7 +263,7 @@ class Relay:
             keepalive.cancel()
 
     async def _units(self, msgs: list[Any], events: list[dict[str, Any]]) -> list[Unit]:
-        """What to send for these messages: one event each, or folded events (--aggregate)."""
+        """What to send for these messages: one event each, or aggregated events (--aggregate)."""
         rules = self.aggregate_rules
         if self._aggregator is None or rules is None:
             return [Unit([event], [msg]) for msg, event in zip(msgs, events)]
@@ -280,7 +280,7 @@ class Relay:
             try:
                 aggregated, undecided = await self._aggregator.plan(aggregatable)
             except Exception as exc:  # NATS unreachable, a leader election, ...
-                log.warning("could not record the fold: %s: %s", type(exc).__name__, exc)
+                log.warning("could not record the aggregation: %s: %s", type(exc).__name__, exc)
                 aggregated, undecided = [], [msg for msg, _ in aggregatable]
             if undecided:
                 await self._hand_back(undecided, self.config.retry_max_delay)

@@ -27,10 +27,10 @@ class RelayConfig:
     retry_max_delay: float = 20.0
     drain_timeout: float = 10.0
     budget_bucket: str = field(default="")
-    #: ``{event_name: "sum"}``: fold these names' uses across the fleet (``--aggregate``).
+    #: ``{event_name: "sum"}``: aggregate these names' uses across the fleet (``--aggregate``).
     aggregate: dict[str, str] = field(default_factory=dict)
     aggregation_window: int = 5
-    #: Messages a worker takes per fetch when folding: many uses make few events.
+    #: Messages a worker takes per fetch when aggregating: many uses make few events.
     aggregate_batch: int = 1000
 
 

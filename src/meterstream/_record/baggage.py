@@ -14,9 +14,9 @@ from typing import Optional
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from meterstream._config.parsing import _key_or_empty
+from meterstream._config.parsing import parse_key_or_empty
 from meterstream._config.settings import DEFAULT_BAGGAGE_KEY
-from meterstream._otel import _failed, sdk_active
+from meterstream._otel import otel_failed, sdk_active
 from meterstream.errors import ConfigurationError
 
 __all__ = [
@@ -64,7 +64,7 @@ class Baggage:
         try:
             value = baggage.get_baggage(key)
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)
             return None
         return value if isinstance(value, str) and value else None
 
@@ -81,7 +81,7 @@ class Baggage:
             )
             return otel_context.attach(ctx)
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)
             return None
 
     def __repr__(self) -> str:
@@ -114,7 +114,7 @@ class _BeforeDefaultClient(Baggage):
         key = DEFAULT_BAGGAGE_KEY
         if raw is not None:
             try:
-                key = _key_or_empty(raw, _BAGGAGE_KEY_ENV)
+                key = parse_key_or_empty(raw, _BAGGAGE_KEY_ENV)
             except ConfigurationError:  # configure() will say so; customer() never raises
                 pass
         self.key = key
@@ -167,4 +167,4 @@ def detach(token: Optional[object]) -> None:
         try:
             otel_context.detach(token)  # type: ignore[arg-type]
         except Exception as exc:
-            _failed(exc)
+            otel_failed(exc)

@@ -16,7 +16,7 @@ from meterstream._record.checks import (
 )
 from meterstream._record.context import CUSTOMER
 from meterstream._record.recorder import Recorder
-from meterstream.errors import InvalidEventError, _short_repr
+from meterstream.errors import InvalidEventError, short_repr
 
 __all__ = ["Call", "MeterSpec", "customer_at_call_start"]
 
@@ -160,7 +160,7 @@ def _evaluate(field: str, fn: Callable[[Call], Any], call: Call) -> Any:
     try:
         return fn(call)
     except Exception as exc:
-        error = InvalidEventError(field, None, f"the {field} callable raised {_short_repr(exc)}")
+        error = InvalidEventError(field, None, f"the {field} callable raised {short_repr(exc)}")
         error.__cause__ = exc
         raise error from exc
 

@@ -37,7 +37,7 @@ __all__ = [
     "text_problem",
 ]
 
-#: Stripe rejects values with more significant digits than this
+#: Stripe refuses values with more significant digits than this
 #: (``meter_event_value_too_many_digits``, API version 2026-04-22).
 MAX_DIGITS = 15
 #: Integers in this range have at most 15 digits: the record path's fast check.

@@ -59,7 +59,7 @@ def customer_seen_by(baggage: Baggage) -> Optional[str]:
 _Entered = tuple["contextvars.Token[Any]", Optional[object]]
 
 
-def _context_value(customer_id: Any) -> Any:
+def context_value(customer_id: Any) -> Any:
     """What the context variable holds for *customer_id*.
 
     An empty id is no id: "no customer" at record time. An id Stripe cannot
@@ -108,7 +108,7 @@ def enter_customer(customer_id: Optional[str], baggage: Optional[Baggage] = None
     :func:`exit_customer`, in the same context, in reverse order. *baggage*:
     the client whose baggage key to write; default the default client's.
     """
-    value = _context_value(customer_id)
+    value = context_value(customer_id)
     return _enter(value, _usable_id(value), baggage)
 
 
@@ -153,7 +153,7 @@ class customer:
             self._value: Any = customer_id  # checked before: the common case, without a call
             self._customer_id: Optional[str] = customer_id
         else:
-            self._value = _context_value(customer_id)
+            self._value = context_value(customer_id)
             self._customer_id = _usable_id(self._value)
         #: Whose baggage key the block writes; None: the default client's,
         #: as it is when the block is entered.

@@ -20,33 +20,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union, overload
 
-# The checks lived here before they had a module of their own; importers
-# that still name them here keep working.
-from meterstream._record.checks import (
-    MAX_DIGITS,
-    MAX_VALUE_CHARS,
-    check_customer,
-    check_dimensions,
-    check_event_name,
-    check_identifier,
-    check_timestamp,
-    check_value,
-    format_value,
-)
+from meterstream._record.checks import format_value
 
 __all__ = [
-    "MAX_DIGITS",
-    "MAX_VALUE_CHARS",
     "EventBatch",
     "RawEvent",
-    "check_customer",
-    "check_dimensions",
-    "check_event_name",
-    "check_identifier",
-    "check_timestamp",
-    "check_value",
     "format_timestamp",
-    "format_value",
     "identifier_prefix",
     "next_sequence",
     "to_wire",

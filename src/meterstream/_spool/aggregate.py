@@ -1,17 +1,17 @@
-"""Pre-aggregation with a spool: uses stored in the spool, folded there exactly once.
+"""Pre-aggregation with a spool: uses stored in the spool, aggregated there exactly once.
 
-With ``spool_path`` and ``aggregate`` both set, a use of a folded event name
+With ``spool_path`` and ``aggregate`` both set, a use of an aggregated event name
 is one durable insert into the spool's ``uses`` table (what ``record()``
 costs with a spool anyway), not a sum in memory: a crash loses no open
-window. The delivery tick, ``flush()`` and ``shutdown()`` fold the uses of
+window. The delivery tick, ``flush()`` and ``shutdown()`` aggregate the uses of
 ended windows (of every window, for the last two) in one write transaction
-(:meth:`meterstream._spool.spool.Spool.fold_due`): read them, sum them exactly
+(:meth:`meterstream._spool.spool.Spool.aggregate_due`): read them, sum them exactly
 (:mod:`meterstream._aggregate.arithmetic`'s arithmetic and 15-digit split), insert the
-folded events into ``pending``, delete the uses, commit. Before the commit
+aggregated events into ``pending``, delete the uses, commit. Before the commit
 nothing changed; after it the events wait with their identifiers fixed,
 and are delivered like any spooled event.
 
-How identifiers stay unique across folds: see :mod:`meterstream._spool.aggregate_store`.
+How identifiers stay unique across aggregations: see :mod:`meterstream._spool.aggregate_store`.
 """
 
 from __future__ import annotations
@@ -24,24 +24,25 @@ from typing import Any, Callable, Optional, Union
 from meterstream._aggregate.arithmetic import DimsKey, window_start
 from meterstream._internal import report_internal_error
 from meterstream._record.events import RawEvent
-from meterstream._spool.aggregate_store import aggregate_dimensions, stored_value
+from meterstream._spool.aggregate_store import stored_value
+from meterstream._spool.rows import encode_dimensions
 from meterstream._spool.spool import Spool, SpoolFull
 
 __all__ = ["SpoolAggregator"]
 
 
 class SpoolAggregator:
-    """The :class:`meterstream._aggregate.aggregator.Folder` of a client with a spool.
+    """The :class:`meterstream._aggregate.aggregator.Aggregator` of a client with a spool.
 
-    :meth:`add` stores the use in the spool; :meth:`close` folds the ended
+    :meth:`add` stores the use in the spool; :meth:`close` aggregates the ended
     windows there and returns no events (they are in the spool already).
 
     Args:
         spool: the client's spool.
-        names: the event names to fold.
+        names: the event names to aggregate.
         window: the window in seconds (dividing a minute).
         clock: wall-clock seconds.
-        on_folded: called with the number of events a fold put in the spool.
+        on_aggregated: called with the number of events an aggregation put in the spool.
     """
 
     def __init__(
@@ -71,15 +72,13 @@ class SpoolAggregator:
         value: Any,
         dimensions: Union[Mapping[str, str], DimsKey] = None,
     ) -> bool:
-        """Store one use made now, durably; False when it is not folded (record
+        """Store one use made now, durably; False when it is not aggregated (record
         it as usual: the spool's overflow policy and drop counts apply there)."""
         if event_name not in self._names:
             return False
         stored = stored_value(value)
         if stored is None:
             return False
-        # A dimensions_key() (sorted pairs) as Folder.add takes, or a dict.
-        dims = dict(dimensions) if isinstance(dimensions, tuple) else dimensions
         start = window_start(self._clock(), self._window)
         try:
             self._spool.append_use(
@@ -88,9 +87,9 @@ class SpoolAggregator:
                 stored,
                 start,
                 start + self._window,
-                aggregate_dimensions(dims) if dims else None,
+                encode_dimensions(dimensions),
             )
-        except Exception as exc:  # recorded unfolded: the spool's own path counts a drop
+        except Exception as exc:  # recorded unaggregated: the spool's own path counts a drop
             if not isinstance(exc, (SpoolFull, sqlite3.Error)):
                 report_internal_error(exc)
             return False
@@ -99,12 +98,12 @@ class SpoolAggregator:
     def close(
         self, now: Optional[float] = None, *, force: bool = False, wait: float = 2.0
     ) -> list[RawEvent]:
-        """Fold the windows ended by *now* (all, when *force*) in the spool.
+        """Aggregate the windows ended by *now* (all, when *force*) in the spool.
 
-        Returns no events: the folded ones wait in the spool's pending table.
+        Returns no events: the aggregated ones wait in the spool's pending table.
 
         Raises:
-            sqlite3.Error: the fold failed; its uses wait for the next one.
+            sqlite3.Error: the aggregation failed; its uses wait for the next one.
         """
         del wait  # nothing in memory to wait for
         if now is None:
@@ -120,18 +119,18 @@ class SpoolAggregator:
         return []
 
     def pending(self) -> bool:
-        """True while some use waits in the spool to be folded (any process's)."""
+        """True while some use waits in the spool to be aggregated (any process's)."""
         return self._spool.oldest_use_end() is not None
 
     @property
     def names(self) -> frozenset[str]:
-        """The event names folded now."""
+        """The event names aggregated now."""
         return self._names
 
     def refuse(self, event_name: str, reason: str) -> bool:
-        """Stop folding *event_name*: its later uses go to ``pending`` as they come.
+        """Stop aggregating *event_name*: its later uses go to ``pending`` as they come.
 
-        Uses already stored are folded with the rest.
+        Uses already stored are aggregated with the rest.
         """
         if event_name not in self._names:
             return False
@@ -145,8 +144,8 @@ class SpoolAggregator:
         return dict(self._refused)
 
     def stats(self) -> dict[str, int]:
-        """As :meth:`Folder.stats`, plus ``aggregate_waiting``: uses waiting
-        in the spool to be folded, every process's."""
+        """As :meth:`Aggregator.stats`, plus ``aggregate_waiting``: uses waiting
+        in the spool to be aggregated, every process's."""
         return {
             "aggregated_uses": self._spool.uses_appended - self._uses_before,
             "aggregated_events": self._events,

@@ -1,56 +1,59 @@
-"""The fold of uses stored in a spool, as SQL: one write transaction, exactly once.
+"""The aggregation of uses stored in a spool, as SQL: one write transaction, exactly once.
 
-:meth:`meterstream._spool.spool.Spool.fold_due` runs :func:`fold_in_transaction`
+:meth:`meterstream._spool.spool.Spool.aggregate_due` runs :func:`aggregate_in_transaction`
 inside ``BEGIN IMMEDIATE``: read the uses of ended windows, sum them exactly
-(:mod:`meterstream._aggregate.arithmetic`'s arithmetic and 15-digit split), insert the folded
+(:mod:`meterstream._aggregate.arithmetic`'s arithmetic and 15-digit split), insert the aggregated
 events into ``pending``, delete the uses. Before the commit nothing changed;
 after it the events wait with their identifiers fixed.
 
-Identifiers: each fold transaction draws a fresh random fold id (80 bits),
-and takes a number from the spool's count of folds. A folded event's
-identifier is a function of the fold id, that number, the key, the window
+Identifiers: each aggregation transaction draws a fresh random aggregate id (80 bits),
+and takes a number from the spool's count of aggregations. An aggregated event's
+identifier is a function of the aggregate id, that number, the key, the window
 and the split part, and is stored with the event when the transaction
 commits: retries send it as stored. A use that arrives after its window was
-folded (another process's late write, a clock a little behind) is billed by
-a later fold under a different identifier, never dropped by Stripe's
-identifier dedupe as a repeat of the first, and so are the folds of a copy
+aggregated (another process's late write, a clock a little behind) is billed by
+a later aggregation under a different identifier, never dropped by Stripe's
+identifier dedupe as a repeat of the first, and so are the aggregations of a copy
 of the spool file (a restored backup, a cloned volume), which would repeat
 any id kept in the file.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Optional, Union
 
 from meterstream._aggregate.arithmetic import (
-    _FLOAT_HIGH,
-    _FLOAT_LOW,
-    DimsKey,
+    FLOAT_HIGH,
+    FLOAT_LOW,
     Key,
     Number,
-    _add_into,
-    _emit,
-    _exact_decimal,
+    add_into,
+    dimensions_key,
+    emit,
+    exact_decimal,
     new_aggregate_id,
 )
 from meterstream._record.events import RawEvent
-from meterstream._spool.rows import INSERT_PENDING, encode_value
+from meterstream._spool.rows import (
+    INSERT_PENDING,
+    decode_dimensions,
+    encode_dimensions,
+    encode_value,
+)
 
 __all__ = [
     "AGGREGATE_CHUNK",
     "INSERT_USE",
     "count_uses",
-    "aggregate_dimensions",
     "aggregate_in_transaction",
     "oldest_use_end",
     "stored_value",
 ]
 
-#: Uses one fold transaction takes at most (about 0.1 s of the write lock
+#: Uses one aggregation transaction takes at most (about 0.1 s of the write lock
 #: here): more wait for the next transaction, and make events of their own.
 AGGREGATE_CHUNK = 50_000
 
@@ -60,38 +63,24 @@ INSERT_USE = (
 )
 
 
-def aggregate_dimensions(dimensions: Optional[Mapping[str, str]]) -> Optional[str]:
-    """The text a use's dimensions are stored (and grouped) as: keys sorted."""
-    if not dimensions:
-        return None
-    return json.dumps(dimensions, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dims_key(text: Optional[str]) -> DimsKey:
-    if not text:
-        return None
-    decoded: dict[str, str] = json.loads(text)
-    return tuple(sorted(decoded.items()))
-
-
 def stored_value(value: Any) -> Optional[Union[int, str]]:
     """A checked use's value as the ``uses`` table keeps it, exactly; None when
-    it cannot be folded exactly (the caller records it unfolded)."""
+    it cannot be aggregated exactly (the caller records it unaggregated)."""
     kind = type(value)
     if kind is int:
         stored: Union[int, str] = encode_value(value)
         return stored
     if kind is float:
-        # As the unfolded path writes it on the wire: 15 significant digits.
-        if _FLOAT_LOW <= abs(value) < _FLOAT_HIGH:
+        # As the unaggregated path writes it on the wire: 15 significant digits.
+        if FLOAT_LOW <= abs(value) < FLOAT_HIGH:
             return format(value, ".15g")
         return 0 if value == 0 else None
-    number = _exact_decimal(value)
+    number = exact_decimal(value)
     return None if number is None else str(number)
 
 
 def _next_aggregate(db: sqlite3.Connection) -> tuple[str, int]:
-    """A fresh fold id and this fold's number (inside the write transaction)."""
+    """A fresh aggregate id and this aggregation's number (inside the write transaction)."""
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('folds', 0)")
     db.execute("UPDATE meta SET value = value + 1 WHERE key = 'folds'")
     number = db.execute("SELECT value FROM meta WHERE key = 'folds'").fetchone()[0]
@@ -107,9 +96,13 @@ def _read_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dic
     ):
         key = keys.get((name, customer, dims))
         if key is None:
-            key = keys[(name, customer, dims)] = (name, customer, _dims_key(dims))
+            key = keys[(name, customer, dims)] = (
+                name,
+                customer,
+                dimensions_key(decode_dimensions(dims)),
+            )
         number: Number = value if type(value) is int else Decimal(value)
-        _add_into(sums, float(start), {key: number})
+        add_into(sums, float(start), {key: number})
     return sums
 
 
@@ -117,7 +110,7 @@ def _insert_aggregated(db: sqlite3.Connection, events: Iterable[RawEvent]) -> No
     db.executemany(
         INSERT_PENDING,
         [
-            (name, customer, encode_value(value), ts, ident, aggregate_dimensions(dims))
+            (name, customer, encode_value(value), ts, ident, encode_dimensions(dims))
             for name, customer, value, ts, ident, dims in events
         ],
     )
@@ -130,13 +123,13 @@ def _delete_uses(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> N
 def aggregate_in_transaction(
     db: sqlite3.Connection, now: float, force: bool, limit: int = AGGREGATE_CHUNK
 ) -> tuple[int, bool]:
-    """Fold up to *limit* of the oldest due uses; called inside a ``BEGIN
+    """Aggregate up to *limit* of the oldest due uses; called inside a ``BEGIN
     IMMEDIATE`` transaction.
 
     Nobody else writes until the commit, so the rows deleted are exactly the
     rows read. Returns how many events were made, and whether due uses are
     left (past *limit*: for another transaction, so that recording is not
-    held up behind one long fold).
+    held up behind one long aggregation).
     """
     where, args = ("", ()) if force else (" WHERE window_end <= ?", (now,))
     if db.execute(f"SELECT 1 FROM uses{where} LIMIT 1", args).fetchone() is None:
@@ -150,14 +143,14 @@ def aggregate_in_transaction(
         args = (*args, last[0])
     sums = _read_uses(db, where, args)
     aggregate_id, number = _next_aggregate(db)
-    events = _emit(sums, aggregate_id, number)
+    events = emit(sums, aggregate_id, number)
     _insert_aggregated(db, events)
     _delete_uses(db, where, args)
     return len(events), more
 
 
 def count_uses(db: sqlite3.Connection) -> int:
-    """Uses waiting to be folded (every process's)."""
+    """Uses waiting to be aggregated (every process's)."""
     count: int = db.execute("SELECT count(*) FROM uses").fetchone()[0]
     return count
 

@@ -4,16 +4,17 @@ Values keep their type: SQLite stores ints in its 64-bit range and floats
 natively (the ``value`` columns have no type affinity); a Decimal, and an int
 outside that range (``10**20`` passes meterstream's checks), is kept as its
 decimal text and read back as a Decimal of the same value. Dimensions are
-kept as compact JSON text.
+kept as compact JSON text, names sorted.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from meterstream._aggregate.arithmetic import DimsKey
 from meterstream._record.events import RawEvent
 
 __all__ = [
@@ -58,10 +59,19 @@ def decode_value(value: Any) -> Any:
     return Decimal(value) if isinstance(value, str) else value
 
 
-def encode_dimensions(dimensions: Any) -> Optional[str]:
+#: JSON of a dimensions dict with its items sorted, as dimensions_key() sorts them.
+_sorted_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
+
+def encode_dimensions(dimensions: Union[Mapping[str, str], DimsKey]) -> Optional[str]:
+    """Dimensions as a row keeps them: the compact JSON of their
+    :func:`~meterstream._aggregate.arithmetic.dimensions_key`, names sorted,
+    so that equal dimensions are equal text (the ``uses`` table groups by it).
+    A dict is written with its items sorted, without building the key first:
+    the same text, at less cost on the record path."""
     if not dimensions:
         return None
-    return json.dumps(dimensions, separators=(",", ":"), ensure_ascii=False)
+    return _sorted_json(dict(dimensions) if type(dimensions) is tuple else dimensions)
 
 
 def decode_dimensions(text: Optional[str]) -> Optional[dict[str, str]]:

@@ -19,12 +19,11 @@ from meterstream._internal import logger
 from meterstream._spool.checkpoint import SAFETY_NET_FRAMES
 from meterstream.errors import ConfigurationError
 
-__all__ = ["SCHEMA_VERSION", "SYNC_MODES", "Transaction", "open_database"]
+__all__ = ["SCHEMA_VERSION", "Transaction", "open_database"]
 
-#: 2: the ``uses`` and ``meta`` tables of uses folded in the spool. A build
-#: that reads only 1 refuses such a file rather than leave its uses unfolded.
+#: 2: the ``uses`` and ``meta`` tables of uses aggregated in the spool. A build
+#: that reads only 1 refuses such a file rather than leave its uses unaggregated.
 SCHEMA_VERSION = 2
-SYNC_MODES = ("normal", "full")
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_HEADER = b"SQLite format 3\x00"

@@ -227,10 +227,10 @@ class SpoolBuffer:
             ]
 
     def added(self, count: int) -> None:
-        """*count* events went into the spool another way (a fold): go and send them.
+        """*count* events went into the spool another way (an aggregation): go and send them.
 
         Counted as spooled, as an insert is: ``stats()["recorded"]`` counts
-        events, folded ones included, so it balances with what is sent.
+        events, aggregated ones included, so it balances with what is sent.
         """
         self.counters.add("spooled", count)
         self._fresh += count

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
+from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
 from meterstream._spool import history as history_rows
 from meterstream._spool import owners, queue
@@ -40,11 +41,11 @@ from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
 from meterstream._spool.queue import DeadLetter, SpooledBatch
 from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
-from meterstream._spool.schema import SYNC_MODES, Transaction, open_database
+from meterstream._spool.schema import Transaction, open_database
 from meterstream._spool.size import disk_bytes, used_bytes
 from meterstream.errors import ConfigurationError
 
-__all__ = ["SYNC_MODES", "DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
+__all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
 
 #: How long a claim holds before another process may take the events over.
 DEFAULT_LEASE = 30.0
@@ -151,7 +152,7 @@ class Spool:
         if self._group.insert(INSERT_PENDING, row):
             self._update_full()
 
-    # -- uses folded in the spool (aggregate with spool_path) -------------------------
+    # -- uses aggregated in the spool (aggregate with spool_path) -------------------------
 
     def append_use(
         self,
@@ -202,15 +203,13 @@ class Spool:
         return made
 
     def uses_count(self) -> int:
-        """Uses waiting in the spool to be folded (every process's)."""
+        """Uses waiting in the spool to be aggregated (every process's)."""
         with self._lock:
             return count_uses(self._db)
 
     def oldest_use_end(self) -> Optional[float]:
-        """When the window of the oldest waiting use ends (None: no use waits).
-
-        A cheap look (the first row) before taking the write lock to fold.
-        """
+        """When the oldest waiting use's window ends (None: no use waits): a
+        cheap look at the first row before taking the write lock to aggregate."""
         with self._lock:
             return oldest_use_end(self._db)
 

@@ -1,9 +1,10 @@
 """Stripe's asynchronous error reports as one client takes them in.
 
 Stripe validates meter events after it accepted them, and reports the ones
-it then refused by webhook (see ``_webhooks.py``). A client counts them by
-error code for ``stats()``, moves the named events to its spool's dead
-letters, and hands the report to ``on_validation_error``.
+in error by webhook (see :mod:`meterstream._truth.webhooks`). A client counts
+them by error code for ``stats()`` (under the public ``rejected_by_stripe``
+keys), moves the named events to its spool's dead letters, and hands the
+report to ``on_validation_error``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ if TYPE_CHECKING:
     from meterstream._spool.spool import Spool
     from meterstream._truth.webhooks import ValidationReport
 
-__all__ = ["Rejections"]
+__all__ = ["ErrorReports"]
 
 
-class Rejections:
+class ErrorReports:
     """The error reports one client has taken in, counted by Stripe's error code."""
 
     def __init__(self) -> None:
@@ -52,8 +53,8 @@ class Rejections:
                 self._by_code[error.code] = self._by_code.get(error.code, 0) + error.error_count
         log.log(
             logging.WARNING,
-            "rejected_by_stripe",
-            "Stripe rejected %d metered event(s) after accepting them (%s, event %s)",
+            "reported_by_stripe",
+            "Stripe reported %d metered event(s) in error after accepting them (%s, event %s)",
             report.error_count,
             ", ".join(e.code for e in report.errors) or "no code",
             report.event_id,
@@ -87,7 +88,7 @@ def _bury(report: ValidationReport, spool: Spool, log: RateLimitedLog) -> None:
             )
         except Exception as exc:
             report_internal_error(exc)
-            log.log(logging.ERROR, "bury", "moving rejected events to dead letters failed: %r", exc)
+            log.log(logging.ERROR, "bury", "moving reported events to dead letters failed: %r", exc)
             continue
         if moved < len(error.identifiers):
             log.log(

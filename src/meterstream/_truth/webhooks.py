@@ -1,7 +1,7 @@
 """Stripe's asynchronous error reports: verify, fetch, map back, report.
 
 Stripe answers the meter event stream 200 ("received") and validates the
-events afterwards; those it rejects are reported later as the thin events
+events afterwards; those in error are reported later as the thin events
 ``v1.billing.meter.error_report_triggered`` and
 ``v1.billing.meter.no_meter_found``, POSTed to webhook endpoints.
 :func:`handle_webhook` is what such an endpoint calls: it checks the
@@ -103,7 +103,7 @@ class ValidationReport:
         meter: the meter's id (``mtr_...``), None for ``no_meter_found``.
         validation_start, validation_end: the window the report covers (RFC 3339).
         summary: Stripe's ``developer_message_summary``.
-        error_count: events rejected in the window, all codes together.
+        error_count: events reported in error in the window, all codes together.
         errors: one :class:`ReportedError` per code.
     """
 
@@ -341,7 +341,7 @@ def handle_webhook(
 
 def _fetch_event(client: ReportTarget, event_id: str) -> dict[str, Any]:
     """``GET {api_base}/v2/core/events/{id}`` with the client's secret key."""
-    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._exporters.stripe import StripeAPI
 
     settings = client.settings
     if not settings.api_key:

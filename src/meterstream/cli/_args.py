@@ -2,9 +2,10 @@
 
 Each type names the value as the user typed it, so that a usage error says
 ``--base`` or ``--timeout``, not the setting behind it. The emulator's own
-command (``meterstream emulator``) uses :class:`Parser` and
-:func:`whole_number` too. (``_relay_cli`` still has its own ``_positive`` and
-``_seconds``; they belong here once that module settles.)
+command (``meterstream emulator``) has its copy of :class:`Parser` and
+:func:`whole_number`: the emulator imports nothing of the SDK. (``_relay``
+still has its own ``_positive`` and ``_seconds``; they belong here once that
+module settles.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any, Optional
 
 from meterstream._client.client import MeterClient
-from meterstream._exporters.stripe._api import StripeAPI
+from meterstream._exporters.stripe import StripeAPI
 from meterstream._record.context import customer as customer_block
 
 __all__ = ["run_demo"]

@@ -92,7 +92,7 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
     relay.add_argument(
         "--aggregate",
         metavar="NAME=sum,...",
-        help="fold the uses of these sum meters across the fleet, exactly once: one event "
+        help="aggregate the uses of these sum meters across the fleet, exactly once: one event "
         "per customer, dimensions and window (see docs/fleet.md)",
     )
     relay.add_argument(
@@ -114,11 +114,11 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
 
 def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT; exit 2 on a usage mistake, 0 after a clean stop."""
-    from meterstream._aggregate.settings import parse_aggregate, parse_aggregation_window
+    from meterstream._config.aggregate import parse_aggregate, parse_aggregation_window
+    from meterstream._config.nats import parse_file, parse_nats_stream, parse_nats_urls
     from meterstream._config.settings import Settings
-    from meterstream._exporters.stripe import StripeExporter
-    from meterstream._exporters.stripe._api import StripeAPI
-    from meterstream._fleet.nats import NatsOptions, parse_file, parse_nats_stream, parse_nats_urls
+    from meterstream._exporters.stripe import StripeAPI, StripeExporter
+    from meterstream._fleet.nats import NatsOptions
     from meterstream._fleet.relay import Relay
     from meterstream._fleet.relay_config import RelayConfig
 

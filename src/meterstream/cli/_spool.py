@@ -128,7 +128,7 @@ def _status_text(path: str, status: SpoolStatus, now: float, uses: int = 0) -> s
         f"oldest {_age(status.oldest_pending, now)}",
     ]
     if uses:
-        lines.append(f"  uses to fold   {uses:,} (aggregate: folded into pending events)")
+        lines.append(f"  uses waiting   {uses:,} (aggregate: to be aggregated into pending events)")
     lines += [
         f"  dead letters   {status.dead:,}, oldest {_age(status.oldest_dead, now)}",
         f"  accepted       {status.accepted:,} kept for reconciliation",

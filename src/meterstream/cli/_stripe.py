@@ -115,7 +115,7 @@ def _nobody_listening(urls: list[str]) -> Optional[str]:
 
 def run_summary(args: argparse.Namespace) -> int:
     from meterstream._config.settings import Settings
-    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._exporters.stripe import StripeAPI
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)
@@ -160,7 +160,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def run_reconcile(args: argparse.Namespace) -> int:
     from meterstream._config.settings import Settings
-    from meterstream._exporters.stripe._api import StripeAPI
+    from meterstream._exporters.stripe import StripeAPI
     from meterstream._spool.spool import Spool
     from meterstream._truth.reconcile import check_range, reconcile, render_table, to_json
 

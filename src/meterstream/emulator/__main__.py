@@ -9,13 +9,29 @@ import math
 import signal
 import sys
 import threading
-from typing import Optional
+from typing import NoReturn, Optional
 
-from meterstream.cli._args import Parser, whole_number
 from meterstream.emulator._webhooks import add_arguments as webhook_arguments
 from meterstream.emulator._webhooks import configure_from_args as configure_webhooks
 
 __all__ = ["main"]
+
+
+# The emulator imports nothing of the SDK, so that it stands in for Stripe
+# whatever state the SDK is in: these two are the meterstream command's
+# (meterstream.cli._args), written again.
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line and a hint, never a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def _fraction(text: str) -> float:
@@ -53,7 +69,7 @@ def _redirect(text: str) -> int:
 
 
 def _count(text: str) -> int:
-    value = whole_number(text)
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
@@ -91,7 +107,7 @@ def _port(text: str) -> int:
 
 
 def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
-    parser = Parser(
+    parser = _Parser(
         prog=prog,
         description="A local stand-in for Stripe's meter event stream, sessions, meters "
         "and event summaries. Prints its base URL, then serves until SIGINT/SIGTERM.",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from meterstream._client.client import MeterClient
-from meterstream._config.parsing import _bool, _import_dotted, _number
+from meterstream._config.parsing import import_dotted, parse_bool, parse_number
 from meterstream._config.settings import SETTING_NAMES
 from meterstream._default import get_client
 from meterstream._internal import RateLimitedLog
@@ -124,7 +124,7 @@ def load_resolver(raw: Any, where: str) -> Optional[Resolver]:
     if raw is None:
         return None
     if isinstance(raw, str):
-        raw = _import_dotted(raw, where)
+        raw = import_dotted(raw, where)
     if not callable(raw):
         raise ConfigurationError(
             f"{where}: expected a callable taking the request (or a dotted path to one), "
@@ -209,11 +209,11 @@ def parse_options(raw: Mapping[str, Any], where: str) -> IntegrationOptions:
         )
     flush_each = False
     if raw.get("flush_each_request") is not None:
-        flush_each = _bool(raw["flush_each_request"], f"{where}['flush_each_request']")
+        flush_each = parse_bool(raw["flush_each_request"], f"{where}['flush_each_request']")
     flush_timeout = 2.0
     if raw.get("flush_timeout") is not None:
         flush_timeout = float(
-            _number(raw["flush_timeout"], f"{where}['flush_timeout']", integer=False, low=0)
+            parse_number(raw["flush_timeout"], f"{where}['flush_timeout']", integer=False, low=0)
         )
     return IntegrationOptions(resolver, event, statuses, flush_each, flush_timeout)
 

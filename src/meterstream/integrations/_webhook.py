@@ -21,8 +21,8 @@ from meterstream.errors import ConfigurationError, DeliveryError, WebhookError
 __all__ = ["MAX_BODY_BYTES", "answer_webhook"]
 
 logger = logging.getLogger("meterstream.integrations")
-# Anyone can POST to a webhook URL: refusals are logged at most once a minute.
-_refusals = RateLimitedLog()
+# Anyone can POST to a webhook URL: invalid ones are logged at most once a minute.
+_invalid = RateLimitedLog()
 
 
 def answer_webhook(
@@ -36,7 +36,7 @@ def answer_webhook(
     try:
         report = handle_webhook(body, signature, secret=secret, client=client)
     except WebhookError as exc:
-        _refusals.log(logging.WARNING, "webhook_refused", "webhook refused: %s", exc)
+        _invalid.log(logging.WARNING, "webhook_invalid", "invalid webhook: %s", exc)
         return 400, _json({"error": str(exc)})
     except ConfigurationError as exc:
         logger.error("webhook not handled: %s", exc)

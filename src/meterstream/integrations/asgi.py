@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from meterstream._client.client import MeterClient
 from meterstream._record import baggage as _baggage
-from meterstream._record.context import CUSTOMER, _context_value, enter_customer, exit_customer
+from meterstream._record.context import CUSTOMER, context_value, enter_customer, exit_customer
 from meterstream._record.context import current_customer as _current_customer
 from meterstream._record.context import customer as customer_block
 from meterstream.errors import ConfigurationError
@@ -240,7 +240,7 @@ class MeterstreamMiddleware:
         Header values come from clients: the memory is bounded, and starts
         over when full.
         """
-        value = _context_value(_header_value(raw_value))
+        value = context_value(_header_value(raw_value))
         values = self._values
         if len(values) >= _VALUES_KEPT:
             values.clear()

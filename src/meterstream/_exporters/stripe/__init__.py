@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._exporters.stripe._exporter import StripeExporter
 
-__all__ = ["StripeExporter"]
+__all__ = ["StripeAPI", "StripeExporter"]

@@ -14,13 +14,14 @@ certificates apply, as requests and httpx would.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import httpx
 
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
 from meterstream._exporters.network import CaSource, ProxyRoute, ca_source, proxy_for, ssl_context
+from meterstream._exporters.stripe._api import StripeAPI
 from meterstream._exporters.stripe._errors import (
     certificate_failure,
     error_fields,
@@ -166,6 +167,18 @@ class StripeExporter(Exporter):
             "sessions_opened": self.sessions.opened,
             "requests": self._requests + self.sessions.requests,
         }
+
+    def meters(self) -> list[dict[str, Any]]:
+        """Stripe's meters, read with this exporter's key, bases, proxy and CA bundle.
+
+        Makes the exporter a source of meters (``_aggregate.meters.MetersSource``):
+        a client checks against them that the event names it aggregates sum.
+
+        Raises:
+            DeliveryError: Stripe could not be reached, or refused the request.
+        """
+        with StripeAPI.from_settings(self._settings) as api:
+            return api.meters()
 
     # -- sending --------------------------------------------------------------------
 
