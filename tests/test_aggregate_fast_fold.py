@@ -18,7 +18,7 @@ def client() -> Iterator[meterstream.MeterClient]:
         exporter="memory", aggregate={"tokens": "sum"}, aggregation_window=60
     )
     client.record("tokens", 1, customer="cus_fast")  # starts delivery, knows the customer
-    assert wait_for(lambda: client._aggregate_now is not None)
+    assert wait_for(lambda: client._path.aggregate_now is not None)
     yield client
     client.shutdown(5)
 
@@ -68,7 +68,7 @@ def test_an_unknown_customer_is_checked_before_it_is_folded() -> None:
     )
     try:
         client.record("tokens", 1, customer="cus_ok")
-        assert wait_for(lambda: client._aggregate_now is not None)
+        assert wait_for(lambda: client._path.aggregate_now is not None)
         with pytest.raises(InvalidEventError, match="customer"):
             client.record("tokens", 1, customer="cus\x00bad")
         assert _aggregated(client) == 1

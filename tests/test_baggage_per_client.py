@@ -6,7 +6,8 @@ OpenTelemetry SDK is installed in this process (tests/test_otel.py installs one)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -110,7 +111,76 @@ def test_before_there_is_a_default_client_the_module_customer_follows_the_enviro
         assert meterstream.current_customer() == "cus_up"
     finally:
         otel_context.detach(token)
+
+
+def test_before_there_is_a_default_client_an_empty_key_in_the_environment_turns_baggage_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("METERSTREAM_OTEL_BAGGAGE_KEY", "")
     with meterstream.customer("cus_2"):
         assert baggage.get_baggage("env.customer") is None
         assert baggage.get_baggage("meterstream.customer_id") is None
+
+
+def test_the_environment_is_read_once_and_again_at_configure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("METERSTREAM_OTEL_BAGGAGE_KEY", "env.customer")
+    with meterstream.customer("cus_1"):
+        assert baggage.get_baggage("env.customer") == "cus_1"
+    monkeypatch.setenv("METERSTREAM_OTEL_BAGGAGE_KEY", "")  # a setting: read when configured
+    with meterstream.customer("cus_1"):
+        assert baggage.get_baggage("env.customer") == "cus_1"
+    meterstream.configure(exporter="memory")
+    with meterstream.customer("cus_1"):
+        assert baggage.get_baggage("env.customer") is None
+
+
+class _WatchedEnviron(MutableMapping[str, str]):
+    """``os.environ``, noting every read."""
+
+    def __init__(self, environ: MutableMapping[str, str]) -> None:
+        self.environ = environ
+        self.reads: list[object] = []
+
+    def __getitem__(self, key: str) -> str:
+        self.reads.append(key)
+        return self.environ[key]
+
+    def __contains__(self, key: object) -> bool:
+        self.reads.append(key)
+        return key in self.environ
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.environ[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.reads.append("<iter>")
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
+
+
+@pytest.mark.parametrize("whose", ["before a default client", "the default client", "a client"])
+def test_entering_a_customer_block_reads_no_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, make_client: Any, whose: str
+) -> None:
+    if whose == "the default client":
+        meterstream.configure(exporter="memory")
+    client = make_client()
+    block = client.customer if whose == "a client" else meterstream.customer
+    current = client.current_customer if whose == "a client" else meterstream.current_customer
+    with block("cus_1"):  # what a block and a lookup need is read by now
+        current()
+    current()
+    watched = _WatchedEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", watched)
+    for _ in range(3):
+        with block("cus_1"):
+            current()
+        current()
+    assert watched.reads == []

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from typing import Optional
 
 import meterstream
-from meterstream._record import context as _context
 
 
 def test_one_customer_block_entered_from_many_threads_at_once() -> None:
@@ -80,7 +80,7 @@ def test_customer_blocks_left_out_of_order_then_entered_again() -> None:
     c.__exit__(None, None, None)
     a.__exit__(None, None, None)
     assert meterstream.current_customer() is None
-    assert _context._OPEN.get() is None  # nothing stale left behind
+    assert not (a._entered or b._entered or c._entered)  # nothing stale left behind
     with b:
         assert meterstream.current_customer() == "cus_b"
     assert meterstream.current_customer() is None
@@ -96,3 +96,27 @@ def test_a_customer_block_reentered_and_nested_in_itself() -> None:
         assert meterstream.current_customer() == "cus_outer"
         with block:
             assert meterstream.current_customer() == "cus_self"
+
+
+def test_leaving_a_block_from_a_context_that_did_not_enter_it_changes_nothing() -> None:
+    # A task created inside the block runs in a copy of the context: the
+    # block's entry is not its to leave (its token resets only where it was made).
+    block = meterstream.customer("cus_parent")
+    with block:
+        copied = contextvars.copy_context()
+        copied.run(block.__exit__, None, None, None)
+        assert copied.run(meterstream.current_customer) == "cus_parent"
+        assert meterstream.current_customer() == "cus_parent"
+        seen: list[Optional[str]] = []
+        worker = threading.Thread(
+            target=lambda: (
+                block.__exit__(None, None, None),
+                seen.append(meterstream.current_customer()),
+            )
+        )
+        worker.start()
+        worker.join(60)
+        assert seen == [None]  # a thread's own context: never inside the block
+        assert meterstream.current_customer() == "cus_parent"
+    assert meterstream.current_customer() is None
+    assert not block._entered

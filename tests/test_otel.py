@@ -350,7 +350,7 @@ def test_without_an_sdk_nothing_is_emitted_and_nothing_breaks() -> None:
         from meterstream import _otel
         from opentelemetry import baggage
         client = meterstream.configure(exporter="memory")
-        assert not _otel.sdk_active() and not client._span_events
+        assert not _otel.sdk_active() and not client._path.span_events
         with meterstream.customer("cus_1"):
             meterstream.meter("calls")(lambda: None)()
             # nothing could propagate it: no baggage written (it costs ~2 us)

@@ -75,8 +75,8 @@ def test_replay_by_reason_puts_dead_letters_back_with_their_identifiers(spool_fi
     assert result.returncode == 0, result.stderr
     assert "replayed 2 events" in result.stdout
     spool = Spool(spool_file)
-    pending = {event["identifier"] for event in spool.export("pending")}
-    dead = [event["identifier"] for event in spool.export("dead")]
+    pending = {event["identifier"] for event in spool.admin.export("pending")}
+    dead = [event["identifier"] for event in spool.admin.export("dead")]
     spool.close()
     assert {"id-1", "id-2"} <= pending
     assert dead == ["id-0"]

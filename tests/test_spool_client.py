@@ -113,7 +113,7 @@ def test_a_refused_event_goes_to_the_dead_letters_and_the_rest_are_sent(
     assert len(set(identifiers(emulator))) == 10
     assert [e["identifier"] for e in failures] == ["bad-1"]
     assert client.spool is not None
-    assert [d["identifier"] for d in client.spool.export("dead")] == ["bad-1"]
+    assert [d["identifier"] for d in client.spool.admin.export("dead")] == ["bad-1"]
     assert client.stats()["spool_dead"] == 1
 
 

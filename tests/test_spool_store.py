@@ -188,20 +188,20 @@ def test_dead_letters_keep_their_reason_and_can_be_replayed(path: str) -> None:
             DeadLetter(batch.seqs[2], "too_old", None, "older than 35 days"),
         ]
     )
-    status = spool.status()
+    status = spool.admin.status()
     assert status.pending == 2 and status.dead == 2
     assert status.dead_by_reason == {("a", "rejected"): 1, ("b", "too_old"): 1}
-    dead = list(spool.export("dead"))
+    dead = list(spool.admin.export("dead"))
     assert [(d["identifier"], d["reason"], d["code"]) for d in dead] == [
         ("id-0", "rejected", "parameter_invalid"),
         ("id-2", "too_old", None),
     ]
-    assert spool.replay(reason="rejected") == 1
-    assert spool.status().dead == 1
-    ids = {e["identifier"] for e in spool.export("pending")}
+    assert spool.admin.replay(reason="rejected") == 1
+    assert spool.admin.status().dead == 1
+    ids = {e["identifier"] for e in spool.admin.export("pending")}
     assert "id-0" in ids  # same identifier: Stripe's dedupe still covers it
-    assert spool.purge("dead") == 1
-    assert spool.status().dead == 0
+    assert spool.admin.purge("dead") == 1
+    assert spool.admin.status().dead == 0
     spool.close()
 
 
@@ -210,7 +210,7 @@ def test_events_can_be_buried_by_identifier(path: str) -> None:
     spool.append(event(1))
     spool.append(event(2))
     assert spool.bury_identifiers(["id-2", "unknown"], "no_meter", "no_meter", "m") == 1
-    assert [d["identifier"] for d in spool.export("dead")] == ["id-2"]
+    assert [d["identifier"] for d in spool.admin.export("dead")] == ["id-2"]
     spool.close()
 
 
@@ -328,7 +328,7 @@ def test_accepted_events_are_kept_once_each_for_the_history(path: str) -> None:
         ("api_calls", 1, 1_700_000_001.0),
         ("api_calls", 3, 1_700_000_003.0),
     ]
-    assert spool.status().accepted == 2
+    assert spool.admin.status().accepted == 2
     clock.now += 3600
     assert spool.prune_history() == 2
     assert spool.accepted_between(0, 2e9) == []
@@ -365,7 +365,7 @@ def test_a_late_report_moves_accepted_events_to_the_dead_letters(path: str) -> N
     spool.append(event(3))  # still pending
     found = spool.bury_identifiers(["id-1", "id-3", "unknown"], "no_meter", "no_meter", "m")
     assert found == 2
-    assert [(d["identifier"], d["code"]) for d in spool.export("dead")] == [
+    assert [(d["identifier"], d["code"]) for d in spool.admin.export("dead")] == [
         ("id-1", "no_meter"),
         ("id-3", "no_meter"),
     ]
@@ -381,7 +381,7 @@ def test_the_oldest_free_events_can_be_evicted(path: str) -> None:
     held = spool.claim(1)  # id-0 is being sent: not evicted
     evicted = spool.evict_oldest(2)
     assert [e[4] for e in evicted] == ["id-1", "id-2"]
-    assert {e["identifier"] for e in spool.export("pending")} == {"id-0", "id-3", "id-4"}
+    assert {e["identifier"] for e in spool.admin.export("pending")} == {"id-0", "id-3", "id-4"}
     assert len(held) == 1
     spool.close()
 

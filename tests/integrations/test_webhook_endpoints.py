@@ -148,7 +148,7 @@ def test_reports_for_an_unknown_meter_and_a_missing_customer_reach_the_app(
         ("meter_event_no_customer_defined", ("nocust-1",)),
         ("no_meter", ("unknown-1",)),
     ]
-    assert sorted(d["identifier"] for d in spool.export("dead")) == ["nocust-1", "unknown-1"]
+    assert sorted(d["identifier"] for d in spool.admin.export("dead")) == ["nocust-1", "unknown-1"]
     assert client.stats()["rejected_by_stripe"] == 2
     assert wait_for(
         lambda: [d["status"] for d in emulator.state.webhooks.deliveries] == ["delivered"] * 2

@@ -35,13 +35,13 @@ def spool(spool_path: str) -> Iterator[Spool]:
 
 def _pending_totals(spool: Spool) -> dict[tuple[str, str], Decimal]:
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for event in spool.export("pending"):
+    for event in spool.admin.export("pending"):
         totals[(event["event_name"], event["customer"])] += Decimal(str(event["value"]))
     return dict(totals)
 
 
 def _identifiers(spool: Spool) -> list[str]:
-    return [event["identifier"] for event in spool.export("pending")]
+    return [event["identifier"] for event in spool.admin.export("pending")]
 
 
 def _use(spool: Spool, customer: str, value: object, start: float) -> None:
@@ -95,7 +95,7 @@ def test_a_sum_past_15_digits_is_split_into_events_that_add_up(spool: Spool) -> 
     _use(spool, "cus_1", 999_999_999_999_999, 1000.0)
     _use(spool, "cus_1", Decimal("0.001"), 1000.0)
     assert spool.aggregate_due(2000.0) == 2
-    values = [Decimal(str(e["value"])) for e in spool.export("pending")]
+    values = [Decimal(str(e["value"])) for e in spool.admin.export("pending")]
     assert sum(values) == Decimal("999999999999999.001")
     assert all(len(v.normalize().as_tuple().digits) <= 15 for v in values)
 
@@ -104,7 +104,7 @@ def test_dimensions_fold_apart_and_keep_their_keys(spool: Spool) -> None:
     for dims in ({"model": "a", "region": "eu"}, {"region": "eu", "model": "a"}, {"model": "b"}):
         spool.append_use("tokens", "cus_1", 5, 0.0, 5.0, encode_dimensions(dims))
     assert spool.aggregate_due(10.0) == 2
-    by_dims = {str(e["dimensions"]): e["value"] for e in spool.export("pending")}
+    by_dims = {str(e["dimensions"]): e["value"] for e in spool.admin.export("pending")}
     assert by_dims == {str({"model": "a", "region": "eu"}): 10, str({"model": "b"}): 5}
 
 
@@ -239,7 +239,7 @@ def test_dimensions_given_as_a_key_fold_with_those_given_as_a_dict(spool: Spool)
     assert aggregator.add("tokens", "cus_1", 1, {"b": "2", "a": "1"})
     assert aggregator.add("tokens", "cus_1", 2, (("a", "1"), ("b", "2")))
     aggregator.close(force=True)
-    assert [(e["dimensions"], e["value"]) for e in spool.export("pending")] == [
+    assert [(e["dimensions"], e["value"]) for e in spool.admin.export("pending")] == [
         ({"a": "1", "b": "2"}, 3)
     ]
 

@@ -211,10 +211,10 @@ def test_reported_identifiers_move_from_the_spool_to_dead_letters_and_unknown_on
         with caplog.at_level(logging.WARNING, logger="meterstream"):
             for event in reported_thin_events(emulator):
                 meterstream.handle_webhook(*signed(event), client=client)
-        (letter,) = list(spool.export("dead"))
+        (letter,) = list(spool.admin.export("dead"))
         assert letter["identifier"] == "nocust-1"
         assert letter["code"] == "meter_event_no_customer_defined"
-        assert [e["identifier"] for e in spool.export("pending")] == ["good-1"]
+        assert [e["identifier"] for e in spool.admin.export("pending")] == ["good-1"]
         assert "not in the spool" in caplog.text
         assert client.stats()["rejected_by_stripe"] == 2
     finally:
@@ -258,7 +258,7 @@ def test_a_report_delivered_to_another_process_on_the_same_spool_is_handled_once
         assert other.handle_webhook(*signed(first)) is None  # Stripe delivered it again
         assert len(reports) == 1
         assert one.spool is not None
-        assert {d["identifier"] for d in one.spool.export("dead")} & {"unknown-1", "nocust-1"}
+        assert {d["identifier"] for d in one.spool.admin.export("dead")} & {"unknown-1", "nocust-1"}
     finally:
         one.shutdown(2)
         other.shutdown(2)
