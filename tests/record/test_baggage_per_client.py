@@ -1,7 +1,7 @@
 """OpenTelemetry baggage settings belong to each client: the last client built no longer wins.
 
 Every key here is given explicitly, so baggage is written whether or not an
-OpenTelemetry SDK is installed in this process (tests/test_otel.py installs one).
+OpenTelemetry SDK is installed in this process (tests/integrations/test_otel.py installs one).
 """
 
 from __future__ import annotations

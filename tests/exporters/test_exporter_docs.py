@@ -11,7 +11,7 @@ import pytest
 
 import meterstream
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "exporters.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "exporters.md"
 
 
 def python_blocks() -> list[str]:

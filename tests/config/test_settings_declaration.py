@@ -16,7 +16,7 @@ from meterstream._config import table as _settings_table
 from meterstream._config.setting import UNSET
 from meterstream._config.settings import SETTINGS, Settings
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_the_reference_table_is_generated_from_the_declarations() -> None:
