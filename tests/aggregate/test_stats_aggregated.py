@@ -20,7 +20,7 @@ import pytest
 import meterstream
 from meterstream.emulator import Emulator
 
-SECRET = "sk_test_stats_folded"
+SECRET = "sk_test_stats_aggregated"
 AGGREGATED = {"cus_1": 10, "cus_2": 5}  # uses of the folded name, per customer
 UNAGGREGATED = 3  # uses of a name not folded
 

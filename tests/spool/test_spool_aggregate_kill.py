@@ -27,8 +27,8 @@ pytestmark = [
 
 KILLS = 10
 THREADS = 4
-MAX_VALUE = Decimal(1000)  # the largest value the child records (tests/apps/fold_child.py)
-FOLD_CHILD = [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "apps.fold_child"]
+MAX_VALUE = Decimal(1000)  # the largest value the child records (tests/apps/aggregate_child.py)
+AGGREGATE_CHILD = [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "apps.aggregate_child"]
 
 
 def test_sigkill_while_folding_bills_every_acknowledged_use_once(
@@ -51,7 +51,7 @@ def test_sigkill_while_folding_bills_every_acknowledged_use_once(
         errors = tmp_path / f"stderr-{run}.txt"
         with errors.open("wb") as stderr:
             proc = subprocess.Popen(
-                [*FOLD_CHILD, "record", spool_path, emulator.url, str(THREADS), str(run)],
+                [*AGGREGATE_CHILD, "record", spool_path, emulator.url, str(THREADS), str(run)],
                 env=child_env(),
                 stdout=subprocess.PIPE,
                 stderr=stderr,

@@ -59,7 +59,7 @@ def test_uses_recorded_with_a_spool_survive_an_exit_without_flush(
         {"event_name": "tokens", "display_name": "tokens", "default_aggregation[formula]": "sum"}
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "apps.fold_child", "exit", spool_path, emulator.url, "50"],
+        [sys.executable, "-m", "apps.aggregate_child", "exit", spool_path, emulator.url, "50"],
         env=child_env(),
         capture_output=True,
         timeout=60,
@@ -151,7 +151,7 @@ def test_two_processes_folding_at_once_fold_each_use_once(spool: Spool, spool_pa
         expected[customer] += n
     aggregators = [
         subprocess.Popen(
-            [sys.executable, "-m", "apps.fold_child", "aggregate", spool_path],
+            [sys.executable, "-m", "apps.aggregate_child", "aggregate", spool_path],
             env=child_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """Child processes for the spool's fold tests: record folded uses, or fold, on a shared spool.
 
-Run as ``python -m apps.fold_child MODE SPOOL URL ...`` with ``tests/`` on
+Run as ``python -m apps.aggregate_child MODE SPOOL URL ...`` with ``tests/`` on
 ``PYTHONPATH``. Every client folds ``tokens`` (``aggregate``) in 1-second
 windows and delivers to URL.
 
