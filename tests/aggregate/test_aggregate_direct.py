@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
 from meterstream.errors import InvalidEventError
 
 

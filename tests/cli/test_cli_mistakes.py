@@ -6,7 +6,6 @@ Each test runs ``python -m meterstream`` as a real process.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 import meterstream
+from helpers.ports import free_port
 from meterstream.emulator import Emulator
 
 KEY = "sk_test_cli"
@@ -48,12 +48,6 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], flag: str) -> N
     # internal setting names mean nothing to a person at a shell
     for internal in ("api_base", "max_retry_time", "exporter:", "api_key"):
         assert internal not in lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_version_prints_the_installed_version() -> None:

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 import meterstream
-from _recorded import CUS, events_of, values
+from helpers.recorded import CUS, events_of, values
 
 # -- record() ----------------------------------------------------------------------------
 

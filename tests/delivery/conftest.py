@@ -8,12 +8,8 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from helpers.delivery import API_KEY, FAST_RETRIES
 from meterstream.emulator import Emulator
-
-API_KEY = "sk_test_delivery"
-
-#: Fast retries, so fault tests take milliseconds, not the production backoff.
-FAST_RETRIES: dict[str, Any] = {"retry_initial_delay": 0.005, "retry_max_delay": 0.05}
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from helpers import hostile_server as hs
+from helpers.delivery import check_stats, delivered_all, record
 
-from . import hostile_server as hs
 from . import test_hostile_server as _hostile
-from .test_hostile_server import check_stats, delivered_all, record
 
 MakeClient = Callable[..., meterstream.MeterClient]
 

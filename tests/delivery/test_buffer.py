@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
 from meterstream._delivery.buffer import Wake
 from meterstream._exporters.base import Exporter
 

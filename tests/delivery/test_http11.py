@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import pytest
 import trustme
 
-from _poll import wait_for
+from helpers.poll import wait_for
 from meterstream._exporters.stripe._http11 import (
     MAX_BODY,
     MAX_HEAD,

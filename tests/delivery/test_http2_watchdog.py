@@ -14,10 +14,9 @@ import pytest
 import trustme
 
 import meterstream
-from _poll import wait_for
-
-from .net_servers import ForwardProxy, TlsEmulator
-from .test_hostile_server import join_threads
+from helpers.delivery import join_threads
+from helpers.net_servers import ForwardProxy, TlsEmulator
+from helpers.poll import wait_for
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("h2")

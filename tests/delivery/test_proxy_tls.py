@@ -14,10 +14,9 @@ import pytest
 import trustme
 
 import meterstream
-from _poll import wait_for
+from helpers.net_servers import ForwardProxy, TlsEmulator
+from helpers.poll import wait_for
 from meterstream._exporters.stripe._api import StripeAPI
-
-from .net_servers import ForwardProxy, TlsEmulator
 
 pytestmark = pytest.mark.slow
 

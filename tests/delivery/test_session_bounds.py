@@ -12,10 +12,9 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
-from _poll import wait_for
-
-from . import hostile_server as hs
-from .test_hostile_server import SECRET, delivered_all, join_threads, record
+from helpers import hostile_server as hs
+from helpers.delivery import SECRET, delivered_all, join_threads, record
+from helpers.poll import wait_for
 
 MakeClient = Callable[..., meterstream.MeterClient]
 

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from helpers.emulator_api import Api, FakeClock
 from meterstream.emulator import Emulator, EmulatorState
-
-from ._helpers import Api, FakeClock
 
 
 def restore_defaults(state: EmulatorState) -> None:

@@ -8,21 +8,20 @@ from decimal import Decimal
 
 import pytest
 
-from meterstream._aggregate.arithmetic import window_start
-from meterstream._fleet.aggregate import record_identifier
-from meterstream._fleet.nats import DEAD_REASON_HEADER
-from meterstream._record.events import format_timestamp
-from meterstream.emulator import Emulator
-
-from .fold_helpers import (
+from helpers.aggregate import (
     create_meter,
     emulator_totals,
     expected_totals,
     identifiers,
     publish_uses,
 )
-from .helpers import RelayThread, publish_raw, read_stream, wait_for
-from .servers import NatsServer
+from helpers.fleet import RelayThread, publish_raw, read_stream, wait_for
+from helpers.nats_server import NatsServer
+from meterstream._aggregate.arithmetic import window_start
+from meterstream._fleet.aggregate import record_identifier
+from meterstream._fleet.nats import DEAD_REASON_HEADER
+from meterstream._record.events import format_timestamp
+from meterstream.emulator import Emulator
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from meterstream.emulator import Emulator
-
-from .fold_helpers import (
+from helpers.aggregate import (
     Totals,
     create_meter,
     emulator_totals,
@@ -20,10 +18,11 @@ from .fold_helpers import (
     identifiers,
     publish_uses,
 )
-from .helpers import wait_for
-from .holding_proxy import HoldingProxy
-from .processes import finish, start_relay
-from .servers import NatsServer
+from helpers.fleet import wait_for
+from helpers.fleet_processes import finish, start_relay
+from helpers.holding_proxy import HoldingProxy
+from helpers.nats_server import NatsServer
+from meterstream.emulator import Emulator
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,17 @@ import threading
 
 import pytest
 
+from helpers.aggregate import (
+    create_meter,
+    emulator_totals,
+    expected_totals,
+    identifiers,
+    publish_uses,
+)
+from helpers.fleet import RelayThread, wait_for
+from helpers.nats_server import NatsServer
+from helpers.ports import free_port
 from meterstream.emulator import Emulator
-
-from .fold_helpers import create_meter, emulator_totals, expected_totals, identifiers, publish_uses
-from .helpers import RelayThread, wait_for
-from .servers import NatsServer, free_port
 
 pytestmark = pytest.mark.slow
 

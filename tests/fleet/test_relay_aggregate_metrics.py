@@ -5,12 +5,10 @@ from __future__ import annotations
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from helpers.aggregate import create_meter, emulator_totals, expected_totals, publish_uses
+from helpers.fleet import RelayThread, metric_sums, wait_for
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
-
-from .fold_helpers import create_meter, emulator_totals, expected_totals, publish_uses
-from .helpers import RelayThread, wait_for
-from .servers import NatsServer
-from .test_relay_metrics import _sums
 
 
 def test_folded_uses_and_events_are_opentelemetry_counters(
@@ -35,7 +33,7 @@ def test_folded_uses_and_events_are_opentelemetry_counters(
         assert wait_for(lambda: relay.relay.stats()["fold_refused"] >= 5)
     finally:
         relay.stop()
-        sums = _sums(reader)
+        sums = metric_sums(reader)
         provider.shutdown()
     stats = relay.relay.stats()
     assert sums["meterstream.relay.folded_uses"] == stats["folded_uses"] == 90

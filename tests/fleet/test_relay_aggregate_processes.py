@@ -6,20 +6,16 @@ import signal
 import subprocess
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from helpers.aggregate import Totals, create_meter, emulator_totals, expected_totals, identifiers
+from helpers.fleet import wait_for
+from helpers.fleet_processes import AGGREGATE_PRODUCER, finish, process_env, start_relay
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
 
-from .fold_helpers import Totals, create_meter, emulator_totals, expected_totals, identifiers
-from .helpers import wait_for
-from .processes import _env, finish, start_relay
-from .servers import NatsServer
-
 pytestmark = pytest.mark.slow
-
-PRODUCER = str(Path(__file__).with_name("fold_producer.py"))
 
 
 def test_three_producers_two_relays_fold_to_exact_totals(
@@ -30,8 +26,8 @@ def test_three_producers_two_relays_fold_to_exact_totals(
     relays = [start_relay(nats_server.url, emulator, *flags) for _ in range(2)]
     producers = [
         subprocess.Popen(
-            [sys.executable, PRODUCER, nats_server.url, f"p{k}", "1000"],
-            env=_env(),
+            [sys.executable, AGGREGATE_PRODUCER, nats_server.url, f"p{k}", "1000"],
+            env=process_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

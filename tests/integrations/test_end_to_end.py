@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,10 +26,9 @@ pytest.importorskip("httptools")
 
 import httpx
 
-from _poll import wait_for
+from helpers.poll import wait_for
+from helpers.ports import free_port
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,15 +36,10 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk_test_integrations"
 REQUESTS = 3000
 THREADS = 8
 K = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
 import meterstream  # noqa: E402
-from _poll import wait_for  # noqa: E402
+from helpers.poll import wait_for  # noqa: E402
 from meterstream._spool.spool import Spool  # noqa: E402
 from meterstream.emulator import Emulator  # noqa: E402
 from meterstream.emulator._webhooks import sign  # noqa: E402

@@ -11,7 +11,7 @@ from typing import Optional
 import pytest
 
 import meterstream
-from _recorded import CUS, Boom, Fatal, events_of, payloads, values
+from helpers.recorded import CUS, Boom, Fatal, events_of, payloads, values
 
 # -- value -------------------------------------------------------------------------------
 

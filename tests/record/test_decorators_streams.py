@@ -9,7 +9,7 @@ from typing import Any, Optional
 import pytest
 
 import meterstream
-from _recorded import CUS, Boom, events_of, values
+from helpers.recorded import CUS, Boom, events_of, values
 
 # -- generators --------------------------------------------------------------------------
 

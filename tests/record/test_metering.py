@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 import meterstream
-from _recorded import CUS, Boom, events_of, payloads, values
+from helpers.recorded import CUS, Boom, events_of, payloads, values
 
 # -- metering() --------------------------------------------------------------------------
 

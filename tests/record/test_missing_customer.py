@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import meterstream
-from _recorded import events_of
+from helpers.recorded import events_of
 
 # -- missing customer --------------------------------------------------------------------
 

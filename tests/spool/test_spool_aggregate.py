@@ -14,14 +14,13 @@ from typing import Callable
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
+from helpers.spool import child_env
 from meterstream._spool import aggregate_store as _fold_store
 from meterstream._spool.aggregate import SpoolAggregator
 from meterstream._spool.aggregate_store import aggregate_dimensions
 from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
-
-from .conftest import child_env
 
 WINDOW = 5
 

@@ -16,9 +16,8 @@ from typing import Callable
 import pytest
 
 import meterstream
+from helpers.spool import child_env, kill_when
 from meterstream.emulator import Emulator
-
-from .conftest import child_env, kill_when
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
-from typing import Any, Callable, Optional
 
 import pytest
 
-import _poll
 import meterstream
+from helpers.webhooks import API_KEY, WHSEC
 from meterstream.emulator import Emulator
-from meterstream.emulator._reports import thin_event
-from meterstream.emulator._webhooks import sign
-
-API_KEY = "sk_test_webhooks"
-WHSEC = "whsec_webhook_tests"
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +56,3 @@ def client(
     )
     yield client
     client.shutdown(2)
-
-
-def record_bad_events(client: meterstream.MeterClient) -> None:
-    """An event for a name with no meter, and one whose payload has no customer."""
-    client.record("no_such_meter", customer="cus_1", identifier="unknown-1")
-    client.record("priced", customer="cus_1", identifier="good-1")
-    # The client always sends a customer, under stripe_customer_id; this
-    # meter reads "account", so Stripe finds no customer in the payload.
-    client.record("by_account", customer="cus_1", identifier="nocust-1")
-    assert client.flush(10)
-
-
-def reported_thin_events(emulator: Emulator) -> list[dict[str, Any]]:
-    """Run the emulator's validation; the thin events a webhook would receive."""
-    return [thin_event(e) for e in emulator.state.validate()]
-
-
-def signed(
-    event: dict[str, Any], secret: str = WHSEC, *, at: Optional[float] = None
-) -> tuple[bytes, str]:
-    body = json.dumps(event).encode()
-    return body, sign(body, secret, int(time.time() if at is None else at))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """The suite's one polling helper, with this folder's longer default timeout."""
-    return _poll.wait_for(predicate, timeout)

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.webhooks import API_KEY, WHSEC, record_bad_events, reported_thin_events, signed
 from meterstream._spool.spool import Spool
 from meterstream._truth.webhooks import verify_signature
 from meterstream.emulator import Emulator
 from meterstream.emulator._webhooks import sign
-
-from .conftest import API_KEY, WHSEC, record_bad_events, reported_thin_events, signed
 
 stripe = pytest.importorskip("stripe")
 

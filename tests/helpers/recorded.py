@@ -29,3 +29,12 @@ def payloads(client: meterstream.MeterClient) -> list[dict[str, str]]:
 
 def values(client: meterstream.MeterClient) -> list[str]:
     return [p["value"] for p in payloads(client)]
+
+
+def sent(client: meterstream.MeterClient) -> list[tuple[str, str, str]]:
+    """(event name, customer, value) of everything *client* recorded, after a flush."""
+    assert client.flush(5)
+    return [
+        (e["event_name"], e["payload"]["stripe_customer_id"], e["payload"]["value"])
+        for e in client.exporter.events  # type: ignore[attr-defined]
+    ]

@@ -1,12 +1,12 @@
-"""Helpers for fleet tests: an in-process relay, reading the stream, polling."""
+"""Helpers for fleet tests: an in-process relay, reading the stream, metrics, polling."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import _poll
+from helpers import poll
 from meterstream._config.settings import Settings
 from meterstream._exporters.stripe import StripeExporter
 from meterstream._exporters.stripe._api import StripeAPI
@@ -15,12 +15,15 @@ from meterstream._fleet.relay import Relay
 from meterstream._fleet.relay_config import RelayConfig
 from meterstream.emulator import Emulator
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 API_KEY = "sk_test_fleet"
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     """The suite's one polling helper, with this folder's longer default timeout."""
-    return _poll.wait_for(predicate, timeout)
+    return poll.wait_for(predicate, timeout)
 
 
 class RelayThread:
@@ -140,3 +143,14 @@ async def _publish_raw(url: str, subject: str, payloads: list[bytes]) -> None:
 
 def publish_raw(url: str, subject: str, payloads: list[bytes]) -> None:
     asyncio.run(_publish_raw(url, subject, payloads))
+
+
+def metric_sums(reader: InMemoryMetricReader) -> dict[str, Any]:
+    """Each metric the reader collected, its data points summed, by name."""
+    data = reader.get_metrics_data()
+    out: dict[str, Any] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                out[metric.name] = sum(p.value for p in metric.data.data_points)
+    return out

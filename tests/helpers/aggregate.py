@@ -1,4 +1,4 @@
-"""Shared by the fleet fold tests: meters, uses with known totals, totals at the emulator."""
+"""Shared by the fleet aggregate tests: meters, uses with known totals, totals at the emulator."""
 
 from __future__ import annotations
 

@@ -7,14 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.fleet import API_KEY
 from meterstream.emulator import Emulator
 
-from .helpers import API_KEY
+_APPS = Path(__file__).resolve().parents[1] / "apps"
+#: Child programs, run as ``python PROGRAM ...`` (see each one's docstring).
+PRODUCER = str(_APPS / "nats_producer.py")
+AGGREGATE_PRODUCER = str(_APPS / "nats_aggregate_producer.py")
+SPOOL_PRODUCER = str(_APPS / "nats_spool_producer.py")
 
-PRODUCER = str(Path(__file__).with_name("producer.py"))
 
-
-def _env() -> dict[str, str]:
+def process_env() -> dict[str, str]:
+    """The environment for a child: ours without METERSTREAM_*, output unbuffered."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -26,13 +30,13 @@ def start_relay(url: str, emulator: Emulator, *flags: str) -> subprocess.Popen[b
         "--api-key", API_KEY, "--api-base", emulator.api_base,
         "--stream-base", emulator.stream_base, *flags,
     ]  # fmt: skip
-    return subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(args, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def start_producer(url: str, prefix: str, count: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, PRODUCER, url, prefix, str(count)],
-        env=_env(),
+        env=process_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
