@@ -16,12 +16,6 @@ from meterstream.emulator import Emulator
 KEY = "sk_test_aggregate_client"
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
-
-
 def meter(emulator: Emulator, event_name: str, formula: str) -> None:
     answer = httpx.post(
         emulator.url + "/v1/billing/meters",

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Iterator
 from decimal import Context, Decimal, Inexact
 from typing import Any
 
-import httpx
 import pytest
 
 import meterstream
@@ -25,21 +23,8 @@ DIMS = [None, {"model": "gpt-4o"}, {"model": "small", "region": "eu"}]
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        for name in ("llm_tokens", "gpu_ms"):
-            response = httpx.post(
-                f"{emu.api_base}/v1/billing/meters",
-                data={
-                    "display_name": name,
-                    "event_name": name,
-                    "default_aggregation[formula]": "sum",
-                },
-                headers={"Authorization": f"Bearer {SECRET}"},
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"meters": ["llm_tokens", "gpu_ms"]}
 
 
 def deliver(emulator: Emulator, events: list[RawEvent]) -> None:

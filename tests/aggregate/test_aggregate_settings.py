@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -110,12 +109,6 @@ def test_only_names_whose_active_meters_all_sum_are_foldable() -> None:
     assert sorted(refused) == ["calls", "gpu", "mixed", "none", "old"]
     assert "'count'" in refused["calls"] and "'last'" in refused["gpu"]
     assert refused["none"] == "no active meter has this event name"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
 
 
 def create_meter(emulator: Emulator, name: str, formula: str) -> None:

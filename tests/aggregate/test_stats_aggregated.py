@@ -10,11 +10,9 @@ through the emulator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import meterstream
@@ -26,21 +24,8 @@ UNAGGREGATED = 3  # uses of a name not folded
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        for name in ("api_calls", "other"):  # sum meters, so the client folds
-            response = httpx.post(
-                f"{emu.api_base}/v1/billing/meters",
-                data={
-                    "display_name": name,
-                    "event_name": name,
-                    "default_aggregation[formula]": "sum",
-                },
-                headers={"Authorization": f"Bearer {SECRET}"},
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"meters": ["api_calls", "other"]}  # sum meters, so the client aggregates
 
 
 @pytest.mark.parametrize("spool", [False, True], ids=["memory-folder", "spool-folder"])

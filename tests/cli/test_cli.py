@@ -6,19 +6,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from meterstream.emulator import Emulator
 
 KEY = "sk_test_cli"
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -27,21 +27,6 @@ def sent(client: meterstream.MeterClient) -> list[dict[str, Any]]:
     return list(client.exporter.events)  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def make_client() -> Iterator[Any]:
-    """Build clients with ``MeterClient(**settings)`` and shut them all down afterwards."""
-    made: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        client = meterstream.MeterClient(**settings)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.shutdown(0)
-
-
 # -- precedence --------------------------------------------------------------------------------
 
 PRECEDENCE = [

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from helpers.clients import ClientFactory
 from helpers.poll import wait_for
 from meterstream._delivery.buffer import Wake
 from meterstream._exporters.base import Exporter
@@ -48,22 +49,18 @@ class GatedExporter(Exporter):
 
 
 @pytest.fixture
-def make_client() -> Iterator[Callable[..., meterstream.MeterClient]]:
-    made: list[meterstream.MeterClient] = []
+def client_settings() -> dict[str, Any]:
+    return {"exporter": "memory", "flush_interval": 3600}
 
-    def make(**settings: Any) -> meterstream.MeterClient:
-        settings.setdefault("exporter", "memory")
-        settings.setdefault("flush_interval", 3600)
-        client = meterstream.MeterClient(**settings)
-        made.append(client)
-        return client
 
-    yield make
-    for client in made:
+@pytest.fixture(autouse=True)
+def _open_gates(make_client: ClientFactory) -> Iterator[None]:
+    """After the test, let go of an export a gate still holds, so shutdown can end."""
+    yield
+    for client in make_client.clients:
         exporter = client.exporter
         if isinstance(exporter, (GatedExporter, CountingGate)):
             exporter.gate.set()
-        client.shutdown(1.0)
 
 
 # -- drop_newest / drop_oldest ---------------------------------------------------------------

@@ -22,7 +22,16 @@ import pytest
 
 import meterstream
 from helpers import hostile_server as hs
-from helpers.delivery import SECRET, check_stats, check_wire, delivered_all, join_threads, record
+from helpers.delivery import (
+    SECRET,
+    Failures,
+    check_stats,
+    check_wire,
+    delivered_all,
+    hostile_settings,
+    join_threads,
+    record,
+)
 from helpers.poll import wait_for
 from meterstream.errors import DeliveryError
 
@@ -36,40 +45,8 @@ def server() -> Iterator[hs.HostileServer]:
 
 
 @pytest.fixture
-def failures() -> list[tuple[list[dict[str, Any]], BaseException]]:
-    return []
-
-
-@pytest.fixture
-def make_client(
-    request: pytest.FixtureRequest,
-    server: hs.HostileServer,
-    failures: list[tuple[list[dict[str, Any]], BaseException]],
-) -> Iterator[MakeClient]:
-    """Clients aimed at the hostile server; a test module that imports this
-    fixture may set ``CLIENT_DEFAULTS`` to change its defaults."""
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": SECRET,
-            "api_base": server.url,
-            "stream_base": server.url,
-            "retry_initial_delay": 0.005,
-            "retry_max_delay": 0.05,
-            "request_timeout": 0.5,
-            "max_retry_time": 10,
-            "on_delivery_error": lambda events, error: failures.append((list(events), error)),
-            **getattr(request.module, "CLIENT_DEFAULTS", {}),
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+def client_settings(server: hs.HostileServer, failures: Failures) -> dict[str, Any]:
+    return hostile_settings(server, failures)
 
 
 CONCURRENCY = pytest.mark.parametrize("concurrency", [1, 4])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers.nats_server import UNAVAILABLE, NatsServer
-from meterstream.emulator import Emulator
 
 pytest.importorskip("nats", reason="fleet tests need nats-py: pip install 'meterstream[nats]'")
 
@@ -23,6 +23,5 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}

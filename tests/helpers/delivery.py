@@ -18,6 +18,27 @@ FAST_RETRIES: dict[str, Any] = {"retry_initial_delay": 0.005, "retry_max_delay":
 #: The secret key given to clients aimed at the hostile server, which must never leak.
 SECRET = "sk_test_hostile_S3CR3T_do_not_leak"
 
+#: What ``on_delivery_error`` was given: (the events, the error), in order.
+Failures = list[tuple[list[dict[str, Any]], BaseException]]
+
+
+def hostile_settings(
+    server: hs.HostileServer, failures: Failures, **settings: Any
+) -> dict[str, Any]:
+    """Client settings aimed at the hostile server: quick retries and timeouts,
+    delivery errors noted in *failures*; *settings* win."""
+    return {
+        "api_key": SECRET,
+        "api_base": server.url,
+        "stream_base": server.url,
+        "retry_initial_delay": 0.005,
+        "retry_max_delay": 0.05,
+        "request_timeout": 0.5,
+        "max_retry_time": 10,
+        "on_delivery_error": lambda events, error: failures.append((list(events), error)),
+        **settings,
+    }
+
 
 def record(client: meterstream.MeterClient, n: int, tag: str = "e") -> list[str]:
     """Record *n* events with known identifiers; returns them."""

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,8 @@ K = 5
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}
 
 
 def start_server(argv: list[str], emulator: Emulator, port: int) -> subprocess.Popen[bytes]:

@@ -49,9 +49,8 @@ def sdk() -> Iterator[None]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}
 
 
 def stripe_client(emu: Emulator, **settings: Any) -> meterstream.MeterClient:

@@ -57,14 +57,6 @@ WHSEC = "whsec_integration_tests"
 urlpatterns = [path("stripe/webhook", stripe_webhook)]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        emu.state.webhooks.interval = 0.2
-        emu.state.webhooks.backoff = 0.05
-        yield emu
-
-
 def serve(app: Any) -> Iterator[str]:
     """Serve *app* with uvicorn on 127.0.0.1 in a thread; yield its base URL."""
     sock = socket.socket()
@@ -103,7 +95,8 @@ def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def setup(
     emulator: Emulator, app_url: str, tmp_path: Path
 ) -> Iterator[tuple[meterstream.MeterClient, list[meterstream.ValidationReport], Spool]]:
-    emulator.reset()
+    emulator.state.webhooks.interval = 0.2
+    emulator.state.webhooks.backoff = 0.05
     emulator.state.create_meter(
         {
             "display_name": "By account",

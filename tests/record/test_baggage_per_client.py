@@ -6,7 +6,6 @@ OpenTelemetry SDK is installed in this process (tests/integrations/test_otel.py 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,17 +16,8 @@ import meterstream
 
 
 @pytest.fixture
-def make_client() -> Iterator[Any]:
-    made: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        client = meterstream.MeterClient(exporter="memory", **settings)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.shutdown(0)
+def client_settings() -> dict[str, Any]:
+    return {"exporter": "memory"}
 
 
 def customers(client: meterstream.MeterClient) -> list[str]:

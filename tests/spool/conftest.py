@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-import meterstream
 from helpers.delivery import FAST_RETRIES
 from helpers.ports import free_port
 from helpers.spool import API_KEY
-from meterstream.emulator import Emulator
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}
 
 
 @pytest.fixture
@@ -33,22 +29,6 @@ def spool_path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_client() -> Iterator[Callable[..., meterstream.MeterClient]]:
-    """Build spool clients (``url=`` the exporter's base); all shut down after the test."""
-    clients: list[meterstream.MeterClient] = []
-
-    def make(url: str, **settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": API_KEY,
-            "api_base": url,
-            "stream_base": url,
-            **FAST_RETRIES,
-            **settings,
-        }
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+def client_settings() -> dict[str, Any]:
+    """Spool tests aim each client with ``make_client(url, ...)``: the emulator or a dead URL."""
+    return {"api_key": API_KEY, **FAST_RETRIES}

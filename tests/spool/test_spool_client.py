@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,31 +16,14 @@ FAST = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
-
-
-@pytest.fixture
-def make(emulator: Emulator, tmp_path: Path) -> Iterator[Callable[..., meterstream.MeterClient]]:
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": KEY,
-            "api_base": emulator.url,
-            "stream_base": emulator.url,
-            "spool_path": str(tmp_path / "spool.db"),
-            **FAST,
-            **settings,
-        }
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+def client_settings(emulator: Emulator, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "api_key": KEY,
+        "api_base": emulator.url,
+        "stream_base": emulator.url,
+        "spool_path": str(tmp_path / "spool.db"),
+        **FAST,
+    }
 
 
 def identifiers(emulator: Emulator) -> list[str]:
@@ -49,9 +31,9 @@ def identifiers(emulator: Emulator) -> list[str]:
 
 
 def test_recorded_events_go_through_the_spool_to_stripe(
-    make: Callable[..., meterstream.MeterClient], emulator: Emulator
+    make_client: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
-    client = make()
+    client = make_client()
     for n in range(250):
         client.record("api_calls", customer="cus_1", identifier=f"id-{n}")
     assert client.flush(10)
@@ -62,18 +44,20 @@ def test_recorded_events_go_through_the_spool_to_stripe(
 
 
 def test_what_one_client_left_the_next_delivers_in_order(
-    make: Callable[..., meterstream.MeterClient], emulator: Emulator
+    make_client: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
     emulator.set_faults(hang=True)
     # One request in flight at a time: with several, batches may arrive in
     # any order (docs/durability.md).
-    first = make(request_timeout=0.5, max_concurrent_requests=1)
+    first = make_client(request_timeout=0.5, max_concurrent_requests=1)
     for n in range(150):
         first.record("api_calls", customer="cus_1", identifier=f"id-{n:03d}")
     first.shutdown(0.2)  # nothing delivered: it all waits in the spool
     assert identifiers(emulator) == []
     emulator.set_faults(hang=False)  # the held request may now complete
-    second = make(max_concurrent_requests=1)  # a restart: delivers without a record of its own
+    second = make_client(
+        max_concurrent_requests=1
+    )  # a restart: delivers without a record of its own
     assert second.flush(10)
     # The first client's requests, held by the hanging server, may arrive too:
     # the same identifiers again, which Stripe drops. Oldest first, each once.
@@ -82,11 +66,11 @@ def test_what_one_client_left_the_next_delivers_in_order(
 
 
 def test_an_outage_longer_than_max_retry_time_loses_nothing(
-    make: Callable[..., meterstream.MeterClient], emulator: Emulator
+    make_client: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
     failures: list[Any] = []
     emulator.set_faults(fail_500=1.0)
-    client = make(max_retry_time=0.2, on_delivery_error=lambda e, err: failures.append(err))
+    client = make_client(max_retry_time=0.2, on_delivery_error=lambda e, err: failures.append(err))
     for n in range(120):
         client.record("api_calls", customer="cus_1", identifier=f"id-{n}")
     assert client.flush(1.0) is False  # Stripe is down: the events wait
@@ -100,11 +84,11 @@ def test_an_outage_longer_than_max_retry_time_loses_nothing(
 
 
 def test_a_refused_event_goes_to_the_dead_letters_and_the_rest_are_sent(
-    make: Callable[..., meterstream.MeterClient], emulator: Emulator
+    make_client: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
     emulator.set_faults(reject_identifier="bad-1")
     failures: list[Any] = []
-    client = make(on_delivery_error=lambda events, error: failures.extend(events))
+    client = make_client(on_delivery_error=lambda events, error: failures.extend(events))
     for n in range(10):
         client.record("api_calls", customer="cus_1", identifier=f"id-{n}")
     client.record("api_calls", customer="cus_1", identifier="bad-1")
@@ -118,10 +102,10 @@ def test_a_refused_event_goes_to_the_dead_letters_and_the_rest_are_sent(
 
 
 def test_a_full_spool_drops_new_events_counted_and_never_raises(
-    make: Callable[..., meterstream.MeterClient], emulator: Emulator
+    make_client: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
     emulator.set_faults(hang=True)
-    client = make(spool_max_bytes=1 << 20, request_timeout=0.5)
+    client = make_client(spool_max_bytes=1 << 20, request_timeout=0.5)
     for n in range(20_000):
         client.record("api_calls", customer="cus_" + "x" * 100, identifier=f"id-{n}")
     stats = client.stats()
@@ -131,9 +115,9 @@ def test_a_full_spool_drops_new_events_counted_and_never_raises(
 
 
 def test_threads_record_into_one_spool(
-    make: Callable[..., meterstream.MeterClient], emulator: Emulator
+    make_client: Callable[..., meterstream.MeterClient], emulator: Emulator
 ) -> None:
-    client = make()
+    client = make_client()
 
     def work(t: int) -> None:
         for n in range(300):

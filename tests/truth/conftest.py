@@ -1,8 +1,9 @@
-"""Fixtures for Stripe's error reports: an emulator with one meter, a client aimed at it."""
+"""Fixtures for Stripe's error reports: an emulator with two meters, a client aimed at it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -11,31 +12,26 @@ from helpers.webhooks import API_KEY, WHSEC
 from meterstream.emulator import Emulator
 
 
-@pytest.fixture(scope="module")
-def _emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
-
-
 @pytest.fixture
-def emulator(_emulator: Emulator) -> Iterator[Emulator]:
-    """An emulator with no automatic meters, a sum meter ``priced``, and a meter
-    ``by_account`` that reads its customer from the payload key ``account``."""
-    _emulator.reset()
-    _emulator.state.create_meter(
-        {"display_name": "Priced", "event_name": "priced", "default_aggregation[formula]": "sum"}
-    )
-    _emulator.state.create_meter(
-        {
-            "display_name": "By account",
-            "event_name": "by_account",
-            "default_aggregation[formula]": "sum",
-            "customer_mapping[event_payload_key]": "account",
-            "customer_mapping[type]": "by_id",
-        }
-    )
-    yield _emulator
-    _emulator.reset()
+def emulator_options() -> dict[str, Any]:
+    """No automatic meters; a sum meter ``priced``, and a meter ``by_account`` that
+    reads its customer from the payload key ``account``."""
+    return {
+        "meters": [
+            {
+                "display_name": "Priced",
+                "event_name": "priced",
+                "default_aggregation[formula]": "sum",
+            },
+            {
+                "display_name": "By account",
+                "event_name": "by_account",
+                "default_aggregation[formula]": "sum",
+                "customer_mapping[event_payload_key]": "account",
+                "customer_mapping[type]": "by_id",
+            },
+        ]
+    }
 
 
 @pytest.fixture
