@@ -46,7 +46,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
 import meterstream  # noqa: E402
-from _poll import wait_for  # noqa: E402
+from helpers.poll import wait_for  # noqa: E402
 from meterstream._spool.spool import Spool  # noqa: E402
 from meterstream.emulator import Emulator  # noqa: E402
 from meterstream.emulator._webhooks import sign  # noqa: E402
@@ -55,14 +55,6 @@ from meterstream.integrations.django import stripe_webhook  # noqa: E402
 
 WHSEC = "whsec_integration_tests"
 urlpatterns = [path("stripe/webhook", stripe_webhook)]
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        emu.state.webhooks.interval = 0.2
-        emu.state.webhooks.backoff = 0.05
-        yield emu
 
 
 def serve(app: Any) -> Iterator[str]:
@@ -103,7 +95,8 @@ def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def setup(
     emulator: Emulator, app_url: str, tmp_path: Path
 ) -> Iterator[tuple[meterstream.MeterClient, list[meterstream.ValidationReport], Spool]]:
-    emulator.reset()
+    emulator.state.webhooks.interval = 0.2
+    emulator.state.webhooks.backoff = 0.05
     emulator.state.create_meter(
         {
             "display_name": "By account",
