@@ -28,6 +28,8 @@ from meterstream._config.aggregate import (
 )
 from meterstream._config.metronome import (
     DEFAULT_METRONOME_BASE,
+    exporter_for_destinations,
+    parse_destinations,
     parse_metronome_token,
     parse_metronome_value_keys,
 )
@@ -63,6 +65,7 @@ from meterstream.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_STRIPE_VERSION",
+    "destinations_given",
     "SETTINGS",
     "SETTING_NAMES",
     "Settings",
@@ -368,6 +371,14 @@ class Settings:
         'per event name, the Metronome property carrying the value (`{"llm_tokens": "tokens"}`, '
         "JSON in the environment); default: the event's Stripe value key (`value`)",
     )
+    destinations: tuple[str, ...] = setting(
+        parse_destinations,
+        (),
+        'a parallel run: every use goes to each destination named (`["stripe", "metronome"]`), '
+        "each with its own buffer or spool, delivery, retries, dead letters and counts "
+        "([metronome](metronome.md#parallel-run)); one name is the same as `exporter`",
+        shown="none: the exporter alone",
+    )
     #: The settings given as a keyword or in the environment, not defaulted.
     _given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
@@ -394,6 +405,7 @@ class Settings:
         given: set[str] = set()
         for declared in SETTINGS:
             values[declared.name] = read_setting(declared, kwargs, env, given)
+        values["exporter"] = exporter_for_destinations(values["exporter"], values["destinations"])
         if values["exporter"] is UNSET:
             values["exporter"] = "stripe" if values["api_key"] else "log"
         self = cls(**values, _given=frozenset(given))
@@ -465,3 +477,15 @@ def _declarations() -> tuple[Setting, ...]:
 SETTINGS: tuple[Setting, ...] = _declarations()
 SETTING_NAMES: tuple[str, ...] = tuple(declared.name for declared in SETTINGS)
 _BY_NAME: dict[str, Setting] = {declared.name: declared for declared in SETTINGS}
+
+
+def destinations_given(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``destinations`` setting alone, from *kwargs* or the environment:
+    what decides, before anything else is resolved, whether a client is a
+    parallel run.
+
+    Raises:
+        ConfigurationError: a value that does not parse.
+    """
+    value: tuple[str, ...] = read_setting(_BY_NAME["destinations"], kwargs, os.environ, set())
+    return value

@@ -268,7 +268,7 @@ class EmulatorApp:
 
     async def _faulted(self, endpoint: str) -> Optional[Answer]:
         faults = self.state.injector.live
-        if not faults.active:
+        if not faults.active or not faults.applies_to("stripe"):
             return None
         if endpoint == SESSION and not faults.apply_to_sessions:
             return None

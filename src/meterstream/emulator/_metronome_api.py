@@ -94,7 +94,7 @@ def route(app: EmulatorApp, path: str) -> Optional[tuple[str, Sequence[str], Han
 
 async def _faulted(app: EmulatorApp) -> Optional[Answer]:
     faults = app.state.injector.live
-    if not faults.active:
+    if not faults.active or not faults.applies_to("metronome"):
         return None
     await app._apply_delays(faults)
     injected = app.state.injector.decide(INGEST)
@@ -127,7 +127,7 @@ def _ident(scope: Scope, index: int) -> str:
 
 def _ingest(state: EmulatorState, scope: Scope, body: bytes) -> Answer:
     refused = state.injector.live.reject_identifier
-    if refused is not None:
+    if refused is not None and state.injector.live.applies_to("metronome"):
         try:
             parsed = json.loads(body)
         except (ValueError, RecursionError):
