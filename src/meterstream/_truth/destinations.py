@@ -136,13 +136,16 @@ def reconcile_destinations(
     event_name: Optional[str] = None,
     grace: float = 600.0,
     now: float,
+    accepted: Optional[Iterable[tuple[str, str, Any, float, float]]] = None,
 ) -> Reconciliation:
     """Compare two destinations, per customer, event name (meter / billable
     metric) and window.
 
-    A window that ended less than *grace* seconds ago is settling: either
-    side may not have counted its newest events yet. An event name metered at
-    only one side is listed in ``no_meter``.
+    With *accepted* (a spool's ``accepted_between`` rows), a window holding
+    an event accepted less than *grace* seconds ago is settling; without, a
+    window that ended less than *grace* seconds ago is: either side may not
+    have counted its newest events yet. An event name metered at only one
+    side is listed in ``no_meter``.
 
     Raises:
         ValueError: unaligned times or an unknown window (:func:`check_range`).
@@ -152,6 +155,12 @@ def reconcile_destinations(
     if problem:
         raise ValueError(problem)
     step = WINDOWS[window]
+    newest: Optional[dict[tuple[str, str, int], float]] = None
+    if accepted is not None:
+        newest = {}
+        for name, customer, _value, ts, accepted_at in accepted:
+            key = (name, customer, since + int((ts - since) // step) * step)
+            newest[key] = max(newest.get(key, 0.0), accepted_at)
     ours, theirs = active_meters(left.meters()), active_meters(right.meters())
     names = set(ours) | set(theirs)
     if event_name is not None:
@@ -173,6 +182,10 @@ def reconcile_destinations(
                     )
                 sides.append(values)
             for start in sorted(set(sides[0]) | set(sides[1])):
+                if newest is None:
+                    settling = start + step > now - grace
+                else:
+                    settling = newest.get((name, customer, start), 0.0) > now - grace
                 result.rows.append(
                     Row(
                         customer=customer,
@@ -183,7 +196,7 @@ def reconcile_destinations(
                         spool=sides[0].get(start, Decimal(0)),
                         stripe=sides[1].get(start, Decimal(0)),
                         events=0,
-                        settling=start + step > now - grace,
+                        settling=settling,
                     )
                 )
     return result

@@ -91,6 +91,7 @@ def run_reconcile_metronome(args: argparse.Namespace) -> int:
                 )
             else:
                 stripe = stack.enter_context(StripeAPI.from_settings(settings))
+                rows = None
                 if spool is not None:
                     rows = spool.accepted_between(args.since, args.until, args.event)
                     customers = sorted({row[1] for row in rows})
@@ -108,6 +109,7 @@ def run_reconcile_metronome(args: argparse.Namespace) -> int:
                     event_name=args.event,
                     grace=args.grace,
                     now=time.time(),
+                    accepted=rows,
                 )
     except DeliveryError as exc:
         raise CommandError(str(exc)) from None
