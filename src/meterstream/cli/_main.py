@@ -176,7 +176,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "relay":
             from meterstream.cli._relay import run_relay
 
-            return run_relay(args, connection_settings(args, args.parser))
+            stripe = args.destination == "stripe"
+            return run_relay(args, connection_settings(args, args.parser) if stripe else {})
         if args.command == "demo":
             from meterstream.cli._demo import run_demo
 
