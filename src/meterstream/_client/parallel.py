@@ -35,6 +35,8 @@ from meterstream.errors import InvalidEventError
 __all__ = ["ParallelClient", "lane_spool_path"]
 
 _time = time.time
+#: stats() keys counted once for the whole process: shown, not summed.
+_PROCESS_WIDE = ("otel_errors",)
 
 
 def lane_spool_path(spool_path: str, destinations: tuple[str, ...], destination: str) -> str:
@@ -231,13 +233,17 @@ class ParallelClient(MeterClient):
             ``destinations``: each destination's own :meth:`MeterClient.stats`,
             by name; every other key is the sum of that key over the
             destinations (so ``recorded`` counts a use once per destination,
-            and ``sent`` what all of them accepted).
+            and ``sent`` what all of them accepted), except ``otel_errors``,
+            one count for the process.
         """
         per = {name: lane.stats() for name, lane in self.destinations.items()}
         total: dict[str, Any] = {}
         for counts in per.values():
             for key, value in counts.items():
                 total[key] = total.get(key, 0) + value
+        for key in _PROCESS_WIDE:  # one count for the process, not per destination
+            if key in total:
+                total[key] = max(counts.get(key, 0) for counts in per.values())
         total["destinations"] = per
         return total
 
