@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Optional
 
-from meterstream._exporters.metronome._api import MetronomeAPI
+from meterstream._exporters.metronome import MetronomeAPI
 from meterstream._truth.reconcile import (
     WINDOWS,
     Reconciliation,

@@ -38,7 +38,7 @@ def _destinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def run_reconcile_metronome(args: argparse.Namespace) -> int:
     """Exit 0: everything agrees; 1: something differs (or a destination
     could not be read); usage errors exit 2 through *args.parser*."""
-    from meterstream._exporters.metronome._api import MetronomeAPI
+    from meterstream._exporters.metronome import MetronomeAPI
     from meterstream._exporters.stripe import StripeAPI
     from meterstream._spool.spool import Spool
     from meterstream._truth.destinations import (
