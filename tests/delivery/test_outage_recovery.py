@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
 from meterstream._delivery.pacing import PROBE_MAX_DELAY, Backoff, Pacer
 from meterstream.emulator import Emulator
 
@@ -30,9 +30,8 @@ RESUME_WITHIN = 5.0
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True, seed=24) as emu:
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True, "seed": 24}
 
 
 def test_probes_stay_close_together_however_long_the_outage() -> None:
@@ -53,6 +52,7 @@ def test_probes_stay_close_together_however_long_the_outage() -> None:
 def test_delivery_resumes_within_seconds_of_an_outage_ending_despite_background_500s(
     emulator: Emulator,
 ) -> None:
+    # The default retry settings: the delivery folder's fast retries would hide the pace.
     client = meterstream.MeterClient(
         api_key="sk_test_recovery", api_base=emulator.api_base, stream_base=emulator.stream_base
     )
@@ -86,6 +86,8 @@ def test_delivery_resumes_within_seconds_of_an_outage_ending_despite_background_
         )
         took = time.monotonic() - ended
         assert resumed, f"nothing much sent {took:.1f} s after the outage: {client.stats()}"
+        stop.set()
+        producer.join(10)
         emulator.set_faults(fail_500=0.0)
         assert client.flush(60)
     finally:
