@@ -364,7 +364,7 @@ class MeterClient:
             except InvalidEventError as exc:
                 self.invalid(exc, event_name)
                 return
-        if customer is None or (type(customer) is str and not customer):
+        if customer is None:  # "" is a customer id, refused as one: never "no customer"
             customer = _get_customer()
         self.record_use(name, value, customer, identifier, dims, timestamp)
 
@@ -507,12 +507,7 @@ class MeterClient:
                             return
                     else:  # an InvalidCustomer, a str subclass, or not a string at all
                         customer = _check_customer(customer)
-                elif not customer:
-                    customer = self._baggage.customer()
-                    if customer is None:
-                        self._missing_customer(event_name)
-                        return
-                _check_customer(customer)
+                _check_customer(customer)  # "" too: invalid, named, not "no customer"
             # The identifier and timestamp given are checked here; the ones
             # generated are made only for a use that is not aggregated.
             ident: Any = None if identifier is None else _checks.check_identifier(identifier)
