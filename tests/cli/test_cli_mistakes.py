@@ -99,11 +99,12 @@ def test_a_bad_environment_variable_is_named_as_set() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_send_that_drops_its_event_fails(emulator: Emulator) -> None:
+def test_send_with_an_empty_customer_is_a_usage_error_naming_the_flag(emulator: Emulator) -> None:
+    # An empty customer is invalid, not "no customer" (issue 24): the flag is named.
     result = run("send", "dropped", "--customer", "", "--base", emulator.url, "--api-key", KEY)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "sent" not in result.stdout
-    assert "customer" in result.stderr
+    assert "argument --customer: must not be empty (got '')" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert emulator.state.events("dropped") == []
 

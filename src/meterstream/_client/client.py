@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
 from meterstream._client import live as _live_clients
@@ -41,6 +41,11 @@ from meterstream._spool.spool import Spool
 from meterstream._truth.reports import ErrorReports
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 from meterstream._truth.webhooks import handle_webhook as _handle_webhook
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from meterstream._config.keywords import SettingKeywords
 from meterstream.errors import (
     InvalidEventError,
     MeterError,
@@ -86,7 +91,7 @@ class MeterClient:
         ConfigurationError: an unknown setting or a bad value.
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, **settings: Unpack[SettingKeywords]) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
         #: The durable spool (``spool_path``), or None: events in memory only.
