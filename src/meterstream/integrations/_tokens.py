@@ -19,7 +19,12 @@ from meterstream._client.client import MeterClient
 from meterstream._default import get_client
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.checks import check_event_name
-from meterstream.errors import ConfigurationError, MeterError, MissingCustomerError
+from meterstream.errors import (
+    ConfigurationError,
+    InvalidEventError,
+    MeterError,
+    MissingCustomerError,
+)
 
 __all__ = [
     "DEFAULT_EVENT_NAME",
@@ -187,6 +192,14 @@ class TokenMeter:
                 if value == 0:
                     continue
                 try:
+                    if not _is_count(value):
+                        mc.reject(
+                            InvalidEventError(
+                                "value", value, f"{token_type} tokens: expected a whole number >= 0"
+                            ),
+                            names[token_type],
+                        )
+                        continue
                     mc.record(
                         names[token_type],
                         value,

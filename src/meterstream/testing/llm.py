@@ -117,8 +117,7 @@ class FakeModelServer:
         self.calls: list[FakeCall] = []
         self._lock = threading.Lock()
         self._host = host
-        self._http = ThreadingHTTPServer((host, port), _handler(self))
-        self._http.daemon_threads = True
+        self._http = _QuietServer((host, port), _handler(self))
         self._thread: Optional[threading.Thread] = None
 
     @property
@@ -401,6 +400,16 @@ def _messages_frames(model: str, reply: str, t: dict[str, int], usage: bool) -> 
     frames.append(("message_delta", delta_event, _clean(t) if usage else None))
     frames.append(("message_stop", {"type": "message_stop"}, None))
     return frames
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):  # a client hanging up is no news
+            super().handle_error(request, client_address)
 
 
 def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
