@@ -14,6 +14,17 @@ pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
 
+_SYNC_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sync_clients() -> Iterator[None]:
+    """Sync SDK clients made by a test are closed after it (async ones close in their loop)."""
+    yield
+    while _SYNC_CLIENTS:
+        _SYNC_CLIENTS.pop().close()
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeModelServer]:
     with FakeModelServer(cached_input=3, cache_write=1, reasoning=2) as server:
@@ -32,14 +43,20 @@ def openai_client(fake: FakeModelServer, is_async: bool = False) -> Any:
     import openai
 
     cls = openai.AsyncOpenAI if is_async else openai.OpenAI
-    return cls(base_url=fake.openai_base_url, api_key="sk-test", max_retries=0)
+    client = cls(base_url=fake.openai_base_url, api_key="sk-test", max_retries=0)
+    if not is_async:
+        _SYNC_CLIENTS.append(client)
+    return client
 
 
 def anthropic_client(fake: FakeModelServer, is_async: bool = False) -> Any:
     import anthropic
 
     cls = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic
-    return cls(base_url=fake.anthropic_base_url, api_key="sk-ant-test", max_retries=0)
+    client = cls(base_url=fake.anthropic_base_url, api_key="sk-ant-test", max_retries=0)
+    if not is_async:
+        _SYNC_CLIENTS.append(client)
+    return client
 
 
 def tokens(client: meterstream.MeterClient) -> list[tuple[str, str, str, str]]:

@@ -19,11 +19,6 @@ from .conftest import ONE_WORD, by_type, openai_client, tokens
 
 HI = [{"role": "user", "content": "hi"}]
 
-# The SDKs' pooled connections outlive each asyncio.run() loop of these tests.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
-)
-
 
 def chat_stream(client: Any, is_async: bool, **kwargs: Any) -> list[Any]:
     """Every chunk a caller iterating the stream sees (*client*: a client or a factory)."""
@@ -35,10 +30,13 @@ def chat_stream(client: Any, is_async: bool, **kwargs: Any) -> list[Any]:
         )
 
     async def run() -> list[Any]:
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=HI, stream=True, **kwargs
-        )
-        return [chunk async for chunk in stream]
+        try:
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=HI, stream=True, **kwargs
+            )
+            return [chunk async for chunk in stream]
+        finally:
+            await client.close()
 
     return asyncio.run(run())
 
@@ -49,7 +47,11 @@ def call(is_async: bool, new: Any, make: Any) -> Any:
         return make(new())
 
     async def run() -> Any:
-        return await make(new())
+        client = new()
+        try:
+            return await make(client)
+        finally:
+            await client.close()
 
     return asyncio.run(run())
 
@@ -122,8 +124,8 @@ def test_async_chat_stream_helper_is_metered(
 
     async def run() -> Any:
         with meterstream.customer("cus_1"):
-            async with client.chat.completions.stream(model="gpt-4o", messages=HI) as stream:
-                return await stream.get_final_completion()
+            async with client, client.chat.completions.stream(model="gpt-4o", messages=HI) as s:
+                return await s.get_final_completion()
 
     assert asyncio.run(run()).choices[0].message.content.startswith("Hello")
     assert by_type(meter) == ONE_WORD
@@ -144,8 +146,9 @@ def test_responses_are_metered_plain_and_streamed(
         meter.exporter.clear()  # type: ignore[attr-defined]
 
         async def consume() -> list[Any]:
-            stream = await client.responses.create(model="gpt-5", input="hi", stream=True)
-            return [e async for e in stream]
+            async with client:
+                stream = await client.responses.create(model="gpt-5", input="hi", stream=True)
+                return [e async for e in stream]
 
         if is_async:
             events = asyncio.run(consume())
@@ -201,10 +204,11 @@ def test_a_stream_stopped_early_meters_nothing_openai_had_not_reported_and_only_
     client = instrument(openai_client(fake, is_async))
 
     async def stop_async() -> None:
-        stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
-        async for _ in stream:
-            break
-        await stream.close()
+        async with client:
+            stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+            async for _ in stream:
+                break
+            await stream.close()
 
     with meterstream.customer("cus_1"):
         if is_async:
