@@ -404,6 +404,7 @@ def _messages_frames(model: str, reply: str, t: dict[str, int], usage: bool) -> 
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # many clients connecting at once (the default is 5)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
