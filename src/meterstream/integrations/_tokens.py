@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from meterstream._client.client import MeterClient
 from meterstream._default import get_client
 from meterstream._internal import RateLimitedLog, report_internal_error
-from meterstream._record.checks import check_event_name
+from meterstream._record.checks import check_dimensions, check_event_name
 from meterstream.errors import (
     ConfigurationError,
     InvalidEventError,
@@ -47,6 +47,8 @@ DEFAULT_EVENT_NAME = "token-billing-tokens"
 TOKEN_TYPES = ("input", "cached_input", "cache_write", "output", "reasoning")
 #: Where a token type's count goes when the event-name mapping has no meter for it.
 _PARENT = {"cached_input": "input", "cache_write": "input", "reasoning": "output"}
+#: How many (model, token type) dimension sets a meter keeps checked.
+_MAX_DIMENSIONS = 4096
 #: The header the SDKs add for ``with_raw_response`` / ``with_streaming_response``.
 _RAW_HEADER = "X-Stainless-Raw-Response"
 
@@ -138,6 +140,7 @@ class TokenMeter:
             )
         self._customer = customer
         self._meter_client = meter_client
+        self._dims: dict[tuple[str, str], dict[str, str]] = {}
         self._log = RateLimitedLog()
         #: Calls whose tokens could not be recorded (metering failed, the call went on).
         self.errors = 0
@@ -200,17 +203,29 @@ class TokenMeter:
                             names[token_type],
                         )
                         continue
-                    mc.record(
+                    mc.record_use(
                         names[token_type],
                         value,
-                        customer=customer,
-                        dimensions={"model": model_name, "token_type": token_type},
+                        customer,
+                        None,
+                        self._dimensions(model_name, token_type),
+                        None,
                     )
                 except MeterError as exc:  # raise_errors / on_missing_customer="raise"
                     self.failed("record", exc)
         except Exception as exc:  # never break the model call
             report_internal_error(exc)
             self.failed("internal", exc)
+
+    def _dimensions(self, model: str, token_type: str) -> dict[str, str]:
+        """The checked dimensions of one (model, token type): checked once, then reused."""
+        key = (model, token_type)
+        dims = self._dims.get(key)
+        if dims is None:
+            dims = check_dimensions({"model": model, "token_type": token_type}) or {}
+            if len(self._dims) < _MAX_DIMENSIONS:  # model names come from responses: bounded
+                self._dims[key] = dims
+        return dims
 
     def failed(self, reason: str, exc: BaseException) -> None:
         """Count and log (rate-limited) a metering failure the call does not see."""

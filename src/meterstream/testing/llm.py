@@ -21,6 +21,7 @@ them as the SDKs' ``extra_headers=``):
 - ``x-fake-stop-after: N``: end the stream cleanly after N events.
 - ``x-fake-error-after: N``: send the provider's error event after N events.
 - ``x-fake-no-usage: 1``: no usage block at all.
+- ``x-fake-reply: some text``: this reply (its words are the output tokens).
 - ``x-fake-status: 429``: answer with this status and the provider's error body.
 
 Each request is kept in :attr:`FakeModelServer.calls`, with the tokens the
@@ -172,7 +173,7 @@ class FakeModelServer:
                 name, _, value = part.partition("=")
                 tokens[name.strip()] = int(value)
             return tokens
-        output = len(self.reply.split())
+        output = len(headers.get("x-fake-reply", self.reply).split())
         limit = body.get("max_tokens") or body.get("max_output_tokens")
         if isinstance(limit, int) and limit > 0:
             output = min(output, limit)
@@ -493,7 +494,7 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             usage = headers.get("x-fake-no-usage") != "1"
             t = server.tokens_for(body, headers)
             model = str(body.get("model") or "fake-model")
-            reply = server.reply
+            reply = headers.get("x-fake-reply", server.reply)
             if api == "embeddings":
                 t = {**dict.fromkeys(_TYPES, 0), "input": t["input"]}
                 vector = [0.25, 0.5, 0.75]
