@@ -130,7 +130,8 @@ def isolated(iterations: int) -> None:
     """
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-    from meterstream.integrations._tokens import TokenMeter, _sync_post, _tap_sync
+    from meterstream.integrations._llm.meter import TokenMeter
+    from meterstream.integrations._llm.patch import _sync_post, _tap_sync
     from meterstream.integrations.openai import _begin_for, _ChatTap
 
     completion = ChatCompletion.model_validate(

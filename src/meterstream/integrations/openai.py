@@ -33,17 +33,15 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
 
 from meterstream._client.client import MeterClient
 from meterstream.errors import ConfigurationError
-from meterstream.integrations._tokens import (
+from meterstream.integrations._llm.meter import (
     DEFAULT_EVENT_NAME,
     Counts,
     CustomerOption,
-    StreamTap,
     TokenMeter,
     field_of,
-    instrument_resources,
     split,
-    tap_stream,
 )
+from meterstream.integrations._llm.patch import StreamTap, instrument_resources, tap_stream
 
 __all__ = ["DEFAULT_EVENT_NAME", "instrument", "usage_counts"]
 

@@ -40,9 +40,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Optional
 
-__all__ = ["FakeCall", "FakeModelServer"]
+from meterstream.testing._llm_wire import (
+    TOKEN_TYPES,
+    Frame,
+    chat_body,
+    chat_frames,
+    clean,
+    message_body,
+    messages_frames,
+    response_body,
+    responses_frames,
+)
 
-_TYPES = ("input", "cached_input", "cache_write", "output", "reasoning")
+__all__ = ["FakeCall", "FakeModelServer"]
 
 
 @dataclass
@@ -83,10 +93,6 @@ def _text(value: Any) -> Iterator[str]:
 def _words(body: dict[str, Any]) -> int:
     parts = [*_text(body.get("messages")), *_text(body.get("input")), *_text(body.get("system"))]
     return max(1, sum(len(p.split()) for p in parts))
-
-
-def _clean(tokens: dict[str, int]) -> dict[str, int]:
-    return {t: tokens[t] for t in _TYPES if tokens.get(t)}
 
 
 class FakeModelServer:
@@ -168,7 +174,7 @@ class FakeModelServer:
         """The counts a request gets, by token type (before any cut)."""
         given = headers.get("x-fake-tokens")
         if given:
-            tokens = dict.fromkeys(_TYPES, 0)
+            tokens = dict.fromkeys(TOKEN_TYPES, 0)
             for part in given.split(","):
                 name, _, value = part.partition("=")
                 tokens[name.strip()] = int(value)
@@ -182,225 +188,6 @@ class FakeModelServer:
     def _add(self, call: FakeCall) -> None:
         with self._lock:
             self.calls.append(call)
-
-
-# -- the wire: usage blocks, bodies and event sequences ---------------------------------
-
-
-def _openai_chat_usage(t: dict[str, int]) -> dict[str, Any]:
-    prompt = t["input"] + t["cached_input"] + t["cache_write"]
-    completion = t["output"] + t["reasoning"]
-    details: dict[str, Any] = {"cached_tokens": t["cached_input"]}
-    if t["cache_write"]:
-        details["cache_write_tokens"] = t["cache_write"]
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": details,
-        "completion_tokens_details": {"reasoning_tokens": t["reasoning"]},
-    }
-
-
-def _responses_usage(t: dict[str, int]) -> dict[str, Any]:
-    chat = _openai_chat_usage(t)
-    return {
-        "input_tokens": chat["prompt_tokens"],
-        "output_tokens": chat["completion_tokens"],
-        "total_tokens": chat["total_tokens"],
-        "input_tokens_details": {
-            "cached_tokens": t["cached_input"],
-            "cache_write_tokens": t["cache_write"],
-        },
-        "output_tokens_details": {"reasoning_tokens": t["reasoning"]},
-    }
-
-
-def _anthropic_usage(t: dict[str, int], output: Optional[int] = None) -> dict[str, Any]:
-    usage: dict[str, Any] = {
-        "input_tokens": t["input"],
-        "cache_creation_input_tokens": t["cache_write"],
-        "cache_read_input_tokens": t["cached_input"],
-        "output_tokens": t["output"] + t["reasoning"] if output is None else output,
-    }
-    if t["reasoning"] and output is None:
-        usage["output_tokens_details"] = {"thinking_tokens": t["reasoning"]}
-    return usage
-
-
-#: One frame of a stream: (event name or None, data, tokens reported once it is sent).
-Frame = tuple[Optional[str], Any, Optional[dict[str, int]]]
-
-
-def _chat(model: str, reply: str, t: dict[str, int], usage: bool) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 1,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": reply},
-            }
-        ],
-        "usage": _openai_chat_usage(t) if usage else None,
-    }
-
-
-def _chat_frames(model: str, reply: str, t: dict[str, int], body: dict[str, Any]) -> list[Frame]:
-    include = bool((body.get("stream_options") or {}).get("include_usage"))
-    base: dict[str, Any] = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": model,
-    }
-    if include:
-        base["usage"] = None
-    deltas = [{"role": "assistant", "content": ""}] + [{"content": w + " "} for w in reply.split()]
-    frames: list[Frame] = [
-        (None, {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}, None)
-        for d in deltas
-    ]
-    frames.append(
-        (None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, None)
-    )
-    if include and t:
-        frames.append((None, {**base, "choices": [], "usage": _openai_chat_usage(t)}, _clean(t)))
-    frames.append((None, "[DONE]", None))
-    return frames
-
-
-def _response(
-    model: str, reply: str, t: dict[str, int], status: str, usage: bool
-) -> dict[str, Any]:
-    output = []
-    if status == "completed":
-        output = [
-            {
-                "type": "message",
-                "id": "msg_fake",
-                "status": "completed",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": reply, "annotations": []}],
-            }
-        ]
-    return {
-        "id": "resp_fake",
-        "object": "response",
-        "created_at": 1,
-        "model": model,
-        "status": status,
-        "output": output,
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": _responses_usage(t) if usage else None,
-    }
-
-
-def _responses_frames(model: str, reply: str, t: dict[str, int], usage: bool) -> list[Frame]:
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": _response(model, reply, t, "in_progress", False)},
-        {
-            "type": "response.output_item.added",
-            "output_index": 0,
-            "item": {
-                "type": "message",
-                "id": "msg_fake",
-                "status": "in_progress",
-                "role": "assistant",
-                "content": [],
-            },
-        },
-        {
-            "type": "response.content_part.added",
-            "output_index": 0,
-            "item_id": "msg_fake",
-            "content_index": 0,
-            "part": {"type": "output_text", "text": "", "annotations": []},
-        },
-    ]
-    for word in reply.split():
-        events.append(
-            {
-                "type": "response.output_text.delta",
-                "output_index": 0,
-                "item_id": "msg_fake",
-                "content_index": 0,
-                "delta": word + " ",
-                "logprobs": [],
-            }
-        )
-    done = _response(model, reply, t, "completed", usage)
-    events.append(
-        {"type": "response.output_item.done", "output_index": 0, "item": done["output"][0]}
-    )
-    events.append({"type": "response.completed", "response": done})
-    frames: list[Frame] = []
-    for number, event in enumerate(events):
-        event["sequence_number"] = number
-        reported = _clean(t) if usage and event["type"] == "response.completed" else None
-        frames.append((event["type"], event, reported))
-    return frames
-
-
-def _message(model: str, reply: str, t: dict[str, int], usage: bool) -> dict[str, Any]:
-    return {
-        "id": "msg_fake",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": reply}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": _anthropic_usage(t) if usage else None,
-    }
-
-
-def _messages_frames(model: str, reply: str, t: dict[str, int], usage: bool) -> list[Frame]:
-    interim = min(1, t["output"] + t["reasoning"])
-    start = {**_message(model, reply, t, False), "content": [], "stop_reason": None}
-    started: Optional[dict[str, int]] = None
-    if usage:
-        start["usage"] = _anthropic_usage(t, output=interim)
-        started = _clean({**t, "output": interim, "reasoning": 0})
-    else:
-        start.pop("usage")
-    frames: list[Frame] = [
-        ("message_start", {"type": "message_start", "message": start}, started),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-            None,
-        ),
-        ("ping", {"type": "ping"}, None),
-    ]
-    for word in reply.split():
-        delta = {"type": "text_delta", "text": word + " "}
-        frames.append(
-            (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": delta},
-                None,
-            )
-        )
-    frames.append(("content_block_stop", {"type": "content_block_stop", "index": 0}, None))
-    delta_event: dict[str, Any] = {
-        "type": "message_delta",
-        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-    }
-    if usage:
-        delta_event["usage"] = _anthropic_usage(t)
-    frames.append(("message_delta", delta_event, _clean(t) if usage else None))
-    frames.append(("message_stop", {"type": "message_stop"}, None))
-    return frames
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -496,7 +283,7 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             model = str(body.get("model") or "fake-model")
             reply = headers.get("x-fake-reply", server.reply)
             if api == "embeddings":
-                t = {**dict.fromkeys(_TYPES, 0), "input": t["input"]}
+                t = {**dict.fromkeys(TOKEN_TYPES, 0), "input": t["input"]}
                 vector = [0.25, 0.5, 0.75]
                 embedding: Any = vector
                 if body.get("encoding_format") == "base64":
@@ -510,25 +297,25 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                     else None,
                 }
             elif not stream:
-                build = {"chat": _chat, "responses": None, "messages": _message}[api]
+                build = {"chat": chat_body, "responses": None, "messages": message_body}[api]
                 if api == "responses":
-                    answer = _response(model, reply, t, "completed", usage)
+                    answer = response_body(model, reply, t, "completed", usage)
                 else:
                     assert build is not None
                     answer = build(model, reply, t, usage)
             else:
                 if api == "chat":
-                    frames = _chat_frames(model, reply, t if usage else {}, body)
+                    frames = chat_frames(model, reply, t if usage else {}, body)
                 elif api == "responses":
-                    frames = _responses_frames(model, reply, t, usage)
+                    frames = responses_frames(model, reply, t, usage)
                 else:
-                    frames = _messages_frames(model, reply, t, usage)
+                    frames = messages_frames(model, reply, t, usage)
                 stop = int(headers.get("x-fake-stop-after") or len(frames) + 1)
                 error = int(headers.get("x-fake-error-after") or len(frames) + 1)
                 self._send_stream(call, frames, stop, error)
                 return
             if usage:
-                call.tokens = _clean(t)
+                call.tokens = clean(t)
             self._send_json(200, answer)
 
     return Handler
