@@ -186,7 +186,7 @@ class TokenMeter:
                     continue
                 try:
                     if not _is_count(value):
-                        mc.reject(
+                        mc.invalid(
                             InvalidEventError(
                                 "value", value, f"{token_type} tokens: expected a whole number >= 0"
                             ),
