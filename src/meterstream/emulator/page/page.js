@@ -79,9 +79,10 @@
       const title = document.createElementNS(SVG, "title");
       title.textContent = `${start.toISOString().slice(0, 13)}:00Z  ${num(h.value)} (${h.events} events)`;
       bar.append(title);
-      if (i % 6 === 0 || i === hourly.length - 1) {
-        add("text", { x: left + i * step + step / 2, y: height - 4, "text-anchor": "middle" },
-          start.toISOString().slice(11, 13) + "h");
+      const lastBar = i === hourly.length - 1;
+      if (i % 6 === 0 || lastBar) {
+        add("text", { x: lastBar ? width : left + i * step + step / 2, y: height - 4,
+          "text-anchor": lastBar ? "end" : "middle" }, start.toISOString().slice(11, 13) + "h");
       }
     });
     return svg;
@@ -103,7 +104,7 @@
           el("div", { class: "value", title: "all customers, whole range" }, num(m.value))),
         el("div", { class: "meta" },
           `${num(m.events)} events · ${num(m.customers)} customer${m.customers === 1 ? "" : "s"} · ${m.id}` +
-          (m.formula === "last" ? " · chart: events per hour" : "")),
+          (m.formula === "last" ? " · bars: events" : "")),
         chart(m.hourly));
       return card;
     }));
