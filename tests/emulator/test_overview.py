@@ -5,10 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from helpers.emulator_api import NOW, Api, FakeClock, event
 from meterstream.emulator import Emulator, EmulatorState
 from meterstream.emulator._validate import format_rfc3339
-
-from ._helpers import NOW, Api, FakeClock, event
 
 
 def _state() -> EmulatorState:

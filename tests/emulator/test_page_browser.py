@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from helpers.emulator_api import Api, event
 from meterstream.emulator import Emulator
-
-from ._helpers import Api, event
 
 pytestmark = pytest.mark.slow
 

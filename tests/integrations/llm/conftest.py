@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import meterstream
+from helpers.llm import SYNC_CLIENTS
 from meterstream.testing.llm import FakeModelServer
 
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
 
-_SYNC_CLIENTS: list[Any] = []
-
-
 @pytest.fixture(autouse=True)
 def _close_sync_clients() -> Iterator[None]:
     """Sync SDK clients made by a test are closed after it (async ones close in their loop)."""
     yield
-    while _SYNC_CLIENTS:
-        _SYNC_CLIENTS.pop().close()
+    while SYNC_CLIENTS:
+        SYNC_CLIENTS.pop().close()
 
 
 @pytest.fixture
@@ -37,49 +34,3 @@ def meter() -> Iterator[meterstream.MeterClient]:
     client = meterstream.configure(exporter="memory", flush_interval=3600)
     yield client
     client.shutdown(0)
-
-
-def openai_client(fake: FakeModelServer, is_async: bool = False) -> Any:
-    import openai
-
-    cls = openai.AsyncOpenAI if is_async else openai.OpenAI
-    client = cls(base_url=fake.openai_base_url, api_key="sk-test", max_retries=0)
-    if not is_async:
-        _SYNC_CLIENTS.append(client)
-    return client
-
-
-def anthropic_client(fake: FakeModelServer, is_async: bool = False) -> Any:
-    import anthropic
-
-    cls = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic
-    client = cls(base_url=fake.anthropic_base_url, api_key="sk-ant-test", max_retries=0)
-    if not is_async:
-        _SYNC_CLIENTS.append(client)
-    return client
-
-
-def tokens(client: meterstream.MeterClient) -> list[tuple[str, str, str, str]]:
-    """(customer, model, token type, value) of every event recorded, after a flush."""
-    assert client.flush(5)
-    return [
-        (
-            e["payload"]["stripe_customer_id"],
-            e["payload"]["model"],
-            e["payload"]["token_type"],
-            e["payload"]["value"],
-        )
-        for e in client.exporter.events  # type: ignore[attr-defined]
-    ]
-
-
-def by_type(client: meterstream.MeterClient) -> dict[str, int]:
-    """Token type -> total recorded."""
-    totals: dict[str, int] = {}
-    for _, _, token_type, value in tokens(client):
-        totals[token_type] = totals.get(token_type, 0) + int(value)
-    return totals
-
-
-#: What the fake server reports for a one-word prompt with the fixture's settings.
-ONE_WORD = {"input": 1, "cached_input": 3, "cache_write": 1, "output": 5, "reasoning": 2}

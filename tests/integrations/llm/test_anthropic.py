@@ -10,10 +10,9 @@ import pytest
 from anthropic.types import Message
 
 import meterstream
+from helpers.llm import ONE_WORD, anthropic_client, by_type, tokens
 from meterstream.integrations.anthropic import instrument
 from meterstream.testing.llm import FakeModelServer
-
-from .conftest import ONE_WORD, anthropic_client, by_type, tokens
 
 HI = [{"role": "user", "content": "hi"}]
 ARGS: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": HI}

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 import meterstream
+from helpers.llm import anthropic_client, openai_client
 from meterstream.emulator import Emulator
 from meterstream.integrations import anthropic as metered_anthropic
 from meterstream.integrations import openai as metered_openai
 from meterstream.testing.llm import FakeModelServer
-
-from .conftest import anthropic_client, openai_client
 
 STREAMS = 100
 

@@ -12,10 +12,9 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 import meterstream
+from helpers.llm import ONE_WORD, by_type, openai_client, tokens
 from meterstream.integrations.openai import instrument
 from meterstream.testing.llm import FakeModelServer
-
-from .conftest import ONE_WORD, by_type, openai_client, tokens
 
 HI = [{"role": "user", "content": "hi"}]
 
