@@ -162,8 +162,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             return run_usage(args)
         if args.command == "relay":
-            from meterstream.cli._relay import run_relay
+            from meterstream.cli._relay import nats_missing, run_relay
 
+            if nats_missing():  # before the flags: the extra is what is missing
+                return 1
             return run_relay(args, connection_settings(args, args.parser))
         if args.command == "demo":
             from meterstream.cli._demo import run_demo
