@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
 from meterstream._client import live as _live_clients
@@ -41,6 +41,11 @@ from meterstream._spool.spool import Spool
 from meterstream._truth.reports import ErrorReports
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 from meterstream._truth.webhooks import handle_webhook as _handle_webhook
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from meterstream._config.keywords import SettingKeywords
 from meterstream.errors import (
     InvalidEventError,
     MeterError,
@@ -96,7 +101,7 @@ class MeterClient:
             cls = parallel  # a parallel run: one client per destination
         return object.__new__(cls)
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, **settings: Unpack[SettingKeywords]) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
         #: Where this client delivers, for OpenTelemetry's ``meterstream.destination``.
@@ -376,7 +381,7 @@ class MeterClient:
             except InvalidEventError as exc:
                 self.invalid(exc, event_name)
                 return
-        if customer is None or (type(customer) is str and not customer):
+        if customer is None:  # "" is a customer id, refused as one: never "no customer"
             customer = _get_customer()
         self.record_use(name, value, customer, identifier, dims, timestamp)
 
@@ -519,12 +524,7 @@ class MeterClient:
                             return
                     else:  # an InvalidCustomer, a str subclass, or not a string at all
                         customer = _check_customer(customer)
-                elif not customer:
-                    customer = self._baggage.customer()
-                    if customer is None:
-                        self._missing_customer(event_name)
-                        return
-                _check_customer(customer)
+                _check_customer(customer)  # "" too: invalid, named, not "no customer"
             # The identifier and timestamp given are checked here; the ones
             # generated are made only for a use that is not aggregated.
             ident: Any = None if identifier is None else _checks.check_identifier(identifier)

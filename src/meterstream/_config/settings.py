@@ -205,8 +205,8 @@ class Settings:
     retry_max_delay: float = setting(
         in_range(False, 0),
         20.0,
-        "seconds; the largest backoff ceiling (of a batch, and of the spacing of probes during "
-        "an outage)",
+        "seconds; the largest backoff ceiling of a batch; probes during an outage are spaced "
+        "by at most 2 s (or this, when shorter), so delivery resumes soon after it ends",
     )
     shutdown_timeout: float = setting(
         in_range(False, 0), 5.0, "seconds `shutdown()` and exit wait for the buffer to drain"

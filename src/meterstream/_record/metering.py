@@ -126,7 +126,7 @@ class metering:
         self._error: Optional[InvalidEventError] = None
         try:
             self._event_name = check_event_name(event_name)
-            if customer is not None and not (type(customer) is str and not customer):
+            if customer is not None:  # "" is refused, naming it: not "no customer"
                 self._customer = check_customer(customer)
             if identifier is not None:
                 self._identifier = check_identifier(identifier)

@@ -88,10 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--spool", metavar="PATH", help="record through a durable spool at PATH (spool_path)"
     )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the emulator and its page up after the demo, until Ctrl-C",
+    )
 
     from meterstream.cli._spool import add_spool_parser
 
     add_spool_parser(sub)
+
+    from meterstream.cli._usage import add_usage_parser
+
+    add_usage_parser(sub)
 
     from meterstream.cli._relay import add_relay_parser
 
@@ -173,9 +182,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 where = " ".join(filter(None, ("spool", args.spool_command)))
                 print(f"meterstream {where}: {exc}", file=sys.stderr)
                 return 2
-        if args.command == "relay":
-            from meterstream.cli._relay import run_relay
+        if args.command == "usage":
+            from meterstream.cli._usage import run_usage
 
+            return run_usage(args)
+        if args.command == "relay":
+            from meterstream.cli._relay import nats_missing, run_relay
+
+            if nats_missing():  # before the flags: the extra is what is missing
+                return 1
             stripe = args.destination == "stripe"
             return run_relay(args, connection_settings(args, args.parser) if stripe else {})
         if args.command == "demo":
@@ -187,6 +202,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 workers=args.workers,
                 progress=not args.quiet,
                 spool=args.spool,
+                keep=args.keep,
             )
     except ConfigurationError as exc:
         # What the flags give is checked above; this is the environment

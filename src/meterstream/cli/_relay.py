@@ -127,6 +127,19 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
     relay.set_defaults(parser=relay)
 
 
+def nats_missing() -> bool:
+    """True, after one line naming the extra to install, when nats-py is not installed."""
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        print(
+            "meterstream relay: needs the NATS client: pip install 'meterstream[nats]'",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT; exit 2 on a usage mistake, 0 after a clean stop."""
     from meterstream._config.aggregate import parse_aggregate, parse_aggregation_window

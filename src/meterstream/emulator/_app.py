@@ -31,6 +31,7 @@ from meterstream.emulator._http import (
     masked,
 )
 from meterstream.emulator._metronome_api import route as metronome_route
+from meterstream.emulator._page import route as page_route
 from meterstream.emulator._state import EmulatorState
 
 __all__ = ["EmulatorApp", "create_app"]
@@ -204,12 +205,14 @@ class EmulatorApp:
                 else v2_error_body("api_error", "internal_error", message)
             )
         out = [
-            (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"request-id", b"req_emu_%d" % next(self._ids)),
         ]
         if headers:
             out.extend(headers)
+        # Every answer is JSON but the page's own files, which say what they are.
+        if not headers or headers[0][0] != b"content-type":
+            out.insert(0, (b"content-type", b"application/json"))
         # Counted before answering, so a client that reads the state right
         # after its response sees its own request.
         self.state.count_request(endpoint, status)
@@ -246,7 +249,7 @@ class EmulatorApp:
                 return "meters.retrieve", ("GET",), self._meter
             if len(rest) == 2 and rest[0] and rest[1] == "event_summaries":
                 return "meters.event_summaries", ("GET",), self._summaries
-        found = events_route(self, path) or metronome_route(self, path)
+        found = events_route(self, path) or metronome_route(self, path) or page_route(self, path)
         if found is not None:
             return found
         admin = _ADMIN.get(path)

@@ -236,6 +236,8 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._window = -1
         self._count = 0
+        #: Requests answered with an injected fault: (endpoint, status, code) -> n.
+        self._refused: dict[tuple[str, int, str], int] = {}
 
     @property
     def config(self) -> FaultConfig:
@@ -262,10 +264,32 @@ class FaultInjector:
         with self._lock:
             self.live = dataclasses.replace(self._initial)
             self._window, self._count = -1, 0
+            self._refused.clear()
         self._notify()
 
+    def refusals(self) -> list[dict[str, Any]]:
+        """The requests answered with an injected fault since the start (or the last
+        reset): ``[{endpoint, status, code, count}]``."""
+        with self._lock:
+            counted = sorted(self._refused.items())
+        return [
+            {"endpoint": e, "status": status, "code": code, "count": n}
+            for (e, status, code), n in counted
+        ]
+
+    def _count_refused(self, endpoint: str, status: int, code: str) -> None:
+        with self._lock:
+            key = (endpoint, status, code)
+            self._refused[key] = self._refused.get(key, 0) + 1
+
     def decide(self, endpoint: str) -> Optional[InjectedFault]:
-        """The error to answer instead of serving ``endpoint``, if any."""
+        """The error to answer instead of serving ``endpoint``, if any (counted)."""
+        fault = self._decide(endpoint)
+        if fault is not None:
+            self._count_refused(endpoint, fault.status, fault.code)
+        return fault
+
+    def _decide(self, endpoint: str) -> Optional[InjectedFault]:
         f = self.live
         if not f.active or (endpoint == SESSION and not f.apply_to_sessions):
             return None
@@ -329,6 +353,7 @@ class FaultInjector:
         for i, event in enumerate(events):
             if isinstance(event, dict) and event.get("identifier") == wanted:
                 param = f"events[{i}]" if self.live.reject_names_event else None
+                self._count_refused(STREAM, 400, "parameter_invalid")
                 return bad_request(
                     f"events[{i}]: this event was refused (injected).",
                     code="parameter_invalid",
