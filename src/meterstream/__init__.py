@@ -1,5 +1,6 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
+import meterstream._client.parallel  # noqa: F401  (makes MeterClient(destinations=[...]) a parallel run)
 from meterstream._api import flush, handle_webhook, meter, metering, record, shutdown, stats
 from meterstream._client.client import MeterClient
 from meterstream._default import configure, get_client

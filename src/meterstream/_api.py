@@ -167,7 +167,7 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     return get_client().shutdown(timeout)
 
 
-def stats() -> dict[str, int]:
+def stats() -> dict[str, Any]:
     """The default client's counters; see :meth:`MeterClient.stats`.
 
     Returns:

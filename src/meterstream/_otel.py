@@ -317,7 +317,10 @@ def install_metrics(clients: Any) -> None:
                         for key in keys:
                             if key not in stats:
                                 continue
-                            attrs = {"meterstream.client": client.name}
+                            attrs = {
+                                "meterstream.client": client.name,
+                                "meterstream.destination": client.destination,
+                            }
                             if by_reason:  # "dropped_queue_full" -> reason "queue_full"
                                 attrs["reason"] = key.split("_", 1)[1]
                             observations.append(metrics.Observation(stats[key], attrs))

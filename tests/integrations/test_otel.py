@@ -393,3 +393,28 @@ def test_events_stripe_rejected_later_are_counted_in_a_metric() -> None:
     assert stats["rejected_by_stripe"] == stats["rejected_by_stripe_no_meter"] == 3
     assert value_for("meterstream.events.rejected_by_stripe", client) == 3
     client.shutdown(0)
+
+
+def test_a_parallel_run_reports_each_destination(emulator: Emulator) -> None:
+    client = meterstream.MeterClient(
+        destinations=["stripe", "metronome"], exporter="memory", flush_interval=0.01
+    )
+    try:
+        for _ in range(3):
+            client.record("calls", customer="cus_1")
+        assert client.flush(10)
+        for destination in ("stripe", "metronome"):
+            recorded = value_for(
+                "meterstream.events.recorded", client, **{"meterstream.destination": destination}
+            )
+            assert recorded == 3
+        single = stripe_client(emulator)
+        single.record("calls", customer="cus_1")
+        assert single.flush(10)
+        assert (
+            value_for("meterstream.events.sent", single, **{"meterstream.destination": "stripe"})
+            == 1
+        )
+        single.shutdown(1)
+    finally:
+        client.shutdown(0)

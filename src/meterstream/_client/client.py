@@ -16,7 +16,7 @@ from meterstream._client.constant import compile_record_constant
 from meterstream._client.exporters import accepted_key, make_exporter
 from meterstream._client.record_path import RecordPath, UseSink
 from meterstream._client.stats import client_stats
-from meterstream._config.settings import Settings
+from meterstream._config.settings import Settings, destinations_given
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import Counters
 from meterstream._delivery.delivery import Delivery
@@ -91,9 +91,21 @@ class MeterClient:
         ConfigurationError: an unknown setting or a bad value.
     """
 
+    #: The class of a parallel run (``destinations`` names two or more): set
+    #: by :mod:`meterstream._client.parallel`, which the package imports.
+    parallel_class: Optional[type[MeterClient]] = None
+
+    def __new__(cls, **settings: Any) -> MeterClient:
+        parallel = MeterClient.parallel_class
+        if cls is MeterClient and parallel is not None and len(destinations_given(settings)) > 1:
+            cls = parallel  # a parallel run: one client per destination
+        return object.__new__(cls)
+
     def __init__(self, **settings: Unpack[SettingKeywords]) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
+        #: Where this client delivers, for OpenTelemetry's ``meterstream.destination``.
+        self.destination: str = s.exporter if isinstance(s.exporter, str) else "custom"
         #: The durable spool (``spool_path``), or None: events in memory only.
         self.spool: Optional[Spool] = None
         #: Stripe's asynchronous error reports, counted by code.
@@ -752,7 +764,7 @@ class MeterClient:
         _live_clients.unregister(self)
         return done
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """Counters about this client.
 
         Returns:
@@ -766,7 +778,9 @@ class MeterClient:
             ``dropped_shutdown``, ``dropped_invalid``, ``dropped_missing_customer``,
             ``sessions_opened``, ``requests``, and ``rejected_by_stripe`` (with
             ``rejected_by_stripe_<code>``): events Stripe accepted, then
-            reported invalid (see ``handle_webhook``).
+            reported invalid (see ``handle_webhook``). With ``destinations``,
+            also ``destinations``: each destination's own counts, by name,
+            the other keys being their sums.
         """
         return client_stats(
             counters=self._counters,

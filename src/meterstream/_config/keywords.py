@@ -6,7 +6,7 @@ Generated from the declarations in ``_config/settings.py`` by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, TypedDict, Union
 
 from meterstream._config.parsing import DeliveryErrorCallback
@@ -183,3 +183,18 @@ class SettingKeywords(TypedDict, total=False):
     """PEM key of `nats_tls_cert`"""
     nats_replicas: Optional[int]
     """Replicas of the stream when meterstream creates it (3 on a three-node cluster)"""
+    metronome_api_key: Optional[str]
+    """`exporter="metronome"`: the bearer token of Metronome's API; never logged, never in a
+    `repr`. Without one the Metronome exporter is a dry run (the `log` exporter)
+    """
+    metronome_base: Optional[str]
+    """Where usage events go (`/v1/ingest`); same rules as `api_base`"""
+    metronome_value_keys: Optional[Union[str, Mapping[str, str]]]
+    """Per event name, the Metronome property carrying the value (`{"llm_tokens": "tokens"}`,
+    JSON in the environment); default: the event's Stripe value key (`value`)
+    """
+    destinations: Optional[Union[str, Sequence[str]]]
+    """A parallel run: every use goes to each destination named (`["stripe", "metronome"]`),
+    each with its own buffer or spool, delivery, retries, dead letters and counts
+    ([metronome](metronome.md#parallel-run)); one name is the same as `exporter`
+    """

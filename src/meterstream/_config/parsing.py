@@ -43,7 +43,7 @@ __all__ = [
     "unsupported",
 ]
 
-EXPORTERS = ("stripe", "log", "memory", "none", "nats")
+EXPORTERS = ("stripe", "log", "memory", "none", "nats", "metronome")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
 MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
 #: The ``spool_sync`` modes: ``normal`` is safe from a process crash, ``full`` from power loss too.

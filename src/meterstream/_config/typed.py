@@ -27,6 +27,7 @@ PATH = Path(__file__).with_name("keywords.py")
 #: What a keyword takes where it is more than what the settings keep.
 _ACCEPTS = {
     "frozenset[str]": "Union[str, Iterable[str]]",
+    "tuple[str, ...]": "Union[str, Sequence[str]]",  # destinations
     "dict[str, str]": "Union[str, Mapping[str, str]]",
     "dict[str, tuple[Optional[str], Optional[str]]]": "Union[str, Mapping[str, Mapping[str, str]]]",
     "Optional[DeliveryErrorCallback]": "Union[str, DeliveryErrorCallback]",
@@ -55,7 +56,7 @@ def source() -> str:
         "",
         "from __future__ import annotations",
         "",
-        "from collections.abc import Iterable, Mapping",
+        "from collections.abc import Iterable, Mapping, Sequence",
         "from typing import Any, Callable, Optional, TypedDict, Union",
         "",
         "from meterstream._config.parsing import DeliveryErrorCallback",

@@ -167,6 +167,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
     from meterstream._truth.reconcile import check_range, reconcile, render_table, to_json
 
     parser: argparse.ArgumentParser = args.parser
+    if not args.spool:
+        parser.error("--spool is required (or --destinations stripe,metronome)")
     connection = connection_settings(args, parser)
     problem = check_range(args.since, args.until, args.window)
     if problem:

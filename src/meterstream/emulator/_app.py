@@ -30,6 +30,7 @@ from meterstream.emulator._http import (
     json_body,
     masked,
 )
+from meterstream.emulator._metronome_api import route as metronome_route
 from meterstream.emulator._page import route as page_route
 from meterstream.emulator._state import EmulatorState
 
@@ -248,7 +249,7 @@ class EmulatorApp:
                 return "meters.retrieve", ("GET",), self._meter
             if len(rest) == 2 and rest[0] and rest[1] == "event_summaries":
                 return "meters.event_summaries", ("GET",), self._summaries
-        found = events_route(self, path) or page_route(self, path)
+        found = events_route(self, path) or metronome_route(self, path) or page_route(self, path)
         if found is not None:
             return found
         admin = _ADMIN.get(path)
@@ -270,7 +271,7 @@ class EmulatorApp:
 
     async def _faulted(self, endpoint: str) -> Optional[Answer]:
         faults = self.state.injector.live
-        if not faults.active:
+        if not faults.active or not faults.applies_to("stripe"):
             return None
         if endpoint == SESSION and not faults.apply_to_sessions:
             return None

@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 Headers = list[tuple[bytes, bytes]]
+#: The values of ``FaultConfig.side``.
+FAULT_SIDES = ("both", "stripe", "metronome")
 
 
 @dataclasses.dataclass
@@ -59,6 +61,9 @@ class FaultConfig:
             many milliseconds apart (the head at once).
         session_pad_bytes: session answers carry this many bytes more, in an
             extra ``padding`` field (an oversized answer).
+        side: which API the faults apply to: ``both`` (Stripe's meter event
+            stream and Metronome's ``/v1/ingest``), ``stripe`` or ``metronome``
+            alone (an outage at one destination of a parallel run).
     """
 
     fail_500: float = 0.0
@@ -76,8 +81,11 @@ class FaultConfig:
     redirect_location: str = "http://127.0.0.1:9/elsewhere"
     session_trickle_ms: float = 0.0
     session_pad_bytes: int = 0
+    side: str = "both"
 
     def __post_init__(self) -> None:
+        if self.side not in FAULT_SIDES:
+            raise ValueError(f"side must be one of {', '.join(FAULT_SIDES)}, got {self.side!r}")
         for name in ("fail_500", "fail_429"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -96,6 +104,17 @@ class FaultConfig:
             self.retry_after >= 0 and math.isfinite(self.retry_after)
         ):
             raise ValueError(f"retry_after must be a finite number >= 0, got {self.retry_after!r}")
+
+    def applies_to(self, side: str) -> bool:
+        """Whether the faults apply to one API.
+
+        Args:
+            side: ``stripe`` or ``metronome``.
+
+        Returns:
+            True when :attr:`side` is ``both`` or *side*.
+        """
+        return self.side == "both" or self.side == side
 
     @property
     def active(self) -> bool:
@@ -134,6 +153,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "redirect_status": (int,),
     "redirect_location": (str,),
     "session_trickle_ms": (int, float),
+    "side": (str,),
     "session_pad_bytes": (int,),
 }
 
@@ -325,7 +345,7 @@ class FaultInjector:
     def refused_event(self, body: Any) -> Optional[StripeError]:
         """The 400 for a stream request holding the ``reject_identifier`` event, if any."""
         wanted = self.live.reject_identifier
-        if wanted is None or not isinstance(body, dict):
+        if wanted is None or not isinstance(body, dict) or not self.live.applies_to("stripe"):
             return None
         events = body.get("events")
         if not isinstance(events, list):

@@ -29,6 +29,7 @@ from meterstream.emulator._meters import (
     parse_summary_query,
     summarize,
 )
+from meterstream.emulator._metronome_state import MetronomeState
 from meterstream.emulator._records import (
     CUSTOMER,
     ERROR,
@@ -103,6 +104,8 @@ class EmulatorState:
         self._serial = 0
         #: Kept by reset(), so that a running client keeps working.
         self._sessions = Sessions()
+        #: The Metronome side: same clock, reset with the rest.
+        self.metronome = MetronomeState(lambda: self.clock())
         self._clear()
         self.webhooks = WebhookSender(self)
         #: The page's extra sections: name -> a function returning a JSON-able
@@ -573,6 +576,7 @@ class EmulatorState:
         """
         with self._lock:
             self._clear()
+        self.metronome.reset()
         self.injector.reset()
         self.webhooks.reset()
 

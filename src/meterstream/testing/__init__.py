@@ -10,6 +10,11 @@ Example::
 With aggregation (``@pytest.mark.meter_events(aggregate={"llm_tokens": "sum"})``),
 ``meter_events.uses`` lists each use recorded and ``meter_events.events``
 the aggregated events they became.
+
+With a parallel run (``@pytest.mark.meter_events(destinations=["stripe",
+"metronome"])``: every destination on the memory exporter),
+``meter_events.destinations["metronome"]`` shows what that destination
+received, with the same assertions.
 """
 
 from __future__ import annotations
@@ -62,8 +67,18 @@ class MeterEvents:
         if not isinstance(client.exporter, MemoryExporter):
             raise TypeError("MeterEvents needs a client with exporter='memory'")
         self.client = client
-        self._exporter = client.exporter
+        #: With ``destinations``: what each destination received, by name
+        #: (this object itself shows the first destination's); else empty.
+        self.destinations: dict[str, MeterEvents] = {}
         self._uses: list[Use] = []
+        self._exporter: MemoryExporter = client.exporter
+        lanes: Optional[dict[str, MeterClient]] = getattr(client, "destinations", None)
+        if lanes:
+            self.destinations = {name: MeterEvents(lane) for name, lane in lanes.items()}
+            first = next(iter(self.destinations.values()))
+            self._exporter = first._exporter
+            self._uses = first._uses
+            return
         client._watch_uses(self._on_use)
 
     def _on_use(
@@ -99,8 +114,9 @@ class MeterEvents:
     def clear(self) -> None:
         """Forget every event and use recorded so far (flushes first)."""
         self.client.flush()
-        self._exporter.clear()
-        self._uses.clear()
+        for view in (self, *self.destinations.values()):
+            view._exporter.clear()
+            view._uses.clear()
 
     def _matching(self, event_name: str, customer: Optional[str]) -> list[dict[str, Any]]:
         customer_key, _ = self.client.settings.payload_keys_for(event_name)
