@@ -131,6 +131,8 @@ class Canceller:
         busy: whether an identifier's event is still in flight (taken to be
             sent, not yet settled): its cancellation waits until it is not.
         log: the client's rate-limited log.
+        withdraw: removes an identifier's event if it is waiting to be sent
+            again (it failed meanwhile): then nothing need be sent.
     """
 
     def __init__(
@@ -141,15 +143,17 @@ class Canceller:
         busy: Callable[[str], bool],
         log: RateLimitedLog,
         clock: Callable[[], float] = time.time,
+        withdraw: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self._exporter = exporter
+        self._withdraw = withdraw
         self._settings = settings
         self._store = store
         self._busy = busy
         self._log = log
         self._clock = clock
         self._backoff = Backoff(settings.retry_initial_delay, settings.retry_max_delay)
-        self._counts = {"cancels_sent": 0, "cancels_failed": 0}
+        self._counts = {"cancels_sent": 0, "cancels_failed": 0, "cancels_withdrawn": 0}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -248,6 +252,9 @@ class Canceller:
             if self._busy(pending.identifier):
                 self._store.postpone_cancellation(pending.identifier, BUSY_RECHECK)
                 wait = min(wait, BUSY_RECHECK)
+                continue
+            if self._withdraw is not None and self._withdraw(pending.identifier):
+                self._done(pending.identifier, "withdrawn", None, "cancels_withdrawn")
                 continue
             delay = self._attempt(pending)
             if delay is not None:

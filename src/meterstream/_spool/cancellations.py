@@ -20,12 +20,12 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, NamedTuple, Optional
 
+from meterstream._delivery.cancels import PendingCancel
 from meterstream._spool.rows import decode_value
 
 __all__ = [
     "SCHEMA",
     "AcceptedEvent",
-    "PendingCancellation",
     "accepted_event",
     "accepted_for",
     "add",
@@ -61,13 +61,6 @@ class AcceptedEvent(NamedTuple):
     value: Any
     timestamp: float
     accepted_at: float
-
-
-class PendingCancellation(NamedTuple):
-    identifier: str
-    event_name: str
-    recorded_at: float
-    attempts: int
 
 
 def accepted_event(db: sqlite3.Connection, identifier: str) -> Optional[AcceptedEvent]:
@@ -125,14 +118,14 @@ def add(db: sqlite3.Connection, identifier: str, event_name: str, state: str, no
     return added == 1
 
 
-def due(db: sqlite3.Connection, now: float, limit: int = 100) -> list[PendingCancellation]:
+def due(db: sqlite3.Connection, now: float, limit: int = 100) -> list[PendingCancel]:
     """Pending cancellations that may be sent now, oldest first."""
     rows = db.execute(
         "SELECT identifier, event_name, recorded_at, attempts FROM cancellations "
         "WHERE state = 'pending' AND not_before <= ? ORDER BY recorded_at LIMIT ?",
         (now, limit),
     ).fetchall()
-    return [PendingCancellation(*row) for row in rows]
+    return [PendingCancel(*row) for row in rows]
 
 
 def postpone(db: sqlite3.Connection, identifier: str, until: float) -> None:

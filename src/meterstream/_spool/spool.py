@@ -27,7 +27,9 @@ from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
+from meterstream._delivery.cancels import PendingCancel
 from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._spool import cancellations as cancel_rows
 from meterstream._spool import history as history_rows
 from meterstream._spool import owners, queue
 from meterstream._spool.admin import SpoolAdmin
@@ -38,6 +40,7 @@ from meterstream._spool.aggregate_store import (
     count_uses,
     oldest_use_end,
 )
+from meterstream._spool.cancellations import AcceptedEvent
 from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
 from meterstream._spool.queue import DeadLetter, SpooledBatch
@@ -118,6 +121,7 @@ class Spool(SpoolAdmin):
         #: Copies the write-ahead log back into the file, off the record path.
         self._checkpointer = Checkpointer(self.path)
         with self._lock:
+            self._db.executescript(cancel_rows.SCHEMA)
             owners.register(self._db, self._owner, self._clock())
         self.reap()
         self._update_full()
@@ -339,6 +343,57 @@ class Spool(SpoolAdmin):
         """Which of *identifiers* are already dead letters (a report seen twice)."""
         with self._lock:
             return history_rows.known_dead(self._db, identifiers)
+
+    # -- cancellations (each its own transaction: they are rare) -------------------------
+
+    #: Cancellations recorded here outlive the process (``CancelStore``).
+    durable = True
+
+    def withdraw(self, identifier: str) -> Optional[str]:
+        """Delete the pending event *identifier* before it is sent: ``"withdrawn"``,
+        ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        with self._lock, self._write():
+            return cancel_rows.withdraw(self._db, identifier, self._clock())
+
+    def accepted_event(self, identifier: str) -> Optional[AcceptedEvent]:
+        """The event *identifier* in the history of what Stripe accepted, with
+        when it was accepted; None when the history does not hold it."""
+        with self._lock:
+            return cancel_rows.accepted_event(self._db, identifier)
+
+    def accepted_for(
+        self, customer: str, event_name: str, start: float, end: float
+    ) -> list[AcceptedEvent]:
+        """Accepted, not cancelled, events of *customer* and *event_name* with
+        ``start <= timestamp < end``, oldest first."""
+        with self._lock:
+            return cancel_rows.accepted_for(self._db, customer, event_name, start, end)
+
+    def cancelled_between(self, start: float, end: float) -> set[str]:
+        """Identifiers of accepted events with ``start <= timestamp < end`` that
+        were cancelled at Stripe."""
+        with self._lock:
+            return cancel_rows.cancelled_among(self._db, start, end)
+
+    def add_cancellation(self, identifier: str, event_name: str, state: str) -> bool:
+        with self._lock, self._write():
+            return cancel_rows.add(self._db, identifier, event_name, state, self._clock())
+
+    def due_cancellations(self, limit: int) -> list[PendingCancel]:
+        with self._lock:
+            return cancel_rows.due(self._db, self._clock(), limit)
+
+    def postpone_cancellation(self, identifier: str, delay: float) -> None:
+        with self._lock, self._write():
+            cancel_rows.postpone(self._db, identifier, self._clock() + delay)
+
+    def settle_cancellation(self, identifier: str, state: str, message: Optional[str]) -> bool:
+        with self._lock, self._write():
+            return cancel_rows.settle(self._db, identifier, state, message, self._clock())
+
+    def cancellations_pending(self) -> int:
+        with self._lock:
+            return cancel_rows.counts(self._db)["pending"]
 
     # -- owners and leases --------------------------------------------------------------
 

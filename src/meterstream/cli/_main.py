@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_spool_parser(sub)
 
+    from meterstream.cli._cancel import add_cancel_parser
+
+    add_cancel_parser(sub)
+
     from meterstream.cli._relay import add_relay_parser
 
     add_relay_parser(sub, connection_args)
@@ -148,6 +152,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 where = " ".join(filter(None, ("spool", args.spool_command)))
                 print(f"meterstream {where}: {exc}", file=sys.stderr)
                 return 2
+        if args.command == "cancel":
+            from meterstream.cli._cancel import run_cancel
+
+            return run_cancel(args)
         if args.command == "relay":
             from meterstream.cli._relay import run_relay
 

@@ -62,7 +62,11 @@ class StripeExporter(Exporter):
     batch with a stable ``Idempotency-Key`` (the batch id, the same on every
     retry), and sorts Stripe's answers into accepted (any 2xx), worth retrying
     (:class:`RetryableExportError`) and refused (:class:`DeliveryError`).
+    Cancels delivered events with meter event adjustments (:meth:`cancel`).
     """
+
+    #: Stripe's meter event adjustments cancel an event within 24 hours.
+    supports_cancel = True
 
     def __init__(
         self,
