@@ -29,6 +29,7 @@ __all__ = [
     "accepted_event",
     "accepted_for",
     "add",
+    "billed_between",
     "cancelled_among",
     "counts",
     "due",
@@ -147,6 +148,24 @@ def settle(
         (state, now, message, identifier),
     ).rowcount
     return changed == 1
+
+
+def billed_between(
+    db: sqlite3.Connection, start: float, end: float, event_name: Optional[str]
+) -> list[tuple[str, str, Any, float, float]]:
+    """As ``history.accepted_between``, less the events cancelled at Stripe:
+    what the meter still counts."""
+    query = (
+        "SELECT a.event_name, a.customer, a.value, a.ts, a.accepted_at FROM accepted a "
+        "LEFT JOIN cancellations c ON c.identifier = a.identifier AND c.state = 'sent' "
+        "WHERE a.ts >= ? AND a.ts < ? AND c.identifier IS NULL"
+    )
+    args: tuple[Any, ...] = (start, end)
+    if event_name is not None:
+        query += " AND a.event_name = ?"
+        args += (event_name,)
+    rows = db.execute(query + " ORDER BY a.ts", args).fetchall()
+    return [(n, c, decode_value(v), ts, at) for n, c, v, ts, at in rows]
 
 
 def cancelled_among(db: sqlite3.Connection, start: float, end: float) -> set[str]:

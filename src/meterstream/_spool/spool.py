@@ -369,6 +369,13 @@ class Spool(SpoolAdmin):
         with self._lock:
             return cancel_rows.accepted_for(self._db, customer, event_name, start, end)
 
+    def billed_between(
+        self, start: float, end: float, event_name: Optional[str] = None
+    ) -> list[tuple[str, str, Any, float, float]]:
+        """As :meth:`accepted_between`, less the events cancelled at Stripe."""
+        with self._lock:
+            return cancel_rows.billed_between(self._db, start, end, event_name)
+
     def cancelled_between(self, start: float, end: float) -> set[str]:
         """Identifiers of accepted events with ``start <= timestamp < end`` that
         were cancelled at Stripe."""

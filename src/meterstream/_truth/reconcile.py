@@ -9,8 +9,10 @@ accepted less than *grace* seconds ago is not compared yet, but reported as
 settling. Events Stripe refused (a 400, or its asynchronous error reports
 once ``handle_webhook`` moved them to the dead letters) are not in the
 spool's accepted history, so they are expected to be missing at Stripe too.
-An event cancelled at Stripe (a meter event adjustment) shows as a
-difference: Stripe no longer bills what the application metered.
+An event cancelled through ``cancel()`` (a meter event adjustment) is left
+out of the spool's side too, as the meter leaves it out: agreement. One
+cancelled some other way (the Dashboard, another client) still shows as a
+difference.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def reconcile(
         raise ValueError(problem)
     step = WINDOWS[window]
     meters = _active_meters(stripe.meters())
-    mine = _aggregate(spool.accepted_between(since, until, event_name), meters, since, step)
+    # Less what was cancelled at Stripe: the meter no longer counts it either.
+    mine = _aggregate(spool.billed_between(since, until, event_name), meters, since, step)
     result = Reconciliation()
     for (name, customer), windows in sorted(mine.items()):
         meter = meters.get(name)
