@@ -315,3 +315,16 @@ def test_stripe_python_cancels_through_the_emulator(emulator: Emulator) -> None:
     assert emulator.state.total("api", "cus_sp") == Total(0.0, 0)
     assert httpx.get(emulator.url + "/_emulator/state").json()["cancelled"] == 1
     client.shutdown(1)
+
+
+def test_metering_gives_the_identifier_after_the_block(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    with client.metering("gpu", customer="cus_m") as usage:
+        assert usage.identifier is None
+        usage.value = 4
+    assert usage.identifier is not None
+    assert client.flush(5)
+    assert client.cancel(usage.identifier, "gpu") == "queued"
+    assert client.flush(5)
+    assert emulator.state.total("gpu", "cus_m") == Total(0.0, 0)
+    client.shutdown(1)
