@@ -32,18 +32,14 @@ class Usage:
     :attr:`identifier` is the identifier of the event it recorded.
     """
 
-    __slots__ = ("_identifier", "_value")
+    __slots__ = ("_value", "identifier")
 
     def __init__(self) -> None:
         self._value: Any = None
-        self._identifier: Optional[str] = None
-
-    @property
-    def identifier(self) -> Optional[str]:
-        """The identifier of the event the block recorded, once it exited (keep
-        it to ``cancel()`` the use); None before, and when nothing was
-        recorded of its own (dropped, invalid, an exception, or aggregated)."""
-        return self._identifier
+        #: The identifier of the event the block recorded, once it exited
+        #: (keep it to ``cancel()`` the use); None before, and when nothing
+        #: was recorded of its own (dropped, invalid, an exception, aggregated).
+        self.identifier: Optional[str] = None
 
     @property
     def value(self) -> Any:
@@ -202,7 +198,7 @@ class metering:
             None,
         )
         if recorded is not None:
-            entry.usage._identifier = (
+            entry.usage.identifier = (
                 recorded if type(recorded) is str else identifier_prefix() + str(recorded)
             )
 
