@@ -51,10 +51,10 @@ class Cancellations:
         self._lock = threading.Lock()
         self._counts = {"cancels_withdrawn": 0, "cancels_refused": 0}
         self._memory = MemoryCancelStore(clock) if spool is None else None
-        store = spool if spool is not None else self._memory
+        store = spool.cancellations if spool is not None else self._memory
         assert store is not None
         self.sender = Canceller(exporter, settings, store, self._busy, log, withdraw=self._withdraw)
-        if spool is not None and spool.cancellations_pending():
+        if spool is not None and spool.cancellations.cancellations_pending():
             self.sender.start()  # what a previous process left
 
     def _busy(self, identifier: str) -> bool:
@@ -63,7 +63,7 @@ class Cancellations:
     def _withdraw(self, identifier: str) -> bool:
         """At send time: the event went back to wait (a failed attempt) meanwhile."""
         if self._spool is not None:
-            return self._spool.withdraw(identifier) == "withdrawn"
+            return self._spool.cancellations.withdraw(identifier) == "withdrawn"
         return self._delivery.withdraw(identifier)
 
     def counters(self) -> dict[str, int]:
@@ -109,11 +109,11 @@ class Cancellations:
             )
         spool = self._spool
         if spool is not None:
-            outcome = spool.withdraw(identifier)
+            outcome = spool.cancellations.withdraw(identifier)
             if outcome == "withdrawn":
                 return self._withdrawn(identifier, event_name)
             if outcome is None:
-                accepted = spool.accepted_event(identifier)
+                accepted = spool.cancellations.accepted_event(identifier)
                 if accepted is None:
                     raise refuse(
                         "unknown",
@@ -148,7 +148,7 @@ class Cancellations:
         with self._lock:
             self._counts["cancels_withdrawn"] += 1
         if self._spool is not None:
-            self._spool.add_cancellation(identifier, event_name, "withdrawn")
+            self._spool.cancellations.add_cancellation(identifier, event_name, "withdrawn")
         elif self._memory is not None:
             self._memory.add_cancellation(identifier, event_name, "withdrawn")
         return "withdrawn"

@@ -18,10 +18,12 @@ write transaction.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, NamedTuple, Optional
+import threading
+from typing import Any, Callable, NamedTuple, Optional
 
 from meterstream._delivery.cancels import PendingCancel
 from meterstream._spool.rows import decode_value
+from meterstream._spool.schema import Transaction
 
 __all__ = [
     "SCHEMA",
@@ -185,3 +187,81 @@ def counts(db: sqlite3.Connection) -> dict[str, int]:
     """How many cancellations are in each state."""
     found = dict(db.execute("SELECT state, count(*) FROM cancellations GROUP BY state").fetchall())
     return {state: int(found.get(state, 0)) for state in ("pending", "sent", "withdrawn", "failed")}
+
+
+class SpoolCancellations:
+    """The cancellations of one spool (``spool.cancellations``): a ``CancelStore``.
+
+    Made by the :class:`~meterstream._spool.spool.Spool` that owns the
+    connection and its lock (again with the new ones in a forked child):
+    this borrows them, creates its table, and keeps no state of its own.
+    Each write is its own transaction: cancellations are rare.
+    """
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.Lock,
+        clock: Callable[[], float],
+    ) -> None:
+        self._db = db
+        self._lock = lock
+        self._clock = clock
+        with lock:
+            db.executescript(SCHEMA)
+
+    #: Cancellations recorded here outlive the process (``CancelStore``).
+    durable = True
+
+    def withdraw(self, identifier: str) -> Optional[str]:
+        """Delete the pending event *identifier* before it is sent: ``"withdrawn"``,
+        ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        with self._lock, Transaction(self._db):
+            return withdraw(self._db, identifier, self._clock())
+
+    def accepted_event(self, identifier: str) -> Optional[AcceptedEvent]:
+        """The event *identifier* in the history of what Stripe accepted, with
+        when it was accepted; None when the history does not hold it."""
+        with self._lock:
+            return accepted_event(self._db, identifier)
+
+    def accepted_for(
+        self, customer: str, event_name: str, start: float, end: float
+    ) -> list[AcceptedEvent]:
+        """Accepted, not cancelled, events of *customer* and *event_name* with
+        ``start <= timestamp < end``, oldest first."""
+        with self._lock:
+            return accepted_for(self._db, customer, event_name, start, end)
+
+    def billed_between(
+        self, start: float, end: float, event_name: Optional[str] = None
+    ) -> list[tuple[str, str, Any, float, float]]:
+        """As ``Spool.accepted_between``, less the events cancelled at Stripe."""
+        with self._lock:
+            return billed_between(self._db, start, end, event_name)
+
+    def cancelled_between(self, start: float, end: float) -> set[str]:
+        """Identifiers of accepted events with ``start <= timestamp < end`` that
+        were cancelled at Stripe."""
+        with self._lock:
+            return cancelled_among(self._db, start, end)
+
+    def add_cancellation(self, identifier: str, event_name: str, state: str) -> bool:
+        with self._lock, Transaction(self._db):
+            return add(self._db, identifier, event_name, state, self._clock())
+
+    def due_cancellations(self, limit: int) -> list[PendingCancel]:
+        with self._lock:
+            return due(self._db, self._clock(), limit)
+
+    def postpone_cancellation(self, identifier: str, delay: float) -> None:
+        with self._lock, Transaction(self._db):
+            postpone(self._db, identifier, self._clock() + delay)
+
+    def settle_cancellation(self, identifier: str, state: str, message: Optional[str]) -> bool:
+        with self._lock, Transaction(self._db):
+            return settle(self._db, identifier, state, message, self._clock())
+
+    def cancellations_pending(self) -> int:
+        with self._lock:
+            return counts(self._db)["pending"]

@@ -11,10 +11,9 @@ process that died are claimed again by another once their lease ran out
 so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
 
-:class:`Spool` is where callers find every operation. It holds the connection
-and its lock; each idea is a module it calls with them: ``schema``, ``rows``,
-``group_commit``, ``queue``, ``owners``, ``history``, ``aggregate_store``,
-``size`` (``admin`` is its base).
+:class:`Spool` holds the connection and its lock: the record and delivery
+paths find every operation here, each idea a module of this package it calls
+with them; ``spool.admin`` serves ``meterstream spool``, ``spool.cancellations`` cancel().
 """
 
 from __future__ import annotations
@@ -27,11 +26,9 @@ from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
-from meterstream._delivery.cancels import PendingCancel
 from meterstream._record.events import RawEvent, identifier_prefix
-from meterstream._spool import cancellations as cancel_rows
+from meterstream._spool import cancellations, owners, queue
 from meterstream._spool import history as history_rows
-from meterstream._spool import owners, queue
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
     AGGREGATE_CHUNK,
@@ -40,7 +37,6 @@ from meterstream._spool.aggregate_store import (
     count_uses,
     oldest_use_end,
 )
-from meterstream._spool.cancellations import AcceptedEvent
 from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
 from meterstream._spool.queue import DeadLetter, SpooledBatch
@@ -61,7 +57,7 @@ class SpoolFull(Exception):
     """The spool holds ``spool_max_bytes``: the overflow policy decides."""
 
 
-class Spool(SpoolAdmin):
+class Spool:
     """One process's handle on a spool file.
 
     Args:
@@ -120,8 +116,10 @@ class Spool(SpoolAdmin):
         self._group = GroupCommit(self._db, self._lock, INSERT_USE, uses_appended)
         #: Copies the write-ahead log back into the file, off the record path.
         self._checkpointer = Checkpointer(self.path)
+        #: Status, export, replay and purge, with this connection and lock.
+        self.admin = SpoolAdmin(self._db, self._lock, self._clock, self.path)
+        self.cancellations = cancellations.SpoolCancellations(self._db, self._lock, self._clock)
         with self._lock:
-            self._db.executescript(cancel_rows.SCHEMA)
             owners.register(self._db, self._owner, self._clock())
         self.reap()
         self._update_full()
@@ -133,8 +131,7 @@ class Spool(SpoolAdmin):
 
     def append(self, event: RawEvent) -> None:
         """Insert one recorded use, durably: committed before this returns
-        (in its own transaction, or in one with other threads' rows:
-        :class:`~._spool_group.GroupCommit`).
+        (alone, or with other threads' rows: :class:`GroupCommit`).
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -167,11 +164,10 @@ class Spool(SpoolAdmin):
         window_end: float,
         dimensions: Optional[str],
     ) -> None:
-        """Insert one use of an aggregated event name, durably (group commit, as :meth:`append`).
+        """Insert one use of an aggregated event name, durably (as :meth:`append`).
 
-        *value* is an int or the exact decimal text of the value; *dimensions*
-        the canonical JSON text of the dimensions (:func:`encode_dimensions`).
-        :meth:`aggregate_due` turns the uses of ended windows into pending events.
+        *value* is an int or its exact decimal text, *dimensions* their
+        canonical JSON text; :meth:`aggregate_due` makes the events.
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -191,17 +187,14 @@ class Spool(SpoolAdmin):
     def aggregate_due(
         self, now: float, *, force: bool = False, chunk: int = AGGREGATE_CHUNK
     ) -> int:
-        """Aggregate the uses of every window ended by *now* (every window, when
-        *force*) into pending events, in one write transaction.
+        """Sum the uses of every window ended by *now* (every window, when
+        *force*) into pending events; returns how many were made.
 
-        The uses are read, summed exactly, inserted into ``pending`` as
-        events with identifiers fixed now, and deleted, all before the
-        commit: a crash before it leaves the uses to aggregate again, a crash
-        after it leaves events to deliver like any other. ``BEGIN
-        IMMEDIATE`` makes two processes aggregating at once take turns; the
-        second finds nothing left. Past *chunk* uses, the aggregation takes
-        several transactions, letting records in between. Returns how many
-        events were made.
+        Read, summed exactly, inserted as events with identifiers fixed now,
+        and deleted before one commit: a crash before it leaves the uses, a
+        crash after it events to deliver. ``BEGIN IMMEDIATE`` makes two
+        processes take turns (the second finds nothing left); past *chunk*
+        uses, several transactions let records in between.
         """
         made, more = 0, True
         while more:
@@ -216,10 +209,8 @@ class Spool(SpoolAdmin):
             return count_uses(self._db)
 
     def oldest_use_end(self) -> Optional[float]:
-        """When the window of the oldest waiting use ends (None: no use waits).
-
-        A cheap look (the first row) before taking the write lock to aggregate.
-        """
+        """When the oldest waiting use's window ends (None: no use waits): a
+        cheap look at the first row before taking the write lock to aggregate."""
         with self._lock:
             return oldest_use_end(self._db)
 
@@ -343,64 +334,6 @@ class Spool(SpoolAdmin):
         """Which of *identifiers* are already dead letters (a report seen twice)."""
         with self._lock:
             return history_rows.known_dead(self._db, identifiers)
-
-    # -- cancellations (each its own transaction: they are rare) -------------------------
-
-    #: Cancellations recorded here outlive the process (``CancelStore``).
-    durable = True
-
-    def withdraw(self, identifier: str) -> Optional[str]:
-        """Delete the pending event *identifier* before it is sent: ``"withdrawn"``,
-        ``"in_flight"`` (a live sender holds it) or None (not pending)."""
-        with self._lock, self._write():
-            return cancel_rows.withdraw(self._db, identifier, self._clock())
-
-    def accepted_event(self, identifier: str) -> Optional[AcceptedEvent]:
-        """The event *identifier* in the history of what Stripe accepted, with
-        when it was accepted; None when the history does not hold it."""
-        with self._lock:
-            return cancel_rows.accepted_event(self._db, identifier)
-
-    def accepted_for(
-        self, customer: str, event_name: str, start: float, end: float
-    ) -> list[AcceptedEvent]:
-        """Accepted, not cancelled, events of *customer* and *event_name* with
-        ``start <= timestamp < end``, oldest first."""
-        with self._lock:
-            return cancel_rows.accepted_for(self._db, customer, event_name, start, end)
-
-    def billed_between(
-        self, start: float, end: float, event_name: Optional[str] = None
-    ) -> list[tuple[str, str, Any, float, float]]:
-        """As :meth:`accepted_between`, less the events cancelled at Stripe."""
-        with self._lock:
-            return cancel_rows.billed_between(self._db, start, end, event_name)
-
-    def cancelled_between(self, start: float, end: float) -> set[str]:
-        """Identifiers of accepted events with ``start <= timestamp < end`` that
-        were cancelled at Stripe."""
-        with self._lock:
-            return cancel_rows.cancelled_among(self._db, start, end)
-
-    def add_cancellation(self, identifier: str, event_name: str, state: str) -> bool:
-        with self._lock, self._write():
-            return cancel_rows.add(self._db, identifier, event_name, state, self._clock())
-
-    def due_cancellations(self, limit: int) -> list[PendingCancel]:
-        with self._lock:
-            return cancel_rows.due(self._db, self._clock(), limit)
-
-    def postpone_cancellation(self, identifier: str, delay: float) -> None:
-        with self._lock, self._write():
-            cancel_rows.postpone(self._db, identifier, self._clock() + delay)
-
-    def settle_cancellation(self, identifier: str, state: str, message: Optional[str]) -> bool:
-        with self._lock, self._write():
-            return cancel_rows.settle(self._db, identifier, state, message, self._clock())
-
-    def cancellations_pending(self) -> int:
-        with self._lock:
-            return cancel_rows.counts(self._db)["pending"]
 
     # -- owners and leases --------------------------------------------------------------
 

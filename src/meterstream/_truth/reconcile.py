@@ -136,7 +136,9 @@ def reconcile(
     step = WINDOWS[window]
     meters = _active_meters(stripe.meters())
     # Less what was cancelled at Stripe: the meter no longer counts it either.
-    mine = _aggregate(spool.billed_between(since, until, event_name), meters, since, step)
+    mine = _aggregate(
+        spool.cancellations.billed_between(since, until, event_name), meters, since, step
+    )
     result = Reconciliation()
     for (name, customer), windows in sorted(mine.items()):
         meter = meters.get(name)

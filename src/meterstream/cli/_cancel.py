@@ -87,7 +87,7 @@ def run_cancel(
         parser.error(f"argument --spool: {str(exc).split(': ', 1)[-1]}")
     try:
         if args.identifier is not None:
-            found = spool.accepted_event(args.identifier)
+            found = spool.cancellations.accepted_event(args.identifier)
             rows = [] if found is None or found.event_name != args.event else [found]
             if not rows:
                 print_(
@@ -95,7 +95,9 @@ def run_cancel(
                 )
                 return 1
         else:
-            rows = spool.accepted_for(args.customer, args.event, args.since, args.until)
+            rows = spool.cancellations.accepted_for(
+                args.customer, args.event, args.since, args.until
+            )
     finally:
         spool.close()
     at = now()
