@@ -13,7 +13,7 @@ the same identifier, which Stripe's 24-hour dedupe drops.
 
 :class:`Spool` holds the connection and its lock: the record and delivery
 paths find every operation here, each idea a module of this package it calls
-with them; what only ``meterstream spool`` and ``stats()`` do is ``spool.admin``.
+with them; ``spool.admin`` serves ``meterstream spool``, ``spool.cancellations`` cancel().
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._spool import cancellations, owners, queue
 from meterstream._spool import history as history_rows
-from meterstream._spool import owners, queue
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
     AGGREGATE_CHUNK,
@@ -118,6 +118,7 @@ class Spool:
         self._checkpointer = Checkpointer(self.path)
         #: Status, export, replay and purge, with this connection and lock.
         self.admin = SpoolAdmin(self._db, self._lock, self._clock, self.path)
+        self.cancellations = cancellations.SpoolCancellations(self._db, self._lock, self._clock)
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
         self.reap()

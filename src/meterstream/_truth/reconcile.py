@@ -9,8 +9,10 @@ accepted less than *grace* seconds ago is not compared yet, but reported as
 settling. Events Stripe refused (a 400, or its asynchronous error reports
 once ``handle_webhook`` moved them to the dead letters) are not in the
 spool's accepted history, so they are expected to be missing at Stripe too.
-An event cancelled at Stripe (a meter event adjustment) shows as a
-difference: Stripe no longer bills what the application metered.
+An event cancelled through ``cancel()`` (a meter event adjustment) is left
+out of the spool's side too, as the meter leaves it out: agreement. One
+cancelled some other way (the Dashboard, another client) still shows as a
+difference.
 """
 
 from __future__ import annotations
@@ -153,7 +155,14 @@ def reconcile(
         raise ValueError(problem)
     step = WINDOWS[window]
     meters = active_meters(stripe.meters())
-    mine = _aggregate(spool.accepted_between(since, until, event_name), meters, since, step)
+    # Less what was cancelled at Stripe: its meter no longer counts it either.
+    # (Metronome cannot cancel: an event stays billed there.)
+    held = (
+        spool.cancellations.billed_between(since, until, event_name)
+        if destination == "stripe"
+        else spool.accepted_between(since, until, event_name)
+    )
+    mine = _aggregate(held, meters, since, step)
     result = Reconciliation(labels=("spool", destination))
     if destination != "stripe":
         result.no_meter_where = f"at {destination.capitalize()}"

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_usage_parser(sub)
 
+    from meterstream.cli._cancel import add_cancel_parser
+
+    add_cancel_parser(sub)
+
     from meterstream.cli._relay import add_relay_parser
 
     add_relay_parser(sub, connection_args)
@@ -186,6 +190,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             from meterstream.cli._usage import run_usage
 
             return run_usage(args)
+        if args.command == "cancel":
+            from meterstream.cli._cancel import run_cancel
+
+            return run_cancel(args)
         if args.command == "relay":
             from meterstream.cli._relay import nats_missing, run_relay
 

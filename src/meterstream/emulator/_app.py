@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from meterstream.emulator._errors import StripeError, bad_request, v1_error_body, v2_error_body
 from meterstream.emulator._events_api import route as events_route
-from meterstream.emulator._faults import SESSION, STREAM, FaultConfig
+from meterstream.emulator._faults import ADJUSTMENTS, SESSION, STREAM, FaultConfig
 from meterstream.emulator._http import (
     NO_KEY,
     Answer,
@@ -240,7 +240,7 @@ class EmulatorApp:
         if path == SESSION_PATH:
             return SESSION, ("POST",), self._session
         if path == ADJUSTMENTS_PATH:
-            return "meter_event_adjustments", ("POST",), self._adjustment
+            return ADJUSTMENTS, ("POST",), self._adjustment
         if path == METERS_PATH:
             return "meters", ("GET", "POST"), self._meters
         if path.startswith(METERS_PATH + "/"):
@@ -319,6 +319,9 @@ class EmulatorApp:
 
     async def _adjustment(self, scope: Scope, receive: Receive) -> Answer:
         body = await self._read(scope, receive)
+        faulted = await self._faulted(ADJUSTMENTS)
+        if faulted is not None:
+            return faulted
         self._secret_key(scope, v1=False)
         return 200, json.dumps(self.state.cancel_event(json_body(body))).encode(), _EMPTY
 

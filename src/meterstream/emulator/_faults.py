@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 from meterstream.emulator._errors import StripeError, bad_request
 
 __all__ = [
+    "ADJUSTMENTS",
     "SESSION",
     "STREAM",
     "FaultConfig",
@@ -210,6 +211,7 @@ def fault_headers(config: FaultConfig, status: int) -> Headers:
 
 SESSION = "meter_event_session"
 STREAM = "meter_event_stream"
+ADJUSTMENTS = "meter_event_adjustments"
 
 
 class FaultInjector:

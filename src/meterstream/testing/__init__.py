@@ -104,6 +104,14 @@ class MeterEvents:
         return list(self._exporter.events)
 
     @property
+    def cancellations(self) -> list[dict[str, str]]:
+        """Every cancellation sent so far (``{"event_name", "identifier"}``), in
+        order (flushes first). A use cancelled before it was sent is neither
+        here nor in :attr:`events`: it never left."""
+        self.client.flush()
+        return list(self._exporter.cancellations)
+
+    @property
     def uses(self) -> list[Use]:
         """Every use recorded so far, in order, as recorded: before aggregation.
 
@@ -119,12 +127,17 @@ class MeterEvents:
             view._uses.clear()
 
     def _matching(self, event_name: str, customer: Optional[str]) -> list[dict[str, Any]]:
+        """The events of *event_name* (and *customer*) the meter still counts:
+        those cancelled are left out, as Stripe's summaries leave them out."""
         customer_key, _ = self.client.settings.payload_keys_for(event_name)
+        events = self.events
+        cancelled = {(c["event_name"], c["identifier"]) for c in list(self._exporter.cancellations)}
         return [
             event
-            for event in self.events
+            for event in events
             if event["event_name"] == event_name
             and (customer is None or event["payload"].get(customer_key) == customer)
+            and (event_name, event.get("identifier")) not in cancelled
         ]
 
     def total(self, event_name: str, customer: Optional[str] = None) -> Decimal:
