@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -183,3 +185,42 @@ def test_the_overview_route_answers_json_and_checks_its_query(http: httpx.Client
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "after"
     assert http.get("/_emulator/page/secret.py").status_code == 404
+
+
+def test_the_metronome_side_has_its_section_with_metrics_and_events_per_type() -> None:
+    state = _state()
+    state.metronome.create_metric(
+        {
+            "name": "Search calls",
+            "aggregation_type": "SUM",
+            "aggregation_key": "value",
+            "event_type_filter": {"in_values": ["ai_search_api"]},
+        }
+    )
+    body = [
+        {
+            "transaction_id": f"t{i}",
+            "customer_id": "cus_1",
+            "event_type": "ai_search_api" if i < 3 else "gpu_seconds",
+            "timestamp": "2025-06-15T15:00:00Z",
+            "properties": {"value": "1"},
+        }
+        for i in range(5)
+    ]
+    state.metronome.ingest(json.dumps(body).encode())
+    state.metronome.ingest(json.dumps(body[:1]).encode())  # a duplicate, ignored
+    section = state.overview()["sections"]["metronome"]
+    assert section["title"] == "Metronome"
+    assert section["billable_metrics"] == [
+        {
+            "name": "Search calls",
+            "aggregation": "SUM(value)",
+            "event types": "ai_search_api",
+            "group keys": "",
+        }
+    ]
+    assert section["events_by_type"] == [
+        {"event type": "ai_search_api", "events": 3},
+        {"event type": "gpu_seconds", "events": 2},
+    ]
+    assert "5 events stored, 1 duplicates ignored" in section["summary"]

@@ -59,6 +59,9 @@ class MetronomeState(UsageQueries):
             self._by_transaction: dict[str, dict[str, Any]] = {}
             self.duplicates = 0
             self.ingest_requests = 0
+            #: Events stored per event type, kept as they arrive: the page's
+            #: section reads it without scanning the events.
+            self._per_type: dict[str, int] = {}
 
     def _uuid(self) -> str:
         self._serial += 1
@@ -97,6 +100,9 @@ class MetronomeState(UsageQueries):
                 }
                 self._by_transaction[ident] = record
                 self._events.append(record)
+                self._per_type[record["event_type"]] = (
+                    self._per_type.get(record["event_type"], 0) + 1
+                )
                 stored += 1
             self.duplicates += dups
         return stored, dups
@@ -251,6 +257,37 @@ class MetronomeState(UsageQueries):
                 raise _not_found("billable metric", str(ident))
             self.metrics[ident]["archived_at"] = iso(self.clock())
             return {"id": ident}
+
+    def page_section(self) -> dict[str, Any]:
+        """The Metronome side on the emulator's page (``sections["metronome"]``).
+
+        Its billable metrics, and the events stored per event type; counted
+        as events arrive, so it costs the same with a million of them.
+        """
+        with self._lock:
+            metrics = [
+                {
+                    "name": m["name"],
+                    "aggregation": m["aggregation_type"]
+                    + (f"({m['aggregation_key']})" if m.get("aggregation_key") else ""),
+                    "event types": ", ".join(m.get("event_type_filter", {}).get("in_values", []))
+                    or "any",
+                    "group keys": ", ".join(", ".join(g) for g in m.get("group_keys") or []),
+                }
+                for m in self._live_metrics()
+            ]
+            return {
+                "title": "Metronome",
+                "summary": (
+                    f"{len(self._events)} events stored, {self.duplicates} duplicates ignored, "
+                    f"{len(self.customers)} customers, {len(metrics)} billable metrics"
+                ),
+                "billable_metrics": metrics,
+                "events_by_type": [
+                    {"event type": name, "events": count}
+                    for name, count in sorted(self._per_type.items())
+                ],
+            }
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -111,7 +111,9 @@ class EmulatorState:
         #: The page's extra sections: name -> a function returning a JSON-able
         #: object, shown under ``sections[name]`` of ``GET /_emulator/overview``
         #: (the Metronome side fills ``"metronome"``; see docs/emulator.md).
-        self.page_sections: dict[str, Callable[[], Any]] = {}
+        self.page_sections: dict[str, Callable[[], Any]] = {
+            "metronome": self.metronome.page_section
+        }
 
     def _clear(self) -> None:
         # Emptied, not replaced: a process that froze these containers out of
