@@ -43,11 +43,20 @@ QUICK_ATTEMPTS = 8
 QUICK_LEVEL = -3
 
 
+#: Jitter from the OS, not the random module: the application's random state
+#: is its own (a seeded simulation, a property test's), never drawn from by a
+#: delivery thread.
+_jitter = random.SystemRandom().random
+
+
 class Backoff:
     """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
 
     def __init__(
-        self, base: float = 0.5, cap: float = 20.0, rng: Callable[[], float] = random.random
+        self,
+        base: float = 0.5,
+        cap: float = 20.0,
+        rng: Callable[[], float] = random.SystemRandom().random,
     ) -> None:
         self.base = base
         self.cap = cap
