@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 import meterstream
 from meterstream import _otel
@@ -36,10 +38,36 @@ READER = InMemoryMetricReader()
 _installed: list[bool] = []
 
 
+class OwnRandomIds(RandomIdGenerator):
+    """The SDK's random ids, drawn from a ``Random`` of their own.
+
+    The SDK installed here stays for the rest of the process, so the clients
+    of later tests end spans on their delivery threads. The default generator
+    draws those ids from the global ``random`` module, and Hypothesis fails a
+    test whose global random state moves while it draws examples
+    (tests/record/test_hostile_input.py, when it runs after this module).
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random()
+
+    def generate_span_id(self) -> int:
+        span_id = self._random.getrandbits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = self._random.getrandbits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._random.getrandbits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = self._random.getrandbits(128)
+        return trace_id
+
+
 @pytest.fixture(autouse=True)
 def sdk() -> Iterator[None]:
     if not _installed:
-        provider = TracerProvider()
+        provider = TracerProvider(id_generator=OwnRandomIds())
         provider.add_span_processor(SimpleSpanProcessor(SPANS))
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
