@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -414,40 +413,3 @@ def test_a_full_spool_lets_the_history_go_first(path: str) -> None:
     assert buffer.put(event(n + 1, customer="cus_new"))  # room made from the history
     assert spool.pending_count() == 1
     spool.close()
-
-
-@pytest.mark.slow
-def test_forks_while_checkpoints_run_never_leave_a_child_stuck_in_sqlite(path: str) -> None:
-    # A fork taken while the checkpoint thread is inside SQLite used to give a
-    # child whose first SQLite call waited forever on a mutex of a thread it
-    # does not have. Forks now wait for a checkpoint in progress.
-    spool = Spool(path)
-    stop = threading.Event()
-
-    def checkpoint_constantly() -> None:
-        while not stop.is_set():
-            spool.append(event(0))
-            spool._checkpointer.wake()
-
-    busy = threading.Thread(target=checkpoint_constantly, daemon=True)
-    busy.start()
-    try:
-        for _ in range(30):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's only job is to reach its exit
-                try:
-                    spool.after_fork_in_child()
-                    spool.claim(1)
-                finally:
-                    os._exit(0)
-            deadline = time.monotonic() + 20
-            while os.waitpid(pid, os.WNOHANG) == (0, 0):
-                if time.monotonic() > deadline:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                    raise AssertionError("a forked child hung inside SQLite")
-                time.sleep(0.01)  # polling a child process, not waiting for a thread
-    finally:
-        stop.set()
-        busy.join(5)
-        spool.close()
