@@ -50,6 +50,15 @@ class MetronomeExporter(Exporter):
         transport: an httpx transport to use instead of the network (tests).
     """
 
+    #: Metronome has no endpoint that withdraws or amends an ingested event.
+    supports_cancel = False
+    cancel_unsupported = (
+        "Metronome cannot cancel or amend an ingested event (a re-sent transaction_id is "
+        "ignored as a duplicate): while its invoice is a draft, record a negating use at "
+        "Metronome (a negative value with a new identifier, under a SUM billable metric); "
+        "once the invoice is finalized, grant a credit or issue a credit memo"
+    )
+
     def __init__(
         self, settings: Settings, *, transport: Optional[httpx.BaseTransport] = None
     ) -> None:
