@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -226,3 +228,75 @@ def test_a_parallel_cancellation_survives_sigkill_and_happens_once_at_stripe(
     assert again.flush(5)
     assert adjustments(emulator).get("200", 0) == 1 and metronome_ids(emulator) == []
     assert ident
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("METERSTREAM_", "METRONOME_")) and k != "STRIPE_API_KEY"
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "meterstream", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+
+
+def test_the_cli_cancels_a_range_at_each_destination_of_a_parallel_run(
+    emulator: Emulator, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "meter.db")
+    hour = int(time.time()) // 3600 * 3600 - 3600
+    client = make_client(spool_path=path)
+    sent = [client.record("api", 2, customer="cus_r", timestamp=hour + 60 + n) for n in range(2)]
+    assert client.flush(5)  # accepted at both
+    waiting = [client.record("api", 2, customer="cus_r", timestamp=hour + 70 + n) for n in range(2)]
+    assert client.destinations["stripe"].flush(5)  # accepted at Stripe, waiting for Metronome
+    assert emulator.state.total("api", "cus_r") == Total(8.0, 4)
+    assert metronome_ids(emulator) == sent
+    common = ["--spool", path, "--base", emulator.url, "--api-key", KEY, "--event", "api"]
+    common += ["--customer", "cus_r", "--since", str(hour), "--until", str(hour + 3600)]
+    alone = cli("cancel", *common, "--dry-run")
+    assert alone.returncode == 0 and "meter.metronome.db exists" in alone.stderr
+    dry = cli("cancel", *common, "--destinations", "stripe,metronome", "--dry-run")
+    assert dry.returncode == 1, dry.stdout + dry.stderr  # two cannot be cancelled at Metronome
+    lines = dry.stdout.splitlines()
+    assert f"{sent[0]}" in lines[0] and "stripe: to cancel  metronome: cannot cancel" in lines[0]
+    assert "stripe: to cancel  metronome: to withdraw" in lines[2]
+    assert "stripe: 4 events to cancel" in dry.stdout
+    assert "metronome: 2 events to withdraw, 2 accepted there, which Metronome cannot" in dry.stdout
+    assert "negating use" in dry.stdout
+    done = cli("cancel", *common, "--destinations", "stripe,metronome", "--yes")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "stripe: cancelled 4 at Stripe" in done.stdout
+    assert "metronome: withdrawn 2 before sending" in done.stdout
+    assert emulator.state.total("api", "cus_r") == Total(0.0, 0)
+    assert client.flush(5)  # the live client has nothing left for Metronome
+    assert metronome_ids(emulator) == sent
+    again = cli("cancel", *common, "--destinations", "stripe,metronome", "--dry-run")
+    assert "stripe: 0 events to cancel" in again.stdout, again.stdout
+    assert waiting[0] not in again.stdout
+
+
+def test_the_cli_withdraws_one_still_waiting_at_metronome_without_its_token(
+    emulator: Emulator, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "meter.db")
+    client = make_client(spool_path=path)
+    ident = client.record("api", 3, customer="cus_1")
+    assert ident is not None and client.destinations["stripe"].flush(5)
+    args = ["--spool", path, "--base", emulator.url, "--api-key", KEY, "--event", "api"]
+    done = cli(
+        "cancel", *args, "--identifier", ident, "--destinations", "stripe,metronome", "--yes"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stripe: to cancel  metronome: to withdraw" in done.stdout
+    assert emulator.state.total("api", "cus_1") == Total(0.0, 0)
+    assert client.flush(5) and metronome_ids(emulator) == []
+    missing = cli("cancel", *args, "--identifier", "nope", "--destinations", "stripe,metronome")
+    assert missing.returncode == 1 and "no accepted or waiting" in missing.stdout
+    bad = cli("cancel", *args, "--identifier", ident, "--destinations", "stripe,orb")
+    assert bad.returncode == 2 and "--destinations" in bad.stderr

@@ -35,6 +35,7 @@ __all__ = [
     "cancelled_among",
     "counts",
     "due",
+    "pending_state",
     "postpone",
     "settle",
     "withdraw",
@@ -108,6 +109,15 @@ def withdraw(db: sqlite3.Connection, identifier: str, now: float) -> Optional[st
         db.execute("DELETE FROM claims WHERE seq = ?", (seq,))
         db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
         return "withdrawn"
+    return None
+
+
+def pending_state(db: sqlite3.Connection, identifier: str, now: float) -> Optional[str]:
+    """As :func:`withdraw` tells it, deleting nothing: ``"pending"`` (waiting to
+    be sent), ``"in_flight"`` (a live sender claimed it) or None (not pending)."""
+    for (seq,) in db.execute("SELECT seq FROM pending WHERE identifier = ?", (identifier,)):
+        claim = db.execute("SELECT lease FROM claims WHERE seq = ?", (seq,)).fetchone()
+        return "in_flight" if claim is not None and claim[0] > now else "pending"
     return None
 
 
@@ -218,6 +228,12 @@ class SpoolCancellations:
         ``"in_flight"`` (a live sender holds it) or None (not pending)."""
         with self._lock, Transaction(self._db):
             return withdraw(self._db, identifier, self._clock())
+
+    def pending_state(self, identifier: str) -> Optional[str]:
+        """Whether the event *identifier* waits to be sent: ``"pending"``,
+        ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        with self._lock:
+            return pending_state(self._db, identifier, self._clock())
 
     def accepted_event(self, identifier: str) -> Optional[AcceptedEvent]:
         """The event *identifier* in the history of what Stripe accepted, with
