@@ -33,6 +33,7 @@ __all__ = [
     "add",
     "billed_between",
     "cancelled_among",
+    "cancelled_events",
     "counts",
     "due",
     "pending_state",
@@ -193,6 +194,24 @@ def cancelled_among(db: sqlite3.Connection, start: float, end: float) -> set[str
     }
 
 
+def cancelled_events(
+    db: sqlite3.Connection, start: float, end: float, event_name: Optional[str]
+) -> list[tuple[str, str, float, float]]:
+    """``(event_name, customer, ts, cancelled_at)`` of the accepted events with
+    ``start <= ts < end`` cancelled at Stripe, *cancelled_at* being when Stripe
+    accepted the adjustment (for reconciliation's grace)."""
+    query = (
+        "SELECT a.event_name, a.customer, a.ts, c.settled_at FROM cancellations c "
+        "JOIN accepted a ON a.identifier = c.identifier "
+        "WHERE c.state = 'sent' AND a.ts >= ? AND a.ts < ?"
+    )
+    args: tuple[Any, ...] = (start, end)
+    if event_name is not None:
+        query += " AND a.event_name = ?"
+        args += (event_name,)
+    return [(n, c, ts, at or 0.0) for n, c, ts, at in db.execute(query, args)]
+
+
 def counts(db: sqlite3.Connection) -> dict[str, int]:
     """How many cancellations are in each state."""
     found = dict(db.execute("SELECT state, count(*) FROM cancellations GROUP BY state").fetchall())
@@ -261,6 +280,14 @@ class SpoolCancellations:
         were cancelled at Stripe."""
         with self._lock:
             return cancelled_among(self._db, start, end)
+
+    def cancelled_events(
+        self, start: float, end: float, event_name: Optional[str] = None
+    ) -> list[tuple[str, str, float, float]]:
+        """``(event_name, customer, timestamp, cancelled_at)`` of the accepted
+        events with ``start <= timestamp < end`` that were cancelled at Stripe."""
+        with self._lock:
+            return cancelled_events(self._db, start, end, event_name)
 
     def add_cancellation(self, identifier: str, event_name: str, state: str) -> bool:
         with self._lock, Transaction(self._db):
