@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -300,3 +301,26 @@ def test_the_cli_withdraws_one_still_waiting_at_metronome_without_its_token(
     assert missing.returncode == 1 and "no accepted or waiting" in missing.stdout
     bad = cli("cancel", *args, "--identifier", ident, "--destinations", "stripe,orb")
     assert bad.returncode == 2 and "--destinations" in bad.stderr
+
+
+def test_metronome_refuses_an_old_event_as_unsupported_not_too_old(
+    emulator: Emulator, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "meter.metronome.db")
+    client = make_client(destinations=(), exporter="metronome", spool_path=path)
+    ident = client.record("api", 1, customer="cus_1")
+    assert ident is not None and client.flush(5)
+    with sqlite3.connect(path) as db:  # Metronome accepted it 25 hours ago
+        db.execute("UPDATE accepted SET accepted_at = ?", (time.time() - 25 * 3600,))
+    failures: list[Any] = []
+    strict = make_client(
+        destinations=(),
+        exporter="metronome",
+        spool_path=path,
+        raise_errors=True,
+        on_delivery_error=lambda e, err: failures.append(err),
+    )
+    with pytest.raises(CancelError) as info:
+        strict.cancel(ident, "api")
+    assert info.value.reason == "unsupported" and "Stripe" not in str(info.value)
+    assert "Metronome cannot cancel" in str(info.value) and failures == []
