@@ -15,9 +15,11 @@ from typing import Any, Optional
 
 import pytest
 
+import meterstream
 from helpers.clients import ClientFactory
 from meterstream import CancelError, MeterClient
 from meterstream.emulator import Emulator, Total
+from meterstream.testing import MeterEvents
 
 KEY = "sk_test_parallel"
 TOKEN = "mt_parallel_token"
@@ -324,3 +326,18 @@ def test_metronome_refuses_an_old_event_as_unsupported_not_too_old(
         strict.cancel(ident, "api")
     assert info.value.reason == "unsupported" and "Stripe" not in str(info.value)
     assert "Metronome cannot cancel" in str(info.value) and failures == []
+
+
+@pytest.mark.meter_events(destinations=["stripe", "metronome"])
+def test_the_meter_events_fixture_refuses_at_metronome_as_metronome_would(
+    meter_events: MeterEvents,
+) -> None:
+    waiting = meterstream.record("api", 1, customer="cus_1")
+    assert meterstream.cancel(waiting, "api") == "withdrawn"  # at both: never sent
+    sent = meterstream.record("api", 2, customer="cus_1")
+    assert len(meter_events.events) == 1  # flushed: delivered at both
+    assert meterstream.cancel(sent, "api") is None  # refused at Metronome, logged
+    stripe, metronome = meter_events.destinations["stripe"], meter_events.destinations["metronome"]
+    assert stripe.cancellations == [{"event_name": "api", "identifier": sent}]
+    assert stripe.count("api") == 0
+    assert metronome.cancellations == [] and metronome.count("api") == 1

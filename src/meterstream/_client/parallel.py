@@ -28,6 +28,7 @@ from meterstream._client.cancel import cancel_everywhere
 from meterstream._client.client import MeterClient
 from meterstream._config.metronome import STAND_INS
 from meterstream._config.settings import Settings
+from meterstream._exporters.memory import MemoryExporter
 from meterstream._record import events as _events
 from meterstream._record.baggage import Baggage
 from meterstream._truth.webhooks import ValidationReport
@@ -82,6 +83,12 @@ class ParallelClient(MeterClient):
                 lane = dict(settings)
                 lane["destinations"] = ()
                 lane["exporter"] = stand_in or destination
+                if stand_in == "memory" and destination == "metronome":
+                    # A test's Metronome refuses to cancel, as Metronome does
+                    # (imported here: httpx only once something needs it).
+                    from meterstream._exporters.metronome import CANNOT_CANCEL
+
+                    lane["exporter"] = MemoryExporter(cannot_cancel=CANNOT_CANCEL)
                 if s.spool_path:
                     lane["spool_path"] = lane_spool_path(s.spool_path, s.destinations, destination)
                 client = MeterClient(**lane)

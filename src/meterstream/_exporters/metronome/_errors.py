@@ -15,7 +15,15 @@ from typing import Any, Optional
 from meterstream._exporters import answers
 from meterstream._exporters.answers import retryable
 
-__all__ = ["error_message", "retry_after", "retryable", "should_retry"]
+__all__ = ["CANNOT_CANCEL", "error_message", "retry_after", "retryable", "should_retry"]
+
+#: Why ``cancel()`` of an event Metronome accepted is refused, and what to do.
+CANNOT_CANCEL = (
+    "Metronome cannot cancel or amend an ingested event (a re-sent transaction_id is "
+    "ignored as a duplicate): while its invoice is a draft, record a negating use at "
+    "Metronome (a negative value with a new identifier, under a SUM billable metric); "
+    "once the invoice is finalized, grant a credit or issue a credit memo"
+)
 
 
 def retry_after(headers: Mapping[str, str]) -> Optional[float]:

@@ -20,6 +20,7 @@ import httpx
 
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
 from meterstream._exporters.metronome._errors import (
+    CANNOT_CANCEL,
     error_message,
     retry_after,
     retryable,
@@ -52,12 +53,7 @@ class MetronomeExporter(Exporter):
 
     #: Metronome has no endpoint that withdraws or amends an ingested event.
     supports_cancel = False
-    cancel_unsupported = (
-        "Metronome cannot cancel or amend an ingested event (a re-sent transaction_id is "
-        "ignored as a duplicate): while its invoice is a draft, record a negating use at "
-        "Metronome (a negative value with a new identifier, under a SUM billable metric); "
-        "once the invoice is finalized, grant a credit or issue a credit memo"
-    )
+    cancel_unsupported = CANNOT_CANCEL
 
     def __init__(
         self, settings: Settings, *, transport: Optional[httpx.BaseTransport] = None
