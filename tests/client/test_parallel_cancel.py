@@ -341,3 +341,20 @@ def test_the_meter_events_fixture_refuses_at_metronome_as_metronome_would(
     assert stripe.cancellations == [{"event_name": "api", "identifier": sent}]
     assert stripe.count("api") == 0
     assert metronome.cancellations == [] and metronome.count("api") == 1
+
+
+def test_cancelling_a_withdrawn_event_again_is_the_same_withdrawal(
+    emulator: Emulator, make_client: ClientFactory, spool_path: Optional[str]
+) -> None:
+    client = make_client(spool_path=spool_path, raise_errors=True)
+    ident = client.record("api", 1, customer="cus_1")
+    assert client.cancel(ident, "api") == "withdrawn"
+    assert client.cancel(ident, "api") == "withdrawn"  # not an unknown identifier
+    single = client.destinations["stripe"]
+    other = single.record("api", 1, customer="cus_1")  # at Stripe's lane alone
+    assert single.cancel(other, "api") == "withdrawn"
+    assert single.cancel(other, "api") == "withdrawn"
+    assert client.flush(5)
+    assert emulator.state.events() == [] and metronome_ids(emulator) == []
+    assert cancel_counts(client, "stripe") == {"cancels_withdrawn": 2}
+    assert cancel_counts(client, "metronome") == {"cancels_withdrawn": 1}

@@ -123,6 +123,9 @@ class Cancellations:
                 "cancel; record a compensating use, or give the uses you may cancel an "
                 "identifier= (they are then not aggregated)",
             )
+        store = self._spool.cancellations if self._spool is not None else self._memory
+        if store is not None and store.cancellation_state(identifier) == "withdrawn":
+            return "withdrawn"  # cancelled twice: one cancellation
         spool = self._spool
         if spool is not None:
             outcome = spool.cancellations.withdraw(identifier)

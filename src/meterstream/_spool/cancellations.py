@@ -289,6 +289,14 @@ class SpoolCancellations:
         with self._lock:
             return cancelled_events(self._db, start, end, event_name)
 
+    def cancellation_state(self, identifier: str) -> Optional[str]:
+        """The state of the cancellation of *identifier*, None when there is none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM cancellations WHERE identifier = ?", (identifier,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def add_cancellation(self, identifier: str, event_name: str, state: str) -> bool:
         with self._lock, Transaction(self._db):
             return add(self._db, identifier, event_name, state, self._clock())
