@@ -1,0 +1,499 @@
+"""The journal: where ``record()`` with a spool writes, before anything else.
+
+Each process writes its own segments (:mod:`.segment`), one at a time, a
+frame per event (:mod:`.frames`); the threads of a process share its current
+segment under a lock of that process only. An event is in the kernel's page
+cache, safe from a crash of its process, when :meth:`Journal.append`
+returns; with ``sync="full"`` it is on the disk, safe from a power loss (one
+``fdatasync`` shared by the threads that wrote meanwhile: group commit); with
+``sync_interval`` the disk is at most that many seconds behind.
+
+Delivery reads the frames back in order (:meth:`take`) and says how each
+event settled (:meth:`settle`: accepted, refused or withdrawn, or
+:meth:`give_back` to wait). A segment's cursor moves past a frame only when
+it and every frame before it have settled; a segment is deleted only when its
+writer has moved on and its cursor is past its last frame. The segments of
+a process that died (its ``flock`` gone) are adopted by the next process that
+looks (:meth:`adopt_orphans`): it delivers them from their cursor, in order,
+with their identifiers and timestamps, drops a torn tail, and skips frames
+that do not check, counting them and moving the segment aside when done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+from typing import Any, Callable, Optional
+
+from meterstream._internal import logger
+from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._spool import segment as segments
+from meterstream._spool.frames import (
+    FRAME_HEADER,
+    MAX_PAYLOAD,
+    ScanReport,
+    decode_event,
+    encode_event,
+    frame_size,
+    scan,
+    seed,
+)
+from meterstream._spool.segment import DirectoryLock, Segment, SegmentError
+
+__all__ = ["DEFAULT_SEGMENT_BYTES", "Journal", "JournalError", "JournalFull"]
+
+#: Each segment's size: preallocated when the segment is made.
+DEFAULT_SEGMENT_BYTES = 8 << 20
+_pack_header = FRAME_HEADER.pack_into
+_crc = zlib.crc32
+
+
+class JournalError(Exception):
+    """The journal could not take an event (its segment could not be made)."""
+
+    def __init__(self, message: str, reason: str = "spool_error") -> None:
+        super().__init__(message)
+        #: ``disk_full`` or ``spool_error``: what ``stats()`` counts the drop under.
+        self.reason = reason
+
+
+class JournalFull(Exception):
+    """The journal's segments hold the bytes they may: the overflow policy decides."""
+
+
+class _Source:
+    """A segment delivery reads: where it is, and what was read and not settled."""
+
+    __slots__ = (
+        "after",
+        "corrupt",
+        "exhausted",
+        "known",
+        "own",
+        "pos",
+        "read",
+        "seg",
+        "torn",
+        "window",
+    )
+
+    def __init__(self, seg: Segment, own: bool) -> None:
+        self.seg = seg
+        self.own = own
+        cursor_seq, cursor_off = seg.cursor
+        self.after = cursor_seq
+        self.pos = cursor_off
+        #: Read and not settled, in read order: seq -> [end offset, settled].
+        self.window: dict[int, list[Any]] = {}
+        self.read = 0
+        #: Frames known to be in the segment past the cursor (adopted ones: counted at adoption).
+        self.known = 0
+        self.corrupt = 0
+        self.torn = False
+        #: The last read reached the end of what there is (for now, in a segment being written).
+        self.exhausted = False
+
+    def limit(self) -> int:
+        return self.seg.end if self.own else self.seg.size
+
+
+class Journal:
+    """One process's journal in *directory*.
+
+    Args:
+        directory: where the segments are (created when absent).
+        segment_bytes: each segment's size.
+        sync: ``"normal"`` or ``"full"`` (see the module).
+        sync_interval: with ``"normal"``, sync the current segment this often
+            (seconds; 0: never).
+        max_bytes: past this many bytes of segments, :meth:`append` raises
+            :class:`JournalFull`.
+        withdrawn: the identifiers withdrawn for good (read when adopting).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        sync: str = "normal",
+        sync_interval: float = 0.0,
+        max_bytes: int = 1 << 30,
+        withdrawn: Callable[[], set[str]] = set,
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.sync = sync
+        self.sync_interval = sync_interval
+        self.max_bytes = max_bytes
+        self._withdrawn_loader = withdrawn
+        os_makedirs(directory)
+        self.corrupt_frames = 0
+        self.torn_tails = 0
+        self.moved_aside: list[str] = []
+        self._start()
+
+    def _start(self) -> None:
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._seg: Optional[Segment] = None
+        self._next_seq = 1
+        self._sources: list[_Source] = []
+        self._taken: dict[int, tuple[_Source, int]] = {}
+        self._retry: list[tuple[float, RawEvent]] = []
+        self._withdrawn: set[str] = set()
+        self._synced: tuple[Optional[Segment], int] = (None, 0)
+        self.written = 0
+        self._settled_own = 0
+        self._closed = False
+        self._ticker: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        if self.sync == "normal" and self.sync_interval > 0:
+            self._ticker = threading.Thread(
+                target=self._sync_every, name="meterstream-journal-sync", daemon=True
+            )
+            self._ticker.start()
+
+    # -- the record path --------------------------------------------------------------
+
+    def append(self, event: RawEvent) -> None:
+        """Write one event; safe from a crash of this process when this returns.
+
+        Raises:
+            JournalFull: the journal holds ``max_bytes`` and a new segment is due.
+            JournalError: a new segment could not be made (a full disk).
+            ValueError: the event cannot be written (too large, an unknown type).
+        """
+        identifier = event[4]
+        if type(identifier) is not str:
+            identifier = identifier_prefix() + str(identifier)
+        payload = encode_event(event, identifier)
+        length = len(payload)
+        size = frame_size(length)
+        with self._lock:
+            seg = self._seg
+            if seg is None or seg.end + size > seg.size:
+                seg = self._roll(length)
+            offset = seg.end
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            mm = seg.mm
+            mm[offset + 16 : offset + 16 + length] = payload
+            _pack_header(mm, offset, length, _crc(payload, seed(length, seq)), seq)
+            seg.end = offset + size
+            self.written += 1
+        if self.sync == "full":
+            self._sync_upto(seg, offset + size)
+
+    def _roll(self, length: int) -> Segment:
+        """A new segment (the lock held): the current one is full, or there is none."""
+        if length > MAX_PAYLOAD or frame_size(length) > self.segment_bytes - segments.HEADER_SIZE:
+            raise ValueError(f"an event of {length} bytes is larger than a journal segment holds")
+        if self._closed:
+            raise JournalError("the spool is closed")
+        if self.bytes() + self.segment_bytes > self.max_bytes:
+            raise JournalFull(self.directory)
+        try:
+            new = segments.create(self.directory, self._next_seq, self.segment_bytes)
+        except SegmentError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise JournalError(str(exc), "disk_full" if full else "spool_error") from None
+        old = self._seg
+        if old is not None:
+            if self.sync != "normal" or self.sync_interval > 0:
+                with self._sync_lock:
+                    old.sync()
+            old.seal()
+        self._seg = new
+        self._sources.append(_Source(new, own=True))
+        return new
+
+    def _sync_upto(self, seg: Segment, end: int) -> None:
+        """Group commit: one fdatasync covers every frame written before it started."""
+        with self._sync_lock:
+            synced_seg, synced_end = self._synced
+            if seg is not self._seg or (synced_seg is seg and synced_end >= end):
+                return  # synced at the roll, or by the thread before this one
+            target = seg.end
+            seg.sync()
+            self._synced = (seg, target)
+
+    def _sync_every(self) -> None:
+        while not self._stop.wait(self.sync_interval):
+            self.sync_now()
+
+    def sync_now(self) -> None:
+        """Write the current segment to the disk (``spool_sync_interval``'s tick, and close)."""
+        with self._sync_lock:
+            seg = self._seg
+            if seg is not None and self._synced != (seg, seg.end):
+                target = seg.end
+                try:
+                    seg.sync()
+                except (OSError, ValueError):
+                    return
+                self._synced = (seg, target)
+
+    # -- delivery ---------------------------------------------------------------------
+
+    def take(self, limit: int, now: Optional[float] = None) -> list[RawEvent]:
+        """Up to *limit* events to send, oldest first: those given back and due, then new ones."""
+        out: list[RawEvent] = []
+        with self._read_lock:
+            if self._retry:
+                now = time.monotonic() if now is None else now
+                due = [item for item in self._retry if item[0] <= now][:limit]
+                if due:
+                    ids = {id(item) for item in due}
+                    self._retry = [item for item in self._retry if id(item) not in ids]
+                    out.extend(event for _, event in due)
+            for source in list(self._sources):
+                if len(out) >= limit:
+                    break
+                self._read(source, limit, out)
+        return out
+
+    def _read(self, source: _Source, limit: int, out: list[RawEvent]) -> None:
+        """Read *source*'s frames into *out* until it holds *limit* events."""
+        report = ScanReport()
+        seg = source.seg
+        for frame in scan(seg.mm, source.pos, source.limit(), source.after, report):
+            source.after = frame.seq
+            source.pos = frame.end
+            source.read += 1
+            try:
+                event = decode_event(frame.payload)
+            except ValueError:
+                report.corrupt += 1
+                source.window[frame.seq] = [frame.end, True]
+                self._count_settled(source)
+                continue
+            if event[4] in self._withdrawn:
+                self._withdrawn.discard(event[4])
+                source.window[frame.seq] = [frame.end, True]
+                self._count_settled(source)
+                continue
+            source.window[frame.seq] = [frame.end, False]
+            self._taken[id(event)] = (source, frame.seq)
+            out.append(event)
+            if len(out) >= limit:
+                source.exhausted = False
+                break
+        else:
+            source.pos = report.end
+            source.exhausted = True
+        if report.corrupt:
+            source.corrupt += report.corrupt
+            self.corrupt_frames += report.corrupt
+            logger.error(
+                "the spool's journal segment %s has %d record(s) that do not check "
+                "(%d bytes skipped): the rest is delivered, the segment kept aside",
+                seg.path,
+                report.corrupt,
+                report.corrupt_bytes,
+            )
+        if report.torn and not source.torn:
+            source.torn = True
+            self.torn_tails += 1
+        self._advance(source)
+
+    def settle(self, events: Iterable[RawEvent]) -> int:
+        """These events are done with (accepted, or refused and kept as dead letters).
+
+        Returns how many were this journal's.
+        """
+        count = 0
+        with self._read_lock:
+            touched: dict[int, _Source] = {}
+            for event in events:
+                taken = self._taken.pop(id(event), None)
+                if taken is None:
+                    continue
+                source, seq = taken
+                entry = source.window.get(seq)
+                if entry is not None and not entry[1]:
+                    entry[1] = True
+                    self._count_settled(source)
+                touched[id(source)] = source
+                count += 1
+            for source in touched.values():
+                self._advance(source)
+        return count
+
+    def give_back(self, events: Iterable[RawEvent], delay: float) -> None:
+        """These events wait *delay* seconds before they are taken again."""
+        due = time.monotonic() + delay
+        with self._read_lock:
+            for event in events:
+                if id(event) in self._taken:
+                    self._retry.append((due, event))
+
+    def owns(self, event: RawEvent) -> bool:
+        """Whether *event* was taken from this journal (not yet settled)."""
+        return id(event) in self._taken
+
+    def _count_settled(self, source: _Source) -> None:
+        if source.own:
+            self._settled_own += 1
+        else:
+            source.known -= 1
+
+    def _advance(self, source: _Source) -> None:
+        """Move *source*'s cursor past its settled frames; delete it when all is done."""
+        window = source.window
+        moved = False
+        cursor: Optional[tuple[int, int]] = None
+        while window:
+            seq = next(iter(window))
+            end, settled = window[seq]
+            if not settled:
+                break
+            del window[seq]
+            cursor = (seq, end)
+            moved = True
+        if moved and cursor is not None:
+            source.seg.set_cursor(*cursor)
+        if window or not source.exhausted:
+            return
+        if source.own and not (source.seg.sealed and source.pos >= source.seg.end):
+            return
+        self._finish(source)
+
+    def _finish(self, source: _Source) -> None:
+        """Everything in *source* settled and its writer is done: delete it (or keep it aside)."""
+        try:
+            self._sources.remove(source)
+        except ValueError:
+            return
+        seg = source.seg
+        try:
+            if source.corrupt:
+                self.moved_aside.append(seg.move_aside())
+            else:
+                with self._sync_lock:
+                    seg.delete()
+        except OSError as exc:
+            logger.error("the spool could not remove the journal segment %s: %s", seg.path, exc)
+
+    def withdraw(self, identifier: str, durable: Callable[[str], None]) -> bool:
+        """Withdraw the pending event *identifier* before it is sent.
+
+        Looks at what this process wrote and has not taken to send yet; when
+        found, *durable* records the withdrawal (so that no later process
+        sends it) before this returns True. False: not found among the
+        events not sent yet (sent already, being sent, or not this process's).
+        """
+        needle = identifier.encode("utf-8")
+        with self._read_lock:
+            for source in self._sources:
+                seg = source.seg
+                end = source.limit()
+                if seg.mm.find(needle, source.pos, end) < 0:
+                    continue
+                report = ScanReport()
+                for frame in scan(seg.mm, source.pos, end, source.after, report):
+                    if needle in frame.payload and decode_event(frame.payload)[4] == identifier:
+                        durable(identifier)
+                        self._withdrawn.add(identifier)
+                        return True
+        return False
+
+    def adopt_orphans(self) -> int:
+        """Take over the segments no live process holds. Returns how many events they hold."""
+        if self._closed:
+            return 0
+        known = {source.seg.path for source in self._sources}
+        found = 0
+        try:
+            with DirectoryLock(self.directory):
+                for path in segments.list_segments(self.directory):
+                    if path in known:
+                        continue
+                    found += self._adopt(path)
+        except SegmentError as exc:
+            logger.error("the spool's journal could not be read: %s", exc)
+        return found
+
+    def _adopt(self, path: str) -> int:
+        try:
+            seg = segments.adopt(path)
+        except SegmentError as exc:
+            _set_aside_unreadable(path, exc)
+            return 0
+        if seg is None:
+            return 0
+        source = _Source(seg, own=False)
+        report = ScanReport()
+        count = sum(1 for _ in scan(seg.mm, source.pos, seg.size, source.after, report))
+        if count == 0 and not report.corrupt:
+            seg.delete()
+            return 0
+        source.known = count
+        if self._withdrawn_loader is not set:
+            self._withdrawn |= self._withdrawn_loader()
+        with self._read_lock:
+            self._sources.append(source)
+        return count
+
+    # -- counts ---------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Events written (this process's, and those adopted) and not settled yet."""
+        with self._read_lock:
+            adopted = sum(s.known for s in self._sources if not s.own)
+        return self.written - self._settled_own + adopted
+
+    def bytes(self) -> int:
+        """Bytes of segments on disk (every process's)."""
+        return len(segments.list_segments(self.directory)) * self.segment_bytes
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def after_fork_in_child(self) -> None:
+        """A forked child writes its own segments; the parent's stay the parent's."""
+        for source in self._sources:
+            source.seg.forget()
+        self._start()
+
+    def close(self) -> None:
+        """Seal the current segment; delete the segments whose events all settled."""
+        self._stop.set()
+        with self._lock:
+            self._closed = True
+            seg = self._seg
+            if seg is not None:
+                if self.sync != "normal" or self.sync_interval > 0:
+                    with self._sync_lock:
+                        seg.sync()
+                seg.seal()
+        with self._read_lock:
+            for source in list(self._sources):
+                self._advance(source)
+            for source in self._sources:
+                source.seg.close()
+            self._sources = []
+
+
+def os_makedirs(directory: str) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
+def _set_aside_unreadable(path: str, exc: BaseException) -> None:
+    """A file that is not a segment (a crash while one was made): empty goes, the rest is kept."""
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1 << 16).strip(b"\x00")
+        if empty and os.path.getsize(path) <= (1 << 16):
+            os.unlink(path)
+            return
+        directory = os.path.join(os.path.dirname(path), "corrupt")
+        os.makedirs(directory, exist_ok=True)
+        os.rename(path, os.path.join(directory, os.path.basename(path)))
+        logger.error("the spool's journal file %s could not be read (%s): moved aside", path, exc)
+    except OSError:
+        pass
