@@ -150,6 +150,8 @@ class Journal:
         self._synced: tuple[Optional[Segment], int] = (None, 0)
         self.written = 0
         self._settled_own = 0
+        #: The newest own frame read (own frames are numbered in the order written).
+        self._own_read = 0
         self._closed = False
         self._ticker: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -266,6 +268,8 @@ class Journal:
             source.after = frame.seq
             source.pos = frame.end
             source.read += 1
+            if source.own:
+                self._own_read = frame.seq
             try:
                 event = decode_event(frame.payload)
             except ValueError:
@@ -447,6 +451,57 @@ class Journal:
         with self._read_lock:
             adopted = sum(s.known for s in self._sources if not s.own)
         return self.written - self._settled_own + adopted
+
+    def waiting(self) -> bool:
+        """Whether anything waits to be taken (given back, or not read yet)."""
+        with self._read_lock:
+            if self._retry:
+                return True
+            unsettled = self.written - self._settled_own
+            unsettled += sum(s.known for s in self._sources if not s.own)
+            return unsettled > len(self._taken)
+
+    def flush_point(self) -> int:
+        """The number of the newest frame this process wrote (0: none yet)."""
+        return self._next_seq - 1
+
+    def pending_upto(self, point: int) -> int:
+        """This process's events numbered up to *point* not settled, and every adopted one."""
+        with self._read_lock:
+            unread = max(0, point - self._own_read)
+            in_flight = sum(
+                1
+                for source in self._sources
+                if source.own
+                for seq, entry in source.window.items()
+                if seq <= point and not entry[1]
+            )
+            adopted = sum(s.known for s in self._sources if not s.own)
+        return unread + in_flight + adopted
+
+    def evict_oldest(self) -> list[RawEvent]:
+        """Make room (``overflow="drop_oldest"``): settle, unsent, what is left to
+        read of the oldest segment; returns those events, for ``on_delivery_error``."""
+        with self._read_lock:
+            sources = list(self._sources)
+        for source in sources:
+            if source.own and source.seg is self._seg:
+                continue  # the segment being written: evicting it frees nothing
+            out: list[RawEvent] = []
+            with self._read_lock:
+                while True:
+                    before = len(out)
+                    self._read(source, before + 1000, out)
+                    if len(out) == before:
+                        break
+            if out:
+                self.settle(out)
+                return out
+        return []
+
+    def room(self) -> bool:
+        """Whether a new segment may be made (``max_bytes``)."""
+        return self.bytes() + self.segment_bytes <= self.max_bytes
 
     def bytes(self) -> int:
         """Bytes of segments on disk (every process's)."""

@@ -1,9 +1,17 @@
-"""The durable spool: a SQLite database (WAL) between ``record()`` and delivery.
+"""The durable spool: a journal and a SQLite database (WAL) between ``record()`` and delivery.
 
-An event is committed before ``record()`` returns (in its own transaction, or
-in one shared with the threads recording at the same moment); it leaves the
-``pending`` table only when Stripe accepted it (deleted) or refused it (moved
-to ``dead`` with the reason). Several processes may share one file: a process
+A recorded event is written to this process's journal (:mod:`.journal`,
+beside the file: ``<file>.journal/``) before ``record()`` returns, and leaves
+it once Stripe accepted it (kept in the ``accepted`` history) or refused it
+(kept in ``dead`` with the reason). The SQLite file keeps what needs queries
+and what processes share: the history, the dead letters, the uses of
+aggregated event names and the events made from them (``pending``, as are
+the events a spool of the previous release left: delivered first), the
+withdrawn identifiers, and Stripe's reports handled.
+
+An event of ``pending`` leaves the table only when Stripe accepted it
+(deleted) or refused it (moved to ``dead`` with the reason). Several
+processes may share one file: a process
 *claims* the events it sends by writing its owner id and a lease deadline on
 them, renews the leases while it still holds them, and the events of a
 process that died are claimed again by another once their lease ran out
@@ -27,9 +35,9 @@ from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
-from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._record.events import RawEvent
 from meterstream._spool import history as history_rows
-from meterstream._spool import owners, queue
+from meterstream._spool import journal_rows, owners, queue
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
     AGGREGATE_CHUNK,
@@ -40,8 +48,8 @@ from meterstream._spool.aggregate_store import (
 )
 from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
+from meterstream._spool.journal import DEFAULT_SEGMENT_BYTES, Journal, JournalFull
 from meterstream._spool.queue import DeadLetter, SpooledBatch
-from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
 from meterstream._spool.schema import Transaction, open_database
 from meterstream._spool.size import disk_bytes, used_bytes
 from meterstream.errors import ConfigurationError
@@ -73,6 +81,9 @@ class Spool(SpoolAdmin):
             full, the oldest history goes.
         repair: move a corrupt file aside and start anew (else: ConfigurationError).
         create: create the file when absent (else: ConfigurationError).
+        sync_interval: with ``sync="normal"``, sync the journal this often (seconds; 0: never).
+        segment_bytes: each journal segment's size (default: 8 MiB, at most an
+            eighth of *max_bytes*).
 
     Raises:
         ConfigurationError: the file cannot be opened or created (a read-only
@@ -91,6 +102,8 @@ class Spool(SpoolAdmin):
         clock: Callable[[], float] = time.time,
         repair: bool = True,
         create: bool = True,
+        sync_interval: float = 0.0,
+        segment_bytes: Optional[int] = None,
     ) -> None:
         if sync not in SYNC_MODES:
             raise ConfigurationError(f"spool_sync: expected normal or full, got {sync!r}")
@@ -99,6 +112,10 @@ class Spool(SpoolAdmin):
         self.max_bytes = max_bytes
         self.lease = lease
         self.history = history
+        self.sync_interval = sync_interval
+        self.segment_bytes = segment_bytes or max(
+            64 << 10, min(DEFAULT_SEGMENT_BYTES, max_bytes // 8)
+        )
         self._clock = clock
         self._repair = repair
         if not create and not os.path.exists(self.path):
@@ -107,7 +124,7 @@ class Spool(SpoolAdmin):
         self.moved_aside: Optional[str] = None
         self._open(uses_appended=0)
 
-    def _open(self, uses_appended: int) -> None:
+    def _open(self, uses_appended: int, journal: Optional[Journal] = None) -> None:
         self._lock = threading.Lock()
         self._owner = owners.new_owner()
         self.full = False
@@ -119,6 +136,15 @@ class Spool(SpoolAdmin):
         self._checkpointer = Checkpointer(self.path)
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
+        #: This process's journal: where record() writes.
+        self.journal = journal or Journal(
+            self.path + ".journal",
+            segment_bytes=self.segment_bytes,
+            sync=self.sync,
+            sync_interval=self.sync_interval,
+            max_bytes=self.max_bytes,
+            withdrawn=self._withdrawn_identifiers,
+        )
         self.reap()
         self._update_full()
 
@@ -128,29 +154,17 @@ class Spool(SpoolAdmin):
     # -- the record path --------------------------------------------------------------
 
     def append(self, event: RawEvent) -> None:
-        """Insert one recorded use, durably: committed before this returns
-        (in its own transaction, or in one with other threads' rows:
-        :class:`~._spool_group.GroupCommit`).
+        """Write one recorded event to the journal: safe from a crash of this
+        process when this returns (with ``sync="full"``, from a power loss).
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
-            sqlite3.Error: the insert failed (disk full, I/O error, locked too long).
+            JournalError: the journal could not take it (a full disk).
         """
-        if self.full:
-            raise SpoolFull(self.path)
-        name, customer, value, ts, identifier, dimensions = event
-        if type(identifier) is not str:
-            identifier = identifier_prefix() + str(identifier)
-        row = (
-            name,
-            customer,
-            encode_value(value),
-            ts,
-            identifier,
-            encode_dimensions(dimensions) if dimensions else None,
-        )
-        if self._group.insert(INSERT_PENDING, row):
-            self._update_full()
+        try:
+            self.journal.append(event)
+        except JournalFull:
+            raise SpoolFull(self.path) from None
 
     # -- uses aggregated in the spool (aggregate with spool_path) -------------------------
 
@@ -239,6 +253,57 @@ class Spool(SpoolAdmin):
         self._checkpointer.wake()
         return deleted
 
+    def accepted_events(self, events: list[RawEvent]) -> None:
+        """Stripe accepted these journal events: into the history (with one),
+        then past the journal's cursor. A crash between the two sends them
+        again, under their identifiers: Stripe drops the repeat."""
+        if self.history > 0 and events:
+            now = self._clock()
+            with self._lock, self._write():
+                journal_rows.remember_accepted(self._db, events, now)
+        self.journal.settle(events)
+
+    def bury_events(
+        self, events: list[RawEvent], reason: str, code: Optional[str], message: Optional[str]
+    ) -> int:
+        """Stripe refused these journal events: into the dead letters, then past the cursor."""
+        now = self._clock()
+        with self._lock, self._write():
+            count = journal_rows.bury_events(
+                self._db, ((e, 1, reason, code, message) for e in events), now
+            )
+        self.journal.settle(events)
+        return count
+
+    def withdraw(self, identifier: str) -> bool:
+        """Withdraw the event *identifier* if it was not sent yet: True when
+        it will never be sent (by this process, or one that takes over its
+        journal); False when it was sent, is being sent, or is not here.
+
+        Looks at the events this process recorded and has not sent, then at
+        the SQLite file's events nobody has claimed (aggregated ones).
+        """
+        if self.journal.withdraw(identifier, self._remember_withdrawn):
+            return True
+        now = self._clock()
+        with self._lock, self._write():
+            gone = self._db.execute(
+                "DELETE FROM pending WHERE identifier = ? AND seq NOT IN "
+                "(SELECT seq FROM claims WHERE owner != 0 AND lease >= ?)",
+                (identifier, now),
+            ).rowcount
+            if gone:
+                journal_rows.withdraw(self._db, identifier, now)
+        return bool(gone)
+
+    def _remember_withdrawn(self, identifier: str) -> None:
+        with self._lock, self._write():
+            journal_rows.withdraw(self._db, identifier, self._clock())
+
+    def _withdrawn_identifiers(self) -> set[str]:
+        with self._lock:
+            return journal_rows.withdrawn(self._db)
+
     def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
         not_before = self._clock() + delay
@@ -254,27 +319,40 @@ class Spool(SpoolAdmin):
     def evict_oldest(self, count: int = 1) -> list[RawEvent]:
         """Delete the *count* oldest events nobody holds (``overflow="drop_oldest"``);
         returns them, for ``on_delivery_error``."""
+        evicted = self.journal.evict_oldest()
+        if evicted:
+            return evicted
         now = self._clock()
         with self._lock, self._write():
             return queue.evict_oldest(self._db, now, count)
 
     def pending_count(self) -> int:
+        """Events waiting: this process's journal (and what it adopted), and the SQLite file's."""
+        with self._lock:
+            rows = queue.pending_upto(self._db, None)
+        return rows + self.journal.pending()
+
+    def sqlite_pending(self) -> int:
+        """Events waiting in the SQLite file (aggregated ones, the previous release's)."""
         with self._lock:
             return queue.pending_upto(self._db, None)
 
     def last_seq(self) -> int:
-        """The newest row number waiting (0 for an empty spool).
+        """A point every event recorded before this call is at or before (0: nothing).
 
-        Row numbers only grow while rows wait (SQLite gives max + 1), so
-        every event recorded before this call has a number up to the result.
+        Two numbers in one int: the journal's newest frame (this process's
+        frames are numbered in the order written) above 64 bits, and the
+        newest row of ``pending`` below (row numbers only grow while rows wait).
         """
         with self._lock:
-            return queue.last_seq(self._db)
+            row = queue.last_seq(self._db)
+        return (self.journal.flush_point() << 64) | row
 
     def pending_upto(self, seq: int) -> int:
-        """How many events numbered up to *seq* still wait (anyone's)."""
+        """How many events up to the point *seq* (:meth:`last_seq`) still wait."""
         with self._lock:
-            return queue.pending_upto(self._db, seq)
+            rows = queue.pending_upto(self._db, seq & ((1 << 64) - 1))
+        return rows + self.journal.pending_upto(seq >> 64)
 
     # -- the accepted history, and Stripe's reports handled ---------------------------
 
@@ -286,6 +364,9 @@ class Spool(SpoolAdmin):
             pruned = history_rows.prune(
                 self._db, now - self.history, now - max(self.history, history_rows.HANDLED_KEPT)
             )
+        if self.history > 0 and self.journal is not None:
+            with self._lock, self._write():
+                journal_rows.prune_withdrawn(self._db, now - journal_rows.WITHDRAWN_KEPT)
         while keep_bytes is not None and self.size_bytes() > keep_bytes:
             with self._lock, self._write():
                 gone = history_rows.prune_oldest(self._db)
@@ -365,15 +446,20 @@ class Spool(SpoolAdmin):
     def size_bytes(self) -> int:
         """Bytes the spool's data uses: the database's pages in use.
 
-        What ``spool_max_bytes`` bounds. The write-ahead log comes on top,
-        up to 64 MiB (``journal_size_limit``) between checkpoints.
+        What ``spool_max_bytes`` bounds, with the journal's segments (:meth:`journal_bytes`).
+        The write-ahead log comes on top, up to 64 MiB (``journal_size_limit``)
+        between checkpoints.
         """
         with self._lock:
             return used_bytes(self._db)
 
+    def journal_bytes(self) -> int:
+        """Bytes of the journal's segments on disk (every process's)."""
+        return self.journal.bytes()
+
     def disk_bytes(self) -> int:
-        """Bytes on disk: the database file and its write-ahead log."""
-        return disk_bytes(self.path)
+        """Bytes on disk: the database file, its write-ahead log, and the journal."""
+        return disk_bytes(self.path) + self.journal.bytes()
 
     def refresh_full(self) -> None:
         """Look at the spool's size now (else done every few hundred appends)."""
@@ -384,7 +470,7 @@ class Spool(SpoolAdmin):
         # write-ahead log has grown by a few hundred pages since the last time.
         self._checkpointer.wake()
         try:
-            self.full = self.size_bytes() >= self.max_bytes
+            self.full = self.size_bytes() + self.journal.bytes() >= self.max_bytes
         except SQLiteError:
             pass
 
@@ -392,10 +478,13 @@ class Spool(SpoolAdmin):
 
     def after_fork_in_child(self) -> None:
         """A forked child gets its own connection and owner id; the parent's claims stay its."""
-        # The parent's connection (and checkpoint thread) are not ours.
-        self._open(uses_appended=self.uses_appended)
+        # The parent's connection (and checkpoint thread) are not ours, nor its journal.
+        journal = self.journal
+        journal.after_fork_in_child()
+        self._open(uses_appended=self.uses_appended, journal=journal)
 
     def close(self) -> None:
+        self.journal.close()
         self._checkpointer.close()
         with self._lock:
             try:
