@@ -2,7 +2,7 @@
 
     python benchmarks/forward_proxy.py [--port 8899]
 
-The tests' proxy (``tests/delivery/net_servers.py``) in a process of its own,
+The tests' proxy (``tests/helpers/net_servers.py``) in a process of its own,
 so that its work is not charged to the client being measured. A script.
 """
 
@@ -15,7 +15,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tests.delivery.net_servers import ForwardProxy
+from tests.helpers.net_servers import ForwardProxy
 
 
 def main() -> int:

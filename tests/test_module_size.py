@@ -26,7 +26,6 @@ ALLOWED: dict[str, str] = {
     "emulator/_app.py": "about 400: the ASGI app's routing and error shapes, one idea",
     "integrations/_common.py": "about 400: what the three web integrations share, one idea",
     "_exporters/stripe/_exporter.py": "about 400: the Stripe exporter, one idea",
-    "_spool/spool.py": "split pending: Spool stops inheriting SpoolAdmin (issue 23)",
 }
 
 

@@ -176,7 +176,8 @@ class BatchRecorder(Exporter):
         self.batches.append(list(events))
 
 
-def make_client(**settings: Any) -> meterstream.MeterClient:
+def strict_client(**settings: Any) -> meterstream.MeterClient:
+    """A memory client that raises what it refuses (a fixture cannot serve @given)."""
     return meterstream.MeterClient(exporter="memory", raise_errors=True, **settings)
 
 
@@ -191,7 +192,7 @@ def flushed(client: meterstream.MeterClient) -> list[dict[str, Any]]:
 
 
 def test_every_valid_record_becomes_an_event_stripe_accepts() -> None:
-    client = make_client()
+    client = strict_client()
 
     @PROPERTY_SETTINGS
     @given(
@@ -237,7 +238,7 @@ def test_every_valid_record_becomes_an_event_stripe_accepts() -> None:
 
 
 def test_ints_within_15_digits_are_sent_exactly() -> None:
-    client = make_client()
+    client = strict_client()
 
     @PROPERTY_SETTINGS
     @given(value=st.one_of(ints, ints_with_trailing_zeros))
@@ -254,7 +255,7 @@ def test_ints_within_15_digits_are_sent_exactly() -> None:
 
 
 def test_finite_floats_are_sent_within_float_formatting() -> None:
-    client = make_client()
+    client = strict_client()
 
     @PROPERTY_SETTINGS
     @given(value=finite_floats)
@@ -273,7 +274,7 @@ def test_finite_floats_are_sent_within_float_formatting() -> None:
 
 
 def test_decimals_within_15_digits_are_sent_exactly() -> None:
-    client = make_client()
+    client = strict_client()
 
     @PROPERTY_SETTINGS
     @given(value=decimals, as_string=st.booleans())
@@ -497,7 +498,7 @@ def invalid_records(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 
 def test_every_invalid_record_raises_invalid_event_error() -> None:
-    client = make_client()
+    client = strict_client()
 
     @PROPERTY_SETTINGS
     @given(case=invalid_records())
@@ -530,7 +531,7 @@ def test_every_invalid_constant_value_raises_at_decoration_time() -> None:
 
 
 def test_every_invalid_event_name_given_to_record_raises() -> None:
-    client = make_client()
+    client = strict_client()
 
     @settings(max_examples=20, deadline=None, database=None)
     @given(

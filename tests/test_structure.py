@@ -140,9 +140,9 @@ def test_the_recorder_protocol_names_no_private_member() -> None:
     assert sorted(members) == [
         "active",
         "customer_at_start",
+        "invalid",
         "record_constant",
         "record_use",
-        "reject",
     ]
 
 
@@ -179,7 +179,9 @@ def test_events_are_appended_onto_the_buffer_in_one_place_only() -> None:
 def test_the_fast_record_path_is_compiled_from_the_one_append() -> None:
     client = meterstream.MeterClient(exporter="memory")
     try:
-        assert client._buffer.put.__code__.co_filename == _buffer.APPEND_FILENAME
-        assert client.record_constant.__code__.co_filename == _buffer.APPEND_FILENAME
+        assert client._buffer.put.__code__.co_filename.startswith(_buffer.APPEND_FILENAME_PREFIX)
+        assert client.record_constant.__code__.co_filename.startswith(
+            _buffer.APPEND_FILENAME_PREFIX
+        )
     finally:
         client.shutdown(0)

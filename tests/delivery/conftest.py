@@ -1,44 +1,33 @@
-"""Fixtures for delivery tests: a real emulator on 127.0.0.1 and clients aimed at it."""
+"""Fixtures for delivery tests: an emulator that takes any event name, clients
+aimed at it with fast retries, and the delivery errors a client reports."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-import meterstream
+from helpers.delivery import API_KEY, FAST_RETRIES, Failures
 from meterstream.emulator import Emulator
 
-API_KEY = "sk_test_delivery"
 
-#: Fast retries, so fault tests take milliseconds, not the production backoff.
-FAST_RETRIES: dict[str, Any] = {"retry_initial_delay": 0.005, "retry_max_delay": 0.05}
+@pytest.fixture
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+def client_settings(emulator: Emulator) -> dict[str, Any]:
+    """Clients deliver to the emulator; a module aimed at another server overrides this."""
+    return {
+        "api_key": API_KEY,
+        "api_base": emulator.api_base,
+        "stream_base": emulator.stream_base,
+        **FAST_RETRIES,
+    }
 
 
 @pytest.fixture
-def make_client(emulator: Emulator) -> Iterator[Callable[..., meterstream.MeterClient]]:
-    """Build clients delivering to the emulator; all are shut down after the test."""
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": API_KEY,
-            "api_base": emulator.api_base,
-            "stream_base": emulator.stream_base,
-            **FAST_RETRIES,
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+def failures() -> Failures:
+    """What ``on_delivery_error`` was given, for the settings that report there."""
+    return []

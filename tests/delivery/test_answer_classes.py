@@ -5,26 +5,35 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pytest
 
 import meterstream
-
-from . import hostile_server as hs
-from . import test_hostile_server as _hostile
-from .test_hostile_server import check_stats, delivered_all, record
+from helpers import hostile_server as hs
+from helpers.delivery import (
+    SECRET,
+    Failures,
+    check_stats,
+    delivered_all,
+    hostile_settings,
+    record,
+)
 
 MakeClient = Callable[..., meterstream.MeterClient]
 
-#: Read by test_hostile_server's make_client fixture.
-CLIENT_DEFAULTS: dict[str, Any] = {"request_timeout": 2, "max_retry_time": 30}
 
-# The hostile server's fixtures, shared rather than copied.
-server = _hostile.server
-failures = _hostile.failures
-make_client = _hostile.make_client
+@pytest.fixture
+def server() -> Iterator[hs.HostileServer]:
+    with hs.HostileServer(SECRET) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client_settings(server: hs.HostileServer, failures: Failures) -> dict[str, Any]:
+    return hostile_settings(server, failures, request_timeout=2, max_retry_time=30)
 
 
 def session_body(token: str) -> bytes:

@@ -6,7 +6,7 @@ import threading
 from typing import Any, Callable
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
 from meterstream.emulator import Emulator
 
 

@@ -8,9 +8,8 @@ import textwrap
 
 import pytest
 
+from helpers.delivery import API_KEY
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY
 
 
 @pytest.mark.slow

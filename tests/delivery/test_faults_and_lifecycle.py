@@ -10,10 +10,9 @@ import time
 from typing import Callable
 
 import meterstream
-from _poll import wait_for
+from helpers.delivery import API_KEY
+from helpers.poll import wait_for
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY
 
 
 def test_500s_and_429_bursts_lose_nothing_and_duplicate_only_by_identifier(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _poll import wait_for
+from helpers.delivery import API_KEY
+from helpers.poll import wait_for
+from helpers.ports import free_port
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -132,12 +131,6 @@ def test_multiprocessing_fork_workers_deliver_their_own_events(emulator: Emulato
     """,
     )
     assert_exactly_once(emulator, {"cus_parent": 10, "cus_w11": 11, "cus_w12": 12, "cus_w13": 13})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Delivery against a server we did not write: resets, late answers, garbage, odd sessions.
 
-The server (``hostile_server.py``) speaks raw HTTP/1.1 on a socket and answers
+The server (``helpers/hostile_server.py``) speaks raw HTTP/1.1 on a socket and answers
 each request as the test scripts it. Every test then checks the invariants
 users rely on: each recorded event stored exactly once (by identifier), a
 batch's retries carry the same ``Idempotency-Key`` and identifiers, the secret
@@ -21,12 +21,19 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers import hostile_server as hs
+from helpers.delivery import (
+    SECRET,
+    Failures,
+    check_stats,
+    check_wire,
+    delivered_all,
+    hostile_settings,
+    join_threads,
+    record,
+)
+from helpers.poll import wait_for
 from meterstream.errors import DeliveryError
-
-from . import hostile_server as hs
-
-SECRET = "sk_test_hostile_S3CR3T_do_not_leak"
 
 MakeClient = Callable[..., meterstream.MeterClient]
 
@@ -38,109 +45,8 @@ def server() -> Iterator[hs.HostileServer]:
 
 
 @pytest.fixture
-def failures() -> list[tuple[list[dict[str, Any]], BaseException]]:
-    return []
-
-
-@pytest.fixture
-def make_client(
-    request: pytest.FixtureRequest,
-    server: hs.HostileServer,
-    failures: list[tuple[list[dict[str, Any]], BaseException]],
-) -> Iterator[MakeClient]:
-    """Clients aimed at the hostile server; a test module that imports this
-    fixture may set ``CLIENT_DEFAULTS`` to change its defaults."""
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": SECRET,
-            "api_base": server.url,
-            "stream_base": server.url,
-            "retry_initial_delay": 0.005,
-            "retry_max_delay": 0.05,
-            "request_timeout": 0.5,
-            "max_retry_time": 10,
-            "on_delivery_error": lambda events, error: failures.append((list(events), error)),
-            **getattr(request.module, "CLIENT_DEFAULTS", {}),
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
-
-
-def record(client: meterstream.MeterClient, n: int, tag: str = "e") -> list[str]:
-    """Record *n* events with known identifiers; returns them."""
-    ids = [f"{tag}-{i}" for i in range(n)]
-    for i, identifier in enumerate(ids):
-        client.record("api_calls", i % 5 + 1, customer=f"cus_{i % 3}", identifier=identifier)
-    return ids
-
-
-def check_wire(server: hs.HostileServer) -> None:
-    """What crossed the wire: credentials in the right places, stable retries."""
-    sessions = server.requests_to("session")
-    streams = server.requests_to("stream")
-    for request in sessions:
-        # Only ever the secret key here: never a session token.
-        assert request.authorization == f"Bearer {SECRET}"
-        assert request.headers.get("stripe-version")
-    key_of: dict[str, str] = {}
-    ids_of: dict[str, tuple[str, ...]] = {}
-    for request in streams:
-        # Never the secret key on the stream: only a token the server issued.
-        assert SECRET not in request.authorization
-        assert SECRET.encode() not in request.body
-        assert request.authorization.startswith("Bearer tok_hostile_")
-        # Stripe wants these on every request, the stream's too.
-        assert request.headers.get("stripe-version")
-        assert request.headers.get("content-type") == "application/json"
-        key = request.idempotency_key
-        assert key, "every stream request carries an Idempotency-Key"
-        assert request.events is not None
-        # A retry of a batch is the same batch: same key, same identifiers, same order.
-        assert ids_of.setdefault(key, request.identifiers) == request.identifiers
-        for identifier in request.identifiers:
-            # An event belongs to one batch, so to one key, for its whole life.
-            assert key_of.setdefault(identifier, key) == key
-    assert not [r for r in server.requests if r.endpoint == "other"]
-
-
-def check_stats(client: meterstream.MeterClient, recorded: int) -> dict[str, int]:
-    stats = client.stats()
-    assert stats["recorded"] == recorded
-    assert (
-        stats["sent"] + stats["failed"] + stats["dropped_shutdown"] + stats["queued"]
-        == stats["recorded"]
-    )
-    assert stats["failed"] == stats["failed_rejected"] + stats["failed_retries_exhausted"]
-    return stats
-
-
-def delivered_all(
-    server: hs.HostileServer, client: meterstream.MeterClient, ids: list[str]
-) -> dict[str, int]:
-    """Everything recorded is stored exactly once and counted as sent."""
-    assert server.stored_identifiers() == set(ids)
-    stats = check_stats(client, len(ids))
-    assert stats["sent"] == len(ids)
-    assert stats["queued"] == stats["failed"] == stats["dropped"] == 0
-    check_wire(server)
-    return stats
-
-
-def join_threads(client: meterstream.MeterClient) -> None:
-    """After shutdown(): wait for the delivery threads to end (they were told to)."""
-    delivery: Any = client._delivery
-    for thread in [delivery._thread, *delivery._workers]:
-        if thread is not None:
-            thread.join(5)
-            assert not thread.is_alive()
+def client_settings(server: hs.HostileServer, failures: Failures) -> dict[str, Any]:
+    return hostile_settings(server, failures)
 
 
 CONCURRENCY = pytest.mark.parametrize("concurrency", [1, 4])

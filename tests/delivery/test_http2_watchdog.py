@@ -14,10 +14,9 @@ import pytest
 import trustme
 
 import meterstream
-from _poll import wait_for
-
-from .net_servers import ForwardProxy, TlsEmulator
-from .test_hostile_server import join_threads
+from helpers.delivery import join_threads
+from helpers.net_servers import ForwardProxy, TlsEmulator
+from helpers.poll import wait_for
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("h2")
@@ -47,30 +46,19 @@ def server(ca: trustme.CA, tmp_path: Path) -> Iterator[TlsEmulator]:
 
 
 @pytest.fixture
-def make_client(server: TlsEmulator, ca: trustme.CA, tmp_path: Path) -> Iterator[MakeClient]:
+def client_settings(server: TlsEmulator, ca: trustme.CA, tmp_path: Path) -> dict[str, Any]:
     pem = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(pem))
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": KEY,
-            "api_base": server.url,
-            "stream_base": server.url,
-            "http2": True,
-            "ca_bundle": str(pem),
-            "retry_initial_delay": 0.005,
-            "retry_max_delay": 0.05,
-            "request_timeout": 1,
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+    return {
+        "api_key": KEY,
+        "api_base": server.url,
+        "stream_base": server.url,
+        "http2": True,
+        "ca_bundle": str(pem),
+        "retry_initial_delay": 0.005,
+        "retry_max_delay": 0.05,
+        "request_timeout": 1,
+    }
 
 
 def record(client: meterstream.MeterClient, n: int) -> set[str]:

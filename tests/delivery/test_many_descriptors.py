@@ -13,9 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import hostile_server as hs
 from meterstream._exporters.stripe._http11 import Http11Pool
-
-from . import hostile_server as hs
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors")
 

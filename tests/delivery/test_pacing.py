@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+from helpers.delivery import ScriptedExporter
 from meterstream import DeliveryError
 from meterstream._delivery.pacing import Backoff, Pacer
-
-from .test_retry_under_fire import ScriptedExporter
 
 
 def pacer(broad: int = 8) -> Pacer:

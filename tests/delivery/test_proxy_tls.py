@@ -14,16 +14,15 @@ import pytest
 import trustme
 
 import meterstream
-from _poll import wait_for
+from helpers.delivery import Failures
+from helpers.net_servers import ForwardProxy, TlsEmulator
+from helpers.poll import wait_for
 from meterstream._exporters.stripe._api import StripeAPI
-
-from .net_servers import ForwardProxy, TlsEmulator
 
 pytestmark = pytest.mark.slow
 
 KEY = "sk_test_network"
 MakeClient = Callable[..., meterstream.MeterClient]
-Failures = list[tuple[list[dict[str, Any]], BaseException]]
 
 ENVIRONMENT = (
     "HTTPS_PROXY",
@@ -69,32 +68,16 @@ def proxy() -> Iterator[ForwardProxy]:
 
 
 @pytest.fixture
-def failures() -> Failures:
-    return []
-
-
-@pytest.fixture
-def make_client(tls_emulator: TlsEmulator, failures: Failures) -> Iterator[MakeClient]:
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": KEY,
-            "api_base": tls_emulator.url,
-            "stream_base": tls_emulator.url,
-            "retry_initial_delay": 0.005,
-            "retry_max_delay": 0.05,
-            "request_timeout": 5,
-            "on_delivery_error": lambda events, error: failures.append((list(events), error)),
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+def client_settings(tls_emulator: TlsEmulator, failures: Failures) -> dict[str, Any]:
+    return {
+        "api_key": KEY,
+        "api_base": tls_emulator.url,
+        "stream_base": tls_emulator.url,
+        "retry_initial_delay": 0.005,
+        "retry_max_delay": 0.05,
+        "request_timeout": 5,
+        "on_delivery_error": lambda events, error: failures.append((list(events), error)),
+    }
 
 
 def record(client: meterstream.MeterClient, n: int) -> set[str]:

@@ -7,7 +7,8 @@ import time
 from typing import Any, Callable
 
 import meterstream
-from _poll import wait_for
+from helpers.delivery import ScriptedExporter
+from helpers.poll import wait_for
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
 from meterstream.emulator import Emulator
 
@@ -97,21 +98,6 @@ def test_shutdown_with_a_hundred_thousand_events_queued_returns_in_its_timeout(
     stats = client.stats()
     assert stats["dropped_shutdown"] == 100_000 and stats["queued"] == 0
     emulator.set_faults(hang=False)
-
-
-class ScriptedExporter(Exporter):
-    """Answers each export with the next scripted failure, then accepts."""
-
-    max_concurrency = 1
-
-    def __init__(self, script: list[RetryableExportError]) -> None:
-        self.script = list(script)
-        self.attempts: list[float] = []
-
-    def export(self, events: EventBatch, batch_id: str = "") -> None:
-        self.attempts.append(time.monotonic())
-        if self.script:
-            raise self.script.pop(0)
 
 
 def test_a_401_resends_at_once_even_after_the_batch_failed_before() -> None:

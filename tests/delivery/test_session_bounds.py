@@ -12,10 +12,9 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
-from _poll import wait_for
-
-from . import hostile_server as hs
-from .test_hostile_server import SECRET, delivered_all, join_threads, record
+from helpers import hostile_server as hs
+from helpers.delivery import SECRET, delivered_all, join_threads, record
+from helpers.poll import wait_for
 
 MakeClient = Callable[..., meterstream.MeterClient]
 
@@ -62,27 +61,16 @@ def server() -> Iterator[FloodServer]:
 
 
 @pytest.fixture
-def make_client(server: FloodServer) -> Iterator[MakeClient]:
-    clients: list[meterstream.MeterClient] = []
-
-    def make(**settings: Any) -> meterstream.MeterClient:
-        options: dict[str, Any] = {
-            "api_key": SECRET,
-            "api_base": server.url,
-            "stream_base": server.url,
-            "retry_initial_delay": 0.005,
-            "retry_max_delay": 0.05,
-            "request_timeout": 2,
-            "max_retry_time": 60,
-        }
-        options.update(settings)
-        client = meterstream.MeterClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown(1)
+def client_settings(server: FloodServer) -> dict[str, Any]:
+    return {
+        "api_key": SECRET,
+        "api_base": server.url,
+        "stream_base": server.url,
+        "retry_initial_delay": 0.005,
+        "retry_max_delay": 0.05,
+        "request_timeout": 2,
+        "max_retry_time": 60,
+    }
 
 
 def test_a_trickling_session_answer_is_cut_at_the_request_deadline(

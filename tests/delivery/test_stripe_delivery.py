@@ -10,9 +10,8 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
+from helpers.delivery import API_KEY
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY
 
 
 def record_many(client: meterstream.MeterClient, n: int, customer: str = "cus_1") -> None:

@@ -1,42 +1,20 @@
-"""Shared fixtures: one real emulator on 127.0.0.1, reset around every test."""
+"""Fixtures for the emulator's own tests: a seeded emulator, a fake clock, HTTP clients."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from meterstream.emulator import Emulator, EmulatorState
-
-from ._helpers import Api, FakeClock
-
-
-def restore_defaults(state: EmulatorState) -> None:
-    state.reset()
-    state.clock = time.time
-    state.api_keys = None
-    state.auto_create_meters = False
-    state.session_ttl = 900.0
-    state.check_timestamp_range = True
-
-
-@pytest.fixture(scope="session")
-def _shared_emulator() -> Iterator[Emulator]:
-    emulator = Emulator(port=0, seed=1234)
-    emulator.start()
-    yield emulator
-    emulator.stop()
+from helpers.emulator_api import Api, FakeClock
+from meterstream.emulator import Emulator
 
 
 @pytest.fixture
-def emulator(_shared_emulator: Emulator) -> Iterator[Emulator]:
-    """A running ``Emulator(port=0)``, its state and faults reset for each test."""
-    restore_defaults(_shared_emulator.state)
-    yield _shared_emulator
-    _shared_emulator.set_faults(hang=False)
-    restore_defaults(_shared_emulator.state)
+def emulator_options() -> dict[str, Any]:
+    return {"seed": 1234}
 
 
 @pytest.fixture

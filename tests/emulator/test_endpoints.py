@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.emulator_api import NOW, SECRET, Api, FakeClock, assert_v2_error, event
 from meterstream.emulator import Emulator, Total
 from meterstream.emulator._validate import format_rfc3339
-
-from ._helpers import NOW, SECRET, Api, FakeClock, assert_v2_error, event
 
 SESSION = "/v2/billing/meter_event_session"
 STREAM = "/v2/billing/meter_event_stream"

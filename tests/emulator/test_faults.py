@@ -8,9 +8,8 @@ import time
 import httpx
 import pytest
 
+from helpers.emulator_api import SECRET, Api, assert_v2_error, event
 from meterstream.emulator import Emulator, FaultConfig
-
-from ._helpers import SECRET, Api, assert_v2_error, event
 
 
 def test_fail_500_answers_api_error(api: Api, emulator: Emulator) -> None:

@@ -9,9 +9,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.emulator_api import Api
 from meterstream.emulator import Emulator
-
-from ._helpers import Api
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
+from helpers.emulator_api import NOW, FakeClock, event
 from meterstream.emulator import EmulatorState, FaultConfig, Total
 from meterstream.emulator._errors import StripeError
 from meterstream.emulator._validate import format_rfc3339, parse_rfc3339
-
-from ._helpers import NOW, FakeClock, event
 
 
 def make_state(**kwargs: Any) -> tuple[EmulatorState, FakeClock]:

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
+from helpers.emulator_api import SECRET, FakeClock
 from meterstream.emulator import Emulator, Total
-
-from ._helpers import SECRET, FakeClock
 
 stripe = pytest.importorskip("stripe")
 

@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.emulator_api import SECRET, Api, event
+from helpers.webhook_receiver import Receiver, running_receiver
 from meterstream.emulator import Emulator
 from meterstream.emulator.__main__ import main as emulator_main
-
-from ._helpers import SECRET, Api, event
-from ._receiver import Receiver, running_receiver
 
 stripe = pytest.importorskip("stripe")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from helpers.emulator_api import SECRET
+from helpers.webhook_receiver import running_receiver
 from meterstream.emulator import Emulator
-
-from ._helpers import SECRET
-from ._receiver import running_receiver
 
 stripe = pytest.importorskip("stripe")
 

@@ -10,20 +10,19 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.fleet import RelayThread, wait_for
+from helpers.nats_server import UNAVAILABLE, NatsServer, wait_listening
+from helpers.ports import free_port
 from meterstream.emulator import Emulator
 from meterstream.errors import ConfigurationError
-
-from .conftest import _SKIP
-from .helpers import RelayThread, wait_for
-from .servers import NatsServer, free_port, wait_listening
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    if _SKIP:
-        pytest.skip(_SKIP)
+    if UNAVAILABLE:
+        pytest.skip(UNAVAILABLE)
     routes = tuple(free_port() for _ in range(3))
     servers = [
         NatsServer(tmp_path / f"n{i}", name=f"n{i}", cluster_port=routes[i], routes=routes)

@@ -7,11 +7,10 @@ from collections import Counter
 
 import pytest
 
+from helpers.fleet import wait_for
+from helpers.fleet_processes import finish, start_producer, start_relay
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
-
-from .helpers import wait_for
-from .processes import finish, start_producer, start_relay
-from .servers import NatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.fleet import read_stream
+from helpers.nats_server import UNAVAILABLE, NatsServer
 from meterstream._record.events import EventBatch
 from meterstream.errors import ConfigurationError
-
-from .helpers import read_stream
-from .servers import NatsServer
 
 
 def test_each_event_is_published_with_its_identifier_as_nats_msg_id(
@@ -90,10 +89,8 @@ def test_a_missing_credentials_file_names_the_setting(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_server_that_wants_credentials_names_nats_credentials(tmp_path: Path) -> None:
-    from .conftest import _SKIP
-
-    if _SKIP:
-        pytest.skip(_SKIP)
+    if UNAVAILABLE:
+        pytest.skip(UNAVAILABLE)
     server = NatsServer(tmp_path / "js", extra=("--user", "app", "--pass", "s3cret")).start()
     try:
         with pytest.raises(ConfigurationError, match="nats_credentials"):

@@ -7,9 +7,8 @@ import os
 import pytest
 
 import meterstream
-
-from .helpers import read_stream
-from .servers import NatsServer
+from helpers.fleet import read_stream
+from helpers.nats_server import NatsServer
 
 
 def test_events_recorded_while_nats_is_down_are_published_after_it_returns(

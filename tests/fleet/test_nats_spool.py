@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.fleet import RelayThread, read_stream, wait_for
+from helpers.fleet_processes import SPOOL_PRODUCER, process_env
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
 
-from .helpers import RelayThread, read_stream, wait_for
-from .processes import _env
-from .servers import NatsServer
-
 pytestmark = pytest.mark.slow
-
-PRODUCER = str(Path(__file__).with_name("spool_producer.py"))
 
 
 def _published(url: str) -> Counter[str]:
@@ -61,8 +58,8 @@ def test_a_producer_killed_while_nats_is_down_loses_nothing_after_a_restart(
 ) -> None:
     spool = str(tmp_path / "spool.db")
     producer = subprocess.Popen(
-        [sys.executable, PRODUCER, "record", nats_server.url, spool, "k", "3000"],
-        env=_env(),
+        [sys.executable, SPOOL_PRODUCER, "record", nats_server.url, spool, "k", "3000"],
+        env=process_env(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -83,8 +80,8 @@ def test_a_producer_killed_while_nats_is_down_loses_nothing_after_a_restart(
         producer.communicate(timeout=10)  # and close the pipes
     nats_server.start()
     drain = subprocess.run(
-        [sys.executable, PRODUCER, "drain", nats_server.url, spool],
-        env=_env(),
+        [sys.executable, SPOOL_PRODUCER, "drain", nats_server.url, spool],
+        env=process_env(),
         capture_output=True,
         timeout=180,
     )

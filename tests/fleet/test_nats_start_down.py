@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.fleet import read_stream, wait_for
+from helpers.nats_server import NatsServer
+from helpers.ports import free_port
 from meterstream._fleet.exporter import NatsExporter
 from meterstream._fleet.nats import NatsOptions
 from meterstream._record.events import EventBatch
 from meterstream.errors import ConfigurationError
-
-from .helpers import read_stream, wait_for
-from .servers import NatsServer, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -7,19 +7,17 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.fleet import read_stream
+from helpers.nats_server import UNAVAILABLE, NatsServer
 from meterstream.errors import ConfigurationError
-
-from .conftest import _SKIP
-from .helpers import read_stream
-from .servers import NatsServer
 
 trustme = pytest.importorskip("trustme")
 
 
 @pytest.mark.slow
 def test_a_tls_server_is_reached_with_nats_tls_ca(tmp_path: Path) -> None:
-    if _SKIP:
-        pytest.skip(_SKIP)
+    if UNAVAILABLE:
+        pytest.skip(UNAVAILABLE)
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"

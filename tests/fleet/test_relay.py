@@ -6,11 +6,10 @@ import json
 from collections import Counter
 
 import meterstream
+from helpers.fleet import RelayThread, publish_raw, read_stream, wait_for
+from helpers.nats_server import NatsServer
 from meterstream._fleet.nats import DEAD_REASON_HEADER
 from meterstream.emulator import Emulator
-
-from .helpers import RelayThread, publish_raw, read_stream, wait_for
-from .servers import NatsServer
 
 
 def _publish(url: str, count: int, name: str = "api_calls") -> set[str]:

@@ -7,10 +7,9 @@ import asyncio
 import pytest
 
 import meterstream
+from helpers.fleet import RelayThread, wait_for
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
-
-from .helpers import RelayThread, wait_for
-from .servers import NatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import meterstream
+from helpers.fleet import RelayThread, metric_sums, publish_raw, wait_for
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
-
-from .helpers import RelayThread, publish_raw, wait_for
-from .servers import NatsServer
-
-
-def _sums(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    out: dict[str, Any] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                out[metric.name] = sum(p.value for p in metric.data.data_points)
-    return out
 
 
 def test_relay_counters_are_opentelemetry_metrics(
@@ -43,7 +30,7 @@ def test_relay_counters_are_opentelemetry_metrics(
         assert wait_for(lambda: relay.relay.stats()["dead_lettered"] >= 1)
     finally:
         relay.stop()
-        sums = _sums(reader)
+        sums = metric_sums(reader)
         provider.shutdown()
     stats = relay.relay.stats()
     assert sums["meterstream.relay.sent"] == stats["sent"] == 120

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import meterstream
+from helpers.fleet import RelayThread, read_stream, wait_for
+from helpers.nats_server import NatsServer
 from meterstream.emulator import Emulator
-
-from .helpers import RelayThread, read_stream, wait_for
-from .servers import NatsServer
 
 
 def test_a_refusal_without_an_index_dead_letters_only_the_refused_event(

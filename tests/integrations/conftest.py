@@ -1,4 +1,4 @@
-"""Fixtures for the web integrations: a memory client, an emulator, polling."""
+"""Fixtures for the web integrations: a memory client that flushes only when told."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import pytest
 
 import meterstream
 
-API_KEY = "sk_test_integrations"
-
 
 @pytest.fixture
 def client() -> Iterator[meterstream.MeterClient]:
@@ -17,12 +15,3 @@ def client() -> Iterator[meterstream.MeterClient]:
     client = meterstream.configure(exporter="memory", flush_interval=3600)
     yield client
     client.shutdown(0)
-
-
-def sent(client: meterstream.MeterClient) -> list[tuple[str, str, str]]:
-    """(event name, customer, value) of everything *client* recorded, after a flush."""
-    assert client.flush(5)
-    return [
-        (e["event_name"], e["payload"]["stripe_customer_id"], e["payload"]["value"])
-        for e in client.exporter.events  # type: ignore[attr-defined]
-    ]

@@ -36,6 +36,7 @@ with warnings.catch_warnings():
 from starlette.websockets import WebSocket  # noqa: E402
 
 import meterstream  # noqa: E402
+from helpers.recorded import sent  # noqa: E402
 from meterstream.integrations.asgi import (  # noqa: E402
     MeterstreamMiddleware,
     current_customer,
@@ -44,8 +45,6 @@ from meterstream.integrations.asgi import (  # noqa: E402
     set_customer,
     user_attribute,
 )
-
-from .conftest import sent  # noqa: E402
 
 BY_HEADER = header("X-Customer-Id")
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import meterstream
+from helpers.recorded import sent
 from meterstream.integrations._common import (
     IntegrationOptions,
     RequestMeter,
@@ -22,8 +23,6 @@ from meterstream.integrations._common import (
     split_settings,
     user_attribute,
 )
-
-from .conftest import sent
 
 
 def request_with(headers: dict[str, str]) -> Any:

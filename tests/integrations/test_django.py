@@ -42,6 +42,7 @@ from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 import meterstream  # noqa: E402
+from helpers.recorded import sent  # noqa: E402
 from meterstream.integrations.django import (  # noqa: E402
     MeterstreamMiddleware,
     configure_from_settings,
@@ -49,8 +50,6 @@ from meterstream.integrations.django import (  # noqa: E402
     user_attribute,
 )
 from meterstream.integrations.django.apps import MeterstreamConfig  # noqa: E402
-
-from .conftest import sent  # noqa: E402
 
 # -- the test project -------------------------------------------------------------
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,9 @@ pytest.importorskip("httptools")
 
 import httpx
 
-from _poll import wait_for
+from helpers.poll import wait_for
+from helpers.ports import free_port
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,21 +35,15 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk_test_integrations"
 REQUESTS = 3000
 THREADS = 8
 K = 5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}
 
 
 def start_server(argv: list[str], emulator: Emulator, port: int) -> subprocess.Popen[bytes]:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 import meterstream
-
-from .conftest import sent
+from helpers.recorded import sent
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,8 @@ pytest.importorskip("flask")
 from flask import Flask, abort, g, jsonify, request, stream_with_context
 
 import meterstream
+from helpers.recorded import sent
 from meterstream.integrations.flask import Meterstream, header, user_attribute
-
-from .conftest import sent
 
 BY_HEADER = header("X-Customer-Id")
 

@@ -46,7 +46,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
 import meterstream  # noqa: E402
-from _poll import wait_for  # noqa: E402
+from helpers.poll import wait_for  # noqa: E402
 from meterstream._spool.spool import Spool  # noqa: E402
 from meterstream.emulator import Emulator  # noqa: E402
 from meterstream.emulator._webhooks import sign  # noqa: E402
@@ -55,14 +55,6 @@ from meterstream.integrations.django import stripe_webhook  # noqa: E402
 
 WHSEC = "whsec_integration_tests"
 urlpatterns = [path("stripe/webhook", stripe_webhook)]
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        emu.state.webhooks.interval = 0.2
-        emu.state.webhooks.backoff = 0.05
-        yield emu
 
 
 def serve(app: Any) -> Iterator[str]:
@@ -103,7 +95,8 @@ def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def setup(
     emulator: Emulator, app_url: str, tmp_path: Path
 ) -> Iterator[tuple[meterstream.MeterClient, list[meterstream.ValidationReport], Spool]]:
-    emulator.reset()
+    emulator.state.webhooks.interval = 0.2
+    emulator.state.webhooks.backoff = 0.05
     emulator.state.create_meter(
         {
             "display_name": "By account",
@@ -148,7 +141,7 @@ def test_reports_for_an_unknown_meter_and_a_missing_customer_reach_the_app(
         ("meter_event_no_customer_defined", ("nocust-1",)),
         ("no_meter", ("unknown-1",)),
     ]
-    assert sorted(d["identifier"] for d in spool.export("dead")) == ["nocust-1", "unknown-1"]
+    assert sorted(d["identifier"] for d in spool.admin.export("dead")) == ["nocust-1", "unknown-1"]
     assert client.stats()["rejected_by_stripe"] == 2
     assert wait_for(
         lambda: [d["status"] for d in emulator.state.webhooks.deliveries] == ["delivered"] * 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,12 +18,6 @@ from meterstream.emulator._webhooks import sign
 from meterstream.integrations.flask import stripe_webhook
 
 WHSEC = "whsec_flask_tests"
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
 
 
 def test_the_flask_view_handles_a_report_and_refuses_a_forged_one(emulator: Emulator) -> None:

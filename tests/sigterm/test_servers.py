@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,10 +21,9 @@ from .harness import API_KEY, EVENT, PLAIN, ROOT, measure_http, measure_plain
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(auto_create_meters=True) as emu:
-        yield emu
+@pytest.fixture
+def emulator_options() -> dict[str, Any]:
+    return {"auto_create_meters": True}
 
 
 def test_a_plain_process_loses_its_buffer_to_sigterm(emulator: Emulator) -> None:

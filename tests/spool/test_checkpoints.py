@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from _poll import wait_for
+from helpers.poll import wait_for
 from meterstream._spool.checkpoint import SAFETY_NET_FRAMES
 from meterstream._spool.spool import Spool
 

@@ -18,11 +18,10 @@ from typing import Callable, Optional
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
+from helpers.spool import assert_each_once, child, kill_when
 from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
-
-from .conftest import assert_each_once, child, kill_when
 
 THREADS = 8
 

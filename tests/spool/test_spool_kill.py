@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
+from helpers.ports import free_port
+from helpers.spool import API_KEY, TESTS, assert_each_once, child, child_env, kill_when
 from meterstream.emulator import Emulator
-
-from .conftest import API_KEY, TESTS, assert_each_once, child, child_env, free_port, kill_when
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,10 +9,9 @@ from typing import Callable
 import pytest
 
 import meterstream
+from helpers.spool import assert_each_once
 from meterstream.emulator import Emulator
 from meterstream.errors import ConfigurationError
-
-from .conftest import assert_each_once
 
 
 def _refused(path: str) -> str:

@@ -7,10 +7,9 @@ from typing import Any, Callable
 import pytest
 
 import meterstream
-from _poll import wait_for
+from helpers.poll import wait_for
+from helpers.spool import assert_each_once
 from meterstream.emulator import Emulator
-
-from .conftest import assert_each_once
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,8 @@ import pytest
 
 import meterstream
 from apps import spool_child
+from helpers.spool import assert_each_once, child
 from meterstream.emulator import Emulator
-
-from .conftest import assert_each_once, child
 
 pytestmark = pytest.mark.slow
 

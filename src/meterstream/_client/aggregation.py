@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Union
 from meterstream._aggregate.aggregator import Aggregator
 from meterstream._aggregate.meters import MetersSource, apply_meter_check
 from meterstream._config.settings import Settings
-from meterstream._delivery.buffer import Buffer
+from meterstream._delivery.event_queue import EventQueue
 from meterstream._exporters import Exporter
 from meterstream._internal import report_internal_error
 from meterstream._spool.aggregate import SpoolAggregator
@@ -41,7 +41,7 @@ class Aggregation:
     def __init__(
         self,
         settings: Settings,
-        buffer: Buffer,
+        buffer: EventQueue,
         exporter: Exporter,
         put: Callable[[Any], Any],
     ) -> None:

@@ -10,18 +10,20 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
-from meterstream._aggregate.aggregator import Aggregator
 from meterstream._client import live as _live_clients
 from meterstream._client.aggregation import Aggregation
 from meterstream._client.constant import compile_record_constant
 from meterstream._client.exporters import accepted_key, make_exporter
+from meterstream._client.record_path import RecordPath, UseSink
 from meterstream._client.stats import client_stats
 from meterstream._config.settings import Settings
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import Counters
 from meterstream._delivery.delivery import Delivery
+from meterstream._delivery.event_queue import EventQueue
 from meterstream._exporters import Exporter
 from meterstream._internal import RateLimitedLog, logger, report_internal_error
+from meterstream._record import baggage as _baggage
 from meterstream._record import checks as _checks
 from meterstream._record import events as _events
 from meterstream._record.baggage import Baggage
@@ -33,7 +35,6 @@ from meterstream._record.context import (
     customer_seen_by,
 )
 from meterstream._record.decorators import make_meter
-from meterstream._record.fork import new_canary
 from meterstream._record.metering import metering
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
@@ -50,8 +51,6 @@ from meterstream.errors import (
 __all__ = ["MeterClient"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-#: ``(event_name, customer, value, timestamp, dimensions, identifier)`` of a use.
-UseSink = Callable[[str, str, Any, float, Optional[dict[str, str]], Optional[str]], None]
 _T = TypeVar("_T")
 
 _time = time.time
@@ -103,66 +102,66 @@ class MeterClient:
         self._lock = threading.Lock()
         #: Every count stats() reports: the buffer and delivery add to it too.
         self._counters = Counters()
-        self._closed = False
-        self._pid = _getpid()
-        self._canary = new_canary()
         self._buffer = self._new_sink(s)
         self.exporter: Exporter = make_exporter(s)
         #: The stats() key of what the exporter accepted: "sent" is Stripe's
         #: (or the user's own exporter's) word; the local exporters count
         #: under their own name, so a missing key never looks like billing.
         self._accepted_key = accepted_key(self.exporter)
-        #: No exporter chosen and no key: the log exporter stands in. Said
-        #: once, at WARNING, at the first record.
-        self._warn_no_key = (
-            s.enabled
-            and s.exporter == "log"
-            and not s.api_key
-            and settings.get("exporter") is None
-            and "METERSTREAM_EXPORTER" not in os.environ
-        )
         #: Aggregation of sum meters (``aggregate``; with a spool, always).
         self._aggregation = Aggregation(s, self._buffer, self.exporter, self._buffer.put)
         #: Its aggregator, or None: read on the record path, so kept at hand.
         self._aggregator = self._aggregation.aggregator
-        self._delivery = Delivery(self._buffer, self.exporter, s, self._log)
+        self._delivery = delivery = Delivery(self._buffer, self.exporter, s, self._log)
         self._sync = s.sync_mode
-        #: The record path's one sink: everything accepted goes through it.
-        self._put = self._buffer.put
-        self.record_constant = compile_record_constant(
-            self._buffer,
-            canary=self._canary,
-            client=self,
-            general=self._record_constant_general,
-            clock=_time,
-            queue_full=self._log_queue_full,
-        )
-        self.name = _live_clients.new_client_name()
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
         self._otel_auto = s.otel_span_events is None
-        self._span_events = bool(s.otel_span_events) if not self._otel_auto else False
         self._span_customer = s.otel_record_customer
+        #: Which way records go, and every fact that decides it: the one
+        #: owner of that state; the rest of the client asks it or updates it.
+        self._path = RecordPath(
+            aggregator=self._aggregator,
+            spool=self.spool is not None,
+            always_slow=bool(self._disabled) or self._sync,
+            span_events=bool(s.otel_span_events),
+            # No exporter chosen and no key: the log exporter stands in. Said
+            # once, at WARNING, at the first record.
+            warn_no_key=(
+                s.enabled
+                and s.exporter == "log"
+                and not s.api_key
+                and settings.get("exporter") is None
+                and "METERSTREAM_EXPORTER" not in os.environ
+            ),
+            started=lambda: delivery.started,
+        )
+        #: The record path's one sink: everything accepted goes through it.
+        self._put = self._buffer.put
+        if isinstance(self._buffer, Buffer):
+            self.record_constant = compile_record_constant(
+                self._buffer,
+                path=self._path,
+                general=self._record_constant_general,
+                clock=_time,
+                queue_full=self._log_queue_full,
+            )
+        else:  # a spool's put is a durable insert: always the checked path
+            self.record_constant = self._record_constant_general
+        self.name = _live_clients.new_client_name()
         #: This client's baggage key: what its customer() writes and its lookups read.
         self._baggage = Baggage(s.otel_baggage_key, explicit=s.is_set("otel_baggage_key"))
-        #: Called with each use accepted (meterstream.testing watches them).
-        self._use_sink: Optional[UseSink] = None
-        #: Anything that takes _record_simple off its fast path: one check there.
-        self._slow = True
-        #: The in-memory aggregator record() may aggregate into directly, or None.
-        self._aggregate_now: Optional[Aggregator] = None
-        self._update_slow()
         if self.active:
+            self._delivery.on_tick = self._on_tick
+            self._delivery.on_start = self._path.update
+            _otel.install_metrics(_live_clients.live_clients)
+            self.refresh_otel()
             if self.spool is not None and (self._buffer.pending() or self._aggregation.pending()):
                 # What a previous process left: delivered without waiting for a record.
                 self._delivery.ensure_started()
-            _otel.install_metrics(_live_clients.live_clients)
-            self.refresh_otel()
-            self._delivery.on_tick = self._on_tick
-            self._delivery.on_start = self._update_slow
             _live_clients.register(self)
 
-    def _new_sink(self, s: Settings) -> Buffer:
+    def _new_sink(self, s: Settings) -> EventQueue:
         """Where accepted events go: the spool when ``spool_path`` is set, else memory."""
         if not s.spool_path or not s.enabled:
             return Buffer(
@@ -195,44 +194,16 @@ class MeterClient:
         """Hand each use accepted from now on to *sink* (None: stop); for
         :class:`meterstream.testing.MeterEvents`, which shows uses beside
         the events they became."""
-        self._use_sink = sink
-        self._update_slow()
+        self._path.update(use_sink=sink)
 
     def refresh_otel(self) -> None:
         """Re-decide what auto mode means now (an SDK may be installed after us)."""
         active = _otel.sdk_active()
-        if self._otel_auto:
-            self._span_events = active
-        if self.active and not self._closed:
+        if self.active and not self._path.closed:
             self._baggage.refresh(active)
-        self._update_slow()
-
-    def _update_slow(self) -> None:
-        """Decide whether _record_simple may take its fast path (after any change below)."""
-        # Nothing about the client needs the general path (each record the same).
-        quiet = not (
-            self._disabled
-            or self._sync
-            or self._closed
-            or self._span_events
-            or self._warn_no_key
-            or self._use_sink is not None  # a test watches every use
-            or not self._delivery.started
-        )
-        # A spool is one durable insert, and aggregating happens on the general
-        # path: except that record() aggregates a plain use (an int or a float
-        # that fits, a known customer, no dimensions, identifier or
-        # timestamp) straight into an in-memory aggregator.
-        self._slow = not quiet or self.spool is not None or self._aggregator is not None
-        aggregator = self._aggregator
-        self._aggregate_now = aggregator if quiet and isinstance(aggregator, Aggregator) else None
-        # A delivery thread (on_tick) may compute the above just before
-        # shutdown() sets _closed and _slow, and write False just after:
-        # records would then take the fast path into a buffer nobody drains.
-        # Read _closed again after the write.
-        if self._closed:
-            self._slow = True
-            self._aggregate_now = None
+            _baggage.refresh_before_default_client(active)
+        if self._otel_auto:
+            self._path.update(span_events=active)
 
     @property
     def settings(self) -> Settings:
@@ -366,10 +337,11 @@ class MeterClient:
         """
         if not self.active:
             return
-        aggregator = self._aggregate_now
+        path = self._path
+        aggregator = path.aggregate_now
         if (
             aggregator is not None
-            and self._canary[0]
+            and path.canary[0]
             and identifier is None
             and timestamp is None
             and dimensions is None
@@ -390,7 +362,7 @@ class MeterClient:
                 name = _check_event_name(event_name)
                 dims = None if dimensions is None else _checks.check_dimensions(dimensions)
             except InvalidEventError as exc:
-                self.reject(exc, event_name)
+                self.invalid(exc, event_name)
                 return
         if customer is None or (type(customer) is str and not customer):
             customer = _get_customer()
@@ -451,7 +423,8 @@ class MeterClient:
     #: time: ``record_constant(event_name, value, customer, dimensions)``. Part
     #: of the contract the decorators use (:class:`Recorder`); an application
     #: calls :meth:`record`. Compiled per client with the buffer's append
-    #: inlined (see :mod:`meterstream._client.constant`).
+    #: inlined (see :mod:`meterstream._client.constant`); with a spool, the
+    #: checked path.
     record_constant: Callable[[str, Any, Optional[str], Optional[dict[str, str]]], Any]
 
     def _record_constant_general(
@@ -461,10 +434,8 @@ class MeterClient:
         customer: Optional[str],
         dimensions: Optional[dict[str, str]],
     ) -> None:
-        """record_constant off its fast path: after a fork, before the delivery
-        threads run, with span events, disabled names, sync mode, or closed."""
-        if not self._canary[0]:
-            self._check_fork()
+        """record_constant off its fast path (:class:`RecordPath` says when),
+        or always with a spool: the checked path, with the same arguments."""
         self.record_use(event_name, value, customer, None, dimensions, None)
 
     def _span_event(self, event_name: str, value: Any, ident: Any, customer: str) -> None:
@@ -480,7 +451,7 @@ class MeterClient:
             logging.WARNING,
             "drop:queue_full",
             "the buffer is full (max_queue_size=%d): events are being dropped",
-            self._buffer.max_size,
+            self._settings.max_queue_size,
         )
 
     # The general hot path: everything a decorated call does after the function
@@ -521,7 +492,8 @@ class MeterClient:
         """
         if self._disabled and event_name in self._disabled:
             return
-        if not self._canary[0]:
+        path = self._path
+        if not path.canary[0]:
             self._check_fork()
         try:
             if type(value) is not int or not _MIN_FAST_INT <= value <= MAX_FAST_INT:
@@ -552,16 +524,16 @@ class MeterClient:
         except InvalidEventError as exc:
             if type(exc) is MissingCustomerError:
                 raise  # on_missing_customer="raise": whatever raise_errors says
-            self.reject(exc, event_name)
+            self.invalid(exc, event_name)
             return
         except Exception as exc:  # a check that let something through: our bug
             report_internal_error(exc)
-            self.reject(
+            self.invalid(
                 InvalidEventError("event", None, f"could not be checked ({type(exc).__name__})"),
                 event_name,
             )
             return
-        if self._closed:
+        if path.closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
             return
         aggregator = self._aggregator
@@ -571,7 +543,7 @@ class MeterClient:
             and ts is None
             and aggregator.add(event_name, customer, value, dimensions)
         ):
-            if self._use_sink is not None or self._span_events:
+            if path.use_sink is not None or path.span_events:
                 self._watch_aggregated(event_name, customer, value, dimensions)
             if not self._delivery.started:
                 self._delivery.ensure_started()
@@ -584,11 +556,12 @@ class MeterClient:
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
             return
-        if self._use_sink is not None:
-            self._use_sink(event_name, customer, value, ts, dimensions, identifier)
-        if self._span_events:
+        use_sink = path.use_sink
+        if use_sink is not None:
+            use_sink(event_name, customer, value, ts, dimensions, identifier)
+        if path.span_events:
             self._span_event(event_name, value, ident, customer)
-        if self._warn_no_key:
+        if path.warn_no_key:
             self._say_no_key()
         if self._sync:
             self._delivery.flush_on_caller()
@@ -601,18 +574,18 @@ class MeterClient:
     ) -> None:
         """An aggregated use, for a test watching uses and for OpenTelemetry's span
         events: the time and identifier a use recorded on its own would have had."""
-        if self._use_sink is not None:
-            self._use_sink(event_name, customer, value, _time(), dimensions, None)
-        if self._span_events:
+        use_sink = self._path.use_sink
+        if use_sink is not None:
+            use_sink(event_name, customer, value, _time(), dimensions, None)
+        if self._path.span_events:
             self._span_event(event_name, value, _next_sequence(), customer)
 
     def _say_no_key(self) -> None:
         """The first record without an API key: say that nothing goes to Stripe."""
         with self._lock:
-            if not self._warn_no_key:
+            if not self._path.warn_no_key:
                 return
-            self._warn_no_key = False
-        self._update_slow()
+            self._path.update(warn_no_key=False)
         logger.warning(
             "events are not sent to Stripe: no API key is set (api_key=, "
             "METERSTREAM_API_KEY or STRIPE_API_KEY), so the 'log' exporter writes them "
@@ -621,7 +594,7 @@ class MeterClient:
 
     # -- bad input and missing customers -----------------------------------------
 
-    def reject(self, exc: InvalidEventError, event_name: Any) -> None:
+    def invalid(self, exc: InvalidEventError, event_name: Any) -> None:
         """An event failed validation: raise it, or count and log it (rate-limited).
 
         Part of the contract the decorators use (:class:`Recorder`).
@@ -693,15 +666,13 @@ class MeterClient:
     # -- fork ---------------------------------------------------------------------
 
     def _check_fork(self) -> None:
-        """The canary says this process forked: reset, unless the fork hooks already did."""
-        if self._pid != _getpid():
+        """The canary says this process forked: reset, unless the fork hooks
+        already did (they arm the canary again)."""
+        if self._path.pid != _getpid():
             self._after_fork_in_child()
-        self._canary[0] = 1
 
     def _after_fork_in_child(self) -> None:
         """Make this client usable in a forked child: fresh locks, no inherited events."""
-        self._pid = _getpid()
-        self._canary[0] = 1
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
         self._reports.after_fork_in_child()
@@ -711,7 +682,7 @@ class MeterClient:
         self.exporter.after_fork_in_child()
         self._aggregation.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
-        self._update_slow()  # the delivery threads start again with the next record
+        self._path.after_fork_in_child()  # last: the parts it asks about are reset
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -734,7 +705,7 @@ class MeterClient:
         """
         if not self.active:
             return True
-        if not self._canary[0]:
+        if not self._path.canary[0]:
             self._check_fork()
         try:
             self._aggregation.close_windows(force=True)
@@ -760,10 +731,9 @@ class MeterClient:
         if timeout is None:
             timeout = self._settings.shutdown_timeout
         with self._lock:
-            if self._closed:
+            if self._path.closed:
                 return True
-            self._closed = self._slow = True
-            self._aggregate_now = None
+            self._path.update(closed=True)
         if not self.active:
             return True
         try:

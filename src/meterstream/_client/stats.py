@@ -12,9 +12,9 @@ from typing import Optional, Union
 
 from meterstream import _otel
 from meterstream._aggregate.aggregator import Aggregator
-from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import DROP_REASONS, FAIL_REASONS, Counters
 from meterstream._delivery.delivery import Delivery
+from meterstream._delivery.event_queue import EventQueue
 from meterstream._internal import report_internal_error
 from meterstream._spool.aggregate import SpoolAggregator
 from meterstream._spool.spool import Spool
@@ -27,7 +27,7 @@ def client_stats(
     *,
     counters: Counters,
     delivery: Delivery,
-    buffer: Buffer,
+    buffer: EventQueue,
     spool: Optional[Spool],
     aggregator: Optional[Union[Aggregator, SpoolAggregator]],
     aggregating: bool,
@@ -90,7 +90,7 @@ def _spool_counts(spool: Spool, counts: dict[str, int]) -> dict[str, int]:
     out = {"spool_pending": 0, "spool_dead": 0, "spool_bytes": 0}
     out["returned_to_spool"] = counts["returned_to_spool"]
     try:
-        status = spool.status()
+        status = spool.admin.status()
     except Exception as exc:  # a stats() call must not fail on a bad disk
         report_internal_error(exc)
         return out

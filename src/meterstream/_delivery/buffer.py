@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import threading
 import time
 from collections import deque
@@ -10,7 +11,7 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._delivery.counters import Counters
 
-__all__ = ["APPEND", "Buffer", "FlushMarker", "Wake"]
+__all__ = ["APPEND", "APPEND_FILENAME_PREFIX", "Buffer", "FlushMarker", "Wake"]
 
 
 class Wake:
@@ -96,12 +97,31 @@ APPEND = """\
     if len(items) >= batch_size and not wake._flag:
         wake.set()
 """
-#: The file name the compiled appenders report (tracebacks, profiles, a test).
-APPEND_FILENAME = "<meterstream buffer append>"
+#: How the file names of the compiled appenders begin (tracebacks, profiles, a test).
+APPEND_FILENAME_PREFIX = "<meterstream buffer append"
+
+
+def _compile_generated(source: str, name: str) -> Any:
+    """Compile generated *source* under a file name of its own, registered
+    with :mod:`linecache` as attrs' ``_make.py`` does, so that tracebacks,
+    debuggers and ``inspect.getsource`` show it.
+
+    One name per distinct source: every client compiles the same text, and
+    shares one entry, so making clients does not grow the cache. Entries
+    without a modification time survive ``linecache.checkcache()``.
+    """
+    base = f"{APPEND_FILENAME_PREFIX}: {name}"
+    filename, count = base + ">", 1
+    while True:
+        entry = (len(source), None, source.splitlines(True), filename)
+        if linecache.cache.setdefault(filename, entry) == entry:
+            return compile(source, filename, "exec")
+        filename, count = f"{base}-{count}>", count + 1
 
 
 class Buffer:
-    """A bounded FIFO of recorded events with an overflow policy.
+    """A bounded FIFO of recorded events with an overflow policy: the
+    in-memory :class:`~meterstream._delivery.event_queue.EventQueue`.
 
     The record path appends without taking a lock: ``deque.append`` is atomic,
     and the bound is checked just before, so concurrent producers can overshoot
@@ -191,7 +211,7 @@ class Buffer:
             overflow=self.overflow,
             wake=self.wake,
         )
-        exec(compile(source, APPEND_FILENAME, "exec"), namespace)
+        exec(_compile_generated(source, name), namespace)
         function: Callable[..., Any] = namespace[name]
         return function
 
@@ -278,7 +298,7 @@ class Buffer:
                 self._room.notify_all()
         return batch, marker
 
-    # -- what the delivery asks of whichever sink the client records into ----------
+    # -- the rest of the EventQueue protocol: what delivery asks -----------------------
 
     def waiting(self) -> bool:
         """Anything to take: an event or a flush marker."""

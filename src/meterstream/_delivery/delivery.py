@@ -26,7 +26,7 @@ import time
 from typing import Callable, Optional
 
 from meterstream._config.settings import Settings
-from meterstream._delivery.buffer import Buffer
+from meterstream._delivery.event_queue import EventQueue
 from meterstream._delivery.evictions import EvictionReporter
 from meterstream._delivery.ledger import Job, Ledger
 from meterstream._delivery.pacing import MAX_RETRY_AFTER, Backoff, Pacer
@@ -60,7 +60,7 @@ class Delivery:
 
     def __init__(
         self,
-        buffer: Buffer,
+        buffer: EventQueue,
         exporter: Exporter,
         settings: Settings,
         log: RateLimitedLog,

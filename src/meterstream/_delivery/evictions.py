@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from meterstream._delivery.buffer import Buffer
+from meterstream._delivery.event_queue import EventQueue
 from meterstream._internal import report_internal_error
 from meterstream._record.events import EventBatch
 from meterstream.errors import DeliveryError
@@ -44,7 +44,7 @@ class EvictionReporter:
 
     def __init__(
         self,
-        buffer: Buffer,
+        buffer: EventQueue,
         report: Callable[[EventBatch, DeliveryError], None],
         keys_for: Callable[[str], tuple[str, str]],
     ) -> None:

@@ -19,7 +19,13 @@ from meterstream._config.settings import DEFAULT_BAGGAGE_KEY
 from meterstream._otel import otel_failed, sdk_active
 from meterstream.errors import ConfigurationError
 
-__all__ = ["Baggage", "default_baggage", "detach", "set_default_baggage"]
+__all__ = [
+    "Baggage",
+    "default_baggage",
+    "detach",
+    "refresh_before_default_client",
+    "set_default_baggage",
+]
 
 
 class Baggage:
@@ -86,49 +92,73 @@ class _BeforeDefaultClient(Baggage):
     """The default client's baggage before there is a default client, as the
     default client will have it once built from the environment: the key from
     ``METERSTREAM_OTEL_BAGGAGE_KEY`` or the default one, written while an SDK
-    is active or when that variable is set. Worked out at each use."""
+    is active or when that variable is set.
 
-    __slots__ = ()
+    Settings are read once: the environment here the first time a
+    ``customer()`` block or a lookup needs it, never on each entry (three
+    reads cost 5 us a block). Changing the variable afterwards takes a
+    ``configure()`` (or ``reset_default_client()``), as for any setting.
+    """
+
+    __slots__ = ("_resolved",)
 
     def __init__(self) -> None:
         super().__init__(DEFAULT_BAGGAGE_KEY, explicit=False)
+        self._resolved = False
+        # Not read yet: "maybe", so that the first block calls attach(),
+        # which reads the environment and writes, or not.
+        self.write = True
 
-    @property
-    def key(self) -> str:
+    def _resolve(self) -> None:
         raw = os.environ.get(_BAGGAGE_KEY_ENV)
-        if raw is None:
-            return DEFAULT_BAGGAGE_KEY
-        try:
-            return parse_key_or_empty(raw, _BAGGAGE_KEY_ENV)
-        except ConfigurationError:  # configure() will say so; customer() never raises
-            return DEFAULT_BAGGAGE_KEY
+        key = DEFAULT_BAGGAGE_KEY
+        if raw is not None:
+            try:
+                key = parse_key_or_empty(raw, _BAGGAGE_KEY_ENV)
+            except ConfigurationError:  # configure() will say so; customer() never raises
+                pass
+        self.key = key
+        self.explicit = raw is not None
+        Baggage.refresh(self, sdk_active())
+        self._resolved = True
 
-    @key.setter
-    def key(self, value: str) -> None:
-        pass  # read from the environment at each use
+    def refresh(self, sdk_is_active: bool) -> None:
+        if self._resolved:
+            Baggage.refresh(self, sdk_is_active)
 
-    @property
-    def write(self) -> bool:
-        return bool(self.key) and (_BAGGAGE_KEY_ENV in os.environ or sdk_active())
+    def customer(self) -> Optional[str]:
+        if not self._resolved:
+            self._resolve()
+        return Baggage.customer(self)
 
-    @write.setter
-    def write(self, value: bool) -> None:
-        pass  # decided at each use
+    def attach(self, customer_id: Optional[str]) -> Optional[object]:
+        if not self._resolved:
+            self._resolve()
+        return Baggage.attach(self, customer_id)
 
 
 _BAGGAGE_KEY_ENV = "METERSTREAM_OTEL_BAGGAGE_KEY"
-_BEFORE_DEFAULT_CLIENT = _BeforeDefaultClient()
 
 #: The default client's baggage settings: what the module-level ``customer()``
 #: writes and ``current_customer()`` reads. A variable, not a function: a
 #: customer block reads it on every entry. Set by :func:`set_default_baggage`.
-default_baggage: Baggage = _BEFORE_DEFAULT_CLIENT
+default_baggage: Baggage = _BeforeDefaultClient()
 
 
 def set_default_baggage(settings: Optional[Baggage]) -> None:
-    """Called by whoever installs the default client (None: there is none)."""
+    """Called by whoever installs the default client (None: there is none, and
+    the environment is read again the next time it is needed)."""
     global default_baggage
-    default_baggage = _BEFORE_DEFAULT_CLIENT if settings is None else settings
+    default_baggage = _BeforeDefaultClient() if settings is None else settings
+
+
+def refresh_before_default_client(sdk_is_active: bool) -> None:
+    """Decide again whether the module-level ``customer()`` writes baggage, while
+    there is no default client (an SDK may be installed after the first block);
+    each client's delivery wake calls it, as it refreshes its own."""
+    baggage = default_baggage
+    if type(baggage) is _BeforeDefaultClient:
+        baggage.refresh(sdk_is_active)
 
 
 def detach(token: Optional[object]) -> None:

@@ -141,7 +141,7 @@ class MeterSpec:
                 else _evaluate("identifier", self.identifier_fn, call)
             )
         except InvalidEventError as error:
-            client.reject(error, self.event_name)
+            client.invalid(error, self.event_name)
             return
         if customer is None or (type(customer) is str and not customer):
             customer = context_customer

@@ -15,7 +15,13 @@ from typing import Any, Callable, Optional, TypeVar
 
 from meterstream._record import baggage as _baggage
 from meterstream._record.baggage import Baggage
-from meterstream._record.checks import NOT_A_CUSTOMER, InvalidCustomer, customer_problem
+from meterstream._record.checks import (
+    NOT_A_CUSTOMER,
+    InvalidCustomer,
+    check_customer,
+    known_customers,
+)
+from meterstream.errors import InvalidEventError
 
 __all__ = ["bind_context", "current_customer", "customer"]
 
@@ -69,8 +75,11 @@ def context_value(customer_id: Any) -> Any:
         customer_id = str.__str__(customer_id)  # a str subclass, as a plain str
     if not customer_id:
         return None
-    problem = customer_problem(customer_id)
-    return customer_id if problem is None else InvalidCustomer(customer_id, problem)
+    try:
+        # An id seen before is found in a set; one checked now is remembered.
+        return check_customer(customer_id)
+    except InvalidEventError as error:
+        return InvalidCustomer(customer_id, error.reason)
 
 
 def _usable_id(value: Any) -> Optional[str]:
@@ -111,6 +120,10 @@ def exit_customer(entered: _Entered) -> None:
     CUSTOMER.reset(token)
 
 
+_set_customer = CUSTOMER.set
+_reset_customer = CUSTOMER.reset
+
+
 class customer:
     """Set the current customer for the duration of a ``with`` (or ``async with``) block.
 
@@ -133,19 +146,34 @@ class customer:
             search("shoes")
     """
 
-    __slots__ = ("_baggage", "_customer_id", "_value")
+    __slots__ = ("_baggage", "_customer_id", "_entered", "_value")
 
     def __init__(self, customer_id: Optional[str]) -> None:
-        self._value: Any = context_value(customer_id)
-        self._customer_id = _usable_id(self._value)
+        if type(customer_id) is str and customer_id in known_customers:
+            self._value: Any = customer_id  # checked before: the common case, without a call
+            self._customer_id: Optional[str] = customer_id
+        else:
+            self._value = context_value(customer_id)
+            self._customer_id = _usable_id(self._value)
         #: Whose baggage key the block writes; None: the default client's,
         #: as it is when the block is entered.
         self._baggage: Optional[Baggage] = None
+        #: One (token, baggage token) per entry not yet left, oldest first:
+        #: several when threads or tasks are inside the block at once, or
+        #: the block is nested in itself.
+        self._entered: list[_Entered] = []
 
+    # Every block pays for these two: what _enter and exit_customer do,
+    # written out.
     def __enter__(self) -> Optional[str]:
-        entered = _enter(self._value, self._customer_id, self._baggage)
-        entry = _Open(self, entered, _OPEN.get())
-        entry.token = _OPEN.set(entry)
+        baggage = self._baggage or _baggage.default_baggage
+        if baggage.write:
+            token = _set_customer(self._value)
+            # Also in OpenTelemetry baggage, for services downstream.
+            written = baggage.attach(self._customer_id if type(self._value) is str else None)
+            self._entered.append((token, written))
+        else:
+            self._entered.append((_set_customer(self._value), None))
         return self._customer_id
 
     def __exit__(
@@ -154,20 +182,34 @@ class customer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        top = _OPEN.get()
-        entry = top
-        while entry is not None and entry.block is not self:
-            entry = entry.outer
-        if entry is None:
-            return  # not entered in this context: nothing of ours to undo here
-        if entry is top and entry.token is not None:
+        entered = self._entered
+        try:
+            entry = entered[-1]
+        except IndexError:  # (even while other threads leave it at once)
+            return  # not entered: nothing to undo
+        try:
+            _reset_customer(entry[0])
+        except (ValueError, RuntimeError):
+            # Another thread's or task's entry is the newest (a token resets
+            # only in the context that made it): look for this context's.
+            self._exit_other(entered)
+            return
+        entered.remove(entry)
+        if entry[1] is not None:
+            _baggage.detach(entry[1])
+
+    def _exit_other(self, entered: list[_Entered]) -> None:
+        """Leave the newest entry made in this context, if any: a task created
+        inside the block inherits its context, but not the entry to leave."""
+        for entry in reversed(entered.copy()):
             try:
-                _OPEN.reset(entry.token)
-            except ValueError:  # the token belongs to another context
-                _OPEN.set(entry.outer)
-        else:
-            _OPEN.set(_without(top, entry))
-        exit_customer(entry.entered)
+                _reset_customer(entry[0])
+            except (ValueError, RuntimeError):  # another context's, or undone already
+                continue
+            entered.remove(entry)
+            if entry[1] is not None:
+                _baggage.detach(entry[1])
+            return
 
     async def __aenter__(self) -> Optional[str]:
         return self.__enter__()
@@ -189,42 +231,6 @@ def customer_for(customer_id: Optional[str], baggage: Baggage) -> customer:
     block = customer(customer_id)
     block._baggage = baggage
     return block
-
-
-class _Open:
-    """One entry into a ``customer`` block, in the context that entered it.
-
-    The entries open in a context form a list, innermost first, held by a
-    context variable: threads and tasks entering the same block object at
-    once each leave their own entry.
-    """
-
-    __slots__ = ("block", "entered", "outer", "token")
-
-    def __init__(self, block: customer, entered: _Entered, outer: Optional[_Open]) -> None:
-        self.block = block
-        self.entered = entered
-        self.outer = outer
-        self.token: Optional[contextvars.Token[Optional[_Open]]] = None
-
-
-_OPEN: contextvars.ContextVar[Optional[_Open]] = contextvars.ContextVar(
-    "meterstream_customer_blocks", default=None
-)
-
-
-def _without(top: Optional[_Open], gone: _Open) -> Optional[_Open]:
-    """The list *top* without *gone* (blocks left out of order), copied, not changed."""
-    kept: list[_Open] = []
-    entry = top
-    while entry is not None and entry is not gone:
-        kept.append(entry)
-        entry = entry.outer
-    rest = gone.outer
-    for old in reversed(kept):
-        # No token: it would restore a list that still holds *gone*.
-        rest = _Open(old.block, old.entered, rest)
-    return rest
 
 
 def bind_context(fn: Callable[..., _T]) -> Callable[..., _T]:

@@ -139,7 +139,7 @@ class metering:
         client = self._get_client()
         if self._error is not None:
             if client.active:
-                client.reject(self._error, self._event_name)  # raises if raise_errors
+                client.invalid(self._error, self._event_name)  # raises if raise_errors
             # The block runs and records nothing: the error is counted once.
             entry = _Entry(None, None, Usage())
             entry.token = _ENTERED.set((self, entry, _ENTERED.get()))

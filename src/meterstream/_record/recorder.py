@@ -41,7 +41,7 @@ class Recorder(Protocol):
     ) -> None:
         """Record one use whose value and dimensions were checked at decoration time."""
 
-    def reject(self, error: InvalidEventError, event_name: Any) -> None:
+    def invalid(self, error: InvalidEventError, event_name: Any) -> None:
         """A use failed its checks: raise *error* (``raise_errors``), or count and log it."""
 
     def customer_at_start(self, event_name: str) -> Optional[str]:

@@ -1,10 +1,10 @@
 """Inspecting and repairing a spool: what ``meterstream spool`` and ``stats()`` read.
 
-:class:`SpoolAdmin` is the half of :class:`~._spool.Spool` that the record
-and delivery paths never call: counts for ``status``, rows for ``export``,
-and putting dead letters back (``replay``) or deleting events for good
-(``purge``). It reads and writes the spool's tables under the spool's lock,
-one short transaction each.
+:class:`SpoolAdmin` (a spool's ``spool.admin``) does what the record and
+delivery paths never do: counts for ``status``, rows for ``export``, and
+putting dead letters back (``replay``) or deleting events for good
+(``purge``). It reads and writes the spool's tables with the spool's
+connection, under the spool's lock, one short transaction each.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
+
+from meterstream._spool.schema import Transaction
+from meterstream._spool.size import disk_bytes
 
 __all__ = ["SpoolAdmin", "SpoolStatus"]
 
@@ -46,20 +48,36 @@ class SpoolStatus:
 
 
 class SpoolAdmin:
-    """Status, export, replay and purge of a spool (a base of :class:`~._spool.Spool`)."""
+    """Status, export, replay and purge of one spool.
 
-    # What the spool provides.
-    _db: sqlite3.Connection
-    _lock: threading.Lock
-    _clock: Callable[[], float]
+    Made by the :class:`~meterstream._spool.spool.Spool` that owns the
+    connection and its lock (again with the new ones in a forked child):
+    this borrows them and keeps no state of its own.
 
-    def _write(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
+    Args:
+        db: the spool's connection.
+        lock: the spool's lock, held around every statement.
+        clock: the spool's wall clock.
+        path: the spool's file (its size on disk is in the status).
+    """
 
-    def disk_bytes(self) -> int:
-        raise NotImplementedError
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.Lock,
+        clock: Callable[[], float],
+        path: str,
+    ) -> None:
+        self._db = db
+        self._lock = lock
+        self._clock = clock
+        self._path = path
+
+    def _write(self) -> Transaction:
+        return Transaction(self._db)
 
     def status(self) -> SpoolStatus:
+        """Counts by table, event name and reason, the oldest events, and bytes on disk."""
         now = self._clock()
         out = SpoolStatus()
         with self._lock:
@@ -79,7 +97,7 @@ class SpoolAdmin:
             out.oldest_pending = self._db.execute("SELECT min(ts) FROM pending").fetchone()[0]
             out.oldest_dead = self._db.execute("SELECT min(ts) FROM dead").fetchone()[0]
             out.accepted = self._db.execute("SELECT count(*) FROM accepted").fetchone()[0]
-        out.bytes = self.disk_bytes()
+        out.bytes = disk_bytes(self._path)
         return out
 
     def export(self, table: str = "pending") -> Iterator[dict[str, Any]]:

@@ -1,10 +1,11 @@
 """The record path's sink and the delivery's source when ``spool_path`` is set.
 
-A :class:`SpoolBuffer` stands where the in-memory :class:`Buffer` stands:
-``put`` is one write into this process's journal, ``take`` reads the journal
-in order (then claims the oldest events of the SQLite file nobody holds:
-aggregated ones, and those a previous release left), and delivery tells it
-how each batch settled
+A :class:`SpoolBuffer` is the :class:`~meterstream._delivery.event_queue.EventQueue`
+that stands where the in-memory :class:`~meterstream._delivery.buffer.Buffer`
+stands: ``put`` is one write into this process's journal, ``take`` reads the
+journal in order (then claims the oldest events of the SQLite file nobody
+holds: aggregated ones, and those a previous release left), and delivery
+tells it how each batch settled
 (:meth:`settled`): accepted events leave the spool, refused ones go to its
 dead letters, and the rest (out of retry time, in flight at shutdown) go back
 to wait for a later attempt, by this process or another. Only flush markers
@@ -17,10 +18,11 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Callable, Optional
 
-from meterstream._delivery.buffer import Buffer, FlushMarker
+from meterstream._delivery.buffer import FlushMarker, Wake
 from meterstream._delivery.counters import Counters
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.events import EventBatch, RawEvent
@@ -36,8 +38,20 @@ RETURN_DELAY = 5.0
 TICK = 5.0
 
 
-class SpoolBuffer(Buffer):
-    """A :class:`Buffer` whose events live in a :class:`Spool`."""
+class SpoolBuffer:
+    """An :class:`~meterstream._delivery.event_queue.EventQueue` whose events
+    live in a :class:`Spool`.
+
+    Args:
+        spool: where the events wait.
+        overflow: what a full spool (``spool_max_bytes``) does to a new event:
+            ``drop_newest``, ``drop_oldest`` or ``block``.
+        block_timeout: how long ``block`` waits for room.
+        batch_size: events put since the last claim that wake a delivery thread.
+        counters: the client's counters.
+        log: where drops are logged (rate-limited).
+        raise_errors: a failed insert raises ``DeliveryError`` into the record call.
+    """
 
     def __init__(
         self,
@@ -50,10 +64,18 @@ class SpoolBuffer(Buffer):
         log: Optional[RateLimitedLog] = None,
         raise_errors: bool = False,
     ) -> None:
-        super().__init__(1 << 62, overflow, block_timeout, batch_size, counters)
         self.spool = spool
+        self.batch_size = batch_size
+        self.counters = counters if counters is not None else Counters()
+        self.wake = Wake()
+        self.evicted: Optional[deque[RawEvent]] = None
+        self.on_evicted: Optional[Callable[[int], None]] = None
+        self._overflow = overflow
+        self._block_timeout = block_timeout
         self._log = log or RateLimitedLog()
         self._raise = raise_errors
+        #: flush() markers not yet taken, oldest first: all this keeps in memory.
+        self._markers: deque[FlushMarker] = deque()
         #: Events put since the last claim: a cheap "is there work" guess; the
         #: flusher's tick looks at the spool itself, for other processes' events.
         self._fresh = 0
@@ -62,11 +84,10 @@ class SpoolBuffer(Buffer):
         self._next_tick = 0.0
         #: The SQLite file may hold events to claim (checked on open and each tick).
         self._rows = True
-        self.put = self._put
 
     # -- the record path ------------------------------------------------------------
 
-    def _put(self, item: tuple[Any, ...]) -> bool:
+    def put(self, item: RawEvent) -> bool:
         """Insert one event durably; False when it was dropped (counted, logged)."""
         try:
             try:
@@ -127,19 +148,30 @@ class SpoolBuffer(Buffer):
                     return True
         return False
 
-    def _drop(self, reason: str, message: str, *args: Any) -> None:
+    def _drop(self, reason: str, message: str, *args: object) -> None:
         self.counters.add("dropped_" + reason)
         self._log.log(logging.ERROR, "drop:" + reason, message, *args)
 
     # -- the delivery's side ----------------------------------------------------------
 
+    def add_marker(self) -> FlushMarker:
+        """Queue a flush marker: taken once no event is left to claim."""
+        marker = FlushMarker()
+        self._markers.append(marker)
+        self.wake.set()
+        return marker
+
+    @property
+    def has_markers(self) -> bool:
+        return bool(self._markers)
+
     def waiting(self) -> bool:
-        return self._fresh > 0 or bool(self.items)
+        return self._fresh > 0 or bool(self._markers)
 
     def __len__(self) -> int:
         return self._fresh
 
-    def take(self, limit: int) -> tuple[list[tuple[Any, ...]], Optional[FlushMarker]]:
+    def take(self, limit: int) -> tuple[list[RawEvent], Optional[FlushMarker]]:
         """Up to *limit* of the oldest events: the journal's, then those of the
         SQLite file nobody holds; a flush marker once none is left."""
         events = self.spool.journal.take(limit)
@@ -158,12 +190,8 @@ class SpoolBuffer(Buffer):
             events.extend(claimed.events)
         self._fresh = max(0, self._fresh - len(events)) if events else 0
         marker: Optional[FlushMarker] = None
-        if len(events) < limit and self.items:
-            item = self.items.popleft()
-            if type(item) is FlushMarker:
-                marker = item
-                with self._lock:
-                    self._markers -= 1
+        if len(events) < limit and self._markers:
+            marker = self._markers.popleft()  # one taker at a time: delivery's lock
         return events, marker
 
     def tick(self) -> None:
@@ -260,19 +288,19 @@ class SpoolBuffer(Buffer):
         except sqlite3.Error:
             return 0
 
-    def leftovers(self) -> tuple[list[tuple[Any, ...]], list[FlushMarker]]:
+    def leftovers(self) -> tuple[list[RawEvent], list[FlushMarker]]:
         """At shutdown: nothing is left behind, the events wait in the spool."""
         markers: list[FlushMarker] = []
-        while self.items:
-            item = self.items.popleft()
-            if type(item) is FlushMarker:
-                markers.append(item)
-        with self._lock:
-            self._markers = 0
+        while self._markers:
+            markers.append(self._markers.popleft())
         return [], markers
 
     def reset_after_fork(self) -> None:
-        super().reset_after_fork()
+        """In a forked child: its own connection, no claims, no markers of the parent's."""
+        self._markers = deque()
+        self.wake.reset_after_fork()
+        if self.evicted is not None:
+            self.evicted = deque()
         self._claimed = {}
         self._claimed_lock = threading.Lock()
         self._fresh = 0

@@ -19,10 +19,9 @@ process that died are claimed again by another once their lease ran out
 so be sent twice only when a lease ran out under a live sender, and then under
 the same identifier, which Stripe's 24-hour dedupe drops.
 
-:class:`Spool` is where callers find every operation. It holds the connection
-and its lock; each idea is a module it calls with them: ``schema``, ``rows``,
-``group_commit``, ``queue``, ``owners``, ``history``, ``aggregate_store``,
-``size`` (``admin`` is its base).
+:class:`Spool` holds the connection and its lock: the record and delivery
+paths find every operation here, each idea a module of this package it calls
+with them; what only ``meterstream spool`` and ``stats()`` do is ``spool.admin``.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ class SpoolFull(Exception):
     """The spool holds ``spool_max_bytes``: the overflow policy decides."""
 
 
-class Spool(SpoolAdmin):
+class Spool:
     """One process's handle on a spool file.
 
     Args:
@@ -134,6 +133,8 @@ class Spool(SpoolAdmin):
         self._group = GroupCommit(self._db, self._lock, INSERT_USE, uses_appended)
         #: Copies the write-ahead log back into the file, off the record path.
         self._checkpointer = Checkpointer(self.path)
+        #: Status, export, replay and purge, with this connection and lock.
+        self.admin = SpoolAdmin(self._db, self._lock, self._clock, self.path)
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
         #: This process's journal: where record() writes.
@@ -177,11 +178,10 @@ class Spool(SpoolAdmin):
         window_end: float,
         dimensions: Optional[str],
     ) -> None:
-        """Insert one use of an aggregated event name, durably (group commit, as :meth:`append`).
+        """Insert one use of an aggregated event name, durably (as :meth:`append`).
 
-        *value* is an int or the exact decimal text of the value; *dimensions*
-        the canonical JSON text of the dimensions (:func:`encode_dimensions`).
-        :meth:`aggregate_due` turns the uses of ended windows into pending events.
+        *value* is an int or its exact decimal text, *dimensions* their
+        canonical JSON text; :meth:`aggregate_due` makes the events.
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -201,17 +201,14 @@ class Spool(SpoolAdmin):
     def aggregate_due(
         self, now: float, *, force: bool = False, chunk: int = AGGREGATE_CHUNK
     ) -> int:
-        """Aggregate the uses of every window ended by *now* (every window, when
-        *force*) into pending events, in one write transaction.
+        """Sum the uses of every window ended by *now* (every window, when
+        *force*) into pending events; returns how many were made.
 
-        The uses are read, summed exactly, inserted into ``pending`` as
-        events with identifiers fixed now, and deleted, all before the
-        commit: a crash before it leaves the uses to aggregate again, a crash
-        after it leaves events to deliver like any other. ``BEGIN
-        IMMEDIATE`` makes two processes aggregating at once take turns; the
-        second finds nothing left. Past *chunk* uses, the aggregation takes
-        several transactions, letting records in between. Returns how many
-        events were made.
+        Read, summed exactly, inserted as events with identifiers fixed now,
+        and deleted before one commit: a crash before it leaves the uses, a
+        crash after it events to deliver. ``BEGIN IMMEDIATE`` makes two
+        processes take turns (the second finds nothing left); past *chunk*
+        uses, several transactions let records in between.
         """
         made, more = 0, True
         while more:
@@ -226,10 +223,8 @@ class Spool(SpoolAdmin):
             return count_uses(self._db)
 
     def oldest_use_end(self) -> Optional[float]:
-        """When the window of the oldest waiting use ends (None: no use waits).
-
-        A cheap look (the first row) before taking the write lock to aggregate.
-        """
+        """When the oldest waiting use's window ends (None: no use waits): a
+        cheap look at the first row before taking the write lock to aggregate."""
         with self._lock:
             return oldest_use_end(self._db)
 

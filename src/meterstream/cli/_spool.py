@@ -70,7 +70,7 @@ def run_spool(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         raise UsageError(f"--spool {args.spool}: {_after_setting(str(exc))}") from None
     try:
         if args.spool_command == "status":
-            status = spool.status()
+            status = spool.admin.status()
             uses = spool.uses_count()
             if args.json:
                 shown = {**_status_json(status, time.time()), "uses_to_fold": uses}
@@ -78,15 +78,15 @@ def run_spool(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
             else:
                 out.write(_status_text(spool.path, status, time.time(), uses))
         elif args.spool_command == "replay":
-            count = spool.replay(reason=args.reason, event_name=args.event)
+            count = spool.admin.replay(reason=args.reason, event_name=args.event)
             out.write(f"replayed {_events(count)}: they will be sent by the next process\n")
             out.write("that delivers from this spool.\n")
         elif args.spool_command == "export":
-            for event in spool.export("dead" if args.dead else "pending"):
+            for event in spool.admin.export("dead" if args.dead else "pending"):
                 out.write(json.dumps(event, default=str) + "\n")
         else:
             table = "dead" if args.dead else "pending"
-            count = spool.purge(table, reason=args.reason, event_name=args.event)
+            count = spool.admin.purge(table, reason=args.reason, event_name=args.event)
             out.write(f"purged {_events(count)} from {'dead letters' if args.dead else table}\n")
     finally:
         spool.close()

@@ -1,0 +1,216 @@
+"""The CLI a person uses: mistakes exit 2 naming the flag, failures exit 1 once.
+
+Each test runs ``python -m meterstream`` as a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import meterstream
+from helpers.ports import free_port
+from meterstream.emulator import Emulator
+
+KEY = "sk_test_cli"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+    environment.pop("STRIPE_API_KEY", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "meterstream", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], flag: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert flag in lines[0]
+    assert "Traceback" not in result.stderr
+    # internal setting names mean nothing to a person at a shell
+    for internal in ("api_base", "max_retry_time", "exporter:", "api_key"):
+        assert internal not in lines[0]
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"meterstream {meterstream.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--value", "abc"], "--value"),
+        (["--value", "nan"], "--value"),
+        (["--value", "1234567890123456"], "--value"),
+        (["--base", "127.0.0.1:12111"], "--base"),
+        (["--api-base", "localhost:12111"], "--api-base"),
+        (["--stream-base", "ftp://x"], "--stream-base"),
+        (["--timeout", "-1"], "--timeout"),
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout", "soon"], "--timeout"),
+        (["--identifier", "x" * 101], "--identifier"),
+    ],
+)
+def test_send_mistakes_exit_2_naming_the_flag(
+    emulator: Emulator, args: list[str], flag: str
+) -> None:
+    base = [] if "--base" in args or "--api-base" in args else ["--base", emulator.url]
+    result = run("send", "api_calls", "--customer", "cus_1", "--api-key", KEY, *base, *args)
+    assert_usage_error(result, flag)
+    assert emulator.state.events("api_calls") == []
+
+
+def test_a_base_without_a_scheme_suggests_one() -> None:
+    result = run("send", "e", "--customer", "c", "--api-key", KEY, "--base", "127.0.0.1:12111")
+    assert "http://127.0.0.1:12111" in result.stderr
+
+
+def test_send_without_a_key_exits_2_naming_the_flag_and_variable() -> None:
+    result = run("send", "api_calls", "--customer", "cus_1", "--base", "http://127.0.0.1:9")
+    assert_usage_error(result, "--api-key")
+    assert "STRIPE_API_KEY" in result.stderr
+
+
+def test_a_bad_environment_variable_is_named_as_set() -> None:
+    result = run(
+        "send",
+        "api_calls",
+        "--customer",
+        "cus_1",
+        "--api-key",
+        KEY,
+        env={"METERSTREAM_API_BASE": "localhost:1"},
+    )
+    assert result.returncode == 2
+    assert "METERSTREAM_API_BASE" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_send_that_drops_its_event_fails(emulator: Emulator) -> None:
+    result = run("send", "dropped", "--customer", "", "--base", emulator.url, "--api-key", KEY)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "sent" not in result.stdout
+    assert "customer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert emulator.state.events("dropped") == []
+
+
+def test_send_a_disabled_event_is_not_reported_as_sent(emulator: Emulator) -> None:
+    # `send` is an explicit request: settings that turn metering off do not
+    # silently swallow it.
+    result = run(
+        "send",
+        "switched_off",
+        "--customer",
+        "cus_1",
+        "--base",
+        emulator.url,
+        "--api-key",
+        KEY,
+        env={"METERSTREAM_ENABLED": "false", "METERSTREAM_DISABLED_EVENTS": "switched_off"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(emulator.state.events("switched_off")) == 1
+
+
+@pytest.mark.slow
+def test_send_to_a_closed_port_fails_once_within_the_timeout() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run(
+        "send",
+        "api_calls",
+        "--customer",
+        "cus_1",
+        "--timeout",
+        "2",
+        "--base",
+        url,
+        "--api-key",
+        KEY,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].count(f"is anything listening at {url}?") == 1
+    assert "Traceback" not in result.stderr
+    # the command's own budget, plus a generous allowance for starting Python
+    # on a loaded machine
+    assert elapsed < 2 + 15
+
+
+@pytest.mark.slow
+def test_send_to_a_server_that_never_answers_fails_within_the_timeout() -> None:
+    with Emulator(auto_create_meters=True) as hung:
+        hung.set_faults(hang=True, apply_to_sessions=True)
+        try:
+            result = run(
+                "send",
+                "api_calls",
+                "--customer",
+                "cus_1",
+                "--timeout",
+                "1",
+                "--base",
+                hung.url,
+                "--api-key",
+                KEY,
+            )
+        finally:
+            hung.set_faults(hang=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "within 1s" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--start", "120", "--end", "60"], "--end"),
+        (["--start", "60", "--end", "60"], "--end"),
+        (["--start", "61", "--end", "120"], "--start"),
+        (["--start", "60", "--end", "125"], "--end"),
+        (["--start", "60", "--end", "7200", "--window", "hour"], "--start"),
+        (["--start", "0", "--end", "7200", "--window", "day"], "--end"),
+    ],
+)
+def test_summary_mistakes_exit_2_naming_the_flag(
+    emulator: Emulator, args: list[str], flag: str
+) -> None:
+    result = run(
+        "summary", "--meter", "mtr_1", "--customer", "c", "--base", emulator.url, "--api-key", KEY,
+        *args,
+    )  # fmt: skip
+    assert_usage_error(result, flag)
+
+
+def test_summary_without_a_key_exits_2() -> None:
+    result = run(
+        "summary", "--meter", "mtr_1", "--customer", "c", "--start", "0", "--end", "60",
+        "--base", "http://127.0.0.1:9",
+    )  # fmt: skip
+    assert_usage_error(result, "--api-key")
+
+
+@pytest.mark.parametrize("flag", ["--calls", "--customers", "--workers"])
+def test_demo_counts_below_1_exit_2_naming_the_flag(flag: str) -> None:
+    result = run("demo", flag, "0")
+    assert_usage_error(result, flag)
+    # the flag at fault, not a list of every flag that could be
+    others = {"--calls", "--customers", "--workers"} - {flag}
+    assert not any(other in result.stderr for other in others)

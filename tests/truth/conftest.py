@@ -1,0 +1,54 @@
+"""Fixtures for Stripe's error reports: an emulator with two meters, a client aimed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import meterstream
+from helpers.webhooks import API_KEY, WHSEC
+from meterstream.emulator import Emulator
+
+
+@pytest.fixture
+def emulator_options() -> dict[str, Any]:
+    """No automatic meters; a sum meter ``priced``, and a meter ``by_account`` that
+    reads its customer from the payload key ``account``."""
+    return {
+        "meters": [
+            {
+                "display_name": "Priced",
+                "event_name": "priced",
+                "default_aggregation[formula]": "sum",
+            },
+            {
+                "display_name": "By account",
+                "event_name": "by_account",
+                "default_aggregation[formula]": "sum",
+                "customer_mapping[event_payload_key]": "account",
+                "customer_mapping[type]": "by_id",
+            },
+        ]
+    }
+
+
+@pytest.fixture
+def reports() -> list[meterstream.ValidationReport]:
+    return []
+
+
+@pytest.fixture
+def client(
+    emulator: Emulator, reports: list[meterstream.ValidationReport]
+) -> Iterator[meterstream.MeterClient]:
+    client = meterstream.MeterClient(
+        api_key=API_KEY,
+        api_base=emulator.api_base,
+        stream_base=emulator.stream_base,
+        webhook_secret=WHSEC,
+        on_validation_error=reports.append,
+    )
+    yield client
+    client.shutdown(2)
