@@ -49,7 +49,7 @@ def test_eight_threads_appending_store_every_row_once_in_each_threads_order(
         start.wait()
         try:
             for n in range(per_thread):
-                spool.append(_event(f"t{index}-{n}"))
+                spool.append_row(_event(f"t{index}-{n}"))
         except BaseException as exc:  # reported below, not lost in the thread
             failures.append(exc)
 
@@ -101,7 +101,7 @@ def _append_in_thread(
 ) -> threading.Thread:
     def run() -> None:
         try:
-            spool.append(_event(ident))
+            spool.append_row(_event(ident))
         except BaseException as exc:
             outcomes[ident] = exc
         else:

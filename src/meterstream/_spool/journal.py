@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import threading
 import time
 import zlib
@@ -44,11 +45,12 @@ from meterstream._spool.frames import (
 )
 from meterstream._spool.segment import DirectoryLock, Segment, SegmentError
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "Journal", "JournalError", "JournalFull"]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "Journal", "JournalError", "JournalFull", "inspect"]
 
 #: Each segment's size: preallocated when the segment is made.
 DEFAULT_SEGMENT_BYTES = 8 << 20
 _pack_header = FRAME_HEADER.pack_into
+_CURSOR = struct.Struct("<QQ")
 _crc = zlib.crc32
 
 
@@ -552,3 +554,30 @@ def _set_aside_unreadable(path: str, exc: BaseException) -> None:
         logger.error("the spool's journal file %s could not be read (%s): moved aside", path, exc)
     except OSError:
         pass
+
+
+def inspect(directory: str) -> list[RawEvent]:
+    """Every event waiting in the journal *directory*, every process's, oldest
+    segment first: read without locking or changing anything (``meterstream
+    spool status`` and ``export``)."""
+    out: list[RawEvent] = []
+    for path in segments.list_segments(directory):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if len(data) < segments.HEADER_SIZE or data[:8] != segments.MAGIC:
+            continue
+        seq, offset = _cursor_of(data)
+        for frame in scan(data, offset, len(data), seq, ScanReport()):
+            try:
+                out.append(decode_event(frame.payload))
+            except ValueError:
+                continue
+    return out
+
+
+def _cursor_of(data: bytes) -> tuple[int, int]:
+    seq, offset = _CURSOR.unpack_from(data, 32)
+    return seq, max(offset, segments.HEADER_SIZE)

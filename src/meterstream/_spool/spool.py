@@ -34,7 +34,7 @@ from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
-from meterstream._record.events import RawEvent
+from meterstream._record.events import RawEvent, identifier_prefix
 from meterstream._spool import history as history_rows
 from meterstream._spool import journal_rows, owners, queue
 from meterstream._spool.admin import SpoolAdmin
@@ -49,6 +49,7 @@ from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
 from meterstream._spool.journal import DEFAULT_SEGMENT_BYTES, Journal, JournalFull
 from meterstream._spool.queue import DeadLetter, SpooledBatch
+from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
 from meterstream._spool.schema import Transaction, open_database
 from meterstream._spool.size import disk_bytes, used_bytes
 from meterstream.errors import ConfigurationError
@@ -146,6 +147,9 @@ class Spool:
             max_bytes=self.max_bytes,
             withdrawn=self._withdrawn_identifiers,
         )
+        if journal is None:
+            # What a process that died (or exited) left: delivered from here on.
+            self.journal.adopt_orphans()
         self.reap()
         self._update_full()
 
@@ -166,6 +170,31 @@ class Spool:
             self.journal.append(event)
         except JournalFull:
             raise SpoolFull(self.path) from None
+
+    def append_row(self, event: RawEvent) -> None:
+        """Insert one event as a row of the SQLite file's ``pending`` table
+        (group commit), where aggregated events and a previous release's wait:
+        delivered after the journal's, claimed by any process.
+
+        Raises:
+            SpoolFull: the spool holds ``max_bytes``.
+            sqlite3.Error: the insert failed (disk full, I/O error, locked too long).
+        """
+        if self.full:
+            raise SpoolFull(self.path)
+        name, customer, value, ts, identifier, dimensions = event
+        if type(identifier) is not str:
+            identifier = identifier_prefix() + str(identifier)
+        row = (
+            name,
+            customer,
+            encode_value(value),
+            ts,
+            identifier,
+            encode_dimensions(dimensions) if dimensions else None,
+        )
+        if self._group.insert(INSERT_PENDING, row):
+            self._update_full()
 
     # -- uses aggregated in the spool (aggregate with spool_path) -------------------------
 
