@@ -396,6 +396,8 @@ class Journal:
         """
         needle = identifier.encode("utf-8")
         with self._read_lock:
+            if identifier in self._withdrawn:
+                return False
             for source in self._sources:
                 seg = source.seg
                 end = source.limit()

@@ -26,7 +26,9 @@ import sys
 from collections.abc import Mapping
 from typing import Optional
 
-__all__ = ["AUTO", "application_name", "auto_path", "resolve"]
+from meterstream._internal import logger
+
+__all__ = ["AUTO", "application_name", "auto_path", "chosen", "resolve"]
 
 AUTO = "auto"
 
@@ -85,3 +87,20 @@ def resolve(app: Optional[str] = None) -> tuple[str, Optional[str]]:
     if not os.access(directory, os.W_OK | os.X_OK):
         return path, f"{directory!r} is not writable by this process"
     return path, None
+
+
+def chosen(setting: Optional[str], app: Optional[str]) -> Optional[str]:
+    """The spool file a ``spool_path`` setting means: itself, the automatic
+    location for ``"auto"``, or None (no spool; for ``"auto"`` where the
+    location cannot be written, after one WARNING naming it)."""
+    if setting != AUTO:
+        return setting or None
+    path, problem = resolve(app)
+    if problem is None:
+        return path
+    logger.warning(
+        'spool_path="auto": %s; events are kept in memory only (not durable): %s',
+        path,
+        problem,
+    )
+    return None
