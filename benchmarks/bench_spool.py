@@ -13,6 +13,8 @@ All in one run:
                                   the floor the journal stands on
   bare sqlite3 insert+commit      one row a transaction, WAL, synchronous=NORMAL:
                                   the floor the previous release's spool stood on
+  bare store + fdatasync          one store into a written shared mapping and an
+                                  fdatasync: what spool_sync="full" waits for
   previous release                with --base-src: the same record() and end-to-end
                                   cases against that checkout's SQLite spool, in a
                                   subprocess of this run
@@ -154,6 +156,32 @@ def bare_mmap_ns(directory: str, chunks: int) -> float:
         mm.close()
 
 
+def bare_sync_ns(directory: str, chunks: int) -> float:
+    """A store into a written (not sparse) shared mapping, then fdatasync: the
+    floor of one spool_sync="full" record alone, and so of a group of them."""
+    size = 16 << 20
+    path = os.path.join(directory, "bare-sync.seg")
+    with open(path, "w+b") as f:
+        f.write(b"\x00" * size)
+        f.flush()
+        os.fsync(f.fileno())
+        fd = os.dup(f.fileno())
+    mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
+    state = [64]
+
+    def store(n: int) -> None:
+        offset = state[0] if state[0] + 128 < size else 64
+        mm[offset : offset + 100] = b"x" * 100
+        os.fdatasync(fd)
+        state[0] = offset + 104
+
+    try:
+        return chunk_medians(store, chunks, 1)
+    finally:
+        mm.close()
+        os.close(fd)
+
+
 def bare_insert_ns(directory: str, chunks: int) -> float:
     db = sqlite3.connect(
         os.path.join(directory, "bare.db"), isolation_level=None, check_same_thread=False
@@ -291,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             results["record_no_spool_ns"] = memory_record_ns(args.chunks)
             results["bare_mmap_store_ns"] = bare_mmap_ns(directory, args.chunks)
             results["bare_sqlite_insert_commit_ns"] = bare_insert_ns(directory, args.chunks)
+            results["bare_fdatasync_ns"] = bare_sync_ns(directory, max(args.chunks // 40, 10))
             for producers in (1, 8):
                 emulator.reset()
                 results[f"end_to_end_memory_{producers}_events_per_s"] = end_to_end(
@@ -317,6 +346,7 @@ def report(results: dict[str, Any], events: int) -> None:
         ("record(), no spool", "record_no_spool_ns"),
         ("bare mmap store (the journal's floor)", "bare_mmap_store_ns"),
         ("bare sqlite3 insert+commit (WAL, NORMAL)", "bare_sqlite_insert_commit_ns"),
+        ("bare store + fdatasync (spool_sync=full's floor)", "bare_fdatasync_ns"),
     ):
         ns = results[key]
         before = f"{base[key] / 1000:>9.2f}" if key in base else f"{'':>9}"

@@ -148,7 +148,7 @@ def list_segments(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in sorted(names) if n.endswith(SUFFIX)]
 
 
-def create(directory: str, first_seq: int, size: int) -> Segment:
+def create(directory: str, first_seq: int, size: int, written: bool = False) -> Segment:
     """A new segment in *directory*, *size* bytes preallocated, locked by this process.
 
     Created under the directory's lock, so that no other process sees it
@@ -166,7 +166,11 @@ def create(directory: str, first_seq: int, size: int) -> Segment:
             raise SegmentError(f"{path}: {exc.strerror}", exc.errno or 0) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _preallocate(fd, size)
+            if written:
+                _write_zeros(fd, size)  # initialised blocks: a sync then writes data only
+                os.fdatasync(fd)
+            else:
+                _preallocate(fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             _HEADER.pack_into(
                 mm,
@@ -213,9 +217,15 @@ def adopt(path: str) -> Optional[Segment]:
         return None
     try:
         stat = os.fstat(fd)
-        if stat.st_nlink == 0 or stat.st_size < HEADER_SIZE:
+        if stat.st_nlink == 0:
             os.close(fd)
-            return None  # deleted by its last reader, or never finished
+            return None  # deleted by its last reader
+        if stat.st_size < HEADER_SIZE or os.pread(fd, HEADER_SIZE, 0) == bytes(HEADER_SIZE):
+            # Its creator died before writing the header (the directory's lock
+            # was free, and so is the file's): nothing was ever written to it.
+            os.unlink(path)
+            os.close(fd)
+            return None
         mm = mmap.mmap(fd, stat.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     except OSError as exc:
         os.close(fd)
@@ -255,8 +265,13 @@ def _preallocate(fd: int, size: int) -> None:
         except OSError as exc:
             if exc.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: the file system cannot
                 raise
+    _write_zeros(fd, size)
+
+
+def _write_zeros(fd: int, size: int) -> None:
+    """Write *size* zero bytes (no fallocate; or for spool_sync="full", whose
+    fdatasync would otherwise also commit the conversion of each block)."""
     os.ftruncate(fd, size)
-    # No fallocate: write the zeros, so that the blocks are there.
     zeros = b"\x00" * (1 << 16)
     for offset in range(0, size, len(zeros)):
         os.pwrite(fd, zeros[: min(len(zeros), size - offset)], offset)

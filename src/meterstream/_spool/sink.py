@@ -26,8 +26,8 @@ from meterstream._delivery.buffer import FlushMarker, Wake
 from meterstream._delivery.counters import Counters
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.events import EventBatch, RawEvent
-from meterstream._spool.journal import JournalError
-from meterstream._spool.spool import DeadLetter, Spool, SpoolFull
+from meterstream._spool.journal import JournalError, JournalFull
+from meterstream._spool.spool import DeadLetter, Spool
 from meterstream.errors import DeliveryError
 
 __all__ = ["SpoolBuffer"]
@@ -84,19 +84,24 @@ class SpoolBuffer:
         self._next_tick = 0.0
         #: The SQLite file may hold events to claim (checked on open and each tick).
         self._rows = True
+        self._append = spool.journal.append
 
     # -- the record path ------------------------------------------------------------
 
     def put(self, item: RawEvent) -> bool:
-        """Insert one event durably; False when it was dropped (counted, logged)."""
+        """Write one event to the journal; False when it was dropped (counted, logged).
+
+        Counted as spooled by the journal itself (``journal.written``): no
+        counter lock on the record path.
+        """
         try:
             try:
-                self.spool.append(item)
-            except SpoolFull:
+                self._append(item)
+            except JournalFull:
                 if not self._make_room():
                     raise
-                self.spool.append(item)
-        except SpoolFull:
+                self._append(item)
+        except JournalFull:
             self._drop("spool_full", "the spool is full (spool_max_bytes): events are dropped")
             return False
         except JournalError as exc:
@@ -107,13 +112,12 @@ class SpoolBuffer:
                 raise DeliveryError(f"spool_path: {exc}", reason="spool") from None
             return False
         except Exception as exc:  # never into the metered call (unless raise_errors)
-            if not isinstance(exc, sqlite3.Error):
-                report_internal_error(exc)  # not the disk's doing: ours
+            if not isinstance(exc, (sqlite3.Error, OSError, ValueError)):
+                report_internal_error(exc)  # not the disk's nor the event's doing: ours
             self._drop("spool_error", "the spool refused an event (%s): events are dropped", exc)
             if self._raise:
                 raise DeliveryError(f"spool_path: {exc}", reason="spool") from None
             return False
-        self.counters.add("spooled")
         self._fresh += 1
         if self._fresh >= self.batch_size and not self.wake._flag:
             self.wake.set()
