@@ -146,6 +146,8 @@ class Journal:
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._sync_lock = threading.Lock()
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._syncing = False
         self._seg: Optional[Segment] = None
         self._next_seq = 1
         self._sources: list[_Source] = []
@@ -227,14 +229,32 @@ class Journal:
         return new
 
     def _sync_upto(self, seg: Segment, end: int) -> None:
-        """Group commit: one fdatasync covers every frame written before it started."""
-        with self._sync_lock:
-            synced_seg, synced_end = self._synced
-            if seg is not self._seg or (synced_seg is seg and synced_end >= end):
-                return  # synced at the roll, or by the thread before this one
+        """Group commit: one fdatasync covers every frame written before it started.
+
+        One thread syncs at a time, outside the lock; the threads that wrote
+        meanwhile wait for it to end and return at once if it covered them,
+        else one of them starts the next sync for all of them.
+        """
+        cond = self._sync_cond
+        with cond:
+            while True:
+                synced_seg, synced_end = self._synced
+                if seg is not self._seg or (synced_seg is seg and synced_end >= end):
+                    return  # synced at the roll, or by a sync that began after the write
+                if not self._syncing:
+                    break
+                cond.wait()
+            self._syncing = True
             target = seg.end
-            seg.sync()
-            self._synced = (seg, target)
+        try:
+            with self._sync_lock:
+                seg.sync()
+        finally:
+            with cond:
+                self._syncing = False
+                if self._synced[0] is not seg or self._synced[1] < target:
+                    self._synced = (seg, target)
+                cond.notify_all()
 
     def _sync_every(self) -> None:
         while not self._stop.wait(self.sync_interval):
