@@ -14,6 +14,7 @@ import meterstream
 #: ``Exporter``, ``EventBatch``, ``RetryableExportError`` (docs/exporters.md).
 DOCUMENTED = {
     "Call",
+    "CancelError",
     "ConfigurationError",
     "DeliveryError",
     "EventBatch",
@@ -30,6 +31,7 @@ DOCUMENTED = {
     "WebhookSignatureError",
     "__version__",
     "bind_context",
+    "cancel",
     "configure",
     "current_customer",
     "customer",

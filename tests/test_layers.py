@@ -25,8 +25,11 @@ PACKAGE = Path(meterstream.__file__).parent
 #: Bottom to top. The units of one layer are peers: none imports another.
 #: ``__init__`` is the package itself, the public surface.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # Nothing of meterstream below them. The emulator stands in for Stripe on
-    # its own: anything may use it, it uses nothing of the SDK.
+    # Stripe's rule for a value's digits: a pure leaf, so that the record
+    # path and the emulator share one definition of what Stripe counts.
+    ("_digits",),
+    # Nothing of meterstream below them but that rule. The emulator stands in
+    # for Stripe on its own: anything may use it, it uses nothing of the SDK.
     ("errors", "_version", "emulator"),
     ("_config",),  # Settings: their declarations and every parser, errors only
     ("_internal",),  # rate-limited logging, the never-break-the-host boundary

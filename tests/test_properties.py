@@ -13,7 +13,10 @@ the schema file:
   value key;
 * ``timestamp`` is an RFC 3339 date-time (we send UTC, milliseconds, ``Z``),
   within the past 35 days and at most 5 minutes ahead;
-* the value is a decimal number with at most 15 significant digits.
+* the value is a plain decimal number with at most 15 digits as written,
+  leading zeros aside (Stripe's changelog says "15 significant digits"
+  without saying whether an integer's trailing zeros count: they are
+  counted, the safe reading, so ``100000000000000000000`` is refused).
 """
 
 from __future__ import annotations
@@ -51,10 +54,9 @@ MARGIN = 120  # seconds kept off each edge of the window: generation and recordi
 # -- Stripe's rules -----------------------------------------------------------------------
 
 
-def significant_digits(d: Decimal) -> int:
-    if d == 0:
-        return 1
-    return len(d.normalize().as_tuple().digits)
+def digits_as_written(text: str) -> int:
+    """Digits of a plain decimal string, leading zeros aside (re-expressed, not imported)."""
+    return len(text.lstrip("-").replace(".", "").lstrip("0"))
 
 
 def parse_timestamp(text: str) -> float:
@@ -86,7 +88,7 @@ def assert_stripe_accepts(event: Any, now: float) -> None:
     except InvalidOperation:  # pragma: no cover - the assertion below explains
         raise AssertionError(f"value {text!r} is not a decimal number") from None
     assert value.is_finite()
-    assert significant_digits(value) <= 15, text
+    assert digits_as_written(text) <= 15, text
 
 
 def assert_batch_accepted(batch: list[Any], now: float) -> None:
@@ -104,19 +106,26 @@ ints = st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1)
 ints_with_trailing_zeros = st.builds(
     lambda n, k: n * 10**k,
     st.integers(min_value=1, max_value=10**15 - 1),
-    st.integers(min_value=0, max_value=20),
-)
-#: Finite floats whose plain decimal form fits in MAX_VALUE_CHARS: below 1e24
-#: (every float up to there fits) and no smaller than 1e-22 unless zero.
-finite_floats = st.floats(min_value=-1e24, max_value=1e24, exclude_min=True, exclude_max=True).map(
-    lambda x: 0.0 if abs(x) < 1e-22 else x
-)
+    st.integers(min_value=0, max_value=14),
+).filter(lambda n: n < 10**15)
+#: Finite floats written (15 significant digits) with at most 15 digits and
+#: 40 characters: below 999,999,999,999,999 (every float up to there fits)
+#: and no smaller than 1e-22 unless zero.
+finite_floats = st.floats(
+    min_value=-999999999999999.0, max_value=999999999999999.0, exclude_min=True, exclude_max=True
+).map(lambda x: 0.0 if abs(x) < 1e-22 else x)
+
+
+def _decimal(sign: int, digits: int, exponent: int) -> Decimal:
+    return Decimal((sign, tuple(int(c) for c in str(digits)), exponent))
+
+
 decimals = st.builds(
-    lambda sign, digits, exponent: Decimal((sign, tuple(int(c) for c in str(digits)), exponent)),
+    _decimal,
     st.integers(min_value=0, max_value=1),
     st.integers(min_value=0, max_value=10**15 - 1),
     st.integers(min_value=-20, max_value=20),
-)
+).filter(lambda d: digits_as_written(format(d.normalize(), "f")) <= 15)
 numeric_values = st.one_of(ints, ints_with_trailing_zeros, finite_floats, decimals)
 dimension_keys = st.text(min_size=1, max_size=100).filter(
     lambda k: k not in (CUSTOMER_KEY, VALUE_KEY)
@@ -381,11 +390,20 @@ def test_the_request_body_is_the_batch_events_as_json() -> None:
 
 # -- invalid inputs ----------------------------------------------------------------------------
 
-too_many_digit_ints = st.builds(
-    lambda head, last, sign: sign * (head * 10 + last),
-    st.integers(min_value=10**14, max_value=10**30),
-    st.integers(min_value=1, max_value=9),
-    st.sampled_from([1, -1]),
+too_many_digit_ints = st.one_of(
+    st.builds(
+        lambda head, last, sign: sign * (head * 10 + last),
+        st.integers(min_value=10**14, max_value=10**30),
+        st.integers(min_value=1, max_value=9),
+        st.sampled_from([1, -1]),
+    ),
+    # Trailing zeros count: 10**20 is 21 digits as written (issue 24).
+    st.builds(lambda n, k: n * 10**k, st.integers(1, 10**15 - 1), st.integers(15, 39)).filter(
+        lambda n: n >= 10**15
+    ),
+)
+too_many_digit_floats = st.floats(min_value=1e15, max_value=1e39) | st.floats(
+    min_value=-1e39, max_value=-1e15
 )
 too_many_digit_decimals = st.builds(
     lambda digits, exponent: Decimal((0, tuple(int(c) for c in str(digits)), exponent)),
@@ -416,6 +434,7 @@ invalid_values = st.one_of(
     st.booleans(),
     st.sampled_from([math.nan, math.inf, -math.inf, Decimal("NaN"), Decimal("-Infinity")]),
     too_many_digit_ints,
+    too_many_digit_floats,
     too_many_digit_decimals,
     too_many_digit_decimals.map(str),
     st.text(max_size=20).filter(_not_a_number),

@@ -1,6 +1,7 @@
 """meterstream: usage-based billing for Python, delivered to Stripe Meter Event Streams."""
 
-from meterstream._api import flush, handle_webhook, meter, metering, record, shutdown, stats
+import meterstream._client.parallel  # noqa: F401  (makes MeterClient(destinations=[...]) a parallel run)
+from meterstream._api import cancel, flush, handle_webhook, meter, metering, record, shutdown, stats
 from meterstream._client.client import MeterClient
 from meterstream._default import configure, get_client
 from meterstream._exporters.base import Exporter, RetryableExportError
@@ -12,6 +13,7 @@ from meterstream._signals import drain_on_sigterm
 from meterstream._truth.webhooks import ReportedError, ValidationReport
 from meterstream._version import __version__
 from meterstream.errors import (
+    CancelError,
     ConfigurationError,
     DeliveryError,
     InvalidEventError,
@@ -23,6 +25,7 @@ from meterstream.errors import (
 
 __all__ = [
     "Call",
+    "CancelError",
     "ConfigurationError",
     "DeliveryError",
     "EventBatch",
@@ -39,6 +42,7 @@ __all__ = [
     "WebhookSignatureError",
     "__version__",
     "bind_context",
+    "cancel",
     "configure",
     "current_customer",
     "customer",

@@ -13,7 +13,7 @@ from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 if TYPE_CHECKING:
     from meterstream._client.client import MeterClient
 
-__all__ = ["flush", "handle_webhook", "meter", "metering", "record", "shutdown", "stats"]
+__all__ = ["cancel", "flush", "handle_webhook", "meter", "metering", "record", "shutdown", "stats"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -113,7 +113,7 @@ def record(
     identifier: Optional[str] = None,
     dimensions: Optional[Mapping[str, str]] = None,
     timestamp: Any = None,
-) -> None:
+) -> Optional[str]:
     """Record one use now through the default client; see :meth:`MeterClient.record`.
 
     Args:
@@ -126,12 +126,17 @@ def record(
         timestamp: when the use happened (an aware ``datetime`` or Unix
             seconds); default now. Stripe takes the past 35 days to 5 minutes ahead.
 
+    Returns:
+        The identifier of the event recorded (keep it to :func:`cancel` it),
+        or None when nothing was recorded of its own (disabled, dropped,
+        invalid, or aggregated).
+
     Raises:
         InvalidEventError: a field Stripe would refuse, named in the message
             (only with ``raise_errors=True``; otherwise counted and logged).
         MissingCustomerError: no customer, under ``on_missing_customer="raise"``.
     """
-    get_client().record(
+    return get_client().record(
         event_name,
         value,
         customer=customer,
@@ -139,6 +144,25 @@ def record(
         dimensions=dimensions,
         timestamp=timestamp,
     )
+
+
+def cancel(identifier: str, event_name: str) -> Optional[str]:
+    """Take back a recorded use through the default client; see :meth:`MeterClient.cancel`.
+
+    Args:
+        identifier: the event's identifier (what :func:`record` returned).
+        event_name: the event's name.
+
+    Returns:
+        ``"withdrawn"`` (removed before it was sent), ``"queued"`` (to be
+        cancelled at Stripe), or None when refused and ``raise_errors`` is off.
+
+    Raises:
+        CancelError: with ``raise_errors=True``, a cancellation that cannot be
+            done (unknown identifier, accepted over 24 hours ago, aggregated,
+            or a destination that cannot cancel).
+    """
+    return get_client().cancel(identifier, event_name)
 
 
 def flush(timeout: Optional[float] = 5.0) -> bool:
@@ -167,7 +191,7 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     return get_client().shutdown(timeout)
 
 
-def stats() -> dict[str, int]:
+def stats() -> dict[str, Any]:
     """The default client's counters; see :meth:`MeterClient.stats`.
 
     Returns:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from meterstream._client.client import MeterClient
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from meterstream._config.keywords import SettingKeywords
 from meterstream._record import baggage as _baggage
 
 __all__ = ["configure", "get_client", "reset_default_client"]
@@ -37,7 +42,7 @@ def _create_default() -> MeterClient:
         return _client
 
 
-def configure(**settings: Any) -> MeterClient:
+def configure(**settings: Unpack[SettingKeywords]) -> MeterClient:
     """Configure the default client used by the module-level functions.
 
     Replaces the default client: the previous one is flushed and shut down

@@ -30,6 +30,7 @@ from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._version import __version__
 
 __all__ = [
+    "cancel_span",
     "export_span",
     "otel_failed",
     "record_event",
@@ -138,6 +139,27 @@ class _Batch(Protocol):
     def __len__(self) -> int: ...
 
     def event_names(self) -> list[str]: ...
+
+
+@contextlib.contextmanager
+def cancel_span(event_name: str, identifier: str, attempt: int) -> Iterator[_SpanHandle]:
+    """The span of one request cancelling an event (a meter event adjustment)."""
+    attributes: dict[str, Any] = {
+        "meterstream.event_name": event_name,
+        "meterstream.identifier": identifier,
+        "meterstream.attempt": attempt,
+    }
+    with _span("meterstream.cancel", attributes) as handle:
+        try:
+            yield handle
+        except BaseException as exc:
+            outcome = "retry" if type(exc).__name__ == "RetryableExportError" else "failed"
+            status = getattr(exc, "status", None)
+            if status is not None:
+                handle.set("http.response.status_code", status)
+            handle.set("meterstream.outcome", outcome)
+            raise
+        handle.set("meterstream.outcome", "cancelled")
 
 
 @contextlib.contextmanager
@@ -318,7 +340,10 @@ def install_metrics(clients: Any) -> None:
                         for key in keys:
                             if key not in stats:
                                 continue
-                            attrs = {"meterstream.client": client.name}
+                            attrs = {
+                                "meterstream.client": client.name,
+                                "meterstream.destination": client.destination,
+                            }
                             if by_reason:  # "dropped_queue_full" -> reason "queue_full"
                                 attrs["reason"] = key.split("_", 1)[1]
                             observations.append(metrics.Observation(stats[key], attrs))

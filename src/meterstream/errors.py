@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CancelError",
     "ConfigurationError",
     "DeliveryError",
     "InvalidEventError",
@@ -90,6 +91,31 @@ class DeliveryError(MeterError):
         self.code = code
         self.param = param
         self.index = index
+
+
+class CancelError(MeterError, ValueError):
+    """A cancellation that cannot be done, refused at the call.
+
+    Raised by ``cancel()`` when ``raise_errors=True`` (else counted in
+    ``stats()`` as ``cancel_refused`` and logged); the message says why and
+    what to do instead.
+
+    Attributes:
+        reason: ``"unknown"`` (no event with that identifier was recorded, as
+            far as this client or its spool can know), ``"too_old"`` (Stripe
+            accepted it more than 24 hours ago), ``"aggregated"`` (the event
+            name is aggregated: its uses have no event of their own),
+            ``"unsupported"`` (the destination has no way to cancel) or
+            ``"invalid"`` (a bad identifier or event name).
+        identifier: the identifier asked for.
+        event_name: the event name asked for.
+    """
+
+    def __init__(self, message: str, *, reason: str, identifier: Any, event_name: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.identifier = identifier
+        self.event_name = event_name
 
 
 class WebhookError(MeterError, ValueError):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -99,11 +100,12 @@ def test_a_bad_environment_variable_is_named_as_set() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_send_that_drops_its_event_fails(emulator: Emulator) -> None:
+def test_send_with_an_empty_customer_is_a_usage_error_naming_the_flag(emulator: Emulator) -> None:
+    # An empty customer is invalid, not "no customer" (issue 24): the flag is named.
     result = run("send", "dropped", "--customer", "", "--base", emulator.url, "--api-key", KEY)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "sent" not in result.stdout
-    assert "customer" in result.stderr
+    assert "argument --customer: must not be empty (got '')" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert emulator.state.events("dropped") == []
 
@@ -214,3 +216,29 @@ def test_demo_counts_below_1_exit_2_naming_the_flag(flag: str) -> None:
     # the flag at fault, not a list of every flag that could be
     others = {"--calls", "--customers", "--workers"} - {flag}
     assert not any(other in result.stderr for other in others)
+
+
+# -- issue 24: the CLI as a user meets it ---------------------------------------------------------
+
+
+def test_a_misspelt_command_gets_a_did_you_mean() -> None:
+    result = run("sned")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("did you mean 'send'? (see --help)"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_relay_without_nats_py_is_one_line_naming_the_extra(tmp_path: Path) -> None:
+    # A module named nats that cannot be imported: what a missing nats-py looks like.
+    (tmp_path / "nats.py").write_text("raise ImportError('No module named nats')\n")
+    result = run(
+        "relay",
+        "--nats-url",
+        "nats://127.0.0.1:4222",
+        env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        "meterstream relay: needs the NATS client: pip install 'meterstream[nats]'"
+    )
+    assert "Traceback" not in result.stderr

@@ -36,6 +36,7 @@ def _module_functions() -> list[str]:
 def test_the_public_module_functions_are_the_expected_ones() -> None:
     assert set(_module_functions()) == {
         "bind_context",
+        "cancel",
         "current_customer",
         "customer",
         "flush",

@@ -672,7 +672,9 @@ def test_adjustments_need_the_secret_key(http: httpx.Client) -> None:
 # -- routing ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/v2/billing/nope", "/v1/customers", "/_emulator/nope"])
+@pytest.mark.parametrize(
+    "path", ["/index.html", "/v2/billing/nope", "/v1/charges", "/_emulator/nope"]
+)
 def test_an_unknown_path_is_a_404_in_stripes_shape(http: httpx.Client, path: str) -> None:
     r = http.get(path)
     assert r.status_code == 404

@@ -155,17 +155,17 @@ def test_header_values_are_checked_on_every_request_and_remembered_within_a_boun
             assert response.status_code == 200
             customers.append(response.json()["customer"])
         kept = len(middleware_of(app)._values)
-    assert customers[:6] == ["cus_1", "cus_1", None, too_long, too_long, "cus_\u00e9"]
+    assert customers[:6] == ["cus_1", "cus_1", "", too_long, too_long, "cus_\u00e9"]
     assert 1 <= kept <= 8
     events = sent(client)
-    # The blank header is no customer, and the over-long id is refused both
-    # times: remembered values are still checked values.
+    # The empty header is an invalid customer (issue 24), and the over-long
+    # id is refused both times: remembered values are still checked values.
     assert [customer for _, customer, _ in events] == (
         ["cus_1", "cus_1", "cus_\u00e9"] + [f"cus_{n}" for n in range(20)]
     )
     stats = client.stats()
-    assert stats["dropped_invalid"] == 2
-    assert stats["dropped_missing_customer"] == 1
+    assert stats["dropped_invalid"] == 3
+    assert stats["dropped_missing_customer"] == 0
 
 
 def test_the_customer_also_goes_into_baggage_when_baggage_is_written() -> None:
@@ -504,3 +504,18 @@ def test_set_customer_refuses_no_resolver() -> None:
 def _no_leak() -> Iterator[None]:
     yield
     assert meterstream.current_customer() is None
+
+
+@pytest.mark.parametrize("value", [b"", b"   "])
+@pytest.mark.parametrize("path", ["/async", "/sync"])
+def test_an_empty_customer_header_is_an_invalid_customer_not_a_missing_one(
+    value: bytes, path: str
+) -> None:
+    # Issue 24: an empty X-Customer-Id silently lost billing as "no customer".
+    client = meterstream.configure(exporter="memory", flush_interval=3600)
+    app = make_app(customer_resolver=BY_HEADER)
+    with TestClient(app) as http:
+        assert http.get(path, headers={"X-Customer-Id": value}).status_code == 200
+    assert sent(client) == []
+    stats = client.stats()
+    assert stats["dropped_invalid"] == 1 and stats["dropped_missing_customer"] == 0, stats

@@ -34,10 +34,12 @@ def resolve_to_cus_9(request: Any) -> str:
     return "cus_9"
 
 
-def test_header_resolver_reads_the_header_and_treats_blank_as_none() -> None:
+def test_header_resolver_reads_the_header_and_gives_a_blank_one_as_it_came() -> None:
     resolve = header("X-Customer-Id")
     assert resolve(request_with({"x-customer-id": " cus_1 "})) == "cus_1"
-    assert resolve(request_with({"X-Customer-Id": "  "})) is None
+    # Sent but blank: a customer id to refuse, naming it (issue 24); absent: none.
+    assert resolve(request_with({"X-Customer-Id": "  "})) == "  "
+    assert resolve(request_with({"X-Customer-Id": ""})) == ""
     assert resolve(request_with({})) is None
 
 

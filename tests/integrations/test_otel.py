@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 import meterstream
 from meterstream import _otel
@@ -36,10 +38,36 @@ READER = InMemoryMetricReader()
 _installed: list[bool] = []
 
 
+class OwnRandomIds(RandomIdGenerator):
+    """The SDK's random ids, drawn from a ``Random`` of their own.
+
+    The SDK installed here stays for the rest of the process, so the clients
+    of later tests end spans on their delivery threads. The default generator
+    draws those ids from the global ``random`` module, and Hypothesis fails a
+    test whose global random state moves while it draws examples
+    (tests/record/test_hostile_input.py, when it runs after this module).
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random()
+
+    def generate_span_id(self) -> int:
+        span_id = self._random.getrandbits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = self._random.getrandbits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._random.getrandbits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = self._random.getrandbits(128)
+        return trace_id
+
+
 @pytest.fixture(autouse=True)
 def sdk() -> Iterator[None]:
     if not _installed:
-        provider = TracerProvider()
+        provider = TracerProvider(id_generator=OwnRandomIds())
         provider.add_span_processor(SimpleSpanProcessor(SPANS))
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
@@ -393,3 +421,28 @@ def test_events_stripe_rejected_later_are_counted_in_a_metric() -> None:
     assert stats["rejected_by_stripe"] == stats["rejected_by_stripe_no_meter"] == 3
     assert value_for("meterstream.events.rejected_by_stripe", client) == 3
     client.shutdown(0)
+
+
+def test_a_parallel_run_reports_each_destination(emulator: Emulator) -> None:
+    client = meterstream.MeterClient(
+        destinations=["stripe", "metronome"], exporter="memory", flush_interval=0.01
+    )
+    try:
+        for _ in range(3):
+            client.record("calls", customer="cus_1")
+        assert client.flush(10)
+        for destination in ("stripe", "metronome"):
+            recorded = value_for(
+                "meterstream.events.recorded", client, **{"meterstream.destination": destination}
+            )
+            assert recorded == 3
+        single = stripe_client(emulator)
+        single.record("calls", customer="cus_1")
+        assert single.flush(10)
+        assert (
+            value_for("meterstream.events.sent", single, **{"meterstream.destination": "stripe"})
+            == 1
+        )
+        single.shutdown(1)
+    finally:
+        client.shutdown(0)

@@ -60,8 +60,11 @@ def test_none_clears_the_customer_for_the_block() -> None:
         assert meterstream.current_customer() == "cus_outer"
 
 
-def test_empty_string_means_no_customer() -> None:
+def test_an_empty_string_is_a_customer_id_kept_as_given_not_no_customer() -> None:
+    # Issue 24: "" is refused at record time, naming it; None is no customer.
     with meterstream.customer("cus_outer"), meterstream.customer(""):
+        assert meterstream.current_customer() == ""
+    with meterstream.customer("cus_outer"), meterstream.customer(None):
         assert meterstream.current_customer() is None
 
 

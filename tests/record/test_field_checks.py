@@ -71,7 +71,7 @@ def test_a_value_too_long_to_write_is_refused_naming_the_field(
         meterstream.record("calls", value, customer=CUS)
     assert info.value.field == "value"
     assert info.value.value is value
-    assert "characters" in str(info.value)
+    assert "characters" in str(info.value) or "digits" in str(info.value)
     assert str(info.value).startswith("value: ")
 
 
@@ -93,19 +93,20 @@ def test_a_constant_too_long_is_refused_at_decoration_time(value: Any) -> None:
 
 
 FITS = [
-    pytest.param(Decimal("9.99999999999999E+39"), "9" * 15 + "0" * 25, id="largest 15-digit"),
-    pytest.param(Decimal("1E+39"), "1" + "0" * 39, id="Decimal 1E+39"),
-    pytest.param(-(10**39), "-1" + "0" * 39, id="int -10**39"),
+    pytest.param(Decimal("9.99999999999999E+14"), "9" * 15, id="largest 15-digit"),
+    pytest.param(Decimal("1E+14"), "1" + "0" * 14, id="Decimal 1E+14"),
+    pytest.param(-(10**15 - 1), "-" + "9" * 15, id="int -(10**15 - 1)"),
     pytest.param(Decimal("1E-38"), "0." + "0" * 37 + "1", id="Decimal 1E-38"),
     pytest.param(
         Decimal("1.23456789012345E-24"), "0." + "0" * 23 + "123456789012345", id="15 digits small"
     ),
-    pytest.param(1e39, "1" + "0" * 39, id="float 1e39"),
+    pytest.param(1e14, "1" + "0" * 14, id="float 1e14"),
+    pytest.param(999999999999999.0, "9" * 15, id="float 999999999999999"),
     pytest.param(1e-38, "0." + "0" * 37 + "1", id="float 1e-38"),
-    pytest.param(1.5e23, "150000000000000000000000", id="float 1.5e23"),
+    pytest.param(1.5e14, "150000000000000", id="float 1.5e14"),
     pytest.param(Decimal("0E+100000"), "0", id="zero with a huge exponent"),
     pytest.param(Decimal("-0E-100000"), "0", id="negative zero with a tiny exponent"),
-    pytest.param("1e39", "1" + "0" * 39, id="numeric str 1e39"),
+    pytest.param("1e14", "1" + "0" * 14, id="numeric str 1e14"),
 ]
 
 

@@ -1,8 +1,9 @@
 """Values past SQLite's 64-bit integers go through a spool exactly.
 
-meterstream accepts ints up to 40 digits with at most 15 significant ones
-(``10**20``) and Decimals as large; SQLite's integers stop at ``2**63 - 1``.
-Such a value is kept as its decimal text, and arrives at Stripe as written.
+``record()`` accepts values of at most 15 digits as written (Stripe's rule,
+meterstream._digits), far below SQLite's ``2**63 - 1``; a spool still keeps
+any int it is given (an older version's rows, up to 40 digits) as its decimal
+text, and gives it back as it was.
 """
 
 from __future__ import annotations
@@ -28,25 +29,35 @@ BIG = [
 ]
 
 
+#: The extremes record() accepts: 15 digits as written, at either end.
+RECORDABLE = [
+    999_999_999_999_999,
+    -999_999_999_999_999,
+    Decimal("9.99999999999999E+14"),
+    Decimal("-98765.4321"),
+    Decimal("1E-30"),
+]
+
+
 def _values(emulator: Emulator) -> list[str]:
     return [str(event["payload"]["value"]) for event in emulator.state.events("api")]
 
 
 @pytest.mark.parametrize("raise_errors", [False, True])
-def test_a_big_value_recorded_through_a_spool_arrives_exactly(
+def test_the_largest_values_recorded_through_a_spool_arrive_exactly(
     make_client: Callable[..., meterstream.MeterClient],
     emulator: Emulator,
     spool_path: str,
     raise_errors: bool,
 ) -> None:
     client = make_client(emulator.url, spool_path=spool_path, raise_errors=raise_errors)
-    for n, value in enumerate(BIG):
+    for n, value in enumerate(RECORDABLE):
         client.record("api", value, customer="cus_1", identifier=f"big-{n}")
     assert client.flush(20)
     stats = client.stats()
-    assert stats["sent"] == len(BIG)
+    assert stats["sent"] == len(RECORDABLE)
     assert not {k: v for k, v in stats.items() if k.startswith("dropped") and v}
-    assert _values(emulator) == [meterstream_format(value) for value in BIG]
+    assert _values(emulator) == [meterstream_format(value) for value in RECORDABLE]
 
 
 def meterstream_format(value: Any) -> str:

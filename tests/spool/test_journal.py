@@ -115,9 +115,9 @@ def test_withdraw_before_sending_only(tmp_path: Path) -> None:
         journal.append(event(n))
     kept: list[str] = []
     taken = journal.take(1)
-    assert not journal.withdraw("id-0", kept.append)  # being sent
-    assert journal.withdraw("id-3", kept.append)
-    assert not journal.withdraw("id-99", kept.append)
+    assert journal.withdraw("id-0", kept.append) == "in_flight"  # being sent
+    assert journal.withdraw("id-3", kept.append) == "withdrawn"
+    assert journal.withdraw("id-99", kept.append) is None
     assert kept == ["id-3"]
     journal.settle(taken)
     assert [e[4] for e in drain(journal)] == ["id-1", "id-2", "id-4"]
@@ -131,7 +131,7 @@ def test_a_withdrawal_holds_for_the_process_that_adopts(tmp_path: Path) -> None:
     for n in range(3):
         journal.append(event(n))
     gone: set[str] = set()
-    assert journal.withdraw("id-1", gone.add)
+    assert journal.withdraw("id-1", gone.add) == "withdrawn"
     abandon(journal)
     other = Journal(directory, withdrawn=lambda: set(gone))
     other.adopt_orphans()

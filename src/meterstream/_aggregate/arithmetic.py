@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
 from typing import Any, Optional, Union
 
-from meterstream._record.checks import MAX_DIGITS
+from meterstream._digits import MAX_DIGITS, too_many_digits
 from meterstream._record.events import RawEvent
 
 __all__ = [
@@ -55,8 +55,10 @@ EXACT = Context(prec=400, Emax=999, Emin=-999, traps=[Inexact, Rounded, InvalidO
 #: records them unaggregated): they keep every exact sum well within EXACT.
 MAX_EXP = 60
 ZERO = Decimal(0)
-#: The largest value of 15 significant digits written in under 40 characters.
-_LARGEST_PART = Decimal("999999999999999E+24")
+#: The largest value written with 15 digits (meterstream._digits' rule).
+_LARGEST_PART = Decimal(10**MAX_DIGITS - 1)
+#: At most this many whole parts a sum: 10**19, ten thousand uses near the largest.
+_MAX_WHOLE_PARTS = 10_000
 FLOAT_LOW = 1e-45
 FLOAT_HIGH = 1e45
 
@@ -86,6 +88,8 @@ def exact_number(text: str) -> Optional[Number]:
         number = Decimal(text.strip())
     except (InvalidOperation, ValueError):
         return None
+    if too_many_digits(text.strip()):
+        return None  # Stripe refuses it: sent as it came, aggregated with nothing
     if exact_decimal(number) is None:
         return None
     if number:
@@ -130,10 +134,13 @@ def exact_decimal(value: Any) -> Optional[Decimal]:
 def split_value(total: Number) -> list[Number]:
     """*total* as values of at most 15 significant digits whose exact sum is *total*.
 
-    One value when it fits; otherwise its digits cut in groups of 15 from the
-    most significant, each group a value of its own (groups of zeros are
-    left out), after as many parts of the largest writable value as a sum
-    past 10**39 needs. Integral parts are ints. Deterministic, never rounds.
+    Each part passes Stripe's digit rule as :mod:`meterstream._digits` reads
+    it (at most 15 digits as written, leading zeros aside). One value when
+    it fits; otherwise as many parts of the largest such value
+    (999,999,999,999,999) as a sum of 10**15 or more needs, then the rest's
+    digits cut in groups of 15 from the most significant, each group a value
+    of its own (groups of zeros are left out). Integral parts are ints.
+    Deterministic, never rounds.
     """
     if type(total) is int and -(10**MAX_DIGITS) < total < 10**MAX_DIGITS:
         return [total]
@@ -141,13 +148,18 @@ def split_value(total: Number) -> list[Number]:
     if not number:
         return [0]
     parts: list[Number] = []
-    # A sum past what a value may be written as (40 characters) goes out as
-    # whole parts of the largest writable 15-digit value first: each use is
-    # below 10**40, so that is at most ten parts a use.
-    while abs(number) > _LARGEST_PART:
-        part = _LARGEST_PART.copy_sign(number)
-        parts.append(int(part))
-        number = EXACT.subtract(number, part)
+    # A sum of 10**15 or more goes out as whole parts of the largest 15-digit
+    # value first: each use is below 10**15, so that is at most one part a
+    # use, and the rest is below 10**15, so its first group of 15 digits is
+    # written with 15 digits at most.
+    if abs(number) > _LARGEST_PART:
+        whole, rest = EXACT.divmod(number, _LARGEST_PART)  # same sign, exact
+        if abs(whole) <= _MAX_WHOLE_PARTS:
+            parts.extend([int(_LARGEST_PART.copy_sign(whole))] * int(abs(whole)))
+            number = rest
+        # Else a sum no run of record() calls makes (a spool's rows written
+        # by a version that took 40-digit values): cut by digits only, as
+        # that version did, rather than into millions of events.
     if not number:
         return parts
     sign, digits, exponent = EXACT.normalize(number).as_tuple()

@@ -7,16 +7,17 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
 from meterstream._client import live as _live_clients
 from meterstream._client.aggregation import Aggregation
+from meterstream._client.cancel import Cancellations
 from meterstream._client.constant import compile_record_constant
 from meterstream._client.exporters import accepted_key, make_exporter
 from meterstream._client.record_path import RecordPath, UseSink
 from meterstream._client.stats import client_stats
-from meterstream._config.settings import Settings
+from meterstream._config.settings import Settings, destinations_given
 from meterstream._delivery.buffer import Buffer
 from meterstream._delivery.counters import Counters
 from meterstream._delivery.delivery import Delivery
@@ -42,6 +43,11 @@ from meterstream._spool.spool import Spool
 from meterstream._truth.reports import ErrorReports
 from meterstream._truth.webhooks import DEFAULT_TOLERANCE, ValidationReport
 from meterstream._truth.webhooks import handle_webhook as _handle_webhook
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from meterstream._config.keywords import SettingKeywords
 from meterstream.errors import (
     InvalidEventError,
     MeterError,
@@ -87,9 +93,21 @@ class MeterClient:
         ConfigurationError: an unknown setting or a bad value.
     """
 
-    def __init__(self, **settings: Any) -> None:
+    #: The class of a parallel run (``destinations`` names two or more): set
+    #: by :mod:`meterstream._client.parallel`, which the package imports.
+    parallel_class: Optional[type[MeterClient]] = None
+
+    def __new__(cls, **settings: Any) -> MeterClient:
+        parallel = MeterClient.parallel_class
+        if cls is MeterClient and parallel is not None and len(destinations_given(settings)) > 1:
+            cls = parallel  # a parallel run: one client per destination
+        return object.__new__(cls)
+
+    def __init__(self, **settings: Unpack[SettingKeywords]) -> None:
         self._settings = Settings.resolve(settings)
         s = self._settings
+        #: Where this client delivers, for OpenTelemetry's ``meterstream.destination``.
+        self.destination: str = s.exporter if isinstance(s.exporter, str) else "custom"
         #: The durable spool (``spool_path``), or None: events in memory only.
         self.spool: Optional[Spool] = None
         #: Stripe's asynchronous error reports, counted by code.
@@ -114,6 +132,8 @@ class MeterClient:
         #: Its aggregator, or None: read on the record path, so kept at hand.
         self._aggregator = self._aggregation.aggregator
         self._delivery = delivery = Delivery(self._buffer, self.exporter, s, self._log)
+        #: cancel(): withdrawn, queued to its own sender, or refused.
+        self._cancels = Cancellations(s, self.exporter, delivery, self.spool, self._log)
         self._sync = s.sync_mode
         # OpenTelemetry: span events on records (auto: while an SDK is active),
         # the baggage key customer() writes, and the library's metrics.
@@ -322,7 +342,7 @@ class MeterClient:
         identifier: Optional[str] = None,
         dimensions: Optional[Mapping[str, str]] = None,
         timestamp: Any = None,
-    ) -> None:
+    ) -> Optional[str]:
         """Record one use now.
 
         Args:
@@ -334,12 +354,17 @@ class MeterClient:
             timestamp: when the use happened: an aware ``datetime`` or Unix
                 seconds, within the past 35 days and 5 minutes ahead; default now.
 
+        Returns:
+            The identifier of the event recorded (keep it to :meth:`cancel`
+            it), or None when nothing was recorded: disabled, dropped,
+            invalid, or a use that was aggregated (it has no event of its own).
+
         Raises:
             InvalidEventError: bad input, when ``raise_errors=True``.
             MissingCustomerError: no customer and ``on_missing_customer="raise"``.
         """
         if not self.active:
-            return
+            return None
         path = self._path
         aggregator = path.aggregate_now
         if (
@@ -356,7 +381,7 @@ class MeterClient:
             and customer in _known_customers
             and aggregator.add(event_name, customer, value)
         ):
-            return  # a plain use of a sum meter, checked as record_use would, aggregated
+            return None  # a plain use of a sum meter, checked as record_use would, aggregated
         if dimensions is None and type(event_name) is str and event_name in _known_names:
             name = event_name  # checked before: the common case, without a call
             dims = None
@@ -366,10 +391,41 @@ class MeterClient:
                 dims = None if dimensions is None else _checks.check_dimensions(dimensions)
             except InvalidEventError as exc:
                 self.invalid(exc, event_name)
-                return
-        if customer is None or (type(customer) is str and not customer):
+                return None
+        if customer is None:  # "" is a customer id, refused as one: never "no customer"
             customer = _get_customer()
-        self.record_use(name, value, customer, identifier, dims, timestamp)
+        ident = self.record_use(name, value, customer, identifier, dims, timestamp)
+        if ident is None or type(ident) is str:
+            return ident
+        return _events.identifier_prefix() + str(ident)
+
+    def cancel(self, identifier: str, event_name: str) -> Optional[str]:
+        """Take back a recorded use (see docs/corrections.md).
+
+        An event not yet sent is removed before it leaves; one on its way or
+        accepted is cancelled at Stripe (a meter event adjustment, sent
+        after the event, retried like a batch; durable with a spool).
+
+        Args:
+            identifier: the event's identifier (what :meth:`record` returned).
+            event_name: the event's name.
+
+        Returns:
+            ``"withdrawn"`` (removed before it was sent: no request),
+            ``"queued"`` (to be cancelled at Stripe), or None when refused
+            and ``raise_errors`` is off.
+
+        Raises:
+            CancelError: with ``raise_errors=True``, a cancellation that cannot
+                be done: an identifier the spool never held, an event Stripe
+                accepted over 24 hours ago, an aggregated event name, or a
+                destination that cannot cancel.
+        """
+        if not self.active:
+            return None
+        if not self._path.canary[0]:
+            self._check_fork()
+        return self._cancels.cancel(identifier, event_name)
 
     def _self(self) -> MeterClient:
         return self
@@ -468,7 +524,7 @@ class MeterClient:
         identifier: Optional[str],
         dimensions: Optional[dict[str, str]],
         timestamp: Any,
-    ) -> None:
+    ) -> Any:
         """Check and record one use (event name and dimensions already checked).
 
         Part of the contract the decorators use (:class:`Recorder`); an
@@ -487,6 +543,11 @@ class MeterClient:
             timestamp: when the use happened (an aware ``datetime`` or Unix
                 seconds); None for now.
 
+        Returns:
+            The event's identifier as recorded (the string given, or the
+            number of a generated one, which the wire prefixes), or None when
+            nothing was recorded of its own (dropped, invalid, aggregated).
+
         Raises:
             InvalidEventError: bad input, when ``raise_errors=True`` (else it
                 is counted as ``dropped_invalid`` and logged).
@@ -494,7 +555,7 @@ class MeterClient:
                 ``on_missing_customer="raise"``, whatever ``raise_errors`` says.
         """
         if self._disabled and event_name in self._disabled:
-            return
+            return None
         path = self._path
         if not path.canary[0]:
             self._check_fork()
@@ -507,15 +568,10 @@ class MeterClient:
                         customer = self._baggage.customer()
                         if customer is None:
                             self._missing_customer(event_name)
-                            return
+                            return None
                     else:  # an InvalidCustomer, a str subclass, or not a string at all
                         customer = _check_customer(customer)
-                elif not customer:
-                    customer = self._baggage.customer()
-                    if customer is None:
-                        self._missing_customer(event_name)
-                        return
-                _check_customer(customer)
+                _check_customer(customer)  # "" too: invalid, named, not "no customer"
             # The identifier and timestamp given are checked here; the ones
             # generated are made only for a use that is not aggregated.
             ident: Any = None if identifier is None else _checks.check_identifier(identifier)
@@ -528,17 +584,17 @@ class MeterClient:
             if type(exc) is MissingCustomerError:
                 raise  # on_missing_customer="raise": whatever raise_errors says
             self.invalid(exc, event_name)
-            return
+            return None
         except Exception as exc:  # a check that let something through: our bug
             report_internal_error(exc)
             self.invalid(
                 InvalidEventError("event", None, f"could not be checked ({type(exc).__name__})"),
                 event_name,
             )
-            return
+            return None
         if path.closed:
             self._drop("shutdown", 1, "an event was recorded after shutdown(); it was dropped")
-            return
+            return None
         aggregator = self._aggregator
         if (
             aggregator is not None
@@ -550,7 +606,7 @@ class MeterClient:
                 self._watch_aggregated(event_name, customer, value, dimensions)
             if not self._delivery.started:
                 self._delivery.ensure_started()
-            return
+            return None
         if ident is None:
             ident = _next_sequence()
         if ts is None:
@@ -558,7 +614,7 @@ class MeterClient:
         if not self._put((event_name, customer, value, ts, ident, dimensions)):
             if self.spool is None:  # a spool counts and logs its own drops
                 self._log_queue_full()
-            return
+            return None
         use_sink = path.use_sink
         if use_sink is not None:
             use_sink(event_name, customer, value, ts, dimensions, identifier)
@@ -568,9 +624,10 @@ class MeterClient:
             self._say_no_key()
         if self._sync:
             self._delivery.flush_on_caller()
-            return
+            return ident
         if not self._delivery.started:
             self._delivery.ensure_started()
+        return ident
 
     def _watch_aggregated(
         self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]
@@ -682,6 +739,7 @@ class MeterClient:
         self._buffer.reset_after_fork()
         self._counters.reset_after_fork()
         self._delivery.after_fork_in_child()
+        self._cancels.after_fork_in_child()
         self.exporter.after_fork_in_child()
         self._aggregation.after_fork_in_child()
         _events.ensure_fresh_prefix_after_fork()
@@ -712,7 +770,10 @@ class MeterClient:
             self._check_fork()
         try:
             self._aggregation.close_windows(force=True)
-            return self._delivery.flush(timeout)
+            started = time.monotonic()
+            done = self._delivery.flush(timeout)
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            return self._cancels.sender.flush(left) and done
         except MeterError:
             raise
         except Exception as exc:  # never let a bug in delivery break the caller
@@ -742,7 +803,12 @@ class MeterClient:
         try:
             # Put what the open windows hold (the buffer no longer takes records).
             self._aggregation.close_windows(force=True)
-            done = self._delivery.shutdown(timeout)
+            # Cancellations first, while the delivery threads still send the
+            # events they wait for; then the events.
+            started = time.monotonic()
+            cancelled = self._cancels.sender.shutdown(timeout)
+            left = max(0.0, timeout - (time.monotonic() - started))
+            done = self._delivery.shutdown(left) and cancelled
         except Exception as exc:
             report_internal_error(exc)
             self._log.log(logging.ERROR, "shutdown", "shutdown failed: %r", exc)
@@ -755,7 +821,7 @@ class MeterClient:
         _live_clients.unregister(self)
         return done
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """Counters about this client.
 
         Returns:
@@ -769,9 +835,16 @@ class MeterClient:
             ``dropped_shutdown``, ``dropped_invalid``, ``dropped_missing_customer``,
             ``sessions_opened``, ``requests``, and ``rejected_by_stripe`` (with
             ``rejected_by_stripe_<code>``): events Stripe accepted, then
-            reported invalid (see ``handle_webhook``).
+            reported invalid (see ``handle_webhook``). With ``destinations``,
+            also ``destinations``: each destination's own counts, by name,
+            the other keys being their sums.
+            And the cancellations
+            (:meth:`cancel`): ``cancels_withdrawn`` (removed before sending),
+            ``cancels_sent`` (cancelled at Stripe), ``cancels_pending``,
+            ``cancels_failed`` (refused by Stripe, or out of retries) and
+            ``cancels_refused`` (refused at the call).
         """
-        return client_stats(
+        out = client_stats(
             counters=self._counters,
             delivery=self._delivery,
             buffer=self._buffer,
@@ -781,6 +854,8 @@ class MeterClient:
             reports=self._reports,
             accepted_key=self._accepted_key,
         )
+        out.update(self._cancels.counters())
+        return out
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------
 

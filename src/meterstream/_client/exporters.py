@@ -8,6 +8,7 @@ from meterstream._exporters.base import Exporter
 from meterstream._exporters.log import LogExporter
 from meterstream._exporters.memory import MemoryExporter
 from meterstream._exporters.none import NoneExporter
+from meterstream._internal import logger
 from meterstream.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -37,6 +38,17 @@ def make_exporter(settings: Settings) -> Exporter:
         from meterstream._exporters.stripe import StripeExporter
 
         return StripeExporter(settings)
+    if exporter == "metronome":
+        if not settings.metronome_api_key:
+            # A dry run, as with no Stripe key: what would be sent, logged.
+            logger.warning(
+                "exporter='metronome' has no metronome_api_key (or METRONOME_BEARER_TOKEN): "
+                "a dry run, events are logged, not sent"
+            )
+            return LogExporter()
+        from meterstream._exporters.metronome import MetronomeExporter
+
+        return MetronomeExporter(settings)
     if exporter == "nats":
         from meterstream._fleet.exporter import NatsExporter  # no nats-py import until one is made
 

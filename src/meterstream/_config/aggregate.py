@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from meterstream.errors import ConfigurationError
+from meterstream.errors import ConfigurationError, short_repr
 
 __all__ = [
     "AGGREGATE_MODES",
@@ -61,18 +61,18 @@ def parse_aggregate(raw: Any, where: str = "aggregate") -> dict[str, str]:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(
             f'{where}: expected {{event_name: "sum"}} (a dict, a JSON object or '
-            f'"name=sum,..."), got {raw!r}'
+            f'"name=sum,..."), got {short_repr(raw)}'
         )
     result: dict[str, str] = {}
     for name, mode in raw.items():
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
             raise ConfigurationError(
-                f"{where}: event names must be strings of 1..100 characters, got {name!r}"
+                f"{where}: event names must be strings of 1..100 characters, got {short_repr(name)}"
             )
         normal = mode.strip().lower() if isinstance(mode, str) else mode
         if normal not in AGGREGATE_MODES:
             raise ConfigurationError(
-                f"{where}[{name!r}]: unknown aggregation mode {mode!r}; expected one of "
+                f"{where}[{name!r}]: unknown aggregation mode {short_repr(mode)}; expected one of "
                 f"{', '.join(AGGREGATE_MODES)} (count and last meters cannot be aggregated)"
             )
         result[name] = normal
@@ -98,7 +98,8 @@ def parse_aggregation_window(raw: Any, where: str = "aggregation_window") -> int
     if value not in WINDOWS:
         raise ConfigurationError(
             f"{where}: must be whole seconds between 1 and 60 that divide a minute "
-            f"({', '.join(map(str, WINDOWS))}), so no window straddles a minute; got {raw!r}"
+            f"({', '.join(map(str, WINDOWS))}), so no window straddles a minute;"
+            f" got {short_repr(raw)}"
         )
     return int(value)
 

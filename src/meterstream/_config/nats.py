@@ -11,7 +11,7 @@ import re
 import urllib.parse
 from typing import Any, Optional
 
-from meterstream.errors import ConfigurationError
+from meterstream.errors import ConfigurationError, short_repr
 
 __all__ = ["parse_file", "parse_nats_stream", "parse_nats_urls", "redact_nats_urls"]
 
@@ -77,7 +77,7 @@ def parse_nats_stream(raw: Any, where: str) -> str:
     """A JetStream stream name: letters, digits, ``_`` and ``-``, up to 32."""
     if not isinstance(raw, str) or not _STREAM_NAME.match(raw.strip()):
         raise ConfigurationError(
-            f"{where}: a stream name is 1..32 letters, digits, '_' or '-', got {raw!r}"
+            f"{where}: a stream name is 1..32 letters, digits, '_' or '-', got {short_repr(raw)}"
         )
     return raw.strip()
 

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
-from meterstream.errors import ConfigurationError
+from meterstream.errors import ConfigurationError, short_repr
 
 __all__ = [
     "EXPORTERS",
@@ -43,7 +43,7 @@ __all__ = [
     "unsupported",
 ]
 
-EXPORTERS = ("stripe", "log", "memory", "none", "nats")
+EXPORTERS = ("stripe", "log", "memory", "none", "nats", "metronome")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block")
 MISSING_CUSTOMER_POLICIES = ("warn", "raise", "drop")
 #: The ``spool_sync`` modes: ``normal`` is safe from a process crash, ``full`` from power loss too.
@@ -65,7 +65,7 @@ def parse_bool(raw: Any, where: str) -> bool:
     if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
         return raw.strip().lower() in _TRUE
     raise ConfigurationError(
-        f"{where}: expected a boolean (true/false/1/0/yes/no/on/off), got {raw!r}"
+        f"{where}: expected a boolean (true/false/1/0/yes/no/on/off), got {short_repr(raw)}"
     )
 
 
@@ -84,10 +84,10 @@ def parse_number(raw: Any, where: str, *, integer: bool, low: float, high: float
         value = None
     kind = "an integer" if integer else "a number"
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigurationError(f"{where}: expected {kind}, got {raw!r}")
+        raise ConfigurationError(f"{where}: expected {kind}, got {short_repr(raw)}")
     if not (low <= value <= high):
         bounds = f"between {low:g} and {high:g}" if high != math.inf else f"at least {low:g}"
-        raise ConfigurationError(f"{where}: must be {bounds}, got {raw!r}")
+        raise ConfigurationError(f"{where}: must be {bounds}, got {short_repr(raw)}")
     return value
 
 
@@ -106,7 +106,9 @@ def parse_key_or_empty(raw: Any, where: str) -> str:
 def parse_choice(raw: Any, where: str, choices: tuple[str, ...]) -> str:
     if isinstance(raw, str) and raw.strip().lower() in choices:
         return raw.strip().lower()
-    raise ConfigurationError(f"{where}: expected one of {', '.join(choices)}; got {raw!r}")
+    raise ConfigurationError(
+        f"{where}: expected one of {', '.join(choices)}; got {short_repr(raw)}"
+    )
 
 
 def parse_opt_str(raw: Any, where: str) -> Optional[str]:
@@ -126,16 +128,26 @@ def parse_api_key(raw: Any, where: str) -> Optional[str]:
             f"{where}: a Stripe secret key is printable ASCII with no spaces; this one has "
             "other characters (a copy-paste accident?). The key is not shown."
         )
+    if key is not None and key.startswith("pk_"):
+        # Stripe answers 401 to every meter event session a publishable key
+        # asks for: say so now, not once per delivery attempt later.
+        raise ConfigurationError(
+            f"{where}: this is a publishable key (pk_...), which cannot send meter events; "
+            "use a secret key (sk_...) or a restricted key (rk_...) with meter event "
+            "write access. The key is not shown."
+        )
     return key
 
 
 def parse_url(raw: Any, where: str) -> str:
     value = parse_opt_str(raw, where)
     if not value or not value.lower().startswith(("http://", "https://")):
-        raise ConfigurationError(f"{where}: expected an http:// or https:// URL, got {raw!r}")
+        raise ConfigurationError(
+            f"{where}: expected an http:// or https:// URL, got {short_repr(raw)}"
+        )
     problem = _url_problem(value)
     if problem:
-        raise ConfigurationError(f"{where}: {problem}, got {raw!r}")
+        raise ConfigurationError(f"{where}: {problem}, got {short_repr(raw)}")
     return value.rstrip("/")
 
 
@@ -175,12 +187,15 @@ def parse_names(raw: Any, where: str) -> frozenset[str]:
         items = raw
     else:
         raise ConfigurationError(
-            f"{where}: expected a list of event names (or a comma-separated string), got {raw!r}"
+            f"{where}: expected a list of event names (or a comma-separated string),"
+            f" got {short_repr(raw)}"
         )
     names = set()
     for item in items:
         if not isinstance(item, str):
-            raise ConfigurationError(f"{where}: event names must be strings, got {item!r}")
+            raise ConfigurationError(
+                f"{where}: event names must be strings, got {short_repr(item)}"
+            )
         if item:
             names.add(item)
     return frozenset(names)
@@ -189,7 +204,7 @@ def parse_names(raw: Any, where: str) -> frozenset[str]:
 def parse_payload_key(raw: Any, where: str) -> str:
     if not isinstance(raw, str) or not raw or len(raw) > 100:
         raise ConfigurationError(
-            f"{where}: expected a payload key of 1..100 characters, got {raw!r}"
+            f"{where}: expected a payload key of 1..100 characters, got {short_repr(raw)}"
         )
     return raw
 
@@ -202,14 +217,15 @@ def parse_payload_keys(raw: Any, where: str) -> dict[str, tuple[Optional[str], O
             raise ConfigurationError(f"{where}: expected JSON, {exc}") from None
     if not isinstance(raw, Mapping):
         raise ConfigurationError(
-            f'{where}: expected {{event_name: {{"customer": key, "value": key}}}}, got {raw!r}'
+            f'{where}: expected {{event_name: {{"customer": key, "value": key}}}},'
+            f" got {short_repr(raw)}"
         )
     result: dict[str, tuple[Optional[str], Optional[str]]] = {}
     for event_name, keys in raw.items():
         if not isinstance(keys, Mapping) or not set(keys) <= {"customer", "value"} or not keys:
             raise ConfigurationError(
                 f'{where}[{event_name!r}]: expected a dict with "customer" and/or "value", '
-                f"got {keys!r}"
+                f"got {short_repr(keys)}"
             )
         customer_key = keys.get("customer")
         value_key = keys.get("value")
@@ -230,7 +246,9 @@ def parse_callback(raw: Any, where: str) -> Optional[DeliveryErrorCallback]:
     if isinstance(raw, str):
         raw = import_dotted(raw, where)
     if not callable(raw):
-        raise ConfigurationError(f"{where}: expected a callable (events, error), got {raw!r}")
+        raise ConfigurationError(
+            f"{where}: expected a callable (events, error), got {short_repr(raw)}"
+        )
     return raw  # type: ignore[no-any-return]
 
 
@@ -258,7 +276,8 @@ def parse_exporter(raw: Any, where: str) -> Any:
     if hasattr(raw, "export") and hasattr(raw, "shutdown"):
         return raw  # an Exporter instance
     raise ConfigurationError(
-        f"{where}: expected one of {', '.join(EXPORTERS)} or an Exporter instance, got {raw!r}"
+        f"{where}: expected one of {', '.join(EXPORTERS)} or an Exporter instance,"
+        f" got {short_repr(raw)}"
     )
 
 

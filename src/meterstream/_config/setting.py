@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Callable, Final, Optional
 
+from meterstream.errors import ConfigurationError, safe_type_name
+
 __all__ = ["DECLARED", "UNSET", "Setting", "read_setting", "redact_key", "setting"]
 
 
@@ -113,6 +115,24 @@ def _show(default: Any) -> str:
     return f"`{default}`"
 
 
+def _parse(declared: Setting, raw: Any) -> Any:
+    """*raw* (a keyword's value: any object) parsed; only ConfigurationError escapes.
+
+    A parser compares, converts and shows what it is given: an object whose
+    ``__repr__``, ``__eq__`` or ``__bool__`` raises (numpy arrays do on
+    ``bool()``) must still get the documented error, naming the setting.
+    """
+    try:
+        return declared.parse(raw, declared.name)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{declared.name}: cannot be read from {safe_type_name(raw, 'a {}')} "
+            f"({safe_type_name(exc)} while reading it)"
+        ) from None
+
+
 def read_setting(
     declared: Setting, kwargs: Mapping[str, Any], env: Mapping[str, str], given: set[str]
 ) -> Any:
@@ -123,7 +143,7 @@ def read_setting(
     raw = kwargs.get(declared.name)
     value: Any = None
     if raw is not None and raw is not UNSET:
-        value = declared.parse(raw, declared.name)
+        value = _parse(declared, raw)
         given.add(declared.name)
     elif declared.env[0] in env:
         value = declared.parse(env[declared.env[0]], declared.env[0])

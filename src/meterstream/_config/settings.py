@@ -26,6 +26,13 @@ from meterstream._config.aggregate import (
     parse_aggregate,
     parse_aggregation_window,
 )
+from meterstream._config.metronome import (
+    DEFAULT_METRONOME_BASE,
+    exporter_for_destinations,
+    parse_destinations,
+    parse_metronome_token,
+    parse_metronome_value_keys,
+)
 from meterstream._config.nats import (
     parse_file,
     parse_nats_stream,
@@ -58,6 +65,7 @@ from meterstream.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_STRIPE_VERSION",
+    "destinations_given",
     "SETTINGS",
     "SETTING_NAMES",
     "Settings",
@@ -211,8 +219,8 @@ class Settings:
     retry_max_delay: float = setting(
         in_range(False, 0),
         20.0,
-        "seconds; the largest backoff ceiling (of a batch, and of the spacing of probes during "
-        "an outage)",
+        "seconds; the largest backoff ceiling of a batch; probes during an outage are spaced "
+        "by at most 2 s (or this, when shorter), so delivery resumes soon after it ends",
     )
     shutdown_timeout: float = setting(
         in_range(False, 0), 5.0, "seconds `shutdown()` and exit wait for the buffer to drain"
@@ -356,6 +364,35 @@ class Settings:
         1,
         "replicas of the stream when meterstream creates it (3 on a three-node cluster)",
     )
+    # Metronome (exporter="metronome", docs/metronome.md).
+    metronome_api_key: Optional[str] = setting(
+        parse_metronome_token,
+        None,
+        '`exporter="metronome"`: the bearer token of Metronome\'s API; never logged, never in '
+        "a `repr`. Without one the Metronome exporter is a dry run (the `log` exporter)",
+        shown="none",
+        fallback_env=("METRONOME_BEARER_TOKEN", "METRONOME_API_KEY"),
+        redact=lambda _token: "***",
+    )
+    metronome_base: str = setting(
+        parse_url,
+        DEFAULT_METRONOME_BASE,
+        "where usage events go (`/v1/ingest`); same rules as `api_base`",
+    )
+    metronome_value_keys: dict[str, str] = setting(
+        parse_metronome_value_keys,
+        {},
+        'per event name, the Metronome property carrying the value (`{"llm_tokens": "tokens"}`, '
+        "JSON in the environment); default: the event's Stripe value key (`value`)",
+    )
+    destinations: tuple[str, ...] = setting(
+        parse_destinations,
+        (),
+        'a parallel run: every use goes to each destination named (`["stripe", "metronome"]`), '
+        "each with its own buffer or spool, delivery, retries, dead letters and counts "
+        "([metronome](metronome.md#parallel-run)); one name is the same as `exporter`",
+        shown="none: the exporter alone",
+    )
     #: The settings given as a keyword or in the environment, not defaulted.
     _given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
@@ -382,6 +419,7 @@ class Settings:
         given: set[str] = set()
         for declared in SETTINGS:
             values[declared.name] = read_setting(declared, kwargs, env, given)
+        values["exporter"] = exporter_for_destinations(values["exporter"], values["destinations"])
         if values["exporter"] is UNSET:
             values["exporter"] = "stripe" if values["api_key"] else "log"
         self = cls(**values, _given=frozenset(given))
@@ -424,6 +462,11 @@ class Settings:
             override[1] or self.value_payload_key,
         )
 
+    def metronome_value_key_for(self, event_name: str) -> str:
+        """The Metronome property that carries *event_name*'s value."""
+        key = self.metronome_value_keys.get(event_name)
+        return key if key is not None else self.payload_keys_for(event_name)[1]
+
     def __repr__(self) -> str:
         parts = []
         for declared in SETTINGS:
@@ -448,3 +491,15 @@ def _declarations() -> tuple[Setting, ...]:
 SETTINGS: tuple[Setting, ...] = _declarations()
 SETTING_NAMES: tuple[str, ...] = tuple(declared.name for declared in SETTINGS)
 _BY_NAME: dict[str, Setting] = {declared.name: declared for declared in SETTINGS}
+
+
+def destinations_given(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``destinations`` setting alone, from *kwargs* or the environment:
+    what decides, before anything else is resolved, whether a client is a
+    parallel run.
+
+    Raises:
+        ConfigurationError: a value that does not parse.
+    """
+    value: tuple[str, ...] = read_setting(_BY_NAME["destinations"], kwargs, os.environ, set())
+    return value

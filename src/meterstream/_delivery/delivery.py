@@ -36,7 +36,7 @@ from meterstream._exporters.base import Exporter, RetryableExportError
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._otel import export_span
 from meterstream._record.checks import PAST_WINDOW
-from meterstream._record.events import EventBatch
+from meterstream._record.events import EventBatch, identifier_prefix
 from meterstream.errors import DeliveryError
 
 __all__ = ["Backoff", "Delivery"]
@@ -49,6 +49,14 @@ DRAIN_RETRY_DELAY = 0.02
 #: 401s in a row for one batch that are resent at once (each rotates the
 #: session); past that, the batch waits like any failure.
 MAX_QUICK_ROTATIONS = 2
+
+
+def same_identifier(raw: object, identifier: str) -> bool:
+    """Whether a recorded event's identifier (a string given, or the number of
+    a generated one) is *identifier*."""
+    if type(raw) is str:
+        return raw == identifier
+    return identifier_prefix() + str(raw) == identifier
 
 
 def events_text(count: int) -> str:
@@ -125,6 +133,37 @@ class Delivery:
             "sessions_opened": extra.get("sessions_opened", 0),
             "requests": extra.get("requests", 0),
         }
+
+    # -- cancellations ------------------------------------------------------------------
+
+    def withdraw(self, identifier: str) -> bool:
+        """Remove the event *identifier* from the buffer before it leaves; False
+        when it is not waiting there (in flight, settled, or never recorded).
+
+        A scan, under the lock batches are taken with: cancellations are
+        rare, and the record path pays nothing for them.
+        """
+        items = getattr(self._buffer, "items", None)
+        if items is None:
+            return False  # a spool: it withdraws its own rows
+        with self._lock:
+            for index, item in enumerate(items):
+                if type(item) is tuple and same_identifier(item[4], identifier):
+                    # Appends only add at the other end, and takes hold this
+                    # lock: the index still points at the item.
+                    del items[index]
+                    return True
+        return False
+
+    def in_flight(self, identifier: str) -> bool:
+        """Whether the event *identifier* is on its way: taken, not yet settled."""
+        with self._lock:
+            batches = self._ledger.batches()
+        return any(
+            same_identifier(event[4], identifier)
+            for batch in batches
+            for event in batch.raw_events()
+        )
 
     # -- threads ------------------------------------------------------------------------
 

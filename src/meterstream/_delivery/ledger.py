@@ -105,6 +105,10 @@ class Ledger:
             self._settled(seq)
         return abandoned
 
+    def batches(self) -> list[EventBatch]:
+        """The batches on their way (their unsettled parts)."""
+        return [job.batch for jobs in self._inflight.values() for job in jobs]
+
     def events_in_flight(self) -> int:
         return sum(len(job.batch) for jobs in self._inflight.values() for job in jobs)
 

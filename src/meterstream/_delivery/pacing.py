@@ -7,13 +7,18 @@ batches (reset by any success). While the server answers most requests, a
 failure is retried quickly. While it fails broadly (a streak of
 ``2 x senders`` failed requests in a row, or a ``Retry-After``), the gate
 lets one request through at a time, spaced with exponential backoff and full
-jitter: a probe; the first success opens it for everyone, and batches
-waiting to retry go at once. A batch that keeps failing alone on a healthy
-server backs off by its own attempts too: its ceiling doubles from the
-sixth (``retry_initial_delay`` at the eighth).
+jitter up to :data:`PROBE_MAX_DELAY`: a probe; the first success opens it
+for everyone, and batches waiting to retry go at once. Probes stay close
+together however long the outage: each costs one request, and an outage's
+end is found within a couple of seconds even while a share of requests keeps
+failing (a probe that meets one of those only means another probe soon,
+where doubling its spacing up to ``retry_max_delay`` kept delivery stopped
+for tens of seconds after the server came back: issue 24). A batch that
+keeps failing alone on a healthy server backs off by its own attempts too:
+its ceiling doubles from the sixth (``retry_initial_delay`` at the eighth).
 
 Random failures (30% of requests failing) rarely make such a streak, so they
-cost only the failed requests; an outage costs one probe per backoff period.
+cost only the failed requests; an outage costs a probe a second or so.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import threading
 import time
 from typing import Callable, Optional
 
-__all__ = ["MAX_RETRY_AFTER", "Backoff", "Pacer"]
+__all__ = ["MAX_RETRY_AFTER", "PROBE_MAX_DELAY", "Backoff", "Pacer"]
 
 #: The longest Retry-After honoured before retrying anyway.
 MAX_RETRY_AFTER = 60.0
+#: The longest ceiling of the spacing of probes while the server fails broadly
+#: (retry_max_delay when that is shorter): one request every second on
+#: average, whatever the outage's length.
+PROBE_MAX_DELAY = 2.0
 #: The attempt of one batch from which its own waits reach retry_initial_delay
 #: (they double from QUICK_ATTEMPTS + QUICK_LEVEL + 1 on).
 QUICK_ATTEMPTS = 8
@@ -34,18 +43,29 @@ QUICK_ATTEMPTS = 8
 QUICK_LEVEL = -3
 
 
+#: Jitter from the OS, not the random module: the application's random state
+#: is its own (a seeded simulation, a property test's), never drawn from by a
+#: delivery thread.
+_jitter = random.SystemRandom().random
+
+
 class Backoff:
     """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
 
     def __init__(
-        self, base: float = 0.5, cap: float = 20.0, rng: Callable[[], float] = random.random
+        self,
+        base: float = 0.5,
+        cap: float = 20.0,
+        rng: Callable[[], float] = random.SystemRandom().random,
     ) -> None:
         self.base = base
         self.cap = cap
         self._rng = rng
 
-    def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 30))
+    def delay(self, attempt: int, cap: Optional[float] = None) -> float:
+        """The wait before retry *attempt*: jittered, under *cap* when given (else :attr:`cap`)."""
+        top = self.cap if cap is None else min(self.cap, cap)
+        ceiling = min(top, self.base * 2.0 ** min(attempt, 30))
         return float(ceiling * self._rng())
 
 
@@ -115,7 +135,7 @@ class Pacer:
         return self._backoff.delay(max(level, QUICK_LEVEL))
 
     def _probe_delay(self) -> float:
-        return self._backoff.delay(self.streak - self._broad + 1)
+        return self._backoff.delay(self.streak - self._broad + 1, PROBE_MAX_DELAY)
 
     @property
     def closed(self) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from meterstream._record.events import EventBatch
+from meterstream.errors import DeliveryError
 
 __all__ = ["EventBatch", "Exporter", "RetryableExportError", "WireEvent"]
 
@@ -57,6 +58,16 @@ class Exporter(abc.ABC):
     #: round trips).
     max_concurrency: int = 1
 
+    #: Whether :meth:`cancel` can take back an event this exporter delivered
+    #: (Stripe's meter event adjustments can, within 24 hours). When False,
+    #: ``cancel()`` of a delivered event is refused at the call with
+    #: :attr:`cancel_unsupported` as the reason.
+    supports_cancel: bool = False
+
+    #: Why this exporter cannot cancel, and what to do instead (shown when
+    #: :attr:`supports_cancel` is False).
+    cancel_unsupported: str = "this exporter cannot cancel an event it delivered"
+
     @abc.abstractmethod
     def export(self, events: EventBatch, batch_id: str = "") -> None:
         """Deliver a batch; return once it was accepted.
@@ -79,6 +90,28 @@ class Exporter(abc.ABC):
         batch is retried, as for :class:`RetryableExportError`; it never
         reaches the application.
         """
+
+    def cancel(self, event_name: str, identifier: str, request_id: str = "") -> None:
+        """Take back an event this exporter delivered; return once accepted.
+
+        Called from the client's cancellation thread, after the event itself
+        was delivered, only when :attr:`supports_cancel` is True.
+
+        Args:
+            event_name: the event's name.
+            identifier: the event's identifier.
+            request_id: the same on every attempt of this cancellation: an
+                idempotency key for the receiver.
+
+        Raises:
+            RetryableExportError: worth trying again (backoff with jitter,
+                within ``max_retry_time``).
+            meterstream.DeliveryError: refused for good (for example past the
+                receiver's window); handed to ``on_delivery_error``.
+        """
+        raise DeliveryError(
+            f"cannot cancel {identifier!r}: {self.cancel_unsupported}", reason="unsupported"
+        )
 
     def stats(self) -> Mapping[str, int]:
         """Counters of this exporter, read whenever the client's ``stats()`` is.

@@ -11,10 +11,16 @@ class MemoryExporter(Exporter):
     """Keeps every event it is sent, in order, in :attr:`events` (for tests).
 
     ``stats()`` counts these events under ``"memory"``, never ``"sent"``.
+    Cancellations of events it was sent are kept, in order, in
+    :attr:`cancellations` (``{"event_name", "identifier"}`` dicts); the
+    events stay in :attr:`events`, as a meter keeps its history.
     """
+
+    supports_cancel = True
 
     def __init__(self) -> None:
         self.events: list[WireEvent] = []
+        self.cancellations: list[dict[str, str]] = []
         self.batches = 0
         self._lock = threading.Lock()
 
@@ -23,10 +29,15 @@ class MemoryExporter(Exporter):
             self.events.extend(events)
             self.batches += 1
 
+    def cancel(self, event_name: str, identifier: str, request_id: str = "") -> None:
+        with self._lock:
+            self.cancellations.append({"event_name": event_name, "identifier": identifier})
+
     def clear(self) -> None:
         """Forget what was received."""
         with self._lock:
             self.events.clear()
+            self.cancellations.clear()
             self.batches = 0
 
     def after_fork_in_child(self) -> None:

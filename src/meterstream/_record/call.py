@@ -143,7 +143,7 @@ class MeterSpec:
         except InvalidEventError as error:
             client.invalid(error, self.event_name)
             return
-        if customer is None or (type(customer) is str and not customer):
+        if customer is None:  # "" is invalid, named: not "no customer"
             customer = context_customer
         client.record_use(
             self.event_name,

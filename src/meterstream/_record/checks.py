@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional, Union
 
+from meterstream._digits import MAX_DIGITS, too_many_digits
 from meterstream.errors import InvalidEventError, safe_type_name
 
 __all__ = [
     "FUTURE_WINDOW",
-    "MAX_DIGITS",
     "MAX_FAST_INT",
     "MAX_VALUE_CHARS",
     "NOT_A_CUSTOMER",
@@ -37,10 +37,8 @@ __all__ = [
     "text_problem",
 ]
 
-#: Stripe refuses values with more significant digits than this
-#: (``meter_event_value_too_many_digits``, API version 2026-04-22).
-MAX_DIGITS = 15
-#: Integers in this range have at most 15 digits: the record path's fast check.
+#: Integers in this range are written with at most 15 digits (MAX_DIGITS,
+#: Stripe's rule as meterstream._digits reads it): the record path's fast check.
 MAX_FAST_INT = 10**MAX_DIGITS - 1
 MAX_NAME = 100
 #: The longest plain decimal string a value is written as, sign not counted.
@@ -51,10 +49,12 @@ MAX_NAME = 100
 MAX_VALUE_CHARS = 40
 #: The largest int that fits in MAX_VALUE_CHARS digits.
 MAX_WRITTEN_INT = 10**MAX_VALUE_CHARS - 1
-#: Every float in [FLOAT_FITS_LOW, FLOAT_FITS_HIGH) is written with at most
-#: MAX_VALUE_CHARS characters (15 significant digits): the fast check.
+#: Every float in [FLOAT_FITS_LOW, FLOAT_FITS_HIGH) is written (15 significant
+#: digits, format_value) with at most MAX_VALUE_CHARS characters and at most
+#: MAX_DIGITS digits: the fast check. Not 1e15: 999999999999999.6 is written
+#: 1000000000000000.
 FLOAT_FITS_LOW = 1e-22
-FLOAT_FITS_HIGH = 1e24
+FLOAT_FITS_HIGH = float(MAX_FAST_INT)
 PAST_WINDOW = 35 * 24 * 3600.0
 FUTURE_WINDOW = 5 * 60.0
 
@@ -171,23 +171,15 @@ class InvalidCustomer:
         return f"InvalidCustomer({self.value!r})"
 
 
-def _significant_digits(d: Decimal) -> int:
-    digits = d.as_tuple().digits
-    # Trailing zeros of the coefficient are not significant (1E+20, 1.50).
-    n = len(digits)
-    while n > 1 and digits[n - 1] == 0:
-        n -= 1
-    return n
-
-
 def check_value(value: Any) -> Union[int, float, Decimal]:
     """Return *value* as it will be kept (int, float or Decimal), or raise.
 
     Accepts ints, floats, Decimals and numeric strings; refuses bools,
-    non-finite numbers, more than 15 significant digits (ints and Decimals;
-    floats are written with 15 significant digits, so they always fit), and
-    values whose plain decimal form (what goes on the wire: Stripe reads no
-    exponents) would need more than ``MAX_VALUE_CHARS`` characters.
+    non-finite numbers, and values whose plain decimal form (what goes on
+    the wire, :func:`format_value`: Stripe reads no exponents) has more than
+    15 digits as written (leading zeros aside: ``10**15`` and ``1e20`` are
+    refused, ``0.000125`` is not; :mod:`meterstream._digits`) or more than
+    ``MAX_VALUE_CHARS`` characters.
 
     Raises:
         InvalidEventError: naming the field ``value``; nothing else, whatever
@@ -236,28 +228,34 @@ def check_value(value: Any) -> Union[int, float, Decimal]:
 def _check_float(value: float) -> float:
     if not math.isfinite(value):
         raise InvalidEventError("value", value, "must be finite")
-    _check_written_length(value, len(format_value(value)) - (value < 0))
+    written = format_value(value)
+    _check_written_length(value, len(written) - (value < 0))
+    _check_digits(value, written)
     return value
 
 
 def _check_big_int(value: int) -> int:
     if not -MAX_WRITTEN_INT <= value <= MAX_WRITTEN_INT:
         # Counted, not written out: str() of a huge int is slow, or refused.
-        raise InvalidEventError(
-            "value", value, f"would be written with more than {MAX_VALUE_CHARS} characters"
-        )
-    if _significant_digits(Decimal(value)) > MAX_DIGITS:
-        raise InvalidEventError("value", value, f"has more than {MAX_DIGITS} significant digits")
+        raise InvalidEventError("value", value, _TOO_MANY_DIGITS)
+    _check_digits(value, format_value(value))
     return value
 
 
 def _check_decimal(d: Decimal, shown: Any) -> Decimal:
     if not d.is_finite():
         raise InvalidEventError("value", shown, "must be finite")
-    if _significant_digits(d) > MAX_DIGITS:
-        raise InvalidEventError("value", shown, f"has more than {MAX_DIGITS} significant digits")
     _check_written_length(shown, _written_length(d))
+    _check_digits(shown, format_value(d))
     return d
+
+
+_TOO_MANY_DIGITS = f"has more than {MAX_DIGITS} digits as written (Stripe refuses it)"
+
+
+def _check_digits(shown: Any, written: str) -> None:
+    if too_many_digits(written):  # the one rule, on what goes on the wire
+        raise InvalidEventError("value", shown, _TOO_MANY_DIGITS)
 
 
 def _written_length(d: Decimal) -> int:

@@ -62,8 +62,8 @@ _Entered = tuple["contextvars.Token[Any]", Optional[object]]
 def context_value(customer_id: Any) -> Any:
     """What the context variable holds for *customer_id*.
 
-    An empty id is no id: "no customer" at record time. An id Stripe cannot
-    bill, or something that is not a string at all, is kept wrapped, so
+    None is no customer. An id Stripe cannot bill (an empty or blank string
+    included), or something that is not a string at all, is kept wrapped, so
     records in the block are refused (raise_errors decides how loudly)
     without a per-record check, and entering the block never raises.
     """
@@ -73,8 +73,6 @@ def context_value(customer_id: Any) -> Any:
         if not isinstance(customer_id, str):
             return InvalidCustomer(customer_id, NOT_A_CUSTOMER)
         customer_id = str.__str__(customer_id)  # a str subclass, as a plain str
-    if not customer_id:
-        return None
     try:
         # An id seen before is found in a set; one checked now is remembered.
         return check_customer(customer_id)

@@ -16,6 +16,7 @@ from meterstream._record.checks import (
     check_on_error,
 )
 from meterstream._record.context import CUSTOMER
+from meterstream._record.events import identifier_prefix
 from meterstream._record.recorder import Recorder
 from meterstream.errors import InvalidEventError
 
@@ -27,13 +28,18 @@ perf_counter = time.perf_counter
 class Usage:
     """The handle a ``metering()`` block yields: set or add to its value.
 
-    If the block never sets it, the value is 1.
+    If the block never sets it, the value is 1. After the block,
+    :attr:`identifier` is the identifier of the event it recorded.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "identifier")
 
     def __init__(self) -> None:
         self._value: Any = None
+        #: The identifier of the event the block recorded, once it exited
+        #: (keep it to ``cancel()`` the use); None before, and when nothing
+        #: was recorded of its own (dropped, invalid, an exception, aggregated).
+        self.identifier: Optional[str] = None
 
     @property
     def value(self) -> Any:
@@ -126,7 +132,7 @@ class metering:
         self._error: Optional[InvalidEventError] = None
         try:
             self._event_name = check_event_name(event_name)
-            if customer is not None and not (type(customer) is str and not customer):
+            if customer is not None:  # "" is refused, naming it: not "no customer"
                 self._customer = check_customer(customer)
             if identifier is not None:
                 self._identifier = check_identifier(identifier)
@@ -183,7 +189,7 @@ class metering:
             return
         if exc is not None and self._on_error != "record":
             return
-        client.record_use(
+        recorded = client.record_use(
             self._event_name,
             entry.usage.value,
             entry.customer,
@@ -191,6 +197,10 @@ class metering:
             self._dimensions,
             None,
         )
+        if recorded is not None:
+            entry.usage.identifier = (
+                recorded if type(recorded) is str else identifier_prefix() + str(recorded)
+            )
 
     async def __aenter__(self) -> Usage:
         return self.__enter__()

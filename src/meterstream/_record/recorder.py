@@ -29,8 +29,11 @@ class Recorder(Protocol):
         identifier: Optional[str],
         dimensions: Optional[dict[str, str]],
         timestamp: Any,
-    ) -> None:
-        """Check and record one use; the event name and dimensions are already checked."""
+    ) -> Any:
+        """Check and record one use; the event name and dimensions are already checked.
+
+        Returns the identifier recorded (a string, or the number of a
+        generated one) or None when nothing was recorded of its own."""
 
     def record_constant(
         self,

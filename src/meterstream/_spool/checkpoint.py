@@ -16,6 +16,7 @@ running simply returns.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -42,6 +43,18 @@ RESTART_BACKOFF = 5.0
 #: frames: a safety net for a checkpoint thread starved of CPU (the log then
 #: stays under about 80 MiB), never reached while the thread keeps up.
 SAFETY_NET_FRAMES = 20_000
+
+
+#: Held while a checkpoint thread is inside SQLite. A fork waits for it, so a
+#: child never starts with SQLite's process-wide mutexes held by a thread it
+#: does not have (its first SQLite call would then wait forever).
+_IN_SQLITE = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_IN_SQLITE.acquire,
+        after_in_parent=_IN_SQLITE.release,
+        after_in_child=_IN_SQLITE.release,
+    )
 
 
 class _State:
@@ -106,20 +119,22 @@ def _run(state: _State) -> None:
     db: Optional[sqlite3.Connection] = None
     restart_after = 0.0
     try:
-        db = sqlite3.connect(
-            state.path, isolation_level=None, check_same_thread=False, timeout=RESTART_PATIENCE
-        )
+        with _IN_SQLITE:
+            db = sqlite3.connect(
+                state.path, isolation_level=None, check_same_thread=False, timeout=RESTART_PATIENCE
+            )
         while True:
             state.wake.wait()
             state.wake.clear()
             if state.closed:
                 return
             try:
-                _, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if log > RESTART_FRAMES and time.monotonic() >= restart_after:
-                    busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                    if busy:  # a reader holds an old snapshot: leave the writers be
-                        restart_after = time.monotonic() + RESTART_BACKOFF
+                with _IN_SQLITE:
+                    _, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if log > RESTART_FRAMES and time.monotonic() >= restart_after:
+                        busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        if busy:  # a reader holds an old snapshot: leave the writers be
+                            restart_after = time.monotonic() + RESTART_BACKOFF
                 state.runs += 1
             except sqlite3.Error as exc:  # busy, or a bad disk: the next wake tries again
                 report_internal_error(exc)
@@ -127,4 +142,5 @@ def _run(state: _State) -> None:
         report_internal_error(exc)
     finally:
         if db is not None:
-            db.close()
+            with _IN_SQLITE:
+                db.close()

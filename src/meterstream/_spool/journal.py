@@ -453,30 +453,70 @@ class Journal:
         except OSError as exc:
             logger.error("the spool could not remove the journal segment %s: %s", seg.path, exc)
 
-    def withdraw(self, identifier: str, durable: Callable[[str], None]) -> bool:
+    def withdraw(self, identifier: str, durable: Callable[[str], None]) -> Optional[str]:
         """Withdraw the pending event *identifier* before it is sent.
 
-        Looks at what this process wrote and has not taken to send yet; when
-        found, *durable* records the withdrawal (so that no later process
-        sends it) before this returns True. False: not found among the
-        events not sent yet (sent already, being sent, or not this process's).
+        Looks at what this journal holds (this process's segments and those
+        it adopted) and has not sent: when found, *durable* records the
+        withdrawal (so that no later process sends it) and this returns
+        ``"withdrawn"``. ``"in_flight"``: the event was taken to be sent and
+        has not settled (it may be arriving at Stripe now). None: not here
+        (sent already, withdrawn before, or another process's).
         """
         needle = identifier.encode("utf-8")
         with self._read_lock:
             if identifier in self._withdrawn:
-                return False
+                return None
+            for index, (_, event) in enumerate(self._retry):
+                if event[4] == identifier:
+                    # Given back after a failed attempt: it waits, so it can go.
+                    durable(identifier)
+                    del self._retry[index]
+                    self._settle_taken(event)
+                    return "withdrawn"
             for source in self._sources:
                 seg = source.seg
                 end = source.limit()
-                if seg.mm.find(needle, source.pos, end) < 0:
-                    continue
-                report = ScanReport()
-                for frame in scan(seg.mm, source.pos, end, source.after, report):
-                    if needle in frame.payload and decode_event(frame.payload)[4] == identifier:
-                        durable(identifier)
-                        self._withdrawn.add(identifier)
-                        return True
+                if seg.mm.find(needle, source.pos, end) >= 0:
+                    report = ScanReport()
+                    for frame in scan(seg.mm, source.pos, end, source.after, report):
+                        if needle in frame.payload and decode_event(frame.payload)[4] == identifier:
+                            durable(identifier)
+                            self._withdrawn.add(identifier)
+                            return "withdrawn"
+                if source.window and self._in_window(source, needle, identifier):
+                    return "in_flight"
+        return None
+
+    def _in_window(self, source: _Source, needle: bytes, identifier: str) -> bool:
+        """Whether *identifier* is among *source*'s frames read and not settled."""
+        seg = source.seg
+        after, start = seg.cursor
+        start = max(start, segments.HEADER_SIZE)
+        if seg.mm.find(needle, start, source.pos) < 0:
+            return False
+        for frame in scan(seg.mm, start, source.pos, after, ScanReport()):
+            entry = source.window.get(frame.seq)
+            if (
+                entry is not None
+                and not entry[1]
+                and needle in frame.payload
+                and decode_event(frame.payload)[4] == identifier
+            ):
+                return True
         return False
+
+    def _settle_taken(self, event: RawEvent) -> None:
+        """*event*, taken and not sent, is done with (the read lock held)."""
+        taken = self._taken.pop(id(event), None)
+        if taken is None:
+            return
+        source, seq = taken
+        entry = source.window.get(seq)
+        if entry is not None and not entry[1]:
+            entry[1] = True
+            self._count_settled(source)
+        self._advance(source)
 
     def adopt_orphans(self) -> int:
         """Take over the segments no live process holds. Returns how many events they hold."""

@@ -13,7 +13,7 @@ that write run in the caller's write transaction.
 from __future__ import annotations
 
 import os
-import random
+import secrets
 import socket
 import sqlite3
 
@@ -21,7 +21,9 @@ __all__ = ["dead_owners", "free", "leave", "new_owner", "register", "renew"]
 
 
 def new_owner() -> int:
-    return random.getrandbits(62) + 1
+    # secrets, not the random module: the application's random state is its
+    # own (a seeded simulation, a test's), and a forked child draws anew.
+    return secrets.randbits(62) + 1
 
 
 def register(db: sqlite3.Connection, owner: int, now: float) -> None:

@@ -21,7 +21,7 @@ the same identifier, which Stripe's 24-hour dedupe drops.
 
 :class:`Spool` holds the connection and its lock: the record and delivery
 paths find every operation here, each idea a module of this package it calls
-with them; what only ``meterstream spool`` and ``stats()`` do is ``spool.admin``.
+with them; ``spool.admin`` serves ``meterstream spool``, ``spool.cancellations`` cancel().
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._spool import cancellations, journal_rows, owners, queue
 from meterstream._spool import history as history_rows
-from meterstream._spool import journal_rows, owners, queue
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
     AGGREGATE_CHUNK,
@@ -136,6 +136,9 @@ class Spool:
         self._checkpointer = Checkpointer(self.path)
         #: Status, export, replay and purge, with this connection and lock.
         self.admin = SpoolAdmin(self._db, self._lock, self._clock, self.path)
+        self.cancellations = cancellations.SpoolCancellations(
+            self._db, self._lock, self._clock, withdraw=self.withdraw
+        )
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
         #: This process's journal: where record() writes.
@@ -299,26 +302,29 @@ class Spool:
         self.journal.settle(events)
         return count
 
-    def withdraw(self, identifier: str) -> bool:
-        """Withdraw the event *identifier* if it was not sent yet: True when
-        it will never be sent (by this process, or one that takes over its
-        journal); False when it was sent, is being sent, or is not here.
+    def withdraw(self, identifier: str) -> Optional[str]:
+        """Withdraw the event *identifier* if it was not sent yet.
 
-        Looks at the events this process recorded and has not sent, then at
-        the SQLite file's events nobody has claimed (aggregated ones).
+        Returns ``"withdrawn"`` (it will never be sent, by this process or
+        one that takes over its journal), ``"in_flight"`` (being sent: it may
+        be arriving at Stripe now) or None (sent already, or not here).
+
+        Looks at this process's journal, then at the journals of processes
+        that died (adopted here first, so an event a dead process recorded
+        can be withdrawn too), then at the SQLite file's events (aggregated
+        ones, a previous release's).
         """
-        if self.journal.withdraw(identifier, self._remember_withdrawn):
-            return True
+        outcome = self.journal.withdraw(identifier, self._remember_withdrawn)
+        if outcome is None and self.journal.adopt_orphans():
+            outcome = self.journal.withdraw(identifier, self._remember_withdrawn)
+        if outcome is not None:
+            return outcome
         now = self._clock()
         with self._lock, self._write():
-            gone = self._db.execute(
-                "DELETE FROM pending WHERE identifier = ? AND seq NOT IN "
-                "(SELECT seq FROM claims WHERE owner != 0 AND lease >= ?)",
-                (identifier, now),
-            ).rowcount
-            if gone:
+            outcome = cancellations.withdraw(self._db, identifier, now)
+            if outcome == "withdrawn":
                 journal_rows.withdraw(self._db, identifier, now)
-        return bool(gone)
+        return outcome
 
     def _remember_withdrawn(self, identifier: str) -> None:
         with self._lock, self._write():

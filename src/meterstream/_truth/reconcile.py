@@ -9,8 +9,10 @@ accepted less than *grace* seconds ago is not compared yet, but reported as
 settling. Events Stripe refused (a 400, or its asynchronous error reports
 once ``handle_webhook`` moved them to the dead letters) are not in the
 spool's accepted history, so they are expected to be missing at Stripe too.
-An event cancelled at Stripe (a meter event adjustment) shows as a
-difference: Stripe no longer bills what the application metered.
+An event cancelled through ``cancel()`` (a meter event adjustment) is left
+out of the spool's side too, as the meter leaves it out: agreement. One
+cancelled some other way (the Dashboard, another client) still shows as a
+difference.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from typing import Any, Optional, Protocol
 
 from meterstream._spool.spool import Spool
 
-__all__ = ["WINDOWS", "Reconciliation", "Row", "Summaries", "check_range", "reconcile"]
+__all__ = [
+    "WINDOWS",
+    "Reconciliation",
+    "Row",
+    "Summaries",
+    "active_meters",
+    "check_range",
+    "reconcile",
+]
 
 WINDOWS = {"hour": 3600, "day": 86400}
 #: Stripe may take a few minutes to count an accepted event in its summaries.
@@ -49,7 +59,12 @@ class Summaries(Protocol):
 
 @dataclass
 class Row:
-    """One customer, meter and window: the spool's value beside Stripe's."""
+    """One customer, meter and window: the spool's value beside Stripe's.
+
+    Across destinations (:func:`meterstream._truth.destinations.reconcile_destinations`)
+    ``spool`` is the first destination's value and ``stripe`` the second's
+    (the result's ``labels`` name them).
+    """
 
     customer: str
     event_name: str
@@ -81,6 +96,11 @@ class Reconciliation:
     rows: list[Row] = field(default_factory=list)
     #: Event names with accepted events but no active meter at Stripe.
     no_meter: set[str] = field(default_factory=set)
+    #: What the two values of a row are: (the spool, the destination), or
+    #: the two destinations compared.
+    labels: tuple[str, str] = ("spool", "stripe")
+    #: Where ``no_meter`` names lack a meter, as the table says it.
+    no_meter_where: str = "at Stripe"
 
     @property
     def differing(self) -> list[Row]:
@@ -121,8 +141,10 @@ def reconcile(
     event_name: Optional[str] = None,
     grace: float = DEFAULT_GRACE,
     now: float,
+    destination: str = "stripe",
 ) -> Reconciliation:
-    """Compare the spool's accepted events with Stripe's summaries.
+    """Compare the spool's accepted events with Stripe's summaries (or with
+    another destination's, read the same way: *destination* names it).
 
     Raises:
         ValueError: unaligned times or an unknown window (:func:`check_range`).
@@ -132,9 +154,18 @@ def reconcile(
     if problem:
         raise ValueError(problem)
     step = WINDOWS[window]
-    meters = _active_meters(stripe.meters())
-    mine = _aggregate(spool.accepted_between(since, until, event_name), meters, since, step)
-    result = Reconciliation()
+    meters = active_meters(stripe.meters())
+    # Less what was cancelled at Stripe: its meter no longer counts it either.
+    # (Metronome cannot cancel: an event stays billed there.)
+    held = (
+        spool.cancellations.billed_between(since, until, event_name)
+        if destination == "stripe"
+        else spool.accepted_between(since, until, event_name)
+    )
+    mine = _aggregate(held, meters, since, step)
+    result = Reconciliation(labels=("spool", destination))
+    if destination != "stripe":
+        result.no_meter_where = f"at {destination.capitalize()}"
     for (name, customer), windows in sorted(mine.items()):
         meter = meters.get(name)
         theirs: dict[int, Decimal] = {}
@@ -162,7 +193,8 @@ def reconcile(
     return result
 
 
-def _active_meters(meters: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+def active_meters(meters: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The active meters, by event name (the first of each name)."""
     out: dict[str, Mapping[str, Any]] = {}
     for meter in meters:
         if meter.get("status", "active") == "active" and meter.get("event_name"):
@@ -215,7 +247,7 @@ def render_table(result: Reconciliation, *, utc: Any) -> str:
     lines: list[str] = []
     rows = result.differing
     if rows:
-        header = ["customer", "event", "window (UTC)", "spool", "stripe", "difference"]
+        header = ["customer", "event", "window (UTC)", *result.labels, "difference"]
         cells = [header] + [
             [
                 row.customer,
@@ -241,10 +273,11 @@ def render_table(result: Reconciliation, *, utc: Any) -> str:
     compared = [row for row in result.rows if not row.settling]
     spool_total = sum((row.spool for row in rows), Decimal(0))
     stripe_total = sum((row.stripe for row in rows), Decimal(0))
+    left, right = result.labels
     if rows:
         lines.append(
             f"total: {_count(len(rows), 'window')} of {len(compared)} differ "
-            f"(spool {_number(spool_total)}, stripe {_number(stripe_total)}, "
+            f"({left} {_number(spool_total)}, {right} {_number(stripe_total)}, "
             f"difference {_signed(stripe_total - spool_total)})"
         )
     else:
@@ -252,10 +285,12 @@ def render_table(result: Reconciliation, *, utc: Any) -> str:
     if result.settling:
         lines.append(
             f"{_count(len(result.settling), 'window')} with events accepted within the grace "
-            "period were not compared yet (Stripe's summaries lag): run again later"
+            "period were not compared yet (usage is counted with a lag): run again later"
         )
     if result.no_meter:
-        lines.append("no active meter at Stripe for: " + ", ".join(sorted(result.no_meter)))
+        lines.append(
+            f"no active meter {result.no_meter_where} for: " + ", ".join(sorted(result.no_meter))
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -274,8 +309,8 @@ def to_json(result: Reconciliation) -> dict[str, Any]:
                 "meter": row.meter,
                 "start_time": row.start,
                 "end_time": row.end,
-                "spool": str(row.spool),
-                "stripe": str(row.stripe),
+                result.labels[0]: str(row.spool),
+                result.labels[1]: str(row.stripe),
                 "difference": str(row.difference),
                 "events": row.events,
                 "status": "settling" if row.settling else "agrees" if row.agrees else "differs",

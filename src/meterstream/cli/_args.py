@@ -11,8 +11,10 @@ module settles.)
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
+import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn, Union
@@ -36,7 +38,20 @@ class Parser(argparse.ArgumentParser):
     """A parser whose usage errors are one line and a hint, never a traceback."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {_suggest(message)} (see --help)\n")
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<given>[^']*)' \(choose from (?P<known>.*)\)")
+
+
+def _suggest(message: str) -> str:
+    """*message*, with "did you mean 'send'?" when it is argparse's invalid choice."""
+    match = _INVALID_CHOICE.search(message)
+    if match is None:
+        return message
+    known = [name.strip(" '") for name in match["known"].split(",")]
+    close = difflib.get_close_matches(match["given"], known, n=1)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
 def parse_time(text: str) -> int:

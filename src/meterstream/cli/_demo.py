@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from meterstream._client.client import MeterClient
 from meterstream._exporters.stripe import StripeAPI
@@ -28,8 +28,14 @@ def run_demo(
     workers: int = 16,
     progress: bool = True,
     spool: Optional[str] = None,
+    keep: bool = False,
+    wait: Optional[Callable[[], None]] = None,
 ) -> int:
-    """Run the demo; 0 when the emulator's summaries match what was metered."""
+    """Run the demo; 0 when the emulator's summaries match what was metered.
+
+    With *keep*, the emulator stays up after the comparison until Ctrl-C
+    (or until *wait* returns, for tests), so that its page can be looked at.
+    """
     try:
         from meterstream.emulator import Emulator
     except ImportError as exc:
@@ -41,6 +47,7 @@ def run_demo(
     out = sys.stdout
     with Emulator(auto_create_meters=True) as emulator:
         print(f"Stripe emulator listening on {emulator.url}", file=out)
+        print(f"See what is metered, live: {emulator.url}/", file=out, flush=True)
         client = MeterClient(
             api_key=DEMO_KEY,
             api_base=emulator.api_base,
@@ -87,7 +94,21 @@ def run_demo(
             print("meterstream demo: events were not all delivered within 30s", file=sys.stderr)
             return 1
         matched = _compare(emulator.api_base, service.totals, customer_ids, started_wall, out)
+        if keep:
+            print(
+                f"\nThe emulator stays up: open {emulator.url}/ (Ctrl-C to stop).",
+                file=out,
+                flush=True,
+            )
+            try:
+                (wait or _until_interrupted)()
+            except KeyboardInterrupt:
+                pass
     return 0 if matched else 1
+
+
+def _until_interrupted() -> None:
+    threading.Event().wait()
 
 
 class _Service:

@@ -26,6 +26,7 @@ from meterstream.cli._args import (
     parse_time,
     seconds,
     seconds_or_zero,
+    url,
     usage_value,
 )
 from meterstream.cli._stripe import CommandError, run_reconcile, run_send, run_summary
@@ -87,10 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--spool", metavar="PATH", help="record through a durable spool at PATH (spool_path)"
     )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the emulator and its page up after the demo, until Ctrl-C",
+    )
 
     from meterstream.cli._spool import add_spool_parser
 
     add_spool_parser(sub)
+
+    from meterstream.cli._usage import add_usage_parser
+
+    add_usage_parser(sub)
+
+    from meterstream.cli._cancel import add_cancel_parser
+
+    add_cancel_parser(sub)
 
     from meterstream.cli._relay import add_relay_parser
 
@@ -98,12 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     recon = sub.add_parser(
         "reconcile",
-        help="compare what the spool says Stripe accepted with Stripe's summaries",
-        description="Compare, per customer, meter and window, what the spool says Stripe "
-        "accepted with Stripe's meter event summaries. Exit 0: everything agrees; 1: "
-        "something differs.",
+        help="compare the spool's accepted history with a destination, or two destinations",
+        description="Compare, per customer, meter and window, what the spool says a "
+        "destination accepted with that destination's usage (Stripe's meter event summaries, "
+        "Metronome's /v1/usage), or, with --destinations stripe,metronome, the two "
+        "destinations with each other. Exit 0: everything agrees; 1: something differs; "
+        "2: a usage error.",
     )
-    recon.add_argument("--spool", required=True, metavar="PATH", help="the spool file")
+    recon.add_argument("--spool", metavar="PATH", help="the spool file")
+    recon.add_argument(
+        "--destination",
+        choices=("stripe", "metronome"),
+        default="stripe",
+        help="what the spool is compared with (default stripe)",
+    )
+    recon.add_argument(
+        "--destinations",
+        metavar="A,B",
+        help="compare two destinations (stripe,metronome) with each other; the customers "
+        "are the spool's (with --spool), else every ingest alias of Metronome's customers",
+    )
+    recon.add_argument(
+        "--metronome-base",
+        type=url,
+        metavar="URL",
+        help="base URL of Metronome's API (token: METRONOME_BEARER_TOKEN)",
+    )
     recon.add_argument("--since", required=True, type=parse_time, help="Unix seconds or ISO")
     recon.add_argument("--until", required=True, type=parse_time, help="Unix seconds or ISO")
     recon.add_argument("--window", choices=("hour", "day"), default="day", help="default day")
@@ -138,6 +172,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "summary":
             return run_summary(args)
         if args.command == "reconcile":
+            if args.destinations or args.destination != "stripe":
+                from meterstream.cli._reconcile import run_reconcile_metronome
+
+                return run_reconcile_metronome(args)
             return run_reconcile(args)
         if args.command == "spool":
             from meterstream.cli._spool import UsageError, run_spool
@@ -148,10 +186,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                 where = " ".join(filter(None, ("spool", args.spool_command)))
                 print(f"meterstream {where}: {exc}", file=sys.stderr)
                 return 2
-        if args.command == "relay":
-            from meterstream.cli._relay import run_relay
+        if args.command == "usage":
+            from meterstream.cli._usage import run_usage
 
-            return run_relay(args, connection_settings(args, args.parser))
+            return run_usage(args)
+        if args.command == "cancel":
+            from meterstream.cli._cancel import run_cancel
+
+            return run_cancel(args)
+        if args.command == "relay":
+            from meterstream.cli._relay import nats_missing, run_relay
+
+            if nats_missing():  # before the flags: the extra is what is missing
+                return 1
+            stripe = args.destination == "stripe"
+            return run_relay(args, connection_settings(args, args.parser) if stripe else {})
         if args.command == "demo":
             from meterstream.cli._demo import run_demo
 
@@ -161,6 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 workers=args.workers,
                 progress=not args.quiet,
                 spool=args.spool,
+                keep=args.keep,
             )
     except ConfigurationError as exc:
         # What the flags give is checked above; this is the environment

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from meterstream.errors import ConfigurationError
 
@@ -69,7 +69,22 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
         help="Stripe requests per second for ALL relays together (0: no limit)",
     )
     relay.add_argument(
-        "--durable", default="meterstream-relay", help="durable consumer name, shared by relays"
+        "--destination",
+        choices=("stripe", "metronome"),
+        default="stripe",
+        help="where the relay delivers (default stripe); a parallel run is one group of relays "
+        "per destination, each with its own durable consumer, so each gets every event",
+    )
+    relay.add_argument(
+        "--metronome-base",
+        metavar="URL",
+        help="with --destination metronome: base URL of Metronome's API "
+        "(token: METRONOME_BEARER_TOKEN)",
+    )
+    relay.add_argument(
+        "--durable",
+        help="durable consumer name, shared by the relays of one destination (default "
+        "meterstream-relay; with --destination metronome, meterstream-relay-metronome)",
     )
     relay.add_argument(
         "--ack-wait",
@@ -112,11 +127,25 @@ def add_relay_parser(sub: Any, connection_args: Any) -> None:
     relay.set_defaults(parser=relay)
 
 
+def nats_missing() -> bool:
+    """True, after one line naming the extra to install, when nats-py is not installed."""
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        print(
+            "meterstream relay: needs the NATS client: pip install 'meterstream[nats]'",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT; exit 2 on a usage mistake, 0 after a clean stop."""
     from meterstream._config.aggregate import parse_aggregate, parse_aggregation_window
     from meterstream._config.nats import parse_file, parse_nats_stream, parse_nats_urls
     from meterstream._config.settings import Settings
+    from meterstream._exporters.base import Exporter
     from meterstream._exporters.stripe import StripeAPI, StripeExporter
     from meterstream._fleet.nats import NatsOptions
     from meterstream._fleet.relay import Relay
@@ -137,9 +166,16 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         )
         aggregate = parse_aggregate(args.aggregate, "--aggregate")
         window = parse_aggregation_window(args.aggregation_window, "--aggregation-window")
-        settings = Settings.resolve(
-            {**connection, "exporter": "stripe", "max_concurrent_requests": min(64, args.workers)}
-        )
+        options_given: dict[str, Any] = {
+            **connection,
+            "exporter": args.destination,
+            "max_concurrent_requests": min(64, args.workers),
+        }
+        if args.metronome_base:
+            options_given["metronome_base"] = args.metronome_base
+        settings = Settings.resolve(options_given)
+        if args.destination == "metronome" and not settings.metronome_api_key:
+            raise ConfigurationError("--destination metronome: set METRONOME_BEARER_TOKEN")
     except ConfigurationError as exc:
         print(f"meterstream relay: {exc}", file=sys.stderr)
         return 2
@@ -148,7 +184,8 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         max_rps=args.max_rps,
-        durable=args.durable,
+        durable=args.durable
+        or ("meterstream-relay" if args.destination == "stripe" else "meterstream-relay-metronome"),
         ack_wait=args.ack_wait,
         drain_timeout=args.drain_timeout,
         max_retry_time=args.max_retry_time,
@@ -163,8 +200,15 @@ def run_relay(args: argparse.Namespace, connection: dict[str, Any]) -> int:
     if relay_log.level == logging.NOTSET:
         relay_log.setLevel(logging.INFO)
     try:
-        exporter = StripeExporter(settings)
-        api = StripeAPI.from_settings(settings) if aggregate else None
+        exporter: Exporter
+        api: Optional[StripeAPI] = None
+        if args.destination == "metronome":
+            from meterstream._exporters.metronome import MetronomeExporter
+
+            exporter = MetronomeExporter(settings)
+        else:
+            exporter = StripeExporter(settings)
+            api = StripeAPI.from_settings(settings) if aggregate else None
     except ConfigurationError as exc:
         print(f"meterstream relay: {exc}", file=sys.stderr)
         return 2

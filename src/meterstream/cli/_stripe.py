@@ -37,7 +37,9 @@ def run_send(args: argparse.Namespace) -> int:
 
     parser: argparse.ArgumentParser = args.parser
     connection = connection_settings(args, parser)
-    failures: list[DeliveryError] = []
+    # on_delivery_error is typed to give any exception (the typed settings
+    # say so): a DeliveryError in practice, its reason read when it is one.
+    failures: list[BaseException] = []
     # `send` reports its one outcome itself, once: the library's retry and
     # failure lines would say the same reason two more times.
     library = logging.getLogger("meterstream")
@@ -81,7 +83,7 @@ def run_send(args: argparse.Namespace) -> int:
         raise CommandError("not sent: the event was dropped")
     client_settings = client.settings
     urls = [client_settings.api_base, client_settings.stream_base]
-    if settled and settled[0].reason != "retries_exhausted":
+    if settled and getattr(settled[0], "reason", None) != "retries_exhausted":
         raise CommandError(f"not delivered: {settled[0]}")
     hint = _nobody_listening(urls)
     if hint:
@@ -165,6 +167,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
     from meterstream._truth.reconcile import check_range, reconcile, render_table, to_json
 
     parser: argparse.ArgumentParser = args.parser
+    if not args.spool:
+        parser.error("--spool is required (or --destinations stripe,metronome)")
     connection = connection_settings(args, parser)
     problem = check_range(args.since, args.until, args.window)
     if problem:

@@ -248,7 +248,24 @@ def build_parser(prog: str = "meterstream emulator") -> argparse.ArgumentParser:
         choices=("critical", "error", "warning", "info", "debug"),
         help="uvicorn's log level",
     )
+    add(
+        "--open",
+        action="store_true",
+        help="open the emulator's page (its root URL) in the default browser",
+    )
     return parser
+
+
+def open_page(url: str) -> None:
+    """Open *url* in the user's browser; say so on stderr when none can be found."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url)
+    except Exception:  # a broken browser setup must not stop the emulator
+        opened = False
+    if not opened:
+        print(f"could not open a browser; the page is at {url}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int:
@@ -320,6 +337,8 @@ def main(argv: Optional[list[str]] = None, *, prog: Optional[str] = None) -> int
         gc.freeze()
         gc.set_threshold(5000, 20, 100)
         print(emulator.url, flush=True)
+        if args.open:
+            open_page(emulator.url + "/")
         while not stop.wait(0.5):
             pass
         emulator.stop()

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from meterstream.emulator._errors import StripeError, bad_request, v1_error_body, v2_error_body
 from meterstream.emulator._events_api import route as events_route
-from meterstream.emulator._faults import SESSION, STREAM, FaultConfig
+from meterstream.emulator._faults import ADJUSTMENTS, SESSION, STREAM, FaultConfig
 from meterstream.emulator._http import (
     NO_KEY,
     Answer,
@@ -30,6 +30,8 @@ from meterstream.emulator._http import (
     json_body,
     masked,
 )
+from meterstream.emulator._metronome_api import route as metronome_route
+from meterstream.emulator._page import route as page_route
 from meterstream.emulator._state import EmulatorState
 
 __all__ = ["EmulatorApp", "create_app"]
@@ -203,12 +205,14 @@ class EmulatorApp:
                 else v2_error_body("api_error", "internal_error", message)
             )
         out = [
-            (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"request-id", b"req_emu_%d" % next(self._ids)),
         ]
         if headers:
             out.extend(headers)
+        # Every answer is JSON but the page's own files, which say what they are.
+        if not headers or headers[0][0] != b"content-type":
+            out.insert(0, (b"content-type", b"application/json"))
         # Counted before answering, so a client that reads the state right
         # after its response sees its own request.
         self.state.count_request(endpoint, status)
@@ -236,7 +240,7 @@ class EmulatorApp:
         if path == SESSION_PATH:
             return SESSION, ("POST",), self._session
         if path == ADJUSTMENTS_PATH:
-            return "meter_event_adjustments", ("POST",), self._adjustment
+            return ADJUSTMENTS, ("POST",), self._adjustment
         if path == METERS_PATH:
             return "meters", ("GET", "POST"), self._meters
         if path.startswith(METERS_PATH + "/"):
@@ -245,7 +249,7 @@ class EmulatorApp:
                 return "meters.retrieve", ("GET",), self._meter
             if len(rest) == 2 and rest[0] and rest[1] == "event_summaries":
                 return "meters.event_summaries", ("GET",), self._summaries
-        found = events_route(self, path)
+        found = events_route(self, path) or metronome_route(self, path) or page_route(self, path)
         if found is not None:
             return found
         admin = _ADMIN.get(path)
@@ -267,7 +271,7 @@ class EmulatorApp:
 
     async def _faulted(self, endpoint: str) -> Optional[Answer]:
         faults = self.state.injector.live
-        if not faults.active:
+        if not faults.active or not faults.applies_to("stripe"):
             return None
         if endpoint == SESSION and not faults.apply_to_sessions:
             return None
@@ -315,6 +319,9 @@ class EmulatorApp:
 
     async def _adjustment(self, scope: Scope, receive: Receive) -> Answer:
         body = await self._read(scope, receive)
+        faulted = await self._faulted(ADJUSTMENTS)
+        if faulted is not None:
+            return faulted
         self._secret_key(scope, v1=False)
         return 200, json.dumps(self.state.cancel_event(json_body(body))).encode(), _EMPTY
 

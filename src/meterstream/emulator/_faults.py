@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 from meterstream.emulator._errors import StripeError, bad_request
 
 __all__ = [
+    "ADJUSTMENTS",
     "SESSION",
     "STREAM",
     "FaultConfig",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 Headers = list[tuple[bytes, bytes]]
+#: The values of ``FaultConfig.side``.
+FAULT_SIDES = ("both", "stripe", "metronome")
 
 
 @dataclasses.dataclass
@@ -59,6 +62,9 @@ class FaultConfig:
             many milliseconds apart (the head at once).
         session_pad_bytes: session answers carry this many bytes more, in an
             extra ``padding`` field (an oversized answer).
+        side: which API the faults apply to: ``both`` (Stripe's meter event
+            stream and Metronome's ``/v1/ingest``), ``stripe`` or ``metronome``
+            alone (an outage at one destination of a parallel run).
     """
 
     fail_500: float = 0.0
@@ -76,8 +82,11 @@ class FaultConfig:
     redirect_location: str = "http://127.0.0.1:9/elsewhere"
     session_trickle_ms: float = 0.0
     session_pad_bytes: int = 0
+    side: str = "both"
 
     def __post_init__(self) -> None:
+        if self.side not in FAULT_SIDES:
+            raise ValueError(f"side must be one of {', '.join(FAULT_SIDES)}, got {self.side!r}")
         for name in ("fail_500", "fail_429"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -96,6 +105,17 @@ class FaultConfig:
             self.retry_after >= 0 and math.isfinite(self.retry_after)
         ):
             raise ValueError(f"retry_after must be a finite number >= 0, got {self.retry_after!r}")
+
+    def applies_to(self, side: str) -> bool:
+        """Whether the faults apply to one API.
+
+        Args:
+            side: ``stripe`` or ``metronome``.
+
+        Returns:
+            True when :attr:`side` is ``both`` or *side*.
+        """
+        return self.side == "both" or self.side == side
 
     @property
     def active(self) -> bool:
@@ -134,6 +154,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "redirect_status": (int,),
     "redirect_location": (str,),
     "session_trickle_ms": (int, float),
+    "side": (str,),
     "session_pad_bytes": (int,),
 }
 
@@ -190,6 +211,7 @@ def fault_headers(config: FaultConfig, status: int) -> Headers:
 
 SESSION = "meter_event_session"
 STREAM = "meter_event_stream"
+ADJUSTMENTS = "meter_event_adjustments"
 
 
 class FaultInjector:
@@ -216,6 +238,8 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._window = -1
         self._count = 0
+        #: Requests answered with an injected fault: (endpoint, status, code) -> n.
+        self._refused: dict[tuple[str, int, str], int] = {}
 
     @property
     def config(self) -> FaultConfig:
@@ -242,10 +266,32 @@ class FaultInjector:
         with self._lock:
             self.live = dataclasses.replace(self._initial)
             self._window, self._count = -1, 0
+            self._refused.clear()
         self._notify()
 
+    def refusals(self) -> list[dict[str, Any]]:
+        """The requests answered with an injected fault since the start (or the last
+        reset): ``[{endpoint, status, code, count}]``."""
+        with self._lock:
+            counted = sorted(self._refused.items())
+        return [
+            {"endpoint": e, "status": status, "code": code, "count": n}
+            for (e, status, code), n in counted
+        ]
+
+    def _count_refused(self, endpoint: str, status: int, code: str) -> None:
+        with self._lock:
+            key = (endpoint, status, code)
+            self._refused[key] = self._refused.get(key, 0) + 1
+
     def decide(self, endpoint: str) -> Optional[InjectedFault]:
-        """The error to answer instead of serving ``endpoint``, if any."""
+        """The error to answer instead of serving ``endpoint``, if any (counted)."""
+        fault = self._decide(endpoint)
+        if fault is not None:
+            self._count_refused(endpoint, fault.status, fault.code)
+        return fault
+
+    def _decide(self, endpoint: str) -> Optional[InjectedFault]:
         f = self.live
         if not f.active or (endpoint == SESSION and not f.apply_to_sessions):
             return None
@@ -301,7 +347,7 @@ class FaultInjector:
     def refused_event(self, body: Any) -> Optional[StripeError]:
         """The 400 for a stream request holding the ``reject_identifier`` event, if any."""
         wanted = self.live.reject_identifier
-        if wanted is None or not isinstance(body, dict):
+        if wanted is None or not isinstance(body, dict) or not self.live.applies_to("stripe"):
             return None
         events = body.get("events")
         if not isinstance(events, list):
@@ -309,6 +355,7 @@ class FaultInjector:
         for i, event in enumerate(events):
             if isinstance(event, dict) and event.get("identifier") == wanted:
                 param = f"events[{i}]" if self.live.reject_names_event else None
+                self._count_refused(STREAM, 400, "parameter_invalid")
                 return bad_request(
                     f"events[{i}]: this event was refused (injected).",
                     code="parameter_invalid",

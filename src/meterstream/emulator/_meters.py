@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
+from meterstream._digits import too_many_digits
 from meterstream.emulator._errors import StripeError, bad_request
 
 __all__ = [
@@ -25,21 +26,21 @@ DEFAULT_VALUE_KEY = "value"
 FORMULAS = ("sum", "count", "last")
 _WINDOWS = {"hour": 3600, "day": 86400}
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
-_MAX_DIGITS = 15
 
 _MeterParams = dict[str, str]
 
 
 def parse_value(text: str) -> tuple[Optional[float], Optional[str]]:
     """``(value, None)`` for a numeric payload value, else ``(None, error code)``."""
+    # What counts as a digit is meterstream._digits' one definition, the
+    # record path's too: what the library accepts, the emulator bills.
     if text.isdigit() and text.isascii():
-        if len(text.lstrip("0")) > _MAX_DIGITS:
+        if len(text) > 15 and too_many_digits(text):
             return None, "meter_event_value_too_many_digits"
         return float(text), None
     if _NUMBER_RE.match(text) is None:
         return None, "meter_event_invalid_value"
-    mantissa = text.lstrip("+-").split("e")[0].split("E")[0].replace(".", "").lstrip("0")
-    if len(mantissa.rstrip("0") if "." in text else mantissa) > _MAX_DIGITS:
+    if too_many_digits(text):
         return None, "meter_event_value_too_many_digits"
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):

@@ -121,7 +121,13 @@ class Store:
         self.position: dict[str, int] = {}
         self.series: dict[tuple[str, str], list[Record]] = {}
         self.totals: dict[tuple[str, str], list[float]] = {}
+        #: Per (event name, customer): hour (Unix seconds // 3600) -> [sum, count];
+        #: kept as events are indexed so the page never scans the events.
+        self.hourly: dict[tuple[str, str], dict[int, list[float]]] = {}
+        #: Per (event name, customer) of a ``last`` meter: the latest record.
+        self.latest: dict[tuple[str, str], Record] = {}
         self.errors: list[dict[str, Any]] = []
+        self.error_counts: dict[str, int] = {}
         #: Identifiers of the events cancelled by an adjustment.
         self.cancelled: set[str] = set()
         # None: every customer exists; a set: the only customers that do.
@@ -137,7 +143,10 @@ class Store:
             self.position,
             self.series,
             self.totals,
+            self.hourly,
+            self.latest,
             self.errors,
+            self.error_counts,
             self.cancelled,
         ):
             container.clear()
@@ -150,6 +159,7 @@ class Store:
         batches = self.batches if limit is None else self.batches[:limit]
         events, payload_list, position = self.events, self.payloads, self.position
         series, totals, numbers = self.series, self.totals, _NUMBERS
+        hourly, latest, error_counts = self.hourly, self.latest, self.error_counts
         customers = self.customers
         for received, idents, names, payloads, stamps, keys_by_name in batches:
             for i, ident in enumerate(idents):
@@ -176,16 +186,29 @@ class Store:
                 payload_list.append(payload)
                 if error is not None:
                     self.errors.append(_error_entry(rec, keys))
+                    error_counts[error] = error_counts.get(error, 0) + 1
                     continue
                 key = (name, customer or "")
                 found = series.get(key)
                 if found is None:
                     found = series[key] = []
                     totals[key] = [0.0, 0]
+                    hourly[key] = {}
                 found.append(rec)
                 total = totals[key]
                 total[0] += value or 0.0
                 total[1] += 1
+                hours = hourly[key]
+                hour = int(ts // 3600)
+                bucket = hours.get(hour)
+                if bucket is None:
+                    bucket = hours[hour] = [0.0, 0]
+                bucket[0] += value or 0.0
+                bucket[1] += 1
+                if formula == "last":
+                    before = latest.get(key)
+                    if before is None or (ts, received) >= (before[TS], before[RECEIVED]):
+                        latest[key] = rec
         if limit is None:
             self.batches.clear()
         else:
@@ -217,6 +240,26 @@ class Store:
         if ident not in self.cancelled:
             self.cancelled.add(ident)
             if rec[ERROR] is None:
-                total = self.totals[(rec[NAME], rec[CUSTOMER] or "")]
+                key = (rec[NAME], rec[CUSTOMER] or "")
+                total = self.totals[key]
                 total[0] -= rec[VALUE] or 0.0
                 total[1] -= 1
+                bucket = self.hourly[key][int(rec[TS] // 3600)]
+                bucket[0] -= rec[VALUE] or 0.0
+                bucket[1] -= 1
+                if self.latest.get(key) is rec:
+                    self._forget_latest(key)
+
+    def _forget_latest(self, key: tuple[str, str]) -> None:
+        """The latest uncancelled record of *key* after its latest was cancelled
+        (a scan of one customer's series, on a cancel only)."""
+        best: Optional[Record] = None
+        for rec in self.series.get(key, ()):
+            if rec[ID] not in self.cancelled and (
+                best is None or (rec[TS], rec[RECEIVED]) >= (best[TS], best[RECEIVED])
+            ):
+                best = rec
+        if best is None:
+            self.latest.pop(key, None)
+        else:
+            self.latest[key] = best

@@ -19,6 +19,7 @@ from typing import (
     Optional,
 )
 
+from meterstream.emulator import _overview
 from meterstream.emulator._errors import StripeError, bad_request
 from meterstream.emulator._faults import FaultConfig, FaultInjector
 from meterstream.emulator._ingest import DEDUPE_WINDOW, parse_batch
@@ -28,6 +29,7 @@ from meterstream.emulator._meters import (
     parse_summary_query,
     summarize,
 )
+from meterstream.emulator._metronome_state import MetronomeState
 from meterstream.emulator._records import (
     CUSTOMER,
     ERROR,
@@ -102,8 +104,16 @@ class EmulatorState:
         self._serial = 0
         #: Kept by reset(), so that a running client keeps working.
         self._sessions = Sessions()
+        #: The Metronome side: same clock, reset with the rest.
+        self.metronome = MetronomeState(lambda: self.clock())
         self._clear()
         self.webhooks = WebhookSender(self)
+        #: The page's extra sections: name -> a function returning a JSON-able
+        #: object, shown under ``sections[name]`` of ``GET /_emulator/overview``
+        #: (the Metronome side fills ``"metronome"``; see docs/emulator.md).
+        self.page_sections: dict[str, Callable[[], Any]] = {
+            "metronome": self.metronome.page_section
+        }
 
     def _clear(self) -> None:
         # Emptied, not replaced: a process that froze these containers out of
@@ -476,6 +486,63 @@ class EmulatorState:
             and (customer is None or r[CUSTOMER] == customer)
         ]
 
+    def overview(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 50,
+        hours: int = 24,
+        customer: Optional[str] = None,
+    ) -> dict[str, Any]:
+        """What the page at ``/`` shows (``GET /_emulator/overview``), from running
+        aggregates: its cost does not grow with the events stored.
+
+        Args:
+            after: the ``events.cursor`` of the previous answer (0 at first).
+            limit: most events listed (1.._overview.MAX_EVENTS).
+            hours: hours the chart covers (1.._overview.MAX_HOURS).
+            customer: only the totals of customers whose id contains this.
+
+        Returns:
+            ``now``, ``counters``, ``meters`` (with ``hourly``), ``totals``,
+            ``events`` (``cursor``, ``reset``, ``data`` newest first),
+            ``errors``, ``reports``, ``webhooks``, ``requests``, ``refused``
+            and ``sections``.
+        """
+        limit = max(1, min(limit, _overview.MAX_EVENTS))
+        hours = max(1, min(hours, _overview.MAX_HOURS))
+        self.validate()  # indexes what arrived (a little at a time) and reports errors
+        webhooks = self.webhooks.recent(20)  # its own lock, never taken inside ours
+        refused = self.injector.refusals()
+        sections = {name: provide() for name, provide in list(self.page_sections.items())}
+        with self._lock:
+            self._store.index()
+            now = self.clock()
+            out = _overview.build(
+                self._store, self._meters.all(), now=now, hours=hours, customer=customer
+            )
+            out["events"] = _overview.recent_events(self._store, after, limit)
+            reports = self._reports.events
+            out["reports"] = {
+                "count": len(reports),
+                "recent": [_report_row(e) for e in reversed(reports[-20:])],
+            }
+            out["counters"] = {
+                "events_stored": self._stored,
+                "duplicates": self._duplicates,
+                "cancelled": len(self._store.cancelled),
+                "invalid": len(self._store.errors),
+                "sessions_created": self._sessions.created,
+                "sessions_active": self._sessions.active(now),
+                "meters": len(self._meters),
+            }
+            out["requests"] = {k: dict(v) for k, v in self._requests.items()}
+        out["now"] = now
+        out["webhooks"] = webhooks
+        out["refused"] = refused
+        out["sections"] = sections
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         """The whole state, as the admin API shows it.
 
@@ -511,6 +578,7 @@ class EmulatorState:
         """
         with self._lock:
             self._clear()
+        self.metronome.reset()
         self.injector.reset()
         self.webhooks.reset()
 
@@ -608,3 +676,16 @@ class EmulatorState:
         self.validate()
         with self._lock:
             return self._reports.page(int(raw), params.get("page"))
+
+
+def _report_row(event: dict[str, Any]) -> dict[str, Any]:
+    """One error report as the page lists it."""
+    related = event.get("related_object")
+    return {
+        "id": event["id"],
+        "type": event["type"],
+        "created": event["created"],
+        "meter": related["id"] if related else None,
+        "error_count": event["data"]["reason"]["error_count"],
+        "summary": event["data"]["developer_message_summary"],
+    }

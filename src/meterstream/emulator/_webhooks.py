@@ -150,6 +150,18 @@ class WebhookSender:
                 ],
             }
 
+    def recent(self, limit: int) -> dict[str, Any]:
+        """For the page: how many endpoints, deliveries by status, the newest *limit*."""
+        with self._lock:
+            by_status: dict[str, int] = {}
+            for d in self._deliveries:
+                by_status[d["status"]] = by_status.get(d["status"], 0) + 1
+            newest = [
+                {k: v for k, v in d.items() if k not in ("body", "secret", "_due")}
+                for d in reversed(self._deliveries[-limit:])
+            ]
+            return {"endpoints": len(self._endpoints), "by_status": by_status, "recent": newest}
+
     @property
     def deliveries(self) -> list[dict[str, Any]]:
         """Every delivery: ``event``, ``type``, ``url``, ``status`` (pending, delivered,

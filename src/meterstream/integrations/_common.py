@@ -73,7 +73,9 @@ def header(name: str) -> Resolver:
         name: the header, case-insensitive (``"X-Customer-Id"``).
 
     Returns:
-        The resolver: the header's value, stripped, or None when absent or empty.
+        The resolver: the header's value, stripped, or None when absent. A
+        header sent empty or blank is given as it came, so that its records
+        are refused naming the customer, not taken for "no customer".
 
     Raises:
         ConfigurationError: *name* is not a non-empty string.
@@ -83,7 +85,9 @@ def header(name: str) -> Resolver:
 
     def resolve(request: Any) -> Optional[str]:
         value = request.headers.get(name)
-        return value.strip() or None if value else None
+        if value is None:
+            return None
+        return value.strip() or value  # type: ignore[no-any-return]
 
     resolve.__name__ = resolve.__qualname__ = f"header({name!r})"
     setattr(resolve, ASYNC_SAFE, True)
@@ -294,8 +298,8 @@ class RequestMeter:
         except Exception as exc:
             self._resolver_error("customer resolver %r raised %r", resolver, exc)
             return None
-        if value is None or value == "":
-            return None
+        if value is None:
+            return None  # an empty string is a customer id, refused as one
         if not isinstance(value, str):
             self._resolver_error(
                 "customer resolver %r returned %r; expected a customer id string or None",

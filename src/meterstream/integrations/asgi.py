@@ -64,12 +64,13 @@ _COMPLETES = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
 
 
 def _header_value(raw: bytes) -> Optional[str]:
-    """A header's value as a customer id: stripped, None when empty."""
+    """A header's value as a customer id: stripped; sent empty or blank, as it came
+    (refused as a customer id, not taken for "no customer")."""
     try:
         value = raw.decode()  # UTF-8's fast path: ids are ASCII
     except UnicodeDecodeError:
         value = raw.decode("latin-1")  # what Starlette's Headers would give
-    return value.strip() or None
+    return value.strip() or value
 
 
 class RequestState:

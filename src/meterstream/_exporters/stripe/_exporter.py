@@ -13,6 +13,7 @@ certificates apply, as requests and httpx would.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -51,6 +52,7 @@ __all__ = ["StripeExporter"]
 
 SESSION_PATH = "/v2/billing/meter_event_session"
 STREAM_PATH = "/v2/billing/meter_event_stream"
+ADJUSTMENTS_PATH = "/v2/billing/meter_event_adjustments"
 
 
 class StripeExporter(Exporter):
@@ -60,7 +62,11 @@ class StripeExporter(Exporter):
     batch with a stable ``Idempotency-Key`` (the batch id, the same on every
     retry), and sorts Stripe's answers into accepted (any 2xx), worth retrying
     (:class:`RetryableExportError`) and refused (:class:`DeliveryError`).
+    Cancels delivered events with meter event adjustments (:meth:`cancel`).
     """
+
+    #: Stripe's meter event adjustments cancel an event within 24 hours.
+    supports_cancel = True
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class StripeExporter(Exporter):
         self._session_path = urlsplit(self._session_url).path
         self._stream_url = settings.stream_base + STREAM_PATH
         self._stream_path = urlsplit(self._stream_url).path
+        self._adjustments_url = settings.api_base + ADJUSTMENTS_PATH
         # Read once: the environment of the process when the client was made.
         self._proxies = {
             url: proxy_for(url, settings.proxy) for url in (settings.api_base, settings.stream_base)
@@ -308,6 +315,52 @@ class StripeExporter(Exporter):
             self._http = self._new_http()
         old_watchdog.close()
         old.close()
+
+    # -- cancelling ---------------------------------------------------------------------
+
+    def cancel(self, event_name: str, identifier: str, request_id: str = "") -> None:
+        """``POST {api_base}/v2/billing/meter_event_adjustments`` with the secret key.
+
+        Stripe accepts a cancellation only within 24 hours of receiving the
+        event; past that, or for an identifier it does not know, it refuses
+        (:class:`DeliveryError`, reason ``"rejected"``, with Stripe's code).
+        """
+        if self._closed:
+            raise DeliveryError("the exporter was shut down", reason="shutdown")
+        body = json.dumps(
+            {"event_name": event_name, "type": "cancel", "cancel": {"identifier": identifier}},
+            separators=(",", ":"),
+        ).encode()
+        headers = {**self._headers, "Authorization": f"Bearer {self._settings.api_key}"}
+        if request_id:
+            headers["Idempotency-Key"] = f"meterstream-cancel-{request_id}"
+        with self._lock:
+            self._requests += 1
+        what = f"cancelling meter event {identifier!r}"
+        try:
+            response = self._post_httpx(self._adjustments_url, body, headers, what)
+        except RuntimeError as exc:  # a client closed or replaced meanwhile
+            if self._closed:
+                raise DeliveryError("the exporter was shut down", reason="shutdown") from None
+            raise RetryableExportError(f"{what} failed: {exc}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        self._redirected(response, "adjustments", "api_base")
+        kind, code, message = error_fields(response, self._settings.api_key)
+        if retryable(status, should_retry(response)):
+            raise RetryableExportError(
+                f"{what}: HTTP {status} {code or kind or ''} {message}".strip(),
+                retry_after=retry_after(response.headers),
+                status=status,
+            )
+        raise DeliveryError(
+            f"Stripe refused to cancel meter event {identifier!r} ({event_name}): "
+            f"HTTP {status} {code or kind or ''}: {message}".strip(),
+            reason="authentication" if status == 401 else "rejected",
+            status=status,
+            code=code,
+        )
 
     # -- configuration problems: kept, retried, reported once ---------------------------
 

@@ -10,6 +10,11 @@ Example::
 With aggregation (``@pytest.mark.meter_events(aggregate={"llm_tokens": "sum"})``),
 ``meter_events.uses`` lists each use recorded and ``meter_events.events``
 the aggregated events they became.
+
+With a parallel run (``@pytest.mark.meter_events(destinations=["stripe",
+"metronome"])``: every destination on the memory exporter),
+``meter_events.destinations["metronome"]`` shows what that destination
+received, with the same assertions.
 """
 
 from __future__ import annotations
@@ -62,8 +67,18 @@ class MeterEvents:
         if not isinstance(client.exporter, MemoryExporter):
             raise TypeError("MeterEvents needs a client with exporter='memory'")
         self.client = client
-        self._exporter = client.exporter
+        #: With ``destinations``: what each destination received, by name
+        #: (this object itself shows the first destination's); else empty.
+        self.destinations: dict[str, MeterEvents] = {}
         self._uses: list[Use] = []
+        self._exporter: MemoryExporter = client.exporter
+        lanes: Optional[dict[str, MeterClient]] = getattr(client, "destinations", None)
+        if lanes:
+            self.destinations = {name: MeterEvents(lane) for name, lane in lanes.items()}
+            first = next(iter(self.destinations.values()))
+            self._exporter = first._exporter
+            self._uses = first._uses
+            return
         client._watch_uses(self._on_use)
 
     def _on_use(
@@ -89,6 +104,14 @@ class MeterEvents:
         return list(self._exporter.events)
 
     @property
+    def cancellations(self) -> list[dict[str, str]]:
+        """Every cancellation sent so far (``{"event_name", "identifier"}``), in
+        order (flushes first). A use cancelled before it was sent is neither
+        here nor in :attr:`events`: it never left."""
+        self.client.flush()
+        return list(self._exporter.cancellations)
+
+    @property
     def uses(self) -> list[Use]:
         """Every use recorded so far, in order, as recorded: before aggregation.
 
@@ -99,16 +122,22 @@ class MeterEvents:
     def clear(self) -> None:
         """Forget every event and use recorded so far (flushes first)."""
         self.client.flush()
-        self._exporter.clear()
-        self._uses.clear()
+        for view in (self, *self.destinations.values()):
+            view._exporter.clear()
+            view._uses.clear()
 
     def _matching(self, event_name: str, customer: Optional[str]) -> list[dict[str, Any]]:
+        """The events of *event_name* (and *customer*) the meter still counts:
+        those cancelled are left out, as Stripe's summaries leave them out."""
         customer_key, _ = self.client.settings.payload_keys_for(event_name)
+        events = self.events
+        cancelled = {(c["event_name"], c["identifier"]) for c in list(self._exporter.cancellations)}
         return [
             event
-            for event in self.events
+            for event in events
             if event["event_name"] == event_name
             and (customer is None or event["payload"].get(customer_key) == customer)
+            and (event_name, event.get("identifier")) not in cancelled
         ]
 
     def total(self, event_name: str, customer: Optional[str] = None) -> Decimal:
