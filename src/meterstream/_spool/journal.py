@@ -620,6 +620,10 @@ class Journal:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def fork_locks(self) -> list[Any]:
+        """The locks a fork holds (:mod:`.forks`), in the order this class nests them."""
+        return [self._sync_cond, self._lock, self._read_lock, self._sync_lock]
+
     def after_fork_in_child(self) -> None:
         """A forked child writes its own segments; the parent's stay the parent's."""
         for source in self._sources:

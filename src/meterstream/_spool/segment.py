@@ -28,6 +28,8 @@ import struct
 import time
 from typing import Optional
 
+from meterstream._spool import forks
+
 __all__ = [
     "HEADER_SIZE",
     "MAGIC",
@@ -246,14 +248,22 @@ class DirectoryLock:
         self._fd = -1
 
     def __enter__(self) -> None:
+        with forks.fds_lock:  # a fork sees the descriptor, or no descriptor
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise SegmentError(f"{self._path}: {exc.strerror}") from None
+            forks.directory_fds.add(self._fd)
         try:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise SegmentError(f"{self._path}: {exc.strerror}") from None
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)  # the lock goes with it
+        with forks.fds_lock:
+            forks.directory_fds.discard(self._fd)
+            os.close(self._fd)  # the lock goes with it
 
 
 def _preallocate(fd: int, size: int) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
-from meterstream._spool import cancellations, journal_rows, owners, queue
+from meterstream._spool import cancellations, forks, journal_rows, owners, queue
 from meterstream._spool import history as history_rows
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
@@ -153,6 +153,8 @@ class Spool:
         if journal is None:
             # What a process that died (or exited) left: delivered from here on.
             self.journal.adopt_orphans()
+        # A fork waits until no thread of this spool is inside SQLite or the journal.
+        forks.track(self)
         self.reap()
         self._update_full()
 
@@ -506,6 +508,11 @@ class Spool:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def fork_locks(self) -> list[Any]:
+        """The locks a fork holds (:mod:`.forks`): the journal's, then the
+        connection's (a withdrawal takes the connection's inside the journal's)."""
+        return [*self.journal.fork_locks(), self._lock, self._group.fork_lock()]
+
     def after_fork_in_child(self) -> None:
         """A forked child gets its own connection and owner id; the parent's claims stay its."""
         # The parent's connection (and checkpoint thread) are not ours, nor its journal.
@@ -514,6 +521,7 @@ class Spool:
         self._open(uses_appended=self.uses_appended, journal=journal)
 
     def close(self) -> None:
+        forks.untrack(self)
         self.journal.close()
         self._checkpointer.close()
         with self._lock:
