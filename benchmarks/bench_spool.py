@@ -65,6 +65,8 @@ CHUNK = 50
 
 #: Calls per second, all threads together, of the last chunk_medians run.
 LAST_RATE: list[float] = [0.0]
+#: Records per fdatasync of the last spool_record_ns run with spool_sync="full" (0: unknown).
+LAST_PER_SYNC: list[float] = [0.0]
 
 
 def chunk_medians(call: Callable[[int], object], chunks: int, threads: int) -> float:
@@ -107,12 +109,16 @@ def spool_record_ns(url: str, directory: str, chunks: int, threads: int, sync: s
         flush_interval=3600,
     )
     record = client.record
+    journal = getattr(client.spool, "journal", None)
     try:
-        return chunk_medians(
+        ns = chunk_medians(
             lambda n: record("bench_api", customer="cus_bench", identifier=f"r{n}"),
             chunks,
             threads,
         )
+        syncs = getattr(journal, "group_syncs", 0)
+        LAST_PER_SYNC[0] = threads * chunks * CHUNK / syncs if syncs else 0.0
+        return ns
     finally:
         client.shutdown(0)
 
@@ -255,6 +261,9 @@ def spool_cases(
         url, directory, max(chunks // 40, 10), 8, "full"
     )
     results["record_spool_full_8_threads_per_s"] = LAST_RATE[0]
+    results["record_spool_full_8_threads_per_sync"] = LAST_PER_SYNC[0]
+    # One store + fdatasync in the same directory, right after: the floor's sync time.
+    results["fdatasync_beside_full_ns"] = bare_sync_ns(directory, max(chunks // 40, 10))
     emulator.set_faults(hang=False)
     for producers in (1, 8):
         emulator.reset()
@@ -359,6 +368,19 @@ def report(results: dict[str, Any], events: int) -> None:
         before = f"{base[key]:>9,.0f}" if key in base else ""
         ratio = f"  ({results[key] / base[key]:.1f}× previous)" if key in base else ""
         print(f"{name:<46} {results[key]:>8,.0f} {'':>11} {before}{ratio}")
+    per_sync = results.get("record_spool_full_8_threads_per_sync", 0.0)
+    t_sync = results["fdatasync_beside_full_ns"]
+    print(
+        f'spool_sync="full", 8 threads: {per_sync:.1f} records per fdatasync; one store + '
+        f"fdatasync beside it {t_sync / 1000:.0f} µs, so at most 8 / t_sync = "
+        f"{8e9 / t_sync:,.0f} records/s with 8 threads each waiting for its own"
+    )
+    if "fdatasync_beside_full_ns" in base:
+        print(
+            f"  previous release's run: fdatasync {base['fdatasync_beside_full_ns'] / 1000:.0f} µs"
+            f" (floor {8e9 / base['fdatasync_beside_full_ns']:,.0f}/s); 10× its figure would be "
+            f"{10 * base['record_spool_full_8_threads_per_s']:,.0f}/s"
+        )
     print(f"events/s end to end ({events:,} events)")
     for producers in (1, 8):
         spool = results[f"end_to_end_spool_{producers}_events_per_s"]

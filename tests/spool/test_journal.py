@@ -279,6 +279,40 @@ def test_sync_full_shares_one_sync_between_threads(
     journal.close()
 
 
+def test_sync_full_covers_every_waiting_thread_not_half_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 threads that do nothing but record: a sync covers (nearly) all 8, not
+    two halves taking turns (4 a sync, as without the leader's wait)."""
+    syncs: list[int] = []
+    real = segments.Segment.sync
+    slow = threading.Event()
+
+    def counted(self: segments.Segment) -> None:
+        syncs.append(1)
+        slow.wait(0.01)  # a disk's sync
+        real(self)
+
+    monkeypatch.setattr(segments.Segment, "sync", counted)
+    journal = Journal(str(tmp_path / "j"), sync="full")
+    start = threading.Barrier(8)
+
+    def record(w: int) -> None:
+        start.wait()
+        for n in range(30):
+            journal.append(event(w * 100 + n))
+
+    threads = [threading.Thread(target=record, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert journal.written == 240
+    assert journal.group_syncs == len(syncs)
+    assert 240 / len(syncs) > 5.5, f"{240 / len(syncs):.1f} records per sync"
+    journal.close()
+
+
 def test_sync_interval_syncs_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

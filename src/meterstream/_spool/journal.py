@@ -42,7 +42,6 @@ from meterstream._spool.frames import (
     encode_event,
     frame_size,
     scan,
-    seed,
 )
 from meterstream._spool.segment import DirectoryLock, Segment, SegmentError
 
@@ -50,7 +49,12 @@ __all__ = ["DEFAULT_SEGMENT_BYTES", "Journal", "JournalError", "JournalFull", "i
 
 #: Each segment's size: preallocated when the segment is made.
 DEFAULT_SEGMENT_BYTES = 8 << 20
-_pack_header = FRAME_HEADER.pack_into
+#: The longest a group commit's leader waits for the other recording threads (seconds).
+LINGER_MAX = 0.005
+#: Packers of a whole frame (header and payload) by payload length: one store per record.
+_PACKERS: dict[int, Callable[..., None]] = {}
+#: Payloads up to this long get a packer kept in _PACKERS; longer ones one made each time.
+_PACKED_UP_TO = 4096
 _dumps = marshal.dumps
 _loads = marshal.loads
 _CURSOR = struct.Struct("<QQ")
@@ -146,7 +150,10 @@ class Journal:
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._sync_cond = threading.Condition(threading.Lock())
+        sync_state = threading.Lock()
+        self._sync_cond = threading.Condition(sync_state)
+        #: The group commit's leader waits on this one (the same lock) for the others.
+        self._lead_cond = threading.Condition(sync_state)
         self._syncing = False
         self._seg: Optional[Segment] = None
         self._next_seq = 1
@@ -155,7 +162,12 @@ class Journal:
         self._retry: list[tuple[float, RawEvent]] = []
         self._withdrawn: set[str] = set()
         self._synced: tuple[Optional[Segment], int] = (None, 0)
-        self.written = 0
+        self._full_sync = self.sync == "full"
+        #: fdatasyncs made for spool_sync="full" (each covers every frame written before it).
+        self.group_syncs = 0
+        self._sync_users: dict[int, float] = {}
+        self._arrived = 0
+        self._last_sync = 0.0
         self._settled_own = 0
         #: The newest own frame read (own frames are numbered in the order written).
         self._own_read = 0
@@ -178,16 +190,15 @@ class Journal:
             JournalError: a new segment could not be made (a full disk).
             ValueError: the event cannot be written (too large, an unknown type).
         """
-        identifier = event[4]
         value = event[2]
-        if type(identifier) is str and (type(value) is int or type(value) is float):
+        if type(event[4]) is str and (type(value) is int or type(value) is float):
             payload = _dumps(event, 4)  # type: ignore[arg-type]  # the recorded tuple as it is
         else:
-            if type(identifier) is not str:
-                identifier = identifier_prefix() + str(identifier)
-            payload = encode_event(event, identifier)
+            payload = _payload(event)
         length = len(payload)
-        size = frame_size(length)
+        # The frame in one store: header and payload by a packer made once per length.
+        pack = _PACKERS.get(length) or _packer(length)
+        size = 16 + ((length + 7) & ~7)
         with self._lock:
             seg = self._seg
             if seg is None or seg.end + size > seg.size:
@@ -195,13 +206,17 @@ class Journal:
             offset = seg.end
             seq = self._next_seq
             self._next_seq = seq + 1
-            mm = seg.mm
-            mm[offset + 16 : offset + 16 + length] = payload
-            _pack_header(mm, offset, length, _crc(payload, seed(length, seq)), seq)
+            # The checksum's seed is frames.seed(length, seq), written out here.
+            crc = _crc(payload, (seq * 0x9E3779B1 + length) & 0xFFFFFFFF)
+            pack(seg.mm, offset, length, crc, seq, payload)
             seg.end = offset + size
-            self.written += 1
-        if self.sync == "full":
+        if self._full_sync:
             self._sync_upto(seg, offset + size)
+
+    @property
+    def written(self) -> int:
+        """Events this process wrote (its frames are numbered 1, 2, ... in the order written)."""
+        return self._next_seq - 1
 
     def _roll(self, length: int) -> Segment:
         """A new segment (the lock held): the current one is full, or there is none."""
@@ -233,10 +248,21 @@ class Journal:
 
         One thread syncs at a time, outside the lock; the threads that wrote
         meanwhile wait for it to end and return at once if it covered them,
-        else one of them starts the next sync for all of them.
+        else one of them (the leader) starts the next sync for all of them.
+        Left at that, the threads split into two halves taking turns (those
+        a sync releases write again while the next one runs, and wait for the
+        one after), so a sync covers half of them. The leader therefore
+        waits, before it syncs, for the threads that recorded with a sync in
+        the last second to have written again, at most half the last sync's
+        time (:data:`LINGER_MAX` at most): a sync then covers them all.
         """
         cond = self._sync_cond
+        me = threading.get_ident()
         with cond:
+            self._sync_users[me] = time.monotonic()
+            self._arrived += 1
+            if self._syncing and self._arrived >= len(self._sync_users):
+                self._lead_cond.notify()  # a leader waiting for the others: all here
             while True:
                 synced_seg, synced_end = self._synced
                 if seg is not self._seg or (synced_seg is seg and synced_end >= end):
@@ -244,14 +270,31 @@ class Journal:
                 if not self._syncing:
                     break
                 cond.wait()
-            self._syncing = True
+            self._syncing = True  # leader from here: no other thread starts a sync
+            now = time.monotonic()
+            users = self._sync_users
+            if len(users) > 1:
+                for ident, seen in list(users.items()):
+                    if now - seen > 1.0:
+                        del users[ident]
+            linger = min(self._last_sync / 2, LINGER_MAX)
+            deadline = now + linger
+            while self._arrived < len(users):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lead_cond.wait(left)
+            self._arrived = 0
             target = seg.end
+        began = time.monotonic()
         try:
             with self._sync_lock:
                 seg.sync()
         finally:
             with cond:
                 self._syncing = False
+                self.group_syncs += 1
+                self._last_sync = time.monotonic() - began
                 if self._synced[0] is not seg or self._synced[1] < target:
                     self._synced = (seg, target)
                 cond.notify_all()
@@ -647,6 +690,23 @@ class Journal:
             for source in self._sources:
                 source.seg.close()
             self._sources = []
+
+
+def _packer(length: int) -> Callable[..., None]:
+    """``pack(buffer, offset, length, crc, seq, payload)`` for a *length*-byte payload."""
+    pack = struct.Struct(f"<IIQ{length}s").pack_into
+    if length <= _PACKED_UP_TO:
+        _PACKERS[length] = pack
+    return pack
+
+
+def _payload(event: RawEvent) -> bytes:
+    """The payload of an event whose identifier is not text or whose value is not
+    an int or a float (a Decimal: kept as its text)."""
+    identifier = event[4]
+    if type(identifier) is not str:
+        identifier = identifier_prefix() + str(identifier)
+    return encode_event(event, identifier)
 
 
 def os_makedirs(directory: str) -> None:

@@ -290,6 +290,7 @@ class Spool:
             now = self._clock()
             with self._lock, self._write():
                 journal_rows.remember_accepted(self._db, events, now)
+            self._checkpointer.wake()  # the log is copied back off this thread
         self.journal.settle(events)
 
     def bury_events(
