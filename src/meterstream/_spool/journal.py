@@ -428,19 +428,27 @@ class Journal:
         Returns how many were this journal's.
         """
         count = 0
+        own = 0
         with self._read_lock:
             touched: dict[int, _Source] = {}
+            pop = self._taken.pop
+            last: Optional[_Source] = None
             for event in events:
-                taken = self._taken.pop(id(event), None)
+                taken = pop(id(event), None)
                 if taken is None:
                     continue
                 source, seq = taken
                 entry = source.window.get(seq)
                 if entry is not None and not entry[1]:
                     entry[1] = True
-                    self._count_settled(source)
-                touched[id(source)] = source
+                    if source.own:
+                        own += 1
+                    else:
+                        source.known -= 1
+                if source is not last:
+                    touched[id(source)] = last = source
                 count += 1
+            self._settled_own += own
             for source in touched.values():
                 self._advance(source)
         return count
