@@ -31,6 +31,7 @@ from meterstream._config.settings import Settings
 from meterstream._exporters.memory import MemoryExporter
 from meterstream._record import events as _events
 from meterstream._record.baggage import Baggage
+from meterstream._spool import location as spool_location
 from meterstream._truth.webhooks import ValidationReport
 from meterstream.errors import InvalidEventError
 
@@ -78,6 +79,9 @@ class ParallelClient(MeterClient):
         self._aggregated = frozenset(s.aggregate)
         self.destinations: dict[str, MeterClient] = {}
         stand_in = s.exporter if s.exporter in STAND_INS else None
+        # "auto" is resolved once, so each destination's spool is derived from
+        # the one location (meter.db, meter.metronome.db), each with its journal.
+        spool_path = spool_location.chosen(s.spool_path, s.spool_app) if s.enabled else None
         try:
             for destination in s.destinations:
                 lane = dict(settings)
@@ -89,8 +93,10 @@ class ParallelClient(MeterClient):
                     from meterstream._exporters.metronome import CANNOT_CANCEL
 
                     lane["exporter"] = MemoryExporter(cannot_cancel=CANNOT_CANCEL)
-                if s.spool_path:
-                    lane["spool_path"] = lane_spool_path(s.spool_path, s.destinations, destination)
+                if spool_path:
+                    lane["spool_path"] = lane_spool_path(spool_path, s.destinations, destination)
+                elif s.spool_path:
+                    lane["spool_path"] = None  # "auto" where nothing can be written: memory
                 client = MeterClient(**lane)
                 client.name = self.name
                 client.destination = destination

@@ -232,8 +232,12 @@ class SpoolCancellations:
         db: sqlite3.Connection,
         lock: threading.Lock,
         clock: Callable[[], float],
+        withdraw: Optional[Callable[[str], Optional[str]]] = None,
+        pending_state: Optional[Callable[[str], Optional[str]]] = None,
     ) -> None:
         self._db = db
+        self._withdraw = withdraw
+        self._pending_state = pending_state
         self._lock = lock
         self._clock = clock
         with lock:
@@ -245,12 +249,16 @@ class SpoolCancellations:
     def withdraw(self, identifier: str) -> Optional[str]:
         """Delete the pending event *identifier* before it is sent: ``"withdrawn"``,
         ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        if self._withdraw is not None:
+            return self._withdraw(identifier)  # the spool's: its journal, then these rows
         with self._lock, Transaction(self._db):
             return withdraw(self._db, identifier, self._clock())
 
     def pending_state(self, identifier: str) -> Optional[str]:
         """Whether the event *identifier* waits to be sent: ``"pending"``,
         ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        if self._pending_state is not None:
+            return self._pending_state(identifier)  # the spool's: its journal, then these rows
         with self._lock:
             return pending_state(self._db, identifier, self._clock())
 
