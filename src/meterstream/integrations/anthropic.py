@@ -41,7 +41,7 @@ from meterstream.integrations._llm.meter import (
     CustomerOption,
     TokenMeter,
     field_of,
-    reader_for,
+    fields,
     split,
 )
 from meterstream.integrations._llm.patch import StreamTap, tap_stream
@@ -117,18 +117,18 @@ def usage_counts(usage: Any) -> Optional[Counts]:
     """
     if usage is None:
         return None
-    get = reader_for(usage)
-    details = get(usage, "output_tokens_details")
+    usage = fields(usage)
+    details = fields(usage.get("output_tokens_details"))
     counts = split(
         None,
         [],
-        get(usage, "output_tokens"),
-        [] if details is None else [("reasoning", field_of(details, "thinking_tokens"))],
+        usage.get("output_tokens"),
+        [("reasoning", details.get("thinking_tokens"))],
     )
     given = [
-        ("input", get(usage, "input_tokens")),
-        ("cached_input", get(usage, "cache_read_input_tokens")),
-        ("cache_write", get(usage, "cache_creation_input_tokens")),
+        ("input", usage.get("input_tokens")),
+        ("cached_input", usage.get("cache_read_input_tokens")),
+        ("cache_write", usage.get("cache_creation_input_tokens")),
     ]
     return [(t, v) for t, v in given if v is not None] + counts
 
@@ -153,15 +153,17 @@ class _MessagesTap(StreamTap):
             self.model = getattr(message, "model", None) or self.model
             usage = getattr(message, "usage", None)
             if usage is not None:
-                self.usage = {name: field_of(usage, name) for name in _DELTA_FIELDS}
-                self.usage["output_tokens_details"] = field_of(usage, "output_tokens_details")
+                given = fields(usage)
+                self.usage = {name: given.get(name) for name in _DELTA_FIELDS}
+                self.usage["output_tokens_details"] = given.get("output_tokens_details")
         elif kind == "message_delta":
             usage = getattr(item, "usage", None)
             if usage is not None:
                 if self.usage is None:
                     self.usage = {}
+                given = fields(usage)
                 for name in (*_DELTA_FIELDS, "output_tokens_details"):
-                    value = field_of(usage, name)
+                    value = given.get(name)
                     if value is not None:  # cumulative: overwrite, never add
                         self.usage[name] = value
         elif kind == "message_stop":

@@ -38,7 +38,7 @@ from meterstream.integrations._llm.meter import (
     CustomerOption,
     TokenMeter,
     field_of,
-    reader_for,
+    fields,
     split,
 )
 from meterstream.integrations._llm.patch import StreamTap, tap_stream
@@ -108,31 +108,26 @@ def usage_counts(usage: Any) -> Optional[Counts]:
     """
     if usage is None:
         return None
-    get: Callable[[Any, str], Any] = reader_for(usage)
-    total_in = get(usage, "prompt_tokens")
+    usage = fields(usage)
+    total_in = usage.get("prompt_tokens")
     if total_in is not None:
-        details_in = get(usage, "prompt_tokens_details")
-        total_out = get(usage, "completion_tokens")
-        details_out = get(usage, "completion_tokens_details")
+        details_in = fields(usage.get("prompt_tokens_details"))
+        total_out = usage.get("completion_tokens")
+        details_out = fields(usage.get("completion_tokens_details"))
     else:
-        total_in = get(usage, "input_tokens")
-        details_in = get(usage, "input_tokens_details")
-        total_out = get(usage, "output_tokens")
-        details_out = get(usage, "output_tokens_details")
-    if details_in is None:
-        parts_in: Counts = []
-    else:
-        read = reader_for(details_in)
-        parts_in = [
-            ("cached_input", read(details_in, "cached_tokens")),
-            ("cache_write", read(details_in, "cache_write_tokens")),
-        ]
-    if details_out is None:
-        parts_out: Counts = []
-    else:
-        read = reader_for(details_out)
-        parts_out = [("reasoning", read(details_out, "reasoning_tokens"))]
-    return split(total_in, parts_in, total_out, parts_out)
+        total_in = usage.get("input_tokens")
+        details_in = fields(usage.get("input_tokens_details"))
+        total_out = usage.get("output_tokens")
+        details_out = fields(usage.get("output_tokens_details"))
+    return split(
+        total_in,
+        [
+            ("cached_input", details_in.get("cached_tokens")),
+            ("cache_write", details_in.get("cache_write_tokens")),
+        ],
+        total_out,
+        [("reasoning", details_out.get("reasoning_tokens"))],
+    )
 
 
 class _ChatTap(StreamTap):

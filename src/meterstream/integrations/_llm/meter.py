@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
 
 from meterstream._client.client import MeterClient
@@ -27,8 +28,7 @@ __all__ = [
     "CustomerOption",
     "TokenMeter",
     "field_of",
-    "is_mapping",
-    "reader_for",
+    "fields",
     "split",
 ]
 
@@ -53,42 +53,56 @@ CustomerOption = Union[None, str, Callable[[Mapping[str, Any]], Optional[str]]]
 
 
 def field_of(obj: Any, name: str) -> Any:
-    """*obj*'s *name*: an SDK model's attribute or a dict's key; None when absent."""
-    if obj is None:
-        return None
-    if is_mapping(obj):
+    """*obj*'s *name*: an SDK model's field or a dict's key; None when absent."""
+    if type(obj) is dict:
         return obj.get(name)
-    return getattr(obj, name, None)
+    return fields(obj).get(name)
 
 
-#: Whether each type seen is a ``Mapping``: the ABC check costs more than the
-#: read itself, and the types a usage block comes in are few (the SDKs'
-#: models, ``dict``).
-_MAPPING_TYPES: dict[type, bool] = {dict: True}
+class _Attributes:
+    """Another object, read by attribute: ``get(name)`` is ``getattr(obj, name, None)``."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def get(self, name: str) -> Any:
+        return getattr(self._obj, name, None)
 
 
-def is_mapping(obj: Any) -> bool:
-    """True for a dict or another ``Mapping`` (read by key), False for an SDK model."""
-    kind = type(obj)
-    known = _MAPPING_TYPES.get(kind)
-    if known is None:
-        known = isinstance(obj, Mapping)
-        if len(_MAPPING_TYPES) < _MAX_TYPES:
-            _MAPPING_TYPES[kind] = known
-    return known
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+#: The kind of each type :func:`fields` saw: a mapping, a pydantic (v2) model, another object.
+_KINDS: dict[type, str] = {dict: "mapping"}
 
 
-def _attribute(obj: Any, name: str) -> Any:
-    return getattr(obj, name, None)
+def fields(obj: Any) -> Any:
+    """*obj*'s fields, read with ``.get(name)`` (None when absent).
 
-
-def reader_for(obj: Any) -> Callable[[Any, str], Any]:
-    """How to read *obj*'s fields: by key for a mapping, else as attributes.
-
-    Decided once per object: the SDKs' pydantic models are read with a
-    plain ``getattr``, and only a dict pays for the key lookup.
+    A usage block is an SDK model (pydantic) or, given as JSON, a dict. A
+    pydantic model's fields are its instance ``__dict__`` (version 2 keeps
+    extra fields beside it): read there, a field the SDK version does not
+    have costs a dict lookup, where ``getattr`` would build and catch an
+    ``AttributeError`` (microseconds with pydantic). None has no fields.
     """
-    return field_of if is_mapping(obj) else _attribute
+    if obj is None:
+        return _NO_FIELDS
+    kind = _KINDS.get(type(obj))
+    if kind is None:
+        if isinstance(obj, Mapping):
+            kind = "mapping"
+        elif hasattr(type(obj), "__pydantic_extra__") and hasattr(obj, "__dict__"):
+            kind = "pydantic"
+        else:
+            kind = "object"
+        if len(_KINDS) < _MAX_TYPES:
+            _KINDS[type(obj)] = kind
+    if kind == "mapping":
+        return obj
+    if kind == "pydantic":
+        extra = obj.__pydantic_extra__
+        return {**obj.__dict__, **extra} if extra else obj.__dict__
+    return _Attributes(obj)
 
 
 def _is_count(value: Any) -> bool:
@@ -124,19 +138,20 @@ def split(total_in: Any, parts_in: Counts, total_out: Any, parts_out: Counts) ->
 
 
 def _split_one(counts: Counts, name: str, total: Any, parts: Counts) -> None:
-    given = [(t, v) for t, v in parts if v is not None and v != 0]
-    if type(total) is int and total >= 0:
-        rest = total
-        for _, v in given:
-            if type(v) is not int or v < 0:
-                break
-            rest -= v
-        else:
-            if rest >= 0:
-                counts.append((name, rest))
-                counts.extend(given)
-                return
-    counts.append((name, total))
+    given = []
+    rest = total if type(total) is int and total >= 0 else None
+    for part in parts:
+        value = part[1]
+        if value is None or value == 0:
+            continue
+        given.append(part)
+        if rest is not None:
+            rest = rest - value if type(value) is int and value >= 0 else None
+    if rest is not None and rest >= 0:
+        counts.append((name, rest))
+        counts.extend(given)
+    else:
+        counts.append((name, total))
 
 
 class TokenMeter:
