@@ -16,6 +16,7 @@ checkout's meterstream and one importing SRC's, their rounds alternating,
 so both are measured in one run under the same load.
 
     python benchmarks/bench_llm.py [--rounds 7] [--calls 2000] [--compare ../main/src]
+                                   [--exporter memory|none]
 
 A script, not a test.
 """
@@ -105,7 +106,7 @@ def _httpx_of(module: Any) -> Any:
     return getattr(module, "httpx2", None) or module.httpx
 
 
-def worker(bodies_path: str) -> None:
+def worker(bodies_path: str, exporter: str) -> None:
     warnings.simplefilter("ignore")
     import anthropic
     import anthropic._base_client
@@ -138,11 +139,12 @@ def worker(bodies_path: str) -> None:
 
         return httpx.MockTransport(handle)
 
-    meter = meterstream.configure(exporter="memory", flush_interval=3600)
+    meter = meterstream.configure(exporter=exporter, flush_interval=3600)
+    clear = getattr(meter.exporter, "clear", lambda: None)
 
     def flush() -> None:
         meter.flush(30)
-        meter.exporter.clear()  # type: ignore[attr-defined]
+        clear()
 
     def clients(five: bool) -> tuple[Any, Any]:
         which = {
@@ -268,10 +270,10 @@ def worker(bodies_path: str) -> None:
 # -- the parent: runs the workers, alternating, and prints the medians -------------------------
 
 
-def _spawn(src: str, bodies: Path) -> subprocess.Popen[str]:
+def _spawn(src: str, bodies: Path, exporter: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": src}
     child = subprocess.Popen(
-        [sys.executable, __file__, "--worker", str(bodies)],
+        [sys.executable, __file__, "--worker", str(bodies), "--exporter", exporter],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -296,19 +298,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--compare", metavar="SRC", help="another checkout's src directory")
+    parser.add_argument(
+        "--exporter",
+        default="memory",
+        choices=["memory", "none"],
+        help="memory: the events are built as wire dicts and kept; none: discarded unencoded",
+    )
     parser.add_argument("--worker", metavar="BODIES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker)
+        worker(args.worker, args.exporter)
         return
     here = str(Path(__file__).resolve().parent.parent / "src")
     trees = {"this": here}
     if args.compare:
         trees["compared"] = str(Path(args.compare).resolve())
+    start_load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         bodies = Path(tmp) / "bodies.json"
         capture(bodies)
-        children = {name: _spawn(src, bodies) for name, src in trees.items()}
+        children = {name: _spawn(src, bodies, args.exporter) for name, src in trees.items()}
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         try:
             for _ in range(args.rounds):
@@ -320,7 +329,11 @@ def main() -> None:
                 child.stdin.close()
                 child.wait(60)
     load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.rounds} rounds")
+    print(
+        f"load average {start_load:.2f} at the start, {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+        f"at the end; {args.rounds} rounds of "
+        f"{args.calls} calls; exporter={args.exporter}"
+    )
     for name, src in trees.items():
         print(f"\n== {name}: {src}")
         _report(rounds[name])
