@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
@@ -628,6 +628,104 @@ class MeterClient:
         if not self._delivery.started:
             self._delivery.ensure_started()
         return ident
+
+    def record_uses(
+        self,
+        uses: Sequence[tuple[str, Any, Optional[dict[str, str]]]],
+        customer: Optional[str],
+        on_error: Optional[Callable[[MeterError], object]] = None,
+    ) -> None:
+        """Record several uses of one customer at one moment, as :meth:`record_use` each.
+
+        The token meter's path (one response, one event per token type): the
+        customer, the fork and shutdown checks and the clock are read once;
+        each use keeps its own checks, its own identifier and its own place
+        in the buffer (or the aggregator). Anything :meth:`record_use`
+        decides on its own (a customer not seen yet, a value that is not a
+        plain int, ``disabled_events``, a fork, shutdown) sends that use, or
+        all of them, to :meth:`record_use` itself.
+
+        Args:
+            uses: ``(event_name, value, dimensions)`` of each use, the event
+                names and dimensions already checked.
+            customer: as :meth:`record_use`'s.
+            on_error: called with each :class:`MeterError` a use raises
+                (``raise_errors``, ``on_missing_customer="raise"``), and the
+                next use recorded; None raises the first.
+        """
+        path = self._path
+        if (
+            self._disabled
+            or not path.canary[0]
+            or path.closed
+            or type(customer) is not str
+            or customer not in _known_customers
+        ):
+            for event_name, value, dimensions in uses:
+                self._record_one(event_name, value, customer, dimensions, on_error)
+            return
+        aggregator = self._aggregator
+        put = self._put
+        use_sink = path.use_sink
+        span_events = path.span_events
+        payload_keys_for = self._settings.payload_keys_for
+        checked_for: Optional[str] = None
+        keys: tuple[str, str] = ("", "")
+        ts: Optional[float] = None
+        sent = aggregated = False
+        for event_name, value, dimensions in uses:
+            if dimensions is not None and event_name is not checked_for:
+                keys = payload_keys_for(event_name)
+                checked_for = event_name
+            if (
+                type(value) is not int
+                or not _MIN_FAST_INT <= value <= MAX_FAST_INT
+                or (dimensions is not None and (keys[0] in dimensions or keys[1] in dimensions))
+            ):
+                self._record_one(event_name, value, customer, dimensions, on_error)
+                continue
+            if aggregator is not None and aggregator.add(event_name, customer, value, dimensions):
+                if use_sink is not None or span_events:
+                    self._watch_aggregated(event_name, customer, value, dimensions)
+                aggregated = True
+                continue
+            if ts is None:
+                ts = _time()
+            ident = _next_sequence()
+            if not put((event_name, customer, value, ts, ident, dimensions)):
+                if self.spool is None:  # a spool counts and logs its own drops
+                    self._log_queue_full()
+                continue
+            sent = True
+            if use_sink is not None:
+                use_sink(event_name, customer, value, ts, dimensions, None)
+            if span_events:
+                self._span_event(event_name, value, ident, customer)
+        # What record_use does after each use it put (or aggregated), once.
+        if sent:
+            if path.warn_no_key:
+                self._say_no_key()
+            if self._sync:
+                self._delivery.flush_on_caller()
+                return
+        if (sent or aggregated) and not self._delivery.started:
+            self._delivery.ensure_started()
+
+    def _record_one(
+        self,
+        event_name: str,
+        value: Any,
+        customer: Optional[str],
+        dimensions: Optional[dict[str, str]],
+        on_error: Optional[Callable[[MeterError], object]],
+    ) -> None:
+        """One use of :meth:`record_uses` on the general path."""
+        try:
+            self.record_use(event_name, value, customer, None, dimensions, None)
+        except MeterError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
 
     def _watch_aggregated(
         self, event_name: str, customer: str, value: Any, dimensions: Optional[dict[str, str]]

@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
 
 from meterstream._client import live as _live_clients
 from meterstream._client.cancel import cancel_everywhere
@@ -33,7 +33,7 @@ from meterstream._record import events as _events
 from meterstream._record.baggage import Baggage
 from meterstream._spool import location as spool_location
 from meterstream._truth.webhooks import ValidationReport
-from meterstream.errors import InvalidEventError
+from meterstream.errors import InvalidEventError, MeterError
 
 __all__ = ["ParallelClient", "lane_spool_path"]
 
@@ -218,6 +218,16 @@ class ParallelClient(MeterClient):
             identifier,
             event_name,
         )
+
+    def record_uses(
+        self,
+        uses: Sequence[tuple[str, Any, Optional[dict[str, str]]]],
+        customer: Optional[str],
+        on_error: Optional[Callable[[MeterError], object]] = None,
+    ) -> None:
+        """Each use through :meth:`record_use`: one identifier and time at every destination."""
+        for event_name, value, dimensions in uses:
+            self._record_one(event_name, value, customer, dimensions, on_error)
 
     def _record_constant_general(
         self,

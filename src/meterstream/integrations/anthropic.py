@@ -35,16 +35,17 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
     ) from exc
 
 from meterstream._client.client import MeterClient
-from meterstream.errors import ConfigurationError
 from meterstream.integrations._llm.meter import (
     DEFAULT_EVENT_NAME,
     Counts,
     CustomerOption,
     TokenMeter,
     field_of,
+    fields,
     split,
 )
-from meterstream.integrations._llm.patch import StreamTap, instrument_resources, tap_stream
+from meterstream.integrations._llm.patch import StreamTap, tap_stream
+from meterstream.integrations._llm.setup import instrument_client
 
 __all__ = ["DEFAULT_EVENT_NAME", "instrument", "usage_counts"]
 
@@ -90,19 +91,17 @@ def instrument(
     Raises:
         ConfigurationError: not an Anthropic client, or a bad option.
     """
-    if isinstance(client, _anthropic.AsyncAnthropic):
-        is_async = True
-    elif isinstance(client, _anthropic.Anthropic):
-        is_async = False
-    else:
-        raise ConfigurationError(
-            f"instrument(): expected an anthropic.Anthropic or anthropic.AsyncAnthropic "
-            f"client, got {client!r}"
-        )
-    meter = TokenMeter(
-        "anthropic", event_name=event_name, customer=customer, meter_client=meter_client
+    instrument_client(
+        client,
+        provider="anthropic",
+        sync_class=_anthropic.Anthropic,
+        async_class=_anthropic.AsyncAnthropic,
+        paths=_PATHS,
+        begin_for=_begin_for,
+        event_name=event_name,
+        customer=customer,
+        meter_client=meter_client,
     )
-    instrument_resources(client, _PATHS, lambda a: _begin_for(meter, a), meter, is_async)
     return client
 
 
@@ -118,17 +117,18 @@ def usage_counts(usage: Any) -> Optional[Counts]:
     """
     if usage is None:
         return None
-    details = field_of(usage, "output_tokens_details")
+    usage = fields(usage)
+    details = fields(usage.get("output_tokens_details"))
     counts = split(
         None,
         [],
-        field_of(usage, "output_tokens"),
-        [("reasoning", field_of(details, "thinking_tokens"))],
+        usage.get("output_tokens"),
+        [("reasoning", details.get("thinking_tokens"))],
     )
     given = [
-        ("input", field_of(usage, "input_tokens")),
-        ("cached_input", field_of(usage, "cache_read_input_tokens")),
-        ("cache_write", field_of(usage, "cache_creation_input_tokens")),
+        ("input", usage.get("input_tokens")),
+        ("cached_input", usage.get("cache_read_input_tokens")),
+        ("cache_write", usage.get("cache_creation_input_tokens")),
     ]
     return [(t, v) for t, v in given if v is not None] + counts
 
@@ -153,15 +153,17 @@ class _MessagesTap(StreamTap):
             self.model = getattr(message, "model", None) or self.model
             usage = getattr(message, "usage", None)
             if usage is not None:
-                self.usage = {name: field_of(usage, name) for name in _DELTA_FIELDS}
-                self.usage["output_tokens_details"] = field_of(usage, "output_tokens_details")
+                given = fields(usage)
+                self.usage = {name: given.get(name) for name in _DELTA_FIELDS}
+                self.usage["output_tokens_details"] = given.get("output_tokens_details")
         elif kind == "message_delta":
             usage = getattr(item, "usage", None)
             if usage is not None:
                 if self.usage is None:
                     self.usage = {}
+                given = fields(usage)
                 for name in (*_DELTA_FIELDS, "output_tokens_details"):
-                    value = field_of(usage, name)
+                    value = given.get(name)
                     if value is not None:  # cumulative: overwrite, never add
                         self.usage[name] = value
         elif kind == "message_stop":
@@ -188,10 +190,7 @@ def _begin_for(
         def finish(result: Any) -> Any:
             if stream:
                 return tap_stream(result, _MessagesTap(meter, customer, model), is_async=is_async)
-            counts = usage_counts(getattr(result, "usage", None))
-            if counts:
-                meter.record(customer, getattr(result, "model", None) or model, counts)
-            return result
+            return meter.record_response(customer, model, result, usage_counts)
 
         return kwargs, finish
 

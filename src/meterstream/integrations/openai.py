@@ -32,16 +32,17 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
     ) from exc
 
 from meterstream._client.client import MeterClient
-from meterstream.errors import ConfigurationError
 from meterstream.integrations._llm.meter import (
     DEFAULT_EVENT_NAME,
     Counts,
     CustomerOption,
     TokenMeter,
     field_of,
+    fields,
     split,
 )
-from meterstream.integrations._llm.patch import StreamTap, instrument_resources, tap_stream
+from meterstream.integrations._llm.patch import StreamTap, tap_stream
+from meterstream.integrations._llm.setup import instrument_client
 
 __all__ = ["DEFAULT_EVENT_NAME", "instrument", "usage_counts"]
 
@@ -81,18 +82,17 @@ def instrument(
     Raises:
         ConfigurationError: not an OpenAI client, or a bad option.
     """
-    if isinstance(client, _openai.AsyncOpenAI):
-        is_async = True
-    elif isinstance(client, _openai.OpenAI):
-        is_async = False
-    else:
-        raise ConfigurationError(
-            f"instrument(): expected an openai.OpenAI or openai.AsyncOpenAI client, got {client!r}"
-        )
-    meter = TokenMeter(
-        "openai", event_name=event_name, customer=customer, meter_client=meter_client
+    instrument_client(
+        client,
+        provider="openai",
+        sync_class=_openai.OpenAI,
+        async_class=_openai.AsyncOpenAI,
+        paths=_PATHS,
+        begin_for=_begin_for,
+        event_name=event_name,
+        customer=customer,
+        meter_client=meter_client,
     )
-    instrument_resources(client, _PATHS, lambda a: _begin_for(meter, a), meter, is_async)
     return client
 
 
@@ -108,24 +108,25 @@ def usage_counts(usage: Any) -> Optional[Counts]:
     """
     if usage is None:
         return None
-    total_in = field_of(usage, "prompt_tokens")
+    usage = fields(usage)
+    total_in = usage.get("prompt_tokens")
     if total_in is not None:
-        details_in = field_of(usage, "prompt_tokens_details")
-        total_out = field_of(usage, "completion_tokens")
-        details_out = field_of(usage, "completion_tokens_details")
+        details_in = fields(usage.get("prompt_tokens_details"))
+        total_out = usage.get("completion_tokens")
+        details_out = fields(usage.get("completion_tokens_details"))
     else:
-        total_in = field_of(usage, "input_tokens")
-        details_in = field_of(usage, "input_tokens_details")
-        total_out = field_of(usage, "output_tokens")
-        details_out = field_of(usage, "output_tokens_details")
+        total_in = usage.get("input_tokens")
+        details_in = fields(usage.get("input_tokens_details"))
+        total_out = usage.get("output_tokens")
+        details_out = fields(usage.get("output_tokens_details"))
     return split(
         total_in,
         [
-            ("cached_input", field_of(details_in, "cached_tokens")),
-            ("cache_write", field_of(details_in, "cache_write_tokens")),
+            ("cached_input", details_in.get("cached_tokens")),
+            ("cache_write", details_in.get("cache_write_tokens")),
         ],
         total_out,
-        [("reasoning", field_of(details_out, "reasoning_tokens"))],
+        [("reasoning", details_out.get("reasoning_tokens"))],
     )
 
 
@@ -210,10 +211,7 @@ def _begin_for(
                 else:
                     tap = _ResponsesTap(meter, customer, model)
                 return tap_stream(result, tap, is_async=is_async)
-            counts = usage_counts(getattr(result, "usage", None))
-            if counts:
-                meter.record(customer, getattr(result, "model", None) or model, counts)
-            return result
+            return meter.record_response(customer, model, result, usage_counts)
 
         return kwargs, finish
 

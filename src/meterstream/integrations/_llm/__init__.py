@@ -1,1 +1,1 @@
-"""The token meter shared by the OpenAI and Anthropic integrations (meter, patch)."""
+"""The token meter shared by the OpenAI and Anthropic integrations (meter, patch, setup)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
 
 from meterstream._client.client import MeterClient
@@ -27,6 +28,7 @@ __all__ = [
     "CustomerOption",
     "TokenMeter",
     "field_of",
+    "fields",
     "split",
 ]
 
@@ -39,8 +41,10 @@ DEFAULT_EVENT_NAME = "token-billing-tokens"
 TOKEN_TYPES = ("input", "cached_input", "cache_write", "output", "reasoning")
 #: Where a token type's count goes when the event-name mapping has no meter for it.
 _PARENT = {"cached_input": "input", "cache_write": "input", "reasoning": "output"}
-#: How many (model, token type) dimension sets a meter keeps checked.
-_MAX_DIMENSIONS = 4096
+#: How many models' checked dimensions a meter keeps.
+_MAX_MODELS = 1024
+#: How many types :func:`is_mapping` remembers.
+_MAX_TYPES = 4096
 
 #: ``(token_type, count)`` pairs, the counts as the provider reported them.
 Counts = list[tuple[str, Any]]
@@ -49,12 +53,56 @@ CustomerOption = Union[None, str, Callable[[Mapping[str, Any]], Optional[str]]]
 
 
 def field_of(obj: Any, name: str) -> Any:
-    """*obj*'s *name*: an SDK model's attribute or a dict's key; None when absent."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
+    """*obj*'s *name*: an SDK model's field or a dict's key; None when absent."""
+    if type(obj) is dict:
         return obj.get(name)
-    return getattr(obj, name, None)
+    return fields(obj).get(name)
+
+
+class _Attributes:
+    """Another object, read by attribute: ``get(name)`` is ``getattr(obj, name, None)``."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def get(self, name: str) -> Any:
+        return getattr(self._obj, name, None)
+
+
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+#: The kind of each type :func:`fields` saw: a mapping, a pydantic (v2) model, another object.
+_KINDS: dict[type, str] = {dict: "mapping"}
+
+
+def fields(obj: Any) -> Any:
+    """*obj*'s fields, read with ``.get(name)`` (None when absent).
+
+    A usage block is an SDK model (pydantic) or, given as JSON, a dict. A
+    pydantic model's fields are its instance ``__dict__`` (version 2 keeps
+    extra fields beside it): read there, a field the SDK version does not
+    have costs a dict lookup, where ``getattr`` would build and catch an
+    ``AttributeError`` (microseconds with pydantic). None has no fields.
+    """
+    if obj is None:
+        return _NO_FIELDS
+    kind = _KINDS.get(type(obj))
+    if kind is None:
+        if isinstance(obj, Mapping):
+            kind = "mapping"
+        elif hasattr(type(obj), "__pydantic_extra__") and hasattr(obj, "__dict__"):
+            kind = "pydantic"
+        else:
+            kind = "object"
+        if len(_KINDS) < _MAX_TYPES:
+            _KINDS[type(obj)] = kind
+    if kind == "mapping":
+        return obj
+    if kind == "pydantic":
+        extra = obj.__pydantic_extra__
+        return {**obj.__dict__, **extra} if extra else obj.__dict__
+    return _Attributes(obj)
 
 
 def _is_count(value: Any) -> bool:
@@ -71,29 +119,39 @@ def split(total_in: Any, parts_in: Counts, total_out: Any, parts_out: Counts) ->
 
     Args:
         total_in: the inclusive input count (None: absent).
-        parts_in: ``(token_type, count)`` of the parts inside *total_in*.
+        parts_in: ``(token_type, count)`` of the parts inside *total_in*, in
+            :data:`TOKEN_TYPES` order.
         total_out: the inclusive output count (None: absent).
-        parts_out: ``(token_type, count)`` of the parts inside *total_out*.
+        parts_out: ``(token_type, count)`` of the parts inside *total_out*, in
+            :data:`TOKEN_TYPES` order.
 
     Returns:
         ``(token_type, count)`` pairs in :data:`TOKEN_TYPES` order; counts that
         are not numbers are passed on so the meter's checks name them.
     """
     counts: Counts = []
-    for total, parts, name in ((total_in, parts_in, "input"), (total_out, parts_out, "output")):
-        if total is None:
-            continue
-        given = [(t, v) for t, v in parts if v is not None and v != 0]
-        if _is_count(total) and all(_is_count(v) for _, v in given):
-            rest = total - sum(v for _, v in given)
-            if rest >= 0:
-                counts.append((name, rest))
-                counts.extend(given)
-                continue
-        counts.append((name, total))
-    order = {t: i for i, t in enumerate(TOKEN_TYPES)}
-    counts.sort(key=lambda pair: order[pair[0]])
+    if total_in is not None:
+        _split_one(counts, "input", total_in, parts_in)
+    if total_out is not None:
+        _split_one(counts, "output", total_out, parts_out)
     return counts
+
+
+def _split_one(counts: Counts, name: str, total: Any, parts: Counts) -> None:
+    given = []
+    rest = total if type(total) is int and total >= 0 else None
+    for part in parts:
+        value = part[1]
+        if value is None or value == 0:
+            continue
+        given.append(part)
+        if rest is not None:
+            rest = rest - value if type(value) is int and value >= 0 else None
+    if rest is not None and rest >= 0:
+        counts.append((name, rest))
+        counts.extend(given)
+    else:
+        counts.append((name, total))
 
 
 class TokenMeter:
@@ -130,7 +188,10 @@ class TokenMeter:
             )
         self._customer = customer
         self._meter_client = meter_client
-        self._dims: dict[tuple[str, str], dict[str, str]] = {}
+        #: Per model the response names: each token type's (event name, dimensions).
+        self._uses: dict[str, dict[str, tuple[str, dict[str, str]]]] = {}
+        #: Some token type has no event name of its own: counted in its total.
+        self._folds = len(self._names) < len(TOKEN_TYPES)
         self._log = RateLimitedLog()
         #: Calls whose tokens could not be recorded (metering failed, the call went on).
         self.errors = 0
@@ -163,59 +224,99 @@ class TokenMeter:
         return customer
 
     def record(self, customer: Optional[str], model: Any, counts: Counts) -> None:
-        """Record one event per token type with a count other than zero. Never raises."""
+        """Record one event per token type with a count other than zero. Never raises.
+
+        The events of one call go to the client in one :meth:`MeterClient.record_uses`:
+        one customer, one timestamp, an identifier and checks per event.
+        """
         try:
             mc = self.client()
-            model_name = (
-                f"{self.provider}/{model if isinstance(model, str) and model else 'unknown'}"
-            )
-            names = self._names
-            merged: Counts = []
-            where: dict[str, int] = {}
+            uses_of = self._uses.get(model) if type(model) is str else None
+            if uses_of is None:
+                uses_of = self._uses_for(model)
+            if self._folds:
+                counts = self._fold(counts)
+            uses: list[tuple[str, Any, Optional[dict[str, str]]]] = []
             for token_type, value in counts:
-                if token_type not in names:
-                    token_type = _PARENT[token_type]  # no meter of its own: in its total
-                at = where.get(token_type)
-                if at is not None and _is_count(value) and _is_count(merged[at][1]):
-                    merged[at] = (token_type, merged[at][1] + value)
-                else:
-                    where[token_type] = len(merged)
-                    merged.append((token_type, value))
-            for token_type, value in merged:
-                if value == 0:
-                    continue
-                try:
-                    if not _is_count(value):
-                        mc.invalid(
-                            InvalidEventError(
-                                "value", value, f"{token_type} tokens: expected a whole number >= 0"
-                            ),
-                            names[token_type],
-                        )
-                        continue
-                    mc.record_use(
-                        names[token_type],
-                        value,
-                        customer,
-                        None,
-                        self._dimensions(model_name, token_type),
-                        None,
-                    )
-                except MeterError as exc:  # raise_errors / on_missing_customer="raise"
-                    self.failed("record", exc)
+                if type(value) is int and value > 0:
+                    name, dims = uses_of[token_type]
+                    uses.append((name, value, dims))
+                elif value != 0:
+                    self._invalid(mc, token_type, value)
+            if uses:
+                mc.record_uses(uses, customer, self._record_failed)
         except Exception as exc:  # never break the model call
             report_internal_error(exc)
             self.failed("internal", exc)
 
-    def _dimensions(self, model: str, token_type: str) -> dict[str, str]:
-        """The checked dimensions of one (model, token type): checked once, then reused."""
-        key = (model, token_type)
-        dims = self._dims.get(key)
-        if dims is None:
-            dims = check_dimensions({"model": model, "token_type": token_type}) or {}
-            if len(self._dims) < _MAX_DIMENSIONS:  # model names come from responses: bounded
-                self._dims[key] = dims
-        return dims
+    def record_response(
+        self,
+        customer: Optional[str],
+        model: Any,
+        response: Any,
+        usage_counts: Callable[[Any], Optional[Counts]],
+    ) -> Any:
+        """Record the tokens of a response that is not a stream; *response* is returned.
+
+        Args:
+            customer: the customer found when the call was made.
+            model: the request's model (the response's own wins).
+            response: the SDK's parsed response.
+            usage_counts: the provider's counts of its ``usage``.
+        """
+        counts = usage_counts(getattr(response, "usage", None))
+        if counts:
+            self.record(customer, getattr(response, "model", None) or model, counts)
+        return response
+
+    def _fold(self, counts: Counts) -> Counts:
+        """Each token type without an event name of its own, added into its total."""
+        names = self._names
+        merged: Counts = []
+        where: dict[str, int] = {}
+        for token_type, value in counts:
+            if token_type not in names:
+                token_type = _PARENT[token_type]  # no meter of its own: in its total
+            at = where.get(token_type)
+            if at is not None and _is_count(value) and _is_count(merged[at][1]):
+                merged[at] = (token_type, merged[at][1] + value)
+            else:
+                where[token_type] = len(merged)
+                merged.append((token_type, value))
+        return merged
+
+    def _invalid(self, mc: MeterClient, token_type: str, value: Any) -> None:
+        """A count that is not a whole number >= 0: an invalid event, named."""
+        try:
+            mc.invalid(
+                InvalidEventError(
+                    "value", value, f"{token_type} tokens: expected a whole number >= 0"
+                ),
+                self._names[token_type],
+            )
+        except MeterError as exc:  # raise_errors
+            self.failed("record", exc)
+
+    def _record_failed(self, exc: MeterError) -> None:
+        self.failed("record", exc)  # raise_errors / on_missing_customer="raise"
+
+    def _uses_for(self, model: Any) -> dict[str, tuple[str, dict[str, str]]]:
+        """The event name and checked dimensions of each token type of *model*.
+
+        Checked once per model, then reused: model names come from
+        responses, so the number kept is bounded.
+        """
+        model_name = f"{self.provider}/{model if isinstance(model, str) and model else 'unknown'}"
+        uses_of = {
+            token_type: (
+                name,
+                check_dimensions({"model": model_name, "token_type": token_type}) or {},
+            )
+            for token_type, name in self._names.items()
+        }
+        if type(model) is str and len(self._uses) < _MAX_MODELS:
+            self._uses[model] = uses_of
+        return uses_of
 
     def failed(self, reason: str, exc: BaseException) -> None:
         """Count and log (rate-limited) a metering failure the call does not see."""
