@@ -128,6 +128,13 @@ def test_record_uses_delivers_counts_and_raises_what_record_use_does_one_by_one(
     )
 
 
+def test_with_a_spool_record_uses_journals_what_record_use_does(tmp_path: Any) -> None:
+    one = _outcome(_one_by_one, USES, "cus_1", spool_path=str(tmp_path / "one.db"))
+    batched = _outcome(_batched, USES, "cus_1", spool_path=str(tmp_path / "batched.db"))
+    assert batched == one
+    assert len(batched[0]) == len(USES) and batched[2] == []
+
+
 def test_each_use_has_its_own_identifier_and_all_share_one_timestamp(
     memory_client: meterstream.MeterClient,
 ) -> None:
