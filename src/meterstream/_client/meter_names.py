@@ -101,7 +101,8 @@ class MeterNames:
             logger.warning(
                 "no active meter has the event name %r: Stripe accepts its events "
                 "but bills none of them (it reports them as 'no_meter'); create "
-                "the meter, or fix the name",
+                "the meter, or fix the name (an emulator started with "
+                "--auto-create-meters makes it at the first event)",
                 name,
             )
             self._missing.add(name)

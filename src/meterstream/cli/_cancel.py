@@ -14,7 +14,14 @@ import argparse
 import time
 from typing import Any, Callable
 
-from meterstream.cli._args import connection_args, connection_settings, parse_time, seconds
+from meterstream.cli._args import (
+    TIME_HINT,
+    connection_args,
+    connection_settings,
+    parse_time,
+    seconds,
+    spool_arg,
+)
 from meterstream.errors import CancelError, ConfigurationError
 
 __all__ = ["add_cancel_parser", "run_cancel"]
@@ -33,12 +40,12 @@ def add_cancel_parser(sub: Any) -> None:
         "Prints what it would cancel; --yes does it. Stripe cancels only events it "
         "received within the last 24 hours.",
     )
-    cancel.add_argument("--spool", required=True, metavar="PATH", help="the spool file")
+    spool_arg(cancel)
     cancel.add_argument("--event", required=True, metavar="NAME", help="the event name")
     cancel.add_argument("--identifier", help="one event, by identifier")
     cancel.add_argument("--customer", help="every event of this customer (with --since/--until)")
-    cancel.add_argument("--since", type=parse_time, help="ISO 8601 or Unix seconds")
-    cancel.add_argument("--until", type=parse_time, help="ISO 8601 or Unix seconds, excluded")
+    cancel.add_argument("--since", type=parse_time, metavar="TIME", help=TIME_HINT)
+    cancel.add_argument("--until", type=parse_time, metavar="TIME", help=f"{TIME_HINT}, excluded")
     cancel.add_argument("--dry-run", action="store_true", help="print, cancel nothing")
     cancel.add_argument("--yes", action="store_true", help="confirm: cancel them")
     cancel.add_argument(
