@@ -49,13 +49,7 @@ def run_demo(
     progress = progress and _is_terminal(out)
     with Emulator() as emulator:
         for event_name in EVENTS:  # the meters, made first as they are at Stripe
-            emulator.state.create_meter(
-                {
-                    "display_name": event_name,
-                    "event_name": event_name,
-                    "default_aggregation[formula]": "sum",
-                }
-            )
+            emulator.create_meter(event_name)
         print(f"Stripe emulator listening on {emulator.url}", file=out)
         print(f"See what is metered, live: {emulator.url}/", file=out, flush=True)
         client = MeterClient(
