@@ -2,25 +2,39 @@
 
 All in one run:
 
-  record(), spool, 1 thread    median ns per call, spool_sync=normal
-  record(), spool, 8 threads   the same, eight threads recording at once (each
-                               thread's own calls), and their records/s together
-                               beside one thread's (group commit: threads that
-                               record at once share a transaction)
-  record(), no spool           exporter="none": the in-memory record path
-  bare sqlite3 insert+commit   one row a transaction, WAL, synchronous=NORMAL:
-                               the floor a durable record() stands on
-  end to end                   events/s from the first record() to flush()
-                               returning, delivered to the emulator (spawned in
-                               its own process) through the spool: from one
-                               producer thread, and from eight (a web app
-                               records from its request threads)
+  record(), journal, 1 thread     median ns per call, spool_sync=normal
+  record(), journal, 8 threads    the same, eight threads recording at once (each
+                                  thread's own calls), and their records/s together
+  record(), journal, full, 8 thr  spool_sync="full": an fdatasync shared by the
+                                  threads that wrote meanwhile (group commit), with
+                                  the records per sync and an fdatasync timed right
+                                  after it (the floor: 8 / that time)
+  record(), no spool              the in-memory record path
+  bare mmap store                 a framed record (marshal, CRC-32, 16-byte header,
+                                  one precompiled struct store)
+                                  copied into a MAP_SHARED mapping under a lock:
+                                  the floor the journal stands on
+  bare sqlite3 insert+commit      one row a transaction, WAL, synchronous=NORMAL:
+                                  the floor the previous release's spool stood on
+  bare store + fdatasync          one store into a written shared mapping and an
+                                  fdatasync: what spool_sync="full" waits for
+  previous release                with --base-src: the same record() and end-to-end
+                                  cases against that checkout's SQLite spool, in a
+                                  subprocess of this run
+  end to end                      events/s from the first record() to flush()
+                                  returning, delivered to the emulator (spawned in
+                                  its own process): through the journal, and in
+                                  memory without a spool, and through the journal
+                                  with spool_history_days=0 (no accepted history:
+                                  what its one SQLite write per event costs); from
+                                  one producer thread, and from eight
 
 Per-call costs are medians over chunks of 50 calls. While record() is timed,
-the emulator hangs every request, so delivery claims a few batches and waits
-instead of competing for the write lock: what is measured is the caller's cost.
+the emulator hangs every request, so delivery takes a few batches and waits:
+what is measured is the caller's cost.
 
-    python benchmarks/bench_spool.py [--chunks 2000] [--events 100000] [--json PATH]
+    python benchmarks/bench_spool.py [--chunks 2000] [--events 100000]
+        [--base-src CHECKOUT/src] [--json PATH]
 
 A script, not a test: the numbers go to docs/performance.md.
 """
@@ -29,17 +43,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import marshal
+import mmap
 import os
 import platform
 import sqlite3
 import statistics
+import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from typing import Any, Callable
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+if "--base-only" not in sys.argv:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 import meterstream
 from meterstream.emulator import Emulator
@@ -50,6 +70,8 @@ CHUNK = 50
 
 #: Calls per second, all threads together, of the last chunk_medians run.
 LAST_RATE: list[float] = [0.0]
+#: Records per fdatasync of the last spool_record_ns run with spool_sync="full" (0: unknown).
+LAST_PER_SYNC: list[float] = [0.0]
 
 
 def chunk_medians(call: Callable[[int], object], chunks: int, threads: int) -> float:
@@ -82,21 +104,26 @@ def chunk_medians(call: Callable[[int], object], chunks: int, threads: int) -> f
     return statistics.median(samples)
 
 
-def spool_record_ns(url: str, directory: str, chunks: int, threads: int) -> float:
+def spool_record_ns(url: str, directory: str, chunks: int, threads: int, sync: str) -> float:
     client = meterstream.MeterClient(
         api_key=KEY,
         api_base=url,
         stream_base=url,
-        spool_path=os.path.join(directory, f"record-{threads}.db"),
+        spool_path=os.path.join(directory, f"record-{threads}-{sync}.db"),
+        spool_sync=sync,
         flush_interval=3600,
     )
     record = client.record
+    journal = getattr(client.spool, "journal", None)
     try:
-        return chunk_medians(
+        ns = chunk_medians(
             lambda n: record("bench_api", customer="cus_bench", identifier=f"r{n}"),
             chunks,
             threads,
         )
+        syncs = getattr(journal, "group_syncs", 0)
+        LAST_PER_SYNC[0] = threads * chunks * CHUNK / syncs if syncs else 0.0
+        return ns
     finally:
         client.shutdown(0)
 
@@ -110,6 +137,71 @@ def memory_record_ns(chunks: int) -> float:
         )
     finally:
         client.shutdown(30)  # the "none" exporter takes what the timed part left
+
+
+def bare_mmap_ns(directory: str, chunks: int) -> float:
+    """A framed record stored into a shared file mapping: the journal's floor.
+
+    What the journal's append does and nothing else: the recorded tuple
+    (made, with time.time() and an identifier, as record() makes it)
+    marshalled, its CRC-32, and header and payload written by one struct
+    packer made once per length, under an uncontended lock.
+    """
+    size = 256 << 20
+    with open(os.path.join(directory, "bare.seg"), "w+b") as f:
+        os.posix_fallocate(f.fileno(), 0, size)
+        mm = mmap.mmap(f.fileno(), size, mmap.MAP_SHARED)
+    packers: dict[int, Any] = {}
+    dumps, crc32, now = marshal.dumps, zlib.crc32, time.time
+    lock = threading.Lock()
+    state = [64, 0]
+
+    def store(n: int) -> None:
+        payload = dumps(("bench_api", "cus_bench", 1, now(), f"r{n}", None), 4)
+        length = len(payload)
+        pack = packers.get(length)
+        if pack is None:
+            pack = packers[length] = struct.Struct(f"<IIQ{length}s").pack_into
+        lock.acquire()
+        try:
+            offset, seq = state[0], state[1] + 1
+            if offset + 16 + length > size:
+                offset = 64
+            pack(mm, offset, length, crc32(payload, seq), seq, payload)
+            state[0], state[1] = offset + 16 + ((length + 7) & ~7), seq
+        finally:
+            lock.release()
+
+    try:
+        return chunk_medians(store, chunks, 1)
+    finally:
+        mm.close()
+
+
+def bare_sync_ns(directory: str, chunks: int) -> float:
+    """A store into a written (not sparse) shared mapping, then fdatasync: the
+    floor of one spool_sync="full" record alone, and so of a group of them."""
+    size = 16 << 20
+    path = os.path.join(directory, "bare-sync.seg")
+    with open(path, "w+b") as f:
+        f.write(b"\x00" * size)
+        f.flush()
+        os.fsync(f.fileno())
+        fd = os.dup(f.fileno())
+    mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
+    state = [64]
+
+    def store(n: int) -> None:
+        offset = state[0] if state[0] + 128 < size else 64
+        mm[offset : offset + 100] = b"x" * 100
+        os.fdatasync(fd)
+        state[0] = offset + 104
+
+    try:
+        return chunk_medians(store, chunks, 1)
+    finally:
+        mm.close()
+        os.close(fd)
 
 
 def bare_insert_ns(directory: str, chunks: int) -> float:
@@ -140,13 +232,19 @@ def bare_insert_ns(directory: str, chunks: int) -> float:
         db.close()
 
 
-def end_to_end(url: str, directory: str, events: int, producers: int) -> float:
-    client = meterstream.MeterClient(
-        api_key=KEY,
-        api_base=url,
-        stream_base=url,
-        spool_path=os.path.join(directory, f"end-to-end-{producers}.db"),
-    )
+def end_to_end(
+    url: str, directory: str, events: int, producers: int, spool: bool, history: bool = True
+) -> float:
+    settings: dict[str, Any] = {"api_key": KEY, "api_base": url, "stream_base": url}
+    if spool:
+        settings["spool_path"] = os.path.join(
+            directory, f"end-to-end-{producers}{'' if history else '-no-history'}.db"
+        )
+        if not history:
+            settings["spool_history_days"] = 0
+    else:
+        settings["max_queue_size"] = events + 1
+    client = meterstream.MeterClient(**settings)
     record = client.record
     each = events // producers
     events = each * producers
@@ -169,68 +267,160 @@ def end_to_end(url: str, directory: str, events: int, producers: int) -> float:
     return events / elapsed
 
 
+def spool_cases(
+    url: str, directory: str, emulator: Any, chunks: int, events: int
+) -> dict[str, Any]:
+    """The cases that go through spool_path: this checkout's, or (--base-only) another's."""
+    results: dict[str, Any] = {}
+    emulator.set_faults(hang=True)
+    results["record_spool_1_thread_ns"] = spool_record_ns(url, directory, chunks, 1, "normal")
+    results["record_spool_1_thread_per_s"] = LAST_RATE[0]
+    results["record_spool_8_threads_ns"] = spool_record_ns(
+        url, directory, max(chunks // 8, 50), 8, "normal"
+    )
+    results["record_spool_8_threads_per_s"] = LAST_RATE[0]
+    results["record_spool_full_8_threads_ns"] = spool_record_ns(
+        url, directory, max(chunks // 40, 10), 8, "full"
+    )
+    results["record_spool_full_8_threads_per_s"] = LAST_RATE[0]
+    results["record_spool_full_8_threads_per_sync"] = LAST_PER_SYNC[0]
+    # One store + fdatasync in the same directory, right after: the floor's sync time.
+    results["fdatasync_beside_full_ns"] = bare_sync_ns(directory, max(chunks // 40, 10))
+    emulator.set_faults(hang=False)
+    for producers in (1, 8):
+        emulator.reset()
+        results[f"end_to_end_spool_{producers}_events_per_s"] = end_to_end(
+            url, directory, events, producers, spool=True
+        )
+    return results
+
+
+def base_cases(base_src: str, chunks: int, events: int) -> dict[str, Any]:
+    """spool_cases() run by another checkout's meterstream, in a subprocess."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--base-only",
+            "--chunks",
+            str(chunks),
+            "--events",
+            str(events),
+            "--json",
+            out.name,
+        ]
+        env = {**os.environ, "PYTHONPATH": base_src}
+        subprocess.run(command, env=env, check=True)
+        with open(out.name) as f:
+            loaded: dict[str, Any] = json.load(f)
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--base-src", help="the src directory of the previous release's checkout")
+    parser.add_argument("--base-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {}
+    if args.base_only:
+        with tempfile.TemporaryDirectory(prefix="bench-spool-base-") as directory:
+            emulator = Emulator.spawn(auto_create_meters=True)
+            try:
+                results = spool_cases(emulator.url, directory, emulator, args.chunks, args.events)
+            finally:
+                emulator.stop()
+        with open(args.json, "w") as out:
+            json.dump(results, out)
+        return 0
     print(
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
+    base: dict[str, Any] = {}
+    if args.base_src:
+        base = base_cases(args.base_src, args.chunks, args.events)
     with tempfile.TemporaryDirectory(prefix="bench-spool-") as directory:
         emulator = Emulator.spawn(auto_create_meters=True)
         try:
-            emulator.set_faults(hang=True)
-            results["record_spool_1_thread_ns"] = spool_record_ns(
-                emulator.url, directory, args.chunks, 1
-            )
-            results["record_spool_1_thread_per_s"] = LAST_RATE[0]
-            results["record_spool_8_threads_ns"] = spool_record_ns(
-                emulator.url, directory, max(args.chunks // 8, 50), 8
-            )
-            results["record_spool_8_threads_per_s"] = LAST_RATE[0]
-            emulator.set_faults(hang=False)
+            results = spool_cases(emulator.url, directory, emulator, args.chunks, args.events)
             results["record_no_spool_ns"] = memory_record_ns(args.chunks)
+            results["bare_mmap_store_ns"] = bare_mmap_ns(directory, args.chunks)
             results["bare_sqlite_insert_commit_ns"] = bare_insert_ns(directory, args.chunks)
-            emulator.reset()
-            results["end_to_end_events_per_s"] = end_to_end(emulator.url, directory, args.events, 1)
-            emulator.reset()
-            results["end_to_end_8_producers_events_per_s"] = end_to_end(
-                emulator.url, directory, args.events, 8
-            )
+            results["bare_fdatasync_ns"] = bare_sync_ns(directory, max(args.chunks // 40, 10))
+            for producers in (1, 8):
+                emulator.reset()
+                results[f"end_to_end_memory_{producers}_events_per_s"] = end_to_end(
+                    emulator.url, directory, args.events, producers, spool=False
+                )
+                # The journal without the accepted history: what its one SQLite
+                # write per event costs.
+                emulator.reset()
+                results[f"end_to_end_spool_no_history_{producers}_events_per_s"] = end_to_end(
+                    emulator.url, directory, args.events, producers, spool=True, history=False
+                )
         finally:
             emulator.stop()
-
-    floor = results["bare_sqlite_insert_commit_ns"]
-    rows = [
-        ("record(), spool, 1 thread", results["record_spool_1_thread_ns"]),
-        ("record(), spool, 8 threads", results["record_spool_8_threads_ns"]),
-        ("record(), no spool (exporter none)", results["record_no_spool_ns"]),
-        ("bare sqlite3 insert+commit (WAL, NORMAL)", floor),
-    ]
-    print(f"{'median per call':<42} {'µs':>8} {'× bare insert':>14}")
-    for name, ns in rows:
-        print(f"{name:<42} {ns / 1000:>8.2f} {ns / floor:>14.2f}")
-    print(f"{'durable records/s':<42} {'':>8} {'':>14}")
-    for name, key in (
-        ("1 thread", "record_spool_1_thread_per_s"),
-        ("8 threads together", "record_spool_8_threads_per_s"),
-    ):
-        print(f"{name:<42} {results[key]:>8,.0f}")
-    print(f"{'durable events/s end to end':<42}   ({args.events:,} events)")
-    for name, key in (
-        ("1 producer thread", "end_to_end_events_per_s"),
-        ("8 producer threads", "end_to_end_8_producers_events_per_s"),
-    ):
-        print(f"{name:<42} {results[key]:>8,.0f}")
+    results["base"] = base
+    report(results, args.events)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)
     return 0
+
+
+def report(results: dict[str, Any], events: int) -> None:
+    base = results["base"]
+    memory = results["record_no_spool_ns"]
+    print(f"{'median per call':<46} {'µs':>8} {'× no spool':>11} {'previous':>9}")
+    for name, key in (
+        ("record(), journal, 1 thread", "record_spool_1_thread_ns"),
+        ("record(), journal, 8 threads", "record_spool_8_threads_ns"),
+        ('record(), journal, spool_sync="full", 8 thr', "record_spool_full_8_threads_ns"),
+        ("record(), no spool", "record_no_spool_ns"),
+        ("bare mmap store (the journal's floor)", "bare_mmap_store_ns"),
+        ("bare sqlite3 insert+commit (WAL, NORMAL)", "bare_sqlite_insert_commit_ns"),
+        ("bare store + fdatasync (spool_sync=full's floor)", "bare_fdatasync_ns"),
+    ):
+        ns = results[key]
+        before = f"{base[key] / 1000:>9.2f}" if key in base else f"{'':>9}"
+        print(f"{name:<46} {ns / 1000:>8.2f} {ns / memory:>11.2f} {before}")
+    print(f"{'records/s, all threads together':<46} {'':>8} {'':>11} {'previous':>9}")
+    for name, key in (
+        ("journal, 8 threads", "record_spool_8_threads_per_s"),
+        ('journal, spool_sync="full", 8 threads', "record_spool_full_8_threads_per_s"),
+    ):
+        before = f"{base[key]:>9,.0f}" if key in base else ""
+        ratio = f"  ({results[key] / base[key]:.1f}× previous)" if key in base else ""
+        print(f"{name:<46} {results[key]:>8,.0f} {'':>11} {before}{ratio}")
+    per_sync = results.get("record_spool_full_8_threads_per_sync", 0.0)
+    t_sync = results["fdatasync_beside_full_ns"]
+    print(
+        f'spool_sync="full", 8 threads: {per_sync:.1f} records per fdatasync; one store + '
+        f"fdatasync beside it {t_sync / 1000:.0f} µs, so at most 8 / t_sync = "
+        f"{8e9 / t_sync:,.0f} records/s with 8 threads each waiting for its own"
+    )
+    if "fdatasync_beside_full_ns" in base:
+        print(
+            f"  previous release's run: fdatasync {base['fdatasync_beside_full_ns'] / 1000:.0f} µs"
+            f" (floor {8e9 / base['fdatasync_beside_full_ns']:,.0f}/s); 10× its figure would be "
+            f"{10 * base['record_spool_full_8_threads_per_s']:,.0f}/s"
+        )
+    print(f"events/s end to end ({events:,} events)")
+    for producers in (1, 8):
+        spool = results[f"end_to_end_spool_{producers}_events_per_s"]
+        mem = results[f"end_to_end_memory_{producers}_events_per_s"]
+        key = f"end_to_end_spool_{producers}_events_per_s"
+        before = f", previous release {base[key]:,.0f}" if key in base else ""
+        bare = results[f"end_to_end_spool_no_history_{producers}_events_per_s"]
+        print(
+            f"  {producers} producer(s): journal {spool:,.0f}, in memory {mem:,.0f} "
+            f"({spool / mem:.2f}×){before}; journal with spool_history_days=0 "
+            f"{bare:,.0f} ({bare / mem:.2f}×)"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ ALLOWED: dict[str, str] = {
     "emulator/_app.py": "about 400: the ASGI app's routing and error shapes, one idea",
     "integrations/_common.py": "about 400: what the three web integrations share, one idea",
     "_exporters/stripe/_exporter.py": "about 400: the Stripe exporter, one idea",
+    "_spool/journal.py": "one process's segments: writer, reader and cursors share one lock "
+    "discipline (to be split: the reader's half, issue 25)",
+    "_spool/spool.py": "the spool's facade: every operation the record and delivery paths "
+    "call, over the journal and the SQLite file",
 }
 
 

@@ -258,6 +258,7 @@ _INSTRUMENTS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
             "dropped_missing_customer",
             "dropped_spool_full",
             "dropped_spool_error",
+            "dropped_disk_full",
         ),
         "{event}",
         "Events never queued, or discarded",

@@ -6,7 +6,8 @@ so ``except meterstream.MeterError`` catches them all and nothing else.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Optional
 
 __all__ = [
     "CancelError",
@@ -109,13 +110,31 @@ class CancelError(MeterError, ValueError):
             ``"invalid"`` (a bad identifier or event name).
         identifier: the identifier asked for.
         event_name: the event name asked for.
+        outcomes: in a parallel run (``destinations``), what happened at each
+            destination, by name: ``"withdrawn"``, ``"queued"``, ``"refused"``,
+            or ``"not_held"`` (its spool never held the event); the
+            cancellations that could be made were made. Empty with one
+            destination.
+        refusals: in a parallel run, each refusing destination's own
+            ``CancelError``, by name (``reason`` is the first one's).
     """
 
-    def __init__(self, message: str, *, reason: str, identifier: Any, event_name: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        identifier: Any,
+        event_name: Any,
+        outcomes: Optional[Mapping[str, str]] = None,
+        refusals: Optional[Mapping[str, CancelError]] = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.identifier = identifier
         self.event_name = event_name
+        self.outcomes: dict[str, str] = dict(outcomes or {})
+        self.refusals: dict[str, CancelError] = dict(refusals or {})
 
 
 class WebhookError(MeterError, ValueError):

@@ -238,6 +238,43 @@ def test_a_cancellation_survives_sigkill_and_is_sent_once(
     again.shutdown(1)
 
 
+@pytest.mark.slow
+def test_an_event_a_process_left_in_its_journal_when_killed_is_withdrawn(
+    emulator: Emulator, client_for: Callable[..., MeterClient], tmp_path: Any
+) -> None:
+    path = str(tmp_path / "spool.db")
+    emulator.set_faults(fail_500=1.0)  # nothing leaves the dead process
+    live = client_for(emulator, spool_path=path)  # open before the other one dies
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from meterstream import MeterClient
+        client = MeterClient(api_key={KEY!r}, api_base={emulator.api_base!r},
+            stream_base={emulator.stream_base!r}, exporter="stripe", spool_path={path!r},
+            flush_interval=3600, raise_errors=True)
+        client.record("api", 3, customer="cus_k", identifier="kept-1")
+        client.record("api", 5, customer="cus_k", identifier="dead-1")
+        print("recorded", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert "recorded" in done.stdout
+    assert live.cancel("dead-1", "api") == "withdrawn"
+    emulator.set_faults(fail_500=0.0)
+    assert live.flush(10)
+    assert [e["identifier"] for e in emulator.state.events("api")] == ["kept-1"]
+    assert live.stats()["cancels_withdrawn"] == 1
+    live.shutdown(1)
+    again = client_for(emulator, spool_path=path)  # nothing left: dead-1 stays withdrawn
+    assert again.flush(5)
+    assert [e["identifier"] for e in emulator.state.events("api")] == ["kept-1"]
+    again.shutdown(1)
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
     environment.pop("STRIPE_API_KEY", None)

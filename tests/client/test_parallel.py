@@ -214,6 +214,28 @@ def test_one_spool_per_destination(
     assert sorted(_stripe_ids(emulator)) == [f"ev-{i}" for i in range(5)]
 
 
+def test_auto_spool_path_derives_each_destinations_spool_and_journal(
+    emulator: Emulator,
+    make_client: ClientFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    client = make_client(spool_path="auto", spool_app="shop")
+    spools = {name: lane.spool for name, lane in client.destinations.items()}
+    assert spools["stripe"] is not None and spools["metronome"] is not None
+    home = tmp_path / "state" / "meterstream" / "shop"
+    assert spools["stripe"].path == str(home / "spool.db")
+    assert spools["metronome"].path == str(home / "spool.metronome.db")
+    assert spools["stripe"].journal.directory == str(home / "spool.db.journal")
+    assert spools["metronome"].journal.directory == str(home / "spool.metronome.db.journal")
+    client.record("api_calls", 1, customer="cus_1", identifier="auto-1")
+    assert client.flush(10)
+    assert _stripe_ids(emulator) == _metronome_ids(emulator) == ["auto-1"]
+    assert not list(tmp_path.glob("auto*"))  # nothing named after the word itself
+
+
 def test_configuration() -> None:
     with pytest.raises(ConfigurationError, match="contradicts destinations"):
         meterstream.MeterClient(

@@ -270,3 +270,24 @@ def test_rfc3339_parsing(text: str, expected: float) -> None:
 
 def test_rfc3339_formatting_has_milliseconds_and_z() -> None:
     assert format_rfc3339(1717243200.25) == "2024-06-01T12:00:00.250Z"
+
+
+def test_an_adjustment_lag_keeps_the_cancelled_event_counted_until_it_passes() -> None:
+    state, clock = make_state(auto_create_meters=True)
+    state.ingest({"events": [event("keep"), event("gone")]})
+    state.set_faults(adjustment_lag=30)
+    body = {"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "gone"}}
+    assert state.cancel_event(body)["status"] == "pending"
+    assert state.total("api_calls", "cus_1").count == 2  # not processed yet
+    assert state.cancel_event(body)["status"] == "pending"  # once, however often asked
+    clock.advance(29.9)
+    assert state.total("api_calls", "cus_1").count == 2
+    clock.advance(0.1)
+    assert state.total("api_calls", "cus_1").count == 1
+    [meter] = state.meters()
+    start = int(NOW) // 3600 * 3600
+    query = {"customer": "cus_1", "start_time": str(start), "end_time": str(start + 3600)}
+    [summary] = state.event_summaries(meter["id"], query)["data"]
+    assert summary["aggregated_value"] == 1
+    with pytest.raises(ValueError, match="adjustment_lag"):
+        state.set_faults(adjustment_lag=-1)

@@ -134,6 +134,8 @@ def test_reports_for_an_unknown_meter_and_a_missing_customer_reach_the_app(
         spool.append((name, "cus_1", 1, now, ident, None))
         client.record(name, customer="cus_1", identifier=ident)
     assert client.flush(10)
+    # As a spool holds them once Stripe took them: in its accepted history.
+    spool.accepted_events(spool.journal.take(10))
     emulator.state.webhooks.poke()
     assert wait_for(lambda: len(reports) == 2, 30), emulator.state.webhooks.deliveries
     codes = sorted((e.code, e.identifiers) for r in reports for e in r.errors)

@@ -69,7 +69,7 @@ def test_a_big_int_comes_back_from_the_spool_with_its_value(spool_path: str) -> 
     spool = Spool(spool_path)
     try:
         for n, value in enumerate(BIG):
-            spool.append(("api", "cus_1", value, 1.0, f"id-{n}", None))
+            spool.append_row(("api", "cus_1", value, 1.0, f"id-{n}", None))
         batch = spool.claim(100)
         assert [event[2] for event in batch.events] == BIG
         spool.ack(batch.seqs)

@@ -45,7 +45,7 @@ def test_the_checkpoint_thread_keeps_the_log_bounded_while_events_pile_up(tmp_pa
     try:
         checkpointer = spool._checkpointer
         for i in range(12_000):  # one commit (at least one 4 KiB frame) each
-            spool.append(_event(i))
+            spool.append_row(_event(i))
             if i % 1_000 == 999:  # let the thread keep up, however loaded the machine
                 before = checkpointer.runs
                 checkpointer.wake()
@@ -67,7 +67,7 @@ def test_after_close_and_reopen_nothing_is_lost(tmp_path: Path) -> None:
     path = str(tmp_path / "spool.db")
     spool = Spool(path)
     for i in range(3_000):
-        spool.append(_event(i))
+        spool.append_row(_event(i))
     spool.close()
     again = Spool(path)
     try:
@@ -90,7 +90,7 @@ def test_a_reader_holding_a_snapshot_never_stalls_record_for_long(tmp_path: Path
         slowest = 0.0
         for i in range(8_000):  # well past the frames that ask for a RESTART checkpoint
             began = time.perf_counter()
-            spool.append(_event(i))
+            spool.append_row(_event(i))
             slowest = max(slowest, time.perf_counter() - began)
         assert slowest < 2.0, slowest
         assert spool.pending_count() == 8_000
@@ -110,7 +110,7 @@ def test_a_spool_dropped_without_close_ends_its_checkpoint_thread(tmp_path: Path
     for n in range(5):
         spool = Spool(str(tmp_path / f"dropped-{n}.db"))
         for i in range(300):  # wakes the checkpoint thread
-            spool.append(_event(i))
+            spool.append_row(_event(i))
         del spool
     gc.collect()
     assert wait_for(lambda: live() <= before, timeout=30), live()

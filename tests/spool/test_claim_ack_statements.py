@@ -18,7 +18,7 @@ def spool(spool_path: str) -> Spool:
     spool = Spool(spool_path)
     now = time.time()
     for n in range(COUNT):
-        spool.append(("api_calls", "cus_1", n, now - n, f"id-{n}", None))
+        spool.append_row(("api_calls", "cus_1", n, now - n, f"id-{n}", None))
     return spool
 
 

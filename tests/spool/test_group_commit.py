@@ -49,7 +49,7 @@ def test_eight_threads_appending_store_every_row_once_in_each_threads_order(
         start.wait()
         try:
             for n in range(per_thread):
-                spool.append(_event(f"t{index}-{n}"))
+                spool.append_row(_event(f"t{index}-{n}"))
         except BaseException as exc:  # reported below, not lost in the thread
             failures.append(exc)
 
@@ -101,7 +101,7 @@ def _append_in_thread(
 ) -> threading.Thread:
     def run() -> None:
         try:
-            spool.append(_event(ident))
+            spool.append_row(_event(ident))
         except BaseException as exc:
             outcomes[ident] = exc
         else:
@@ -169,13 +169,13 @@ def _refuse_some(ident: str) -> int:
     return 0
 
 
-def test_failed_groups_under_eight_recording_threads_count_each_caller_dropped_once(
-    spool_path: str, dead_url: str, make_client: Callable[..., meterstream.MeterClient]
+def test_failed_groups_under_eight_inserting_threads_fail_each_caller_once(
+    spool_path: str,
 ) -> None:
+    """Rows of the SQLite file (aggregated events, the uses) go through group
+    commit: a row refused inside a shared transaction fails only its caller."""
     per_thread = 300
-    client = make_client(dead_url, spool_path=spool_path, flush_interval=3600)
-    spool = client.spool
-    assert spool is not None
+    spool = Spool(spool_path)
     # One in ten inserts fails in SQLite, and with it the transaction it is in.
     spool._db.create_function("refuse_some", 1, _refuse_some)
     spool._db.execute(
@@ -183,31 +183,36 @@ def test_failed_groups_under_eight_recording_threads_count_each_caller_dropped_o
         "BEGIN SELECT refuse_some(NEW.identifier); END"
     )
     start = threading.Barrier(THREADS)
-    failures: list[BaseException] = []
+    failed: list[str] = []
+    unexpected: list[BaseException] = []
 
     def worker(index: int) -> None:
         start.wait()
-        try:
-            for n in range(per_thread):
-                client.record("api_calls", customer="cus_fail", identifier=f"f{index}-{n}")
-        except BaseException as exc:  # record() must not raise: reported below
-            failures.append(exc)
+        for n in range(per_thread):
+            ident = f"f{index}-{n}"
+            try:
+                spool.append_row(("api_calls", "cus_fail", 1, 1.0, ident, None))
+            except sqlite3.Error:
+                failed.append(ident)
+            except BaseException as exc:
+                unexpected.append(exc)
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(120)
-    assert not failures
-    stats = client.stats()
-    stored = _identifiers_by_seq(spool)
-    refused = THREADS * per_thread // 10
-    # Every caller was told the truth: what is counted recorded is stored, each
-    # failed caller is counted dropped once, and the refused rows are not stored.
-    assert not [ident for ident in stored if ident.endswith("7")]
-    assert stats["recorded"] == len(stored) == len(set(stored)), stats
-    assert stats["recorded"] + stats["dropped_spool_error"] == THREADS * per_thread, stats
-    assert stats["dropped_spool_error"] >= refused, stats
+    try:
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(120)
+        assert not unexpected
+        stored = _identifiers_by_seq(spool)
+        # Every caller was told the truth: what did not fail is stored, once.
+        assert sorted(failed) == sorted(
+            f"f{i}-{n}" for i in range(THREADS) for n in range(per_thread) if str(n).endswith("7")
+        )
+        assert len(stored) == len(set(stored)) == THREADS * per_thread - len(failed)
+        assert not [ident for ident in stored if ident.endswith("7")]
+    finally:
+        spool.close()
 
 
 KILLS = 6

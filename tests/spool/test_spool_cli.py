@@ -33,7 +33,7 @@ def spool_file(tmp_path: Path) -> str:
     an_hour_ago = time.time() - 3600
     for n in range(15):
         name = "ai_search" if n % 3 else "llm_tokens"
-        spool.append((name, f"cus_{n % 2}", n, an_hour_ago + n, f"id-{n}", None))
+        spool.append_row((name, f"cus_{n % 2}", n, an_hour_ago + n, f"id-{n}", None))
     batch = spool.claim(3)
     spool.bury(
         [

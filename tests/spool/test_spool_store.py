@@ -48,11 +48,11 @@ def path(tmp_path: Path) -> str:
 
 def test_events_come_back_as_recorded_with_their_types(path: str) -> None:
     spool = Spool(path)
-    spool.append(event(1, value=25))
-    spool.append(event(2, value=0.125))
-    spool.append(event(3, value=Decimal("1.50")))
-    spool.append(event(4, dims={"model": "gpt-4o", "région": "eu"}))
-    spool.append(event(5, ident=77))  # a generated sequence number
+    spool.append_row(event(1, value=25))
+    spool.append_row(event(2, value=0.125))
+    spool.append_row(event(3, value=Decimal("1.50")))
+    spool.append_row(event(4, dims={"model": "gpt-4o", "région": "eu"}))
+    spool.append_row(event(5, ident=77))  # a generated sequence number
     batch = spool.claim(10)
     values = [e[2] for e in batch.events]
     assert values == [25, 0.125, Decimal("1.50"), 4, 5]
@@ -65,7 +65,7 @@ def test_events_come_back_as_recorded_with_their_types(path: str) -> None:
 
 def test_an_event_survives_closing_and_reopening(path: str) -> None:
     spool = Spool(path)
-    spool.append(event(1))
+    spool.append_row(event(1))
     spool.close()
     again = Spool(path)
     assert [e[4] for e in again.claim(10).events] == ["id-1"]
@@ -75,7 +75,7 @@ def test_an_event_survives_closing_and_reopening(path: str) -> None:
 def test_claims_are_oldest_first_and_never_shared(path: str) -> None:
     a, b = Spool(path), Spool(path)
     for n in range(10):
-        a.append(event(n))
+        a.append_row(event(n))
     first = a.claim(4)
     second = b.claim(4)
     third = a.claim(4)
@@ -91,7 +91,7 @@ def test_acknowledged_events_leave_and_released_ones_wait_their_delay(path: str)
     clock = Clock()
     spool = Spool(path, clock=clock)
     for n in range(3):
-        spool.append(event(n))
+        spool.append_row(event(n))
     batch = spool.claim(3)
     assert spool.ack(batch.seqs[:2]) == 2
     spool.release(batch.seqs[2:], delay=30)
@@ -108,7 +108,7 @@ def test_a_claim_runs_out_and_another_process_takes_over(path: str) -> None:
     clock = Clock()
     holder = Spool(path, clock=clock, lease=30)
     other = Spool(path, clock=clock, lease=30)
-    holder.append(event(1))
+    holder.append_row(event(1))
     assert len(holder.claim(10)) == 1
     clock.now += 20
     holder.renew()  # still alive: the lease moves on
@@ -127,7 +127,7 @@ def test_the_claims_of_a_killed_process_are_freed_at_once(path: str) -> None:
         import sys, time
         from meterstream._spool.spool import Spool
         spool = Spool({path!r}, lease=3600)
-        spool.append(("api_calls", "cus_1", 1, time.time(), "id-killed", None))
+        spool.append_row(("api_calls", "cus_1", 1, time.time(), "id-killed", None))
         assert len(spool.claim(10)) == 1
         print("claimed", flush=True)
         time.sleep(60)
@@ -154,7 +154,7 @@ def test_what_record_returned_survives_sigkill(path: str) -> None:
         spool = Spool({path!r})
         n = 0
         while True:
-            spool.append(("api_calls", "cus_1", 1, time.time(), f"id-{{n}}", None))
+            spool.append_row(("api_calls", "cus_1", 1, time.time(), f"id-{{n}}", None))
             sys.stdout.write(f"{{n}}\\n")
             sys.stdout.flush()
             n += 1
@@ -180,7 +180,7 @@ def test_what_record_returned_survives_sigkill(path: str) -> None:
 def test_dead_letters_keep_their_reason_and_can_be_replayed(path: str) -> None:
     spool = Spool(path)
     for n in range(4):
-        spool.append(event(n, name="a" if n < 2 else "b"))
+        spool.append_row(event(n, name="a" if n < 2 else "b"))
     batch = spool.claim(4)
     spool.bury(
         [
@@ -207,8 +207,8 @@ def test_dead_letters_keep_their_reason_and_can_be_replayed(path: str) -> None:
 
 def test_events_can_be_buried_by_identifier(path: str) -> None:
     spool = Spool(path)
-    spool.append(event(1))
-    spool.append(event(2))
+    spool.append_row(event(1))
+    spool.append_row(event(2))
     assert spool.bury_identifiers(["id-2", "unknown"], "no_meter", "no_meter", "m") == 1
     assert [d["identifier"] for d in spool.admin.export("dead")] == ["id-2"]
     spool.close()
@@ -218,7 +218,7 @@ def test_a_full_spool_refuses_appends(path: str) -> None:
     spool = Spool(path, max_bytes=64 * 1024)
     with pytest.raises(SpoolFull):
         for n in range(100_000):
-            spool.append(event(n, customer="cus_" + "x" * 200))
+            spool.append_row(event(n, customer="cus_" + "x" * 200))
     assert spool.full
     assert spool.pending_count() < 100_000
     spool.close()
@@ -234,7 +234,7 @@ def test_a_file_that_is_not_a_database_is_refused_and_left_alone(path: str) -> N
 def test_a_corrupt_spool_is_moved_aside_not_deleted(path: str, tmp_path: Path) -> None:
     spool = Spool(path)
     for n in range(500):
-        spool.append(event(n, customer="cus_" + "y" * 100))
+        spool.append_row(event(n, customer="cus_" + "y" * 100))
     spool.close()
     data = bytearray(Path(path).read_bytes())
     data[4096:8192] = b"\xff" * 4096  # the second page: garbage
@@ -276,8 +276,8 @@ def test_a_spool_from_a_newer_version_is_refused(path: str) -> None:
 
 def test_a_forked_child_gets_its_own_owner(path: str) -> None:
     spool = Spool(path)
-    spool.append(event(1))
-    spool.append(event(2))
+    spool.append_row(event(1))
+    spool.append_row(event(2))
     assert len(spool.claim(1)) == 1
     read, write = os.pipe()
     pid = os.fork()
@@ -298,7 +298,7 @@ def test_a_forked_child_gets_its_own_owner(path: str) -> None:
 
 def test_sync_full_and_bad_sync(path: str) -> None:
     spool = Spool(path, sync="full")
-    spool.append(event(1))
+    spool.append_row(event(1))
     assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     spool.close()
     with pytest.raises(ConfigurationError, match="spool_sync"):
@@ -311,7 +311,7 @@ def test_append_is_fast_enough_to_be_on_the_record_path(path: str) -> None:
     spool = Spool(path)
     started = time.perf_counter()
     for n in range(2000):
-        spool.append(event(n))
+        spool.append_row(event(n))
     assert (time.perf_counter() - started) / 2000 < 0.002
     spool.close()
 
@@ -319,9 +319,9 @@ def test_append_is_fast_enough_to_be_on_the_record_path(path: str) -> None:
 def test_accepted_events_are_kept_once_each_for_the_history(path: str) -> None:
     clock = Clock(now=1_700_000_100.0)
     spool = Spool(path, clock=clock, history=3600)
-    spool.append(event(1))
-    spool.append(event(2, ident="id-1"))  # the same identifier again: Stripe counts it once
-    spool.append(event(3))
+    spool.append_row(event(1))
+    spool.append_row(event(2, ident="id-1"))  # the same identifier again: Stripe counts it once
+    spool.append_row(event(3))
     spool.ack(spool.claim(10).seqs)
     kept = spool.accepted_between(0, 2e9)
     assert [(e[0], e[2], e[3]) for e in kept] == [
@@ -337,7 +337,7 @@ def test_accepted_events_are_kept_once_each_for_the_history(path: str) -> None:
 
 def test_no_history_keeps_nothing_accepted(path: str) -> None:
     spool = Spool(path, history=0)
-    spool.append(event(1))
+    spool.append_row(event(1))
     spool.ack(spool.claim(10).seqs)
     assert spool.accepted_between(0, 2e9) == []
     spool.close()
@@ -347,7 +347,7 @@ def test_history_gives_way_to_a_size_bound(path: str) -> None:
     clock = Clock(now=1_700_000_000.0 + 10_000)
     spool = Spool(path, clock=clock)
     for n in range(3000):
-        spool.append(event(n, customer="cus_" + "z" * 200))
+        spool.append_row(event(n, customer="cus_" + "z" * 200))
     spool.ack(spool.claim(10_000).seqs)
     before = spool.size_bytes()
     spool.prune_history(keep_bytes=before // 2)
@@ -359,10 +359,10 @@ def test_history_gives_way_to_a_size_bound(path: str) -> None:
 
 def test_a_late_report_moves_accepted_events_to_the_dead_letters(path: str) -> None:
     spool = Spool(path)
-    spool.append(event(1))
-    spool.append(event(2))
+    spool.append_row(event(1))
+    spool.append_row(event(2))
     spool.ack(spool.claim(10).seqs)
-    spool.append(event(3))  # still pending
+    spool.append_row(event(3))  # still pending
     found = spool.bury_identifiers(["id-1", "id-3", "unknown"], "no_meter", "no_meter", "m")
     assert found == 2
     assert [(d["identifier"], d["code"]) for d in spool.admin.export("dead")] == [
@@ -377,7 +377,7 @@ def test_a_late_report_moves_accepted_events_to_the_dead_letters(path: str) -> N
 def test_the_oldest_free_events_can_be_evicted(path: str) -> None:
     spool = Spool(path)
     for n in range(5):
-        spool.append(event(n))
+        spool.append_row(event(n))
     held = spool.claim(1)  # id-0 is being sent: not evicted
     evicted = spool.evict_oldest(2)
     assert [e[4] for e in evicted] == ["id-1", "id-2"]
@@ -406,7 +406,7 @@ def test_a_full_spool_lets_the_history_go_first(path: str) -> None:
     buffer = SpoolBuffer(spool)
     n = 0
     while not spool.full:
-        spool.append(event(n, customer="cus_" + "h" * 100))
+        spool.append_row(event(n, customer="cus_" + "h" * 100))
         n += 1
     spool.ack(spool.claim(1_000_000).seqs)  # all accepted: history only
     spool.refresh_full()

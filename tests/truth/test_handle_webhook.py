@@ -203,8 +203,8 @@ def test_reported_identifiers_move_from_the_spool_to_dead_letters_and_unknown_on
     spool = Spool(str(tmp_path / "spool.db"))
     # As the spool will hold them once it is wired in: accepted by record(),
     # identifiers kept. Only nocust-1 is in it; unknown-1 is not.
-    spool.append(("by_account", "cus_1", 1, time.time(), "nocust-1", None))
-    spool.append(("priced", "cus_1", 1, time.time(), "good-1", None))
+    spool.append_row(("by_account", "cus_1", 1, time.time(), "nocust-1", None))
+    spool.append_row(("priced", "cus_1", 1, time.time(), "good-1", None))
     client.spool = spool
     try:
         with caplog.at_level(logging.WARNING, logger="meterstream"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 from meterstream._config.settings import Settings
@@ -24,7 +25,7 @@ from meterstream._internal import RateLimitedLog
 from meterstream._spool.spool import Spool
 from meterstream.errors import CancelError, short_repr
 
-__all__ = ["CANCEL_WINDOW", "Cancellations"]
+__all__ = ["CANCEL_WINDOW", "Cancellations", "cancel_everywhere"]
 
 #: Stripe cancels an event only within this long of receiving it.
 CANCEL_WINDOW = 86400.0
@@ -77,16 +78,31 @@ class Cancellations:
         """Withdraw or queue the cancellation; ``"withdrawn"``, ``"queued"``, or
         None when refused (raised with ``raise_errors=True``)."""
         try:
-            return self._decide(identifier, event_name)
+            return self.decide(identifier, event_name)
         except CancelError as exc:
-            with self._lock:
-                self._counts["cancels_refused"] += 1
+            self.refused(exc)
             if self._settings.raise_errors:
                 raise
-            self._log.log(logging.WARNING, "cancel:" + exc.reason, "cancel() refused: %s", exc)
             return None
 
-    def _decide(self, identifier: object, event_name: object) -> Optional[str]:
+    def refused(self, exc: CancelError, *, quiet: bool = False) -> None:
+        """Count a refusal at the call, and log it unless it is raised (or *quiet*)."""
+        with self._lock:
+            self._counts["cancels_refused"] += 1
+        if not quiet and not self._settings.raise_errors:
+            self.log_refusal(exc)
+
+    def log_refusal(self, exc: CancelError) -> None:
+        self._log.log(logging.WARNING, "cancel:" + exc.reason, "cancel() refused: %s", exc)
+
+    def decide(self, identifier: object, event_name: object) -> str:
+        """Withdraw or queue the cancellation, uncounted if refused (a parallel
+        run counts a refusal only at a destination that held the event).
+
+        Raises:
+            CancelError: the cancellation cannot be done here.
+        """
+
         def refuse(reason: str, why: str) -> CancelError:
             return CancelError(why, reason=reason, identifier=identifier, event_name=event_name)
 
@@ -107,6 +123,9 @@ class Cancellations:
                 "cancel; record a compensating use, or give the uses you may cancel an "
                 "identifier= (they are then not aggregated)",
             )
+        store = self._spool.cancellations if self._spool is not None else self._memory
+        if store is not None and store.cancellation_state(identifier) == "withdrawn":
+            return "withdrawn"  # cancelled twice: one cancellation
         spool = self._spool
         if spool is not None:
             outcome = spool.cancellations.withdraw(identifier)
@@ -126,6 +145,7 @@ class Cancellations:
                         f"the event {identifier!r} is a {accepted.event_name!r} event, "
                         f"not {event_name!r}",
                     )
+                self._check_supported(identifier, event_name)
                 age = self._clock() - accepted.accepted_at
                 if age >= CANCEL_WINDOW:
                     raise refuse(
@@ -136,13 +156,19 @@ class Cancellations:
                     )
         elif self._delivery.withdraw(identifier):
             return self._withdrawn(identifier, event_name)
-        if not self._exporter.supports_cancel:
-            raise refuse(
-                "unsupported",
-                f"{identifier!r} was already delivered: {self._exporter.cancel_unsupported}",
-            )
+        self._check_supported(identifier, event_name)
         self.sender.submit(identifier, event_name)
         return "queued"
+
+    def _check_supported(self, identifier: str, event_name: str) -> None:
+        if not self._exporter.supports_cancel:
+            raise CancelError(
+                f"{identifier!r} is no longer waiting to be sent (delivered, or on its way): "
+                f"{self._exporter.cancel_unsupported}",
+                reason="unsupported",
+                identifier=identifier,
+                event_name=event_name,
+            )
 
     def _withdrawn(self, identifier: str, event_name: str) -> str:
         with self._lock:
@@ -158,3 +184,85 @@ class Cancellations:
             self._memory.reset()
         self._lock = threading.Lock()
         self.sender.after_fork_in_child()
+
+
+def cancel_everywhere(
+    lanes: Mapping[str, Cancellations], identifier: object, event_name: object
+) -> Optional[str]:
+    """A parallel run's ``cancel()``: the cancellation at every destination
+    that received or holds the event (*lanes*: each destination's own).
+
+    Each destination decides as it would alone, and what one can do is done
+    whatever the others say: withdrawn where the event still waits, queued
+    where it was accepted and the destination cancels (Stripe). A destination
+    whose spool never held the event did not receive it: it is left out
+    (``"not_held"``), unless no destination knows the event, which is the
+    unknown-identifier refusal of one destination. Where one that received
+    it cannot cancel (Metronome), the call is refused with a
+    :class:`CancelError` whose ``outcomes`` say what each destination did:
+    raised with ``raise_errors=True``; otherwise counted there, logged, and
+    handed to ``on_delivery_error`` when another destination did cancel.
+
+    Returns:
+        ``"queued"`` when some destination queued it, ``"withdrawn"`` when
+        every destination that held it withdrew it, None when refused.
+    """
+    outcomes: dict[str, str] = {}
+    refusals: dict[str, CancelError] = {}
+    for name, lane in lanes.items():
+        try:
+            outcomes[name] = lane.decide(identifier, event_name)
+        except CancelError as exc:
+            refusals[name] = exc
+    first = next(iter(lanes.values()))
+    settings = first._settings
+    if not refusals:
+        return "queued" if "queued" in outcomes.values() else "withdrawn"
+    held = {name: exc for name, exc in refusals.items() if exc.reason != "unknown"}
+    if outcomes and not held:  # the others never had it
+        return "queued" if "queued" in outcomes.values() else "withdrawn"
+    counted = held or refusals
+    for name, refusal in counted.items():
+        lanes[name].refused(refusal, quiet=True)
+    for name in refusals:
+        outcomes[name] = "refused" if name in counted else "not_held"
+    outcomes = {name: outcomes[name] for name in lanes}
+    reason = next(iter(counted.values())).reason
+    if len(counted) > 1 and len({str(exc) for exc in counted.values()}) == 1:
+        why = str(next(iter(counted.values())))  # the same at every destination
+    else:
+        why = "; ".join(f"{name}: {exc}" for name, exc in counted.items())
+    done = [f"{outcome} at {name}" for name, outcome in outcomes.items() if outcome in _DONE]
+    if done:
+        why = f"{', '.join(done)}, but not everywhere: {why}"
+    error = CancelError(
+        why,
+        reason=reason,
+        identifier=identifier,
+        event_name=event_name,
+        outcomes=outcomes,
+        refusals=counted,
+    )
+    if settings.raise_errors:
+        raise error
+    first.log_refusal(error)
+    callback = settings.on_delivery_error
+    if done and callback is not None:
+        cancellations = [
+            {
+                "type": "cancel",
+                "event_name": event_name,
+                "identifier": identifier,
+                "destination": name,
+            }
+            for name in counted
+        ]
+        try:
+            callback(cancellations, error)
+        except Exception as failure:
+            first._log.log(logging.ERROR, "callback", "on_delivery_error raised %r", failure)
+    return None
+
+
+#: What a destination did when it took a cancellation.
+_DONE = ("withdrawn", "queued")

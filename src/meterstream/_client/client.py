@@ -39,6 +39,7 @@ from meterstream._record.context import (
 )
 from meterstream._record.decorators import make_meter
 from meterstream._record.metering import metering
+from meterstream._spool import location as spool_location
 from meterstream._spool.sink import SpoolBuffer
 from meterstream._spool.spool import Spool
 from meterstream._truth.reports import ErrorReports
@@ -194,15 +195,17 @@ class MeterClient:
 
     def _new_sink(self, s: Settings) -> EventQueue:
         """Where accepted events go: the spool when ``spool_path`` is set, else memory."""
-        if not s.spool_path or not s.enabled:
+        path = spool_location.chosen(s.spool_path, s.spool_app) if s.enabled else None
+        if not path:
             return Buffer(
                 s.max_queue_size, s.overflow, s.block_timeout, s.batch_size, self._counters
             )
         self.spool = Spool(
-            s.spool_path,
+            path,
             sync=s.spool_sync,
             max_bytes=s.spool_max_bytes,
             history=s.spool_history_days * 86400.0,
+            sync_interval=s.spool_sync_interval,
         )
         return SpoolBuffer(
             self.spool,

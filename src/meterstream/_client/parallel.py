@@ -24,11 +24,14 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from meterstream._client import live as _live_clients
+from meterstream._client.cancel import cancel_everywhere
 from meterstream._client.client import MeterClient
 from meterstream._config.metronome import STAND_INS
 from meterstream._config.settings import Settings
+from meterstream._exporters.memory import MemoryExporter
 from meterstream._record import events as _events
 from meterstream._record.baggage import Baggage
+from meterstream._spool import location as spool_location
 from meterstream._truth.webhooks import ValidationReport
 from meterstream.errors import InvalidEventError
 
@@ -76,13 +79,24 @@ class ParallelClient(MeterClient):
         self._aggregated = frozenset(s.aggregate)
         self.destinations: dict[str, MeterClient] = {}
         stand_in = s.exporter if s.exporter in STAND_INS else None
+        # "auto" is resolved once, so each destination's spool is derived from
+        # the one location (meter.db, meter.metronome.db), each with its journal.
+        spool_path = spool_location.chosen(s.spool_path, s.spool_app) if s.enabled else None
         try:
             for destination in s.destinations:
                 lane = dict(settings)
                 lane["destinations"] = ()
                 lane["exporter"] = stand_in or destination
-                if s.spool_path:
-                    lane["spool_path"] = lane_spool_path(s.spool_path, s.destinations, destination)
+                if stand_in == "memory" and destination == "metronome":
+                    # A test's Metronome refuses to cancel, as Metronome does
+                    # (imported here: httpx only once something needs it).
+                    from meterstream._exporters.metronome import CANNOT_CANCEL
+
+                    lane["exporter"] = MemoryExporter(cannot_cancel=CANNOT_CANCEL)
+                if spool_path:
+                    lane["spool_path"] = lane_spool_path(spool_path, s.destinations, destination)
+                elif s.spool_path:
+                    lane["spool_path"] = None  # "auto" where nothing can be written: memory
                 client = MeterClient(**lane)
                 client.name = self.name
                 client.destination = destination
@@ -129,13 +143,19 @@ class ParallelClient(MeterClient):
         identifier: Optional[str] = None,
         dimensions: Optional[Mapping[str, str]] = None,
         timestamp: Any = None,
-    ) -> None:
-        """Record one use now, at every destination (see :meth:`MeterClient.record`)."""
+    ) -> Optional[str]:
+        """Record one use now, at every destination (see :meth:`MeterClient.record`).
+
+        Returns:
+            The identifier every destination got (keep it to :meth:`cancel`
+            the use), or None when no destination recorded it.
+        """
         if not self.active:
-            return
+            return None
         identifier, timestamp = self._shared(event_name, identifier, timestamp)
+        recorded: Optional[str] = None
         for lane in self._lanes:
-            lane.record(
+            ident = lane.record(
                 event_name,
                 value,
                 customer=customer,
@@ -143,6 +163,8 @@ class ParallelClient(MeterClient):
                 dimensions=dimensions,
                 timestamp=timestamp,
             )
+            recorded = recorded or ident
+        return recorded
 
     def record_use(
         self,
@@ -152,13 +174,50 @@ class ParallelClient(MeterClient):
         identifier: Optional[str],
         dimensions: Optional[dict[str, str]],
         timestamp: Any,
-    ) -> None:
-        """Check and record one use at every destination (see :meth:`MeterClient.record_use`)."""
+    ) -> Optional[str]:
+        """Check and record one use at every destination (see :meth:`MeterClient.record_use`).
+
+        Returns:
+            The identifier every destination got, or None when none recorded it.
+        """
         if self._disabled and event_name in self._disabled:
-            return
+            return None
         identifier, timestamp = self._shared(event_name, identifier, timestamp)
+        recorded: Optional[str] = None
         for lane in self._lanes:
-            lane.record_use(event_name, value, customer, identifier, dimensions, timestamp)
+            ident = lane.record_use(event_name, value, customer, identifier, dimensions, timestamp)
+            recorded = recorded or ident
+        return recorded
+
+    def cancel(self, identifier: str, event_name: str) -> Optional[str]:
+        """Take back a recorded use at every destination that received or holds it.
+
+        Where the event still waits it is withdrawn (no request, at any
+        destination); where it was accepted it is cancelled if that
+        destination can (Stripe), and where it cannot (Metronome) the call is
+        refused, after the others did what they can: see
+        :func:`meterstream._client.cancel.cancel_everywhere` and
+        docs/corrections.md.
+
+        Returns:
+            ``"queued"`` (cancelled at some destination after sending),
+            ``"withdrawn"`` (removed everywhere before it was sent), or None
+            when refused and ``raise_errors`` is off.
+
+        Raises:
+            CancelError: with ``raise_errors=True``; its ``outcomes`` say what
+                each destination did.
+        """
+        if not self.active:
+            return None
+        for lane in self._lanes:
+            if not lane._path.canary[0]:
+                lane._check_fork()
+        return cancel_everywhere(
+            {name: lane._cancels for name, lane in self.destinations.items()},
+            identifier,
+            event_name,
+        )
 
     def _record_constant_general(
         self,

@@ -55,7 +55,7 @@ def client_stats(
         # The spool is shared: what waits there may be other processes'.
         # This process counts what it put in, one insert at a time anyway.
         queued = buffer.pending()
-        recorded = counts["spooled"]
+        recorded = counts["spooled"] + spool.journal.written
     dropped = {reason: counts["dropped_" + reason] for reason in DROP_REASONS}
     dropped["queue_full"] += counts["evicted_oldest"]
     dropped["shutdown"] += counts["abandoned_shutdown"]

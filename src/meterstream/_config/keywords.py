@@ -62,13 +62,15 @@ class SettingKeywords(TypedDict, total=False):
     time either way
     """
     spool_path: Optional[str]
-    """A SQLite file (write-ahead log) between `record()` and delivery: events survive crashes,
-    restarts and outages; several processes may share it ([durability](durability.md)). One
-    that cannot be opened is a `ConfigurationError` naming `spool_path`
+    """A spool between `record()` and delivery (a journal beside a SQLite file): events survive
+    crashes, restarts and outages; several processes may share it
+    ([durability](durability.md)). `auto`: a per-user state directory named after the
+    application (memory, with one WARNING, when it cannot be written). One that cannot be
+    opened is a `ConfigurationError` naming `spool_path`
     """
     spool_sync: Optional[str]
     """`normal`: an event is safe from a process crash once `record()` returns; `full`: also
-    from power loss (an fsync per event)
+    from power loss (an fdatasync shared by the threads recording at once)
     """
     spool_max_bytes: Optional[int]
     """Bytes of data the spool may hold (at least 1 MiB); past it, `overflow` applies and drops
@@ -77,6 +79,14 @@ class SettingKeywords(TypedDict, total=False):
     spool_history_days: Optional[float]
     """Days the events Stripe accepted are kept in the spool, for `meterstream reconcile` and
     Stripe's late error reports; 0 keeps none
+    """
+    spool_sync_interval: Optional[float]
+    """Seconds; with `spool_sync="normal"`, the journal is written to the disk this often in
+    the background: a power loss loses at most this much; 0: left to the kernel
+    """
+    spool_app: Optional[str]
+    """The application's name under `spool_path="auto"` (default: the program's, from `python
+    -m` or `sys.argv[0]`)
     """
     disabled_events: Optional[Union[str, Iterable[str]]]
     """Event names recorded as no-ops (a list, or comma-separated in the environment)"""

@@ -161,17 +161,18 @@ class Settings:
     spool_path: Optional[str] = setting(
         parse_opt_str,
         None,
-        "a SQLite file (write-ahead log) between `record()` and delivery: events survive "
-        "crashes, restarts and outages; several processes may share it "
-        "([durability](durability.md)). One that cannot be opened is a `ConfigurationError` "
-        "naming `spool_path`",
+        "a spool between `record()` and delivery (a journal beside a SQLite file): events "
+        "survive crashes, restarts and outages; several processes may share it "
+        "([durability](durability.md)). `auto`: a per-user state directory named after the "
+        "application (memory, with one WARNING, when it cannot be written). One that cannot "
+        "be opened is a `ConfigurationError` naming `spool_path`",
         shown="unset",
     )
     spool_sync: str = setting(
         one_of(SYNC_MODES),
         "normal",
         "`normal`: an event is safe from a process crash once `record()` returns; `full`: "
-        "also from power loss (an fsync per event)",
+        "also from power loss (an fdatasync shared by the threads recording at once)",
     )
     spool_max_bytes: int = setting(
         in_range(True, 1 << 20),
@@ -184,6 +185,19 @@ class Settings:
         35.0,
         "days the events Stripe accepted are kept in the spool, for `meterstream reconcile` "
         "and Stripe's late error reports; 0 keeps none",
+    )
+    spool_sync_interval: float = setting(
+        in_range(False, 0, 3600),
+        0.0,
+        'seconds; with `spool_sync="normal"`, the journal is written to the disk this often '
+        "in the background: a power loss loses at most this much; 0: left to the kernel",
+    )
+    spool_app: Optional[str] = setting(
+        parse_opt_str,
+        None,
+        "the application's name under `spool_path=\"auto\"` (default: the program's, from "
+        "`python -m` or `sys.argv[0]`)",
+        shown="the program's name",
     )
     disabled_events: frozenset[str] = setting(
         parse_names,

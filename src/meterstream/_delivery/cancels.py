@@ -59,6 +59,8 @@ class CancelStore(Protocol):
 
     def cancellations_pending(self) -> int: ...
 
+    def cancellation_state(self, identifier: str) -> Optional[str]: ...
+
 
 @dataclass
 class _Row:
@@ -114,6 +116,11 @@ class MemoryCancelStore:
     def cancellations_pending(self) -> int:
         with self._lock:
             return sum(1 for row in self._rows.values() if row.state == "pending")
+
+    def cancellation_state(self, identifier: str) -> Optional[str]:
+        with self._lock:
+            row = self._rows.get(identifier)
+            return None if row is None else row.state
 
     def reset(self) -> None:
         """A forked child: the parent sends what it queued."""

@@ -18,6 +18,7 @@ DROP_REASONS = (
     "missing_customer",
     "spool_full",
     "spool_error",
+    "disk_full",
 )
 #: Why an accepted event was not delivered: ``failed_<reason>``.
 FAIL_REASONS = ("rejected", "retries_exhausted")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 from meterstream._exporters.base import EventBatch, Exporter, WireEvent
 
@@ -14,11 +15,19 @@ class MemoryExporter(Exporter):
     Cancellations of events it was sent are kept, in order, in
     :attr:`cancellations` (``{"event_name", "identifier"}`` dicts); the
     events stay in :attr:`events`, as a meter keeps its history.
+
+    Args:
+        cannot_cancel: stand in for a destination that cannot cancel
+            (Metronome, in a parallel run's tests): ``cancel()`` of a
+            delivered event is refused with this reason, as it would be there.
     """
 
     supports_cancel = True
 
-    def __init__(self) -> None:
+    def __init__(self, cannot_cancel: Optional[str] = None) -> None:
+        if cannot_cancel is not None:
+            self.supports_cancel = False
+            self.cancel_unsupported = cannot_cancel
         self.events: list[WireEvent] = []
         self.cancellations: list[dict[str, str]] = []
         self.batches = 0

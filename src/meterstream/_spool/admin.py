@@ -10,13 +10,17 @@ connection, under the spool's lock, one short transaction each.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Optional
 
+from meterstream._spool import journal
 from meterstream._spool.schema import Transaction
+from meterstream._spool.segment import list_segments
 from meterstream._spool.size import disk_bytes
 
 __all__ = ["SpoolAdmin", "SpoolStatus"]
@@ -97,7 +101,13 @@ class SpoolAdmin:
             out.oldest_pending = self._db.execute("SELECT min(ts) FROM pending").fetchone()[0]
             out.oldest_dead = self._db.execute("SELECT min(ts) FROM dead").fetchone()[0]
             out.accepted = self._db.execute("SELECT count(*) FROM accepted").fetchone()[0]
-        out.bytes = disk_bytes(self._path)
+        # The events waiting in the journal (every process's), read as they are.
+        for event in journal.inspect(self._path + ".journal"):
+            out.pending += 1
+            out.pending_by_event[event[0]] = out.pending_by_event.get(event[0], 0) + 1
+            if out.oldest_pending is None or event[3] < out.oldest_pending:
+                out.oldest_pending = event[3]
+        out.bytes = disk_bytes(self._path) + journal_bytes(self._path + ".journal")
         return out
 
     def export(self, table: str = "pending") -> Iterator[dict[str, Any]]:
@@ -110,6 +120,8 @@ class SpoolAdmin:
             query = f"{_PENDING_ROWS} ORDER BY p.seq"
         with self._lock:
             rows = self._db.execute(query).fetchall()
+        if table == "pending":
+            yield from _journal_rows(self._path + ".journal")
         for row in rows:
             out: dict[str, Any] = {
                 "seq": row[0],
@@ -183,3 +195,29 @@ def _dead_filter(reason: Optional[str], event_name: Optional[str]) -> tuple[str,
         clauses.append("event_name = ?")
         args.append(event_name)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _journal_rows(directory: str) -> Iterator[dict[str, Any]]:
+    """The journal's waiting events as ``export`` writes them (``seq`` is null: no row yet)."""
+    for event in journal.inspect(directory):
+        yield {
+            "seq": None,
+            "identifier": event[4],
+            "event_name": event[0],
+            "customer": event[1],
+            "value": str(event[2]) if isinstance(event[2], Decimal) else event[2],
+            "timestamp": event[3],
+            "dimensions": dict(event[5]) if event[5] else None,
+            "attempts": 0,
+        }
+
+
+def journal_bytes(directory: str) -> int:
+    """Bytes of the journal's segments on disk."""
+    total = 0
+    for path in list_segments(directory):
+        try:
+            total += os.path.getsize(path)
+        except OSError:
+            pass
+    return total

@@ -33,8 +33,10 @@ __all__ = [
     "add",
     "billed_between",
     "cancelled_among",
+    "cancelled_events",
     "counts",
     "due",
+    "pending_state",
     "postpone",
     "settle",
     "withdraw",
@@ -111,6 +113,15 @@ def withdraw(db: sqlite3.Connection, identifier: str, now: float) -> Optional[st
     return None
 
 
+def pending_state(db: sqlite3.Connection, identifier: str, now: float) -> Optional[str]:
+    """As :func:`withdraw` tells it, deleting nothing: ``"pending"`` (waiting to
+    be sent), ``"in_flight"`` (a live sender claimed it) or None (not pending)."""
+    for (seq,) in db.execute("SELECT seq FROM pending WHERE identifier = ?", (identifier,)):
+        claim = db.execute("SELECT lease FROM claims WHERE seq = ?", (seq,)).fetchone()
+        return "in_flight" if claim is not None and claim[0] > now else "pending"
+    return None
+
+
 def add(db: sqlite3.Connection, identifier: str, event_name: str, state: str, now: float) -> bool:
     """Record a cancellation (once per identifier); False when one was recorded before."""
     added: int = db.execute(
@@ -183,6 +194,24 @@ def cancelled_among(db: sqlite3.Connection, start: float, end: float) -> set[str
     }
 
 
+def cancelled_events(
+    db: sqlite3.Connection, start: float, end: float, event_name: Optional[str]
+) -> list[tuple[str, str, float, float]]:
+    """``(event_name, customer, ts, cancelled_at)`` of the accepted events with
+    ``start <= ts < end`` cancelled at Stripe, *cancelled_at* being when Stripe
+    accepted the adjustment (for reconciliation's grace)."""
+    query = (
+        "SELECT a.event_name, a.customer, a.ts, c.settled_at FROM cancellations c "
+        "JOIN accepted a ON a.identifier = c.identifier "
+        "WHERE c.state = 'sent' AND a.ts >= ? AND a.ts < ?"
+    )
+    args: tuple[Any, ...] = (start, end)
+    if event_name is not None:
+        query += " AND a.event_name = ?"
+        args += (event_name,)
+    return [(n, c, ts, at or 0.0) for n, c, ts, at in db.execute(query, args)]
+
+
 def counts(db: sqlite3.Connection) -> dict[str, int]:
     """How many cancellations are in each state."""
     found = dict(db.execute("SELECT state, count(*) FROM cancellations GROUP BY state").fetchall())
@@ -203,8 +232,12 @@ class SpoolCancellations:
         db: sqlite3.Connection,
         lock: threading.Lock,
         clock: Callable[[], float],
+        withdraw: Optional[Callable[[str], Optional[str]]] = None,
+        pending_state: Optional[Callable[[str], Optional[str]]] = None,
     ) -> None:
         self._db = db
+        self._withdraw = withdraw
+        self._pending_state = pending_state
         self._lock = lock
         self._clock = clock
         with lock:
@@ -216,8 +249,18 @@ class SpoolCancellations:
     def withdraw(self, identifier: str) -> Optional[str]:
         """Delete the pending event *identifier* before it is sent: ``"withdrawn"``,
         ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        if self._withdraw is not None:
+            return self._withdraw(identifier)  # the spool's: its journal, then these rows
         with self._lock, Transaction(self._db):
             return withdraw(self._db, identifier, self._clock())
+
+    def pending_state(self, identifier: str) -> Optional[str]:
+        """Whether the event *identifier* waits to be sent: ``"pending"``,
+        ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        if self._pending_state is not None:
+            return self._pending_state(identifier)  # the spool's: its journal, then these rows
+        with self._lock:
+            return pending_state(self._db, identifier, self._clock())
 
     def accepted_event(self, identifier: str) -> Optional[AcceptedEvent]:
         """The event *identifier* in the history of what Stripe accepted, with
@@ -245,6 +288,22 @@ class SpoolCancellations:
         were cancelled at Stripe."""
         with self._lock:
             return cancelled_among(self._db, start, end)
+
+    def cancelled_events(
+        self, start: float, end: float, event_name: Optional[str] = None
+    ) -> list[tuple[str, str, float, float]]:
+        """``(event_name, customer, timestamp, cancelled_at)`` of the accepted
+        events with ``start <= timestamp < end`` that were cancelled at Stripe."""
+        with self._lock:
+            return cancelled_events(self._db, start, end, event_name)
+
+    def cancellation_state(self, identifier: str) -> Optional[str]:
+        """The state of the cancellation of *identifier*, None when there is none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM cancellations WHERE identifier = ?", (identifier,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def add_cancellation(self, identifier: str, event_name: str, state: str) -> bool:
         with self._lock, Transaction(self._db):

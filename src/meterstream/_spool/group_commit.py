@@ -129,6 +129,10 @@ class GroupCommit:
             raise copy.copy(error) from None
         return check
 
+    def fork_lock(self) -> threading.Lock:
+        """The lock of the group being formed (taken inside the connection's)."""
+        return self._group_lock
+
     def _take_and_commit(self, group: _Group) -> bool:
         # The lock held. A group leaves _open only with the lock held and
         # is done before the lock is released: not done means still open.

@@ -23,7 +23,11 @@ __all__ = ["SCHEMA_VERSION", "Transaction", "open_database"]
 
 #: 2: the ``uses`` and ``meta`` tables of uses aggregated in the spool. A build
 #: that reads only 1 refuses such a file rather than leave its uses unaggregated.
-SCHEMA_VERSION = 2
+#: 3: recorded events wait in the journal beside the file (``<file>.journal/``),
+#: and ``withdrawn`` names those withdrawn before they were sent: a build that
+#: reads only 2 refuses the file rather than strand the journal. A file of 2 is
+#: taken as it is: its pending rows are delivered first.
+SCHEMA_VERSION = 3
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -89,6 +93,10 @@ CREATE TABLE IF NOT EXISTS uses (
     window_end REAL NOT NULL,
     dimensions TEXT
 );
+CREATE TABLE IF NOT EXISTS withdrawn (
+    identifier TEXT PRIMARY KEY,
+    withdrawn_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value NOT NULL

@@ -2,8 +2,10 @@
 
 A :class:`SpoolBuffer` is the :class:`~meterstream._delivery.event_queue.EventQueue`
 that stands where the in-memory :class:`~meterstream._delivery.buffer.Buffer`
-stands: ``put`` is one durable insert into the spool, ``take`` claims the
-oldest events nobody holds, and delivery tells it how each batch settled
+stands: ``put`` is one write into this process's journal, ``take`` reads the
+journal in order (then claims the oldest events of the SQLite file nobody
+holds: aggregated ones, and those a previous release left), and delivery
+tells it how each batch settled
 (:meth:`settled`): accepted events leave the spool, refused ones go to its
 dead letters, and the rest (out of retry time, in flight at shutdown) go back
 to wait for a later attempt, by this process or another. Only flush markers
@@ -24,7 +26,8 @@ from meterstream._delivery.buffer import FlushMarker, Wake
 from meterstream._delivery.counters import Counters
 from meterstream._internal import RateLimitedLog, report_internal_error
 from meterstream._record.events import EventBatch, RawEvent
-from meterstream._spool.spool import DeadLetter, Spool, SpoolFull
+from meterstream._spool.journal import JournalError, JournalFull
+from meterstream._spool.spool import DeadLetter, Spool
 from meterstream.errors import DeliveryError
 
 __all__ = ["SpoolBuffer"]
@@ -79,29 +82,42 @@ class SpoolBuffer:
         self._claimed: dict[int, int] = {}  # id(raw event) -> its row in the spool
         self._claimed_lock = threading.Lock()
         self._next_tick = 0.0
+        #: The SQLite file may hold events to claim (checked on open and each tick).
+        self._rows = True
+        self._append = spool.journal.append
 
     # -- the record path ------------------------------------------------------------
 
     def put(self, item: RawEvent) -> bool:
-        """Insert one event durably; False when it was dropped (counted, logged)."""
+        """Write one event to the journal; False when it was dropped (counted, logged).
+
+        Counted as spooled by the journal itself (``journal.written``): no
+        counter lock on the record path.
+        """
         try:
             try:
-                self.spool.append(item)
-            except SpoolFull:
+                self._append(item)
+            except JournalFull:
                 if not self._make_room():
                     raise
-                self.spool.append(item)
-        except SpoolFull:
+                self._append(item)
+        except JournalFull:
             self._drop("spool_full", "the spool is full (spool_max_bytes): events are dropped")
             return False
+        except JournalError as exc:
+            self._drop(
+                exc.reason, "the spool's journal refused an event (%s): events are dropped", exc
+            )
+            if self._raise:
+                raise DeliveryError(f"spool_path: {exc}", reason="spool") from None
+            return False
         except Exception as exc:  # never into the metered call (unless raise_errors)
-            if not isinstance(exc, sqlite3.Error):
-                report_internal_error(exc)  # not the disk's doing: ours
+            if not isinstance(exc, (sqlite3.Error, OSError, ValueError)):
+                report_internal_error(exc)  # not the disk's nor the event's doing: ours
             self._drop("spool_error", "the spool refused an event (%s): events are dropped", exc)
             if self._raise:
                 raise DeliveryError(f"spool_path: {exc}", reason="spool") from None
             return False
-        self.counters.add("spooled")
         self._fresh += 1
         if self._fresh >= self.batch_size and not self.wake._flag:
             self.wake.set()
@@ -114,7 +130,7 @@ class SpoolBuffer:
         """
         if self.spool.prune_history(keep_bytes=self.spool.max_bytes * 9 // 10):
             self.spool.refresh_full()
-            if not self.spool.full:
+            if not self.spool.full and self.spool.journal.room():
                 return True
         if self._overflow == "drop_oldest":
             evicted = self.spool.evict_oldest(1)
@@ -132,8 +148,7 @@ class SpoolBuffer:
             deadline = time.monotonic() + self._block_timeout
             while time.monotonic() < deadline:
                 pause.wait(0.01)
-                self.spool.refresh_full()
-                if not self.spool.full:
+                if self.spool.journal.room():
                     return True
         return False
 
@@ -161,21 +176,27 @@ class SpoolBuffer:
         return self._fresh
 
     def take(self, limit: int) -> tuple[list[RawEvent], Optional[FlushMarker]]:
-        """Claim up to *limit* of the oldest events due; a flush marker once none is left."""
-        try:
-            claimed = self.spool.claim(limit)
-        except sqlite3.Error as exc:
-            report_internal_error(exc)
-            self._log.log(logging.ERROR, "spool:claim", "reading the spool failed: %s", exc)
-            return [], None
-        with self._claimed_lock:
-            for seq, event in zip(claimed.seqs, claimed.events):
-                self._claimed[id(event)] = seq
-        self._fresh = max(0, self._fresh - len(claimed)) if len(claimed) else 0
+        """Up to *limit* of the oldest events: the journal's, then those of the
+        SQLite file nobody holds; a flush marker once none is left."""
+        events = self.spool.journal.take(limit)
+        if len(events) < limit and self._rows:
+            try:
+                claimed = self.spool.claim(limit - len(events))
+            except sqlite3.Error as exc:
+                report_internal_error(exc)
+                self._log.log(logging.ERROR, "spool:claim", "reading the spool failed: %s", exc)
+                return events, None
+            with self._claimed_lock:
+                for seq, event in zip(claimed.seqs, claimed.events):
+                    self._claimed[id(event)] = seq
+            if not len(claimed):
+                self._rows = False  # until a tick, or an aggregation, says otherwise
+            events.extend(claimed.events)
+        self._fresh = max(0, self._fresh - len(events)) if events else 0
         marker: Optional[FlushMarker] = None
-        if len(claimed) < limit and self._markers:
+        if len(events) < limit and self._markers:
             marker = self._markers.popleft()  # one taker at a time: delivery's lock
-        return list(claimed.events), marker
+        return events, marker
 
     def tick(self) -> None:
         """On each delivery wake: now and then, renew claims and look for work
@@ -186,7 +207,10 @@ class SpoolBuffer:
         self._next_tick = now + TICK
         try:
             self.spool.renew()
-            if self.spool.reap() or self.spool.pending_count():
+            if self.spool.reap() or self.spool.sqlite_pending():
+                self._rows = True
+                self._fresh = max(self._fresh, 1)
+            if self.spool.journal.adopt_orphans() or self.spool.journal.waiting():
                 self._fresh = max(self._fresh, 1)
             self.spool.prune_history()
         except sqlite3.Error as exc:
@@ -198,16 +222,28 @@ class SpoolBuffer:
         Returns True when its events went back to the spool to wait (out of
         retry time, or shut down): not a failure, and nothing to report.
         """
-        seqs = self._seqs_of(batch.raw_events())
+        raw = batch.raw_events()
+        journal = self.spool.journal
+        mine = [event for event in raw if journal.owns(event)]
+        seqs = self._seqs_of(raw) if len(mine) < len(raw) else []
         try:
             if error is None:
-                self.spool.ack(seqs)
+                if mine:
+                    self.spool.accepted_events(mine)
+                if seqs:
+                    self.spool.ack(seqs)
                 return False
             if error.reason in ("retries_exhausted", "shutdown"):
                 delay = RETURN_DELAY if error.reason == "retries_exhausted" else 0.0
+                journal.give_back(mine, delay)
                 self.spool.release(seqs, delay)
-                self.counters.add("returned_to_spool", len(seqs))
+                self.counters.add("returned_to_spool", len(seqs) + len(mine))
+                if delay:
+                    self._rows = True
                 return True
+            if mine:
+                reason = error.code or error.reason
+                self.spool.bury_events(mine, reason, error.code, str(error))
             self.spool.bury(
                 DeadLetter(seq, error.code or error.reason, error.code, str(error)) for seq in seqs
             )
@@ -233,6 +269,7 @@ class SpoolBuffer:
         events, aggregated ones included, so it balances with what is sent.
         """
         self.counters.add("spooled", count)
+        self._rows = True
         self._fresh += count
         self.wake.set()
 

@@ -1,9 +1,17 @@
-"""The durable spool: a SQLite database (WAL) between ``record()`` and delivery.
+"""The durable spool: a journal and a SQLite database (WAL) between ``record()`` and delivery.
 
-An event is committed before ``record()`` returns (in its own transaction, or
-in one shared with the threads recording at the same moment); it leaves the
-``pending`` table only when Stripe accepted it (deleted) or refused it (moved
-to ``dead`` with the reason). Several processes may share one file: a process
+A recorded event is written to this process's journal (:mod:`.journal`,
+beside the file: ``<file>.journal/``) before ``record()`` returns, and leaves
+it once Stripe accepted it (kept in the ``accepted`` history) or refused it
+(kept in ``dead`` with the reason). The SQLite file keeps what needs queries
+and what processes share: the history, the dead letters, the uses of
+aggregated event names and the events made from them (``pending``, as are
+the events a spool of the previous release left: delivered first), the
+withdrawn identifiers, and Stripe's reports handled.
+
+An event of ``pending`` leaves the table only when Stripe accepted it
+(deleted) or refused it (moved to ``dead`` with the reason). Several
+processes may share one file: a process
 *claims* the events it sends by writing its owner id and a lease deadline on
 them, renews the leases while it still holds them, and the events of a
 process that died are claimed again by another once their lease ran out
@@ -27,7 +35,7 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
-from meterstream._spool import cancellations, owners, queue
+from meterstream._spool import cancellations, forks, journal_rows, owners, queue
 from meterstream._spool import history as history_rows
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
@@ -39,6 +47,7 @@ from meterstream._spool.aggregate_store import (
 )
 from meterstream._spool.checkpoint import Checkpointer
 from meterstream._spool.group_commit import GroupCommit
+from meterstream._spool.journal import DEFAULT_SEGMENT_BYTES, Journal, JournalFull
 from meterstream._spool.queue import DeadLetter, SpooledBatch
 from meterstream._spool.rows import INSERT_PENDING, encode_dimensions, encode_value
 from meterstream._spool.schema import Transaction, open_database
@@ -72,6 +81,9 @@ class Spool:
             full, the oldest history goes.
         repair: move a corrupt file aside and start anew (else: ConfigurationError).
         create: create the file when absent (else: ConfigurationError).
+        sync_interval: with ``sync="normal"``, sync the journal this often (seconds; 0: never).
+        segment_bytes: each journal segment's size (default: 8 MiB, at most an
+            eighth of *max_bytes*).
 
     Raises:
         ConfigurationError: the file cannot be opened or created (a read-only
@@ -90,6 +102,8 @@ class Spool:
         clock: Callable[[], float] = time.time,
         repair: bool = True,
         create: bool = True,
+        sync_interval: float = 0.0,
+        segment_bytes: Optional[int] = None,
     ) -> None:
         if sync not in SYNC_MODES:
             raise ConfigurationError(f"spool_sync: expected normal or full, got {sync!r}")
@@ -98,6 +112,10 @@ class Spool:
         self.max_bytes = max_bytes
         self.lease = lease
         self.history = history
+        self.sync_interval = sync_interval
+        self.segment_bytes = segment_bytes or max(
+            64 << 10, min(DEFAULT_SEGMENT_BYTES, max_bytes // 8)
+        )
         self._clock = clock
         self._repair = repair
         if not create and not os.path.exists(self.path):
@@ -106,7 +124,7 @@ class Spool:
         self.moved_aside: Optional[str] = None
         self._open(uses_appended=0)
 
-    def _open(self, uses_appended: int) -> None:
+    def _open(self, uses_appended: int, journal: Optional[Journal] = None) -> None:
         self._lock = threading.Lock()
         self._owner = owners.new_owner()
         self.full = False
@@ -118,9 +136,29 @@ class Spool:
         self._checkpointer = Checkpointer(self.path)
         #: Status, export, replay and purge, with this connection and lock.
         self.admin = SpoolAdmin(self._db, self._lock, self._clock, self.path)
-        self.cancellations = cancellations.SpoolCancellations(self._db, self._lock, self._clock)
+        self.cancellations = cancellations.SpoolCancellations(
+            self._db,
+            self._lock,
+            self._clock,
+            withdraw=self.withdraw,
+            pending_state=self.pending_state,
+        )
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
+        #: This process's journal: where record() writes.
+        self.journal = journal or Journal(
+            self.path + ".journal",
+            segment_bytes=self.segment_bytes,
+            sync=self.sync,
+            sync_interval=self.sync_interval,
+            max_bytes=self.max_bytes,
+            withdrawn=self._withdrawn_identifiers,
+        )
+        if journal is None:
+            # What a process that died (or exited) left: delivered from here on.
+            self.journal.adopt_orphans()
+        # A fork waits until no thread of this spool is inside SQLite or the journal.
+        forks.track(self)
         self.reap()
         self._update_full()
 
@@ -130,8 +168,22 @@ class Spool:
     # -- the record path --------------------------------------------------------------
 
     def append(self, event: RawEvent) -> None:
-        """Insert one recorded use, durably: committed before this returns
-        (alone, or with other threads' rows: :class:`GroupCommit`).
+        """Write one recorded event to the journal: safe from a crash of this
+        process when this returns (with ``sync="full"``, from a power loss).
+
+        Raises:
+            SpoolFull: the spool holds ``max_bytes``.
+            JournalError: the journal could not take it (a full disk).
+        """
+        try:
+            self.journal.append(event)
+        except JournalFull:
+            raise SpoolFull(self.path) from None
+
+    def append_row(self, event: RawEvent) -> None:
+        """Insert one event as a row of the SQLite file's ``pending`` table
+        (group commit), where aggregated events and a previous release's wait:
+        delivered after the journal's, claimed by any process.
 
         Raises:
             SpoolFull: the spool holds ``max_bytes``.
@@ -234,6 +286,73 @@ class Spool:
         self._checkpointer.wake()
         return deleted
 
+    def accepted_events(self, events: list[RawEvent]) -> None:
+        """Stripe accepted these journal events: into the history (with one),
+        then past the journal's cursor. A crash between the two sends them
+        again, under their identifiers: Stripe drops the repeat."""
+        if self.history > 0 and events:
+            now = self._clock()
+            with self._lock, self._write():
+                journal_rows.remember_accepted(self._db, events, now)
+            self._checkpointer.wake()  # the log is copied back off this thread
+        self.journal.settle(events)
+
+    def bury_events(
+        self, events: list[RawEvent], reason: str, code: Optional[str], message: Optional[str]
+    ) -> int:
+        """Stripe refused these journal events: into the dead letters, then past the cursor."""
+        now = self._clock()
+        with self._lock, self._write():
+            count = journal_rows.bury_events(
+                self._db, ((e, 1, reason, code, message) for e in events), now
+            )
+        self.journal.settle(events)
+        return count
+
+    def withdraw(self, identifier: str) -> Optional[str]:
+        """Withdraw the event *identifier* if it was not sent yet.
+
+        Returns ``"withdrawn"`` (it will never be sent, by this process or
+        one that takes over its journal), ``"in_flight"`` (being sent: it may
+        be arriving at Stripe now) or None (sent already, or not here).
+
+        Looks at this process's journal, then at the journals of processes
+        that died (adopted here first, so an event a dead process recorded
+        can be withdrawn too), then at the SQLite file's events (aggregated
+        ones, a previous release's).
+        """
+        outcome = self.journal.withdraw(identifier, self._remember_withdrawn)
+        if outcome is None and self.journal.adopt_orphans():
+            outcome = self.journal.withdraw(identifier, self._remember_withdrawn)
+        if outcome is not None:
+            return outcome
+        now = self._clock()
+        with self._lock, self._write():
+            outcome = cancellations.withdraw(self._db, identifier, now)
+            if outcome == "withdrawn":
+                journal_rows.withdraw(self._db, identifier, now)
+        return outcome
+
+    def pending_state(self, identifier: str) -> Optional[str]:
+        """Whether the event *identifier* waits to be sent, changing nothing:
+        ``"pending"``, ``"in_flight"`` (being sent) or None, looked for where
+        :meth:`withdraw` looks (dead processes' journals are adopted first)."""
+        state = self.journal.pending_state(identifier)
+        if state is None and self.journal.adopt_orphans():
+            state = self.journal.pending_state(identifier)
+        if state is not None:
+            return state
+        with self._lock:
+            return cancellations.pending_state(self._db, identifier, self._clock())
+
+    def _remember_withdrawn(self, identifier: str) -> None:
+        with self._lock, self._write():
+            journal_rows.withdraw(self._db, identifier, self._clock())
+
+    def _withdrawn_identifiers(self) -> set[str]:
+        with self._lock:
+            return journal_rows.withdrawn(self._db)
+
     def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
         not_before = self._clock() + delay
@@ -249,27 +368,40 @@ class Spool:
     def evict_oldest(self, count: int = 1) -> list[RawEvent]:
         """Delete the *count* oldest events nobody holds (``overflow="drop_oldest"``);
         returns them, for ``on_delivery_error``."""
+        evicted = self.journal.evict_oldest()
+        if evicted:
+            return evicted
         now = self._clock()
         with self._lock, self._write():
             return queue.evict_oldest(self._db, now, count)
 
     def pending_count(self) -> int:
+        """Events waiting: this process's journal (and what it adopted), and the SQLite file's."""
+        with self._lock:
+            rows = queue.pending_upto(self._db, None)
+        return rows + self.journal.pending()
+
+    def sqlite_pending(self) -> int:
+        """Events waiting in the SQLite file (aggregated ones, the previous release's)."""
         with self._lock:
             return queue.pending_upto(self._db, None)
 
     def last_seq(self) -> int:
-        """The newest row number waiting (0 for an empty spool).
+        """A point every event recorded before this call is at or before (0: nothing).
 
-        Row numbers only grow while rows wait (SQLite gives max + 1), so
-        every event recorded before this call has a number up to the result.
+        Two numbers in one int: the journal's newest frame (this process's
+        frames are numbered in the order written) above 64 bits, and the
+        newest row of ``pending`` below (row numbers only grow while rows wait).
         """
         with self._lock:
-            return queue.last_seq(self._db)
+            row = queue.last_seq(self._db)
+        return (self.journal.flush_point() << 64) | row
 
     def pending_upto(self, seq: int) -> int:
-        """How many events numbered up to *seq* still wait (anyone's)."""
+        """How many events up to the point *seq* (:meth:`last_seq`) still wait."""
         with self._lock:
-            return queue.pending_upto(self._db, seq)
+            rows = queue.pending_upto(self._db, seq & ((1 << 64) - 1))
+        return rows + self.journal.pending_upto(seq >> 64)
 
     # -- the accepted history, and Stripe's reports handled ---------------------------
 
@@ -281,6 +413,9 @@ class Spool:
             pruned = history_rows.prune(
                 self._db, now - self.history, now - max(self.history, history_rows.HANDLED_KEPT)
             )
+        if self.history > 0 and self.journal is not None:
+            with self._lock, self._write():
+                journal_rows.prune_withdrawn(self._db, now - journal_rows.WITHDRAWN_KEPT)
         while keep_bytes is not None and self.size_bytes() > keep_bytes:
             with self._lock, self._write():
                 gone = history_rows.prune_oldest(self._db)
@@ -360,15 +495,20 @@ class Spool:
     def size_bytes(self) -> int:
         """Bytes the spool's data uses: the database's pages in use.
 
-        What ``spool_max_bytes`` bounds. The write-ahead log comes on top,
-        up to 64 MiB (``journal_size_limit``) between checkpoints.
+        What ``spool_max_bytes`` bounds, with the journal's segments (:meth:`journal_bytes`).
+        The write-ahead log comes on top, up to 64 MiB (``journal_size_limit``)
+        between checkpoints.
         """
         with self._lock:
             return used_bytes(self._db)
 
+    def journal_bytes(self) -> int:
+        """Bytes of the journal's segments on disk (every process's)."""
+        return self.journal.bytes()
+
     def disk_bytes(self) -> int:
-        """Bytes on disk: the database file and its write-ahead log."""
-        return disk_bytes(self.path)
+        """Bytes on disk: the database file, its write-ahead log, and the journal."""
+        return disk_bytes(self.path) + self.journal.bytes()
 
     def refresh_full(self) -> None:
         """Look at the spool's size now (else done every few hundred appends)."""
@@ -379,18 +519,27 @@ class Spool:
         # write-ahead log has grown by a few hundred pages since the last time.
         self._checkpointer.wake()
         try:
-            self.full = self.size_bytes() >= self.max_bytes
+            self.full = self.size_bytes() + self.journal.bytes() >= self.max_bytes
         except SQLiteError:
             pass
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def fork_locks(self) -> list[Any]:
+        """The locks a fork holds (:mod:`.forks`): the journal's, then the
+        connection's (a withdrawal takes the connection's inside the journal's)."""
+        return [*self.journal.fork_locks(), self._lock, self._group.fork_lock()]
+
     def after_fork_in_child(self) -> None:
         """A forked child gets its own connection and owner id; the parent's claims stay its."""
-        # The parent's connection (and checkpoint thread) are not ours.
-        self._open(uses_appended=self.uses_appended)
+        # The parent's connection (and checkpoint thread) are not ours, nor its journal.
+        journal = self.journal
+        journal.after_fork_in_child()
+        self._open(uses_appended=self.uses_appended, journal=journal)
 
     def close(self) -> None:
+        forks.untrack(self)
+        self.journal.close()
         self._checkpointer.close()
         with self._lock:
             try:

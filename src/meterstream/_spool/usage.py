@@ -4,7 +4,10 @@
 file read-only (a second connection, no owner registered, nothing written),
 so it is safe beside a running process. Where each kind of event lives is
 said once, in ``_SOURCES``: the ``accepted`` history, the ``pending`` queue
-(with the ``uses`` not yet aggregated into it) and the ``dead`` letters.
+(with the ``uses`` not yet aggregated into it), the events waiting in the
+journal beside the file (every process's, read as they are, less those
+withdrawn) and the ``dead`` letters: what was recorded, whether Stripe has
+it yet or not.
 
 Values are summed exactly: integers and floats by SQLite, values stored as
 decimal text (Decimals, and integers too large for SQLite) as Decimals.
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Optional, Union
 
+from meterstream._spool import journal
 from meterstream.errors import ConfigurationError
 
 __all__ = ["GROUPINGS", "KINDS", "UsageRow", "read_usage"]
@@ -163,7 +167,44 @@ def _read(
                     row.values[kind] = _add(row.values[kind], text)
             else:
                 row.values[kind] = _add(row.values[kind], total or 0)
+    withdrawn: set[str] = set()
+    if "withdrawn" in tables:
+        withdrawn = {r[0] for r in db.execute("SELECT identifier FROM withdrawn")}
+    _add_journal(rows, path + ".journal", by, customers, since, until, withdrawn)
     return [rows[k] for k in sorted(rows, key=lambda k: (k[2] or 0, k[1] or "", k[0]))]
+
+
+def _add_journal(
+    rows: dict[tuple[str, Optional[str], Optional[int]], UsageRow],
+    directory: str,
+    by: str,
+    customers: Optional[list[str]],
+    since: Optional[float],
+    until: Optional[float],
+    withdrawn: set[str],
+) -> None:
+    """Count the journal's waiting events as pending (read without locking or writing)."""
+    if not os.path.isdir(directory):
+        return
+    wanted = set(customers) if customers else None
+    size = 3600 if by == "hour" else 86400
+    for name, who, value, ts, identifier, _ in journal.inspect(directory):
+        if wanted is not None and who not in wanted:
+            continue
+        if (since is not None and ts < since) or (until is not None and ts >= until):
+            continue
+        if identifier in withdrawn:
+            continue
+        key = (
+            name,
+            who if by == "customer" else None,
+            int(ts // size) * size if by in ("hour", "day") else None,
+        )
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = UsageRow(*key)
+        row.events["pending"] += 1
+        row.values["pending"] = _add(row.values["pending"], value)
 
 
 def _rows_one_by_one(

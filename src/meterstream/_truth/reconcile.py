@@ -5,8 +5,11 @@ accepted events are aggregated the way the meter aggregates them (``sum``,
 ``count`` or ``last``) and compared with Stripe's meter event summaries.
 
 Stripe's summaries are eventually consistent: a window holding an event
-accepted less than *grace* seconds ago is not compared yet, but reported as
-settling. Events Stripe refused (a 400, or its asynchronous error reports
+accepted less than *grace* seconds ago, or an event whose cancellation Stripe
+accepted less than *grace* seconds ago (an adjustment is processed
+asynchronously), is not compared yet, but reported as settling; once the
+grace has passed, a cancelled event Stripe still counts is a difference.
+Events Stripe refused (a 400, or its asynchronous error reports
 once ``handle_webhook`` moved them to the dead letters) are not in the
 spool's accepted history, so they are expected to be missing at Stripe too.
 An event cancelled through ``cancel()`` (a meter event adjustment) is left
@@ -163,6 +166,21 @@ def reconcile(
         else spool.accepted_between(since, until, event_name)
     )
     mine = _aggregate(held, meters, since, step)
+    # A cancelled event's window is compared too, even when nothing else is
+    # left in it: Stripe must have stopped counting it. An adjustment Stripe
+    # accepted less than *grace* ago may not be applied to its summaries yet
+    # (it is "pending" until processed), so that window is settling.
+    recent: set[tuple[str, str, int]] = set()
+    if destination == "stripe":
+        for name, customer, ts, cancelled_at in spool.cancellations.cancelled_events(
+            since, until, event_name
+        ):
+            if name not in meters:
+                continue
+            start = since + int((ts - since) // step) * step
+            mine.setdefault((name, customer), {})
+            if cancelled_at > now - grace:
+                recent.add((name, customer, start))
     result = Reconciliation(labels=("spool", destination))
     if destination != "stripe":
         result.no_meter_where = f"at {destination.capitalize()}"
@@ -187,7 +205,7 @@ def reconcile(
                     spool=value,
                     stripe=theirs.get(start, Decimal(0)),
                     events=count,
-                    settling=newest > now - grace,
+                    settling=newest > now - grace or (name, customer, start) in recent,
                 )
             )
     return result
@@ -288,8 +306,9 @@ def render_table(result: Reconciliation, *, utc: Any) -> str:
         lines.append("total: nothing to compare: no events in that range")
     if result.settling:
         lines.append(
-            f"{_count(len(result.settling), 'window')} with events accepted within the grace "
-            "period were not compared yet (usage is counted with a lag): run again later"
+            f"{_count(len(result.settling), 'window')} with events accepted or cancelled "
+            "within the grace period were not compared yet (usage is counted with a lag): "
+            "run again later"
         )
     if result.no_meter:
         lines.append(

@@ -65,6 +65,10 @@ class FaultConfig:
         side: which API the faults apply to: ``both`` (Stripe's meter event
             stream and Metronome's ``/v1/ingest``), ``stripe`` or ``metronome``
             alone (an outage at one destination of a parallel run).
+        adjustment_lag: seconds (on the emulator's clock) a meter event
+            adjustment stays ``pending`` after it was accepted: until then the
+            summaries and totals still count the cancelled event, as Stripe's
+            may while it processes the adjustment.
     """
 
     fail_500: float = 0.0
@@ -83,6 +87,7 @@ class FaultConfig:
     session_trickle_ms: float = 0.0
     session_pad_bytes: int = 0
     side: str = "both"
+    adjustment_lag: float = 0.0
 
     def __post_init__(self) -> None:
         if self.side not in FAULT_SIDES:
@@ -95,7 +100,7 @@ class FaultConfig:
             raise ValueError(f"redirect_status must be 0 or a 3xx, got {self.redirect_status!r}")
         if self.session_pad_bytes < 0:
             raise ValueError(f"session_pad_bytes must be >= 0, got {self.session_pad_bytes!r}")
-        for name in ("latency_ms", "rps_limit", "session_trickle_ms"):
+        for name in ("latency_ms", "rps_limit", "session_trickle_ms", "adjustment_lag"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -156,6 +161,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "session_trickle_ms": (int, float),
     "side": (str,),
     "session_pad_bytes": (int,),
+    "adjustment_lag": (int, float),
 }
 
 

@@ -130,6 +130,9 @@ class Store:
         self.error_counts: dict[str, int] = {}
         #: Identifiers of the events cancelled by an adjustment.
         self.cancelled: set[str] = set()
+        #: Adjustments accepted, not applied yet (``adjustment_lag``):
+        #: identifier -> when they apply.
+        self.lagging: dict[str, float] = {}
         # None: every customer exists; a set: the only customers that do.
         self.customers: Optional[set[str]] = None
 
@@ -148,6 +151,7 @@ class Store:
             self.errors,
             self.error_counts,
             self.cancelled,
+            self.lagging,
         ):
             container.clear()
 
@@ -214,8 +218,10 @@ class Store:
         else:
             del self.batches[: len(batches)]
 
-    def cancel(self, name: str, ident: str, now: float) -> None:
-        """Cancel event *ident* of *name* (a meter event adjustment), at most once.
+    def cancel(self, name: str, ident: str, now: float, lag: float = 0.0) -> None:
+        """Cancel event *ident* of *name* (a meter event adjustment), at most once;
+        with *lag*, the summaries leave it out only *lag* seconds after *now*
+        (:meth:`apply_due`).
 
         Raises:
             StripeError: a 404 for an unknown identifier, a 400 for an event
@@ -237,6 +243,24 @@ class Store:
                 "cancel.identifier: events can only be cancelled within 24 hours of receipt",
                 param="cancel.identifier",
             )
+        if ident in self.cancelled or ident in self.lagging:
+            return
+        if lag > 0:
+            self.lagging[ident] = now + lag
+            return
+        self._apply_cancel(rec)
+
+    def apply_due(self, now: float) -> None:
+        """Apply the lagging adjustments whose time has come (caller holds the lock)."""
+        if not self.lagging:
+            return
+        for ident, due in list(self.lagging.items()):
+            if due <= now:
+                del self.lagging[ident]
+                self._apply_cancel(self.events[self.position[ident]])
+
+    def _apply_cancel(self, rec: Record) -> None:
+        ident = rec[ID]
         if ident not in self.cancelled:
             self.cancelled.add(ident)
             if rec[ERROR] is None:

@@ -314,7 +314,7 @@ class EmulatorState:
         meter = self.get_meter(meter_id)
         query = parse_summary_query(params)
         with self._lock:
-            self._store.index()
+            self._index()
             records = self._store.series.get((meter["event_name"], query.customer), [])
             cancelled = self._store.cancelled
             points = [(r[TS], r[RECEIVED], r[VALUE]) for r in records if r[ID] not in cancelled]
@@ -339,8 +339,9 @@ class EmulatorState:
         """
         name, ident = validate_adjustment_body(body)
         now = self.clock()
+        lag = self.injector.config.adjustment_lag
         with self._lock:
-            self._store.cancel(name, ident, now)
+            self._store.cancel(name, ident, now, lag)
             adj_id = self._next_id("mtradj")
         return {
             "id": adj_id,
@@ -352,6 +353,12 @@ class EmulatorState:
             "status": "pending",
             "type": "cancel",
         }
+
+    def _index(self) -> None:
+        """Bring the store up to date before a read: pending batches indexed,
+        lagging adjustments applied once due (caller holds the lock)."""
+        self._store.index()
+        self._store.apply_due(self.clock())
 
     # -- faults --------------------------------------------------------------
 
@@ -433,7 +440,7 @@ class EmulatorState:
     def validation_errors(self) -> list[dict[str, Any]]:
         """Asynchronous errors (``code``, ``message``, ``identifier``, ``event_name``)."""
         with self._lock:
-            self._store.index()
+            self._index()
             return [dict(e) for e in self._store.errors]
 
     @property
@@ -449,7 +456,7 @@ class EmulatorState:
             uncancelled events.
         """
         with self._lock:
-            self._store.index()
+            self._index()
             return {k: Total(v[0], int(v[1])) for k, v in self._store.totals.items() if v[1]}
 
     def total(self, event_name: str, customer: str) -> Total:
@@ -463,7 +470,7 @@ class EmulatorState:
             ``Total(sum, count)`` of valid, uncancelled events; zeros for none.
         """
         with self._lock:
-            self._store.index()
+            self._index()
             v = self._store.totals.get((event_name, customer))
             return Total(v[0], int(v[1])) if v else Total(0.0, 0)
 
@@ -480,7 +487,7 @@ class EmulatorState:
             Dicts with the event's fields, as stored.
         """
         with self._lock:
-            self._store.index()
+            self._index()
             records = list(self._store.events)
             payloads = list(self._store.payloads)
             cancelled = set(self._store.cancelled)
@@ -531,7 +538,7 @@ class EmulatorState:
         refused = self.injector.refusals()
         sections = {name: provide() for name, provide in list(self.page_sections.items())}
         with self._lock:
-            self._store.index()
+            self._index()
             now = self.clock()
             out = _overview.build(
                 self._store, self._meters.all(), now=now, hours=hours, customer=customer
@@ -628,7 +635,7 @@ class EmulatorState:
                 self._store.index(_VALIDATE_CHUNK)
             waiting -= _VALIDATE_CHUNK
         with self._lock:
-            self._store.index()
+            self._index()
             meter_ids = self._meters.ids_by_event_name()
             return self._reports.collect(self._store.errors, meter_ids, self.clock())
 

@@ -1,62 +1,39 @@
 """Reading Metronome's answers: error bodies and retry verdicts.
 
-As the official ``metronome-sdk`` (Stainless) decides: ``x-should-retry``
-wins when present; otherwise 408, 409, 429 and 5xx are worth retrying and
-the rest are refusals. The wait the server asks for is ``retry-after-ms``
-(milliseconds), else ``retry-after`` (seconds or an HTTP date). Metronome's
-4xx bodies are ``{"message": "..."}``.
+As the official ``metronome-sdk`` (Stainless) decides (the rules shared with
+Stripe's are in :mod:`meterstream._exporters.answers`): ``x-should-retry``
+wins when present; the wait is ``retry-after-ms`` (milliseconds), else
+``retry-after``. Metronome's 4xx bodies are ``{"message": "..."}``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 
-__all__ = ["error_message", "retry_after", "retryable", "should_retry"]
+from meterstream._exporters import answers
+from meterstream._exporters.answers import retryable
 
-_RETRYABLE = frozenset({408, 409, 429})
+__all__ = ["CANNOT_CANCEL", "error_message", "retry_after", "retryable", "should_retry"]
+
+#: Why ``cancel()`` of an event Metronome accepted is refused, and what to do.
+CANNOT_CANCEL = (
+    "Metronome cannot cancel or amend an ingested event (a re-sent transaction_id is "
+    "ignored as a duplicate): while its invoice is a draft, record a negating use at "
+    "Metronome (a negative value with a new identifier, under a SUM billable metric); "
+    "once the invoice is finalized, grant a credit or issue a credit memo"
+)
 
 
 def retry_after(headers: Mapping[str, str]) -> Optional[float]:
     """Seconds the server asked us to wait, if it said (``retry-after-ms`` first)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return answers.retry_after(headers, millis="retry-after-ms")
 
 
 def should_retry(headers: Mapping[str, str]) -> Optional[bool]:
     """The server's ``x-should-retry`` verdict, when it gave one."""
-    value = (headers.get("x-should-retry") or "").strip().lower()
-    if value == "true":
-        return True
-    if value == "false":
-        return False
-    return None
-
-
-def retryable(status: int, verdict: Optional[bool]) -> bool:
-    """Whether an answer of *status* is worth sending again, given the *verdict*."""
-    if verdict is not None:
-        return verdict
-    return status in _RETRYABLE or status >= 500
+    return answers.should_retry(headers, "x-should-retry")
 
 
 def error_message(content: bytes, secret: Optional[str] = None) -> str:

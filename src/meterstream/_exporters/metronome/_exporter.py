@@ -20,6 +20,7 @@ import httpx
 
 from meterstream._exporters.base import EventBatch, Exporter, RetryableExportError
 from meterstream._exporters.metronome._errors import (
+    CANNOT_CANCEL,
     error_message,
     retry_after,
     retryable,
@@ -49,6 +50,10 @@ class MetronomeExporter(Exporter):
             ``ca_bundle``, ``request_timeout``, ``max_concurrent_requests``).
         transport: an httpx transport to use instead of the network (tests).
     """
+
+    #: Metronome has no endpoint that withdraws or amends an ingested event.
+    supports_cancel = False
+    cancel_unsupported = CANNOT_CANCEL
 
     def __init__(
         self, settings: Settings, *, transport: Optional[httpx.BaseTransport] = None

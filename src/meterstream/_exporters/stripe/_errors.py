@@ -2,7 +2,8 @@
 
 One place decides what an answer means, for sessions and the stream alike:
 any 2xx is accepted; ``Stripe-Should-Retry`` wins when present; otherwise
-408, 409, 429 and 5xx are worth retrying and the rest are refusals.
+408, 409, 429 and 5xx are worth retrying and the rest are refusals (the
+rules shared with Metronome's are in :mod:`meterstream._exporters.answers`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import time
-from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 
 import httpx
 
 from meterstream._config.setting import redact_key
+from meterstream._exporters import answers
+from meterstream._exporters.answers import RETRYABLE_STATUS, retryable
 
 __all__ = [
     "RETRYABLE_STATUS",
@@ -28,42 +29,17 @@ __all__ = [
     "should_retry",
 ]
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-
 _EVENT_PARAM = re.compile(r"events\[([0-9]{1,3})\]")
 
 
 def retry_after(headers: httpx.Headers) -> Optional[float]:
     """Seconds from a ``Retry-After`` header (seconds or an HTTP date), if present."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return answers.retry_after(headers)
 
 
 def should_retry(response: httpx.Response) -> Optional[bool]:
     """Stripe's ``Stripe-Should-Retry`` verdict, when it gave one."""
-    value = (response.headers.get("stripe-should-retry") or "").strip().lower()
-    if value == "true":
-        return True
-    if value == "false":
-        return False
-    return None
-
-
-def retryable(status: int, verdict: Optional[bool]) -> bool:
-    """Whether an answer of *status* is worth sending again, given Stripe's *verdict*."""
-    if verdict is not None:
-        return verdict
-    return status in RETRYABLE_STATUS or status >= 500
+    return answers.should_retry(response.headers, "stripe-should-retry")
 
 
 def error_fields(
