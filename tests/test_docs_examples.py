@@ -219,6 +219,32 @@ def test_the_examples_of_a_page_run(page: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_the_quickstart_runs_as_copied_against_the_emulator(tmp_path: Path) -> None:
+    """The quickstart's blocks pasted one after the other into a file, run as a
+    reader runs it: no hidden setup, no exporter from the test's environment,
+    the events delivered to the emulator the page starts."""
+    found = ALL_BLOCKS["docs/quickstart.md"]
+    assert all(b.not_run is None and not b.setup and not b.pytest for b in found), (
+        "every quickstart block runs as shown: nothing hidden, nothing skipped"
+    )
+    script = tmp_path / "quickstart.py"
+    script.write_text("\n\n".join(b.code for b in found) + "\n", encoding="utf-8")
+    env = {k: v for k, v in _env().items() if not k.startswith(("METERSTREAM_", "STRIPE_"))}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # no warning: every event name has its meter
+    stats = next(line for line in result.stdout.splitlines() if line.startswith("{"))
+    assert "'sent': 4," in stats and "'dropped': 0," in stats, stats
+    assert "Total(sum=3.0, count=1)" in result.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "block",

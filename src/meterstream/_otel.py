@@ -36,6 +36,7 @@ __all__ = [
     "record_event",
     "sdk_active",
     "session_span",
+    "untraced",
 ]
 
 tracer = trace.get_tracer("meterstream", __version__)
@@ -74,6 +75,12 @@ def _suppressed() -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+def untraced() -> contextlib.AbstractContextManager[None]:
+    """A block whose HTTP requests httpx instrumentation leaves alone (reading
+    the meters: the library's own requests, like its sends)."""
+    return _suppressed()
 
 
 class _SpanHandle:

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
+from helpers.cli import KEY, run
 from meterstream.emulator import Emulator
-
-KEY = "sk_test_cli"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    environment.pop("STRIPE_API_KEY", None)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "meterstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-    )
 
 
 def test_help_lists_every_command() -> None:

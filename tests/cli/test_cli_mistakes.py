@@ -14,34 +14,9 @@ from pathlib import Path
 import pytest
 
 import meterstream
+from helpers.cli import KEY, assert_usage_error, environment, run
 from helpers.ports import free_port
 from meterstream.emulator import Emulator
-
-KEY = "sk_test_cli"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    environment.pop("STRIPE_API_KEY", None)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "meterstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-    )
-
-
-def assert_usage_error(result: subprocess.CompletedProcess[str], flag: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert flag in lines[0]
-    assert "Traceback" not in result.stderr
-    # internal setting names mean nothing to a person at a shell
-    for internal in ("api_base", "max_retry_time", "exporter:", "api_key"):
-        assert internal not in lines[0]
 
 
 def test_version_prints_the_installed_version() -> None:
@@ -242,3 +217,83 @@ def test_relay_without_nats_py_is_one_line_naming_the_extra(tmp_path: Path) -> N
         "meterstream relay: needs the NATS client: pip install 'meterstream[nats]'"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["spool", "status"],
+        ["spool", "export"],
+        ["usage"],
+        ["cancel", "--event", "api_calls"],
+        ["reconcile", "--since", "2025-06-15T00:00:00Z", "--until", "2025-06-16T00:00:00Z"],
+    ],
+)
+def test_a_misspelt_flag_is_named_with_the_one_meant(command: list[str]) -> None:
+    # --spool is required too: the misspelt flag is what to say, not the missing one.
+    result = run(*command, "--spol", "x")
+    assert_usage_error(result, "unrecognized argument --spol; did you mean --spool?")
+    assert "required" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["spool", "status"],
+        ["spool", "export", "--accepted"],
+        ["spool", "replay"],
+        ["usage"],
+        ["cancel", "--event", "api_calls", "--identifier", "ev-1", "--api-key", KEY],
+        ["reconcile", "--since", "2025-06-15T00:00:00Z", "--until", "2025-06-16T00:00:00Z"]
+        + ["--api-key", KEY, "--base", "http://127.0.0.1:9"],
+    ],
+)
+def test_the_spool_commands_read_the_spool_path_from_the_environment(
+    command: list[str], tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "not-there.db")
+    result = run(*command, env={"METERSTREAM_SPOOL_PATH": missing})
+    assert result.returncode == 2, result.stderr
+    assert missing in result.stderr  # it went to open that spool
+    assert "required" not in result.stderr
+    words = command[:2] if command[0] == "spool" else command[:1]
+    assert "METERSTREAM_SPOOL_PATH" in run(*words, "--help").stdout
+
+
+def test_without_spool_or_the_variable_the_error_names_both() -> None:
+    result = run("spool", "status")
+    assert_usage_error(result, "--spool")
+    assert "METERSTREAM_SPOOL_PATH" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["usage", "--spool", "x"], ["summary"], ["reconcile"], ["cancel", "--event", "e"]]
+)
+def test_time_flags_say_iso_8601_in_help_and_errors(command: list[str]) -> None:
+    flag = "--start" if command == ["summary"] else "--since"
+    assert "ISO 8601 (2025-06-15T15:00:00Z" in run(*command[:1], "--help").stdout
+    result = run(*command, flag, "yesterday")
+    assert result.returncode == 2
+    assert f"argument {flag}: 'yesterday' is not a time: give ISO 8601" in result.stderr
+
+
+def test_the_demo_into_a_pipe_has_no_progress_bar_and_a_closed_pipe_no_traceback() -> None:
+    whole = run("demo", "--calls", "200", "--customers", "2")
+    assert whole.returncode == 0, whole.stderr
+    assert "calls\r" not in whole.stdout and "[#" not in whole.stdout
+    assert whole.stderr == ""  # its meters exist: no warning either
+    # `meterstream demo | head -1`: the reader leaves after one line.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "meterstream", "demo", "--calls", "200"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    assert demo.stdout is not None and demo.stderr is not None
+    assert demo.stdout.readline().startswith("Stripe emulator listening on")
+    demo.stdout.close()
+    with demo.stderr:
+        errors = demo.stderr.read()
+    assert demo.wait(60) in (0, 1)
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors

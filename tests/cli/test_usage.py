@@ -122,7 +122,7 @@ def test_times_in_iso_are_accepted(spool_file: str, capsys: pytest.CaptureFixtur
         (["--spool", "nowhere.db"], "--spool nowhere.db: there is no spool at"),
         (["--spool", "SPOOL", "--by", "week"], "invalid choice: 'week'"),
         (["--spool", "SPOOL", "--since", "2", "--until", "1"], "--since must be before --until"),
-        (["--spool", "SPOOL", "--since", "yesterday"], "neither Unix seconds nor an ISO"),
+        (["--spool", "SPOOL", "--since", "yesterday"], "is not a time: give ISO 8601"),
     ],
 )
 def test_mistakes_exit_2_with_a_one_line_hint(
@@ -145,3 +145,30 @@ def test_a_file_that_is_not_a_spool_is_said_so(
     with pytest.raises(SystemExit):
         main(["usage", "--spool", str(other)])
     assert "is not a spool" in capsys.readouterr().err
+
+
+# -- the spool's commands on the same file --------------------------------------------------------
+
+
+def test_spool_export_accepted_writes_the_accepted_history(
+    spool_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["spool", "export", "--accepted", "--spool", spool_file]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["identifier"] for row in rows] == ["t1", "t2", "t3", "c1", "c2"]
+    assert rows[0] == {
+        "identifier": "t1",
+        "event_name": "tokens",
+        "customer": "cus_a",
+        "value": 10,
+        "timestamp": DAY + 60,
+        "accepted_at": rows[0]["accepted_at"],
+    }
+
+
+def test_spool_status_reads_the_spool_path_from_the_environment(
+    spool_file: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("METERSTREAM_SPOOL_PATH", spool_file)
+    assert main(["spool", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"] == 5

@@ -70,6 +70,7 @@ def client_settings(server: FloodServer) -> dict[str, Any]:
         "retry_max_delay": 0.05,
         "request_timeout": 2,
         "max_retry_time": 60,
+        "check_event_names": False,  # sessions and the stream only
     }
 
 

@@ -128,9 +128,10 @@ def test_a_cancelled_event_is_reported_with_its_customer_window_and_difference(
                  "--window", "hour", "--grace", "0")  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     lines = [line.split() for line in result.stdout.splitlines()]
-    window = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since + HOUR)).split()
+    # The window in ISO 8601, as --since takes it.
+    window = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since + HOUR))
     differing = [line for line in lines if line and line[0] == "cus_0"]
-    assert differing == [["cus_0", "api_calls", *window, "2.5", "2.25", "-0.25"]]
+    assert differing == [["cus_0", "api_calls", window, "2.5", "2.25", "-0.25"]]
     assert "total: 1 window of 6 differ" in result.stdout
 
     as_json = run(emulator, "--spool", spool_path, "--since", str(since), "--until", str(until),
@@ -205,6 +206,9 @@ def test_recent_events_are_not_compared_within_the_grace_period(
                  "--window", "hour")  # fmt: skip
     assert result.returncode == 0, result.stdout
     assert "6 windows with events accepted or cancelled within the grace period" in result.stdout
+    # Nothing was compared: not "all 0 windows agree".
+    assert "total: nothing was compared yet" in result.stdout
+    assert "agree" not in result.stdout
 
 
 @pytest.mark.parametrize(

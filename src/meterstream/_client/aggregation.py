@@ -32,9 +32,10 @@ class Aggregation:
             :class:`SpoolAggregator`, made without ``aggregate`` too: uses a
             previous process left in the spool are aggregated and delivered
             all the same.
-        exporter: the client's exporter: when it is a source of Stripe's
-            meters (:class:`MetersSource`, as the Stripe exporter is), the
-            aggregated names are checked against them.
+        exporter: the client's exporter, or the client's meters read from
+            it: when it is a source of Stripe's meters (:class:`MetersSource`,
+            as the Stripe exporter is), the aggregated names are checked
+            against them.
         put: takes each event a closed window makes (the buffer's put).
     """
 
@@ -42,7 +43,7 @@ class Aggregation:
         self,
         settings: Settings,
         buffer: EventQueue,
-        exporter: Exporter,
+        exporter: Union[Exporter, MetersSource],
         put: Callable[[Any], Any],
     ) -> None:
         self._put = put

@@ -10,11 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from meterstream import _otel
+from meterstream._aggregate.meters import MetersSource
 from meterstream._client import live as _live_clients
 from meterstream._client.aggregation import Aggregation
 from meterstream._client.cancel import Cancellations
 from meterstream._client.constant import compile_record_constant
 from meterstream._client.exporters import accepted_key, make_exporter
+from meterstream._client.meter_names import MeterNames
 from meterstream._client.record_path import RecordPath, UseSink
 from meterstream._client.stats import client_stats
 from meterstream._config.settings import Settings, destinations_given
@@ -127,11 +129,20 @@ class MeterClient:
         #: (or the user's own exporter's) word; the local exporters count
         #: under their own name, so a missing key never looks like billing.
         self._accepted_key = accepted_key(self.exporter)
+        #: Stripe's meters, when the exporter can read them: names without one
+        #: are warned about before their events go; aggregation reads them too.
+        self._meter_names: Optional[MeterNames] = None
+        if s.enabled and s.check_event_names and isinstance(self.exporter, MetersSource):
+            self._meter_names = MeterNames(self.exporter)
         #: Aggregation of sum meters (``aggregate``; with a spool, always).
-        self._aggregation = Aggregation(s, self._buffer, self.exporter, self._buffer.put)
+        self._aggregation = Aggregation(
+            s, self._buffer, self._meter_names or self.exporter, self._buffer.put
+        )
         #: Its aggregator, or None: read on the record path, so kept at hand.
         self._aggregator = self._aggregation.aggregator
         self._delivery = delivery = Delivery(self._buffer, self.exporter, s, self._log)
+        if self._meter_names is not None:
+            delivery.before_send = self._meter_names.before_send
         #: cancel(): withdrawn, queued to its own sender, or refused.
         self._cancels = Cancellations(s, self.exporter, delivery, self.spool, self._log)
         self._sync = s.sync_mode
@@ -940,7 +951,10 @@ class MeterClient:
             (:meth:`cancel`): ``cancels_withdrawn`` (removed before sending),
             ``cancels_sent`` (cancelled at Stripe), ``cancels_pending``,
             ``cancels_failed`` (refused by Stripe, or out of retries) and
-            ``cancels_refused`` (refused at the call).
+            ``cancels_refused`` (refused at the call). And
+            ``events_without_meter``: events sent under an event name that no
+            active meter had when it was checked (Stripe bills none of them;
+            checked when the exporter can read the meters, as Stripe's does).
         """
         out = client_stats(
             counters=self._counters,
@@ -953,6 +967,8 @@ class MeterClient:
             accepted_key=self._accepted_key,
         )
         out.update(self._cancels.counters())
+        meter_names = self._meter_names
+        out["events_without_meter"] = 0 if meter_names is None else meter_names.events_without_meter
         return out
 
     # -- Stripe's asynchronous error reports (see _webhooks.py) ----------------

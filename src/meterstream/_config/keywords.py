@@ -208,3 +208,10 @@ class SettingKeywords(TypedDict, total=False):
     each with its own buffer or spool, delivery, retries, dead letters and counts
     ([metronome](metronome.md#parallel-run)); one name is the same as `exporter`
     """
+    check_event_names: Optional[bool]
+    """When the exporter can read the meters (Stripe's can): before the first events of each
+    event name go, check that an active meter has that name, and log a WARNING once for a
+    name that has none (Stripe would bill none of its events; `events_without_meter` in
+    `stats()` counts them). The meters are read once, and again at most once a minute for a
+    name they lack
+    """

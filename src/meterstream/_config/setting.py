@@ -123,7 +123,7 @@ def _parse(declared: Setting, raw: Any) -> Any:
     ``bool()``) must still get the documented error, naming the setting.
     """
     try:
-        return declared.parse(raw, declared.name)
+        return declared.parse(_plain(raw), declared.name)
     except ConfigurationError:
         raise
     except Exception as exc:
@@ -131,6 +131,26 @@ def _parse(declared: Setting, raw: Any) -> Any:
             f"{declared.name}: cannot be read from {safe_type_name(raw, 'a {}')} "
             f"({safe_type_name(exc)} while reading it)"
         ) from None
+
+
+def _plain(raw: Any) -> Any:
+    """A subclass of str, int or float as the plain value it holds.
+
+    The parsers keep what they accept, and the settings are compared later
+    (``customer_payload_key == value_key``): a subclass's overridden
+    ``__eq__`` or ``__hash__`` is not ours to call then. The base type's own
+    slot makes the copy without calling any override.
+    """
+    kind = type(raw)
+    if kind is str or kind is int or kind is float or kind is bool:
+        return raw
+    if isinstance(raw, str):
+        return str.__str__(raw)
+    if isinstance(raw, int):
+        return int.__int__(raw)
+    if isinstance(raw, float):
+        return float.__float__(raw)
+    return raw
 
 
 def read_setting(

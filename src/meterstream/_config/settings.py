@@ -393,6 +393,15 @@ class Settings:
         "([metronome](metronome.md#parallel-run)); one name is the same as `exporter`",
         shown="none: the exporter alone",
     )
+    check_event_names: bool = setting(
+        parse_bool,
+        True,
+        "when the exporter can read the meters (Stripe's can): before the first events of "
+        "each event name go, check that an active meter has that name, and log a WARNING "
+        "once for a name that has none (Stripe would bill none of its events; "
+        "`events_without_meter` in `stats()` counts them). The meters are read once, and "
+        "again at most once a minute for a name they lack",
+    )
     #: The settings given as a keyword or in the environment, not defaulted.
     _given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 

@@ -97,6 +97,9 @@ class Delivery:
         self.on_tick: Optional[Callable[[], None]] = None
         #: Called once the threads run (the client's record path may go fast).
         self.on_start: Optional[Callable[[], None]] = None
+        #: Called with each batch taken from the buffer, before its first
+        #: attempt (the client checks its event names against the meters).
+        self.before_send: Optional[Callable[[EventBatch], None]] = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -251,8 +254,13 @@ class Delivery:
         # by a thread that waits.
         if not self._pacer.wait_turn(stop):
             return False
-        took, job = self._take(everything)
+        took, job, fresh = self._take(everything)
         if job is not None:
+            if fresh and self.before_send is not None:
+                try:
+                    self.before_send(job.batch)
+                except Exception as exc:
+                    report_internal_error(exc)
             self._attempt(job)
         return took
 
@@ -262,8 +270,8 @@ class Delivery:
             return False
         return len(buffer) >= self._batch_size or everything or buffer.has_markers
 
-    def _take(self, everything: bool) -> tuple[bool, Optional[Job]]:
-        """The next due retry, else a new batch from the buffer, numbered.
+    def _take(self, everything: bool) -> tuple[bool, Optional[Job], bool]:
+        """The next due retry, else a new batch from the buffer, numbered (fresh).
 
         Under the lock shutdown() takes to abandon what is in flight, so no
         batch is ever out of the buffer and yet unknown to the bookkeeping.
@@ -276,9 +284,9 @@ class Delivery:
             if job is not None:
                 if self._retry.next_at() <= now or self._buffer_ready(everything):
                     buffer.wake.set()  # more due: one more thread may help
-                return True, job
+                return True, job, False
             if not self._buffer_ready(everything):
-                return False, None
+                return False, None, False
             raw, marker = buffer.take(self._batch_size)
             if raw:
                 batch = EventBatch(raw, self._keys_for)
@@ -288,7 +296,7 @@ class Delivery:
             if len(buffer) >= self._batch_size or buffer.has_markers:
                 buffer.wake.set()  # another full batch: one more thread may take it
         # A spool may have had nothing to hand out after all (held by others).
-        return bool(raw) or marker is not None, job
+        return bool(raw) or marker is not None, job, job is not None
 
     def _attempt(self, job: Job) -> None:
         """Send *job* once; settle it, split it, or queue it to retry."""

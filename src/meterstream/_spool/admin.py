@@ -167,6 +167,24 @@ class SpoolAdmin:
             self._db.execute("DELETE FROM claims WHERE seq NOT IN (SELECT seq FROM pending)")
         return deleted
 
+    def export_accepted(self) -> Iterator[dict[str, Any]]:
+        """The accepted history (what Stripe took, kept ``spool_history_days``),
+        oldest first, as dicts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT identifier, event_name, customer, value, ts, accepted_at "
+                "FROM accepted ORDER BY ts, identifier"
+            ).fetchall()
+        for row in rows:
+            yield {
+                "identifier": row[0],
+                "event_name": row[1],
+                "customer": row[2],
+                "value": str(row[3]) if isinstance(row[3], str) else row[3],
+                "timestamp": row[4],
+                "accepted_at": row[5],
+            }
+
 
 def _dead_filter(reason: Optional[str], event_name: Optional[str]) -> tuple[str, tuple[str, ...]]:
     clauses, args = [], []

@@ -298,8 +298,12 @@ def render_table(result: Reconciliation, *, utc: Any) -> str:
             f"({left} {_number(spool_total)}, {right} {_number(stripe_total)}, "
             f"difference {_signed(stripe_total - spool_total)})"
         )
-    else:
+    elif compared:
         lines.append(f"total: all {_count(len(compared), 'window')} agree")
+    elif result.settling:
+        lines.append("total: nothing was compared yet: every window is within the grace period")
+    else:
+        lines.append("total: nothing to compare: no events in that range")
     if result.settling:
         lines.append(
             f"{_count(len(result.settling), 'window')} with events accepted or cancelled "

@@ -15,18 +15,23 @@ import difflib
 import math
 import os
 import re
+import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn, Optional, Union
 from urllib.parse import urlsplit
 
 __all__ = [
+    "SPOOL_ENV",
+    "TIME_HINT",
     "Parser",
     "at_least_1",
     "connection_settings",
     "connection_args",
     "parse_time",
     "seconds",
+    "spool_arg",
     "seconds_or_zero",
     "url",
     "usage_value",
@@ -34,13 +39,70 @@ __all__ = [
 ]
 
 
+#: Where the spool commands find the spool when ``--spool`` is not given
+#: (the variable of the ``spool_path`` setting).
+SPOOL_ENV = "METERSTREAM_SPOOL_PATH"
+#: A time as the time flags take it, for their help and errors.
+TIME_HINT = "ISO 8601 (2025-06-15T15:00:00Z, UTC when no offset) or Unix seconds"
+
+_REQUIRED = "the following arguments are required"
+
+
 class Parser(argparse.ArgumentParser):
-    """A parser whose usage errors are one line and a hint, never a traceback."""
+    """A parser whose usage errors are one line and a hint, never a traceback.
+
+    A flag it does not know is named, with the closest one it knows
+    (``--spol``: did you mean ``--spool``?), before any complaint about a
+    required flag: that one is usually the same flag, misspelt.
+    """
+
+    _given: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
+        parsed, extras = super().parse_known_args(self._given, namespace)
+        unknown = self._unknown_flags(extras)
+        if unknown:
+            self.error(self._unknown_message(unknown[0]))
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith(_REQUIRED):
+            unknown = self._unknown_flags(self._given)
+            if unknown:
+                message = self._unknown_message(unknown[0])
+            elif "--spool" in message:
+                message += f" (or set {SPOOL_ENV})"
         self.exit(2, f"{self.prog}: error: {_suggest(message)} (see --help)\n")
 
+    def _unknown_flags(self, given: Sequence[str]) -> list[str]:
+        known = list(self._option_string_actions)
+        unknown = []
+        for text in given:
+            if text == "--":
+                break
+            if not text.startswith("-") or text == "-" or _NUMBER.match(text):
+                continue
+            name = text.split("=", 1)[0]
+            if name in known or (
+                self.allow_abbrev
+                and name.startswith("--")
+                and any(k.startswith(name) for k in known)
+            ):
+                continue
+            unknown.append(name)
+        return unknown
 
+    def _unknown_message(self, flag: str) -> str:
+        flags = [k for k in self._option_string_actions if k.startswith("--")]
+        close = difflib.get_close_matches(flag, flags, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"unrecognized argument {flag}{hint}"
+
+
+_NUMBER = re.compile(r"^-\d+(\.\d*)?$|^-\.\d+$")
 _INVALID_CHOICE = re.compile(r"invalid choice: '(?P<given>[^']*)' \(choose from (?P<known>.*)\)")
 
 
@@ -54,6 +116,20 @@ def _suggest(message: str) -> str:
     return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
+def spool_arg(
+    parser: argparse.ArgumentParser, *, required: bool = True, help: str = "the spool file"
+) -> None:
+    """``--spool PATH``, else the ``METERSTREAM_SPOOL_PATH`` the application uses."""
+    from_env = (os.environ.get(SPOOL_ENV) or "").strip() or None
+    parser.add_argument(
+        "--spool",
+        metavar="PATH",
+        default=from_env,
+        required=required and from_env is None,
+        help=f"{help} (default: ${SPOOL_ENV})",
+    )
+
+
 def parse_time(text: str) -> int:
     """Unix seconds from digits or an ISO 8601 date-time (UTC when no offset)."""
     if text.isdigit():
@@ -61,9 +137,7 @@ def parse_time(text: str) -> int:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither Unix seconds nor an ISO 8601 time"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time: give {TIME_HINT}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return int(when.timestamp())

@@ -25,7 +25,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from meterstream.cli._args import connection_args, connection_settings, parse_time, seconds
+from meterstream.cli._args import (
+    TIME_HINT,
+    connection_args,
+    connection_settings,
+    parse_time,
+    seconds,
+    spool_arg,
+)
 from meterstream.errors import CancelError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -57,12 +64,12 @@ def add_cancel_parser(sub: Any) -> None:
         "to each: withdrawn where the event still waits, cancelled at Stripe, listed "
         "where Metronome accepted it (Metronome cannot cancel).",
     )
-    cancel.add_argument("--spool", required=True, metavar="PATH", help="the spool file")
+    spool_arg(cancel)
     cancel.add_argument("--event", required=True, metavar="NAME", help="the event name")
     cancel.add_argument("--identifier", help="one event, by identifier")
     cancel.add_argument("--customer", help="every event of this customer (with --since/--until)")
-    cancel.add_argument("--since", type=parse_time, help="ISO 8601 or Unix seconds")
-    cancel.add_argument("--until", type=parse_time, help="ISO 8601 or Unix seconds, excluded")
+    cancel.add_argument("--since", type=parse_time, metavar="TIME", help=TIME_HINT)
+    cancel.add_argument("--until", type=parse_time, metavar="TIME", help=f"{TIME_HINT}, excluded")
     cancel.add_argument(
         "--destinations",
         metavar="A,B",

@@ -45,7 +45,11 @@ def run_demo(
         print("meterstream demo: --calls, --customers and --workers must be >= 1", file=sys.stderr)
         return 2
     out = sys.stdout
-    with Emulator(auto_create_meters=True) as emulator:
+    # A progress bar is for a person at a terminal, not for a pipe or a file.
+    progress = progress and _is_terminal(out)
+    with Emulator() as emulator:
+        for event_name in EVENTS:  # the meters, made first as they are at Stripe
+            emulator.create_meter(event_name)
         print(f"Stripe emulator listening on {emulator.url}", file=out)
         print(f"See what is metered, live: {emulator.url}/", file=out, flush=True)
         client = MeterClient(
@@ -146,12 +150,18 @@ class _Service:
         return {"text": f"answer to {query}", "usage": {"total_tokens": tokens}}
 
 
+def _is_terminal(out: Any) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _progress(out: Any, count: int, total: int) -> None:
     width = 30
     filled = int(width * count / total)
     bar = "#" * filled + "." * (width - filled)
-    end = "\r" if getattr(out, "isatty", lambda: False)() else "\n"
-    out.write(f"  [{bar}] {count}/{total} calls{end}")
+    out.write(f"  [{bar}] {count}/{total} calls\r")
     out.flush()
 
 

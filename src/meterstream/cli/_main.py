@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional
 
 from meterstream._version import __version__
 from meterstream.cli._args import (
+    TIME_HINT,
     Parser,
     at_least_1,
     connection_args,
@@ -26,6 +28,7 @@ from meterstream.cli._args import (
     parse_time,
     seconds,
     seconds_or_zero,
+    spool_arg,
     url,
     usage_value,
 )
@@ -70,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--meter", help="meter id (mtr_...)")
     which.add_argument("--event", help="event name (finds its meter)")
     summary.add_argument("--customer", required=True)
-    summary.add_argument("--start", required=True, type=parse_time, help="Unix seconds or ISO")
-    summary.add_argument("--end", required=True, type=parse_time, help="Unix seconds or ISO")
+    summary.add_argument("--start", required=True, type=parse_time, metavar="TIME", help=TIME_HINT)
+    summary.add_argument("--end", required=True, type=parse_time, metavar="TIME", help=TIME_HINT)
     summary.add_argument("--window", choices=("hour", "day"), help="group values per window")
     connection_args(summary)
     summary.set_defaults(parser=summary)
@@ -119,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "destinations with each other. Exit 0: everything agrees; 1: something differs; "
         "2: a usage error.",
     )
-    recon.add_argument("--spool", metavar="PATH", help="the spool file")
+    spool_arg(recon, required=False)
     recon.add_argument(
         "--destination",
         choices=("stripe", "metronome"),
@@ -138,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="base URL of Metronome's API (token: METRONOME_BEARER_TOKEN)",
     )
-    recon.add_argument("--since", required=True, type=parse_time, help="Unix seconds or ISO")
-    recon.add_argument("--until", required=True, type=parse_time, help="Unix seconds or ISO")
+    recon.add_argument("--since", required=True, type=parse_time, metavar="TIME", help=TIME_HINT)
+    recon.add_argument("--until", required=True, type=parse_time, metavar="TIME", help=TIME_HINT)
     recon.add_argument("--window", choices=("hour", "day"), default="day", help="default day")
     recon.add_argument("--event", metavar="NAME", help="only this event name")
     recon.add_argument(
@@ -221,6 +224,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`meterstream demo | head -1`): nothing more
+        # to say, and nothing to say it to. Python's own recipe: stdout to
+        # devnull, so that the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
 
 

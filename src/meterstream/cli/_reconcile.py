@@ -25,7 +25,7 @@ __all__ = ["run_reconcile_metronome"]
 
 
 def _utc(seconds: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))  # as --since takes it
 
 
 def _destinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[str, str]:
@@ -52,7 +52,9 @@ def run_reconcile_metronome(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     pair = _destinations(args, parser) if args.destinations else None
     if pair is None and not args.spool:
-        parser.error("--spool is required with --destination metronome")
+        parser.error(
+            "--spool is required with --destination metronome (or set METERSTREAM_SPOOL_PATH)"
+        )
     problem = check_range(args.since, args.until, args.window)
     if problem:
         parser.error(problem)

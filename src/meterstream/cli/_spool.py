@@ -10,6 +10,7 @@ from typing import Any, Optional, TextIO
 
 from meterstream._spool.admin import SpoolStatus
 from meterstream._spool.spool import Spool
+from meterstream.cli._args import Parser, spool_arg
 from meterstream.errors import ConfigurationError
 
 __all__ = ["add_spool_parser", "run_spool"]
@@ -26,11 +27,11 @@ def add_spool_parser(sub: Any) -> None:
         help="inspect and repair a durable spool (spool_path)",
         description="Inspect and repair the SQLite spool that spool_path points at.",
     )
-    commands = spool.add_subparsers(dest="spool_command", metavar="COMMAND")
+    commands = spool.add_subparsers(dest="spool_command", metavar="COMMAND", parser_class=Parser)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
-        parser.add_argument("--spool", required=True, metavar="PATH", help="the spool file")
+        spool_arg(parser)
         return parser
 
     status = command("status", "pending and dead-letter counts, oldest age, size on disk")
@@ -44,6 +45,11 @@ def add_spool_parser(sub: Any) -> None:
     which = export.add_mutually_exclusive_group()
     which.add_argument("--pending", action="store_true", help="pending events (the default)")
     which.add_argument("--dead", action="store_true", help="dead letters")
+    which.add_argument(
+        "--accepted",
+        action="store_true",
+        help="the accepted history: what Stripe took, kept spool_history_days for reconciliation",
+    )
 
     purge = command("purge", "delete events for good")
     which = purge.add_mutually_exclusive_group(required=True)
@@ -82,7 +88,11 @@ def run_spool(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
             out.write(f"replayed {_events(count)}: they will be sent by the next process\n")
             out.write("that delivers from this spool.\n")
         elif args.spool_command == "export":
-            for event in spool.admin.export("dead" if args.dead else "pending"):
+            if args.accepted:
+                events = spool.admin.export_accepted()
+            else:
+                events = spool.admin.export("dead" if args.dead else "pending")
+            for event in events:
                 out.write(json.dumps(event, default=str) + "\n")
         else:
             table = "dead" if args.dead else "pending"

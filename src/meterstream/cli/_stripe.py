@@ -168,7 +168,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     parser: argparse.ArgumentParser = args.parser
     if not args.spool:
-        parser.error("--spool is required (or --destinations stripe,metronome)")
+        parser.error(
+            "--spool is required (or set METERSTREAM_SPOOL_PATH, or compare "
+            "--destinations stripe,metronome)"
+        )
     connection = connection_settings(args, parser)
     problem = check_range(args.since, args.until, args.window)
     if problem:
@@ -205,4 +208,4 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
 
 def _utc(seconds: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))  # as --since takes it

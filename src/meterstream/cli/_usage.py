@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Optional, TextIO
 
 from meterstream._spool.usage import GROUPINGS, KINDS, Number, UsageRow, read_usage
-from meterstream.cli._args import parse_time
+from meterstream.cli._args import TIME_HINT, parse_time, spool_arg
 from meterstream.errors import ConfigurationError
 
 __all__ = ["add_usage_parser", "run_usage"]
@@ -31,15 +31,19 @@ def add_usage_parser(sub: Any) -> None:
         "and dead. Events count by their timestamp (UTC); accepted events are kept for "
         "spool_history_days.",
     )
-    usage.add_argument("--spool", required=True, metavar="PATH", help="the spool file")
+    spool_arg(usage)
     usage.add_argument(
         "--by", choices=GROUPINGS, default="customer", help="group rows by (default customer)"
     )
     usage.add_argument(
         "--customer", action="append", metavar="ID", help="only this customer (repeatable)"
     )
-    usage.add_argument("--since", type=parse_time, help="from this time: Unix seconds or ISO")
-    usage.add_argument("--until", type=parse_time, help="before this time: Unix seconds or ISO")
+    usage.add_argument(
+        "--since", type=parse_time, metavar="TIME", help=f"from this time: {TIME_HINT}"
+    )
+    usage.add_argument(
+        "--until", type=parse_time, metavar="TIME", help=f"before this time: {TIME_HINT}"
+    )
     usage.add_argument("--json", action="store_true", help="one JSON object per line")
     usage.set_defaults(parser=usage)
 

@@ -249,6 +249,8 @@ class EmulatorApp:
                 return "meters.retrieve", ("GET",), self._meter
             if len(rest) == 2 and rest[0] and rest[1] == "event_summaries":
                 return "meters.event_summaries", ("GET",), self._summaries
+            if len(rest) == 2 and rest[0] and rest[1] == "deactivate":
+                return "meters.deactivate", ("POST",), self._deactivate
         found = events_route(self, path) or metronome_route(self, path) or page_route(self, path)
         if found is not None:
             return found
@@ -339,6 +341,12 @@ class EmulatorApp:
         self._secret_key(scope, v1=True)
         meter_id = urllib.parse.unquote(scope["path"].rsplit("/", 1)[1])
         return 200, json.dumps(self.state.get_meter(meter_id)).encode(), _EMPTY
+
+    async def _deactivate(self, scope: Scope, receive: Receive) -> Answer:
+        await self._read(scope, receive)
+        self._secret_key(scope, v1=True)
+        meter_id = urllib.parse.unquote(scope["path"].split("/")[4])
+        return 200, json.dumps(self.state.deactivate_meter(meter_id)).encode(), _EMPTY
 
     async def _summaries(self, scope: Scope, receive: Receive) -> Answer:
         await self._read(scope, receive)

@@ -61,6 +61,18 @@ class MeterRegistry:
             meter["default_aggregation"]["formula"],
         )
 
+    def deactivate(self, meter_id: str, now: float) -> dict[str, Any]:
+        """Deactivate a meter: its event name has no active meter any more."""
+        meter = self._by_id.get(meter_id)
+        if meter is None:
+            raise not_found("billing meter", meter_id)
+        if meter["status"] == "active":
+            meter["status"] = "inactive"
+            meter["status_transitions"] = {"deactivated_at": int(now)}
+            meter["updated"] = int(now)
+            self._keys.pop(meter["event_name"], None)
+        return dict(meter)
+
     def get(self, meter_id: str) -> dict[str, Any]:
         """A copy of one meter; a 404 for an unknown id."""
         meter = self._by_id.get(meter_id)

@@ -189,6 +189,26 @@ class Emulator:
         """
         return self.state.webhooks.add(url, secret)["id"]
 
+    def create_meter(self, event_name: str, formula: str = "sum") -> str:
+        """Create a meter for *event_name*, as Stripe's dashboard or
+        ``POST /v1/billing/meters`` does (display name = event name).
+
+        Args:
+            event_name: the event name its events carry.
+            formula: ``sum``, ``count`` or ``last``.
+
+        Returns:
+            The meter's id (``mtr_...``).
+        """
+        meter = self.state.create_meter(
+            {
+                "display_name": event_name,
+                "event_name": event_name,
+                "default_aggregation[formula]": formula,
+            }
+        )
+        return str(meter["id"])
+
     def stop(self) -> None:
         """Stop serving (hung requests are answered first). Safe to call twice."""
         self.state.webhooks.stop()

@@ -253,6 +253,21 @@ class EmulatorState:
         with self._lock:
             return self._meters.all()
 
+    def deactivate_meter(self, meter_id: str) -> dict[str, Any]:
+        """Deactivate a meter (``POST /v1/billing/meters/{id}/deactivate``).
+
+        Args:
+            meter_id: the meter's id (``mtr_...``).
+
+        Returns:
+            A copy of the meter object, its ``status`` now ``inactive``.
+
+        Raises:
+            StripeError: a 404 for an unknown id.
+        """
+        with self._lock:
+            return self._meters.deactivate(meter_id, self.clock())
+
     def get_meter(self, meter_id: str) -> dict[str, Any]:
         """One meter (``GET /v1/billing/meters/{id}``).
 

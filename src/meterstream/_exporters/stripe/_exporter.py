@@ -42,6 +42,7 @@ from meterstream._exporters.stripe._http11 import (
 from meterstream._exporters.stripe._sessions import SessionManager
 from meterstream._exporters.stripe._watchdog import RequestWatchdog
 from meterstream._internal import RateLimitedLog, logger
+from meterstream._otel import untraced
 from meterstream._version import __version__
 from meterstream.errors import DeliveryError
 
@@ -184,7 +185,7 @@ class StripeExporter(Exporter):
         Raises:
             DeliveryError: Stripe could not be reached, or refused the request.
         """
-        with StripeAPI.from_settings(self._settings) as api:
+        with untraced(), StripeAPI.from_settings(self._settings) as api:
             return api.meters()
 
     # -- sending --------------------------------------------------------------------
