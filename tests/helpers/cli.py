@@ -11,8 +11,9 @@ KEY = "sk_test_cli"
 
 
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment less meterstream's and Stripe's variables, plus *env*."""
-    out = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+    """This process's environment less meterstream's, Stripe's and Metronome's
+    variables, plus *env*."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("METERSTREAM_", "METRONOME_"))}
     out.pop("STRIPE_API_KEY", None)
     out.update(env or {})
     return out

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from meterstream._spool.spool import DeadLetter, Spool
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    return subprocess.run(
-        [sys.executable, "-m", "meterstream", "spool", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
+    return cli.run("spool", *args)
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import cli
 from meterstream._record.events import EventBatch
 from meterstream._spool.spool import Spool
 from meterstream.emulator import Emulator
@@ -70,16 +69,7 @@ def cancel(emulator: Emulator, event_name: str, identifier: str) -> None:
 
 
 def run(emulator: Emulator, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    environment.pop("STRIPE_API_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "meterstream", "reconcile", "--base", emulator.url]
-        + ["--api-key", KEY, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
+    return cli.run("reconcile", "--base", emulator.url, "--api-key", KEY, *args)
 
 
 def hours() -> tuple[int, int]:
