@@ -26,6 +26,7 @@ with them; ``spool.admin`` serves ``meterstream spool``, ``spool.cancellations``
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -34,8 +35,9 @@ from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
+from meterstream._internal import logger, report_internal_error
 from meterstream._record.events import RawEvent, identifier_prefix
-from meterstream._spool import cancellations, forks, journal_rows, owners, queue
+from meterstream._spool import cancellations, forks, journal_rows, owners, queue, withdrawals
 from meterstream._spool import history as history_rows
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
@@ -64,6 +66,10 @@ DEFAULT_HISTORY = 35 * 86400.0
 
 class SpoolFull(Exception):
     """The spool holds ``spool_max_bytes``: the overflow policy decides."""
+
+
+class _Revoked(Exception):
+    """The withdrawal request was revoked (or answered) before this process withdrew."""
 
 
 class Spool:
@@ -145,6 +151,11 @@ class Spool:
         )
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
+            self._db.executescript(withdrawals.SCHEMA)
+        #: Requests other processes made that this one answered ``in_flight`` and
+        #: that stand (:mod:`.withdrawals`): id -> identifier.
+        self._standing_mine: dict[int, str] = {}
+        self._requests_seen = -1
         #: This process's journal: where record() writes.
         self.journal = journal or Journal(
             self.path + ".journal",
@@ -153,6 +164,8 @@ class Spool:
             sync_interval=self.sync_interval,
             max_bytes=self.max_bytes,
             withdrawn=self._withdrawn_identifiers,
+            requested=self._requested_identifiers,
+            confirm_skip=self._confirm_skip,
         )
         if journal is None:
             # What a process that died (or exited) left: delivered from here on.
@@ -161,6 +174,12 @@ class Spool:
         forks.track(self)
         self.reap()
         self._update_full()
+        #: Answers other processes' withdrawal requests (:mod:`.withdrawals`).
+        self._watch_stop = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(self._watch_stop,), name="meterstream-withdraw", daemon=True
+        )
+        self._watcher.start()
 
     def _write(self) -> Transaction:
         return Transaction(self._db)
@@ -309,7 +328,7 @@ class Spool:
         self.journal.settle(events)
         return count
 
-    def withdraw(self, identifier: str) -> Optional[str]:
+    def withdraw(self, identifier: str, standing: bool = False) -> Optional[str]:
         """Withdraw the event *identifier* if it was not sent yet.
 
         Returns ``"withdrawn"`` (it will never be sent, by this process or
@@ -319,7 +338,12 @@ class Spool:
         Looks at this process's journal, then at the journals of processes
         that died (adopted here first, so an event a dead process recorded
         can be withdrawn too), then at the SQLite file's events (aggregated
-        ones, a previous release's).
+        ones, a previous release's), then at the segments of the other live
+        processes: one that holds it is asked (:mod:`.withdrawals`) and its
+        answer awaited, at most :data:`~.withdrawals.ASK_DEADLINE` seconds; no
+        answer by then is ``"in_flight"`` (it may still be sent). *standing*
+        (a destination that cannot cancel a delivered event): the request
+        stays, for its holder to withdraw the event if it comes back to wait.
         """
         outcome = self.journal.withdraw(identifier, self._remember_withdrawn)
         if outcome is None and self.journal.adopt_orphans():
@@ -331,27 +355,154 @@ class Spool:
             outcome = cancellations.withdraw(self._db, identifier, now)
             if outcome == "withdrawn":
                 journal_rows.withdraw(self._db, identifier, now)
+        if outcome is None and self.held_by_another(identifier):
+            outcome = self._ask(identifier, standing)
         return outcome
+
+    def held_by_another(self, identifier: str) -> bool:
+        """Whether another process's journal holds the event *identifier*, not
+        yet in the accepted history: waiting there, or on its way."""
+        with self._lock:
+            if cancellations.accepted_event(self._db, identifier) is not None:
+                return False
+        return self.journal.held_elsewhere(identifier)
+
+    def _ask(self, identifier: str, standing: bool) -> Optional[str]:
+        """Ask the live process holding *identifier* to withdraw it; wait for the answer."""
+        with self._lock, self._write():
+            rid = withdrawals.request(self._db, identifier, standing, self._clock())
+        deadline = time.monotonic() + withdrawals.ASK_DEADLINE
+        pause = threading.Event()  # never set: a bounded poll
+        gone = False
+        while True:
+            with self._lock:
+                state = withdrawals.state_of(self._db, rid)
+            if state in ("withdrawn", "in_flight"):
+                return state
+            if self.journal.adopt_orphans():  # its holder died: the segment is ours now
+                local = self.journal.withdraw(identifier, self._remember_withdrawn)
+                if local is not None:
+                    if local == "in_flight":
+                        with self._lock, self._write():
+                            withdrawals.answer(self._db, rid, "in_flight", self._clock())
+                    return local
+            gone = not self.held_by_another(identifier)
+            if gone or time.monotonic() >= deadline:
+                break
+            pause.wait(withdrawals.POLL_INTERVAL / 4)
+        with self._lock, self._write():
+            if standing and not gone:
+                state = withdrawals.state_of(self._db, rid)  # it stands
+            elif withdrawals.revoke(self._db, rid, self._clock()):
+                state = None
+            else:
+                state = withdrawals.state_of(self._db, rid)  # answered first
+        if state in ("withdrawn", "in_flight"):
+            return state
+        return None if gone else "in_flight"
+
+    def answer_requests(self) -> None:
+        """Answer the other processes' withdrawal requests for events this journal
+        holds (every :data:`~.withdrawals.POLL_INTERVAL` seconds, on a thread of its own)."""
+        with self._lock:
+            latest = withdrawals.latest(self._db)
+        if latest == self._requests_seen and not self._standing_mine:
+            return
+        with self._lock:
+            rows = withdrawals.open_requests(self._db)
+        self._requests_seen = latest
+        for rid, identifier, standing, state in rows:
+            if state == "in_flight" and rid not in self._standing_mine:
+                continue  # answered by this process or another: nothing new
+            durable = functools.partial(self._answer_withdrawn, rid)
+            try:
+                outcome = self.journal.withdraw(identifier, durable)
+            except _Revoked:
+                self._standing_mine.pop(rid, None)
+                continue
+            if outcome == "in_flight":
+                if state is None:
+                    with self._lock, self._write():
+                        withdrawals.answer(self._db, rid, "in_flight", self._clock())
+                if standing:
+                    self._standing_mine[rid] = identifier
+            elif outcome is None and rid in self._standing_mine:
+                # Sent (or refused) meanwhile: the request has nothing left to do.
+                with self._lock, self._write():
+                    withdrawals.answer(self._db, rid, "left", self._clock(), was="in_flight")
+                del self._standing_mine[rid]
+            elif outcome == "withdrawn":
+                self._standing_mine.pop(rid, None)
+
+    def _answer_withdrawn(self, rid: int, identifier: str) -> None:
+        """The journal withdraws *identifier* for request *rid*: answer it, durably.
+
+        Raises:
+            _Revoked: the requester revoked it first (the event is then sent).
+        """
+        now = self._clock()
+        with self._lock, self._write():
+            answered = withdrawals.answer(self._db, rid, "withdrawn", now) or withdrawals.answer(
+                self._db, rid, "withdrawn", now, was="in_flight"
+            )
+            if not answered:
+                raise _Revoked(identifier)
+            withdrawals.claim_for_skip(self._db, identifier, now)
+            journal_rows.withdraw(self._db, identifier, now)
+
+    def _confirm_skip(self, identifier: str) -> bool:
+        """An adopted frame whose identifier had an open request: withdraw it now
+        if the request is still open (else it was revoked: deliver it)."""
+        now = self._clock()
+        with self._lock, self._write():
+            if not withdrawals.claim_for_skip(self._db, identifier, now):
+                return False
+            journal_rows.withdraw(self._db, identifier, now)
+        return True
+
+    def _watch(self, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.wait(withdrawals.POLL_INTERVAL):
+            try:
+                self.answer_requests()
+                failures = 0
+            except SQLiteError as exc:  # busy, or closing: the next poll tries again
+                failures += 1
+                if failures == 50:
+                    logger.error("the spool could not read withdrawal requests: %s", exc)
+            except Exception as exc:  # the thread must outlive any bug
+                report_internal_error(exc)
 
     def pending_state(self, identifier: str) -> Optional[str]:
         """Whether the event *identifier* waits to be sent, changing nothing:
         ``"pending"``, ``"in_flight"`` (being sent) or None, looked for where
-        :meth:`withdraw` looks (dead processes' journals are adopted first)."""
+        :meth:`withdraw` looks (dead processes' journals are adopted first).
+        Held by another live process it is ``"pending"``: waiting or on its
+        way there, which that process alone knows (:meth:`withdraw` asks it)."""
         state = self.journal.pending_state(identifier)
         if state is None and self.journal.adopt_orphans():
             state = self.journal.pending_state(identifier)
         if state is not None:
             return state
         with self._lock:
-            return cancellations.pending_state(self._db, identifier, self._clock())
+            state = cancellations.pending_state(self._db, identifier, self._clock())
+        if state is None and self.held_by_another(identifier):
+            return "pending"
+        return state
 
     def _remember_withdrawn(self, identifier: str) -> None:
+        now = self._clock()
         with self._lock, self._write():
-            journal_rows.withdraw(self._db, identifier, self._clock())
+            journal_rows.withdraw(self._db, identifier, now)
+            withdrawals.claim_for_skip(self._db, identifier, now)  # asked for too: answered
 
     def _withdrawn_identifiers(self) -> set[str]:
         with self._lock:
             return journal_rows.withdrawn(self._db)
+
+    def _requested_identifiers(self) -> set[str]:
+        with self._lock:
+            return withdrawals.open_identifiers(self._db)
 
     def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
@@ -416,6 +567,7 @@ class Spool:
         if self.history > 0 and self.journal is not None:
             with self._lock, self._write():
                 journal_rows.prune_withdrawn(self._db, now - journal_rows.WITHDRAWN_KEPT)
+                withdrawals.prune(self._db, now - journal_rows.WITHDRAWN_KEPT)
         while keep_bytes is not None and self.size_bytes() > keep_bytes:
             with self._lock, self._write():
                 gone = history_rows.prune_oldest(self._db)
@@ -538,6 +690,9 @@ class Spool:
         self._open(uses_appended=self.uses_appended, journal=journal)
 
     def close(self) -> None:
+        self._watch_stop.set()
+        if self._watcher is not threading.current_thread():
+            self._watcher.join(5.0)
         forks.untrack(self)
         self.journal.close()
         self._checkpointer.close()
