@@ -51,7 +51,8 @@ class Holder:
         script = textwrap.dedent(
             f"""
             import sys
-                        client = MeterClient(api_key={KEY!r}, api_base={emulator.url!r},
+            from meterstream import MeterClient
+            client = MeterClient(api_key={KEY!r}, api_base={emulator.url!r},
                 stream_base={emulator.url!r}, exporter="stripe", spool_path={path!r},
                 flush_interval=3600, retry_initial_delay=0.01, retry_max_delay=0.05,
                 max_retry_time={max_retry_time!r}, raise_errors=True)
@@ -76,7 +77,11 @@ class Holder:
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert self.read() == "ready"
+        ready = self.read()
+        if ready != "ready":
+            assert self.process.stderr is not None
+            self.process.kill()
+            raise AssertionError(f"the holder did not start: {self.process.stderr.read()}")
 
     def read(self) -> str:
         assert self.process.stdout is not None
