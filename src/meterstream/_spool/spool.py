@@ -30,6 +30,7 @@ import functools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
@@ -177,7 +178,10 @@ class Spool:
         #: Answers other processes' withdrawal requests (:mod:`.withdrawals`).
         self._watch_stop = threading.Event()
         self._watcher = threading.Thread(
-            target=self._watch, args=(self._watch_stop,), name="meterstream-withdraw", daemon=True
+            target=_watch,
+            args=(weakref.ref(self), self._watch_stop),
+            name="meterstream-withdraw",
+            daemon=True,
         )
         self._watcher.start()
 
@@ -460,19 +464,6 @@ class Spool:
             journal_rows.withdraw(self._db, identifier, now)
         return True
 
-    def _watch(self, stop: threading.Event) -> None:
-        failures = 0
-        while not stop.wait(withdrawals.POLL_INTERVAL):
-            try:
-                self.answer_requests()
-                failures = 0
-            except SQLiteError as exc:  # busy, or closing: the next poll tries again
-                failures += 1
-                if failures == 50:
-                    logger.error("the spool could not read withdrawal requests: %s", exc)
-            except Exception as exc:  # the thread must outlive any bug
-                report_internal_error(exc)
-
     def pending_state(self, identifier: str) -> Optional[str]:
         """Whether the event *identifier* waits to be sent, changing nothing:
         ``"pending"``, ``"in_flight"`` (being sent) or None, looked for where
@@ -702,3 +693,23 @@ class Spool:
             except SQLiteError:
                 pass
             self._db.close()
+
+
+def _watch(ref: weakref.ReferenceType[Spool], stop: threading.Event) -> None:
+    """The thread answering withdrawal requests: it holds its spool weakly, so
+    that a spool dropped without close() is collected and the thread ends."""
+    failures = 0
+    while not stop.wait(withdrawals.POLL_INTERVAL):
+        spool = ref()
+        if spool is None:
+            return
+        try:
+            spool.answer_requests()
+            failures = 0
+        except SQLiteError as exc:  # busy, or closing: the next poll tries again
+            failures += 1
+            if failures == 50:
+                logger.error("the spool could not read withdrawal requests: %s", exc)
+        except Exception as exc:  # the thread must outlive any bug
+            report_internal_error(exc)
+        del spool
