@@ -26,17 +26,14 @@ with them; ``spool.admin`` serves ``meterstream spool``, ``spool.cancellations``
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterable
 from sqlite3 import Error as SQLiteError
 from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
-from meterstream._internal import logger, report_internal_error
 from meterstream._record.events import RawEvent, identifier_prefix
 from meterstream._spool import cancellations, forks, journal_rows, owners, queue, withdrawals
 from meterstream._spool import history as history_rows
@@ -67,10 +64,6 @@ DEFAULT_HISTORY = 35 * 86400.0
 
 class SpoolFull(Exception):
     """The spool holds ``spool_max_bytes``: the overflow policy decides."""
-
-
-class _Revoked(Exception):
-    """The withdrawal request was revoked (or answered) before this process withdrew."""
 
 
 class Spool:
@@ -152,11 +145,10 @@ class Spool:
         )
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
-            self._db.executescript(withdrawals.SCHEMA)
-        #: Requests other processes made that this one answered ``in_flight`` and
-        #: that stand (:mod:`.withdrawals`): id -> identifier.
-        self._standing_mine: dict[int, str] = {}
-        self._requests_seen = -1
+        #: Other processes' withdrawal requests: made, answered, and honoured.
+        self._desk = withdrawals.RequestDesk(
+            self._db, self._lock, self._clock, self._remember_withdrawn
+        )
         #: This process's journal: where record() writes.
         self.journal = journal or Journal(
             self.path + ".journal",
@@ -165,8 +157,9 @@ class Spool:
             sync_interval=self.sync_interval,
             max_bytes=self.max_bytes,
             withdrawn=self._withdrawn_identifiers,
-            requested=self._requested_identifiers,
-            confirm_skip=self._confirm_skip,
+            # Through this handle: a forked child keeps the journal, not the desk.
+            requested=lambda: self._desk.requested(),
+            confirm_skip=lambda identifier: self._desk.confirm_skip(identifier),
         )
         if journal is None:
             # What a process that died (or exited) left: delivered from here on.
@@ -175,15 +168,7 @@ class Spool:
         forks.track(self)
         self.reap()
         self._update_full()
-        #: Answers other processes' withdrawal requests (:mod:`.withdrawals`).
-        self._watch_stop = threading.Event()
-        self._watcher = threading.Thread(
-            target=_watch,
-            args=(weakref.ref(self), self._watch_stop),
-            name="meterstream-withdraw",
-            daemon=True,
-        )
-        self._watcher.start()
+        self._desk.start(self.journal)
 
     def _write(self) -> Transaction:
         return Transaction(self._db)
@@ -360,7 +345,7 @@ class Spool:
             if outcome == "withdrawn":
                 journal_rows.withdraw(self._db, identifier, now)
         if outcome is None and self.held_by_another(identifier):
-            outcome = self._ask(identifier, standing)
+            outcome = self._desk.ask(identifier, standing, self.journal, self.held_by_another)
         return outcome
 
     def held_by_another(self, identifier: str) -> bool:
@@ -370,99 +355,6 @@ class Spool:
             if cancellations.accepted_event(self._db, identifier) is not None:
                 return False
         return self.journal.held_elsewhere(identifier)
-
-    def _ask(self, identifier: str, standing: bool) -> Optional[str]:
-        """Ask the live process holding *identifier* to withdraw it; wait for the answer."""
-        with self._lock, self._write():
-            rid = withdrawals.request(self._db, identifier, standing, self._clock())
-        deadline = time.monotonic() + withdrawals.ASK_DEADLINE
-        pause = threading.Event()  # never set: a bounded poll
-        gone = False
-        while True:
-            with self._lock:
-                state = withdrawals.state_of(self._db, rid)
-            if state in ("withdrawn", "in_flight"):
-                return state
-            if self.journal.adopt_orphans():  # its holder died: the segment is ours now
-                local = self.journal.withdraw(identifier, self._remember_withdrawn)
-                if local is not None:
-                    if local == "in_flight":
-                        with self._lock, self._write():
-                            withdrawals.answer(self._db, rid, "in_flight", self._clock())
-                    return local
-            gone = not self.held_by_another(identifier)
-            if gone or time.monotonic() >= deadline:
-                break
-            pause.wait(withdrawals.POLL_INTERVAL / 4)
-        with self._lock, self._write():
-            if standing and not gone:
-                state = withdrawals.state_of(self._db, rid)  # it stands
-            elif withdrawals.revoke(self._db, rid, self._clock()):
-                state = None
-            else:
-                state = withdrawals.state_of(self._db, rid)  # answered first
-        if state in ("withdrawn", "in_flight"):
-            return state
-        return None if gone else "in_flight"
-
-    def answer_requests(self) -> None:
-        """Answer the other processes' withdrawal requests for events this journal
-        holds (every :data:`~.withdrawals.POLL_INTERVAL` seconds, on a thread of its own)."""
-        with self._lock:
-            latest = withdrawals.latest(self._db)
-        if latest == self._requests_seen and not self._standing_mine:
-            return
-        with self._lock:
-            rows = withdrawals.open_requests(self._db)
-        self._requests_seen = latest
-        for rid, identifier, standing, state in rows:
-            if state == "in_flight" and rid not in self._standing_mine:
-                continue  # answered by this process or another: nothing new
-            durable = functools.partial(self._answer_withdrawn, rid)
-            try:
-                outcome = self.journal.withdraw(identifier, durable)
-            except _Revoked:
-                self._standing_mine.pop(rid, None)
-                continue
-            if outcome == "in_flight":
-                if state is None:
-                    with self._lock, self._write():
-                        withdrawals.answer(self._db, rid, "in_flight", self._clock())
-                if standing:
-                    self._standing_mine[rid] = identifier
-            elif outcome is None and rid in self._standing_mine:
-                # Sent (or refused) meanwhile: the request has nothing left to do.
-                with self._lock, self._write():
-                    withdrawals.answer(self._db, rid, "left", self._clock(), was="in_flight")
-                del self._standing_mine[rid]
-            elif outcome == "withdrawn":
-                self._standing_mine.pop(rid, None)
-
-    def _answer_withdrawn(self, rid: int, identifier: str) -> None:
-        """The journal withdraws *identifier* for request *rid*: answer it, durably.
-
-        Raises:
-            _Revoked: the requester revoked it first (the event is then sent).
-        """
-        now = self._clock()
-        with self._lock, self._write():
-            answered = withdrawals.answer(self._db, rid, "withdrawn", now) or withdrawals.answer(
-                self._db, rid, "withdrawn", now, was="in_flight"
-            )
-            if not answered:
-                raise _Revoked(identifier)
-            withdrawals.claim_for_skip(self._db, identifier, now)
-            journal_rows.withdraw(self._db, identifier, now)
-
-    def _confirm_skip(self, identifier: str) -> bool:
-        """An adopted frame whose identifier had an open request: withdraw it now
-        if the request is still open (else it was revoked: deliver it)."""
-        now = self._clock()
-        with self._lock, self._write():
-            if not withdrawals.claim_for_skip(self._db, identifier, now):
-                return False
-            journal_rows.withdraw(self._db, identifier, now)
-        return True
 
     def pending_state(self, identifier: str) -> Optional[str]:
         """Whether the event *identifier* waits to be sent, changing nothing:
@@ -490,10 +382,6 @@ class Spool:
     def _withdrawn_identifiers(self) -> set[str]:
         with self._lock:
             return journal_rows.withdrawn(self._db)
-
-    def _requested_identifiers(self) -> set[str]:
-        with self._lock:
-            return withdrawals.open_identifiers(self._db)
 
     def release(self, seqs: Iterable[int], delay: float = 0.0) -> None:
         """Give claimed events back to wait *delay* seconds (a batch out of retry time)."""
@@ -681,9 +569,7 @@ class Spool:
         self._open(uses_appended=self.uses_appended, journal=journal)
 
     def close(self) -> None:
-        self._watch_stop.set()
-        if self._watcher is not threading.current_thread():
-            self._watcher.join(5.0)
+        self._desk.stop()
         forks.untrack(self)
         self.journal.close()
         self._checkpointer.close()
@@ -693,23 +579,3 @@ class Spool:
             except SQLiteError:
                 pass
             self._db.close()
-
-
-def _watch(ref: weakref.ReferenceType[Spool], stop: threading.Event) -> None:
-    """The thread answering withdrawal requests: it holds its spool weakly, so
-    that a spool dropped without close() is collected and the thread ends."""
-    failures = 0
-    while not stop.wait(withdrawals.POLL_INTERVAL):
-        spool = ref()
-        if spool is None:
-            return
-        try:
-            spool.answer_requests()
-            failures = 0
-        except SQLiteError as exc:  # busy, or closing: the next poll tries again
-            failures += 1
-            if failures == 50:
-                logger.error("the spool could not read withdrawal requests: %s", exc)
-        except Exception as exc:  # the thread must outlive any bug
-            report_internal_error(exc)
-        del spool

@@ -31,13 +31,25 @@ States: NULL (open), ``withdrawn``, ``in_flight``, ``revoked``, ``left``
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from typing import Optional
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Callable, Optional
+
+from meterstream._internal import logger, report_internal_error
+from meterstream._spool import journal_rows
+from meterstream._spool.schema import Transaction
+
+if TYPE_CHECKING:
+    from meterstream._spool.journal import Journal
 
 __all__ = [
     "ASK_DEADLINE",
     "POLL_INTERVAL",
     "SCHEMA",
+    "RequestDesk",
     "answer",
     "claim_for_skip",
     "latest",
@@ -141,3 +153,189 @@ def claim_for_skip(db: sqlite3.Connection, identifier: str, now: float) -> bool:
 
 def prune(db: sqlite3.Connection, before: float) -> None:
     db.execute("DELETE FROM withdraw_requests WHERE requested_at < ?", (before,))
+
+
+class _Revoked(Exception):
+    """The request was revoked (or answered) before this process withdrew the event."""
+
+
+class RequestDesk:
+    """One spool handle's side of the requests: it asks (:meth:`ask`), and it
+    answers on a thread of its own (:meth:`answer`), with the spool's
+    connection and lock.
+
+    *remember_withdrawn* records a withdrawal this process made itself (and
+    answers any open request for it).
+    """
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.Lock,
+        clock: Callable[[], float],
+        remember_withdrawn: Callable[[str], None],
+    ) -> None:
+        self._db = db
+        self._lock = lock
+        self._clock = clock
+        self._remember_withdrawn = remember_withdrawn
+        self._journal: Optional[Journal] = None
+        #: Requests this process answered ``in_flight`` that stand: id -> identifier.
+        self._standing_mine: dict[int, str] = {}
+        self._seen = -1
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        with lock:
+            db.executescript(SCHEMA)
+
+    def start(self, journal: Journal) -> None:
+        """Answer requests for what *journal* holds, every :data:`POLL_INTERVAL` seconds."""
+        self._journal = journal
+        self._thread = threading.Thread(
+            target=_watch, args=(weakref.ref(self), self._stop), name="meterstream-withdraw"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+
+    # -- asking -------------------------------------------------------------------------
+
+    def ask(
+        self,
+        identifier: str,
+        standing: bool,
+        journal: Journal,
+        held_by_another: Callable[[str], bool],
+    ) -> Optional[str]:
+        """Ask the live process holding *identifier* to withdraw it; wait for
+        its answer at most :data:`ASK_DEADLINE` seconds.
+
+        Returns ``"withdrawn"``, ``"in_flight"`` (on its way, or no answer in
+        time: it may still be sent) or None (it left that journal meanwhile,
+        sent or refused, with no answer).
+        """
+        with self._lock, Transaction(self._db):
+            rid = request(self._db, identifier, standing, self._clock())
+        deadline = time.monotonic() + ASK_DEADLINE
+        pause = threading.Event()  # never set: a bounded poll
+        gone = False
+        while True:
+            with self._lock:
+                state = state_of(self._db, rid)
+            if state in ("withdrawn", "in_flight"):
+                return state
+            if journal.adopt_orphans():  # its holder died: the segment is ours now
+                local = journal.withdraw(identifier, self._remember_withdrawn)
+                if local is not None:
+                    if local == "in_flight":
+                        with self._lock, Transaction(self._db):
+                            answer(self._db, rid, "in_flight", self._clock())
+                    return local
+            gone = not held_by_another(identifier)
+            if gone or time.monotonic() >= deadline:
+                break
+            pause.wait(POLL_INTERVAL / 4)
+        with self._lock, Transaction(self._db):
+            if standing and not gone:
+                state = state_of(self._db, rid)  # it stands
+            elif revoke(self._db, rid, self._clock()):
+                state = None
+            else:
+                state = state_of(self._db, rid)  # answered first
+        if state in ("withdrawn", "in_flight"):
+            return state
+        return None if gone else "in_flight"
+
+    # -- answering ----------------------------------------------------------------------
+
+    def answer(self) -> None:
+        """Answer the open requests for events this process's journal holds."""
+        journal = self._journal
+        if journal is None:
+            return
+        with self._lock:
+            newest = latest(self._db)
+        if newest == self._seen and not self._standing_mine:
+            return
+        with self._lock:
+            rows = open_requests(self._db)
+        self._seen = newest
+        for rid, identifier, standing, state in rows:
+            if state == "in_flight" and rid not in self._standing_mine:
+                continue  # answered by this process or another: nothing new
+            try:
+                outcome = journal.withdraw(identifier, functools.partial(self._withdrawn, rid))
+            except _Revoked:
+                self._standing_mine.pop(rid, None)
+                continue
+            if outcome == "in_flight":
+                if state is None:
+                    with self._lock, Transaction(self._db):
+                        answer(self._db, rid, "in_flight", self._clock())
+                if standing:
+                    self._standing_mine[rid] = identifier
+            elif outcome is None and rid in self._standing_mine:
+                # Sent (or refused) meanwhile: the request has nothing left to do.
+                with self._lock, Transaction(self._db):
+                    answer(self._db, rid, "left", self._clock(), was="in_flight")
+                del self._standing_mine[rid]
+            elif outcome == "withdrawn":
+                self._standing_mine.pop(rid, None)
+
+    def _withdrawn(self, rid: int, identifier: str) -> None:
+        """The journal withdraws *identifier* for request *rid*: answer it, durably.
+
+        Raises:
+            _Revoked: the requester revoked it first (the event is then sent).
+        """
+        now = self._clock()
+        with self._lock, Transaction(self._db):
+            answered = answer(self._db, rid, "withdrawn", now) or answer(
+                self._db, rid, "withdrawn", now, was="in_flight"
+            )
+            if not answered:
+                raise _Revoked(identifier)
+            claim_for_skip(self._db, identifier, now)
+            journal_rows.withdraw(self._db, identifier, now)
+
+    # -- adopting a dead holder's segments ------------------------------------------------
+
+    def requested(self) -> set[str]:
+        """The identifiers of the open requests (the journal reads them when adopting)."""
+        with self._lock:
+            return open_identifiers(self._db)
+
+    def confirm_skip(self, identifier: str) -> bool:
+        """An adopted frame whose identifier had an open request: withdraw it now
+        if the request is still open (else it was revoked: deliver it)."""
+        now = self._clock()
+        with self._lock, Transaction(self._db):
+            if not claim_for_skip(self._db, identifier, now):
+                return False
+            journal_rows.withdraw(self._db, identifier, now)
+        return True
+
+
+def _watch(ref: weakref.ReferenceType[RequestDesk], stop: threading.Event) -> None:
+    """The thread answering requests: it holds its desk weakly, so that a spool
+    dropped without close() is collected and the thread ends."""
+    failures = 0
+    while not stop.wait(POLL_INTERVAL):
+        desk = ref()
+        if desk is None:
+            return
+        try:
+            desk.answer()
+            failures = 0
+        except sqlite3.Error as exc:  # busy, or closing: the next poll tries again
+            failures += 1
+            if failures == 50:
+                logger.error("the spool could not read withdrawal requests: %s", exc)
+        except Exception as exc:  # the thread must outlive any bug
+            report_internal_error(exc)
+        del desk
