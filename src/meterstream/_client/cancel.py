@@ -59,7 +59,11 @@ class Cancellations:
             self.sender.start()  # what a previous process left
 
     def _busy(self, identifier: str) -> bool:
-        return self._delivery.in_flight(identifier)
+        """Whether the event is on its way: here, or in another live process's
+        journal and not yet in the accepted history (its adjustment waits)."""
+        if self._delivery.in_flight(identifier):
+            return True
+        return self._spool is not None and self._spool.held_by_another(identifier)
 
     def _withdraw(self, identifier: str) -> bool:
         """At send time: the event went back to wait (a failed attempt) meanwhile."""
@@ -128,7 +132,8 @@ class Cancellations:
             return "withdrawn"  # cancelled twice: one cancellation
         spool = self._spool
         if spool is not None:
-            outcome = spool.cancellations.withdraw(identifier)
+            standing = not self._exporter.supports_cancel
+            outcome = spool.cancellations.withdraw(identifier, standing)
             if outcome == "withdrawn":
                 return self._withdrawn(identifier, event_name)
             if outcome is None:

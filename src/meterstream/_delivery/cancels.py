@@ -33,6 +33,10 @@ __all__ = ["CancelStore", "Canceller", "MemoryCancelStore", "PendingCancel"]
 
 #: How often a cancellation whose event is still in flight looks again.
 BUSY_RECHECK = 0.05
+#: How long a process that took a cancellation to send holds it before another
+#: process sharing the spool may (a crash mid-request): a second request would
+#: carry the same idempotency key, which Stripe answers without cancelling twice.
+SEND_HOLD = 5.0
 
 
 class PendingCancel(NamedTuple):
@@ -54,6 +58,8 @@ class CancelStore(Protocol):
     def due_cancellations(self, limit: int) -> list[PendingCancel]: ...
 
     def postpone_cancellation(self, identifier: str, delay: float) -> None: ...
+
+    def take_cancellation(self, identifier: str, hold: float) -> bool: ...
 
     def settle_cancellation(self, identifier: str, state: str, message: Optional[str]) -> bool: ...
 
@@ -104,6 +110,11 @@ class MemoryCancelStore:
             if row is not None:
                 row.attempts += 1
                 row.not_before = self._clock() + delay
+
+    def take_cancellation(self, identifier: str, hold: float) -> bool:
+        with self._lock:
+            row = self._rows.get(identifier)
+            return row is not None and row.state == "pending"
 
     def settle_cancellation(self, identifier: str, state: str, message: Optional[str]) -> bool:
         with self._lock:
@@ -263,6 +274,8 @@ class Canceller:
             if self._withdraw is not None and self._withdraw(pending.identifier):
                 self._done(pending.identifier, "withdrawn", None, "cancels_withdrawn")
                 continue
+            if not self._store.take_cancellation(pending.identifier, SEND_HOLD):
+                continue  # another process sharing the spool is sending it
             delay = self._attempt(pending)
             if delay is not None:
                 wait = min(wait, delay)

@@ -39,6 +39,7 @@ __all__ = [
     "pending_state",
     "postpone",
     "settle",
+    "take",
     "withdraw",
 ]
 
@@ -151,6 +152,17 @@ def postpone(db: sqlite3.Connection, identifier: str, until: float) -> None:
     )
 
 
+def take(db: sqlite3.Connection, identifier: str, now: float, hold: float) -> bool:
+    """Take a due cancellation to send it, for *hold* seconds; False when another
+    process took it first (or it was settled meanwhile)."""
+    changed: int = db.execute(
+        "UPDATE cancellations SET not_before = ? "
+        "WHERE identifier = ? AND state = 'pending' AND not_before <= ?",
+        (now + hold, identifier, now),
+    ).rowcount
+    return changed == 1
+
+
 def settle(
     db: sqlite3.Connection, identifier: str, state: str, message: Optional[str], now: float
 ) -> bool:
@@ -232,7 +244,7 @@ class SpoolCancellations:
         db: sqlite3.Connection,
         lock: threading.Lock,
         clock: Callable[[], float],
-        withdraw: Optional[Callable[[str], Optional[str]]] = None,
+        withdraw: Optional[Callable[[str, bool], Optional[str]]] = None,
         pending_state: Optional[Callable[[str], Optional[str]]] = None,
     ) -> None:
         self._db = db
@@ -246,11 +258,15 @@ class SpoolCancellations:
     #: Cancellations recorded here outlive the process (``CancelStore``).
     durable = True
 
-    def withdraw(self, identifier: str) -> Optional[str]:
+    def withdraw(self, identifier: str, standing: bool = False) -> Optional[str]:
         """Delete the pending event *identifier* before it is sent: ``"withdrawn"``,
-        ``"in_flight"`` (a live sender holds it) or None (not pending)."""
+        ``"in_flight"`` (a live sender holds it) or None (not pending).
+
+        *standing*: the destination cannot cancel a delivered event, so a request
+        to another live process that holds it stays (``Spool.withdraw``)."""
         if self._withdraw is not None:
-            return self._withdraw(identifier)  # the spool's: its journal, then these rows
+            # The spool's: its journal, these rows, then the other live processes.
+            return self._withdraw(identifier, standing)
         with self._lock, Transaction(self._db):
             return withdraw(self._db, identifier, self._clock())
 
@@ -316,6 +332,10 @@ class SpoolCancellations:
     def postpone_cancellation(self, identifier: str, delay: float) -> None:
         with self._lock, Transaction(self._db):
             postpone(self._db, identifier, self._clock() + delay)
+
+    def take_cancellation(self, identifier: str, hold: float) -> bool:
+        with self._lock, Transaction(self._db):
+            return take(self._db, identifier, self._clock(), hold)
 
     def settle_cancellation(self, identifier: str, state: str, message: Optional[str]) -> bool:
         with self._lock, Transaction(self._db):

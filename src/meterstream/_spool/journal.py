@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import marshal
+import mmap
 import os
 import struct
 import threading
@@ -122,6 +123,11 @@ class Journal:
         max_bytes: past this many bytes of segments, :meth:`append` raises
             :class:`JournalFull`.
         withdrawn: the identifiers withdrawn for good (read when adopting).
+        requested: the identifiers another process asked to withdraw and had
+            no answer for (read when adopting: their holder may have died).
+        confirm_skip: asked before an adopted frame whose identifier *requested*
+            named is skipped: True to skip it (the request answered now, in
+            the same transaction), False to deliver it (the request was revoked).
     """
 
     def __init__(
@@ -133,6 +139,8 @@ class Journal:
         sync_interval: float = 0.0,
         max_bytes: int = 1 << 30,
         withdrawn: Callable[[], set[str]] = set,
+        requested: Callable[[], set[str]] = set,
+        confirm_skip: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
@@ -140,6 +148,8 @@ class Journal:
         self.sync_interval = sync_interval
         self.max_bytes = max_bytes
         self._withdrawn_loader = withdrawn
+        self._requested_loader = requested
+        self._confirm_skip = confirm_skip
         os_makedirs(directory)
         self.corrupt_frames = 0
         self.torn_tails = 0
@@ -161,6 +171,8 @@ class Journal:
         self._taken: dict[int, tuple[_Source, int]] = {}
         self._retry: list[tuple[float, RawEvent]] = []
         self._withdrawn: set[str] = set()
+        #: Asked for by another process with no answer yet (adopted frames only).
+        self._requested: set[str] = set()
         self._synced: tuple[Optional[Segment], int] = (None, 0)
         self._full_sync = self.sync == "full"
         #: fdatasyncs made for spool_sync="full" (each covers every frame written before it).
@@ -358,7 +370,9 @@ class Journal:
                 source.window[frame.seq] = [frame.end, True]
                 self._count_settled(source)
                 continue
-            if event[4] in self._withdrawn:
+            if event[4] in self._withdrawn or (
+                self._requested and event[4] in self._requested and self._skips(event[4])
+            ):
                 self._withdrawn.discard(event[4])
                 source.window[frame.seq] = [frame.end, True]
                 self._count_settled(source)
@@ -386,6 +400,18 @@ class Journal:
             source.torn = True
             self.torn_tails += 1
         self._advance(source)
+
+    def _skips(self, identifier: str) -> bool:
+        """Whether an adopted frame named by *requested* is skipped (see ``confirm_skip``)."""
+        self._requested.discard(identifier)
+        confirm = self._confirm_skip
+        if confirm is None:
+            return True
+        try:
+            return confirm(identifier)
+        except Exception as exc:  # the SQLite file unreadable: skip, it was asked for
+            logger.error("the spool could not record withdrawing %r: %s", identifier, exc)
+            return True
 
     def _read_own(self, source: _Source, limit: int, out: list[RawEvent]) -> None:
         """Read frames this process wrote: they check by construction (one
@@ -557,6 +583,23 @@ class Journal:
                     return "in_flight"
         return None
 
+    def held_elsewhere(self, identifier: str) -> bool:
+        """Whether a segment this journal does not hold (another live process's,
+        or a dead one's not adopted yet) has *identifier* past its cursor:
+        waiting there, or taken and not settled (its owner alone knows which).
+
+        Reads the files without locking or changing anything.
+        """
+        needle = identifier.encode("utf-8")
+        with self._read_lock:
+            mine = {source.seg.path for source in self._sources}
+        for path in segments.list_segments(self.directory):
+            if path in mine:
+                continue
+            if _segment_holds(path, needle, identifier):
+                return True
+        return False
+
     def _in_window(self, source: _Source, needle: bytes, identifier: str) -> bool:
         """Whether *identifier* is among *source*'s frames read and not settled."""
         seg = source.seg
@@ -620,6 +663,8 @@ class Journal:
         source.known = count
         if self._withdrawn_loader is not set:
             self._withdrawn |= self._withdrawn_loader()
+        if self._requested_loader is not set:
+            self._requested |= self._requested_loader()
         with self._read_lock:
             self._sources.append(source)
         return count
@@ -777,6 +822,39 @@ def inspect(directory: str) -> list[RawEvent]:
     return out
 
 
-def _cursor_of(data: bytes) -> tuple[int, int]:
+def _segment_holds(path: str, needle: bytes, identifier: str) -> bool:
+    """Whether the segment at *path* has *identifier* past its cursor (mapped read-only)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        if size < segments.HEADER_SIZE:
+            return False
+        view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)  # a descriptor of our own: the owner's flock is not touched
+    try:
+        if view[:8] != segments.MAGIC:
+            return False
+        seq, offset = _cursor_of(view)
+        if view.find(needle, offset) < 0:
+            return False
+        for frame in scan(view, offset, size, seq, ScanReport()):
+            if needle in frame.payload:
+                try:
+                    if decode_event(frame.payload)[4] == identifier:
+                        return True
+                except ValueError:
+                    continue
+        return False
+    finally:
+        view.close()
+
+
+def _cursor_of(data: Any) -> tuple[int, int]:
     seq, offset = _CURSOR.unpack_from(data, 32)
     return seq, max(offset, segments.HEADER_SIZE)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Union
 
 from meterstream._config.parsing import SYNC_MODES
 from meterstream._record.events import RawEvent, identifier_prefix
-from meterstream._spool import cancellations, forks, journal_rows, owners, queue
+from meterstream._spool import cancellations, forks, journal_rows, owners, queue, withdrawals
 from meterstream._spool import history as history_rows
 from meterstream._spool.admin import SpoolAdmin
 from meterstream._spool.aggregate_store import (
@@ -145,6 +145,10 @@ class Spool:
         )
         with self._lock:
             owners.register(self._db, self._owner, self._clock())
+        #: Other processes' withdrawal requests: made, answered, and honoured.
+        self._desk = withdrawals.RequestDesk(
+            self._db, self._lock, self._clock, self._remember_withdrawn
+        )
         #: This process's journal: where record() writes.
         self.journal = journal or Journal(
             self.path + ".journal",
@@ -153,6 +157,9 @@ class Spool:
             sync_interval=self.sync_interval,
             max_bytes=self.max_bytes,
             withdrawn=self._withdrawn_identifiers,
+            # Through this handle: a forked child keeps the journal, not the desk.
+            requested=lambda: self._desk.requested(),
+            confirm_skip=lambda identifier: self._desk.confirm_skip(identifier),
         )
         if journal is None:
             # What a process that died (or exited) left: delivered from here on.
@@ -161,6 +168,7 @@ class Spool:
         forks.track(self)
         self.reap()
         self._update_full()
+        self._desk.start(self.journal)
 
     def _write(self) -> Transaction:
         return Transaction(self._db)
@@ -309,7 +317,7 @@ class Spool:
         self.journal.settle(events)
         return count
 
-    def withdraw(self, identifier: str) -> Optional[str]:
+    def withdraw(self, identifier: str, standing: bool = False) -> Optional[str]:
         """Withdraw the event *identifier* if it was not sent yet.
 
         Returns ``"withdrawn"`` (it will never be sent, by this process or
@@ -319,7 +327,12 @@ class Spool:
         Looks at this process's journal, then at the journals of processes
         that died (adopted here first, so an event a dead process recorded
         can be withdrawn too), then at the SQLite file's events (aggregated
-        ones, a previous release's).
+        ones, a previous release's), then at the segments of the other live
+        processes: one that holds it is asked (:mod:`.withdrawals`) and its
+        answer awaited, at most :data:`~.withdrawals.ASK_DEADLINE` seconds; no
+        answer by then is ``"in_flight"`` (it may still be sent). *standing*
+        (a destination that cannot cancel a delivered event): the request
+        stays, for its holder to withdraw the event if it comes back to wait.
         """
         outcome = self.journal.withdraw(identifier, self._remember_withdrawn)
         if outcome is None and self.journal.adopt_orphans():
@@ -331,23 +344,40 @@ class Spool:
             outcome = cancellations.withdraw(self._db, identifier, now)
             if outcome == "withdrawn":
                 journal_rows.withdraw(self._db, identifier, now)
+        if outcome is None and self.held_by_another(identifier):
+            outcome = self._desk.ask(identifier, standing, self.journal, self.held_by_another)
         return outcome
+
+    def held_by_another(self, identifier: str) -> bool:
+        """Whether another process's journal holds the event *identifier*, not
+        yet in the accepted history: waiting there, or on its way."""
+        with self._lock:
+            if cancellations.accepted_event(self._db, identifier) is not None:
+                return False
+        return self.journal.held_elsewhere(identifier)
 
     def pending_state(self, identifier: str) -> Optional[str]:
         """Whether the event *identifier* waits to be sent, changing nothing:
         ``"pending"``, ``"in_flight"`` (being sent) or None, looked for where
-        :meth:`withdraw` looks (dead processes' journals are adopted first)."""
+        :meth:`withdraw` looks (dead processes' journals are adopted first).
+        Held by another live process it is ``"pending"``: waiting or on its
+        way there, which that process alone knows (:meth:`withdraw` asks it)."""
         state = self.journal.pending_state(identifier)
         if state is None and self.journal.adopt_orphans():
             state = self.journal.pending_state(identifier)
         if state is not None:
             return state
         with self._lock:
-            return cancellations.pending_state(self._db, identifier, self._clock())
+            state = cancellations.pending_state(self._db, identifier, self._clock())
+        if state is None and self.held_by_another(identifier):
+            return "pending"
+        return state
 
     def _remember_withdrawn(self, identifier: str) -> None:
+        now = self._clock()
         with self._lock, self._write():
-            journal_rows.withdraw(self._db, identifier, self._clock())
+            journal_rows.withdraw(self._db, identifier, now)
+            withdrawals.claim_for_skip(self._db, identifier, now)  # asked for too: answered
 
     def _withdrawn_identifiers(self) -> set[str]:
         with self._lock:
@@ -416,6 +446,7 @@ class Spool:
         if self.history > 0 and self.journal is not None:
             with self._lock, self._write():
                 journal_rows.prune_withdrawn(self._db, now - journal_rows.WITHDRAWN_KEPT)
+                withdrawals.prune(self._db, now - journal_rows.WITHDRAWN_KEPT)
         while keep_bytes is not None and self.size_bytes() > keep_bytes:
             with self._lock, self._write():
                 gone = history_rows.prune_oldest(self._db)
@@ -538,6 +569,7 @@ class Spool:
         self._open(uses_appended=self.uses_appended, journal=journal)
 
     def close(self) -> None:
+        self._desk.stop()
         forks.untrack(self)
         self.journal.close()
         self._checkpointer.close()

@@ -11,7 +11,10 @@ A parallel run (``--destinations stripe,metronome``) has one spool per
 destination, derived from ``--spool`` as the client derives them
 (``meter.db``, ``meter.metronome.db``): the command looks the events up in
 each, and does at each what ``cancel()`` does there. An event still waiting in
-a destination's spool is withdrawn (no request, Metronome's too); one Stripe
+a destination's spool is withdrawn (no request, Metronome's too), also when
+another live process (the application) holds it in its journal: that process
+is asked, and answers within a couple of seconds (``_spool/withdrawals.py``);
+one Stripe
 accepted is cancelled at Stripe; one Metronome accepted cannot be cancelled
 there and is listed with what to do instead. Nothing is ever sent to
 Metronome, so no Metronome token is needed.
@@ -297,9 +300,18 @@ def _withdraw(
     """At a destination that cannot cancel: delete what still waits in its spool."""
     withdrawn = 0
     for ident in identifiers:
-        if spool.cancellations.withdraw(ident) == "withdrawn":
+        outcome = spool.cancellations.withdraw(ident, standing=True)
+        if outcome == "withdrawn":
             spool.cancellations.add_cancellation(ident, event, "withdrawn")
             withdrawn += 1
+        elif outcome == "in_flight":
+            # On its way, or its process did not answer in time: the request
+            # stands, and that process withdraws it if it comes back to wait.
+            print_(
+                f"{name}: {ident} is on its way (or the process holding it did not answer "
+                "in time): not withdrawn; if Metronome receives it, it cannot cancel it: "
+                + METRONOME_INSTEAD
+            )
         else:
             print_(
                 f"{name}: {ident} was sent meanwhile; Metronome cannot cancel: {METRONOME_INSTEAD}"
