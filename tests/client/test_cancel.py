@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 import meterstream
+from helpers.cli import run as cli
 from helpers.clients import ClientFactory
 from meterstream import CancelError, MeterClient
 from meterstream.emulator import Emulator, Total
@@ -273,18 +273,6 @@ def test_an_event_a_process_left_in_its_journal_when_killed_is_withdrawn(
     assert again.flush(5)
     assert [e["identifier"] for e in emulator.state.events("api")] == ["kept-1"]
     again.shutdown(1)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    environment.pop("STRIPE_API_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "meterstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
 
 
 def test_the_cli_cancels_a_range_and_reconcile_agrees(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any, Optional
 import pytest
 
 import meterstream
+from helpers.cli import run as cli
 from helpers.clients import ClientFactory
 from meterstream import CancelError, MeterClient
 from meterstream.emulator import Emulator, Total
@@ -231,21 +231,6 @@ def test_a_parallel_cancellation_survives_sigkill_and_happens_once_at_stripe(
     assert again.flush(5)
     assert adjustments(emulator).get("200", 0) == 1 and metronome_ids(emulator) == []
     assert ident
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("METERSTREAM_", "METRONOME_")) and k != "STRIPE_API_KEY"
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "meterstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
 
 
 def test_the_cli_cancels_a_range_at_each_destination_of_a_parallel_run(
