@@ -10,7 +10,7 @@ import pytest
 
 import meterstream
 import meterstream.testing
-from helpers.clients import ClientFactory
+from helpers.clients import ClientFactory, parallel_settings
 from helpers.poll import wait_for
 from meterstream._client.parallel import ParallelClient, lane_spool_path
 from meterstream.emulator import Emulator
@@ -30,15 +30,7 @@ def emulator_options() -> dict[str, Any]:
 
 @pytest.fixture
 def client_settings(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "destinations": ["stripe", "metronome"],
-        "api_key": "sk_test_parallel",
-        "api_base": emulator.url,
-        "stream_base": emulator.url,
-        "metronome_api_key": "mt_parallel_token",
-        "metronome_base": emulator.url,
-        **FAST,
-    }
+    return parallel_settings(emulator.url, **FAST)
 
 
 def _stripe_ids(emulator: Emulator) -> list[str]:

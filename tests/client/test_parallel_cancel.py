@@ -16,13 +16,13 @@ import pytest
 
 import meterstream
 from helpers.cli import run as cli
-from helpers.clients import ClientFactory
+from helpers.clients import PARALLEL_KEY, PARALLEL_TOKEN, ClientFactory, parallel_settings
 from meterstream import CancelError, MeterClient
 from meterstream.emulator import Emulator, Total
 from meterstream.testing import MeterEvents
 
-KEY = "sk_test_parallel"
-TOKEN = "mt_parallel_token"
+KEY = PARALLEL_KEY
+TOKEN = PARALLEL_TOKEN
 
 
 @pytest.fixture
@@ -32,17 +32,12 @@ def emulator_options() -> dict[str, Any]:
 
 @pytest.fixture
 def client_settings(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "destinations": ["stripe", "metronome"],
-        "api_key": KEY,
-        "api_base": emulator.url,
-        "stream_base": emulator.url,
-        "metronome_api_key": TOKEN,
-        "metronome_base": emulator.url,
-        "flush_interval": 3600,  # nothing leaves before a flush
-        "retry_initial_delay": 0.01,
-        "retry_max_delay": 0.05,
-    }
+    return parallel_settings(
+        emulator.url,
+        flush_interval=3600,  # nothing leaves before a flush
+        retry_initial_delay=0.01,
+        retry_max_delay=0.05,
+    )
 
 
 @pytest.fixture(params=["memory", "spool"])

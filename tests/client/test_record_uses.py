@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 import meterstream
-from helpers.clients import ClientFactory
+from helpers.clients import ClientFactory, parallel_settings
 from meterstream._client.parallel import ParallelClient
 from meterstream.emulator import Emulator
 from meterstream.errors import InvalidEventError, MeterError, MissingCustomerError
@@ -168,15 +168,7 @@ def emulator_options() -> dict[str, Any]:
 
 @pytest.fixture
 def client_settings(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "destinations": ["stripe", "metronome"],
-        "api_key": "sk_test_parallel",
-        "api_base": emulator.url,
-        "stream_base": emulator.url,
-        "metronome_api_key": "mt_parallel_token",
-        "metronome_base": emulator.url,
-        "flush_interval": 0.01,
-    }
+    return parallel_settings(emulator.url, flush_interval=0.01)
 
 
 def test_a_parallel_run_records_each_use_at_both_with_one_identifier(

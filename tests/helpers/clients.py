@@ -24,3 +24,22 @@ class ClientFactory:
         client = meterstream.MeterClient(**options)
         self.clients.append(client)
         return client
+
+
+#: The parallel-run tests' credentials, as the emulator takes any of them.
+PARALLEL_KEY = "sk_test_parallel"
+PARALLEL_TOKEN = "mt_parallel_token"
+
+
+def parallel_settings(url: str, **settings: Any) -> dict[str, Any]:
+    """Settings of a parallel run (Stripe and Metronome) against the emulator
+    at *url*, plus *settings*."""
+    return {
+        "destinations": ["stripe", "metronome"],
+        "api_key": PARALLEL_KEY,
+        "api_base": url,
+        "stream_base": url,
+        "metronome_api_key": PARALLEL_TOKEN,
+        "metronome_base": url,
+        **settings,
+    }
