@@ -10,11 +10,10 @@ to stdout (one ``os.write`` a line) only after ``record()`` returned. Prints
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 
 import meterstream
+from apps.spool_child import record_forever_with
 
 API_KEY = "sk_test_parallel"
 TOKEN = "mt_parallel_token"
@@ -36,23 +35,7 @@ def make_client(spool: str, url: str, **settings: object) -> meterstream.MeterCl
 
 
 def record_forever(spool: str, url: str, prefix: str, threads: int) -> None:
-    client = make_client(spool, url)
-    start = threading.Event()
-
-    def worker(index: int) -> None:
-        start.wait()
-        n = 0
-        while True:
-            ident = f"{prefix}-{index}-{n}"
-            client.record("api_calls", customer=f"cus_{index}", identifier=ident)
-            os.write(1, (ident + "\n").encode())
-            n += 1
-
-    for index in range(threads):
-        threading.Thread(target=worker, args=(index,), daemon=True).start()
-    os.write(1, b"ready\n")
-    start.set()
-    threading.Event().wait()
+    record_forever_with(make_client(spool, url), prefix, threads)
 
 
 if __name__ == "__main__":

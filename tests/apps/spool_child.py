@@ -43,7 +43,12 @@ def make_client(spool: str, url: str, **settings: object) -> meterstream.MeterCl
 
 
 def record_forever(spool: str, url: str, prefix: str, threads: int) -> None:
-    client = make_client(spool, url)
+    record_forever_with(make_client(spool, url), prefix, threads)
+
+
+def record_forever_with(client: meterstream.MeterClient, prefix: str, threads: int) -> None:
+    """*client* records from *threads* threads at full speed, forever, each
+    identifier written to stdout once ``record()`` returned."""
     start = threading.Event()
 
     def worker(index: int) -> None:
