@@ -56,9 +56,10 @@ DEFAULT_SEGMENT_BYTES = 8 << 20
 #: The longest a group commit's leader waits for the other recording threads (seconds).
 LINGER_MAX = 0.005
 #: Packers of a whole frame (header and payload) by payload length: one store per record.
-_PACKERS: dict[int, Callable[..., None]] = {}
 #: Payloads up to this long get a packer kept in _PACKERS; longer ones one made each time.
 _PACKED_UP_TO = 4096
+#: (A list, indexed by the length: a third of a dict's get and a None test.)
+_PACKERS: list[Optional[Callable[..., None]]] = [None] * (_PACKED_UP_TO + 1)
 _dumps = marshal.dumps
 _loads = marshal.loads
 _CURSOR = struct.Struct("<QQ")
@@ -222,7 +223,7 @@ class Journal:
             payload = encode_event(event)
         length = len(payload)
         # The frame in one store: header and payload by a packer made once per length.
-        pack = _PACKERS.get(length) or _packer(length)
+        pack = (_PACKERS[length] if length <= _PACKED_UP_TO else None) or _packer(length)
         size = 16 + ((length + 7) & ~7)
         lock = self._lock
         lock.acquire()  # not "with": its __exit__ call costs ~100 ns more a record
@@ -269,7 +270,6 @@ class Journal:
         dumps: Callable[[Any, int], bytes] = _dumps  # the recorded tuple as it is
         crc = _crc
         packers = _PACKERS
-        packer = _packer
         every = (1 << (max(1, batch_size).bit_length() - 1)) - 1
         journal = self
 
@@ -279,20 +279,22 @@ class Journal:
                 # the segment's prefix completes; a Decimal value raises (slow path).
                 payload = dumps(event, 4)
                 length = len(payload)
-                pack = packers.get(length) or packer(length)
+                pack = packers[length]  # past _PACKED_UP_TO: IndexError, the slow path
+                if pack is None:
+                    pack = _packer(length)
                 size = (length + 23) & -8  # the header, and the payload padded to 8
                 seq = 0
                 acquire()
                 try:
-                    seg = journal._seg
-                    if seg is not None:
-                        offset = seg.end
-                        if offset + size <= seg.size:
-                            seq = journal._next_seq
-                            # Seeded with frames.seed(length, seq): crc32 takes seq's low 32 bits.
-                            pack(seg.mm, offset, length, crc(payload, seq), seq, payload)
-                            journal._next_seq = seq + 1
-                            seg.end = offset + size
+                    # None before the first segment: AttributeError, the slow path.
+                    seg: Segment = journal._seg  # type: ignore[assignment]
+                    offset = seg.end
+                    if offset + size <= seg.size:
+                        seq = journal._next_seq
+                        # Seeded with frames.seed(length, seq): crc32 takes seq's low 32 bits.
+                        pack(seg.mm, offset, length, crc(payload, seq), seq, payload)
+                        journal._next_seq = seq + 1
+                        seg.end = offset + size
                 finally:
                     release()
             except Exception:
