@@ -47,6 +47,7 @@ from meterstream._spool.frames import (
     needles,
     scan,
 )
+from meterstream._spool.mutex import Mutex
 from meterstream._spool.segment import DirectoryLock, Segment, SegmentError
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "Journal", "JournalError", "JournalFull", "inspect"]
@@ -163,7 +164,8 @@ class Journal:
     def _start(self) -> None:
         lock = getattr(self, "_lock", None)
         if lock is None:
-            self._lock = threading.Lock()
+            #: The writers' lock: a Mutex (see .mutex), cheaper to take than threading.Lock.
+            self._lock = Mutex()
         elif lock.locked():
             # A forked child: the lock a fork passed over (forks.FORK_PATIENCE)
             # is held by a thread the child does not have. The same lock
@@ -226,7 +228,7 @@ class Journal:
         pack = (_PACKERS[length] if length <= _PACKED_UP_TO else None) or _packer(length)
         size = 16 + ((length + 7) & ~7)
         lock = self._lock
-        lock.acquire()  # not "with": its __exit__ call costs ~100 ns more a record
+        lock.take()  # not "with": its __exit__ call costs ~100 ns more a record
         try:
             seg = self._seg
             if seg is None or seg.end + size > seg.size:
@@ -238,7 +240,7 @@ class Journal:
             pack(seg.mm, offset, length, crc, seq, payload)
             seg.end = offset + size
         finally:
-            lock.release()
+            lock.give(None)
         if self._full_sync:
             self._sync_upto(seg, offset + size)
 
@@ -264,9 +266,8 @@ class Journal:
         """
         if self._full_sync:
             return slow
-        lock = self._lock
-        acquire = lock.acquire
-        release = lock.release
+        acquire = self._lock.take
+        give = self._lock.give
         dumps: Callable[[Any, int], bytes] = _dumps  # the recorded tuple as it is
         crc = _crc
         packers = _PACKERS
@@ -296,7 +297,7 @@ class Journal:
                         journal._next_seq = seq + 1
                         seg.end = offset + size
                 finally:
-                    release()
+                    give(None)
             except Exception:
                 return slow(event)
             if not seq:
