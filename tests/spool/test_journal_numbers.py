@@ -10,6 +10,7 @@ a fork included.
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import struct
@@ -17,11 +18,13 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 from meterstream._record.events import identifier_prefix
 from meterstream._spool import segment as segments
+from meterstream._spool.frames import FRAME_HEADER, seed
 from meterstream._spool.journal import Journal, inspect
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -119,28 +122,65 @@ def test_another_processs_numbers_are_completed_by_its_prefix(tmp_path: Path) ->
     journal.close()
 
 
+V1_HEADER = struct.Struct("<8sIxxxxQQQQQQ")  # magic, version, first, pid, cursor, sealed, created
+
+
+def version_1_segment(path: str, events: list[tuple[Any, ...]]) -> None:
+    """A segment as a build of version 1 wrote it: its magic and header, each
+    frame's checksum seeded with its length and sequence number."""
+    body = bytearray(V1_HEADER.pack(segments.MAGIC_V1, 1, 1, 99999, 0, 64, 0, time.time_ns()))
+    for seq, recorded in enumerate(events, start=1):
+        payload = marshal.dumps(recorded, 4)
+        check = zlib.crc32(payload, seed(len(payload), seq, version=1))
+        body += FRAME_HEADER.pack(len(payload), check, seq) + payload
+        body += bytes(-len(payload) % 8)
+    body += bytes(1 << 16)
+    Path(path).write_bytes(bytes(body))
+
+
 def test_a_version_1_segment_is_read_as_it_is(tmp_path: Path) -> None:
-    """The header before prefixes: every identifier in it is text, and a number
-    found in one anyway is not completed with a guess."""
+    """A segment of the header before prefixes: its frames check as they were
+    seeded, every identifier in it is text, and a number found in one anyway
+    is not completed with a guess (counted, the segment kept aside)."""
+    directory = tmp_path / "j"
+    directory.mkdir()
+    path = str(directory / "00000000000000000001-99999-abcd.seg")
+    version_1_segment(
+        path,
+        [
+            ("api_calls", "cus_1", 1, 1.0, "id-a", None),
+            ("api_calls", "cus_1", 1, 2.0, 5, None),
+            ("api_calls", "cus_1", 2, 3.0, "id-b", None),
+        ],
+    )
+    assert segments.version_of(Path(path).read_bytes()) == 1
+    assert segments.prefix_of(Path(path).read_bytes()) is None
+    assert [e[4] for e in inspect(str(directory))] == ["id-a", "id-b"]
+    journal = Journal(str(directory))
+    assert journal.adopt_orphans() == 3
+    assert [e[4] for e in drain(journal)] == ["id-a", "id-b"]
+    assert journal.corrupt_frames == 1
+    journal.close()
+    assert [Path(p).name for p in journal.moved_aside] == [Path(path).name]
+
+
+def test_a_segment_of_a_version_not_read_here_is_set_aside_not_deleted(tmp_path: Path) -> None:
+    """A newer build's segment (or garbage with a segment's name): kept for a
+    human, never taken for an empty one."""
     directory = str(tmp_path / "j")
     journal = Journal(directory)
     journal.append(("api_calls", "cus_1", 1, 1.0, "id-a", None))
-    journal.append(numbered(5))
-    journal.append(("api_calls", "cus_1", 2, 2.0, "id-b", None))
     (path,) = segments.list_segments(directory)
     for source in journal._sources:  # what a SIGKILL leaves
         source.seg.close()
     journal._sources = []
-    with open(path, "r+b") as f:  # version 1: sealed as 8 bytes, then a creation time
+    with open(path, "r+b") as f:
         f.seek(8)
-        f.write(struct.pack("<I", 1))
-        f.seek(48)
-        f.write(struct.pack("<QQ", 0, time.time_ns()))
-    assert segments.prefix_of(Path(path).read_bytes()) is None
+        f.write(struct.pack("<I", 3))
     other = Journal(directory)
-    assert other.adopt_orphans() == 3
-    assert [e[4] for e in drain(other)] == ["id-a", "id-b"]
-    assert other.corrupt_frames == 1
+    assert other.adopt_orphans() == 0
+    assert segments.list_segments(directory) == []
+    assert os.listdir(os.path.join(directory, "corrupt")) == [os.path.basename(path)]
     other.close()
 
 
@@ -178,3 +218,59 @@ def test_the_writer_outlives_a_fork_that_passed_its_lock_over(tmp_path: Path) ->
     assert os.waitstatus_to_exitcode(status) == 0
     assert [e[4] for e in drain(journal)] == [identifier_prefix() + "1"]
     journal.close()
+
+
+FORKED = """
+import os, sys
+import meterstream
+from meterstream._spool.journal import inspect
+directory = sys.argv[1]
+spool = os.path.join(directory, "s.db")
+client = meterstream.MeterClient(spool_path=spool, exporter="none", flush_interval=3600)
+other = meterstream.MeterClient(
+    spool_path=os.path.join(directory, "o.db"), exporter="none", flush_interval=3600
+)
+client.record("api_calls", 1, customer="cus_1")
+other.record("api_calls", 1, customer="cus_1")
+
+def check():
+    returned = client.record("api_calls", 1, customer="cus_1")
+    waiting = [e[4] for e in inspect(spool + ".journal")]
+    print(os.getpid(), returned in waiting, client.cancel(returned, "api_calls"), flush=True)
+
+pid = os.fork()
+if pid == 0:  # the child forks again: the hooks of a fork of a fork
+    grandchild = os.fork()
+    if grandchild == 0:
+        check()
+        os._exit(0)
+    os.waitpid(grandchild, 0)
+    check()
+    os._exit(0)
+os.waitpid(pid, 0)
+check()
+client.shutdown(1)
+other.shutdown(1)
+"""
+
+
+def test_a_forked_child_writes_what_its_record_returned_and_the_hooks_raise_nothing(
+    tmp_path: Path,
+) -> None:
+    """In a child (and a grandchild) of a process with two spools: the
+    identifier ``record()`` returned is the one waiting in the journal (the
+    segment's prefix is the child's), ``cancel()`` withdraws it, and the fork
+    hooks give each journal lock back once (a second give would let two
+    writers in at once, and ``Mutex.release`` says so)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "release unlocked lock" not in proc.stderr
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    assert len(lines) == 3  # the process, its child, its grandchild
+    assert all(line[1:] == ["True", "withdrawn"] for line in lines), proc.stdout

@@ -71,8 +71,12 @@ def prefix_from_bytes(raw: bytes) -> str:
 
 def _reset_after_fork() -> None:
     # A forked child must never mint the identifiers its parent mints: a new
-    # prefix is enough (the counter goes on, which is harmless).
+    # prefix is enough (the counter goes on, which is harmless). Once per
+    # process: a client's own fork hook may have asked first (ensure_fresh_...),
+    # and what it made since (a journal segment's header) holds that prefix.
     global _prefix, _prefix_pid
+    if _prefix_pid == os.getpid():
+        return
     _prefix = _new_prefix()
     _prefix_pid = os.getpid()
 

@@ -28,7 +28,7 @@ import threading
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["FORK_PATIENCE", "directory_fds", "fds_lock", "track", "untrack"]
+__all__ = ["FORK_PATIENCE", "directory_fds", "fds_lock", "holds", "track", "untrack"]
 
 #: Seconds a fork waits for one of a spool's locks before passing it over.
 FORK_PATIENCE = 10.0
@@ -54,6 +54,12 @@ def track(spool: _Locked) -> None:
 def untrack(spool: _Locked) -> None:
     """*spool* is closed: a fork no longer waits for it."""
     _spools.discard(spool)
+
+
+def holds(lock: Any) -> bool:
+    """Whether the fork now under way holds *lock* (and gives it back after it):
+    in a forked child, a lock it does not hold, yet held, was passed over."""
+    return any(held is lock for held in _held)
 
 
 def _before() -> None:

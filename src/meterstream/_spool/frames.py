@@ -58,13 +58,16 @@ _MASK = 0xFFFFFFFF
 _HEADER_SIZE = FRAME_HEADER.size
 
 
-def seed(length: int, seq: int) -> int:
+def seed(length: int, seq: int, version: int = 2) -> int:
     """The CRC-32's start value for a frame: its sequence number's low 32 bits.
 
     (*length* is not part of it: the checksum covers *length* bytes.
     ``zlib.crc32`` takes the low 32 bits of the number itself, which is how
-    the journal's record path gives it.)
+    the journal's record path gives it.) In a version 1 segment, the start
+    value mixed in the length.
     """
+    if version == 1:
+        return (seq * 0x9E3779B1 + length) & _MASK
     return seq & _MASK
 
 
@@ -170,7 +173,7 @@ class ScanReport:
     end: int = 0
 
 
-def _check(buf: Any, offset: int, size: int, after: int) -> Union[Frame, None]:
+def _check(buf: Any, offset: int, size: int, after: int, version: int) -> Union[Frame, None]:
     """The frame at *offset* if it checks and numbers past *after*, else None."""
     if offset + _HEADER_SIZE > size:
         return None
@@ -181,7 +184,7 @@ def _check(buf: Any, offset: int, size: int, after: int) -> Union[Frame, None]:
         return None
     start = offset + _HEADER_SIZE
     payload = bytes(buf[start : start + length])
-    if zlib.crc32(payload, seed(length, seq)) != crc:
+    if zlib.crc32(payload, seed(length, seq, version)) != crc:
         return None
     return Frame(offset, offset + frame_size(length), seq, payload)
 
@@ -198,10 +201,13 @@ def _next_nonzero(buf: Any, offset: int, size: int) -> int:
     return size
 
 
-def scan(buf: Any, offset: int, size: int, after: int, report: ScanReport) -> Iterator[Frame]:
+def scan(
+    buf: Any, offset: int, size: int, after: int, report: ScanReport, version: int = 2
+) -> Iterator[Frame]:
     """The frames that check in ``buf[offset:size]``, numbered past *after*, in order.
 
-    *report* says what was skipped, and where the frames end (``report.end``).
+    *report* says what was skipped, and where the frames end (``report.end``);
+    *version* is the segment's (how its checksums are seeded).
     """
     while True:
         report.end = offset
@@ -210,9 +216,9 @@ def scan(buf: Any, offset: int, size: int, after: int, report: ScanReport) -> It
         length = FRAME_HEADER.unpack_from(buf, offset)[0]
         if length == 0 and _next_nonzero(buf, offset, size) == size:
             return  # the end: zeros from here on
-        frame = _check(buf, offset, size, after)
+        frame = _check(buf, offset, size, after, version)
         if frame is None:
-            found = _search(buf, offset + 8, size, after)
+            found = _search(buf, offset + 8, size, after, version)
             if found is None:
                 report.torn = True
                 return
@@ -224,13 +230,13 @@ def scan(buf: Any, offset: int, size: int, after: int, report: ScanReport) -> It
         offset = frame.end
 
 
-def _search(buf: Any, offset: int, size: int, after: int) -> Union[Frame, None]:
+def _search(buf: Any, offset: int, size: int, after: int, version: int) -> Union[Frame, None]:
     """The first frame that checks at an 8-byte boundary from *offset* on."""
     while offset < size:
         offset = _next_nonzero(buf, offset, size) & ~7
         if offset >= size:
             return None
-        frame = _check(buf, offset, size, after)
+        frame = _check(buf, offset, size, after, version)
         if frame is not None:
             return frame
         offset += 8

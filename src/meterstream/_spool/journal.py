@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 
 from meterstream._internal import logger
 from meterstream._record.events import RawEvent, identifier_prefix
+from meterstream._spool import forks
 from meterstream._spool import segment as segments
 from meterstream._spool.frames import (
     FRAME_HEADER,
@@ -166,10 +167,11 @@ class Journal:
         if lock is None:
             #: The writers' lock: a Mutex (see .mutex), cheaper to take than threading.Lock.
             self._lock = Mutex()
-        elif lock.locked():
+        elif lock.locked() and not forks.holds(lock):
             # A forked child: the lock a fork passed over (forks.FORK_PATIENCE)
             # is held by a thread the child does not have. The same lock
-            # object stays, for the writer() functions bound to it.
+            # object stays, for the writer() functions bound to it. (One the
+            # fork holds, the fork's own handler gives back.)
             lock.release()
         self._read_lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -180,9 +182,6 @@ class Journal:
         self._syncing = False
         self._seg: Optional[Segment] = None
         self._next_seq = 1
-        #: What a generated identifier's number is written after (a forked
-        #: child's own: the at-fork hook made it before this runs again).
-        self._prefix = identifier_prefix()
         self._sources: list[_Source] = []
         self._taken: dict[int, tuple[_Source, int]] = {}
         self._retry: list[tuple[float, RawEvent]] = []
@@ -333,7 +332,9 @@ class Journal:
                 self.directory,
                 self._next_seq,
                 self.segment_bytes,
-                self._prefix,
+                # What this process's generated identifiers begin with now: the
+                # numbers written into the segment are completed with it.
+                identifier_prefix(),
                 written=self.sync == "full",
             )
         except SegmentError as exc:
@@ -447,7 +448,7 @@ class Journal:
             return
         report = ScanReport()
         seg = source.seg
-        for frame in scan(seg.mm, source.pos, source.limit(), source.after, report):
+        for frame in scan(seg.mm, source.pos, source.limit(), source.after, report, seg.version):
             source.after = frame.seq
             source.pos = frame.end
             source.read += 1
@@ -663,7 +664,7 @@ class Journal:
                 found = needles(identifier, seg.prefix)
                 if _finds(seg.mm, found, source.pos, end):
                     report = ScanReport()
-                    for frame in scan(seg.mm, source.pos, end, source.after, report):
+                    for frame in scan(seg.mm, source.pos, end, source.after, report, seg.version):
                         if holds(frame.payload, found, identifier, seg.prefix):
                             if durable is None:
                                 return "pending"
@@ -698,7 +699,7 @@ class Journal:
         start = max(start, segments.HEADER_SIZE)
         if not _finds(seg.mm, found, start, source.pos):
             return False
-        for frame in scan(seg.mm, start, source.pos, after, ScanReport()):
+        for frame in scan(seg.mm, start, source.pos, after, ScanReport(), seg.version):
             entry = source.window.get(frame.seq)
             if (
                 entry is not None
@@ -746,7 +747,9 @@ class Journal:
             return 0
         source = _Source(seg, own=False)
         report = ScanReport()
-        count = sum(1 for _ in scan(seg.mm, source.pos, seg.size, source.after, report))
+        count = sum(
+            1 for _ in scan(seg.mm, source.pos, seg.size, source.after, report, seg.version)
+        )
         if count == 0 and not report.corrupt:
             seg.delete()
             return 0
@@ -845,6 +848,11 @@ class Journal:
                     with self._sync_lock:
                         seg.sync()
                 seg.seal()
+            # A write from now on finds no segment: the slow path, whose roll
+            # refuses it (counted as dropped), never a frame into a segment
+            # that may be deleted below. (After the sync: a group commit
+            # waiting on this segment takes a new one for "synced".)
+            self._seg = None
         with self._read_lock:
             for source in list(self._sources):
                 self._advance(source)
@@ -892,11 +900,12 @@ def inspect(directory: str) -> list[RawEvent]:
                 data = f.read()
         except OSError:
             continue
-        if len(data) < segments.HEADER_SIZE or data[:8] != segments.MAGIC:
+        version = segments.version_of(data) if len(data) >= segments.HEADER_SIZE else None
+        if version is None:
             continue
         seq, offset = _cursor_of(data)
         prefix = segments.prefix_of(data)
-        for frame in scan(data, offset, len(data), seq, ScanReport()):
+        for frame in scan(data, offset, len(data), seq, ScanReport(), version):
             try:
                 out.append(decode_event(frame.payload, prefix))
             except ValueError:
@@ -925,7 +934,8 @@ def _segment_holds(path: str, identifier: str) -> bool:
     finally:
         os.close(fd)  # a descriptor of our own: the owner's flock is not touched
     try:
-        if view[:8] != segments.MAGIC:
+        version = segments.version_of(view)
+        if version is None:
             return False
         seq, offset = _cursor_of(view)
         prefix = segments.prefix_of(view)
@@ -934,7 +944,7 @@ def _segment_holds(path: str, identifier: str) -> bool:
             return False
         return any(
             holds(frame.payload, found, identifier, prefix)
-            for frame in scan(view, offset, size, seq, ScanReport())
+            for frame in scan(view, offset, size, seq, ScanReport(), version)
         )
     finally:
         view.close()

@@ -37,17 +37,27 @@ from meterstream._spool import forks
 __all__ = [
     "HEADER_SIZE",
     "MAGIC",
+    "MAGIC_V1",
+    "VERSION",
     "Segment",
     "SegmentError",
     "adopt",
     "create",
     "list_segments",
+    "prefix_of",
+    "version_of",
 ]
 
-MAGIC = b"MSJRNL01"
+#: The first 8 bytes of a segment this release writes (version 2).
+MAGIC = b"MSJRNL02"
+#: Those of version 1 (a build of this release's development): read as they are.
+MAGIC_V1 = b"MSJRNL01"
 HEADER_SIZE = 64
 SUFFIX = ".seg"
-#: The header this release writes: a prefix in it.
+#: The header this release writes: a prefix in it, frames seeded by sequence
+#: number alone (see frames.seed). The magic says it too, so that a build
+#: that reads only version 1 sets such a segment aside, never taking its
+#: frames for a torn tail.
 VERSION = 2
 #: magic, version, first seq, pid, cursor seq, cursor offset, sealed, the
 #: identifier prefix's bytes (version 1: sealed was 8 bytes, then a creation time)
@@ -80,6 +90,7 @@ class Segment:
         "prefix",
         "sealed",
         "size",
+        "version",
     )
 
     def __init__(self, path: str, fd: int, mm: mmap.mmap) -> None:
@@ -88,9 +99,12 @@ class Segment:
         self.fd = fd
         self.mm = mm
         self.size = len(mm)
-        magic, _, first, pid, _, _, sealed, _ = _HEADER.unpack_from(mm, 0)
-        if magic != MAGIC:
-            raise SegmentError(f"{path}: not a journal segment")
+        version = version_of(mm)
+        if version is None:
+            raise SegmentError(f"{path}: not a journal segment of a version this build reads")
+        _, _, first, pid, _, _, sealed, _ = _HEADER.unpack_from(mm, 0)
+        #: 1 or 2: how its frames' checksums are seeded, and whether it has a prefix.
+        self.version = version
         self.first_seq: int = first
         self.pid: int = pid
         self.sealed = bool(sealed)
@@ -160,10 +174,21 @@ def list_segments(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in sorted(names) if n.endswith(SUFFIX)]
 
 
+def version_of(header: Any) -> Optional[int]:
+    """The version of the segment whose header *header* is (at least its first
+    12 bytes), or None: not a segment, or one of a version this build does not read."""
+    magic = bytes(header[:8])
+    version = struct.unpack_from("<I", header, 8)[0]
+    if magic == MAGIC and version == VERSION:
+        return VERSION
+    if magic == MAGIC_V1 and version == 1:
+        return 1
+    return None
+
+
 def prefix_of(header: Any) -> Optional[str]:
     """The identifier prefix a segment's header holds (None: version 1, no prefix)."""
-    version = struct.unpack_from("<I", header, 8)[0]
-    if version < 2:
+    if version_of(header) != 2:
         return None
     return prefix_from_bytes(bytes(header[49:59]))
 
