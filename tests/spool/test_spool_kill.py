@@ -52,8 +52,15 @@ def test_sigkill_at_random_moments_loses_nothing_record_returned_for(
                 stdout=subprocess.PIPE,
                 stderr=stderr,
             )
-        # A random moment, not a thread wait.
-        lines = kill_when(proc, lambda _: threading.Event().wait(rng.uniform(0.03, 0.12)), errors)
+
+        # A random moment of recording, not a thread wait: counted from the
+        # child's first record, so that a loaded machine, slow to schedule
+        # it, still kills it while it records.
+        def moment(lines: list[str], run: int = run) -> None:
+            assert wait_for(lambda: lines, timeout=30), f"run {run}: the child recorded nothing"
+            threading.Event().wait(rng.uniform(0.03, 0.12))
+
+        lines = kill_when(proc, moment, errors)
         assert lines, f"run {run}: the child recorded nothing before the kill"
         returned.extend(lines)
 
