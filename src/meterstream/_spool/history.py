@@ -6,23 +6,40 @@ reports, which move accepted events to the dead letters. ``handled_events``
 records which of Stripe's events (the reports, delivered by webhook) a
 process took to handle, so that no two processes handle one.
 
+Delivery does not write ``accepted`` itself: a row a batch costs a few
+microseconds an event (a B-tree insert by identifier, one by timestamp), on
+the delivery thread. It appends the batch to ``accepted_log`` instead, one
+row holding the batch (:func:`log_accepted`, about a microsecond an event),
+in the same transaction and so as durable. :func:`catch_up` moves the logged
+batches into ``accepted`` later: when delivery is idle, when the log passes
+:data:`LOG_BOUND` events, and before anything reads ``accepted``
+(:func:`caught_up`), in this process or another one on the same file.
+
 Each function takes the spool's connection, under the spool's lock; those
 that write run in the caller's write transaction.
 """
 
 from __future__ import annotations
 
+import marshal
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Optional
 
-from meterstream._spool.rows import decode_value
+from meterstream._record.events import RawEvent
+from meterstream._spool.rows import decode_value, encode_value
+from meterstream._spool.schema import Transaction
 
 __all__ = [
     "HANDLED_KEPT",
+    "LOG_BOUND",
     "accepted_between",
     "bury_accepted",
+    "catch_up",
+    "caught_up",
     "claim_event",
+    "log_accepted",
+    "logged_events",
     "known_dead",
     "pending_seqs",
     "prune",
@@ -34,18 +51,124 @@ __all__ = [
 #: Handled Stripe events are remembered at least this long (the history's
 #: length, when that is longer).
 HANDLED_KEPT = 30 * 86400.0
+#: Past this many events in the log, the batch that passed it catches up.
+#: Moving an event costs what writing its row did (two B-tree inserts, 5-6 µs
+#: here): a reader that finds the log this full waits about a second, that
+#: long holding the write lock other processes' deliveries wait on (well
+#: within their 10-second busy timeout), and the log takes 7-13 MB (35-65
+#: bytes an event). Delivery reaches it only when it never idles at a tick
+#: for that many events: several seconds of full load.
+LOG_BOUND = 200_000
+#: The ``meta`` row counting the events the log holds (every process's).
+_LOGGED = "accepted_log_events"
+_INSERT_ACCEPTED = (
+    "INSERT OR IGNORE INTO accepted "
+    "(identifier, event_name, customer, value, ts, accepted_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def log_accepted(db: sqlite3.Connection, events: Sequence[RawEvent], now: float) -> int:
+    """Append a batch Stripe accepted at *now* to the log, one row; returns
+    how many events the log holds now (every process's).
+
+    The row is the marshal (format 4) of ``(identifier, event_name, customer,
+    value, ts)`` tuples, values as the ``value`` columns keep them.
+    """
+    blob = marshal.dumps([(e[4], e[0], e[1], encode_value(e[2]), e[3]) for e in events], 4)
+    db.execute("INSERT INTO accepted_log (accepted_at, events) VALUES (?, ?)", (now, blob))
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) "
+        "SELECT ?, coalesce((SELECT value FROM meta WHERE key = ?), 0) + ?",
+        (_LOGGED, _LOGGED, len(events)),
+    )
+    return logged_events(db)
+
+
+def logged_events(db: sqlite3.Connection) -> int:
+    """How many events the log holds, not yet in ``accepted``."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (_LOGGED,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def catch_up(db: sqlite3.Connection) -> int:
+    """Move the logged batches into ``accepted`` (once per identifier, the
+    first acceptance kept, as Stripe counts them) and delete them from the
+    log, in the caller's write transaction; returns how many events were moved.
+
+    Two processes that catch up at once take turns on SQLite's write lock:
+    the second finds the log empty.
+    """
+    last = db.execute("SELECT max(id) FROM accepted_log").fetchone()[0]
+    if last is None:
+        return 0
+    moved = 0
+    for accepted_at, blob in db.execute(
+        "SELECT accepted_at, events FROM accepted_log WHERE id <= ? ORDER BY id", (last,)
+    ).fetchall():
+        batch = marshal.loads(blob)
+        db.executemany(_INSERT_ACCEPTED, _rows(batch, accepted_at))
+        moved += len(batch)
+    db.execute("DELETE FROM accepted_log WHERE id <= ?", (last,))
+    db.execute("DELETE FROM meta WHERE key = ?", (_LOGGED,))
+    return moved
+
+
+def _rows(batch: list[tuple[Any, ...]], accepted_at: float) -> Iterator[tuple[Any, ...]]:
+    for identifier, name, customer, value, ts in batch:
+        yield identifier, name, customer, value, ts, accepted_at
+
+
+def caught_up(db: sqlite3.Connection) -> int:
+    """What every reader of ``accepted`` calls first: catch up when the log
+    holds anything (a cheap look when it does not), in the caller's write
+    transaction or, outside one, in a write transaction of its own. Returns
+    how many events were moved."""
+    if db.execute("SELECT 1 FROM accepted_log LIMIT 1").fetchone() is None:
+        return 0
+    if db.in_transaction:
+        return catch_up(db)
+    with Transaction(db):
+        return catch_up(db)
+
+
+def logged_between(
+    db: sqlite3.Connection, start: Optional[float], end: Optional[float]
+) -> Iterator[tuple[Any, ...]]:
+    """The logged events not yet in ``accepted``, read without writing (for a
+    read-only connection): ``(identifier, event_name, customer, value, ts)``
+    with ``start <= ts < end`` (None: no bound), once per identifier."""
+    seen: set[Any] = set()
+    for (blob,) in db.execute("SELECT events FROM accepted_log ORDER BY id"):
+        for event in marshal.loads(blob):
+            identifier, ts = event[0], event[4]
+            if (start is not None and ts < start) or (end is not None and ts >= end):
+                continue
+            if identifier in seen:
+                continue
+            seen.add(identifier)
+            found = db.execute(
+                "SELECT 1 FROM accepted WHERE identifier = ?", (identifier,)
+            ).fetchone()
+            if found is None:
+                yield event
 
 
 def prune(db: sqlite3.Connection, accepted_before: float, handled_before: float) -> int:
     """Forget accepted events older than *accepted_before*, and handled
-    Stripe events older than *handled_before*; returns how many accepted went."""
+    Stripe events older than *handled_before*; returns how many accepted went.
+
+    The log is left as it is: what it holds past the history's length is
+    forgotten the first time this runs after it was caught up.
+    """
     pruned: int = db.execute("DELETE FROM accepted WHERE ts < ?", (accepted_before,)).rowcount
     db.execute("DELETE FROM handled_events WHERE handled_at < ?", (handled_before,))
     return pruned
 
 
 def prune_oldest(db: sqlite3.Connection) -> int:
-    """Forget the 500 oldest accepted events; returns how many went."""
+    """Forget the 500 oldest accepted events (the log caught up first, its
+    events among them); returns how many went."""
+    caught_up(db)
     gone: int = db.execute(
         "DELETE FROM accepted WHERE identifier IN "
         "(SELECT identifier FROM accepted ORDER BY ts LIMIT 500)"
@@ -57,6 +180,7 @@ def accepted_between(
     db: sqlite3.Connection, start: float, end: float, event_name: Optional[str]
 ) -> list[tuple[str, str, Any, float, float]]:
     """Accepted events with ``start <= timestamp < end``, oldest first."""
+    caught_up(db)
     query = (
         "SELECT event_name, customer, value, ts, accepted_at FROM accepted WHERE ts >= ? AND ts < ?"
     )
@@ -78,6 +202,7 @@ def bury_accepted(
 ) -> int:
     """Move the accepted events with these identifiers to the dead letters;
     returns how many were found."""
+    caught_up(db)
     found = 0
     for ident in identifiers:
         moved: int = db.execute(

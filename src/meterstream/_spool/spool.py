@@ -297,13 +297,25 @@ class Spool:
     def accepted_events(self, events: list[RawEvent]) -> None:
         """Stripe accepted these journal events: into the history (with one),
         then past the journal's cursor. A crash between the two sends them
-        again, under their identifiers: Stripe drops the repeat."""
+        again, under their identifiers: Stripe drops the repeat.
+
+        The batch is logged, one row (:func:`.history.log_accepted`); past
+        :data:`.history.LOG_BOUND` logged events, the log is caught up in the
+        same transaction."""
         if self.history > 0 and events:
             now = self._clock()
             with self._lock, self._write():
-                journal_rows.remember_accepted(self._db, events, now)
-            self._checkpointer.wake()  # the log is copied back off this thread
+                if history_rows.log_accepted(self._db, events, now) > history_rows.LOG_BOUND:
+                    history_rows.catch_up(self._db)
+            self._checkpointer.wake()  # the write-ahead log is copied back off this thread
         self.journal.settle(events)
+
+    def catch_up_history(self) -> int:
+        """Move the accepted batches logged so far (every process's) into the
+        history's table; returns how many events were moved. Delivery calls
+        this when it is idle; every reader of the history does it first."""
+        with self._lock:
+            return history_rows.caught_up(self._db)
 
     def bury_events(
         self, events: list[RawEvent], reason: str, code: Optional[str], message: Optional[str]
