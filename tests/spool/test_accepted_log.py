@@ -93,14 +93,14 @@ def test_catch_up_keeps_each_identifier_once_with_its_first_acceptance_and_exact
         first = [
             ("api", "cus_1", Decimal("0.125"), ts, "a", None),
             ("api", "cus_1", 10**20, ts + 1, "b", None),
-            ("api", "cus_2", 1.5, ts + 2, "c", None),
+            ("api", "cus_2", 1.5, ts + 2, "c", {"model": "m"}),
         ]
         again = [
             ("api", "cus_1", Decimal("0.125"), ts, "a", None),
             ("api", "cus_2", 7, ts, "d", None),
         ]
-        assert log(spool, first, 100.0) == 3
-        assert log(spool, again, 200.0) == 5  # the log counts what it holds
+        assert log(spool, first, 100.0) == 1
+        assert log(spool, again, 200.0) == 2  # ids only grow
         assert accepted_rows(spool_path) == []
         with spool._lock, Transaction(spool._db):
             assert history.catch_up(spool._db) == 5
@@ -111,8 +111,7 @@ def test_catch_up_keeps_each_identifier_once_with_its_first_acceptance_and_exact
             ("d", "api", "cus_2", 7, ts, 200.0),
         ]
         assert logged(spool_path) == 0
-        with spool._lock:
-            assert history.logged_events(spool._db) == 0
+        assert log(spool, again, 300.0) == 3  # not reused once the log is empty
         values = {row[2]: row[2] for row in spool.accepted_between(0, ts + 10)}
         assert values == {Decimal("0.125"): Decimal("0.125"), 10**20: 10**20, 1.5: 1.5, 7: 7}
     finally:
@@ -227,22 +226,31 @@ def test_a_sigkill_after_the_log_commits_loses_nothing(spool_path: str) -> None:
 # -- when catch-up runs -----------------------------------------------------------------------
 
 
-def test_a_batch_that_takes_the_log_past_its_bound_catches_up(
+def test_a_batch_that_takes_the_log_past_its_bound_catches_up_counting_every_process(
     spool_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(history, "LOG_BOUND", 250)
+    monkeypatch.setattr(history, "LOG_BOUND", 3)
     spool = Spool(spool_path)
+    other = Spool(spool_path)  # another process's handle on the file
     try:
         now = time.time()
-        for n in range(300):
+        for n in range(350):
             spool.append(("api", "cus_1", 1, now, f"b-{n}", None))
         for _ in range(2):
-            spool.accepted_events(spool.journal.take(100))
-        assert logged(spool_path) == 2 and accepted_rows(spool_path) == []
-        spool.accepted_events(spool.journal.take(100))  # 300 > 250: caught up at once
+            spool.accepted_events(spool.journal.take(50))
+        log(other, [("api", "cus_1", 1, now, "o-1", None)], now)
+        assert logged(spool_path) == 3 and accepted_rows(spool_path) == []
+        spool.accepted_events(spool.journal.take(50))  # 4 batches > 3: caught up at once
         assert logged(spool_path) == 0
-        assert len(accepted_rows(spool_path)) == 300
+        assert len(accepted_rows(spool_path)) == 151
+        for _ in range(3):
+            spool.accepted_events(spool.journal.take(50))
+        assert logged(spool_path) == 3  # counted from where the log starts now
+        other.catch_up_history()
+        spool.accepted_events(spool.journal.take(50))
+        assert logged(spool_path) == 1  # the other's catch-up seen: no early catch-up
     finally:
+        other.close()
         spool.close()
 
 

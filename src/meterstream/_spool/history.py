@@ -6,13 +6,13 @@ reports, which move accepted events to the dead letters. ``handled_events``
 records which of Stripe's events (the reports, delivered by webhook) a
 process took to handle, so that no two processes handle one.
 
-Delivery does not write ``accepted`` itself: a row a batch costs a few
-microseconds an event (a B-tree insert by identifier, one by timestamp), on
-the delivery thread. It appends the batch to ``accepted_log`` instead, one
-row holding the batch (:func:`log_accepted`, about a microsecond an event),
-in the same transaction and so as durable. :func:`catch_up` moves the logged
+Delivery does not write ``accepted`` itself: a row an event costs a few
+microseconds each (a B-tree insert by identifier, one by timestamp), on the
+delivery thread. It appends the batch to ``accepted_log`` instead, one row
+holding the batch in one statement (:func:`log_accepted`), a transaction a
+batch as before, and so as durable. :func:`catch_up` moves the logged
 batches into ``accepted`` later: when delivery is idle, when the log passes
-:data:`LOG_BOUND` events, and before anything reads ``accepted``
+:data:`LOG_BOUND` batches, and before anything reads ``accepted``
 (:func:`caught_up`), in this process or another one on the same file.
 
 Each function takes the spool's connection, under the spool's lock; those
@@ -39,7 +39,8 @@ __all__ = [
     "caught_up",
     "claim_event",
     "log_accepted",
-    "logged_events",
+    "log_start",
+    "logged_between",
     "known_dead",
     "pending_seqs",
     "prune",
@@ -51,16 +52,15 @@ __all__ = [
 #: Handled Stripe events are remembered at least this long (the history's
 #: length, when that is longer).
 HANDLED_KEPT = 30 * 86400.0
-#: Past this many events in the log, the batch that passed it catches up.
-#: Moving an event costs what writing its row did (two B-tree inserts, 5-6 µs
-#: here): a reader that finds the log this full waits about a second, that
-#: long holding the write lock other processes' deliveries wait on (well
-#: within their 10-second busy timeout), and the log takes 7-13 MB (35-65
-#: bytes an event). Delivery reaches it only when it never idles at a tick
-#: for that many events: several seconds of full load.
-LOG_BOUND = 200_000
-#: The ``meta`` row counting the events the log holds (every process's).
-_LOGGED = "accepted_log_events"
+#: Past this many batches in the log (at most 100 events each: 200,000
+#: events), the batch that passed it catches up. Moving an event costs what
+#: writing its row did (two B-tree inserts, 5-6 µs here): a reader that
+#: finds the log this full waits about a second, that long holding the
+#: write lock other processes' deliveries wait on (well within their
+#: 10-second busy timeout), and the log takes 7-13 MB (35-65 bytes an
+#: event). Delivery reaches it only when it never idles at a tick for that
+#: many batches: several seconds of full load.
+LOG_BOUND = 2_000
 _INSERT_ACCEPTED = (
     "INSERT OR IGNORE INTO accepted "
     "(identifier, event_name, customer, value, ts, accepted_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -68,26 +68,31 @@ _INSERT_ACCEPTED = (
 
 
 def log_accepted(db: sqlite3.Connection, events: Sequence[RawEvent], now: float) -> int:
-    """Append a batch Stripe accepted at *now* to the log, one row; returns
-    how many events the log holds now (every process's).
+    """Append a batch Stripe accepted at *now* to the log: one row, one
+    statement (its own transaction, outside one); returns the row's id.
 
-    The row is the marshal (format 4) of ``(identifier, event_name, customer,
-    value, ts)`` tuples, values as the ``value`` columns keep them.
+    The row is the marshal (format 4) of the recorded tuples as they are, in
+    one call; a Decimal value (which marshal does not take) as its text.
+    Ids only grow (``AUTOINCREMENT``): the log is the rows from the oldest
+    id (:func:`log_start`) to the newest.
     """
-    blob = marshal.dumps([(e[4], e[0], e[1], encode_value(e[2]), e[3]) for e in events], 4)
-    db.execute("INSERT INTO accepted_log (accepted_at, events) VALUES (?, ?)", (now, blob))
-    db.execute(
-        "INSERT OR REPLACE INTO meta (key, value) "
-        "SELECT ?, coalesce((SELECT value FROM meta WHERE key = ?), 0) + ?",
-        (_LOGGED, _LOGGED, len(events)),
-    )
-    return logged_events(db)
+    try:
+        blob = marshal.dumps(list(events), 4)
+    except ValueError:
+        rows = [(e[0], e[1], encode_value(e[2]), e[3], e[4], dict(e[5]) if e[5] else None)
+                for e in events]  # fmt: skip
+        blob = marshal.dumps(rows, 4)
+    cursor = db.execute("INSERT INTO accepted_log (accepted_at, events) VALUES (?, ?)", (now, blob))
+    return int(cursor.lastrowid or 0)
 
 
-def logged_events(db: sqlite3.Connection) -> int:
-    """How many events the log holds, not yet in ``accepted``."""
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (_LOGGED,)).fetchone()
-    return 0 if row is None else int(row[0])
+def log_start(db: sqlite3.Connection) -> int:
+    """The id of the oldest batch in the log (of the next one, when it is empty)."""
+    first = db.execute("SELECT min(id) FROM accepted_log").fetchone()[0]
+    if first is not None:
+        return int(first)
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'accepted_log'").fetchone()
+    return 1 if row is None else int(row[0]) + 1
 
 
 def catch_up(db: sqlite3.Connection) -> int:
@@ -109,13 +114,12 @@ def catch_up(db: sqlite3.Connection) -> int:
         db.executemany(_INSERT_ACCEPTED, _rows(batch, accepted_at))
         moved += len(batch)
     db.execute("DELETE FROM accepted_log WHERE id <= ?", (last,))
-    db.execute("DELETE FROM meta WHERE key = ?", (_LOGGED,))
     return moved
 
 
 def _rows(batch: list[tuple[Any, ...]], accepted_at: float) -> Iterator[tuple[Any, ...]]:
-    for identifier, name, customer, value, ts in batch:
-        yield identifier, name, customer, value, ts, accepted_at
+    for name, customer, value, ts, identifier, _ in batch:
+        yield identifier, name, customer, encode_value(value), ts, accepted_at
 
 
 def caught_up(db: sqlite3.Connection) -> int:
@@ -133,14 +137,13 @@ def caught_up(db: sqlite3.Connection) -> int:
 
 def logged_between(
     db: sqlite3.Connection, start: Optional[float], end: Optional[float]
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[tuple[str, str, Any, float, str]]:
     """The logged events not yet in ``accepted``, read without writing (for a
-    read-only connection): ``(identifier, event_name, customer, value, ts)``
+    read-only connection): ``(event_name, customer, value, ts, identifier)``
     with ``start <= ts < end`` (None: no bound), once per identifier."""
     seen: set[Any] = set()
     for (blob,) in db.execute("SELECT events FROM accepted_log ORDER BY id"):
-        for event in marshal.loads(blob):
-            identifier, ts = event[0], event[4]
+        for name, customer, value, ts, identifier, _ in marshal.loads(blob):
             if (start is not None and ts < start) or (end is not None and ts >= end):
                 continue
             if identifier in seen:
@@ -150,7 +153,7 @@ def logged_between(
                 "SELECT 1 FROM accepted WHERE identifier = ?", (identifier,)
             ).fetchone()
             if found is None:
-                yield event
+                yield name, customer, value, ts, identifier
 
 
 def prune(db: sqlite3.Connection, accepted_before: float, handled_before: float) -> int:

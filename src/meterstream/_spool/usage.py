@@ -198,7 +198,7 @@ def _add_log(
     """Count the accepted batches logged, not yet moved into ``accepted``, as
     accepted: read as they are, since this connection writes nothing."""
     wanted = set(customers) if customers else None
-    for _, name, who, value, ts in logged_between(db, since, until):
+    for name, who, value, ts, _ in logged_between(db, since, until):
         if wanted is not None and who not in wanted:
             continue
         key = _key(by, name, who, ts)
