@@ -9,7 +9,10 @@ All in one run:
                                   threads that wrote meanwhile (group commit), with
                                   the records per sync and an fdatasync timed right
                                   after it (the floor: 8 / that time)
-  record(), no spool              the in-memory record path
+  record(), no spool              the in-memory record path, measured in turns with
+                                  the journal's one-thread case (5 rounds, the median
+                                  of their medians); both also without an identifier
+                                  given (a generated one, the default)
   bare mmap store                 a framed record (marshal, CRC-32, 16-byte header,
                                   one precompiled struct store)
                                   copied into a MAP_SHARED mapping under a lock:
@@ -66,6 +69,8 @@ from meterstream.emulator import Emulator
 
 KEY = "sk_test_bench"
 CHUNK = 50
+#: Rounds of the one-thread record() cases, journal and in memory in turn.
+ROUNDS = 5
 
 
 #: Calls per second, all threads together, of the last chunk_medians run.
@@ -104,23 +109,29 @@ def chunk_medians(call: Callable[[int], object], chunks: int, threads: int) -> f
     return statistics.median(samples)
 
 
-def spool_record_ns(url: str, directory: str, chunks: int, threads: int, sync: str) -> float:
+def recorder(record: Callable[..., object], named: bool) -> Callable[[int], object]:
+    """One record() call: with an identifier given (as the targets are measured), or without
+    (a generated one: the default)."""
+    if named:
+        return lambda n: record("bench_api", customer="cus_bench", identifier=f"r{n}")
+    return lambda n: record("bench_api", customer="cus_bench")
+
+
+def spool_record_ns(
+    url: str, directory: str, chunks: int, threads: int, sync: str, named: bool = True
+) -> float:
     client = meterstream.MeterClient(
         api_key=KEY,
         api_base=url,
         stream_base=url,
-        spool_path=os.path.join(directory, f"record-{threads}-{sync}.db"),
+        spool_path=os.path.join(directory, f"record-{threads}-{sync}-{named}.db"),
         spool_sync=sync,
         flush_interval=3600,
     )
     record = client.record
     journal = getattr(client.spool, "journal", None)
     try:
-        ns = chunk_medians(
-            lambda n: record("bench_api", customer="cus_bench", identifier=f"r{n}"),
-            chunks,
-            threads,
-        )
+        ns = chunk_medians(recorder(record, named), chunks, threads)
         syncs = getattr(journal, "group_syncs", 0)
         LAST_PER_SYNC[0] = threads * chunks * CHUNK / syncs if syncs else 0.0
         return ns
@@ -128,13 +139,11 @@ def spool_record_ns(url: str, directory: str, chunks: int, threads: int, sync: s
         client.shutdown(0)
 
 
-def memory_record_ns(chunks: int) -> float:
+def memory_record_ns(chunks: int, named: bool = True) -> float:
     client = meterstream.MeterClient(exporter="none", max_queue_size=1 << 30)
     record = client.record
     try:
-        return chunk_medians(
-            lambda n: record("bench_api", customer="cus_bench", identifier=f"r{n}"), chunks, 1
-        )
+        return chunk_medians(recorder(record, named), chunks, 1)
     finally:
         client.shutdown(30)  # the "none" exporter takes what the timed part left
 
@@ -273,7 +282,17 @@ def spool_cases(
     """The cases that go through spool_path: this checkout's, or (--base-only) another's."""
     results: dict[str, Any] = {}
     emulator.set_faults(hang=True)
-    results["record_spool_1_thread_ns"] = spool_record_ns(url, directory, chunks, 1, "normal")
+    # The one-thread cases beside the in-memory path, taking turns (ROUNDS rounds,
+    # the median of their medians): the ratio the target is set on, with as
+    # little of the machine's drift between its two sides as one run allows.
+    per_round = max(chunks // ROUNDS, 50)
+    for named, suffix in ((True, ""), (False, "_default_id")):
+        spool, memory = [], []
+        for _ in range(ROUNDS):
+            memory.append(memory_record_ns(per_round, named))
+            spool.append(spool_record_ns(url, directory, per_round, 1, "normal", named))
+        results[f"record_spool_1_thread{suffix}_ns"] = statistics.median(spool)
+        results[f"record_no_spool{suffix}_ns"] = statistics.median(memory)
     results["record_spool_1_thread_per_s"] = LAST_RATE[0]
     results["record_spool_8_threads_ns"] = spool_record_ns(
         url, directory, max(chunks // 8, 50), 8, "normal"
@@ -347,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         emulator = Emulator.spawn(auto_create_meters=True)
         try:
             results = spool_cases(emulator.url, directory, emulator, args.chunks, args.events)
-            results["record_no_spool_ns"] = memory_record_ns(args.chunks)
             results["bare_mmap_store_ns"] = bare_mmap_ns(directory, args.chunks)
             results["bare_sqlite_insert_commit_ns"] = bare_insert_ns(directory, args.chunks)
             results["bare_fdatasync_ns"] = bare_sync_ns(directory, max(args.chunks // 40, 10))
@@ -376,18 +394,21 @@ def report(results: dict[str, Any], events: int) -> None:
     base = results["base"]
     memory = results["record_no_spool_ns"]
     print(f"{'median per call':<46} {'µs':>8} {'× no spool':>11} {'previous':>9}")
-    for name, key in (
-        ("record(), journal, 1 thread", "record_spool_1_thread_ns"),
-        ("record(), journal, 8 threads", "record_spool_8_threads_ns"),
-        ('record(), journal, spool_sync="full", 8 thr', "record_spool_full_8_threads_ns"),
-        ("record(), no spool", "record_no_spool_ns"),
-        ("bare mmap store (the journal's floor)", "bare_mmap_store_ns"),
-        ("bare sqlite3 insert+commit (WAL, NORMAL)", "bare_sqlite_insert_commit_ns"),
-        ("bare store + fdatasync (spool_sync=full's floor)", "bare_fdatasync_ns"),
+    plain = results["record_no_spool_default_id_ns"]
+    for name, key, beside in (
+        ("record(), journal, 1 thread", "record_spool_1_thread_ns", memory),
+        ("record(), journal, 8 threads", "record_spool_8_threads_ns", memory),
+        ('record(), journal, spool_sync="full", 8 thr', "record_spool_full_8_threads_ns", memory),
+        ("record(), no spool", "record_no_spool_ns", memory),
+        ("record(), journal, no identifier given", "record_spool_1_thread_default_id_ns", plain),
+        ("record(), no spool, no identifier given", "record_no_spool_default_id_ns", plain),
+        ("bare mmap store (the journal's floor)", "bare_mmap_store_ns", memory),
+        ("bare sqlite3 insert+commit (WAL, NORMAL)", "bare_sqlite_insert_commit_ns", memory),
+        ("bare store + fdatasync (spool_sync=full's floor)", "bare_fdatasync_ns", memory),
     ):
         ns = results[key]
         before = f"{base[key] / 1000:>9.2f}" if key in base else f"{'':>9}"
-        print(f"{name:<46} {ns / 1000:>8.2f} {ns / memory:>11.2f} {before}")
+        print(f"{name:<46} {ns / 1000:>8.2f} {ns / beside:>11.2f} {before}")
     print(f"{'records/s, all threads together':<46} {'':>8} {'':>11} {'previous':>9}")
     for name, key in (
         ("journal, 8 threads", "record_spool_8_threads_per_s"),

@@ -842,6 +842,8 @@ class MeterClient:
 
     def _after_fork_in_child(self) -> None:
         """Make this client usable in a forked child: fresh locks, no inherited events."""
+        # First: the parts reset below (the spool's journal) write the child's prefix.
+        _events.ensure_fresh_prefix_after_fork()
         self._lock = threading.Lock()
         self._log = RateLimitedLog()
         self._reports.after_fork_in_child()
@@ -851,7 +853,6 @@ class MeterClient:
         self._cancels.after_fork_in_child()
         self.exporter.after_fork_in_child()
         self._aggregation.after_fork_in_child()
-        _events.ensure_fresh_prefix_after_fork()
         self._path.after_fork_in_child()  # last: the parts it asks about are reset
 
     # -- lifecycle ------------------------------------------------------------------

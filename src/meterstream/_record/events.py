@@ -28,6 +28,8 @@ __all__ = [
     "format_timestamp",
     "identifier_prefix",
     "next_sequence",
+    "prefix_from_bytes",
+    "prefix_to_bytes",
     "to_wire",
 ]
 
@@ -52,6 +54,19 @@ next_sequence = _sequence.__next__
 
 def identifier_prefix() -> str:
     return _prefix
+
+
+def prefix_to_bytes(prefix: str) -> bytes:
+    """The 10 random bytes a prefix of :func:`identifier_prefix` is made of (a
+    journal segment keeps them, for the numbers its frames hold)."""
+    if len(prefix) != 20 or not prefix.startswith("ms_") or not prefix.endswith("_"):
+        raise ValueError(f"not an identifier prefix: {prefix!r}")
+    return base64.b32decode(prefix[3:-1].upper())
+
+
+def prefix_from_bytes(raw: bytes) -> str:
+    """The prefix :func:`prefix_to_bytes` was given."""
+    return "ms_" + base64.b32encode(raw).decode("ascii").lower() + "_"
 
 
 def _reset_after_fork() -> None:

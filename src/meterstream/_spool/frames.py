@@ -4,10 +4,15 @@ A frame is a 16-byte header (payload length, CRC-32, sequence number: little
 endian ``u32 u32 u64``) and the payload, padded to 8 bytes. The payload is
 the recorded tuple ``(event_name, customer, value, timestamp, identifier,
 dimensions)`` in :mod:`marshal`'s format 4 (read by every Python since 3.4;
-no JSON on the record path); a Decimal value is kept as ``("d", text)``. The
-checksum covers the payload and is seeded with the length and the sequence
-number, so a frame whose header or payload was half written (a SIGKILL
-during the copy) does not check.
+no JSON on the record path); a Decimal value is kept as ``("d", text)``, and
+a generated identifier as its number (its text is the segment's prefix and
+the number: :func:`decode_event`). The
+checksum covers the payload's *length* bytes and is seeded with the sequence
+number (its low 32 bits): a frame whose header or payload was half written
+(a SIGKILL during the copy) does not check. A wrong length checks other
+bytes; a wrong sequence number starts the CRC from another value, which for
+payloads of one length always gives another result (a CRC is linear in its
+start value).
 
 :func:`scan` reads the frames of a segment from an offset: it stops at the
 first zero length (the end: a segment is preallocated with zeros and never
@@ -25,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from meterstream._record.events import RawEvent
 
@@ -34,9 +39,12 @@ __all__ = [
     "MAX_PAYLOAD",
     "Frame",
     "ScanReport",
+    "complete",
     "decode_event",
     "encode_event",
     "frame_size",
+    "holds",
+    "needles",
     "scan",
     "seed",
 ]
@@ -51,8 +59,13 @@ _HEADER_SIZE = FRAME_HEADER.size
 
 
 def seed(length: int, seq: int) -> int:
-    """The CRC-32's start value for a frame: its header's length and sequence number."""
-    return (seq * 0x9E3779B1 + length) & _MASK
+    """The CRC-32's start value for a frame: its sequence number's low 32 bits.
+
+    (*length* is not part of it: the checksum covers *length* bytes.
+    ``zlib.crc32`` takes the low 32 bits of the number itself, which is how
+    the journal's record path gives it.)
+    """
+    return seq & _MASK
 
 
 def frame_size(length: int) -> int:
@@ -60,9 +73,9 @@ def frame_size(length: int) -> int:
     return _HEADER_SIZE + ((length + 7) & ~7)
 
 
-def encode_event(event: RawEvent, identifier: str) -> bytes:
-    """The payload of *event*, under *identifier* (the event's, as text)."""
-    name, customer, value, ts, _, dimensions = event
+def encode_event(event: RawEvent) -> bytes:
+    """The payload of *event*: its identifier as given (text, or a generated number)."""
+    name, customer, value, ts, identifier, dimensions = event
     if type(value) is not int and type(value) is not float:
         value = encode_value(value)
     row: Any = (name, customer, value, ts, identifier, dimensions)
@@ -76,22 +89,61 @@ def encode_value(value: Any) -> Any:
     return value
 
 
-def decode_event(payload: Union[bytes, memoryview]) -> RawEvent:
-    """The recorded tuple a payload holds (dimensions as a dict).
+def decode_event(payload: Union[bytes, memoryview], prefix: Optional[str]) -> RawEvent:
+    """The recorded tuple a payload of a segment whose prefix is *prefix* holds.
 
     Raises:
         ValueError: the payload is not a recorded tuple.
     """
     try:
         decoded = marshal.loads(payload)
-        name, customer, value, ts, identifier, dimensions = decoded
+        if type(decoded) is not tuple or len(decoded) != 6:
+            raise ValueError("not a 6-tuple")
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"not a recorded event ({exc})") from None
+    return complete(decoded, prefix)
+
+
+def complete(event: Any, prefix: Optional[str]) -> RawEvent:
+    """A loaded payload as the event it was recorded: a Decimal value, the
+    dimensions as a dict, a numbered identifier as text after *prefix*.
+
+    Raises:
+        ValueError: a numbered identifier in a segment without a prefix.
+    """
+    name, customer, value, ts, identifier, dimensions = event
     if type(value) is tuple:
         value = Decimal(value[1])
     if type(dimensions) is tuple:
         dimensions = dict(dimensions)
+    if type(identifier) is int:
+        if prefix is None:
+            raise ValueError("a numbered identifier in a segment without a prefix")
+        identifier = prefix + str(identifier)
     return (name, customer, value, ts, identifier, dimensions)
+
+
+def needles(identifier: str, prefix: Optional[str]) -> tuple[bytes, ...]:
+    """Byte strings one of which a payload holding *identifier* contains: its
+    text, and in a segment whose prefix begins it, its number as marshal writes
+    it (without the type byte, which may carry marshal's reference flag)."""
+    text = identifier.encode("utf-8")
+    if prefix is not None and identifier.startswith(prefix):
+        digits = identifier[len(prefix) :]
+        if digits.isascii() and digits.isdigit() and (digits == "0" or digits[0] != "0"):
+            return (text, marshal.dumps(int(digits), 4)[1:])
+    return (text,)
+
+
+def holds(payload: bytes, found: tuple[bytes, ...], identifier: str, prefix: Optional[str]) -> bool:
+    """Whether *payload* (of a segment whose prefix is *prefix*) is the event
+    *identifier*; *found* are its :func:`needles`."""
+    if not any(needle in payload for needle in found):
+        return False
+    try:
+        return decode_event(payload, prefix)[4] == identifier
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

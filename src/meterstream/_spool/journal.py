@@ -39,11 +39,15 @@ from meterstream._spool.frames import (
     FRAME_HEADER,
     MAX_PAYLOAD,
     ScanReport,
+    complete,
     decode_event,
     encode_event,
     frame_size,
+    holds,
+    needles,
     scan,
 )
+from meterstream._spool.mutex import Mutex
 from meterstream._spool.segment import DirectoryLock, Segment, SegmentError
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "Journal", "JournalError", "JournalFull", "inspect"]
@@ -53,9 +57,10 @@ DEFAULT_SEGMENT_BYTES = 8 << 20
 #: The longest a group commit's leader waits for the other recording threads (seconds).
 LINGER_MAX = 0.005
 #: Packers of a whole frame (header and payload) by payload length: one store per record.
-_PACKERS: dict[int, Callable[..., None]] = {}
 #: Payloads up to this long get a packer kept in _PACKERS; longer ones one made each time.
 _PACKED_UP_TO = 4096
+#: (A list, indexed by the length: a third of a dict's get and a None test.)
+_PACKERS: list[Optional[Callable[..., None]]] = [None] * (_PACKED_UP_TO + 1)
 _dumps = marshal.dumps
 _loads = marshal.loads
 _CURSOR = struct.Struct("<QQ")
@@ -157,7 +162,15 @@ class Journal:
         self._start()
 
     def _start(self) -> None:
-        self._lock = threading.Lock()
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            #: The writers' lock: a Mutex (see .mutex), cheaper to take than threading.Lock.
+            self._lock = Mutex()
+        elif lock.locked():
+            # A forked child: the lock a fork passed over (forks.FORK_PATIENCE)
+            # is held by a thread the child does not have. The same lock
+            # object stays, for the writer() functions bound to it.
+            lock.release()
         self._read_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         sync_state = threading.Lock()
@@ -167,6 +180,9 @@ class Journal:
         self._syncing = False
         self._seg: Optional[Segment] = None
         self._next_seq = 1
+        #: What a generated identifier's number is written after (a forked
+        #: child's own: the at-fork hook made it before this runs again).
+        self._prefix = identifier_prefix()
         self._sources: list[_Source] = []
         self._taken: dict[int, tuple[_Source, int]] = {}
         self._retry: list[tuple[float, RawEvent]] = []
@@ -203,16 +219,16 @@ class Journal:
             ValueError: the event cannot be written (too large, an unknown type).
         """
         value = event[2]
-        if type(event[4]) is str and (type(value) is int or type(value) is float):
+        if type(value) is int or type(value) is float:
             payload = _dumps(event, 4)  # type: ignore[arg-type]  # the recorded tuple as it is
         else:
-            payload = _payload(event)
+            payload = encode_event(event)
         length = len(payload)
         # The frame in one store: header and payload by a packer made once per length.
-        pack = _PACKERS.get(length) or _packer(length)
+        pack = (_PACKERS[length] if length <= _PACKED_UP_TO else None) or _packer(length)
         size = 16 + ((length + 7) & ~7)
         lock = self._lock
-        lock.acquire()  # not "with": its __exit__ call costs ~100 ns more a record
+        lock.take()  # not "with": its __exit__ call costs ~100 ns more a record
         try:
             seg = self._seg
             if seg is None or seg.end + size > seg.size:
@@ -220,19 +236,89 @@ class Journal:
             offset = seg.end
             seq = self._next_seq
             self._next_seq = seq + 1
-            # The checksum's seed is frames.seed(length, seq), written out here.
-            crc = _crc(payload, (seq * 0x9E3779B1 + length) & 0xFFFFFFFF)
+            crc = _crc(payload, seq)  # seeded with frames.seed(length, seq): seq's low 32 bits
             pack(seg.mm, offset, length, crc, seq, payload)
             seg.end = offset + size
         finally:
-            lock.release()
+            lock.give(None)
         if self._full_sync:
             self._sync_upto(seg, offset + size)
+
+    def writer(
+        self, slow: Callable[[RawEvent], bool], wake: Any, batch_size: int
+    ) -> Callable[[RawEvent], bool]:
+        """The record path's write: :meth:`append` without a call, a raise or a check
+        the common event does not need, and the early wake of delivery.
+
+        The function returned writes an event whose value marshal keeps as it
+        is (an int, a float) into the current segment, and returns True (a
+        generated identifier is kept as its number: the segment's header has
+        the prefix that completes it, :func:`.frames.complete`). Any
+        other event (a Decimal value), one the current segment has no room
+        for (a roll: with ``max_bytes``, the overflow policy), and anything
+        that raises go to *slow*, which calls :meth:`append`; with
+        ``sync="full"`` every event does (the ``fdatasync`` is its cost).
+        Once *batch_size* of this process's frames wait unread it sets
+        *wake*, looked at every power of two up to *batch_size* frames (one
+        look a frame costs a tenth of the write), so a full batch waits for
+        fewer than twice *batch_size* frames. It stays valid for the
+        journal's life, across a fork (see :meth:`_start`).
+        """
+        if self._full_sync:
+            return slow
+        acquire = self._lock.take
+        give = self._lock.give
+        dumps: Callable[[Any, int], bytes] = _dumps  # the recorded tuple as it is
+        crc = _crc
+        packers = _PACKERS
+        every = (1 << (max(1, batch_size).bit_length() - 1)) - 1
+        journal = self
+
+        def write(event: RawEvent) -> bool:
+            try:
+                # The tuple as it is: a generated identifier as its number, which
+                # the segment's prefix completes; a Decimal value raises (slow path).
+                payload = dumps(event, 4)
+                length = len(payload)
+                pack = packers[length]  # past _PACKED_UP_TO: IndexError, the slow path
+                if pack is None:
+                    pack = _packer(length)
+                size = (length + 23) & -8  # the header, and the payload padded to 8
+                seq = 0
+                acquire()
+                try:
+                    # None before the first segment: AttributeError, the slow path.
+                    seg: Segment = journal._seg  # type: ignore[assignment]
+                    offset = seg.end
+                    if offset + size <= seg.size:
+                        seq = journal._next_seq
+                        # Seeded with frames.seed(length, seq): crc32 takes seq's low 32 bits.
+                        pack(seg.mm, offset, length, crc(payload, seq), seq, payload)
+                        journal._next_seq = seq + 1
+                        seg.end = offset + size
+                finally:
+                    give(None)
+            except Exception:
+                return slow(event)
+            if not seq:
+                return slow(event)
+            if not seq & every and seq - journal._own_read >= batch_size and not wake._flag:
+                wake.set()
+            return True
+
+        return write
 
     @property
     def written(self) -> int:
         """Events this process wrote (its frames are numbered 1, 2, ... in the order written)."""
         return self._next_seq - 1
+
+    def unread(self) -> int:
+        """This process's frames not read yet (a cheap count: no lock); 0 once closed
+        (they wait in the segments, for the next process)."""
+        if self._closed:
+            return 0
+        return max(0, self._next_seq - 1 - self._own_read)
 
     def _roll(self, length: int) -> Segment:
         """A new segment (the lock held): the current one is full, or there is none."""
@@ -244,7 +330,11 @@ class Journal:
             raise JournalFull(self.directory)
         try:
             new = segments.create(
-                self.directory, self._next_seq, self.segment_bytes, written=self.sync == "full"
+                self.directory,
+                self._next_seq,
+                self.segment_bytes,
+                self._prefix,
+                written=self.sync == "full",
             )
         except SegmentError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -364,7 +454,7 @@ class Journal:
             if source.own:
                 self._own_read = frame.seq
             try:
-                event = decode_event(frame.payload)
+                event = decode_event(frame.payload, seg.prefix)
             except ValueError:
                 report.corrupt += 1
                 source.window[frame.seq] = [frame.end, True]
@@ -424,6 +514,7 @@ class Journal:
         taken = self._taken
         withdrawn = self._withdrawn
         unpack = FRAME_HEADER.unpack_from
+        prefix = seg.prefix
         while pos < end:
             if len(out) >= limit:
                 break
@@ -432,8 +523,8 @@ class Journal:
             pos = start + ((length + 7) & ~7)
             self._own_read = seq
             event = _loads(mm[start : start + length])
-            if type(event[2]) is tuple or type(event[5]) is tuple:
-                event = decode_event(mm[start : start + length])
+            if type(event[4]) is not str or type(event[2]) is tuple or type(event[5]) is tuple:
+                event = complete(event, prefix)
             if withdrawn and event[4] in withdrawn:
                 withdrawn.discard(event[4])
                 window[seq] = [pos, True]
@@ -554,7 +645,6 @@ class Journal:
 
     def _find(self, identifier: str, durable: Optional[Callable[[str], None]]) -> Optional[str]:
         """:meth:`withdraw` when *durable* is given, :meth:`pending_state` when None."""
-        needle = identifier.encode("utf-8")
         with self._read_lock:
             if identifier in self._withdrawn:
                 return None
@@ -570,16 +660,17 @@ class Journal:
             for source in self._sources:
                 seg = source.seg
                 end = source.limit()
-                if seg.mm.find(needle, source.pos, end) >= 0:
+                found = needles(identifier, seg.prefix)
+                if _finds(seg.mm, found, source.pos, end):
                     report = ScanReport()
                     for frame in scan(seg.mm, source.pos, end, source.after, report):
-                        if needle in frame.payload and decode_event(frame.payload)[4] == identifier:
+                        if holds(frame.payload, found, identifier, seg.prefix):
                             if durable is None:
                                 return "pending"
                             durable(identifier)
                             self._withdrawn.add(identifier)
                             return "withdrawn"
-                if source.window and self._in_window(source, needle, identifier):
+                if source.window and self._in_window(source, found, identifier):
                     return "in_flight"
         return None
 
@@ -590,30 +681,29 @@ class Journal:
 
         Reads the files without locking or changing anything.
         """
-        needle = identifier.encode("utf-8")
         with self._read_lock:
             mine = {source.seg.path for source in self._sources}
         for path in segments.list_segments(self.directory):
             if path in mine:
                 continue
-            if _segment_holds(path, needle, identifier):
+            if _segment_holds(path, identifier):
                 return True
         return False
 
-    def _in_window(self, source: _Source, needle: bytes, identifier: str) -> bool:
-        """Whether *identifier* is among *source*'s frames read and not settled."""
+    def _in_window(self, source: _Source, found: tuple[bytes, ...], identifier: str) -> bool:
+        """Whether *identifier* (*found*: its needles) is among *source*'s frames
+        read and not settled."""
         seg = source.seg
         after, start = seg.cursor
         start = max(start, segments.HEADER_SIZE)
-        if seg.mm.find(needle, start, source.pos) < 0:
+        if not _finds(seg.mm, found, start, source.pos):
             return False
         for frame in scan(seg.mm, start, source.pos, after, ScanReport()):
             entry = source.window.get(frame.seq)
             if (
                 entry is not None
                 and not entry[1]
-                and needle in frame.payload
-                and decode_event(frame.payload)[4] == identifier
+                and holds(frame.payload, found, identifier, seg.prefix)
             ):
                 return True
         return False
@@ -771,15 +861,6 @@ def _packer(length: int) -> Callable[..., None]:
     return pack
 
 
-def _payload(event: RawEvent) -> bytes:
-    """The payload of an event whose identifier is not text or whose value is not
-    an int or a float (a Decimal: kept as its text)."""
-    identifier = event[4]
-    if type(identifier) is not str:
-        identifier = identifier_prefix() + str(identifier)
-    return encode_event(event, identifier)
-
-
 def os_makedirs(directory: str) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
 
@@ -814,15 +895,21 @@ def inspect(directory: str) -> list[RawEvent]:
         if len(data) < segments.HEADER_SIZE or data[:8] != segments.MAGIC:
             continue
         seq, offset = _cursor_of(data)
+        prefix = segments.prefix_of(data)
         for frame in scan(data, offset, len(data), seq, ScanReport()):
             try:
-                out.append(decode_event(frame.payload))
+                out.append(decode_event(frame.payload, prefix))
             except ValueError:
                 continue
     return out
 
 
-def _segment_holds(path: str, needle: bytes, identifier: str) -> bool:
+def _finds(buf: Any, found: tuple[bytes, ...], start: int, end: int) -> bool:
+    """Whether one of the needles *found* is in ``buf[start:end]``."""
+    return any(buf.find(needle, start, end) >= 0 for needle in found)
+
+
+def _segment_holds(path: str, identifier: str) -> bool:
     """Whether the segment at *path* has *identifier* past its cursor (mapped read-only)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -841,16 +928,14 @@ def _segment_holds(path: str, needle: bytes, identifier: str) -> bool:
         if view[:8] != segments.MAGIC:
             return False
         seq, offset = _cursor_of(view)
-        if view.find(needle, offset) < 0:
+        prefix = segments.prefix_of(view)
+        found = needles(identifier, prefix)
+        if not _finds(view, found, offset, size):
             return False
-        for frame in scan(view, offset, size, seq, ScanReport()):
-            if needle in frame.payload:
-                try:
-                    if decode_event(frame.payload)[4] == identifier:
-                        return True
-                except ValueError:
-                    continue
-        return False
+        return any(
+            holds(frame.payload, found, identifier, prefix)
+            for frame in scan(view, offset, size, seq, ScanReport())
+        )
     finally:
         view.close()
 

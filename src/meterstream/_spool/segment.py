@@ -15,8 +15,11 @@ check).
 
 The 64-byte header: magic and version, the first sequence number, the pid
 that created it, the cursor (every frame numbered up to it has settled, and
-where the frame after it starts), and whether the writer has moved on to a
-newer segment (sealed).
+where the frame after it starts), whether the writer has moved on to a
+newer segment (sealed), and (version 2) the writer's identifier prefix as
+its 10 random bytes: a frame may hold a generated identifier as its number
+alone, which a reader writes out after that prefix. Version 1 (no prefix:
+every frame's identifier is text) is read as it is.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import mmap
 import os
 import struct
 import time
-from typing import Optional
+from typing import Any, Optional
 
+from meterstream._record.events import prefix_from_bytes, prefix_to_bytes
 from meterstream._spool import forks
 
 __all__ = [
@@ -43,8 +47,11 @@ __all__ = [
 MAGIC = b"MSJRNL01"
 HEADER_SIZE = 64
 SUFFIX = ".seg"
-#: magic, version, first seq, pid, cursor seq, cursor offset, sealed, created (ns)
-_HEADER = struct.Struct("<8sIxxxxQQQQQQ")
+#: The header this release writes: a prefix in it.
+VERSION = 2
+#: magic, version, first seq, pid, cursor seq, cursor offset, sealed, the
+#: identifier prefix's bytes (version 1: sealed was 8 bytes, then a creation time)
+_HEADER = struct.Struct("<8sIxxxxQQQQB10s5x")
 _CURSOR = struct.Struct("<QQ")
 _CURSOR_AT = 32
 _SEALED_AT = 48
@@ -70,6 +77,7 @@ class Segment:
         "name",
         "path",
         "pid",
+        "prefix",
         "sealed",
         "size",
     )
@@ -86,6 +94,8 @@ class Segment:
         self.first_seq: int = first
         self.pid: int = pid
         self.sealed = bool(sealed)
+        #: What a numbered identifier in its frames is written after (None: version 1).
+        self.prefix = prefix_of(mm)
         #: Where the next frame goes (the writer's) or where the frames end (a reader's).
         self.end = HEADER_SIZE
 
@@ -100,7 +110,7 @@ class Segment:
 
     def seal(self) -> None:
         """The writer moved on: no frame will be added."""
-        struct.pack_into("<Q", self.mm, _SEALED_AT, 1)
+        struct.pack_into("<B", self.mm, _SEALED_AT, 1)
         self.sealed = True
 
     def sync(self) -> None:
@@ -150,8 +160,19 @@ def list_segments(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in sorted(names) if n.endswith(SUFFIX)]
 
 
-def create(directory: str, first_seq: int, size: int, written: bool = False) -> Segment:
-    """A new segment in *directory*, *size* bytes preallocated, locked by this process.
+def prefix_of(header: Any) -> Optional[str]:
+    """The identifier prefix a segment's header holds (None: version 1, no prefix)."""
+    version = struct.unpack_from("<I", header, 8)[0]
+    if version < 2:
+        return None
+    return prefix_from_bytes(bytes(header[49:59]))
+
+
+def create(
+    directory: str, first_seq: int, size: int, prefix: str, written: bool = False
+) -> Segment:
+    """A new segment in *directory*, *size* bytes preallocated, locked by this process,
+    whose numbered identifiers are written after *prefix*.
 
     Created under the directory's lock, so that no other process sees it
     before it is locked and headed.
@@ -178,13 +199,13 @@ def create(directory: str, first_seq: int, size: int, written: bool = False) -> 
                 mm,
                 0,
                 MAGIC,
-                1,
+                VERSION,
                 first_seq,
                 os.getpid(),
                 first_seq - 1,
                 HEADER_SIZE,
                 0,
-                time.time_ns(),
+                prefix_to_bytes(prefix),
             )
         except OSError as exc:
             os.close(fd)

@@ -76,8 +76,10 @@ class SpoolBuffer:
         self._raise = raise_errors
         #: flush() markers not yet taken, oldest first: all this keeps in memory.
         self._markers: deque[FlushMarker] = deque()
-        #: Events put since the last claim: a cheap "is there work" guess; the
-        #: flusher's tick looks at the spool itself, for other processes' events.
+        #: Events to claim from the SQLite file (aggregated ones, and a tick's
+        #: guess that another process left some): with the journal's unread
+        #: frames, a cheap "is there work"; the flusher's tick looks at the
+        #: spool itself, for other processes' events.
         self._fresh = 0
         self._claimed: dict[int, int] = {}  # id(raw event) -> its row in the spool
         self._claimed_lock = threading.Lock()
@@ -85,11 +87,18 @@ class SpoolBuffer:
         #: The SQLite file may hold events to claim (checked on open and each tick).
         self._rows = True
         self._append = spool.journal.append
+        #: Write one event to the journal; False when it was dropped (counted,
+        #: logged). The journal's writer (one store, no call): anything it
+        #: does not take on its own comes to :meth:`put_checked`.
+        self.put: Callable[[RawEvent], bool] = spool.journal.writer(
+            self.put_checked, self.wake, batch_size
+        )
 
     # -- the record path ------------------------------------------------------------
 
-    def put(self, item: RawEvent) -> bool:
-        """Write one event to the journal; False when it was dropped (counted, logged).
+    def put_checked(self, item: RawEvent) -> bool:
+        """Write one event to the journal, a new segment and the overflow policy
+        included; False when it was dropped (counted, logged).
 
         Counted as spooled by the journal itself (``journal.written``): no
         counter lock on the record path.
@@ -118,8 +127,7 @@ class SpoolBuffer:
             if self._raise:
                 raise DeliveryError(f"spool_path: {exc}", reason="spool") from None
             return False
-        self._fresh += 1
-        if self._fresh >= self.batch_size and not self.wake._flag:
+        if self.spool.journal.unread() >= self.batch_size and not self.wake._flag:
             self.wake.set()
         return True
 
@@ -170,10 +178,10 @@ class SpoolBuffer:
         return bool(self._markers)
 
     def waiting(self) -> bool:
-        return self._fresh > 0 or bool(self._markers)
+        return self._fresh > 0 or self.spool.journal.unread() > 0 or bool(self._markers)
 
     def __len__(self) -> int:
-        return self._fresh
+        return self._fresh + self.spool.journal.unread()
 
     def take(self, limit: int) -> tuple[list[RawEvent], Optional[FlushMarker]]:
         """Up to *limit* of the oldest events: the journal's, then those of the
@@ -192,7 +200,9 @@ class SpoolBuffer:
             if not len(claimed):
                 self._rows = False  # until a tick, or an aggregation, says otherwise
             events.extend(claimed.events)
-        self._fresh = max(0, self._fresh - len(events)) if events else 0
+            self._fresh = max(0, self._fresh - len(claimed))
+        if len(events) < limit:
+            self._fresh = 0  # everything there was to take is taken
         marker: Optional[FlushMarker] = None
         if len(events) < limit and self._markers:
             marker = self._markers.popleft()  # one taker at a time: delivery's lock
