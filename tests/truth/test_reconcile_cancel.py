@@ -66,6 +66,8 @@ def test_a_recent_cancellation_settles_within_the_grace_then_differs_while_strip
     client.record("api", 3, customer="cus_a", identifier="a-2", timestamp=since + 61)
     client.record("api", 4, customer="cus_b", identifier="b-1", timestamp=since + 62)
     assert client.flush(5)
+    assert client.spool is not None
+    client.spool.catch_up_history()  # the accepted batches logged: into the table changed here
     with sqlite3.connect(path) as db:  # accepted long ago: only the cancellations are recent
         db.execute("UPDATE accepted SET accepted_at = ?", (time.time() - 2 * HOUR,))
     emulator.set_faults(adjustment_lag=HOUR)  # Stripe has not processed the adjustments

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Callable, Optional
 
 from meterstream._spool import journal
+from meterstream._spool.history import caught_up
 from meterstream._spool.schema import Transaction
 from meterstream._spool.segment import list_segments
 from meterstream._spool.size import disk_bytes
@@ -85,6 +86,7 @@ class SpoolAdmin:
         now = self._clock()
         out = SpoolStatus()
         with self._lock:
+            caught_up(self._db)  # the batches logged since: counted in ``accepted``
             for name, count, claimed in self._db.execute(
                 "SELECT p.event_name, count(*), sum(c.owner != 0 AND c.lease >= ?) "
                 "FROM pending p LEFT JOIN claims c ON c.seq = p.seq GROUP BY p.event_name",
@@ -171,6 +173,7 @@ class SpoolAdmin:
         """The accepted history (what Stripe took, kept ``spool_history_days``),
         oldest first, as dicts."""
         with self._lock:
+            caught_up(self._db)
             rows = self._db.execute(
                 "SELECT identifier, event_name, customer, value, ts, accepted_at "
                 "FROM accepted ORDER BY ts, identifier"

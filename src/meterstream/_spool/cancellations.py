@@ -10,7 +10,8 @@ next process that opens the spool.
 
 The lookups read the tables the spool already keeps: ``pending`` (is the
 event still waiting, or claimed by a sender?) and ``accepted`` (when did
-Stripe accept it, for the 24-hour window). Each function takes the spool's
+Stripe accept it, for the 24-hour window), the latter caught up with the log
+of accepted batches first (``history.caught_up``). Each function takes the spool's
 connection, under the spool's lock; those that write run in the caller's
 write transaction.
 """
@@ -22,6 +23,7 @@ import threading
 from typing import Any, Callable, NamedTuple, Optional
 
 from meterstream._delivery.cancels import PendingCancel
+from meterstream._spool.history import caught_up
 from meterstream._spool.rows import decode_value
 from meterstream._spool.schema import Transaction
 
@@ -71,6 +73,7 @@ class AcceptedEvent(NamedTuple):
 
 def accepted_event(db: sqlite3.Connection, identifier: str) -> Optional[AcceptedEvent]:
     """The accepted event with this identifier, if the history still holds it."""
+    caught_up(db)
     row = db.execute(
         "SELECT identifier, event_name, customer, value, ts, accepted_at FROM accepted "
         "WHERE identifier = ?",
@@ -86,6 +89,7 @@ def accepted_for(
 ) -> list[AcceptedEvent]:
     """The accepted events of *customer* and *event_name* with ``start <= ts < end``,
     oldest first, less those already cancelled."""
+    caught_up(db)
     rows = db.execute(
         "SELECT a.identifier, a.event_name, a.customer, a.value, a.ts, a.accepted_at "
         "FROM accepted a LEFT JOIN cancellations c ON c.identifier = a.identifier "
@@ -180,6 +184,7 @@ def billed_between(
 ) -> list[tuple[str, str, Any, float, float]]:
     """As ``history.accepted_between``, less the events cancelled at Stripe:
     what the meter still counts."""
+    caught_up(db)
     query = (
         "SELECT a.event_name, a.customer, a.value, a.ts, a.accepted_at FROM accepted a "
         "LEFT JOIN cancellations c ON c.identifier = a.identifier AND c.state = 'sent' "
@@ -196,6 +201,7 @@ def billed_between(
 def cancelled_among(db: sqlite3.Connection, start: float, end: float) -> set[str]:
     """Identifiers of the accepted events with ``start <= ts < end`` that were
     cancelled at Stripe (for reconciliation: the meter no longer counts them)."""
+    caught_up(db)
     return {
         ident
         for (ident,) in db.execute(
@@ -212,6 +218,7 @@ def cancelled_events(
     """``(event_name, customer, ts, cancelled_at)`` of the accepted events with
     ``start <= ts < end`` cancelled at Stripe, *cancelled_at* being when Stripe
     accepted the adjustment (for reconciliation's grace)."""
+    caught_up(db)
     query = (
         "SELECT a.event_name, a.customer, a.ts, c.settled_at FROM cancellations c "
         "JOIN accepted a ON a.identifier = c.identifier "

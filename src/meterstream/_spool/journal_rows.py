@@ -1,11 +1,10 @@
 """What SQLite keeps of the journal's events once they settle, and what is withdrawn.
 
 The journal holds an event until it settles; what must be queried after that
-lives in the spool's SQLite file: the events Stripe accepted (``accepted``,
-once per identifier, for ``reconcile`` and Stripe's late error reports), the
-events it refused (``dead``, with the reason), and the identifiers withdrawn
-before they were sent (``withdrawn``), which a process adopting a dead
-process's segments must not send.
+lives in the spool's SQLite file: the events Stripe accepted (the history,
+:mod:`.history`), the events it refused (``dead``, with the reason, here),
+and the identifiers withdrawn before they were sent (``withdrawn``, here),
+which a process adopting a dead process's segments must not send.
 
 Each function takes the spool's connection and runs inside the caller's
 write transaction (``BEGIN IMMEDIATE``), under the spool's lock.
@@ -14,7 +13,7 @@ write transaction (``BEGIN IMMEDIATE``), under the spool's lock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Optional
 
 from meterstream._record.events import RawEvent
@@ -24,22 +23,12 @@ __all__ = [
     "WITHDRAWN_KEPT",
     "bury_events",
     "prune_withdrawn",
-    "remember_accepted",
     "withdraw",
     "withdrawn",
 ]
 
 #: Withdrawn identifiers are remembered this long: longer than any segment waits.
 WITHDRAWN_KEPT = 35 * 86400.0
-
-
-def remember_accepted(db: sqlite3.Connection, events: Sequence[RawEvent], now: float) -> None:
-    """Keep accepted events in the history, once per identifier, as Stripe counts them."""
-    db.executemany(
-        "INSERT OR IGNORE INTO accepted "
-        "(identifier, event_name, customer, value, ts, accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(e[4], e[0], e[1], encode_value(e[2]), e[3], now) for e in events],
-    )
 
 
 def bury_events(

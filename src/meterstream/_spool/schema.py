@@ -27,7 +27,11 @@ __all__ = ["SCHEMA_VERSION", "Transaction", "open_database"]
 #: and ``withdrawn`` names those withdrawn before they were sent: a build that
 #: reads only 2 refuses the file rather than strand the journal. A file of 2 is
 #: taken as it is: its pending rows are delivered first.
-SCHEMA_VERSION = 3
+#: 4: accepted batches are logged in ``accepted_log``, moved into ``accepted``
+#: later: a build that reads only 3 refuses the file rather than miss the
+#: log's events (reconcile, cancel, Stripe's reports). A file of 3 is taken
+#: as it is: its log starts empty.
+SCHEMA_VERSION = 4
 #: How long a writer waits for another process's write transaction.
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -74,6 +78,11 @@ CREATE TABLE IF NOT EXISTS accepted (
     accepted_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS accepted_ts ON accepted(ts);
+CREATE TABLE IF NOT EXISTS accepted_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    accepted_at REAL NOT NULL,
+    events BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS handled_events (
     event_id TEXT PRIMARY KEY,
     handled_at REAL NOT NULL

@@ -209,8 +209,9 @@ class SpoolBuffer:
         return events, marker
 
     def tick(self) -> None:
-        """On each delivery wake: now and then, renew claims and look for work
-        other processes left (a restart, a worker that died)."""
+        """On each delivery wake: now and then, renew claims, look for work
+        other processes left (a restart, a worker that died), and, when
+        nothing waits to be sent, catch the accepted history up with its log."""
         now = time.monotonic()
         if now < self._next_tick:
             return
@@ -223,6 +224,9 @@ class SpoolBuffer:
             if self.spool.journal.adopt_orphans() or self.spool.journal.waiting():
                 self._fresh = max(self._fresh, 1)
             self.spool.prune_history()
+            if not self.waiting():
+                # Idle: the accepted batches logged meanwhile go into the history.
+                self.spool.catch_up_history()
         except sqlite3.Error as exc:
             self._log.log(logging.ERROR, "spool:tick", "the spool could not be read: %s", exc)
 

@@ -60,6 +60,10 @@ __all__ = ["DeadLetter", "Spool", "SpoolFull", "SpooledBatch"]
 DEFAULT_LEASE = 30.0
 #: How long accepted events are kept for reconciliation: Stripe's own window.
 DEFAULT_HISTORY = 35 * 86400.0
+#: Accepted batches logged between two wakes of the checkpoint thread: each
+#: wake is a checkpoint (and its fsyncs), which per batch cost delivery more
+#: than the batch's own commit.
+CHECKPOINT_EVERY = 16
 
 
 class SpoolFull(Exception):
@@ -118,6 +122,9 @@ class Spool:
         )
         self._clock = clock
         self._repair = repair
+        #: Accepted batches this handle logged, and the oldest id of the log it last saw.
+        self._logged = 0
+        self._log_start = 0
         if not create and not os.path.exists(self.path):
             raise ConfigurationError(f"spool_path: there is no spool at {self.path!r}")
         #: Set when the corrupt file found at open was moved aside (its new name).
@@ -297,13 +304,37 @@ class Spool:
     def accepted_events(self, events: list[RawEvent]) -> None:
         """Stripe accepted these journal events: into the history (with one),
         then past the journal's cursor. A crash between the two sends them
-        again, under their identifiers: Stripe drops the repeat."""
+        again, under their identifiers: Stripe drops the repeat.
+
+        The batch is logged, one row in one statement (:func:`.history.log_accepted`);
+        past :data:`.history.LOG_BOUND` logged batches, the log is caught up."""
         if self.history > 0 and events:
             now = self._clock()
-            with self._lock, self._write():
-                journal_rows.remember_accepted(self._db, events, now)
-            self._checkpointer.wake()  # the log is copied back off this thread
+            with self._lock:
+                last = history_rows.log_accepted(self._db, events, now)
+                # The oldest logged batch is looked up only when the one last
+                # seen (ids only grow) is that far behind.
+                if last - self._log_start >= history_rows.LOG_BOUND:
+                    self._log_start = history_rows.log_start(self._db)
+                    if last - self._log_start >= history_rows.LOG_BOUND:
+                        with self._write():
+                            history_rows.catch_up(self._db)
+                        self._log_start = last + 1
+                self._logged += 1
+                wake = self._logged % CHECKPOINT_EVERY == 0
+            if wake:
+                self._checkpointer.wake()  # the write-ahead log is copied back off this thread
         self.journal.settle(events)
+
+    def catch_up_history(self) -> int:
+        """Move the accepted batches logged so far (every process's) into the
+        history's table; returns how many events were moved. Delivery calls
+        this when it is idle; every reader of the history does it first."""
+        with self._lock:
+            moved = history_rows.caught_up(self._db)
+        if moved or self._logged % CHECKPOINT_EVERY:
+            self._checkpointer.wake()
+        return moved
 
     def bury_events(
         self, events: list[RawEvent], reason: str, code: Optional[str], message: Optional[str]

@@ -3,7 +3,8 @@
 ``meterstream usage`` reads through :func:`read_usage` only. It opens the
 file read-only (a second connection, no owner registered, nothing written),
 so it is safe beside a running process. Where each kind of event lives is
-said once, in ``_SOURCES``: the ``accepted`` history, the ``pending`` queue
+said once, in ``_SOURCES``: the ``accepted`` history (with the batches
+logged and not yet moved into it, read as they are), the ``pending`` queue
 (with the ``uses`` not yet aggregated into it), the events waiting in the
 journal beside the file (every process's, read as they are, less those
 withdrawn) and the ``dead`` letters: what was recorded, whether Stripe has
@@ -22,6 +23,7 @@ from decimal import Decimal
 from typing import Any, Optional, Union
 
 from meterstream._spool import journal
+from meterstream._spool.history import logged_between
 from meterstream.errors import ConfigurationError
 
 __all__ = ["GROUPINGS", "KINDS", "UsageRow", "read_usage"]
@@ -167,11 +169,44 @@ def _read(
                     row.values[kind] = _add(row.values[kind], text)
             else:
                 row.values[kind] = _add(row.values[kind], total or 0)
+    if "accepted_log" in tables:
+        _add_log(rows, db, by, customers, since, until)
     withdrawn: set[str] = set()
     if "withdrawn" in tables:
         withdrawn = {r[0] for r in db.execute("SELECT identifier FROM withdrawn")}
     _add_journal(rows, path + ".journal", by, customers, since, until, withdrawn)
     return [rows[k] for k in sorted(rows, key=lambda k: (k[2] or 0, k[1] or "", k[0]))]
+
+
+def _key(by: str, name: str, who: str, ts: float) -> tuple[str, Optional[str], Optional[int]]:
+    size = 3600 if by == "hour" else 86400
+    return (
+        name,
+        who if by == "customer" else None,
+        int(ts // size) * size if by in ("hour", "day") else None,
+    )
+
+
+def _add_log(
+    rows: dict[tuple[str, Optional[str], Optional[int]], UsageRow],
+    db: sqlite3.Connection,
+    by: str,
+    customers: Optional[list[str]],
+    since: Optional[float],
+    until: Optional[float],
+) -> None:
+    """Count the accepted batches logged, not yet moved into ``accepted``, as
+    accepted: read as they are, since this connection writes nothing."""
+    wanted = set(customers) if customers else None
+    for name, who, value, ts, _ in logged_between(db, since, until):
+        if wanted is not None and who not in wanted:
+            continue
+        key = _key(by, name, who, ts)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = UsageRow(*key)
+        row.events["accepted"] += 1
+        row.values["accepted"] = _add(row.values["accepted"], value)
 
 
 def _add_journal(
@@ -187,7 +222,6 @@ def _add_journal(
     if not os.path.isdir(directory):
         return
     wanted = set(customers) if customers else None
-    size = 3600 if by == "hour" else 86400
     for name, who, value, ts, identifier, _ in journal.inspect(directory):
         if wanted is not None and who not in wanted:
             continue
@@ -195,11 +229,7 @@ def _add_journal(
             continue
         if identifier in withdrawn:
             continue
-        key = (
-            name,
-            who if by == "customer" else None,
-            int(ts // size) * size if by in ("hour", "day") else None,
-        )
+        key = _key(by, name, who, ts)
         row = rows.get(key)
         if row is None:
             row = rows[key] = UsageRow(*key)
