@@ -422,3 +422,22 @@ def test_a_reader_in_this_process_sees_the_log_without_a_tick(
         assert len(spool.cancellations.billed_between(0, now + 1)) == 4
     finally:
         spool.close()
+
+
+def test_stats_reads_the_spool_and_leaves_the_log_as_it_is(
+    emulator: Emulator, make_client: ClientFactory, spool_path: str, no_idle_catch_up: None
+) -> None:
+    """``stats()`` (and the OpenTelemetry gauges it feeds) does not report the
+    history, so it never takes the write lock to fold the log in."""
+    client = just_accepted(make_client, emulator, spool_path)
+    for n in range(5):
+        client.record("api", n, customer="cus_1")
+    assert client.flush(10)
+    before = logged(spool_path)
+    assert before >= 1
+    stats = client.stats()
+    assert stats["spool_pending"] == 0
+    assert logged(spool_path) == before
+    assert client.spool is not None
+    assert client.spool.admin.status().accepted == 5  # the command's count folds it in
+    assert logged(spool_path) == 0

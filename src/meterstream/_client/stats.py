@@ -90,7 +90,7 @@ def _spool_counts(spool: Spool, counts: dict[str, int]) -> dict[str, int]:
     out = {"spool_pending": 0, "spool_dead": 0, "spool_bytes": 0}
     out["returned_to_spool"] = counts["returned_to_spool"]
     try:
-        status = spool.admin.status()
+        status = spool.admin.status(accepted=False)  # a read: no catch-up of the history
     except Exception as exc:  # a stats() call must not fail on a bad disk
         report_internal_error(exc)
         return out

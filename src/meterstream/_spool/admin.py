@@ -81,12 +81,19 @@ class SpoolAdmin:
     def _write(self) -> Transaction:
         return Transaction(self._db)
 
-    def status(self) -> SpoolStatus:
-        """Counts by table, event name and reason, the oldest events, and bytes on disk."""
+    def status(self, accepted: bool = True) -> SpoolStatus:
+        """Counts by table, event name and reason, the oldest events, and bytes on disk.
+
+        Args:
+            accepted: count the accepted history too, catching it up first (a
+                write); ``stats()``, which does not report it, reads only.
+        """
         now = self._clock()
         out = SpoolStatus()
         with self._lock:
-            caught_up(self._db)  # the batches logged since: counted in ``accepted``
+            if accepted:
+                caught_up(self._db)  # the batches logged since: counted in ``accepted``
+                out.accepted = self._db.execute("SELECT count(*) FROM accepted").fetchone()[0]
             for name, count, claimed in self._db.execute(
                 "SELECT p.event_name, count(*), sum(c.owner != 0 AND c.lease >= ?) "
                 "FROM pending p LEFT JOIN claims c ON c.seq = p.seq GROUP BY p.event_name",
@@ -102,7 +109,6 @@ class SpoolAdmin:
                 out.dead += count
             out.oldest_pending = self._db.execute("SELECT min(ts) FROM pending").fetchone()[0]
             out.oldest_dead = self._db.execute("SELECT min(ts) FROM dead").fetchone()[0]
-            out.accepted = self._db.execute("SELECT count(*) FROM accepted").fetchone()[0]
         # The events waiting in the journal (every process's), read as they are.
         for event in journal.inspect(self._path + ".journal"):
             out.pending += 1
