@@ -29,8 +29,10 @@ All in one run:
                                   its own process): through the journal, and in
                                   memory without a spool, and through the journal
                                   with spool_history_days=0 (no accepted history:
-                                  what its one SQLite write per event costs); from
-                                  one producer thread, and from eight
+                                  what keeping it costs); from one producer thread,
+                                  and from eight; 5 rounds with the three in turns,
+                                  each on a new spool file: the medians, and the
+                                  median of each round's ratio to memory
 
 Per-call costs are medians over chunks of 50 calls. While record() is timed,
 the emulator hangs every request, so delivery takes a few batches and waits:
@@ -306,11 +308,40 @@ def spool_cases(
     # One store + fdatasync in the same directory, right after: the floor's sync time.
     results["fdatasync_beside_full_ns"] = bare_sync_ns(directory, max(chunks // 40, 10))
     emulator.set_faults(hang=False)
+    return results
+
+
+#: The end-to-end cases: (results key, spool, history).
+KINDS = {
+    "memory": (False, True),
+    "spool": (True, True),
+    "spool_no_history": (True, False),
+}
+
+
+def end_to_end_cases(
+    url: str, directory: str, emulator: Any, events: int, kinds: tuple[str, ...]
+) -> dict[str, Any]:
+    """Each kind's events/s end to end, ROUNDS rounds with the kinds in turns
+    (each run on a new spool file), from 1 producer and from 8: the median,
+    and for the spool kinds the median of their ratio to memory's run of the
+    same round (when memory is among the kinds)."""
+    results: dict[str, Any] = {}
     for producers in (1, 8):
-        emulator.reset()
-        results[f"end_to_end_spool_{producers}_events_per_s"] = end_to_end(
-            url, directory, events, producers, spool=True
-        )
+        runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for round_ in range(ROUNDS):
+            for kind in kinds:
+                spool, history = KINDS[kind]
+                emulator.reset()
+                place = os.path.join(directory, f"e2e-{producers}-{round_}-{kind}")
+                os.makedirs(place)
+                runs[kind].append(end_to_end(url, place, events, producers, spool, history))
+        for kind, rates in runs.items():
+            results[f"end_to_end_{kind}_{producers}_events_per_s"] = statistics.median(rates)
+            results[f"end_to_end_{kind}_{producers}_runs"] = rates
+            if kind != "memory" and "memory" in runs:
+                ratios = [a / b for a, b in zip(rates, runs["memory"])]
+                results[f"end_to_end_{kind}_{producers}_ratio"] = statistics.median(ratios)
     return results
 
 
@@ -350,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             emulator = Emulator.spawn(auto_create_meters=True)
             try:
                 results = spool_cases(emulator.url, directory, emulator, args.chunks, args.events)
+                results.update(
+                    end_to_end_cases(emulator.url, directory, emulator, args.events, ("spool",))
+                )
             finally:
                 emulator.stop()
         with open(args.json, "w") as out:
@@ -369,17 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             results["bare_mmap_store_ns"] = bare_mmap_ns(directory, args.chunks)
             results["bare_sqlite_insert_commit_ns"] = bare_insert_ns(directory, args.chunks)
             results["bare_fdatasync_ns"] = bare_sync_ns(directory, max(args.chunks // 40, 10))
-            for producers in (1, 8):
-                emulator.reset()
-                results[f"end_to_end_memory_{producers}_events_per_s"] = end_to_end(
-                    emulator.url, directory, args.events, producers, spool=False
-                )
-                # The journal without the accepted history: what its one SQLite
-                # write per event costs.
-                emulator.reset()
-                results[f"end_to_end_spool_no_history_{producers}_events_per_s"] = end_to_end(
-                    emulator.url, directory, args.events, producers, spool=True, history=False
-                )
+            # The journal without the accepted history too: what the history costs.
+            results.update(
+                end_to_end_cases(emulator.url, directory, emulator, args.events, tuple(KINDS))
+            )
         finally:
             emulator.stop()
     results["base"] = base
@@ -437,10 +464,19 @@ def report(results: dict[str, Any], events: int) -> None:
         key = f"end_to_end_spool_{producers}_events_per_s"
         before = f", previous release {base[key]:,.0f}" if key in base else ""
         bare = results[f"end_to_end_spool_no_history_{producers}_events_per_s"]
+        ratio = results[f"end_to_end_spool_{producers}_ratio"]
+        bare_ratio = results[f"end_to_end_spool_no_history_{producers}_ratio"]
         print(
             f"  {producers} producer(s): journal {spool:,.0f}, in memory {mem:,.0f} "
-            f"({spool / mem:.2f}×){before}; journal with spool_history_days=0 "
-            f"{bare:,.0f} ({bare / mem:.2f}×)"
+            f"({ratio:.2f}×){before}; journal with spool_history_days=0 "
+            f"{bare:,.0f} ({bare_ratio:.2f}×)"
+        )
+        runs = results[f"end_to_end_spool_{producers}_runs"]
+        print(
+            "    each round, journal ÷ memory: "
+            + ", ".join(
+                f"{a / b:.2f}" for a, b in zip(runs, results[f"end_to_end_memory_{producers}_runs"])
+            )
         )
 
 
