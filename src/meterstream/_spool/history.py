@@ -34,6 +34,7 @@ __all__ = [
     "HANDLED_KEPT",
     "LOG_BOUND",
     "accepted_between",
+    "batch_blob",
     "bury_accepted",
     "catch_up",
     "caught_up",
@@ -67,23 +68,32 @@ _INSERT_ACCEPTED = (
 )
 
 
-def log_accepted(db: sqlite3.Connection, events: Sequence[RawEvent], now: float) -> int:
+def log_accepted(
+    db: sqlite3.Connection, events: Sequence[RawEvent], now: float, blob: Optional[bytes] = None
+) -> int:
     """Append a batch Stripe accepted at *now* to the log: one row, one
     statement (its own transaction, outside one); returns the row's id.
 
-    The row is the marshal (format 4) of the recorded tuples as they are, in
-    one call; a Decimal value (which marshal does not take) as its text.
-    Ids only grow (``AUTOINCREMENT``): the log is the rows from the oldest
-    id (:func:`log_start`) to the newest.
+    The row is :func:`batch_blob` of *events* (*blob*, when the caller made it
+    already, outside its lock). Ids only grow (``AUTOINCREMENT``): the log is
+    the rows from the oldest id (:func:`log_start`) to the newest.
     """
+    if blob is None:
+        blob = batch_blob(events)
+    cursor = db.execute("INSERT INTO accepted_log (accepted_at, events) VALUES (?, ?)", (now, blob))
+    return int(cursor.lastrowid or 0)
+
+
+def batch_blob(events: Sequence[RawEvent]) -> bytes:
+    """What the log keeps of a batch: the marshal (format 4) of the recorded
+    tuples as they are, in one call; a Decimal value (which marshal does not
+    take) as its text."""
     try:
-        blob = marshal.dumps(list(events), 4)
+        return marshal.dumps(list(events), 4)
     except ValueError:
         rows = [(e[0], e[1], encode_value(e[2]), e[3], e[4], dict(e[5]) if e[5] else None)
                 for e in events]  # fmt: skip
-        blob = marshal.dumps(rows, 4)
-    cursor = db.execute("INSERT INTO accepted_log (accepted_at, events) VALUES (?, ?)", (now, blob))
-    return int(cursor.lastrowid or 0)
+        return marshal.dumps(rows, 4)
 
 
 def log_start(db: sqlite3.Connection) -> int:

@@ -103,7 +103,8 @@ class _Source:
         cursor_seq, cursor_off = seg.cursor
         self.after = cursor_seq
         self.pos = cursor_off
-        #: Read and not settled, in read order: seq -> [end offset, settled].
+        #: Read and not settled, in read order: seq -> [end offset, settled, this source]
+        #: (the entry :attr:`Journal._taken` holds for the event).
         self.window: dict[int, list[Any]] = {}
         self.read = 0
         #: Frames known to be in the segment past the cursor (adopted ones: counted at adoption).
@@ -183,7 +184,8 @@ class Journal:
         self._seg: Optional[Segment] = None
         self._next_seq = 1
         self._sources: list[_Source] = []
-        self._taken: dict[int, tuple[_Source, int]] = {}
+        #: Events taken and not settled: id(event) -> its window entry.
+        self._taken: dict[int, list[Any]] = {}
         self._retry: list[tuple[float, RawEvent]] = []
         self._withdrawn: set[str] = set()
         #: Asked for by another process with no answer yet (adopted frames only).
@@ -458,18 +460,19 @@ class Journal:
                 event = decode_event(frame.payload, seg.prefix)
             except ValueError:
                 report.corrupt += 1
-                source.window[frame.seq] = [frame.end, True]
+                source.window[frame.seq] = [frame.end, True, source]
                 self._count_settled(source)
                 continue
             if event[4] in self._withdrawn or (
                 self._requested and event[4] in self._requested and self._skips(event[4])
             ):
                 self._withdrawn.discard(event[4])
-                source.window[frame.seq] = [frame.end, True]
+                source.window[frame.seq] = [frame.end, True, source]
                 self._count_settled(source)
                 continue
-            source.window[frame.seq] = [frame.end, False]
-            self._taken[id(event)] = (source, frame.seq)
+            entry = [frame.end, False, source]
+            source.window[frame.seq] = entry
+            self._taken[id(event)] = entry
             out.append(event)
             if len(out) >= limit:
                 source.exhausted = False
@@ -516,26 +519,26 @@ class Journal:
         withdrawn = self._withdrawn
         unpack = FRAME_HEADER.unpack_from
         prefix = seg.prefix
-        while pos < end:
-            if len(out) >= limit:
-                break
+        room = limit - len(out)
+        seq = self._own_read
+        while pos < end and room > 0:
             length, _, seq = unpack(mm, pos)
             start = pos + 16
             pos = start + ((length + 7) & ~7)
-            self._own_read = seq
             event = _loads(mm[start : start + length])
             if type(event[4]) is not str or type(event[2]) is tuple or type(event[5]) is tuple:
                 event = complete(event, prefix)
             if withdrawn and event[4] in withdrawn:
                 withdrawn.discard(event[4])
-                window[seq] = [pos, True]
+                window[seq] = [pos, True, source]
                 self._settled_own += 1
                 continue
-            window[seq] = [pos, False]
-            taken[id(event)] = (source, seq)
+            window[seq] = taken[id(event)] = [pos, False, source]
             out.append(event)
+            room -= 1
+        self._own_read = seq
         if pos > source.pos:
-            source.after = self._own_read
+            source.after = seq
         source.pos = pos
         source.exhausted = pos >= end
         self._advance(source)
@@ -552,12 +555,11 @@ class Journal:
             pop = self._taken.pop
             last: Optional[_Source] = None
             for event in events:
-                taken = pop(id(event), None)
-                if taken is None:
+                entry = pop(id(event), None)
+                if entry is None:
                     continue
-                source, seq = taken
-                entry = source.window.get(seq)
-                if entry is not None and not entry[1]:
+                source = entry[2]
+                if not entry[1]:
                     entry[1] = True
                     if source.own:
                         own += 1
@@ -583,6 +585,11 @@ class Journal:
         """Whether *event* was taken from this journal (not yet settled)."""
         return id(event) in self._taken
 
+    def owned(self, events: Iterable[RawEvent]) -> list[RawEvent]:
+        """Those of *events* taken from this journal (not yet settled), in order."""
+        taken = self._taken
+        return [event for event in events if id(event) in taken]
+
     def _count_settled(self, source: _Source) -> None:
         if source.own:
             self._settled_own += 1
@@ -596,11 +603,11 @@ class Journal:
         cursor: Optional[tuple[int, int]] = None
         while window:
             seq = next(iter(window))
-            end, settled = window[seq]
-            if not settled:
+            entry = window[seq]
+            if not entry[1]:
                 break
             del window[seq]
-            cursor = (seq, end)
+            cursor = (seq, entry[0])
             moved = True
         if moved and cursor is not None:
             source.seg.set_cursor(*cursor)
@@ -711,12 +718,11 @@ class Journal:
 
     def _settle_taken(self, event: RawEvent) -> None:
         """*event*, taken and not sent, is done with (the read lock held)."""
-        taken = self._taken.pop(id(event), None)
-        if taken is None:
+        entry = self._taken.pop(id(event), None)
+        if entry is None:
             return
-        source, seq = taken
-        entry = source.window.get(seq)
-        if entry is not None and not entry[1]:
+        source = entry[2]
+        if not entry[1]:
             entry[1] = True
             self._count_settled(source)
         self._advance(source)

@@ -238,7 +238,7 @@ class SpoolBuffer:
         """
         raw = batch.raw_events()
         journal = self.spool.journal
-        mine = [event for event in raw if journal.owns(event)]
+        mine = journal.owned(raw)
         seqs = self._seqs_of(raw) if len(mine) < len(raw) else []
         try:
             if error is None:

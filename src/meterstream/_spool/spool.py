@@ -310,8 +310,9 @@ class Spool:
         past :data:`.history.LOG_BOUND` logged batches, the log is caught up."""
         if self.history > 0 and events:
             now = self._clock()
+            blob = history_rows.batch_blob(events)  # outside the lock the other senders wait on
             with self._lock:
-                last = history_rows.log_accepted(self._db, events, now)
+                last = history_rows.log_accepted(self._db, events, now, blob)
                 # The oldest logged batch is looked up only when the one last
                 # seen (ids only grow) is that far behind.
                 if last - self._log_start >= history_rows.LOG_BOUND:
