@@ -14,6 +14,15 @@ from meterstream.emulator._webhooks import sign
 
 API_KEY = "sk_test_webhooks"
 WHSEC = "whsec_webhook_tests"
+#: A sum meter whose customer is the payload key ``account``: an event
+#: without it is accepted by the stream and reported by Stripe later.
+BY_ACCOUNT_METER = {
+    "display_name": "By account",
+    "event_name": "by_account",
+    "default_aggregation[formula]": "sum",
+    "customer_mapping[event_payload_key]": "account",
+    "customer_mapping[type]": "by_id",
+}
 
 
 def record_bad_events(client: meterstream.MeterClient) -> None:

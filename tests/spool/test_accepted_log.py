@@ -19,7 +19,7 @@ import meterstream
 from helpers import cli
 from helpers.clients import ClientFactory
 from helpers.spool import API_KEY
-from helpers.webhooks import WHSEC, reported_thin_events, signed
+from helpers.webhooks import BY_ACCOUNT_METER, WHSEC, reported_thin_events, signed
 from meterstream._spool import history, sink
 from meterstream._spool.schema import Transaction
 from meterstream._spool.sink import SpoolBuffer
@@ -35,15 +35,7 @@ def emulator_options() -> dict[str, Any]:
     from the payload key ``account``: Stripe reports its events later."""
     return {
         "auto_create_meters": True,
-        "meters": [
-            {
-                "display_name": "By account",
-                "event_name": "by_account",
-                "default_aggregation[formula]": "sum",
-                "customer_mapping[event_payload_key]": "account",
-                "customer_mapping[type]": "by_id",
-            }
-        ],
+        "meters": [BY_ACCOUNT_METER],
     }
 
 

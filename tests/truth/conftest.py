@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import meterstream
-from helpers.webhooks import API_KEY, WHSEC
+from helpers.webhooks import API_KEY, BY_ACCOUNT_METER, WHSEC
 from meterstream.emulator import Emulator
 
 
@@ -23,13 +23,7 @@ def emulator_options() -> dict[str, Any]:
                 "event_name": "priced",
                 "default_aggregation[formula]": "sum",
             },
-            {
-                "display_name": "By account",
-                "event_name": "by_account",
-                "default_aggregation[formula]": "sum",
-                "customer_mapping[event_payload_key]": "account",
-                "customer_mapping[type]": "by_id",
-            },
+            BY_ACCOUNT_METER,
         ]
     }
 

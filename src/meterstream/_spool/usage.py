@@ -201,12 +201,7 @@ def _add_log(
     for name, who, value, ts, _ in logged_between(db, since, until):
         if wanted is not None and who not in wanted:
             continue
-        key = _key(by, name, who, ts)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = UsageRow(*key)
-        row.events["accepted"] += 1
-        row.values["accepted"] = _add(row.values["accepted"], value)
+        _count(rows, _key(by, name, who, ts), "accepted", value)
 
 
 def _add_journal(
@@ -229,12 +224,21 @@ def _add_journal(
             continue
         if identifier in withdrawn:
             continue
-        key = _key(by, name, who, ts)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = UsageRow(*key)
-        row.events["pending"] += 1
-        row.values["pending"] = _add(row.values["pending"], value)
+        _count(rows, _key(by, name, who, ts), "pending", value)
+
+
+def _count(
+    rows: dict[tuple[str, Optional[str], Optional[int]], UsageRow],
+    key: tuple[str, Optional[str], Optional[int]],
+    column: str,
+    value: Any,
+) -> None:
+    """One more event of *value* under *column* (``accepted``, ``pending``) in *key*'s row."""
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = UsageRow(*key)
+    row.events[column] += 1
+    row.values[column] = _add(row.values[column], value)
 
 
 def _rows_one_by_one(
