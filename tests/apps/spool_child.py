@@ -5,7 +5,8 @@ Run as ``python -m apps.spool_child MODE SPOOL URL ...`` with ``tests/`` on
 
 ``record SPOOL URL PREFIX THREADS``
     record from THREADS threads at full speed, forever, with identifiers
-    ``PREFIX-<thread>-<n>``; each identifier is written to stdout (one
+    ``PREFIX-<thread>-<n>`` (PREFIX ``generated``: none given, the one
+    ``record()`` returned); each identifier is written to stdout (one
     ``os.write`` a line, atomic on a pipe) only after ``record()`` returned.
     Prints ``ready`` first. Meant to be SIGKILLed.
 ``write SPOOL URL PREFIX COUNT``
@@ -29,6 +30,8 @@ import time
 import meterstream
 
 API_KEY = "sk_test_spool"
+#: The PREFIX that records without identifiers: each line is the one record() generated.
+GENERATED = "generated"
 FAST_RETRIES = {"retry_initial_delay": 0.005, "retry_max_delay": 0.05}
 
 
@@ -55,9 +58,12 @@ def record_forever_with(client: meterstream.MeterClient, prefix: str, threads: i
         start.wait()
         n = 0
         while True:
-            ident = f"{prefix}-{index}-{n}"
-            client.record("api_calls", customer=f"cus_{index}", identifier=ident)
-            os.write(1, (ident + "\n").encode())
+            if prefix == GENERATED:
+                ident = client.record("api_calls", customer=f"cus_{index}")
+            else:
+                ident = f"{prefix}-{index}-{n}"
+                client.record("api_calls", customer=f"cus_{index}", identifier=ident)
+            os.write(1, (f"{ident}\n").encode())
             n += 1
 
     for index in range(threads):

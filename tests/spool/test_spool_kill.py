@@ -73,6 +73,48 @@ def test_sigkill_at_random_moments_loses_nothing_record_returned_for(
     assert client.stats()["failed_rejected"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_sigkill_loses_no_generated_identifier_and_delivers_each_as_record_returned_it(
+    tmp_path: Path,
+    emulator: Emulator,
+    dead_url: str,
+    spool_path: str,
+    make_client: Callable[..., meterstream.MeterClient],
+) -> None:
+    """The default: no identifier given. The journal keeps the generated
+    number, the segment the killed process's prefix; the process that
+    delivers what it left sends each identifier as that ``record()`` returned it."""
+    rng = random.Random()
+    returned: list[str] = []
+    for run in range(6):
+        errors = tmp_path / f"stderr-{run}.txt"
+        with errors.open("wb") as stderr:
+            proc = child(
+                "record",
+                spool_path,
+                emulator.url if run % 2 else dead_url,
+                "generated",
+                "4",
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+
+        def moment(lines: list[str], run: int = run) -> None:
+            assert wait_for(lambda: lines, timeout=30), f"run {run}: the child recorded nothing"
+            threading.Event().wait(rng.uniform(0.03, 0.12))
+
+        returned.extend(kill_when(proc, moment, errors))
+    assert all(ident.startswith("ms_") for ident in returned)
+    assert len({ident.rsplit("_", 1)[0] for ident in returned}) == 6  # one prefix a process
+    client = make_client(emulator.url, spool_path=spool_path)
+    assert client.flush(60), client.stats()
+    arrived = assert_each_once(emulator, set(returned))
+    # Those recorded but killed before their line was written may arrive too,
+    # under the prefix of a process that ran: nothing else may.
+    prefixes = {ident.rsplit("_", 1)[0] for ident in returned}
+    assert all(ident.rsplit("_", 1)[0] in prefixes for ident in arrived)
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
